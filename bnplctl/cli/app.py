@@ -1,0 +1,147 @@
+"""The root Typer app and the one error boundary.
+
+Every domain exception becomes a one-line message on stderr and its exit code;
+anything unexpected is exit 1 with a one-line message, the traceback only with
+``--debug``. Command modules are imported here but import nothing heavy
+themselves, so ``bnplctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from bnplctl import __version__
+from bnplctl.errors import BnplError, ExitCode
+
+
+@dataclass
+class CliState:
+    debug: bool = False
+    actor: str | None = None
+
+
+STATE = CliState()
+
+
+def current_actor() -> str:
+    """``--actor`` when given, else the operating-system user."""
+    if STATE.actor:
+        return STATE.actor
+    from bnplctl.services.audit import os_actor
+
+    return os_actor()
+
+
+def _fail(text: str, code: int) -> typer.Exit:
+    from bnplctl.cli.output import error
+
+    error(text)
+    return typer.Exit(code=code)
+
+
+def _database_error(exc: BaseException) -> str | None:
+    """A lost or refused database connection, recognised without importing SQLAlchemy."""
+    exc_module = sys.modules.get("sqlalchemy.exc")
+    if exc_module is not None and isinstance(
+        exc, exc_module.OperationalError | exc_module.InterfaceError
+    ):
+        from bnplctl.db import unavailable_message
+
+        return unavailable_message(exc)
+    return None
+
+
+def _is_cli_signal(exc: Exception) -> bool:
+    """Typer's own exits, aborts and usage errors: they keep their meaning (exit 0/1/2)."""
+    return type(exc).__module__.startswith(("typer.", "click."))
+
+
+class BoundaryGroup(TyperGroup):
+    """The root group: maps what a command raises to a message and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BnplError as exc:
+            self._maybe_traceback()
+            raise _fail(exc.message, exc.exit_code) from None
+        except Exception as exc:
+            if _is_cli_signal(exc):
+                raise
+            self._maybe_traceback()
+            unavailable = _database_error(exc)
+            if unavailable is not None:
+                raise _fail(unavailable, ExitCode.UNAVAILABLE) from None
+            raise _fail(
+                f"internal error ({type(exc).__name__}); rerun with --debug for the traceback",
+                ExitCode.INTERNAL,
+            ) from None
+
+    @staticmethod
+    def _maybe_traceback() -> None:
+        if STATE.debug:
+            traceback.print_exc(file=sys.stderr)
+
+
+app = typer.Typer(
+    cls=BoundaryGroup,
+    name="bnplctl",
+    help="Operator CLI and batch tool of a Buy-Now-Pay-Later debt & refund service.\n\n"
+    "Example: bnplctl demo",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bnplctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print the traceback of an internal error.")
+    ] = False,
+    actor: Annotated[
+        str | None,
+        typer.Option(
+            "--actor",
+            envvar="BNPL_ACTOR",
+            help="Who is acting, for the audit trail (default: the OS user).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Operator CLI and batch tool of a Buy-Now-Pay-Later debt & refund service."""
+    STATE.debug = debug
+    STATE.actor = actor.strip() if actor and actor.strip() else None
+
+
+def _register() -> None:
+    from bnplctl.cli import audit, db, demo, users
+
+    app.add_typer(users.app, name="users")
+    app.add_typer(db.app, name="db")
+    app.add_typer(audit.app, name="audit")
+    app.command("demo")(demo.demo)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="bnplctl")

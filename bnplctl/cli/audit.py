@@ -1,0 +1,39 @@
+"""``bnplctl audit``: the audit trail."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from bnplctl.cli.options import OutputFormat, OutputOption
+
+app = typer.Typer(help="The audit trail: who changed what, and when.")
+
+AUDIT_COLUMNS = ("id", "occurred_at", "actor", "action", "entity", "entity_id", "details")
+
+
+@app.command("list")
+def list_(
+    entity: Annotated[
+        str | None, typer.Option("--entity", help="user, plan, installment, refund, sweep…")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="ISO date or timestamp, e.g. 2026-11-01.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many events.")] = 100,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Audit events, newest first.
+
+    Example: bnplctl audit list --entity user --since 2026-11-01
+    """
+    from bnplctl.cli.output import render_list
+    from bnplctl.db import session_scope
+    from bnplctl.services.audit import list_events, parse_since, public_event
+
+    since_at = parse_since(since) if since else None
+    with session_scope() as session:
+        events = list_events(session, entity=entity, since=since_at, limit=limit)
+        shown = [public_event(event) for event in events]
+    render_list(shown, output, columns=AUDIT_COLUMNS, title="Audit events")

@@ -1,0 +1,91 @@
+"""``bnplctl db``: migrations and the embedded server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from bnplctl.cli.options import OutputFormat, OutputOption
+
+app = typer.Typer(help="Schema migrations and the embedded PostgreSQL server.")
+
+
+@app.command("upgrade")
+def upgrade() -> None:
+    """Apply the migrations up to head (Alembic).
+
+    Example: BNPL_DATABASE_URL=postgresql://bnpl@db/bnpl bnplctl db upgrade
+    """
+    from bnplctl.cli.output import message
+    from bnplctl.db import connect, current_revision, get_engine, upgrade
+
+    engine = get_engine(check_schema=False)
+    with connect(engine) as connection:
+        before = current_revision(connection)
+        upgrade(connection)
+        connection.commit()
+        after = current_revision(connection)
+    if before == after:
+        message(f"schema already at head ({after})")
+    else:
+        message(f"schema upgraded from {before or 'none'} to {after}")
+
+
+@app.command("status")
+def status(output: OutputOption = OutputFormat.table) -> None:
+    """Schema revision vs head, the URL (password masked), the embedded server's state.
+
+    Example: bnplctl db status -o json
+    """
+    from bnplctl.cli.output import render_one
+    from bnplctl.config import get_settings
+    from bnplctl.db import (
+        SCHEMA_HEAD,
+        connect,
+        current_revision,
+        embedded_state,
+        get_engine,
+        masked_url,
+    )
+
+    settings = get_settings()
+    report: dict[str, Any] = {"mode": "embedded" if settings.embedded else "external"}
+    reachable = True
+    if settings.embedded:
+        state = embedded_state(settings.data_dir)
+        report |= {
+            "data_dir": str(state.data_dir),
+            "server": "running" if state.running else "stopped",
+            "pid": state.pid,
+        }
+        reachable = state.running
+    if reachable:
+        engine = get_engine(check_schema=False)
+        report["url"] = masked_url(str(engine.url))
+        with connect(engine) as connection:
+            revision = current_revision(connection)
+        report |= {"revision": revision, "head": SCHEMA_HEAD, "at_head": revision == SCHEMA_HEAD}
+    else:
+        report |= {"revision": None, "head": SCHEMA_HEAD, "at_head": None}
+    render_one(report, output, title="Database")
+
+
+@app.command("stop")
+def stop() -> None:
+    """Stop the embedded server (the next command starts it again).
+
+    Example: bnplctl db stop
+    """
+    from bnplctl.cli.output import message
+    from bnplctl.config import get_settings
+    from bnplctl.db import stop_embedded
+
+    settings = get_settings()
+    if not settings.embedded:
+        message("BNPL_DATABASE_URL is set: there is no embedded server to stop")
+        return
+    if stop_embedded(settings.data_dir):
+        message("embedded PostgreSQL stopped")
+    else:
+        message("embedded PostgreSQL was not running")

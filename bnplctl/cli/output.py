@@ -1,0 +1,132 @@
+"""The one place that renders: Rich tables for people, json/jsonl/csv for programs.
+
+Records arrive already masked and JSON-ready (strings, numbers, booleans, None,
+lists and dicts of those). Data goes to stdout; messages to stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from bnplctl.cli.options import OutputFormat
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+Record = Mapping[str, Any]
+# Wide enough that nothing is cut when stdout is a file or a pipe.
+_UNBOUNDED_WIDTH = 100_000
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else _UNBOUNDED_WIDTH
+    return Console(file=stream, width=width, highlight=False, soft_wrap=stream is sys.stderr)
+
+
+def _json_default(value: Any) -> str:
+    return str(value)
+
+
+def _dumps(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | dict):
+        return _dumps(value)
+    return str(value)
+
+
+def render_list(
+    records: Sequence[Record],
+    fmt: OutputFormat,
+    *,
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+) -> None:
+    """A list: a table, a JSON array, JSON lines, or CSV with a header."""
+    names = list(columns or (records[0].keys() if records else []))
+    if fmt is OutputFormat.json:
+        sys.stdout.write(_dumps([dict(record) for record in records], indent=2) + "\n")
+    elif fmt is OutputFormat.jsonl:
+        for record in records:
+            sys.stdout.write(_dumps(dict(record)) + "\n")
+    elif fmt is OutputFormat.csv:
+        _write_csv(records, names)
+    else:
+        _table(records, names, title=title)
+
+
+def render_one(record: Record, fmt: OutputFormat, *, title: str | None = None) -> None:
+    """One entity or summary: a two-column table, a JSON object, one line, or CSV."""
+    if fmt is OutputFormat.json:
+        sys.stdout.write(_dumps(dict(record), indent=2) + "\n")
+    elif fmt is OutputFormat.jsonl:
+        sys.stdout.write(_dumps(dict(record)) + "\n")
+    elif fmt is OutputFormat.csv:
+        _write_csv([record], list(record.keys()))
+    else:
+        from rich.table import Table
+
+        table = Table(title=title, show_header=False, title_justify="left")
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for name, value in record.items():
+            table.add_row(name, _cell(value))
+        _console().print(table)
+
+
+def _write_csv(records: Sequence[Record], names: Sequence[str]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(names)
+    for record in records:
+        writer.writerow([_cell(record.get(name)) for name in names])
+
+
+def _table(
+    records: Sequence[Record],
+    names: Sequence[str],
+    *,
+    title: str | None = None,
+    stderr: bool = False,
+) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for name in names:
+        table.add_column(name, overflow="fold")
+    for record in records:
+        table.add_row(*(_cell(record.get(name)) for name in names))
+    if not records:
+        table.caption = "no rows"
+    _console(stderr=stderr).print(table)
+
+
+def table_to_stderr(records: Sequence[Record], names: Sequence[str], *, title: str) -> None:
+    """A table for the operator that is not data: rejects, notes."""
+    _table(records, names, title=title, stderr=True)
+
+
+def message(text: str) -> None:
+    """An informational line on stderr."""
+    _console(stderr=True).print(text, markup=False)
+
+
+def warning(text: str) -> None:
+    _console(stderr=True).print(f"warning: {text}", style="yellow", markup=False)
+
+
+def error(text: str) -> None:
+    """The one-line message of a refusal or an error, on stderr."""
+    _console(stderr=True).print(f"error: {text}", style="bold red", markup=False)

@@ -1,0 +1,144 @@
+"""``bnplctl users``: onboard, import, list and show users (always masked)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bnplctl.cli.options import FormatOption, InputFormat, OutputFormat, OutputOption
+
+app = typer.Typer(help="Onboard and look up users. Phone, passport and card are always masked.")
+
+USER_LIST_COLUMNS = (
+    "user_id",
+    "full_name",
+    "phone_number",
+    "passport_number",
+    "card_number",
+    "date_of_birth",
+    "status",
+)
+
+
+class StatusFilter(StrEnum):
+    NORMAL = "NORMAL"
+    DEBT_USER = "DEBT_USER"
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Option("--name", help="Full name.")],
+    dob: Annotated[str, typer.Option("--dob", help="Date of birth, YYYY-MM-DD (age >= 18).")],
+    phone: Annotated[
+        str, typer.Option("--phone", prompt=True, help="International format, e.g. +998901234567.")
+    ],
+    passport: Annotated[
+        str,
+        typer.Option(
+            "--passport",
+            prompt=True,
+            hide_input=True,
+            help="Letters then digits; omit to be asked.",
+        ),
+    ],
+    card: Annotated[
+        str,
+        typer.Option(
+            "--card", prompt=True, hide_input=True, help="12-19 digits, Luhn; omit to be asked."
+        ),
+    ],
+    user_id: Annotated[
+        str | None, typer.Option("--user-id", help="Generated (usr-…) when absent.")
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Onboard one user; prints the masked user.
+
+    Example: bnplctl users add --user-id usr-001 --name "John Doe" --phone +998901234567
+    --passport AA1234567 --card 4111111111111111 --dob 1990-05-20
+    """
+    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.output import render_one
+    from bnplctl.db import session_scope
+    from bnplctl.schemas import UserCreate
+    from bnplctl.services.users import onboard, public_user
+
+    fields = {"user_id": user_id, "name": name, "phone": phone, "passport": passport}
+    candidate = UserCreate.parse(fields | {"card": card, "dob": dob})
+    with session_scope() as session:
+        user = onboard(session, candidate, actor=current_actor())
+        shown = public_user(user)
+    render_one(shown, output, title=f"User {shown['user_id']}")
+
+
+@app.command("import")
+def import_(
+    source: Annotated[str, typer.Argument(help="CSV, JSON array or JSON lines file; - for stdin.")],
+    input_format: FormatOption = InputFormat.auto,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects", help="Write rejected rows (line, user_id, outcome, reason) here."
+        ),
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Onboard users in batch: valid rows are applied, the rest reported (exit 5).
+
+    Columns: user_id, name, phone, passport, card, dob.
+
+    Example: bnplctl users import users.csv --rejects rejects.csv
+    """
+    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.batch import finish_batch
+    from bnplctl.importing.batch import USER_COLUMNS, import_users
+    from bnplctl.importing.readers import detect_format, open_input, read_rows
+
+    with open_input(source) as stream:
+        fmt = detect_format(source, stream, input_format.value)
+        report = import_users(read_rows(stream, fmt, USER_COLUMNS), actor=current_actor())
+    finish_batch(report, output, rejects=rejects, key_name="user_id", title="Users import")
+
+
+@app.command("list")
+def list_(
+    status: Annotated[
+        StatusFilter | None, typer.Option("--status", help="Only users in this status.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many users.")] = 100,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """List users, masked, oldest first.
+
+    Example: bnplctl users list --status DEBT_USER -o json
+    """
+    from bnplctl.cli.output import render_list
+    from bnplctl.db import session_scope
+    from bnplctl.models import UserStatus
+    from bnplctl.services.users import list_users, public_user
+
+    with session_scope() as session:
+        chosen = UserStatus(status.value) if status else None
+        shown = [public_user(user) for user in list_users(session, status=chosen, limit=limit)]
+    render_list(shown, output, columns=USER_LIST_COLUMNS, title="Users")
+
+
+@app.command("show")
+def show(
+    user_id: Annotated[str, typer.Argument(help="The user's id.")],
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """One user, masked, with their plans and debt summary.
+
+    Example: bnplctl users show usr-001
+    """
+    from bnplctl.cli.output import render_one
+    from bnplctl.db import session_scope
+    from bnplctl.services.users import user_summary
+
+    with session_scope() as session:
+        shown = user_summary(session, user_id)
+    render_one(shown, output, title=f"User {user_id}")

@@ -1,0 +1,35 @@
+"""The single source of time: every "now" and "today" in bnplctl comes from here."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+
+def now() -> datetime:
+    """The current instant, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def today(timezone: str) -> date:
+    """Today's calendar date in the named time zone (the business time zone)."""
+    return now().astimezone(ZoneInfo(timezone)).date()
+
+
+def business_today() -> date:
+    """Today in ``BNPL_TIMEZONE``."""
+    from bnplctl.config import get_settings
+
+    return today(get_settings().timezone)
+
+
+def age_on(birth: date, on: date) -> int:
+    """Completed years between ``birth`` and ``on``."""
+    years = on.year - birth.year
+    if (on.month, on.day) < (birth.month, birth.day):
+        years -= 1
+    return years
+
+
+def days_between(earlier: date, later: date) -> int:
+    return (later - earlier) // timedelta(days=1)

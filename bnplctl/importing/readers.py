@@ -1,0 +1,201 @@
+"""File readers: CSV with a header, a JSON array, or JSON lines, into numbered rows.
+
+Readers stream where the format allows (CSV, JSON lines). A row that cannot be
+understood on its own (a bad JSON line, a CSV row with too many fields) becomes a
+row with an ``error``; a file that cannot be read at all raises ``InvalidInput``
+(exit 65) naming the line, and a missing one ``InputFileError`` (exit 66).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from bnplctl.errors import InputFileError, InvalidInput
+
+Format = Literal["csv", "json", "jsonl"]
+FORMATS: tuple[str, ...] = ("auto", "csv", "json", "jsonl")
+_EXTENSIONS: dict[str, Format] = {
+    ".csv": "csv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+_SNIFF_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class RawRow:
+    """One input row: its line number, its fields, or why it could not be read."""
+
+    line: int
+    fields: dict[str, Any]
+    error: str | None = None
+
+
+@contextmanager
+def open_input(name: str) -> Iterator[IO[bytes]]:
+    """A binary stream for a path, or standard input for ``-``."""
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    path = Path(name)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise InputFileError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{name}: is a directory") from None
+    except OSError as exc:
+        raise InputFileError(f"{name}: cannot be read ({exc.strerror or 'error'})") from None
+    with handle:
+        yield handle
+
+
+def detect_format(name: str, stream: IO[bytes], requested: str = "auto") -> Format:
+    """The explicit format, else the extension, else the first non-blank byte."""
+    if requested != "auto":
+        if requested not in FORMATS:
+            raise InvalidInput(f"format: must be one of {', '.join(FORMATS)}")
+        return requested  # type: ignore[return-value]
+    by_extension = _EXTENSIONS.get(Path(name).suffix.lower()) if name != "-" else None
+    if by_extension is not None:
+        return by_extension
+    head = _peek(stream).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"["):
+        return "json"
+    if head.startswith(b"{"):
+        return "jsonl"
+    return "csv"
+
+
+def _peek(stream: IO[bytes]) -> bytes:
+    peek = getattr(stream, "peek", None)
+    if peek is not None:
+        return bytes(peek(_SNIFF_BYTES))[:_SNIFF_BYTES]
+    return b""
+
+
+def read_rows(stream: IO[bytes], fmt: Format, required: Iterable[str] = ()) -> Iterator[RawRow]:
+    """Rows of ``stream`` in ``fmt``; CSV headers must name every ``required`` column."""
+    if fmt == "csv":
+        return _read_csv(stream, tuple(required))
+    if fmt == "json":
+        return _read_json_array(stream)
+    return _read_json_lines(stream)
+
+
+def _text(stream: IO[bytes]) -> io.TextIOWrapper:
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+
+
+def _read_csv(stream: IO[bytes], required: tuple[str, ...]) -> Iterator[RawRow]:
+    text = _text(stream)
+    reader = csv.reader(text, strict=True)
+    line = 0
+    try:
+        header: list[str] | None = None
+        for record in reader:
+            start, line = line + 1, reader.line_num
+            if not record or all(not cell.strip() for cell in record):
+                continue
+            if header is None:
+                header = [cell.strip().lower() for cell in record]
+                missing = [column for column in required if column not in header]
+                if missing:
+                    raise InvalidInput(f"line {start}: missing column(s): {', '.join(missing)}")
+                continue
+            if len(record) > len(header):
+                yield RawRow(start, {}, f"{len(record)} fields, the header has {len(header)}")
+                continue
+            yield RawRow(start, dict(zip(header, record, strict=False)))
+        if header is None:
+            raise InvalidInput("line 1: the file is empty (a header row is required)")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"line {line + 1}: not UTF-8 text") from None
+    except csv.Error as exc:
+        raise InvalidInput(f"line {reader.line_num}: malformed CSV ({exc})") from None
+    finally:
+        text.detach()
+
+
+def _read_json_array(stream: IO[bytes]) -> Iterator[RawRow]:
+    try:
+        document = _text(stream).read()
+    except UnicodeDecodeError:
+        raise InvalidInput("not UTF-8 text") from None
+    decoder = json.JSONDecoder()
+    lines = _LineCounter(document)
+    position = _skip_blank(document, 0)
+    if not document.startswith("[", position):
+        raise InvalidInput(f"line {lines.at(position)}: expected a JSON array")
+    position = _skip_blank(document, position + 1)
+    if document.startswith("]", position):
+        return
+    while True:
+        line = lines.at(position)
+        try:
+            element, position = decoder.raw_decode(document, position)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"line {exc.lineno}: invalid JSON ({exc.msg})") from None
+        yield _row_from_json(line, element)
+        position = _skip_blank(document, position)
+        if document.startswith(",", position):
+            position = _skip_blank(document, position + 1)
+            continue
+        if document.startswith("]", position):
+            trailing = _skip_blank(document, position + 1)
+            if trailing != len(document):
+                raise InvalidInput(f"line {lines.at(trailing)}: unexpected data after the array")
+            return
+        raise InvalidInput(f"line {lines.at(position)}: expected ',' or ']'")
+
+
+class _LineCounter:
+    """Line numbers of increasing positions in a document, counted incrementally."""
+
+    def __init__(self, document: str) -> None:
+        self._document = document
+        self._position = 0
+        self._line = 1
+
+    def at(self, position: int) -> int:
+        self._line += self._document.count("\n", self._position, position)
+        self._position = position
+        return self._line
+
+
+def _read_json_lines(stream: IO[bytes]) -> Iterator[RawRow]:
+    for number, raw in enumerate(stream, start=1):
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
+        except UnicodeDecodeError:
+            yield RawRow(number, {}, "not UTF-8 text")
+            continue
+        if not text:
+            continue
+        try:
+            element = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield RawRow(number, {}, f"invalid JSON ({exc.msg})")
+            continue
+        yield _row_from_json(number, element)
+
+
+def _row_from_json(line: int, element: Any) -> RawRow:
+    if not isinstance(element, dict):
+        return RawRow(line, {}, "not a JSON object")
+    return RawRow(line, {str(key).strip().lower(): value for key, value in element.items()})
+
+
+def _skip_blank(document: str, position: int) -> int:
+    while position < len(document) and document[position] in " \t\r\n":
+        position += 1
+    return position

@@ -1,0 +1,316 @@
+"""SQLModel tables: the whole schema. Alembic revisions must match these exactly.
+
+Every table that belongs to a user carries ``user_id`` (installments and refunds
+too), so the sweep marks users without a join and the schema can be distributed
+by ``user_id`` later.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    LargeBinary,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+MONEY = Numeric(12, 2)
+
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UserStatus(StrEnum):
+    NORMAL = "NORMAL"
+    DEBT_USER = "DEBT_USER"
+
+
+class PlanStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    COMPLETED = "COMPLETED"
+
+
+class InstallmentStatus(StrEnum):
+    UPCOMING = "UPCOMING"
+    OVERDUE = "OVERDUE"
+    PAID = "PAID"
+
+
+class RefundStatus(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+    COMPLETED = "COMPLETED"
+
+
+class SweepOutcome(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+def _one_of(column: str, values: type[StrEnum]) -> str:
+    listed = ", ".join(f"'{member.value}'" for member in values)
+    return f"{column} IN ({listed})"
+
+
+def _created_at() -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+def _id_column() -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
+    )
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", UserStatus), name="status"),
+        CheckConstraint("phone_e164 ~ '^\\+[1-9][0-9]{6,14}$'", name="phone_e164"),
+        CheckConstraint("card_first6 ~ '^[0-9]{6}$' AND card_last4 ~ '^[0-9]{4}$'", name="card"),
+        UniqueConstraint("passport_blind_index"),
+        Index(None, "card_fingerprint"),
+        Index(None, "status"),
+    )
+
+    user_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    full_name: str = Field(sa_column=Column(String(200), nullable=False))
+    phone_e164: str = Field(sa_column=Column(String(16), nullable=False))
+    passport_ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    passport_blind_index: str = Field(sa_column=Column(String(64), nullable=False))
+    passport_masked: str = Field(sa_column=Column(String(20), nullable=False))
+    card_brand: str = Field(sa_column=Column(String(20), nullable=False))
+    card_first6: str = Field(sa_column=Column(String(6), nullable=False))
+    card_last4: str = Field(sa_column=Column(String(4), nullable=False))
+    card_fingerprint: str = Field(sa_column=Column(String(64), nullable=False))
+    date_of_birth: date
+    status: str = Field(
+        default=UserStatus.NORMAL.value,
+        sa_column=Column(String(16), nullable=False, server_default=UserStatus.NORMAL.value),
+    )
+    created_at: datetime | None = _created_at()
+    updated_at: datetime | None = _created_at()
+
+
+class Plan(SQLModel, table=True):
+    __tablename__ = "plans"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", PlanStatus), name="status"),
+        CheckConstraint("total_amount > 0", name="total_amount_positive"),
+        CheckConstraint("installment_count BETWEEN 1 AND 24", name="installment_count"),
+        Index(None, "user_id", "status"),
+    )
+
+    id: int | None = _id_column()
+    user_id: str = Field(sa_column=Column(String(64), ForeignKey("users.user_id"), nullable=False))
+    total_amount: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    installment_count: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    start_date: date
+    merchant_reference: str | None = Field(default=None, sa_column=Column(String(100)))
+    status: str = Field(
+        default=PlanStatus.ACTIVE.value,
+        sa_column=Column(String(16), nullable=False, server_default=PlanStatus.ACTIVE.value),
+    )
+    created_at: datetime | None = _created_at()
+    updated_at: datetime | None = _created_at()
+
+
+class Installment(SQLModel, table=True):
+    __tablename__ = "installments"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", InstallmentStatus), name="status"),
+        CheckConstraint("original_amount > 0", name="original_amount_positive"),
+        # A refund (rule 7) may reduce what is due to zero, and then the installment is PAID.
+        CheckConstraint(
+            "amount_due > 0 OR (amount_due = 0 AND status = 'PAID')", name="amount_due_positive"
+        ),
+        CheckConstraint("amount_due <= original_amount", name="amount_due_le_original"),
+        CheckConstraint("(status = 'PAID') = (paid_at IS NOT NULL)", name="paid_at"),
+        UniqueConstraint("plan_id", "sequence"),
+        Index(None, "plan_id"),
+        Index(
+            "ix_installments_due_date_upcoming",
+            "due_date",
+            postgresql_where=text("status = 'UPCOMING'"),
+        ),
+        Index(
+            "ix_installments_user_id_overdue",
+            "user_id",
+            postgresql_where=text("status = 'OVERDUE'"),
+        ),
+    )
+
+    id: int | None = _id_column()
+    plan_id: int = Field(sa_column=Column(BigInteger, ForeignKey("plans.id"), nullable=False))
+    user_id: str = Field(sa_column=Column(String(64), ForeignKey("users.user_id"), nullable=False))
+    sequence: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    original_amount: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    amount_due: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    due_date: date
+    status: str = Field(
+        default=InstallmentStatus.UPCOMING.value,
+        sa_column=Column(
+            String(16), nullable=False, server_default=InstallmentStatus.UPCOMING.value
+        ),
+    )
+    paid_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Refund(SQLModel, table=True):
+    __tablename__ = "refunds"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", RefundStatus), name="status"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint(
+            "applied_amount IS NULL OR applied_amount >= 0", name="applied_amount_nonnegative"
+        ),
+        CheckConstraint(
+            "payout_amount IS NULL OR payout_amount >= 0", name="payout_amount_nonnegative"
+        ),
+        UniqueConstraint("transaction_id"),
+        Index(None, "user_id", "status"),
+        Index(None, "plan_id"),
+    )
+
+    id: int | None = _id_column()
+    user_id: str = Field(sa_column=Column(String(64), ForeignKey("users.user_id"), nullable=False))
+    plan_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("plans.id"), nullable=True)
+    )
+    transaction_id: str = Field(sa_column=Column(String(100), nullable=False))
+    merchant_reference: str | None = Field(default=None, sa_column=Column(String(100)))
+    amount: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    status: str = Field(
+        default=RefundStatus.PENDING.value,
+        sa_column=Column(String(16), nullable=False, server_default=RefundStatus.PENDING.value),
+    )
+    applied_amount: Decimal | None = Field(default=None, sa_column=Column(MONEY))
+    payout_amount: Decimal | None = Field(default=None, sa_column=Column(MONEY))
+    last_event_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    processed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    created_at: datetime | None = _created_at()
+    updated_at: datetime | None = _created_at()
+
+
+class IdempotencyKey(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index(None, "expires_at"),)
+
+    key: str = Field(sa_column=Column(String(200), primary_key=True))
+    command: str = Field(sa_column=Column(String(50), nullable=False))
+    request_fingerprint: str = Field(sa_column=Column(String(64), nullable=False))
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    created_at: datetime | None = _created_at()
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class SweepRun(SQLModel, table=True):
+    __tablename__ = "sweep_runs"
+    __table_args__ = (
+        CheckConstraint(_one_of("outcome", SweepOutcome), name="outcome"),
+        Index(None, "business_date"),
+        Index(None, "started_at"),
+    )
+
+    id: int | None = _id_column()
+    business_date: date
+    dry_run: bool = Field(default=False)
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    installments_marked_overdue: int | None = None
+    users_marked_debt: int | None = None
+    outcome: str = Field(sa_column=Column(String(16), nullable=False))
+    error_class: str | None = Field(default=None, sa_column=Column(String(200)))
+    actor: str = Field(sa_column=Column(String(100), nullable=False))
+
+
+class IngestedFile(SQLModel, table=True):
+    """One row per webhook file ingested: what was loaded, when, and with what result."""
+
+    __tablename__ = "ingested_files"
+    __table_args__ = (Index(None, "sha256"),)
+
+    id: int | None = _id_column()
+    file_name: str = Field(sa_column=Column(Text, nullable=False))
+    sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    rows: int = 0
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    actor: str = Field(sa_column=Column(String(100), nullable=False))
+
+
+class WebhookEvent(SQLModel, table=True):
+    """Each webhook event id applied or seen, so a repeated event is a duplicate."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index(None, "refund_id"),)
+
+    event_id: str = Field(sa_column=Column(String(200), primary_key=True))
+    refund_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("refunds.id"))
+    )
+    user_id: str | None = Field(
+        default=None, sa_column=Column(String(64), ForeignKey("users.user_id"))
+    )
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    outcome: str = Field(sa_column=Column(String(20), nullable=False))
+    occurred_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    file_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("ingested_files.id"))
+    )
+    received_at: datetime | None = _created_at()
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what to which entity. ``details`` never holds raw personal data."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index(None, "entity", "entity_id"),
+        Index(None, "occurred_at"),
+        Index(None, "user_id"),
+    )
+
+    id: int | None = _id_column()
+    occurred_at: datetime | None = _created_at()
+    actor: str = Field(sa_column=Column(String(100), nullable=False))
+    action: str = Field(sa_column=Column(String(50), nullable=False))
+    entity: str = Field(sa_column=Column(String(30), nullable=False))
+    entity_id: str = Field(sa_column=Column(String(200), nullable=False))
+    user_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )

@@ -1,0 +1,64 @@
+"""Money as ``Decimal`` with two places: parsing, the installment split and due dates."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from bnplctl.errors import InvalidInput
+
+CENT = Decimal("0.01")
+MAX_AMOUNT = Decimal("9999999999.99")  # NUMERIC(12,2)
+MIN_INSTALLMENTS = 1
+MAX_INSTALLMENTS = 24
+
+
+def parse_amount(raw: str | Decimal | int, field: str = "amount") -> Decimal:
+    """A positive amount with at most two decimals, or ``InvalidInput`` naming ``field``."""
+    try:
+        amount = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
+    except InvalidOperation:
+        raise InvalidInput(f"{field}: not a number") from None
+    if not amount.is_finite():
+        raise InvalidInput(f"{field}: not a number")
+    if amount <= 0:
+        raise InvalidInput(f"{field}: must be greater than 0")
+    if amount != amount.quantize(CENT):
+        raise InvalidInput(f"{field}: at most 2 decimal places")
+    if amount > MAX_AMOUNT:
+        raise InvalidInput(f"{field}: must be at most {MAX_AMOUNT}")
+    return amount.quantize(CENT)
+
+
+def format_amount(amount: Decimal) -> str:
+    """Money as a string with exactly two decimals (the JSON form)."""
+    return str(amount.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def split_amount(total: Decimal, count: int) -> list[Decimal]:
+    """Rule 1: ``count - 1`` shares of total/count rounded half-up, the last takes the rest."""
+    if not MIN_INSTALLMENTS <= count <= MAX_INSTALLMENTS:
+        raise InvalidInput(
+            f"installments: must be between {MIN_INSTALLMENTS} and {MAX_INSTALLMENTS}"
+        )
+    share = (total / count).quantize(CENT, rounding=ROUND_HALF_UP)
+    last = total - share * (count - 1)
+    if share <= 0 or last <= 0:
+        # Only reachable for tiny totals: fewer cents than installments, or rounding up.
+        raise InvalidInput(f"amount: {total} cannot be split into {count} positive installments")
+    return [share] * (count - 1) + [last]
+
+
+def add_months(start: date, months: int) -> date:
+    """``start`` plus calendar months, clamped to the target month's last day."""
+    month_index = start.month - 1 + months
+    year = start.year + month_index // 12
+    month = month_index % 12 + 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return date(year, month, day)
+
+
+def due_dates(start: date, count: int) -> list[date]:
+    """Monthly due dates, the first one month after ``start`` (rule 1)."""
+    return [add_months(start, n) for n in range(1, count + 1)]

@@ -1,0 +1,248 @@
+"""Personal data: validate and normalise, protect (encrypt, fingerprint), and mask.
+
+Nothing here ever puts a raw phone, card or passport number into an exception
+message: errors name the field and the rule that failed, nothing more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+
+from bnplctl.errors import ConfigError, InvalidInput
+
+KEY_BYTES = 32
+_PASSPORT_RE = re.compile(r"([A-Z]+)([0-9]+)")
+_CARD_SEPARATORS = re.compile(r"[ \-]")
+_PHONE_SEPARATORS = re.compile(r"[ \-().]")
+_LETTERS = re.compile(r"[A-Za-z]*")
+_ENCRYPTION_VERSION = b"\x01"
+
+
+# --- validation and normalisation -------------------------------------------------------
+
+
+def normalize_phone(raw: str) -> str:
+    """An international phone number in E.164 (``+998901234567``)."""
+    import phonenumbers
+
+    cleaned = _PHONE_SEPARATORS.sub("", raw.strip())
+    if not cleaned.startswith("+"):
+        raise InvalidInput("phone: must be in international format, starting with +")
+    try:
+        parsed = phonenumbers.parse(cleaned, None)
+    except phonenumbers.NumberParseException:
+        raise InvalidInput("phone: not a phone number") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidInput("phone: not a valid number for its country")
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def normalize_card(raw: str) -> str:
+    """Card digits (12–19, Luhn-valid), separators removed. Keep the result in memory only."""
+    from stdnum import luhn
+
+    digits = _CARD_SEPARATORS.sub("", raw.strip())
+    if not digits.isascii() or not digits.isdigit():
+        raise InvalidInput("card: must contain digits only")
+    if not 12 <= len(digits) <= 19:
+        raise InvalidInput("card: must have 12 to 19 digits")
+    if not luhn.is_valid(digits):
+        raise InvalidInput("card: fails the Luhn check")
+    return digits
+
+
+def normalize_passport(raw: str) -> str:
+    """Letters then digits, 6–20 characters, upper-cased."""
+    value = raw.strip().replace(" ", "").upper()
+    if not 6 <= len(value) <= 20:
+        raise InvalidInput("passport: must be 6 to 20 characters")
+    if not value.isascii() or not _PASSPORT_RE.fullmatch(value):
+        raise InvalidInput("passport: must be letters followed by digits")
+    return value
+
+
+def check_adult(birth: date, on: date, minimum_age: int = 18) -> date:
+    from bnplctl.clock import age_on
+
+    if birth > on:
+        raise InvalidInput("dob: is in the future")
+    if birth.year < 1900:
+        raise InvalidInput("dob: is before 1900")
+    if age_on(birth, on) < minimum_age:
+        raise InvalidInput(f"dob: the user must be at least {minimum_age} years old")
+    return birth
+
+
+def card_brand(digits: str) -> str:
+    """The card network, from the leading digits (IIN ranges)."""
+    two, four, six = int(digits[:2]), int(digits[:4]), int(digits[:6])
+    if digits.startswith("4"):
+        return "visa"
+    if 51 <= two <= 55 or 222100 <= six <= 272099:
+        return "mastercard"
+    if two in (34, 37):
+        return "amex"
+    if four == 8600:
+        return "uzcard"
+    if four == 9860:
+        return "humo"
+    if 2200 <= four <= 2204:
+        return "mir"
+    if four == 6011 or two == 65 or 644 <= int(digits[:3]) <= 649:
+        return "discover"
+    if 3528 <= four <= 3589:
+        return "jcb"
+    if two == 62:
+        return "unionpay"
+    if two in (50, 56, 57, 58) or digits.startswith("6"):
+        return "maestro"
+    return "other"
+
+
+# --- masking ----------------------------------------------------------------------------
+
+
+def mask_phone(e164: str) -> str:
+    """``+998****4567``: the country code and the last four digits."""
+    import phonenumbers
+
+    try:
+        country = str(phonenumbers.parse(e164, None).country_code)
+    except phonenumbers.NumberParseException:
+        country = ""
+    digits = "".join(ch for ch in e164 if ch.isdigit())
+    if len(digits) < len(country) + 6:
+        return "+" + country + "****"
+    return f"+{country}****{digits[-4:]}"
+
+
+def mask_card(first_digits: str, last4: str) -> str:
+    """``4111 **** **** 1111``."""
+    return f"{first_digits[:4]} **** **** {last4}"
+
+
+def mask_passport(passport: str) -> str:
+    """The leading letters and one star for each other character: ``AA*******``."""
+    letters = _LETTERS.match(passport)
+    prefix = letters.group(0) if letters else ""
+    if len(prefix) >= len(passport):
+        # Not a valid passport; show no more than a third of it.
+        prefix = passport[: len(passport) // 3]
+    return prefix + "*" * (len(passport) - len(prefix))
+
+
+# --- keys, encryption, blind indexes -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProtectedCard:
+    brand: str
+    first6: str
+    last4: str
+    fingerprint: str
+
+    @property
+    def masked(self) -> str:
+        return mask_card(self.first6, self.last4)
+
+
+class Keyring:
+    """Keys derived from one secret: AES-GCM for passports, HMAC for blind indexes."""
+
+    def __init__(self, master: bytes) -> None:
+        if len(master) != KEY_BYTES:
+            raise ConfigError(f"secret key must be {KEY_BYTES} bytes")
+        self._encryption_key = self._derive(master, b"bnplctl/passport-encryption/v1")
+        self._passport_index_key = self._derive(master, b"bnplctl/passport-blind-index/v1")
+        self._card_key = self._derive(master, b"bnplctl/card-fingerprint/v1")
+
+    @staticmethod
+    def _derive(master: bytes, label: bytes) -> bytes:
+        return hmac.new(master, label, hashlib.sha256).digest()
+
+    def passport_index(self, passport: str) -> str:
+        return hmac.new(self._passport_index_key, passport.encode(), hashlib.sha256).hexdigest()
+
+    def card_fingerprint(self, digits: str) -> str:
+        return hmac.new(self._card_key, digits.encode(), hashlib.sha256).hexdigest()
+
+    def protect_card(self, digits: str) -> ProtectedCard:
+        return ProtectedCard(
+            brand=card_brand(digits),
+            first6=digits[:6],
+            last4=digits[-4:],
+            fingerprint=self.card_fingerprint(digits),
+        )
+
+    def encrypt_passport(self, passport: str, user_id: str) -> bytes:
+        """AES-GCM with a random nonce; the user id is bound in as associated data."""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        nonce = os.urandom(12)
+        sealed = AESGCM(self._encryption_key).encrypt(nonce, passport.encode(), user_id.encode())
+        return _ENCRYPTION_VERSION + nonce + sealed
+
+    def decrypt_passport(self, blob: bytes, user_id: str) -> str:
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if blob[:1] != _ENCRYPTION_VERSION:
+            raise ConfigError("passport ciphertext has an unknown format")
+        try:
+            plain = AESGCM(self._encryption_key).decrypt(blob[1:13], blob[13:], user_id.encode())
+        except InvalidTag:
+            raise ConfigError("passport cannot be decrypted with this secret key") from None
+        return plain.decode()
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Read the hex key file, or create it (mode 0600) when it does not exist yet."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return _create_key(path)
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(f"secret key file {path} cannot be read") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigError(f"secret key file {path} must hold {KEY_BYTES} bytes as hex") from None
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"secret key file {path} must hold {KEY_BYTES} bytes as hex")
+    return key
+
+
+def _create_key(path: Path) -> bytes:
+    """Write the key to a private temp file, then link it into place atomically."""
+    key = secrets.token_bytes(KEY_BYTES)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(key.hex() + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            # Another process created it first: use theirs.
+            return load_or_create_key(path)
+        finally:
+            draft.unlink()
+    except OSError:
+        raise ConfigError(f"secret key file {path} cannot be created") from None
+    return key
+
+
+@lru_cache(maxsize=1)
+def get_keyring() -> Keyring:
+    from bnplctl.config import get_settings
+
+    return Keyring(load_or_create_key(get_settings().key_file))

@@ -1,0 +1,100 @@
+"""Validated inputs: every option and imported row becomes one of these at the edge.
+
+``hide_input_in_errors`` keeps raw values out of validation errors, and the
+sensitive fields are excluded from ``repr`` so a logged model shows none of them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bnplctl import pii
+from bnplctl.errors import InvalidInput
+
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def validation_message(exc: ValidationError) -> str:
+    """The first error as ``field: reason``, never with the input value."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    original = (first.get("ctx") or {}).get("error")
+    if isinstance(original, InvalidInput):
+        return original.message
+    field = ".".join(str(part) for part in first["loc"]) or "input"
+    reason = "required" if first["type"] == "missing" else first["msg"]
+    return f"{field}: {reason}"
+
+
+def parse_date(raw: Any, field: str) -> date:
+    if isinstance(raw, date):
+        return raw
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{field}: must be a date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        raise InvalidInput(f"{field}: must be a date (YYYY-MM-DD)") from None
+
+
+class UserCreate(BaseModel):
+    """A user to onboard; phone, passport and card come out normalised."""
+
+    model_config = ConfigDict(
+        hide_input_in_errors=True,
+        str_strip_whitespace=True,
+        coerce_numbers_to_str=True,
+        extra="ignore",
+        frozen=True,
+    )
+
+    user_id: str | None = None
+    name: str = Field(min_length=1, max_length=200)
+    phone: str = Field(repr=False)
+    passport: str = Field(repr=False)
+    card: str = Field(repr=False)
+    dob: date
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _user_id(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str) or not USER_ID_PATTERN.fullmatch(value.strip()):
+            raise InvalidInput(
+                "user_id: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return value.strip()
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        return pii.normalize_phone(value)
+
+    @field_validator("passport")
+    @classmethod
+    def _passport(cls, value: str) -> str:
+        return pii.normalize_passport(value)
+
+    @field_validator("card")
+    @classmethod
+    def _card(cls, value: str) -> str:
+        return pii.normalize_card(value)
+
+    @field_validator("dob", mode="before")
+    @classmethod
+    def _dob(cls, value: Any) -> date:
+        from bnplctl.clock import business_today
+
+        return pii.check_adult(parse_date(value, "dob"), business_today())
+
+    @classmethod
+    def parse(cls, fields: dict[str, Any]) -> UserCreate:
+        """Validate, turning the first failure into ``InvalidInput`` (exit 65)."""
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            raise InvalidInput(validation_message(exc)) from None

@@ -1,0 +1,84 @@
+"""Audit events: who did what to which entity, never with raw personal data."""
+
+from __future__ import annotations
+
+import getpass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from bnplctl.models import AuditEvent
+
+
+def os_actor() -> str:
+    """The operating-system user, the default actor of every change."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def record(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    entity: str,
+    entity_id: str,
+    user_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        AuditEvent(
+            actor=actor,
+            action=action,
+            entity=entity,
+            entity_id=entity_id,
+            user_id=user_id,
+            details=details or {},
+        )
+    )
+
+
+def list_events(
+    session: Session,
+    *,
+    entity: str | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    """Newest first."""
+    query = select(AuditEvent)
+    if entity is not None:
+        query = query.where(AuditEvent.entity == entity)
+    if since is not None:
+        query = query.where(col(AuditEvent.occurred_at) >= since)
+    query = query.order_by(col(AuditEvent.occurred_at).desc(), col(AuditEvent.id).desc())
+    return list(session.exec(query.limit(limit)).all())
+
+
+def parse_since(raw: str) -> datetime:
+    """An ISO date (midnight UTC) or timestamp (UTC when it has no offset)."""
+    from datetime import UTC
+
+    from bnplctl.errors import InvalidInput
+
+    try:
+        parsed = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise InvalidInput("since: must be an ISO date or timestamp") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def public_event(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
+        "actor": event.actor,
+        "action": event.action,
+        "entity": event.entity,
+        "entity_id": event.entity_id,
+        "user_id": event.user_id,
+        "details": event.details,
+    }

@@ -1,0 +1,213 @@
+"""Onboarding and reading users. Personal data is protected before it reaches SQL."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from bnplctl import pii
+from bnplctl.errors import Conflict, NotFound
+from bnplctl.models import Installment, InstallmentStatus, Plan, PlanStatus, User, UserStatus
+from bnplctl.schemas import UserCreate
+
+_INSERT_COLUMNS = (
+    "user_id",
+    "full_name",
+    "phone_e164",
+    "passport_ciphertext",
+    "passport_blind_index",
+    "passport_masked",
+    "card_brand",
+    "card_first6",
+    "card_last4",
+    "card_fingerprint",
+    "date_of_birth",
+)
+DUPLICATE_USER_ID = "user_id already exists"
+DUPLICATE_PASSPORT = "passport already onboarded for another user"
+
+
+@dataclass(frozen=True)
+class ProtectedUser:
+    """A user ready for insert: no raw card or passport number left in it."""
+
+    line: int
+    values: tuple[Any, ...]
+
+    @property
+    def user_id(self) -> str:
+        return str(self.values[0])
+
+
+@dataclass(frozen=True)
+class InsertOutcome:
+    line: int
+    user_id: str
+    created: bool
+    reason: str | None = None
+
+
+def new_user_id() -> str:
+    return f"usr-{secrets.token_hex(5)}"
+
+
+def protect(user: UserCreate, keyring: pii.Keyring, line: int = 0) -> ProtectedUser:
+    """Encrypt the passport, fingerprint the card, and drop both raw values."""
+    user_id = user.user_id or new_user_id()
+    card = keyring.protect_card(user.card)
+    return ProtectedUser(
+        line=line,
+        values=(
+            user_id,
+            user.name,
+            user.phone,
+            keyring.encrypt_passport(user.passport, user_id),
+            keyring.passport_index(user.passport),
+            pii.mask_passport(user.passport),
+            card.brand,
+            card.first6,
+            card.last4,
+            card.fingerprint,
+            user.dob,
+        ),
+    )
+
+
+# Only constant column names are formatted in; every value travels as a parameter.
+_INSERT_SQL = (  # noqa: S608
+    "WITH input (line, actor, source, {columns}) AS (VALUES %s), "
+    "inserted AS ("
+    " INSERT INTO users ({columns})"
+    " SELECT {columns} FROM input ORDER BY line"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING user_id, passport_blind_index"
+    "), audited AS ("
+    " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
+    " SELECT DISTINCT ON (inserted.user_id) input.actor, 'user.created', 'user',"
+    "  inserted.user_id, inserted.user_id, jsonb_build_object('source', input.source)"
+    " FROM inserted JOIN input USING (user_id, passport_blind_index)"
+    " ORDER BY inserted.user_id, input.line"
+    ") "
+    "SELECT DISTINCT ON (inserted.user_id) input.line"
+    " FROM inserted JOIN input USING (user_id, passport_blind_index)"
+    " ORDER BY inserted.user_id, input.line"
+).format(columns=", ".join(_INSERT_COLUMNS))
+
+
+def insert_users(
+    session: Session, users: Sequence[ProtectedUser], *, actor: str, source: str
+) -> list[InsertOutcome]:
+    """Insert in one statement; a row whose user_id or passport exists is a duplicate.
+
+    Audit events for the created users are written by the same statement.
+    """
+    if not users:
+        return []
+    from psycopg2.extras import execute_values
+
+    connection = session.connection().connection.driver_connection
+    assert connection is not None  # noqa: S101 - a live session always has one
+    with connection.cursor() as cursor:
+        created_lines = {
+            row[0]
+            for row in execute_values(
+                cursor,
+                _INSERT_SQL,
+                [(user.line, actor, source, *user.values) for user in users],
+                page_size=len(users),
+                fetch=True,
+            )
+        }
+        rejected_ids = [user.user_id for user in users if user.line not in created_lines]
+        existing_ids: set[str] = set()
+        if rejected_ids:
+            cursor.execute("SELECT user_id FROM users WHERE user_id = ANY(%s)", (rejected_ids,))
+            existing_ids = {row[0] for row in cursor.fetchall()}
+    return [
+        InsertOutcome(user.line, user.user_id, True)
+        if user.line in created_lines
+        else InsertOutcome(
+            user.line,
+            user.user_id,
+            False,
+            DUPLICATE_USER_ID if user.user_id in existing_ids else DUPLICATE_PASSPORT,
+        )
+        for user in users
+    ]
+
+
+def onboard(session: Session, user: UserCreate, *, actor: str) -> User:
+    """Onboard one user; a duplicate user_id or passport is a conflict (exit 3)."""
+    protected = protect(user, pii.get_keyring(), line=1)
+    (outcome,) = insert_users(session, [protected], actor=actor, source="add")
+    if not outcome.created:
+        raise Conflict(f"user {outcome.user_id}: {outcome.reason}")
+    return get_user(session, outcome.user_id)
+
+
+def get_user(session: Session, user_id: str) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    return user
+
+
+def list_users(session: Session, *, status: UserStatus | None, limit: int) -> list[User]:
+    query = select(User)
+    if status is not None:
+        query = query.where(User.status == status.value)
+    query = query.order_by(col(User.created_at), col(User.user_id)).limit(limit)
+    return list(session.exec(query).all())
+
+
+def public_user(user: User) -> dict[str, Any]:
+    """The user as every output shows it: phone, passport and card masked."""
+    return {
+        "user_id": user.user_id,
+        "full_name": user.full_name,
+        "phone_number": pii.mask_phone(user.phone_e164),
+        "passport_number": user.passport_masked,
+        "card_number": pii.mask_card(user.card_first6, user.card_last4),
+        "card_brand": user.card_brand,
+        "date_of_birth": user.date_of_birth.isoformat(),
+        "status": user.status,
+        "created_at": user.created_at.isoformat() if user.created_at else None,
+    }
+
+
+def user_summary(session: Session, user_id: str) -> dict[str, Any]:
+    """One user with counts of their plans and what they owe."""
+    from bnplctl.money import format_amount
+
+    user = get_user(session, user_id)
+    plan_counts = dict(
+        session.exec(
+            select(Plan.status, func.count())
+            .where(Plan.user_id == user_id)
+            .group_by(col(Plan.status))
+        ).all()
+    )
+    is_overdue = col(Installment.status) == InstallmentStatus.OVERDUE.value
+    outstanding, overdue_amount, overdue_count = session.exec(
+        select(
+            func.coalesce(func.sum(Installment.amount_due), 0),
+            func.coalesce(func.sum(Installment.amount_due).filter(is_overdue), 0),
+            func.count().filter(is_overdue),
+        ).where(
+            Installment.user_id == user_id,
+            Installment.status != InstallmentStatus.PAID.value,
+        )
+    ).one()
+    return public_user(user) | {
+        "plans_active": int(plan_counts.get(PlanStatus.ACTIVE.value, 0)),
+        "plans_completed": int(plan_counts.get(PlanStatus.COMPLETED.value, 0)),
+        "outstanding_amount": format_amount(Decimal(outstanding)),
+        "total_debt": format_amount(Decimal(overdue_amount)),
+        "overdue_installments": int(overdue_count),
+    }
