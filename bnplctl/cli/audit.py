@@ -8,7 +8,11 @@ import typer
 
 from bnplctl.cli.options import OutputFormat, OutputOption
 
-app = typer.Typer(help="The audit trail: who changed what, and when.")
+app = typer.Typer(
+    help="The audit trail: who changed what, and when.\n\n"
+    "Example: bnplctl audit list --entity user",
+    rich_markup_mode=None,
+)
 
 AUDIT_COLUMNS = ("id", "occurred_at", "actor", "action", "entity", "entity_id", "details")
 

@@ -8,7 +8,10 @@ import typer
 
 from bnplctl.cli.options import OutputFormat, OutputOption
 
-app = typer.Typer(help="Schema migrations and the embedded PostgreSQL server.")
+app = typer.Typer(
+    help="Schema migrations and the embedded PostgreSQL server.\n\nExample: bnplctl db status",
+    rich_markup_mode=None,
+)
 
 
 @app.command("upgrade")

@@ -10,7 +10,11 @@ import typer
 
 from bnplctl.cli.options import FormatOption, InputFormat, OutputFormat, OutputOption
 
-app = typer.Typer(help="Onboard and look up users. Phone, passport and card are always masked.")
+app = typer.Typer(
+    help="Onboard and look up users. Phone, passport and card are always masked.\n\n"
+    "Example: bnplctl users import users.csv",
+    rich_markup_mode=None,
+)
 
 USER_LIST_COLUMNS = (
     "user_id",
@@ -76,7 +80,10 @@ def add(
 
 @app.command("import")
 def import_(
-    source: Annotated[str, typer.Argument(help="CSV, JSON array or JSON lines file; - for stdin.")],
+    source: Annotated[
+        str,
+        typer.Argument(metavar="FILE|-", help="CSV, JSON array or JSON lines file; - for stdin."),
+    ],
     input_format: FormatOption = InputFormat.auto,
     rejects: Annotated[
         Path | None,
@@ -128,7 +135,7 @@ def list_(
 
 @app.command("show")
 def show(
-    user_id: Annotated[str, typer.Argument(help="The user's id.")],
+    user_id: Annotated[str, typer.Argument(metavar="USER_ID", help="The user's id.")],
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """One user, masked, with their plans and debt summary.

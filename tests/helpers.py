@@ -1,0 +1,55 @@
+"""Sample users shared by the tests (cards are the networks' public test numbers)."""
+
+from __future__ import annotations
+
+JOHN = {
+    "user_id": "usr-001",
+    "name": "John Doe",
+    "phone": "+998901234567",
+    "passport": "AA1234567",
+    "card": "4111111111111111",
+    "dob": "1990-05-20",
+}
+MALIKA = {
+    "user_id": "usr-002",
+    "name": "Malika Karimova",
+    "phone": "+998935551234",
+    "passport": "AB7654321",
+    "card": "5555555555554444",
+    "dob": "1985-11-02",
+}
+TIMUR = {
+    "user_id": "usr-003",
+    "name": "Timur Rashidov",
+    "phone": "+998971112233",
+    "passport": "AC1112223",
+    "card": "378282246310005",
+    "dob": "1999-02-28",
+}
+SAMPLE_CSV = (
+    "user_id,name,phone,passport,card,dob\n"
+    "usr-001,John Doe,+998901234567,AA1234567,4111111111111111,1990-05-20\n"
+    "usr-002,Malika Karimova,+998935551234,AB7654321,5555555555554444,1985-11-02\n"
+    "usr-003,Timur Rashidov,+998971112233,AC1112223,378282246310005,1999-02-28\n"
+    "usr-004,Bad Card,+998901110000,AD0000001,4111111111111112,1990-01-01\n"
+    "usr-005,Too Young,+998901110001,AD0000002,4012888888881881,2015-06-01\n"
+)
+
+
+def add_args(user: dict[str, str]) -> list[str]:
+    return [
+        "users",
+        "add",
+        "--user-id",
+        user["user_id"],
+        "--name",
+        user["name"],
+        "--phone",
+        user["phone"],
+        "--passport",
+        user["passport"],
+        "--card",
+        user["card"],
+        "--dob",
+        user["dob"],
+    ]

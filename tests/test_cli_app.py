@@ -1,0 +1,83 @@
+"""The CLI shell: help stays light, the error boundary, versions, usage errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from bnplctl import __version__
+from bnplctl.services import users as user_service
+from tests.conftest import Cli
+
+HEAVY = ("sqlalchemy", "sqlmodel", "phonenumbers", "cryptography", "psycopg2", "alembic")
+
+
+@pytest.mark.usefixtures("no_database")
+@pytest.mark.parametrize("argv", [["--help"], ["users", "--help"], ["users", "import", "--help"]])
+def test_help_imports_nothing_heavy(argv: list[str]) -> None:
+    probe = (
+        "import sys\n"
+        "from bnplctl.cli.app import app\n"
+        f"try:\n    app({argv!r}, prog_name='bnplctl')\n"
+        "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert "Example:" in completed.stdout
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.usefixtures("no_database")
+def test_python_dash_m_and_version() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bnplctl", "--version"], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip() == f"bnplctl {__version__}"
+
+
+def test_internal_error_is_one_line_and_debug_shows_the_traceback(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(user_service, "list_users", broken)
+    plain = cli("users", "list")
+    assert plain.exit_code == 1
+    assert plain.stderr.strip() == (
+        "error: internal error (RuntimeError); rerun with --debug for the traceback"
+    )
+    debug = cli("--debug", "users", "list")
+    assert debug.exit_code == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "RuntimeError: boom" in debug.stderr
+
+
+def test_connection_lost_mid_command_exits_75(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    def lost(*args: object, **kwargs: object) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(user_service, "list_users", lost)
+    result = cli("users", "list")
+    assert result.exit_code == 75
+    assert result.stderr.strip() == (
+        "error: database unavailable, retry later: server closed the connection"
+    )
+
+
+@pytest.mark.usefixtures("no_database")
+def test_usage_errors_exit_2(cli: Cli) -> None:
+    assert cli("users", "list", "--limit", "0").exit_code == 2
+    assert cli("users", "list", "-o", "xml").exit_code == 2
+    assert cli("nope").exit_code == 2
+
+
+def test_bad_since_exits_65(cli: Cli) -> None:
+    result = cli("audit", "list", "--since", "yesterday")
+    assert result.exit_code == 65
+    assert "since: must be an ISO date or timestamp" in result.stderr

@@ -1,0 +1,183 @@
+"""The schema, migrations, and how commands meet a database that is behind, down or misnamed."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
+
+from bnplctl import db
+from bnplctl.models import SQLModel
+from tests.conftest import Cli, DatabaseUnderTest
+
+
+def test_models_and_migrations_do_not_drift(engine: Engine) -> None:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "compare_server_default": True}
+        )
+        assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_schema_head_constant_matches_the_migrations() -> None:
+    assert db.head_revision() == db.SCHEMA_HEAD
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO plans (user_id, total_amount, installment_count, start_date)"
+        " VALUES ('usr-x', 0, 3, '2026-01-01')",
+        "UPDATE users SET status = 'BANNED'",
+        "INSERT INTO refunds (user_id, transaction_id, amount) VALUES ('usr-x', 't', -1)",
+        "INSERT INTO installments (plan_id, user_id, sequence, original_amount, amount_due,"
+        " due_date, status) VALUES (1, 'usr-x', 1, 10, 0, '2026-01-01', 'UPCOMING')",
+    ],
+)
+def test_constraints_refuse_bad_rows(engine: Engine, statement: str) -> None:
+    with engine.connect() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (user_id, full_name, phone_e164, passport_ciphertext,"
+                " passport_blind_index, passport_masked, card_brand, card_first6, card_last4,"
+                " card_fingerprint, date_of_birth) VALUES ('usr-x', 'X', '+998901234567', '\\x00',"
+                " 'idx', 'AA****', 'visa', '411111', '1111', 'fp', '1990-01-01')"
+            )
+        )
+        with pytest.raises(IntegrityError):
+            connection.execute(text(statement))
+
+
+def test_indexes_the_later_work_needs_exist(engine: Engine) -> None:
+    with engine.connect() as connection:
+        indexes = dict(
+            connection.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")
+            ).all()
+        )
+    assert (
+        "WHERE ((status)::text = 'UPCOMING'::text)" in indexes["ix_installments_due_date_upcoming"]
+    )
+    assert "(plan_id)" in indexes["ix_installments_plan_id"]
+    assert "(user_id, status)" in indexes["ix_plans_user_id_status"]
+    assert "(user_id, status)" in indexes["ix_refunds_user_id_status"]
+    assert "UNIQUE" in indexes["uq_refunds_transaction_id"]
+    assert "UNIQUE" in indexes["uq_users_passport_blind_index"]
+
+
+@pytest.fixture
+def empty_database(test_database: DatabaseUnderTest) -> Iterator[str]:
+    name = f"bnpl_empty_{secrets.token_hex(4)}"
+    admin = create_engine(test_database.server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(test_database.url).set(database=name).render_as_string(hide_password=False)
+    db.dispose_engine()
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_schema_behind_exits_78_until_db_upgrade(
+    cli: Cli, empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BNPL_DATABASE_URL", empty_database)
+
+    behind = cli("users", "list")
+    assert behind.exit_code == 78
+    assert behind.stderr.strip() == (
+        "error: database schema is at revision none, head is 0001: run `bnplctl db upgrade`"
+    )
+    status = json.loads(cli("db", "status", "-o", "json").stdout)
+    assert (status["mode"], status["revision"], status["at_head"]) == ("external", None, False)
+
+    upgraded = cli("db", "upgrade")
+    assert upgraded.exit_code == 0
+    assert "schema upgraded from none to 0001" in upgraded.stderr
+    assert "already at head" in cli("db", "upgrade").stderr
+    assert cli("users", "list").exit_code == 0
+    status = json.loads(cli("db", "status", "-o", "json").stdout)
+    assert (status["revision"], status["at_head"]) == ("0001", True)
+
+
+def test_db_status_masks_the_password(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    masked = db.masked_url(db.normalize_url("postgres://u:hunter2@h:5432/d"))
+    assert masked == "postgresql+psycopg2://u:***@h:5432/d"
+    monkeypatch.setenv("BNPL_DATABASE_URL", "postgresql://u:hunter2@127.0.0.1:1/d")
+    result = cli("db", "status")
+    assert "hunter2" not in result.output
+
+
+def test_unreachable_server_exits_75_in_one_line(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BNPL_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    result = cli("users", "list")
+
+    assert result.exit_code == 75
+    assert result.stderr.startswith("error: database unavailable, retry later:")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://root@localhost/x", "only postgresql:// URLs are supported"),
+        ("::not a url::", "not a valid database URL"),
+    ],
+)
+def test_bad_url_exits_78(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    monkeypatch.setenv("BNPL_DATABASE_URL", url)
+    result = cli("users", "list")
+
+    assert result.exit_code == 78
+    assert message in result.stderr
+
+
+def test_bad_key_file_exits_78(cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.key"
+    bad.write_text("zz")
+    monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(bad))
+    from tests.helpers import JOHN, add_args
+
+    result = cli(*add_args(JOHN))
+    assert result.exit_code == 78
+    assert "must hold 32 bytes" in result.stderr
+
+
+def test_embedded_server_starts_migrates_and_stops(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("BNPL_DATABASE_URL")
+    data_dir = tmp_path / "embedded"
+    monkeypatch.setenv("BNPL_DATA_DIR", str(data_dir))
+    try:
+        assert json.loads(cli("db", "status", "-o", "json").stdout)["server"] == "stopped"
+        assert cli("users", "list", "-o", "json").stdout.strip() == "[]"
+        status = json.loads(cli("db", "status", "-o", "json").stdout)
+        assert (status["mode"], status["server"], status["revision"]) == (
+            "embedded",
+            "running",
+            "0001",
+        )
+        assert status["data_dir"] == str(data_dir / "pgdata")
+        assert "embedded PostgreSQL stopped" in cli("db", "stop").stderr
+        assert json.loads(cli("db", "status", "-o", "json").stdout)["server"] == "stopped"
+        assert "was not running" in cli("db", "stop").stderr
+    finally:
+        db.stop_embedded(data_dir)
+
+
+def test_db_stop_with_a_url_explains(cli: Cli) -> None:
+    result = cli("db", "stop")
+    assert result.exit_code == 0
+    assert "no embedded server" in result.stderr

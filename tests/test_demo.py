@@ -1,0 +1,28 @@
+"""``bnplctl demo``: loads the sample users, shows them masked, safe to run twice."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+
+from tests.conftest import Cli, row_counts
+
+
+def test_demo_twice_changes_nothing_the_second_time(cli: Cli, engine: Engine) -> None:
+    first = cli("demo", "--allow-external")
+    assert first.exit_code == 0, first.stderr
+    assert "4111 **** **** 1111" in first.stdout and "+998****4567" in first.stdout
+    assert "card: fails the Luhn check" in first.stderr
+    after_first = row_counts(engine)
+    assert after_first["users"] == 3
+
+    second = cli("demo", "--allow-external")
+    assert second.exit_code == 0
+    assert row_counts(engine) == after_first
+    assert "duplicate" in second.stdout
+
+
+def test_demo_refuses_an_external_database_without_the_flag(cli: Cli, engine: Engine) -> None:
+    result = cli("demo")
+    assert result.exit_code == 78
+    assert "unset BNPL_DATABASE_URL" in result.stderr
+    assert row_counts(engine)["users"] == 0

@@ -1,0 +1,209 @@
+"""Personal data: validation, masking, encryption, blind indexes, the key file."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import date
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bnplctl import pii
+from bnplctl.errors import ConfigError, InvalidInput
+from bnplctl.schemas import UserCreate
+
+pytestmark = pytest.mark.usefixtures("no_database")
+
+KEY = bytes(range(32))
+
+
+def test_phone_is_normalised_to_e164() -> None:
+    assert pii.normalize_phone("+998 90 123-45-67") == "+998901234567"
+    assert pii.normalize_phone("+1 (202) 555-0143") == "+12025550143"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("998901234567", "international format"),
+        ("+99890", "not a valid number"),
+        ("+abc", "not a phone number"),
+    ],
+)
+def test_bad_phone_is_refused(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidInput, match=reason) as caught:
+        pii.normalize_phone(raw)
+    assert caught.value.message.startswith("phone: ")
+
+
+def test_card_needs_12_to_19_digits_and_luhn() -> None:
+    assert pii.normalize_card("4111 1111 1111 1111") == "4111111111111111"
+    assert pii.normalize_card("3782-822463-10005") == "378282246310005"
+    with pytest.raises(InvalidInput, match="Luhn"):
+        pii.normalize_card("4111111111111112")
+    with pytest.raises(InvalidInput, match="12 to 19 digits"):
+        pii.normalize_card("42")
+    with pytest.raises(InvalidInput, match="digits only"):
+        pii.normalize_card("4111x11111111111")
+
+
+@pytest.mark.parametrize(
+    ("card", "brand"),
+    [
+        ("4111111111111111", "visa"),
+        ("5555555555554444", "mastercard"),
+        ("2223000048400011", "mastercard"),
+        ("378282246310005", "amex"),
+        ("6011111111111117", "discover"),
+        ("3530111333300000", "jcb"),
+        ("8600123412341234", "uzcard"),
+        ("9860123412341234", "humo"),
+    ],
+)
+def test_card_brand(card: str, brand: str) -> None:
+    assert pii.card_brand(card) == brand
+
+
+def test_passport_format() -> None:
+    assert pii.normalize_passport(" aa1234567 ") == "AA1234567"
+    for bad in ("AA12", "1234567AA", "AA12345B7", "ÄA1234567", "A" * 10 + "1" * 11):
+        with pytest.raises(InvalidInput, match="passport: "):
+            pii.normalize_passport(bad)
+
+
+def test_age_must_be_at_least_18() -> None:
+    today = date(2026, 11, 27)
+    assert pii.check_adult(date(2008, 11, 27), today) == date(2008, 11, 27)
+    with pytest.raises(InvalidInput, match="at least 18"):
+        pii.check_adult(date(2008, 11, 28), today)
+    with pytest.raises(InvalidInput, match="future"):
+        pii.check_adult(date(2027, 1, 1), today)
+    with pytest.raises(InvalidInput, match="1900"):
+        pii.check_adult(date(1899, 12, 31), today)
+
+
+def test_masks_match_the_contract() -> None:
+    assert pii.mask_phone("+998901234567") == "+998****4567"
+    assert pii.mask_phone("+12025550143") == "+1****0143"
+    assert pii.mask_card("411111", "1111") == "4111 **** **** 1111"
+    assert pii.mask_passport("AA1234567") == "AA*******"
+
+
+@given(st.text(max_size=40))
+def test_passport_mask_never_reveals_the_number(raw: str) -> None:
+    masked = pii.mask_passport(raw)
+    assert len(masked) == len(raw)
+    digits = "".join(ch for ch in raw if ch.isdigit())
+    if digits:
+        assert digits not in masked
+
+
+@given(st.from_regex(r"\+[1-9][0-9]{7,14}", fullmatch=True))
+def test_phone_mask_never_reveals_the_number(phone: str) -> None:
+    masked = pii.mask_phone(phone)
+    assert phone not in masked
+    assert phone[1:] not in masked
+    assert masked.endswith(phone[-4:]) or masked.endswith("****")
+
+
+@given(st.from_regex(r"[0-9]{12,19}", fullmatch=True))
+def test_card_mask_shows_at_most_first4_and_last4(card: str) -> None:
+    masked = pii.mask_card(card[:6], card[-4:])
+    assert card not in masked.replace(" ", "")
+    assert sum(ch.isdigit() for ch in masked) == 8
+
+
+@given(st.text(max_size=30))
+def test_validators_raise_only_invalid_input_and_never_echo_the_value(raw: str) -> None:
+    for validate in (pii.normalize_phone, pii.normalize_card, pii.normalize_passport):
+        try:
+            validate(raw)
+        except InvalidInput as exc:
+            stripped = raw.strip()
+            if len(stripped) >= 4:
+                assert stripped not in exc.message.split(": ", 1)[1]
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["user_id", "name", "phone", "passport", "card", "dob"]),
+        st.one_of(st.text(max_size=25), st.integers(), st.none(), st.booleans()),
+    )
+)
+def test_user_rows_fail_only_with_invalid_input(fields: dict[str, object]) -> None:
+    try:
+        UserCreate.parse(fields)
+    except InvalidInput as exc:
+        assert ": " in exc.message
+        for value in fields.values():
+            if isinstance(value, str) and len(value.strip()) >= 6:
+                assert value.strip() not in exc.message
+
+
+def test_user_model_repr_hides_the_sensitive_fields() -> None:
+    user = UserCreate.parse(
+        {
+            "name": "John",
+            "phone": "+998901234567",
+            "passport": "AA1234567",
+            "card": "4111111111111111",
+            "dob": "1990-05-20",
+        }
+    )
+    shown = repr(user) + str(user)
+    for secret in ("901234567", "AA1234567", "4111111111111111"):
+        assert secret not in shown
+
+
+def test_passport_encryption_round_trip_is_bound_to_the_user() -> None:
+    keyring = pii.Keyring(KEY)
+    sealed = keyring.encrypt_passport("AA1234567", "usr-001")
+    assert b"AA1234567" not in sealed
+    assert sealed != keyring.encrypt_passport("AA1234567", "usr-001")  # random nonce
+    assert keyring.decrypt_passport(sealed, "usr-001") == "AA1234567"
+    with pytest.raises(ConfigError, match="cannot be decrypted"):
+        keyring.decrypt_passport(sealed, "usr-002")
+    with pytest.raises(ConfigError, match="cannot be decrypted"):
+        pii.Keyring(bytes(32)).decrypt_passport(sealed, "usr-001")
+    with pytest.raises(ConfigError, match="unknown format"):
+        keyring.decrypt_passport(b"\x09" + sealed[1:], "usr-001")
+
+
+def test_blind_index_and_card_fingerprint_are_keyed_and_stable() -> None:
+    keyring, other = pii.Keyring(KEY), pii.Keyring(bytes(32))
+    assert keyring.passport_index("AA1234567") == keyring.passport_index("AA1234567")
+    assert keyring.passport_index("AA1234567") != other.passport_index("AA1234567")
+    assert keyring.passport_index("AA1234567") != keyring.passport_index("AA1234568")
+    card = keyring.protect_card("4111111111111111")
+    assert (card.brand, card.first6, card.last4) == ("visa", "411111", "1111")
+    assert card.fingerprint == keyring.card_fingerprint("4111111111111111")
+    assert "4111111111111111" not in card.fingerprint
+    assert card.masked == "4111 **** **** 1111"
+    with pytest.raises(ConfigError):
+        pii.Keyring(b"short")
+
+
+def test_key_file_is_generated_private_and_reused(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "secret.key"
+    first = pii.load_or_create_key(path)
+
+    assert len(first) == 32
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert pii.load_or_create_key(path) == first
+    assert [p.name for p in path.parent.iterdir()] == ["secret.key"]
+
+
+@pytest.mark.parametrize("content", ["not hex", "abcd"])
+def test_bad_key_file_is_a_configuration_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "secret.key"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="must hold 32 bytes"):
+        pii.load_or_create_key(path)
+
+
+def test_unreadable_key_file_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        pii.load_or_create_key(tmp_path)

@@ -1,0 +1,96 @@
+"""The file readers: formats, line numbers, and only documented errors on any input."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bnplctl.errors import InvalidInput
+from bnplctl.importing.readers import RawRow, detect_format, read_rows
+
+pytestmark = pytest.mark.usefixtures("no_database")
+
+
+def _rows(content: bytes, fmt: str, required: tuple[str, ...] = ()) -> list[RawRow]:
+    return list(read_rows(io.BytesIO(content), fmt, required))  # type: ignore[arg-type]
+
+
+def test_csv_rows_keep_their_line_numbers() -> None:
+    content = b'\xef\xbb\xbfA,B\n1,2\n\n"multi\nline",3\n4,5,6\n7\n'
+    rows = _rows(content, "csv", ("a",))
+
+    assert rows == [
+        RawRow(2, {"a": "1", "b": "2"}),
+        RawRow(4, {"a": "multi\nline", "b": "3"}),
+        RawRow(6, {}, "3 fields, the header has 2"),
+        RawRow(7, {"a": "7"}),
+    ]
+
+
+def test_csv_errors_name_the_line() -> None:
+    with pytest.raises(InvalidInput, match="line 1: missing column"):
+        _rows(b"x,y\n1,2\n", "csv", ("a",))
+    with pytest.raises(InvalidInput, match="line 1: the file is empty"):
+        _rows(b"\n\n", "csv")
+    with pytest.raises(InvalidInput, match="line 3: not UTF-8"):
+        _rows(b"a\n1\n\xff\xfe\n", "csv")
+
+
+def test_json_array_rows_and_errors() -> None:
+    rows = _rows(b'[\n {"A": 1},\n 5,\n {"b": "x"}\n]\n', "json")
+    assert rows == [RawRow(2, {"a": 1}), RawRow(3, {}, "not a JSON object"), RawRow(4, {"b": "x"})]
+    assert _rows(b" [ ] ", "json") == []
+    for broken, line in [
+        (b'{"a": 1}', "line 1: expected a JSON array"),
+        (b'[{"a": 1} {"b": 2}]', "line 1: expected ','"),
+        (b'[\n{"a": 1}\n] x', "line 3: unexpected data"),
+        (b'[\n{"a": \n', "line 3: invalid JSON"),
+    ]:
+        with pytest.raises(InvalidInput, match=line):
+            _rows(broken, "json")
+
+
+def test_json_lines_bad_lines_are_row_errors() -> None:
+    rows = _rows(b'{"a": 1}\n\nnot json\n[1]\n\xff\n{"b": 2}', "jsonl")
+    assert [(row.line, row.error) for row in rows] == [
+        (1, None),
+        (3, "invalid JSON (Expecting value)"),
+        (4, "not a JSON object"),
+        (5, "not UTF-8 text"),
+        (6, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("users.csv", b"[", "csv"),
+        ("users.JSON", b"a,b", "json"),
+        ("users.ndjson", b"", "jsonl"),
+        ("-", b"  \n[{}]", "json"),
+        ("-", b'{"a": 1}', "jsonl"),
+        ("upload.txt", b"a,b\n", "csv"),
+    ],
+)
+def test_format_detection(name: str, content: bytes, expected: str) -> None:
+    assert detect_format(name, io.BufferedReader(io.BytesIO(content))) == expected
+
+
+def test_explicit_format_wins_and_is_checked() -> None:
+    stream = io.BufferedReader(io.BytesIO(b"[]"))
+    assert detect_format("x.json", stream, "csv") == "csv"
+    with pytest.raises(InvalidInput, match="format"):
+        detect_format("x.json", stream, "xml")
+
+
+@given(st.binary(max_size=300), st.sampled_from(["csv", "json", "jsonl"]))
+def test_any_bytes_raise_nothing_but_invalid_input(content: bytes, fmt: str) -> None:
+    try:
+        for row in _rows(content, fmt, ("a",)):
+            assert isinstance(row.fields, dict)
+            assert row.line >= 1
+    except InvalidInput as exc:
+        assert exc.exit_code == 65

@@ -1,0 +1,293 @@
+"""Onboarding through the real CLI: outcomes, exit codes, rows, audit events."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from tests.conftest import Cli, row_counts
+from tests.helpers import JOHN, MALIKA, SAMPLE_CSV, TIMUR, add_args
+
+
+def _users(engine: Engine) -> list[tuple[str, str, str, str, str]]:
+    with engine.connect() as connection:
+        return [
+            tuple(row)
+            for row in connection.execute(
+                text(
+                    "SELECT user_id, phone_e164, card_brand, card_first6 || card_last4, "
+                    "passport_masked FROM users ORDER BY user_id"
+                )
+            )
+        ]
+
+
+def test_add_prints_the_masked_user_and_stores_protected_values(cli: Cli, engine: Engine) -> None:
+    result = cli(*add_args(JOHN), "-o", "json")
+
+    assert result.exit_code == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["user_id"] == "usr-001"
+    assert shown["phone_number"] == "+998****4567"
+    assert shown["card_number"] == "4111 **** **** 1111"
+    assert shown["passport_number"] == "AA*******"
+    assert shown["status"] == "NORMAL"
+    assert shown["date_of_birth"] == "1990-05-20"
+    assert _users(engine) == [("usr-001", "+998901234567", "visa", "4111111111", "AA*******")]
+
+
+def test_add_generates_a_user_id_when_absent(cli: Cli, engine: Engine) -> None:
+    args = add_args(JOHN)
+    del args[2:4]
+    result = cli(*args, "-o", "json")
+
+    assert result.exit_code == 0, result.stderr
+    generated = json.loads(result.stdout)["user_id"]
+    assert generated.startswith("usr-") and len(generated) == 14
+    assert [row[0] for row in _users(engine)] == [generated]
+
+
+def test_add_prompts_for_card_and_passport_without_echo(cli: Cli, engine: Engine) -> None:
+    args = [a for a in add_args(JOHN) if a not in ("--card", JOHN["card"], "--passport")]
+    args.remove(JOHN["passport"])
+    result = cli(*args, input=f"{JOHN['passport']}\n{JOHN['card']}\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert JOHN["card"] not in result.output
+    assert JOHN["passport"] not in result.output
+    assert len(_users(engine)) == 1
+
+
+def test_duplicate_user_id_is_refused_and_changes_nothing(cli: Cli, engine: Engine) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    before = row_counts(engine)
+    again = dict(MALIKA, user_id=JOHN["user_id"])
+    result = cli(*add_args(again))
+
+    assert result.exit_code == 3
+    assert "usr-001: user_id already exists" in result.stderr
+    assert row_counts(engine) == before
+
+
+def test_duplicate_passport_is_refused(cli: Cli, engine: Engine) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    before = row_counts(engine)
+    same_passport = dict(MALIKA, passport="aa 1234567")
+    result = cli(*add_args(same_passport))
+
+    assert result.exit_code == 3
+    assert "passport already onboarded" in result.stderr
+    assert row_counts(engine) == before
+
+
+def test_invalid_field_exits_65_naming_the_field(cli: Cli, engine: Engine) -> None:
+    cases = {
+        "phone": ("+99890", "phone:"),
+        "card": ("4111111111111112", "card: fails the Luhn check"),
+        "passport": ("1234567AA", "passport: must be letters followed by digits"),
+        "dob": ("2015-06-01", "dob: the user must be at least 18"),
+        "name": ("", "name:"),
+        "user_id": ("bad id!", "user_id:"),
+    }
+    for field, (value, expected) in cases.items():
+        result = cli(*add_args(dict(JOHN, **{field: value})))
+        assert result.exit_code == 65, (field, result.stderr)
+        assert expected in result.stderr, field
+        assert len(result.stderr.strip().splitlines()) == 1, field
+    assert row_counts(engine)["users"] == 0
+
+
+def test_import_csv_applies_valid_rows_and_reports_the_rest(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(SAMPLE_CSV)
+    rejects = tmp_path / "rejects.csv"
+    result = cli("users", "import", str(source), "--rejects", str(rejects), "-o", "json")
+
+    assert result.exit_code == 5
+    summary = json.loads(result.stdout)
+    assert {k: summary[k] for k in ("rows", "created", "duplicate", "invalid")} == {
+        "rows": 5,
+        "created": 3,
+        "duplicate": 0,
+        "invalid": 2,
+    }
+    assert [(r["line"], r["user_id"]) for r in summary["rejected"]] == [
+        (5, "usr-004"),
+        (6, "usr-005"),
+    ]
+    with rejects.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["line"], r["user_id"], r["outcome"]) for r in rows] == [
+        ("5", "usr-004", "invalid"),
+        ("6", "usr-005", "invalid"),
+    ]
+    assert rows[0]["reason"] == "card: fails the Luhn check"
+    assert [row[0] for row in _users(engine)] == ["usr-001", "usr-002", "usr-003"]
+
+
+def test_reimport_reports_duplicates_and_changes_nothing(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(SAMPLE_CSV)
+    cli("users", "import", str(source))
+    before = row_counts(engine)
+    result = cli("users", "import", str(source), "-o", "json")
+
+    assert result.exit_code == 5
+    summary = json.loads(result.stdout)
+    assert (summary["created"], summary["duplicate"], summary["invalid"]) == (0, 3, 2)
+    assert {r["reason"] for r in summary["rejected"] if r["outcome"] == "duplicate"} == {
+        "user_id already exists"
+    }
+    assert row_counts(engine) == before
+
+
+def test_import_duplicates_inside_one_file(cli: Cli, engine: Engine, tmp_path: Path) -> None:
+    rows = [JOHN, dict(MALIKA, user_id="usr-001"), dict(TIMUR, passport=JOHN["passport"])]
+    source = tmp_path / "users.jsonl"
+    source.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    result = cli("users", "import", str(source), "-o", "json")
+
+    assert result.exit_code == 5
+    summary = json.loads(result.stdout)
+    assert (summary["created"], summary["duplicate"]) == (1, 2)
+    assert [(r["line"], r["reason"]) for r in summary["rejected"]] == [
+        (2, "user_id already exists"),
+        (3, "passport already onboarded for another user"),
+    ]
+    assert [row[0] for row in _users(engine)] == ["usr-001"]
+
+
+def test_import_json_array_from_stdin_with_line_numbers(cli: Cli, engine: Engine) -> None:
+    document = json.dumps([JOHN, dict(MALIKA, phone="12345"), TIMUR], indent=2)
+    result = cli("users", "import", "-", "-o", "json", input=document)
+
+    assert result.exit_code == 5
+    summary = json.loads(result.stdout)
+    assert (summary["created"], summary["invalid"]) == (2, 1)
+    (rejected,) = summary["rejected"]
+    assert rejected["user_id"] == "usr-002"
+    assert rejected["line"] == document.splitlines().index("  {", 2) + 1
+    assert [row[0] for row in _users(engine)] == ["usr-001", "usr-003"]
+
+
+def test_import_all_valid_exits_0_and_writes_audit_events(cli: Cli, engine: Engine) -> None:
+    lines = "\n".join(json.dumps(user) for user in (JOHN, MALIKA))
+    result = cli("--actor", "alice", "users", "import", "-", "--format", "jsonl", input=lines)
+
+    assert result.exit_code == 0, result.stderr
+    with engine.connect() as connection:
+        events = connection.execute(
+            text("SELECT actor, action, entity, entity_id, details FROM audit_events ORDER BY id")
+        ).all()
+    assert [tuple(event[:4]) for event in events] == [
+        ("alice", "user.created", "user", "usr-001"),
+        ("alice", "user.created", "user", "usr-002"),
+    ]
+    assert events[0][4] == {"source": "import"}
+
+
+def test_add_records_the_os_user_as_actor(cli: Cli, engine: Engine) -> None:
+    from bnplctl.services.audit import os_actor
+
+    cli(*add_args(JOHN))
+    result = cli("audit", "list", "--entity", "user", "-o", "json")
+
+    assert result.exit_code == 0
+    (event,) = json.loads(result.stdout)
+    assert (event["actor"], event["action"], event["entity_id"]) == (
+        os_actor(),
+        "user.created",
+        "usr-001",
+    )
+    assert event["details"] == {"source": "add"}
+
+
+def test_import_missing_file_exits_66(cli: Cli, engine: Engine, tmp_path: Path) -> None:
+    result = cli("users", "import", str(tmp_path / "nope.csv"))
+
+    assert result.exit_code == 66
+    assert "no such file" in result.stderr
+
+
+def test_import_unparsable_file_exits_65_naming_the_line(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    broken = tmp_path / "users.json"
+    broken.write_text('[\n  {"user_id": "usr-001"},\n  {"user_id": \n]')
+    result = cli("users", "import", str(broken))
+
+    assert result.exit_code == 65
+    assert "line 4" in result.stderr
+    assert row_counts(engine)["users"] == 0
+
+
+def test_import_csv_missing_columns_exits_65(cli: Cli, engine: Engine, tmp_path: Path) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text("user_id,name\nusr-001,John\n")
+    result = cli("users", "import", str(source))
+
+    assert result.exit_code == 65
+    assert "line 1: missing column(s): phone, passport, card, dob" in result.stderr
+
+
+def test_list_filters_limits_and_formats(cli: Cli, engine: Engine, tmp_path: Path) -> None:
+    for user in (JOHN, MALIKA, TIMUR):
+        cli(*add_args(user))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE users SET status = 'DEBT_USER' WHERE user_id = 'usr-002'"))
+
+    debt = json.loads(cli("users", "list", "--status", "DEBT_USER", "-o", "json").stdout)
+    assert [user["user_id"] for user in debt] == ["usr-002"]
+
+    limited = cli("users", "list", "--limit", "2", "-o", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["user_id"] for line in limited] == ["usr-001", "usr-002"]
+
+    table = list(csv.DictReader(cli("users", "list", "-o", "csv").stdout.splitlines()))
+    assert [row["card_number"] for row in table] == [
+        "4111 **** **** 1111",
+        "5555 **** **** 4444",
+        "3782 **** **** 0005",
+    ]
+
+    human = cli("users", "list").stdout
+    assert "Malika Karimova" in human and "+998****1234" in human
+
+
+def test_show_includes_the_debt_summary(cli: Cli, engine: Engine) -> None:
+    cli(*add_args(JOHN))
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO plans (user_id, total_amount, installment_count, start_date) "
+                "VALUES ('usr-001', 300.00, 3, '2026-01-01')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO installments "
+                "(plan_id, user_id, sequence, original_amount, amount_due, due_date, status) "
+                "VALUES (1, 'usr-001', 1, 100, 100, '2026-02-01', 'OVERDUE'),"
+                " (1, 'usr-001', 2, 100, 100, '2026-03-01', 'UPCOMING')"
+            )
+        )
+    shown = json.loads(cli("users", "show", "usr-001", "-o", "json").stdout)
+
+    assert shown["phone_number"] == "+998****4567"
+    assert (shown["plans_active"], shown["plans_completed"]) == (1, 0)
+    assert (shown["outstanding_amount"], shown["total_debt"]) == ("200.00", "100.00")
+    assert shown["overdue_installments"] == 1
+
+
+def test_show_unknown_user_exits_4(cli: Cli, engine: Engine) -> None:
+    result = cli("users", "show", "usr-404")
+
+    assert result.exit_code == 4
+    assert result.stderr.strip() == "error: user usr-404 not found"
