@@ -29,7 +29,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 from sqlmodel import Field, SQLModel
 
 MONEY = Numeric(12, 2)
@@ -230,7 +230,8 @@ class IdempotencyKey(SQLModel, table=True):
     key: str = Field(sa_column=Column(String(200), primary_key=True))
     command: str = Field(sa_column=Column(String(50), nullable=False))
     request_fingerprint: str = Field(sa_column=Column(String(64), nullable=False))
-    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # json, not jsonb: a replay prints the stored result with its keys in the original order.
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime | None = _created_at()
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 

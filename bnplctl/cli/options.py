@@ -40,3 +40,11 @@ FormatOption = Annotated[
         case_sensitive=False,
     ),
 ]
+
+IdempotencyKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        help="Run this request once: a repeat with the same key returns the first result.",
+    ),
+]

@@ -43,7 +43,9 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, list | dict):
+    if isinstance(value, dict):
+        return "  ".join(f"{key}={_cell(item)}" for key, item in value.items())
+    if isinstance(value, list):
         return _dumps(value)
     return str(value)
 
@@ -85,6 +87,33 @@ def render_one(record: Record, fmt: OutputFormat, *, title: str | None = None) -
         for name, value in record.items():
             table.add_row(name, _cell(value))
         _console().print(table)
+
+
+def render_nested(
+    record: Record,
+    fmt: OutputFormat,
+    *,
+    child_key: str,
+    child_columns: Sequence[str],
+    title: str,
+    child_title: str,
+    parent: tuple[str, Any] | None = None,
+) -> None:
+    """An entity with a list inside (a plan and its installments).
+
+    Tables show the entity, then its children; CSV has one row per child, led by
+    the ``parent`` column when given; JSON keeps the nesting.
+    """
+    children: Sequence[Record] = record.get(child_key) or []
+    if fmt in (OutputFormat.json, OutputFormat.jsonl):
+        render_one(record, fmt)
+    elif fmt is OutputFormat.csv:
+        lead = {parent[0]: parent[1]} if parent else {}
+        _write_csv([lead | dict(child) for child in children], [*lead, *child_columns])
+    else:
+        header = {name: value for name, value in record.items() if name != child_key}
+        render_one(header, fmt, title=title)
+        _table(children, child_columns, title=child_title)
 
 
 def _write_csv(records: Sequence[Record], names: Sequence[str]) -> None:

@@ -1,0 +1,214 @@
+"""``bnplctl plans``: preview, create, list and show installment plans."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from bnplctl.cli.options import IdempotencyKeyOption, OutputFormat, OutputOption
+
+app = typer.Typer(
+    help="Installment plans: preview the schedule, create, list, show.\n\n"
+    "Example: bnplctl plans create --user usr-001 --amount 500.00 --installments 3",
+    rich_markup_mode=None,
+)
+
+INSTALLMENT_COLUMNS = ("id", "sequence", "amount_due", "due_date", "status", "paid_at")
+PLAN_LIST_COLUMNS = (
+    "id",
+    "user_id",
+    "total_amount",
+    "status",
+    "installments",
+    "paid",
+    "next_due_date",
+    "merchant_reference",
+)
+
+
+class PlanStatusFilter(StrEnum):
+    ACTIVE = "ACTIVE"
+    COMPLETED = "COMPLETED"
+
+
+AmountOption = Annotated[str, typer.Option("--amount", help="Total, e.g. 500.00 (2 decimals).")]
+InstallmentsOption = Annotated[
+    int, typer.Option("--installments", help="Number of monthly installments, 1-24.")
+]
+StartOption = Annotated[
+    str | None,
+    typer.Option("--start", help="Start date YYYY-MM-DD (default: today in BNPL_TIMEZONE)."),
+]
+
+
+def render_plan(plan: dict[str, Any], output: OutputFormat) -> None:
+    from bnplctl.cli.output import render_nested
+
+    render_nested(
+        plan,
+        output,
+        child_key="installments",
+        child_columns=INSTALLMENT_COLUMNS,
+        title=f"Plan {plan['id']}",
+        child_title="Installments",
+        parent=("plan_id", plan["id"]),
+    )
+
+
+def _start_date(start: str | None) -> Any:
+    from bnplctl.clock import business_today
+    from bnplctl.schemas import parse_date
+
+    return parse_date(start, "start") if start is not None else business_today()
+
+
+@app.command("preview")
+def preview(
+    amount: AmountOption,
+    installments: InstallmentsOption = 3,
+    start: StartOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Print the schedule of a plan without writing anything.
+
+    Example: bnplctl plans preview --amount 500.00 --installments 3 --start 2026-01-31
+    """
+    from bnplctl.cli.output import message, render_nested
+    from bnplctl.money import parse_amount
+    from bnplctl.services.plans import public_schedule, schedule
+
+    total = parse_amount(amount)
+    start_date = _start_date(start)
+    shown = public_schedule(total, start_date, schedule(total, installments, start_date))
+    message("preview only: nothing was written")
+    render_nested(
+        shown,
+        output,
+        child_key="installments",
+        child_columns=("sequence", "amount_due", "due_date"),
+        title="Plan preview",
+        child_title="Installments",
+    )
+
+
+@app.command("create")
+def create(
+    user: Annotated[str, typer.Option("--user", help="The user's id.")],
+    amount: AmountOption,
+    installments: InstallmentsOption = 3,
+    start: StartOption = None,
+    merchant_reference: Annotated[
+        str | None, typer.Option("--merchant-reference", help="The merchant's order reference.")
+    ] = None,
+    idempotency_key: IdempotencyKeyOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Create a plan and its installments in one transaction; prints the plan.
+
+    A DEBT_USER is refused (exit 3). Repeating a request with the same
+    --idempotency-key returns the first plan and writes nothing.
+
+    Example: bnplctl plans create --user usr-001 --amount 500.00 --idempotency-key order-42
+    """
+    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.output import message
+    from bnplctl.db import session_scope
+    from bnplctl.money import parse_amount
+    from bnplctl.services.idempotency import run_once
+    from bnplctl.services.plans import create_plan, public_plans
+
+    total = parse_amount(amount)
+    start_date = _start_date(start)
+    reference = merchant_reference.strip() if merchant_reference else None
+    request = {
+        "user": user,
+        "amount": str(total),
+        "installments": installments,
+        "start": start,
+        "merchant_reference": reference,
+    }
+
+    with session_scope() as session:
+
+        def work() -> dict[str, Any]:
+            plan = create_plan(
+                session,
+                user_id=user,
+                total=total,
+                count=installments,
+                start=start_date,
+                merchant_reference=reference,
+                actor=current_actor(),
+            )
+            return public_plans(session, [plan])[0]
+
+        shown, replayed = run_once(
+            session, key=idempotency_key, command="plans.create", request=request, work=work
+        )
+    if replayed:
+        message(f"idempotency key {idempotency_key}: returning the plan created earlier")
+    render_plan(shown, output)
+
+
+@app.command("list")
+def list_(
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's plans.")] = None,
+    status: Annotated[
+        PlanStatusFilter | None, typer.Option("--status", help="Only plans in this status.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many plans.")] = 100,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """List plans, oldest first (json/jsonl include the installments).
+
+    Example: bnplctl plans list --user usr-001 --status ACTIVE
+    """
+    from bnplctl.cli.output import render_list
+    from bnplctl.db import session_scope
+    from bnplctl.models import PlanStatus
+    from bnplctl.services.plans import list_plans, public_plans
+
+    with session_scope() as session:
+        chosen = PlanStatus(status.value) if status else None
+        plans = list_plans(session, user_id=user, status=chosen, limit=limit)
+        shown = public_plans(session, plans)
+    if output in (OutputFormat.json, OutputFormat.jsonl):
+        render_list(shown, output)
+        return
+    render_list(
+        [_plan_row(plan) for plan in shown], output, columns=PLAN_LIST_COLUMNS, title="Plans"
+    )
+
+
+def _plan_row(plan: dict[str, Any]) -> dict[str, Any]:
+    installments = plan["installments"]
+    unpaid = [i["due_date"] for i in installments if i["status"] != "PAID"]
+    return {
+        "id": plan["id"],
+        "user_id": plan["user"]["user_id"],
+        "total_amount": plan["total_amount"],
+        "status": plan["status"],
+        "installments": len(installments),
+        "paid": sum(1 for i in installments if i["status"] == "PAID"),
+        "next_due_date": min(unpaid) if unpaid else None,
+        "merchant_reference": plan["merchant_reference"],
+    }
+
+
+@app.command("show")
+def show(
+    plan_id: Annotated[int, typer.Argument(metavar="PLAN_ID", help="The plan's id.")],
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """One plan with its (masked) user and its installments.
+
+    Example: bnplctl plans show 42 -o json
+    """
+    from bnplctl.db import session_scope
+    from bnplctl.services.plans import get_plan, public_plans
+
+    with session_scope() as session:
+        shown = public_plans(session, [get_plan(session, plan_id)])[0]
+    render_plan(shown, output)

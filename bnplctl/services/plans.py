@@ -1,0 +1,238 @@
+"""Plans and their installments (rules 1 and 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from bnplctl import pii
+from bnplctl.errors import DebtUserRefused, NotFound
+from bnplctl.models import Installment, Plan, PlanStatus, User, UserStatus
+from bnplctl.money import due_dates, format_amount, split_amount
+from bnplctl.services import audit
+
+
+@dataclass(frozen=True)
+class ScheduledInstallment:
+    sequence: int
+    amount_due: Decimal
+    due_date: date
+
+
+def schedule(total: Decimal, count: int, start: date) -> list[ScheduledInstallment]:
+    """Rule 1: the split and the calendar, nothing written."""
+    return [
+        ScheduledInstallment(sequence, amount, due)
+        for sequence, (amount, due) in enumerate(
+            zip(split_amount(total, count), due_dates(start, count), strict=True), start=1
+        )
+    ]
+
+
+def public_schedule(
+    total: Decimal, start: date, rows: list[ScheduledInstallment]
+) -> dict[str, Any]:
+    return {
+        "total_amount": format_amount(total),
+        "start_date": start.isoformat(),
+        "installments": [
+            {
+                "sequence": row.sequence,
+                "amount_due": format_amount(row.amount_due),
+                "due_date": row.due_date.isoformat(),
+            }
+            for row in rows
+        ],
+    }
+
+
+def lock_user(session: Session, user_id: str) -> User:
+    """The user row under ``FOR UPDATE``: a concurrent sweep waits, or we wait for it."""
+    user = session.exec(select(User).where(User.user_id == user_id).with_for_update()).first()
+    if user is None:
+        raise NotFound(f"user {user_id} not found")
+    return user
+
+
+def create_plan(
+    session: Session,
+    *,
+    user_id: str,
+    total: Decimal,
+    count: int,
+    start: date,
+    merchant_reference: str | None,
+    actor: str,
+) -> Plan:
+    """Rule 2 under a row lock on the user, then the plan and its installments."""
+    rows = schedule(total, count, start)
+    user = lock_user(session, user_id)
+    if user.status == UserStatus.DEBT_USER.value:
+        raise DebtUserRefused()
+    plan = Plan(
+        user_id=user_id,
+        total_amount=total,
+        installment_count=count,
+        start_date=start,
+        merchant_reference=merchant_reference,
+    )
+    session.add(plan)
+    session.flush()
+    assert plan.id is not None  # noqa: S101 - assigned by the flush
+    session.add_all(
+        Installment(
+            plan_id=plan.id,
+            user_id=user_id,
+            sequence=row.sequence,
+            original_amount=row.amount_due,
+            amount_due=row.amount_due,
+            due_date=row.due_date,
+        )
+        for row in rows
+    )
+    audit.record(
+        session,
+        actor=actor,
+        action="plan.created",
+        entity="plan",
+        entity_id=str(plan.id),
+        user_id=user_id,
+        details={"total_amount": format_amount(total), "installments": count},
+    )
+    session.flush()
+    return plan
+
+
+def get_plan(session: Session, plan_id: int) -> Plan:
+    plan = session.get(Plan, plan_id)
+    if plan is None:
+        raise NotFound(f"plan {plan_id} not found")
+    return plan
+
+
+def list_plans(
+    session: Session, *, user_id: str | None, status: PlanStatus | None, limit: int
+) -> list[Plan]:
+    query = select(Plan)
+    if user_id is not None:
+        query = query.where(Plan.user_id == user_id)
+    if status is not None:
+        query = query.where(Plan.status == status.value)
+    return list(session.exec(query.order_by(col(Plan.id)).limit(limit)).all())
+
+
+def public_installment(installment: Installment) -> dict[str, Any]:
+    return {
+        "id": installment.id,
+        "plan_id": installment.plan_id,
+        "sequence": installment.sequence,
+        "amount_due": format_amount(installment.amount_due),
+        "due_date": installment.due_date.isoformat(),
+        "status": installment.status,
+        "paid_at": installment.paid_at.isoformat() if installment.paid_at else None,
+    }
+
+
+def public_plans(session: Session, plans: list[Plan]) -> list[dict[str, Any]]:
+    """Plans with their (masked) user and installments, in two queries whatever the count."""
+    if not plans:
+        return []
+    plan_ids = [plan.id for plan in plans]
+    user_ids = {plan.user_id for plan in plans}
+    installments: dict[int, list[dict[str, Any]]] = {plan_id: [] for plan_id in plan_ids if plan_id}
+    for installment in session.exec(
+        select(Installment)
+        .where(col(Installment.plan_id).in_(plan_ids))
+        .order_by(col(Installment.plan_id), col(Installment.sequence))
+    ):
+        installments[installment.plan_id].append(public_installment(installment))
+    users = {
+        user.user_id: user
+        for user in session.exec(select(User).where(col(User.user_id).in_(user_ids)))
+    }
+    return [
+        {
+            "id": plan.id,
+            "user": {
+                "user_id": plan.user_id,
+                "full_name": users[plan.user_id].full_name,
+                "phone_number": pii.mask_phone(users[plan.user_id].phone_e164),
+            },
+            "total_amount": format_amount(plan.total_amount),
+            "status": plan.status,
+            "merchant_reference": plan.merchant_reference,
+            "start_date": plan.start_date.isoformat(),
+            "installments": installments[plan.id] if plan.id else [],
+            "created_at": plan.created_at.isoformat() if plan.created_at else None,
+        }
+        for plan in plans
+    ]
+
+
+def find_by_reference(session: Session, user_id: str, merchant_reference: str) -> Plan | None:
+    return session.exec(
+        select(Plan).where(Plan.user_id == user_id, Plan.merchant_reference == merchant_reference)
+    ).first()
+
+
+def complete_paid_plans(session: Session, plan_ids: list[int], *, actor: str) -> list[int]:
+    """Rule 4: ACTIVE plans among ``plan_ids`` whose installments are all PAID become COMPLETED."""
+    if not plan_ids:
+        return []
+    completed = [
+        (int(row[0]), str(row[1]))
+        for row in session.execute(
+            text(
+                "UPDATE plans SET status = 'COMPLETED', updated_at = now()"
+                " WHERE id = ANY(:ids) AND status = 'ACTIVE' AND NOT EXISTS ("
+                "  SELECT 1 FROM installments i WHERE i.plan_id = plans.id AND i.status <> 'PAID')"
+                " RETURNING id, user_id"
+            ),
+            {"ids": plan_ids},
+        )
+    ]
+    for plan_id, user_id in completed:
+        audit.record(
+            session,
+            actor=actor,
+            action="plan.completed",
+            entity="plan",
+            entity_id=str(plan_id),
+            user_id=user_id,
+        )
+    return sorted(plan_id for plan_id, _ in completed)
+
+
+def restore_cleared_users(session: Session, user_ids: list[str], *, actor: str) -> list[str]:
+    """Rule 4: DEBT_USERs among ``user_ids`` with no OVERDUE installment left become NORMAL."""
+    if not user_ids:
+        return []
+    restored = sorted(
+        str(row[0])
+        for row in session.execute(
+            text(
+                "UPDATE users SET status = 'NORMAL', updated_at = now()"
+                " WHERE user_id = ANY(:ids) AND status = 'DEBT_USER' AND NOT EXISTS ("
+                "  SELECT 1 FROM installments i"
+                "  WHERE i.user_id = users.user_id AND i.status = 'OVERDUE')"
+                " RETURNING user_id"
+            ),
+            {"ids": user_ids},
+        )
+    )
+    for user_id in restored:
+        audit.record(
+            session,
+            actor=actor,
+            action="user.status_changed",
+            entity="user",
+            entity_id=user_id,
+            user_id=user_id,
+            details={"from": UserStatus.DEBT_USER.value, "to": UserStatus.NORMAL.value},
+        )
+    return restored

@@ -1,0 +1,168 @@
+"""Races on real connections: rule 2's row lock, and one plan per idempotency key."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+from bnplctl.db import session_scope
+from bnplctl.errors import DebtUserRefused
+from bnplctl.services import idempotency
+from bnplctl.services.plans import create_plan, lock_user, public_plans
+from tests.conftest import Cli, row_counts
+from tests.helpers import JOHN, add_args
+
+
+def _wait_until_blocked(connection: Connection, timeout: float = 10.0) -> None:
+    """Wait until some other bnplctl backend is waiting on a lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+        connection.rollback()  # pg_stat_activity is a snapshot per transaction
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the other transaction never waited for the lock")
+
+
+class Worker(threading.Thread):
+    """Runs ``target`` in a thread, keeping its result or exception."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self._target_call = target
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self._target_call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            self.error = exc
+
+
+def _create(key: str | None = None, before: Callable[[], None] | None = None) -> dict[str, Any]:
+    with session_scope() as session:
+
+        def work() -> dict[str, Any]:
+            if before is not None:
+                lock_user(session, "usr-001")  # as create_plan does first
+                before()
+            plan = create_plan(
+                session,
+                user_id="usr-001",
+                total=Decimal("300.00"),
+                count=3,
+                start=date(2026, 1, 1),
+                merchant_reference=None,
+                actor="test",
+            )
+            return public_plans(session, [plan])[0]
+
+        result, _ = idempotency.run_once(
+            session, key=key, command="plans.create", request={"amount": "300"}, work=work
+        )
+        return result
+
+
+def test_a_sweep_marking_the_user_blocks_a_concurrent_plan(cli: Cli, engine: Engine) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    with engine.connect() as sweep, engine.connect() as observer:
+        # The "sweep" locks the user and marks it DEBT_USER, but has not committed yet.
+        sweep.execute(text("SELECT 1 FROM users WHERE user_id = 'usr-001' FOR UPDATE"))
+        sweep.execute(text("UPDATE users SET status = 'DEBT_USER' WHERE user_id = 'usr-001'"))
+        creator = Worker(_create)
+        creator.start()
+        _wait_until_blocked(observer)
+        sweep.commit()
+        creator.join(timeout=10)
+
+    assert not creator.is_alive()
+    assert isinstance(creator.error, DebtUserRefused)
+    assert row_counts(engine)["plans"] == 0
+
+
+def test_a_plan_in_flight_holds_the_user_until_it_commits(cli: Cli, engine: Engine) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(10)
+
+    creator = Worker(lambda: _create(before=hold))
+    creator.start()
+    assert started.wait(10)
+    time.sleep(0.1)  # the creator now holds the row lock on the user
+    with engine.connect() as sweep, engine.connect() as observer:
+        marker = Worker(
+            lambda: sweep.execute(
+                text("UPDATE users SET status = 'DEBT_USER' WHERE user_id = 'usr-001'")
+            )
+        )
+        marker.start()
+        _wait_until_blocked(observer)
+        release.set()
+        creator.join(10)
+        marker.join(10)
+        sweep.commit()
+    assert creator.error is None and marker.error is None
+    counts = row_counts(engine)
+    assert (counts["plans"], counts["installments"]) == (1, 3)
+
+
+def test_racing_requests_with_one_key_create_one_plan(cli: Cli, engine: Engine) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        started.set()
+        release.wait(10)
+
+    first = Worker(lambda: _create("race-1", before=hold))
+    first.start()
+    assert started.wait(10)
+    second = Worker(lambda: _create("race-1"))
+    second.start()
+    with engine.connect() as observer:
+        _wait_until_blocked(observer)  # the second waits on the first's key row
+    release.set()
+    first.join(10)
+    second.join(10)
+
+    assert first.error is None and second.error is None
+    assert first.result == second.result
+    counts = row_counts(engine)
+    assert (counts["plans"], counts["installments"], counts["idempotency_keys"]) == (1, 3, 1)
+
+
+@pytest.mark.parametrize("attempts", [4])
+def test_parallel_cli_processes_with_one_key(cli: Cli, engine: Engine, attempts: int) -> None:
+    import subprocess
+    import sys
+
+    assert cli(*add_args(JOHN)).exit_code == 0
+    command = [sys.executable, "-m", "bnplctl", "plans", "create", "--user", "usr-001",
+               "--amount", "120", "--idempotency-key", "proc-race", "-o", "json"]  # fmt: skip
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(attempts)
+    ]
+    outputs = [process.communicate(timeout=60) for process in processes]
+
+    assert [process.returncode for process in processes] == [0] * attempts, outputs
+    assert len({stdout for stdout, _ in outputs}) == 1, outputs
+    assert row_counts(engine)["plans"] == 1

@@ -1,0 +1,304 @@
+"""Plans, installments, payments and the debt view through the real CLI (rules 1, 2, 4, 8)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from tests.conftest import Cli, row_counts
+from tests.helpers import JOHN, MALIKA, add_args
+
+
+@pytest.fixture
+def john(cli: Cli) -> str:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    return JOHN["user_id"]
+
+
+def _create(cli: Cli, *args: str) -> dict:
+    result = cli("plans", "create", *args, "-o", "json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _set(engine: Engine, statement: str, **params: object) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(statement), params)
+
+
+def test_preview_prints_rule_1_and_writes_nothing(cli: Cli, engine: Engine) -> None:
+    result = cli("plans", "preview", "--amount", "500", "--start", "2025-01-31", "-o", "json")
+
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["installments"] == [
+        {"sequence": 1, "amount_due": "166.67", "due_date": "2025-02-28"},
+        {"sequence": 2, "amount_due": "166.67", "due_date": "2025-03-31"},
+        {"sequence": 3, "amount_due": "166.66", "due_date": "2025-04-30"},
+    ]
+    assert "nothing was written" in result.stderr
+    assert sum(row_counts(engine).values()) == 0
+
+
+def test_create_writes_the_plan_and_its_installments(cli: Cli, engine: Engine, john: str) -> None:
+    plan = _create(
+        cli, "--user", john, "--amount", "500.00", "--start", "2024-01-31",
+        "--installments", "4", "--merchant-reference", "ORDER-1",
+    )  # fmt: skip
+
+    assert plan["user"] == {
+        "user_id": "usr-001",
+        "full_name": "John Doe",
+        "phone_number": "+998****4567",
+    }
+    assert (plan["total_amount"], plan["status"], plan["merchant_reference"]) == (
+        "500.00",
+        "ACTIVE",
+        "ORDER-1",
+    )
+    assert [(i["amount_due"], i["due_date"], i["status"]) for i in plan["installments"]] == [
+        ("125.00", "2024-02-29", "UPCOMING"),
+        ("125.00", "2024-03-31", "UPCOMING"),
+        ("125.00", "2024-04-30", "UPCOMING"),
+        ("125.00", "2024-05-31", "UPCOMING"),
+    ]
+    with engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT sum(amount_due), count(*), min(user_id) FROM installments")
+        ).one()
+        action = connection.execute(text("SELECT action FROM audit_events ORDER BY id")).all()
+    assert (stored[0], stored[1], stored[2]) == (Decimal("500.00"), 4, "usr-001")
+    assert [a[0] for a in action] == ["user.created", "plan.created"]
+
+
+@freeze_time("2026-03-01 02:00:00")  # UTC: still 28 February in New York
+def test_default_start_is_today_in_the_business_time_zone(
+    cli: Cli, john: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BNPL_TIMEZONE", "America/New_York")
+    plan = _create(cli, "--user", john, "--amount", "90")
+    assert plan["start_date"] == "2026-02-28"
+    assert [i["due_date"] for i in plan["installments"]] == [
+        "2026-03-28",
+        "2026-04-28",
+        "2026-05-28",
+    ]
+
+
+@freeze_time("2025-12-31 12:00:00")
+def test_december_start_rolls_into_the_next_year(cli: Cli, john: str) -> None:
+    plan = _create(cli, "--user", john, "--amount", "100", "--installments", "2")
+    assert [i["due_date"] for i in plan["installments"]] == ["2026-01-31", "2026-02-28"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--amount", "0"], "amount: must be greater than 0"),
+        (["--amount", "-3"], "amount: must be greater than 0"),
+        (["--amount", "10.001"], "amount: at most 2 decimal places"),
+        (["--amount", "ten"], "amount: not a number"),
+        (["--amount", "100", "--installments", "0"], "installments: must be between 1 and 24"),
+        (["--amount", "100", "--installments", "25"], "installments: must be between 1 and 24"),
+        (["--amount", "100", "--start", "2025-02-30"], "start: must be a date"),
+    ],
+)
+def test_bad_plan_input_exits_65_and_changes_nothing(
+    cli: Cli, engine: Engine, john: str, args: list[str], message: str
+) -> None:
+    before = row_counts(engine)
+    result = cli("plans", "create", "--user", john, *args)
+
+    assert result.exit_code == 65
+    assert message in result.stderr
+    assert row_counts(engine) == before
+
+
+def test_debt_user_is_refused_with_the_exact_message(cli: Cli, engine: Engine, john: str) -> None:
+    _set(engine, "UPDATE users SET status = 'DEBT_USER'")
+    before = row_counts(engine)
+    result = cli("plans", "create", "--user", john, "--amount", "100")
+
+    assert result.exit_code == 3
+    assert result.stderr.strip() == (
+        "error: Users with DEBT_USER status cannot create new BNPL plans"
+    )
+    assert row_counts(engine) == before
+
+
+def test_unknown_user_exits_4(cli: Cli, engine: Engine) -> None:
+    result = cli("plans", "create", "--user", "usr-404", "--amount", "100")
+    assert result.exit_code == 4
+    assert "user usr-404 not found" in result.stderr
+    assert sum(row_counts(engine).values()) == 0
+
+
+def test_list_and_show(cli: Cli, engine: Engine, john: str) -> None:
+    assert cli(*add_args(MALIKA)).exit_code == 0
+    first = _create(cli, "--user", john, "--amount", "300", "--start", "2026-01-01")
+    _create(cli, "--user", "usr-002", "--amount", "200", "--start", "2026-01-01")
+    _set(engine, "UPDATE plans SET status = 'COMPLETED' WHERE user_id = 'usr-002'")
+
+    mine = json.loads(cli("plans", "list", "--user", john, "-o", "json").stdout)
+    assert [plan["id"] for plan in mine] == [first["id"]]
+    completed = cli("plans", "list", "--status", "COMPLETED", "-o", "csv").stdout
+    assert [row["user_id"] for row in csv.DictReader(completed.splitlines())] == ["usr-002"]
+    assert len(cli("plans", "list", "-o", "jsonl").stdout.splitlines()) == 2
+
+    shown = cli("plans", "show", str(first["id"]), "-o", "json")
+    assert json.loads(shown.stdout) == first
+    rows = list(
+        csv.DictReader(cli("plans", "show", str(first["id"]), "-o", "csv").stdout.splitlines())
+    )
+    assert [(row["plan_id"], row["sequence"]) for row in rows] == [
+        ("1", "1"),
+        ("1", "2"),
+        ("1", "3"),
+    ]
+    table = cli("plans", "show", str(first["id"])).stdout
+    assert "+998****4567" in table and "100.00" in table
+    missing = cli("plans", "show", "999")
+    assert missing.exit_code == 4 and "plan 999 not found" in missing.stderr
+
+
+def test_paying_clears_debt_and_completes_the_plan(cli: Cli, engine: Engine, john: str) -> None:
+    plan = _create(cli, "--user", john, "--amount", "300", "--start", "2026-01-10")
+    ids = [str(i["id"]) for i in plan["installments"]]
+    _set(engine, "UPDATE installments SET status = 'OVERDUE' WHERE sequence <= 2")
+    _set(engine, "UPDATE users SET status = 'DEBT_USER'")
+
+    first = cli("installments", "pay", ids[0], "-o", "json")
+    assert first.exit_code == 0, first.stderr
+    assert json.loads(first.stdout)["users_restored"] == []  # installment 2 is still OVERDUE
+
+    second = json.loads(cli("installments", "pay", ids[1], ids[2], "-o", "json").stdout)
+    assert [i["status"] for i in second["installments"]] == ["PAID", "PAID"]
+    assert all(i["paid_at"] for i in second["installments"])
+    assert (second["plans_completed"], second["users_restored"]) == ([plan["id"]], ["usr-001"])
+
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT status FROM users")).scalar_one() == "NORMAL"
+        assert connection.execute(text("SELECT status FROM plans")).scalar_one() == "COMPLETED"
+        actions = [row[0] for row in connection.execute(text("SELECT action FROM audit_events"))]
+    assert actions.count("installment.paid") == 3
+    assert actions.count("plan.completed") == 1
+    assert actions.count("user.status_changed") == 1
+
+
+def test_paying_is_all_or_nothing(cli: Cli, engine: Engine, john: str) -> None:
+    plan = _create(cli, "--user", john, "--amount", "300")
+    ids = [str(i["id"]) for i in plan["installments"]]
+    assert cli("installments", "pay", ids[0]).exit_code == 0
+    before = row_counts(engine)
+
+    paid_again = cli("installments", "pay", ids[1], ids[0])
+    assert paid_again.exit_code == 3
+    assert f"installment {ids[0]} is already PAID" in paid_again.stderr
+    unknown = cli("installments", "pay", ids[1], "999")
+    assert unknown.exit_code == 4
+    assert "installment 999 not found" in unknown.stderr
+    assert row_counts(engine) == before
+    with engine.connect() as connection:
+        statuses = connection.execute(text("SELECT status FROM installments ORDER BY id")).all()
+    assert [s[0] for s in statuses] == ["PAID", "UPCOMING", "UPCOMING"]
+
+
+@freeze_time("2026-05-20 12:00:00")
+def test_debt_show_lists_overdue_installments(cli: Cli, engine: Engine, john: str) -> None:
+    _create(cli, "--user", john, "--amount", "500", "--start", "2026-01-31")
+    _set(engine, "UPDATE installments SET status = 'OVERDUE' WHERE sequence <= 2")
+    _set(engine, "UPDATE users SET status = 'DEBT_USER'")
+    shown = json.loads(cli("debt", "show", john, "-o", "json").stdout)
+
+    assert shown == {
+        "user_id": "usr-001",
+        "has_overdue": True,
+        "total_debt": "333.34",
+        "overdue_installments": [
+            {"id": 1, "plan_id": 1, "amount_due": "166.67", "due_date": "2026-02-28",
+             "days_overdue": (date(2026, 5, 20) - date(2026, 2, 28)).days},
+            {"id": 2, "plan_id": 1, "amount_due": "166.67", "due_date": "2026-03-31",
+             "days_overdue": 50},
+        ],
+        "total_overdue_count": 2,
+        "user_status": "DEBT_USER",
+    }  # fmt: skip
+    table = cli("debt", "show", john)
+    assert "333.34" in table.stdout and "DEBT_USER" in table.stdout
+
+
+def test_debt_show_without_debt_and_unknown_user(cli: Cli, john: str) -> None:
+    clean = json.loads(cli("debt", "show", john, "-o", "json").stdout)
+    assert (clean["has_overdue"], clean["total_debt"], clean["overdue_installments"]) == (
+        False,
+        "0.00",
+        [],
+    )
+    assert clean["user_status"] == "NORMAL"
+    assert cli("debt", "show", "usr-404").exit_code == 4
+
+
+def test_idempotent_create_returns_the_first_plan(cli: Cli, engine: Engine, john: str) -> None:
+    args = ("--user", john, "--amount", "300", "--idempotency-key", "order-42")
+    first = _create(cli, *args)
+    before = row_counts(engine)
+    again = cli("plans", "create", *args, "-o", "json")
+
+    assert again.exit_code == 0
+    assert json.loads(again.stdout) == first
+    assert "returning the plan created earlier" in again.stderr
+    assert row_counts(engine) == before
+
+    different = cli("plans", "create", "--user", john, "--amount", "301",
+                    "--idempotency-key", "order-42")  # fmt: skip
+    assert different.exit_code == 3
+    assert "idempotency key order-42 was already used for a different request" in different.stderr
+    assert row_counts(engine) == before
+
+
+def test_refused_request_does_not_burn_its_key(cli: Cli, engine: Engine, john: str) -> None:
+    _set(engine, "UPDATE users SET status = 'DEBT_USER'")
+    args = ("--user", john, "--amount", "300", "--idempotency-key", "k-1")
+    assert cli("plans", "create", *args).exit_code == 3
+    _set(engine, "UPDATE users SET status = 'NORMAL'")
+    assert cli("plans", "create", *args).exit_code == 0
+    assert row_counts(engine)["plans"] == 1
+
+
+def test_idempotent_pay_repeat_is_not_a_double_payment(cli: Cli, engine: Engine, john: str) -> None:
+    plan = _create(cli, "--user", john, "--amount", "300")
+    first_id = str(plan["installments"][0]["id"])
+    first = cli("installments", "pay", first_id, "--idempotency-key", "pay-1", "-o", "json")
+    repeat = cli("installments", "pay", first_id, "--idempotency-key", "pay-1", "-o", "json")
+
+    assert repeat.exit_code == 0
+    assert json.loads(repeat.stdout) == json.loads(first.stdout)
+    with engine.connect() as connection:
+        paid_events = connection.execute(
+            text("SELECT count(*) FROM audit_events WHERE action = 'installment.paid'")
+        ).scalar_one()
+    assert paid_events == 1
+    assert cli("installments", "pay", first_id).exit_code == 3
+
+
+def test_expired_keys_are_purged_and_can_be_reused(cli: Cli, engine: Engine, john: str) -> None:
+    from bnplctl.db import session_scope
+    from bnplctl.services.idempotency import purge_expired
+
+    _create(cli, "--user", john, "--amount", "300", "--idempotency-key", "old")
+    _create(cli, "--user", john, "--amount", "300", "--idempotency-key", "fresh")
+    _set(engine, "UPDATE idempotency_keys SET expires_at = now() - interval '1 second'"
+                 " WHERE key = 'old'")  # fmt: skip
+    reused = _create(cli, "--user", john, "--amount", "999", "--idempotency-key", "old")
+    assert reused["total_amount"] == "999.00"
+
+    _set(engine, "UPDATE idempotency_keys SET expires_at = now() - interval '1 second'")
+    with session_scope() as session:
+        assert purge_expired(session) == 2
+    assert row_counts(engine)["idempotency_keys"] == 0
