@@ -1,5 +1,7 @@
 # bnplctl: the operator CLI and scheduler of the BNPL debt & refund service.
-# Run it against a PostgreSQL server: docker run -e BNPL_DATABASE_URL=postgresql://… bnplctl users list
+# Default: the long-lived scheduler against the server in BNPL_DATABASE_URL.
+#   docker run -e BNPL_DATABASE_URL=postgresql://… -e BNPL_SECRET_KEY_FILE=/run/secrets/bnpl.key bnplctl
+# One-shot commands: docker run … bnplctl debt sweep
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,5 +21,10 @@ COPY migrations ./migrations
 RUN pip install --no-cache-dir .
 
 USER 10001:10001
+
+# Healthy: database reachable, schema at head, a successful sweep in the last 26 h.
+HEALTHCHECK --interval=5m --timeout=30s --start-period=2m --retries=2 \
+    CMD ["bnplctl", "status", "-o", "json"]
+
 ENTRYPOINT ["bnplctl"]
-CMD ["--help"]
+CMD ["scheduler", "run"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from tests.conftest import Cli, row_counts
@@ -13,12 +14,19 @@ def test_demo_twice_changes_nothing_the_second_time(cli: Cli, engine: Engine) ->
     assert "4111 **** **** 1111" in first.stdout and "+998****4567" in first.stdout
     assert "card: fails the Luhn check" in first.stderr
     after_first = row_counts(engine)
-    assert after_first["users"] == 3
+    assert (after_first["users"], after_first["plans"], after_first["sweep_runs"]) == (3, 3, 1)
+    with engine.connect() as connection:
+        statuses = dict(connection.execute(text("SELECT user_id, status FROM users")).all())
+        plans = dict(connection.execute(text("SELECT merchant_reference, status FROM plans")).all())
+    assert statuses == {"usr-001": "DEBT_USER", "usr-002": "NORMAL", "usr-003": "NORMAL"}
+    assert plans == {"DEMO-LATE": "ACTIVE", "DEMO-NEW": "ACTIVE", "DEMO-PAID": "COMPLETED"}
+    assert "Debt of usr-001" in first.stdout and "healthy" in first.stdout
 
     second = cli("demo", "--allow-external")
     assert second.exit_code == 0
     assert row_counts(engine) == after_first
     assert "duplicate" in second.stdout
+    assert "already swept for" in second.stderr
 
 
 def test_demo_refuses_an_external_database_without_the_flag(cli: Cli, engine: Engine) -> None:

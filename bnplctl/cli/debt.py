@@ -43,3 +43,69 @@ def show(
         child_title="Overdue installments",
         parent=("user_id", user_id),
     )
+
+
+AsOfOption = Annotated[
+    str | None,
+    typer.Option("--as-of", help="Business date YYYY-MM-DD (default: today in BNPL_TIMEZONE)."),
+]
+
+
+@app.command("sweep")
+def sweep(
+    as_of: AsOfOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would change; write nothing.")
+    ] = False,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """The overdue sweep (rule 3): late installments become OVERDUE, their owners DEBT_USER.
+
+    Installments due before the business date minus BNPL_GRACE_DAYS are late.
+    Only one sweep runs at a time: a second one exits 75 at once. Running it again
+    for the same date changes nothing. This is the cron job.
+
+    Example: bnplctl debt sweep --as-of 2026-11-27 --dry-run
+    """
+    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.output import message, render_one
+    from bnplctl.jobs import sweep_job
+    from bnplctl.schemas import parse_date
+
+    business_date = parse_date(as_of, "as-of") if as_of is not None else None
+    result = sweep_job(as_of=business_date, dry_run=dry_run, actor=current_actor())
+    shown = result.public()
+    render_one(shown, output, title="Overdue sweep" + (" (dry run)" if dry_run else ""))
+    nothing = not (result.installments_marked_overdue or result.users_marked_debt)
+    if nothing and result.already_swept:
+        message(f"already swept for {shown['business_date']}: nothing changed")
+    elif nothing:
+        message("nothing to change")
+
+
+@app.command("report")
+def report(as_of: AsOfOption = None, output: OutputOption = OutputFormat.table) -> None:
+    """Aging of overdue installments: users, installments and amount per bucket of days.
+
+    Buckets: 1-30, 31-60, 61-90, 90+ days overdue at the business date.
+
+    Example: bnplctl debt report -o json
+    """
+    from bnplctl.cli.output import render_nested
+    from bnplctl.clock import business_today
+    from bnplctl.db import session_scope
+    from bnplctl.schemas import parse_date
+    from bnplctl.services.debt import aging_report
+
+    business_date = parse_date(as_of, "as-of") if as_of is not None else business_today()
+    with session_scope() as session:
+        shown = aging_report(session, business_date)
+    render_nested(
+        shown,
+        output,
+        child_key="buckets",
+        child_columns=("bucket", "users", "installments", "amount"),
+        title="Debt aging",
+        child_title=f"Overdue at {shown['business_date']}",
+        parent=("business_date", shown["business_date"]),
+    )

@@ -116,6 +116,49 @@ def render_nested(
         _table(children, child_columns, title=child_title)
 
 
+def render_dashboard(report: Record) -> None:
+    """The status report as a Rich panel: one line per area, problems in red."""
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    database = report["database"]
+    if database.get("reachable"):
+        grid.add_row("database", f"reachable, PostgreSQL {database.get('version')}")
+    else:
+        grid.add_row("database", f"[red]unreachable[/red]: {escape(str(database.get('error')))}")
+    migrations = report["migrations"]
+    at_head = "[green]at head[/green]" if migrations.get("at_head") else "[red]behind[/red]"
+    grid.add_row(
+        "migrations", f"{migrations.get('revision')} / head {migrations.get('head')}: {at_head}"
+    )
+    for area in ("users", "plans", "refunds"):
+        if area in report:
+            grid.add_row(area, ", ".join(f"{k} {v}" for k, v in report[area].items()))
+    if "installments" in report:
+        overdue = report["installments"]
+        grid.add_row("overdue", f"{overdue['overdue']} installments, {overdue['overdue_amount']}")
+    if "last_sweep" in report:
+        last = report["last_sweep"]
+        if last is None:
+            grid.add_row("last sweep", "[yellow]never[/yellow]")
+        else:
+            style = "green" if last["outcome"] == "SUCCEEDED" and not last["stale"] else "yellow"
+            grid.add_row(
+                "last sweep",
+                f"[{style}]{last['outcome']}[/{style}] for {last['business_date']}, "
+                f"{last['age_hours']} h ago (run {last['run_id']})",
+            )
+    for problem in report.get("problems", []):
+        grid.add_row("[red]problem[/red]", escape(problem))
+    healthy = report.get("healthy")
+    title = "[green]healthy[/green]" if healthy else "[red]unhealthy[/red]"
+    _console().print(Panel(grid, title=f"bnplctl status: {title}", expand=False))
+
+
 def _write_csv(records: Sequence[Record], names: Sequence[str]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(names)

@@ -45,3 +45,44 @@ def debt_of(session: Session, user_id: str, business_date: date) -> dict[str, An
         "total_overdue_count": len(overdue),
         "user_status": rows[0].status,
     }
+
+
+BUCKETS = ("1-30", "31-60", "61-90", "90+")
+
+# One aggregate query over the OVERDUE installments (partial index on status); the
+# empty grouping set adds the totals row (bucket NULL).
+_AGING_SQL = text(
+    "SELECT bucket, count(DISTINCT user_id) AS users, count(*) AS installments,"
+    " coalesce(sum(amount_due), 0) AS amount"
+    " FROM (SELECT user_id, amount_due,"
+    "  CASE WHEN due_date >= CAST(:business_date AS date) - 30 THEN '1-30'"
+    "   WHEN due_date >= CAST(:business_date AS date) - 60 THEN '31-60'"
+    "   WHEN due_date >= CAST(:business_date AS date) - 90 THEN '61-90' ELSE '90+' END AS bucket"
+    "  FROM installments WHERE status = 'OVERDUE') AS overdue"
+    " GROUP BY GROUPING SETS ((bucket), ())"
+)
+
+
+def aging_report(session: Session, business_date: date) -> dict[str, Any]:
+    """Overdue installments by days overdue: users, installments and amount per bucket."""
+    found = {
+        row.bucket: row
+        for row in session.execute(_AGING_SQL, {"business_date": business_date}).all()
+    }
+
+    def figures(key: str | None) -> dict[str, Any]:
+        row = found.get(key)
+        return {
+            "users": int(row.users) if row else 0,
+            "installments": int(row.installments) if row else 0,
+            "amount": format_amount(Decimal(row.amount) if row else Decimal(0)),
+        }
+
+    totals = figures(None)
+    return {
+        "business_date": business_date.isoformat(),
+        "total_users": totals["users"],
+        "total_installments": totals["installments"],
+        "total_amount": totals["amount"],
+        "buckets": [{"bucket": name} | figures(name) for name in BUCKETS],
+    }

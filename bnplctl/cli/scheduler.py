@@ -1,0 +1,40 @@
+"""``bnplctl scheduler``: the long-lived process for containers and hosts without cron."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="The long-lived scheduler: nightly sweep, hourly key purge.\n\n"
+    "Example: BNPL_SWEEP_AT=02:00 BNPL_TIMEZONE=Asia/Tashkent bnplctl scheduler run",
+    rich_markup_mode=None,
+)
+
+
+@app.command("run")
+def run(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run the due jobs (catch-up sweep, purge) and exit.")
+    ] = False,
+) -> None:
+    """Run the sweep daily at BNPL_SWEEP_AT in BNPL_TIMEZONE and purge expired keys hourly.
+
+    On start it catches up: when the ledger has no successful sweep for the last
+    business date, it sweeps now. A failing job is logged and retried; SIGTERM or
+    SIGINT finish the running job and exit 0. Logs: one line per event on stderr
+    (BNPL_LOG_FORMAT=json for JSON lines).
+
+    Example: bnplctl scheduler run --once
+    """
+    from bnplctl.cli.app import current_actor
+    from bnplctl.config import get_settings
+    from bnplctl.scheduler import build, configure_logging
+
+    configure_logging(get_settings().log_format)
+    scheduler = build(actor=current_actor())
+    if once:
+        scheduler.run_once()
+    else:
+        scheduler.run_forever()

@@ -1,0 +1,38 @@
+"""``bnplctl status``: the health dashboard."""
+
+from __future__ import annotations
+
+import typer
+
+from bnplctl.cli.options import OutputFormat, OutputOption
+from bnplctl.errors import ExitCode
+
+
+def status(output: OutputOption = OutputFormat.table) -> None:
+    """Health: database and version, migrations, users, plans, debt, refunds, last sweep.
+
+    Exit 0 healthy, 69 unhealthy (schema behind, no recent successful sweep),
+    75 database unreachable. The Docker HEALTHCHECK runs it.
+
+    Example: bnplctl status -o json
+    """
+    from bnplctl import clock
+    from bnplctl.cli.output import render_dashboard, render_one
+    from bnplctl.db import SCHEMA_HEAD, connect, current_revision, get_engine
+    from bnplctl.errors import Unavailable
+    from bnplctl.services.status import gather, unreachable
+
+    try:
+        with connect(get_engine(check_schema=False)) as connection:
+            revision = current_revision(connection)
+            report = gather(connection, revision=revision, head=SCHEMA_HEAD, now=clock.now())
+    except Unavailable as exc:
+        report = unreachable(exc.message, SCHEMA_HEAD)
+    if output is OutputFormat.table:
+        render_dashboard(report)
+    else:
+        render_one(report, output)
+    if not report["database"]["reachable"]:
+        raise typer.Exit(ExitCode.UNAVAILABLE)
+    if not report["healthy"]:
+        raise typer.Exit(ExitCode.UNHEALTHY)

@@ -1,0 +1,155 @@
+"""The long-lived scheduler: the nightly sweep and the hourly key purge, never dying of one job.
+
+Built on ``schedule``: a check every minute runs the sweep once the day's
+``BNPL_SWEEP_AT`` has passed in ``BNPL_TIMEZONE`` and the ledger has no
+successful sweep for that business date; the same check at start-up catches up
+a missed night. The idempotency-key purge runs hourly. A job that raises
+(database down included) is logged and retried at its next turn. SIGTERM and
+SIGINT let the running job finish, then the loop exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from types import FrameType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bnplctl import clock
+
+LOGGER = logging.getLogger("bnplctl.scheduler")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created).astimezone().isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        event |= getattr(record, "fields", {})
+        return json.dumps(event, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="seconds")
+        fields = getattr(record, "fields", {})
+        extra = "".join(f" {key}={value}" for key, value in fields.items())
+        return f"{stamp} {record.levelname} {record.getMessage()}{extra}"
+
+
+def configure_logging(log_format: str) -> None:
+    """One line per event on stderr; JSON lines with BNPL_LOG_FORMAT=json."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
+
+
+def log(level: int, message: str, **fields: Any) -> None:
+    LOGGER.log(level, message, extra={"fields": fields})
+
+
+def due_business_date(now: datetime, timezone: str, sweep_at: str) -> date:
+    """The business date of the latest scheduled sweep slot at ``now``."""
+    local = now.astimezone(ZoneInfo(timezone))
+    hour, minute = (int(part) for part in sweep_at.split(":"))
+    if local.time() >= time(hour, minute):
+        return local.date()
+    return local.date() - timedelta(days=1)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        timezone: str,
+        sweep_at: str,
+        sweep: Callable[[date], Any],
+        swept: Callable[[date], bool],
+        purge: Callable[[], int],
+    ) -> None:
+        import schedule
+
+        self.timezone = timezone
+        self.sweep_at = sweep_at
+        self._sweep = sweep
+        self._swept = swept
+        self._purge = purge
+        self.stopping = threading.Event()
+        self.jobs = schedule.Scheduler()
+        self.jobs.every(1).minutes.do(self.guarded, "sweep", self.sweep_if_due)
+        self.jobs.every(1).hours.do(self.guarded, "purge", self.purge_keys)
+
+    def sweep_if_due(self) -> None:
+        business_date = due_business_date(clock.now(), self.timezone, self.sweep_at)
+        if self._swept(business_date):
+            return
+        log(logging.INFO, "sweep starting", business_date=business_date.isoformat())
+        result = self._sweep(business_date)
+        log(logging.INFO, "sweep finished", **result.public())
+
+    def purge_keys(self) -> None:
+        log(logging.INFO, "idempotency keys purged", deleted=self._purge())
+
+    def guarded(self, name: str, job: Callable[[], None]) -> None:
+        """Run a job; whatever it raises is logged, and the loop goes on."""
+        from bnplctl.errors import BnplError
+
+        try:
+            job()
+        except BnplError as exc:
+            log(logging.ERROR, f"{name} failed: {exc.message}", job=name, error=type(exc).__name__)
+        except Exception as exc:
+            log(logging.ERROR, f"{name} failed", job=name, error=type(exc).__name__)
+
+    def run_once(self) -> None:
+        """The start-up catch-up and a purge, then return (``--once``)."""
+        self.guarded("sweep", self.sweep_if_due)
+        self.guarded("purge", self.purge_keys)
+
+    def run_forever(self, poll_seconds: float = 1.0) -> None:
+        self._install_signal_handlers()
+        log(
+            logging.INFO,
+            "scheduler started",
+            sweep_at=self.sweep_at,
+            timezone=self.timezone,
+        )
+        self.run_once()
+        while not self.stopping.is_set():
+            self.jobs.run_pending()
+            self.stopping.wait(poll_seconds)
+        log(logging.INFO, "scheduler stopped")
+
+    def _install_signal_handlers(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            log(logging.INFO, "stop requested", signal=signal.Signals(signum).name)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+
+def build(actor: str) -> Scheduler:
+    """The scheduler wired to the real jobs and the ledger."""
+    from bnplctl.config import get_settings
+    from bnplctl.jobs import already_swept, purge_job, sweep_job
+
+    settings = get_settings()
+    return Scheduler(
+        timezone=settings.timezone,
+        sweep_at=settings.sweep_at,
+        sweep=lambda business_date: sweep_job(as_of=business_date, dry_run=False, actor=actor),
+        swept=already_swept,
+        purge=purge_job,
+    )

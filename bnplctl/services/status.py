@@ -1,0 +1,104 @@
+"""The health dashboard: is the database there, migrated, and was the last sweep recent?"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from bnplctl.money import format_amount
+
+STALE_SWEEP = timedelta(hours=26)
+
+
+def _counts(connection: Connection, table: str, names: tuple[str, ...]) -> dict[str, int]:
+    found: dict[str, int] = dict(
+        connection.execute(
+            text(f"SELECT status, count(*) FROM {table} GROUP BY status")  # noqa: S608 - fixed names
+        ).all()
+    )
+    return {name: int(found.get(name, 0)) for name in names}
+
+
+def gather(
+    connection: Connection, *, revision: str | None, head: str, now: datetime
+) -> dict[str, Any]:
+    """Everything the dashboard shows, from a reachable database."""
+    version = str(connection.execute(text("SHOW server_version")).scalar_one())
+    report: dict[str, Any] = {
+        "healthy": False,
+        "database": {"reachable": True, "version": version},
+        "migrations": {"revision": revision, "head": head, "at_head": revision == head},
+        "problems": [],
+    }
+    if revision != head:
+        report["problems"].append(
+            f"schema at {revision or 'none'}, head is {head}: run `bnplctl db upgrade`"
+        )
+        return report
+    overdue_count, overdue_amount = connection.execute(
+        text(
+            "SELECT count(*), coalesce(sum(amount_due), 0) FROM installments"
+            " WHERE status = 'OVERDUE'"
+        )
+    ).one()
+    report |= {
+        "users": _counts(connection, "users", ("NORMAL", "DEBT_USER")),
+        "plans": _counts(connection, "plans", ("ACTIVE", "COMPLETED")),
+        "installments": {
+            "overdue": int(overdue_count),
+            "overdue_amount": format_amount(Decimal(overdue_amount)),
+        },
+        "refunds": _counts(
+            connection, "refunds", ("PENDING", "APPROVED", "REJECTED", "CANCELLED", "COMPLETED")
+        ),
+        "last_sweep": _last_sweep(connection, now),
+    }
+    last = report["last_sweep"]
+    if last is None:
+        report["problems"].append("no sweep has run yet")
+    elif last["outcome"] != "SUCCEEDED":
+        report["problems"].append(f"the last sweep {last['outcome']}")
+    elif last["stale"]:
+        report["problems"].append(
+            f"the last successful sweep is {last['age_hours']} h old (more than 26 h)"
+        )
+    report["healthy"] = not report["problems"]
+    return report
+
+
+def _last_sweep(connection: Connection, now: datetime) -> dict[str, Any] | None:
+    row = connection.execute(
+        text(
+            "SELECT id, business_date, started_at, finished_at, outcome, error_class,"
+            " installments_marked_overdue, users_marked_debt"
+            " FROM sweep_runs WHERE NOT dry_run ORDER BY started_at DESC, id DESC LIMIT 1"
+        )
+    ).first()
+    if row is None:
+        return None
+    age = now - (row.finished_at or row.started_at)
+    return {
+        "run_id": row.id,
+        "business_date": row.business_date.isoformat(),
+        "started_at": row.started_at.isoformat(),
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "outcome": row.outcome,
+        "error_class": row.error_class,
+        "installments_marked_overdue": row.installments_marked_overdue,
+        "users_marked_debt": row.users_marked_debt,
+        "age_hours": round(age / timedelta(hours=1), 1),
+        "stale": age > STALE_SWEEP,
+    }
+
+
+def unreachable(message: str, head: str) -> dict[str, Any]:
+    return {
+        "healthy": False,
+        "database": {"reachable": False, "error": message},
+        "migrations": {"revision": None, "head": head, "at_head": None},
+        "problems": [message],
+    }

@@ -1,0 +1,224 @@
+"""The overdue sweep (rule 3): set-based SQL, one transaction, one sweep at a time.
+
+Two statements do the work whatever the row count: one marks the late UPCOMING
+installments OVERDUE, one marks their owners DEBT_USER. A session-level advisory
+lock keeps a second sweep out (it exits 75 at once); the lock dies with the
+connection, so a crashed sweep leaves none behind. Every run is recorded in
+``sweep_runs`` (RUNNING, then SUCCEEDED or FAILED).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from bnplctl import clock
+from bnplctl.errors import Unavailable
+
+SWEEP_LOCK_ID = 0x62_6E_70_6C_5357  # "bnpl" + "SW"
+
+_MARK_INSTALLMENTS = text(
+    "UPDATE installments SET status = 'OVERDUE' WHERE status = 'UPCOMING' AND due_date < :cutoff"
+)
+_MARK_USERS = text(
+    "UPDATE users SET status = 'DEBT_USER', updated_at = now()"
+    " WHERE status = 'NORMAL' AND user_id IN ("
+    "  SELECT user_id FROM installments WHERE status = 'OVERDUE')"
+)
+_PREVIEW = text(
+    "SELECT"
+    " (SELECT count(*) FROM installments WHERE status = 'UPCOMING' AND due_date < :cutoff),"
+    " (SELECT count(*) FROM users WHERE status = 'NORMAL' AND user_id IN ("
+    "   SELECT user_id FROM installments WHERE status = 'OVERDUE'"
+    "   UNION ALL"
+    "   SELECT user_id FROM installments WHERE status = 'UPCOMING' AND due_date < :cutoff))"
+)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    run_id: int | None
+    business_date: date
+    dry_run: bool
+    installments_marked_overdue: int
+    users_marked_debt: int
+    duration_seconds: float
+    already_swept: bool
+
+    def public(self) -> dict[str, Any]:
+        shown = asdict(self)
+        shown["business_date"] = self.business_date.isoformat()
+        shown["duration_seconds"] = round(self.duration_seconds, 3)
+        return shown
+
+
+def cutoff_for(business_date: date, grace_days: int) -> date:
+    """Installments due strictly before this date are late."""
+    return business_date - timedelta(days=grace_days)
+
+
+def try_lock(connection: Connection) -> None:
+    held = connection.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": SWEEP_LOCK_ID})
+    if not held.scalar_one():
+        connection.rollback()
+        raise Unavailable("another sweep holds the lock; retry later")
+    connection.commit()
+
+
+def unlock(connection: Connection) -> None:
+    connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": SWEEP_LOCK_ID})
+    connection.commit()
+
+
+def preview(connection: Connection, cutoff: date) -> tuple[int, int]:
+    installments, users = connection.execute(_PREVIEW, {"cutoff": cutoff}).one()
+    return int(installments), int(users)
+
+
+def last_success(connection: Connection, business_date: date) -> datetime | None:
+    finished: datetime | None = connection.execute(
+        text(
+            "SELECT max(finished_at) FROM sweep_runs"
+            " WHERE business_date = :business_date AND outcome = 'SUCCEEDED' AND NOT dry_run"
+        ),
+        {"business_date": business_date},
+    ).scalar_one()
+    return finished
+
+
+def close_interrupted(connection: Connection) -> None:
+    """Runs left RUNNING by a crash (we hold the lock, so none is live) become FAILED."""
+    connection.execute(
+        text(
+            "UPDATE sweep_runs SET outcome = 'FAILED', error_class = 'Interrupted',"
+            " finished_at = coalesce(finished_at, now()) WHERE outcome = 'RUNNING'"
+        )
+    )
+
+
+def start_run(connection: Connection, business_date: date, actor: str) -> int:
+    run_id: int = connection.execute(
+        text(
+            "INSERT INTO sweep_runs (business_date, dry_run, started_at, outcome, actor)"
+            " VALUES (:business_date, false, :started_at, 'RUNNING', :actor) RETURNING id"
+        ),
+        {"business_date": business_date, "started_at": clock.now(), "actor": actor},
+    ).scalar_one()
+    return run_id
+
+
+def mark_overdue(connection: Connection, cutoff: date) -> tuple[int, int]:
+    """The two set-based statements of rule 3; returns (installments, users) changed."""
+    installments = connection.execute(_MARK_INSTALLMENTS, {"cutoff": cutoff}).rowcount
+    users = connection.execute(_MARK_USERS).rowcount
+    return int(installments), int(users)
+
+
+def finish_run(
+    connection: Connection, run_id: int, installments: int, users: int, actor: str
+) -> None:
+    connection.execute(
+        text(
+            "WITH finished AS ("
+            " UPDATE sweep_runs SET outcome = 'SUCCEEDED', finished_at = :finished_at,"
+            "  installments_marked_overdue = :installments, users_marked_debt = :users"
+            " WHERE id = :run_id RETURNING id, business_date)"
+            " INSERT INTO audit_events (actor, action, entity, entity_id, details)"
+            " SELECT :actor, 'sweep.run', 'sweep', id::text, jsonb_build_object("
+            "  'business_date', business_date, 'installments_marked_overdue', :installments,"
+            "  'users_marked_debt', :users) FROM finished"
+        ),
+        {
+            "run_id": run_id,
+            "finished_at": clock.now(),
+            "installments": installments,
+            "users": users,
+            "actor": actor,
+        },
+    )
+
+
+def fail_run(connection: Connection, run_id: int, error_class: str) -> None:
+    connection.execute(
+        text(
+            "UPDATE sweep_runs SET outcome = 'FAILED', error_class = :error_class,"
+            " finished_at = :finished_at WHERE id = :run_id AND outcome = 'RUNNING'"
+        ),
+        {"run_id": run_id, "error_class": error_class[:200], "finished_at": clock.now()},
+    )
+
+
+def run_sweep(
+    connection: Connection,
+    *,
+    business_date: date,
+    grace_days: int,
+    dry_run: bool,
+    actor: str,
+) -> SweepResult:
+    """One sweep on a dedicated connection; the caller owns (and later closes) it."""
+    started = time.perf_counter()
+    cutoff = cutoff_for(business_date, grace_days)
+    try_lock(connection)
+    try:
+        already = last_success(connection, business_date) is not None
+        if dry_run:
+            installments, users = preview(connection, cutoff)
+            connection.rollback()
+            return SweepResult(
+                None,
+                business_date,
+                True,
+                installments,
+                users,
+                time.perf_counter() - started,
+                already,
+            )
+        close_interrupted(connection)
+        run_id = start_run(connection, business_date, actor)
+        connection.commit()
+        try:
+            installments, users = mark_overdue(connection, cutoff)
+            finish_run(connection, run_id, installments, users, actor)
+            connection.commit()
+        except BaseException as exc:
+            _record_failure(connection, run_id, type(exc).__name__)
+            raise
+        return SweepResult(
+            run_id,
+            business_date,
+            False,
+            installments,
+            users,
+            time.perf_counter() - started,
+            already,
+        )
+    finally:
+        _unlock_quietly(connection)
+
+
+def _record_failure(connection: Connection, run_id: int, error_class: str) -> None:
+    """Best effort: on a live connection, roll back and mark the run FAILED."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        connection.rollback()
+        fail_run(connection, run_id, error_class)
+        connection.commit()
+    except SQLAlchemyError:
+        pass  # the connection is gone; the next sweep closes this run as Interrupted
+
+
+def _unlock_quietly(connection: Connection) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        connection.rollback()
+        unlock(connection)
+    except SQLAlchemyError:
+        pass  # a dead connection has released its lock already

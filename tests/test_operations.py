@@ -1,0 +1,241 @@
+"""The scheduler, the status dashboard, and the interrupted-run ledger."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime
+
+import pytest
+from freezegun import freeze_time
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from bnplctl.scheduler import (
+    JsonFormatter,
+    Scheduler,
+    TextFormatter,
+    configure_logging,
+    due_business_date,
+)
+from tests.conftest import Cli, DatabaseUnderTest
+from tests.test_sweep import seed
+
+
+def _runs(engine: Engine) -> list[tuple[object, ...]]:
+    with engine.connect() as connection:
+        return [
+            tuple(row)
+            for row in connection.execute(
+                text("SELECT business_date, outcome, error_class FROM sweep_runs ORDER BY id")
+            )
+        ]
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        ("2026-03-10T01:59:00+05:00", date(2026, 3, 9)),
+        ("2026-03-10T02:00:00+05:00", date(2026, 3, 10)),
+        ("2026-03-09T22:30:00+00:00", date(2026, 3, 10)),  # 03:30 in Tashkent
+    ],
+)
+def test_due_business_date_uses_the_business_time_zone(now: str, expected: date) -> None:
+    assert due_business_date(datetime.fromisoformat(now), "Asia/Tashkent", "02:00") == expected
+
+
+@freeze_time("2026-03-10 21:30:00")  # 02:30 on the 11th in Tashkent
+def test_scheduler_once_runs_the_catch_up_sweep(
+    cli: Cli, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BNPL_TIMEZONE", "Asia/Tashkent")
+    seed(engine, 2, date(2026, 3, 9))
+    first = cli("scheduler", "run", "--once")
+    second = cli("scheduler", "run", "--once")
+
+    assert (first.exit_code, second.exit_code) == (0, 0)
+    assert _runs(engine) == [(date(2026, 3, 11), "SUCCEEDED", None)]  # once, not twice
+    assert "sweep finished" in first.stderr and "installments_marked_overdue=2" in first.stderr
+    assert "sweep starting" not in second.stderr
+    assert "idempotency keys purged deleted=0" in second.stderr
+
+
+def test_a_failing_job_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[date] = []
+
+    def sweep(business_date: date) -> None:
+        calls.append(business_date)
+        raise RuntimeError("database exploded with +998901234567")
+
+    scheduler = Scheduler(
+        timezone="UTC", sweep_at="00:00", sweep=sweep, swept=lambda d: False, purge=lambda: 3
+    )
+    configure_logging("text")
+    logger = logging.getLogger("bnplctl.scheduler")
+    logger.addHandler(caplog.handler)
+    try:
+        scheduler.run_once()
+        scheduler.run_once()
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert len(calls) == 2  # retried at the next turn
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in failures] == ["sweep failed", "sweep failed"]
+    assert "+998901234567" not in caplog.text  # the exception text is never logged
+    assert sum("idempotency keys purged" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_log_formats() -> None:
+    record = logging.LogRecord("bnplctl.scheduler", logging.INFO, "", 0, "sweep finished", (), None)
+    record.fields = {"business_date": "2026-03-10", "users_marked_debt": 2}
+    parsed = json.loads(JsonFormatter().format(record))
+    assert (parsed["level"], parsed["message"], parsed["users_marked_debt"]) == (
+        "info",
+        "sweep finished",
+        2,
+    )
+    assert (
+        TextFormatter()
+        .format(record)
+        .endswith("INFO sweep finished business_date=2026-03-10 users_marked_debt=2")
+    )
+
+
+def test_sigterm_stops_the_scheduler_cleanly(test_database: DatabaseUnderTest) -> None:
+    env = dict(os.environ, BNPL_DATABASE_URL=test_database.url, BNPL_LOG_FORMAT="json")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bnplctl", "scheduler", "run"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 30
+    started = ""
+    while "scheduler started" not in started and time.monotonic() < deadline:
+        started += process.stderr.readline()
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(timeout=10)
+    finally:
+        process.kill()
+    rest = process.stderr.read()
+    process.stderr.close()
+    assert code == 0
+    events = [json.loads(line)["message"] for line in (started + rest).splitlines() if line]
+    assert events[0] == "scheduler started"
+    assert events[-2:] == ["stop requested", "scheduler stopped"]
+
+
+def test_an_interrupted_run_is_closed_by_the_next_sweep(cli: Cli, engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO sweep_runs (business_date, dry_run, started_at, outcome, actor)"
+                " VALUES ('2026-01-01', false, now(), 'RUNNING', 'cron')"
+            )
+        )
+    assert cli("debt", "sweep", "--as-of", "2026-01-02").exit_code == 0
+    assert _runs(engine) == [
+        (date(2026, 1, 1), "FAILED", "Interrupted"),
+        (date(2026, 1, 2), "SUCCEEDED", None),
+    ]
+
+
+def test_status_is_unhealthy_until_a_sweep_runs(cli: Cli, engine: Engine) -> None:
+    seed(engine, 2, date(2026, 1, 1))
+    before = cli("status", "-o", "json")
+    assert before.exit_code == 69
+    report = json.loads(before.stdout)
+    assert report["healthy"] is False
+    assert report["problems"] == ["no sweep has run yet"]
+    assert report["last_sweep"] is None
+
+    cli("debt", "sweep")
+    after = cli("status", "-o", "json")
+    assert after.exit_code == 0
+    report = json.loads(after.stdout)
+    assert report["healthy"] is True
+    assert report["database"]["reachable"] is True and report["database"]["version"]
+    assert report["migrations"] == {"revision": "0001", "head": "0001", "at_head": True}
+    assert report["users"] == {"NORMAL": 0, "DEBT_USER": 2}
+    assert report["plans"] == {"ACTIVE": 2, "COMPLETED": 0}
+    assert report["installments"] == {"overdue": 6, "overdue_amount": "600.00"}
+    assert report["refunds"]["PENDING"] == 0
+    assert report["last_sweep"]["outcome"] == "SUCCEEDED"
+    assert report["last_sweep"]["stale"] is False
+    table = cli("status")
+    assert "healthy" in table.stdout and "600.00" in table.stdout
+
+
+def test_status_warns_when_the_last_sweep_is_older_than_26_hours(cli: Cli, engine: Engine) -> None:
+    with freeze_time(datetime(2026, 3, 1, 2, 0, tzinfo=UTC)):
+        assert cli("debt", "sweep").exit_code == 0
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE sweep_runs SET finished_at = '2026-03-01T02:00:00Z'"))
+    with freeze_time(datetime(2026, 3, 2, 3, 59, tzinfo=UTC)):
+        fresh = json.loads(cli("status", "-o", "json").stdout)
+    with freeze_time(datetime(2026, 3, 2, 4, 1, tzinfo=UTC)):
+        stale = cli("status", "-o", "json")
+        table = cli("status")
+    assert fresh["healthy"] is True
+    assert stale.exit_code == 69
+    report = json.loads(stale.stdout)
+    assert report["last_sweep"]["stale"] is True
+    assert report["problems"] == ["the last successful sweep is 26.0 h old (more than 26 h)"]
+    assert "unhealthy" in table.stdout
+
+
+def test_status_reports_a_failed_last_sweep(cli: Cli, engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO sweep_runs (business_date, dry_run, started_at, finished_at,"
+                " outcome, error_class, actor)"
+                " VALUES (current_date, false, now(), now(), 'FAILED', 'OperationalError', 'cron')"
+            )
+        )
+    result = cli("status", "-o", "json")
+    assert result.exit_code == 69
+    assert json.loads(result.stdout)["problems"] == ["the last sweep FAILED"]
+
+
+def test_status_of_an_unreachable_database_exits_75(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BNPL_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    result = cli("status", "-o", "json")
+    assert result.exit_code == 75
+    report = json.loads(result.stdout)
+    assert report["database"]["reachable"] is False
+    assert report["healthy"] is False
+    assert "unreachable" in cli("status").stdout
+
+
+def test_status_of_a_schema_behind_is_unhealthy(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, test_database: DatabaseUnderTest
+) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(test_database.server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text('CREATE DATABASE "bnpl_status_behind"'))
+    try:
+        url = make_url(test_database.url).set(database="bnpl_status_behind")
+        monkeypatch.setenv("BNPL_DATABASE_URL", url.render_as_string(hide_password=False))
+        result = cli("status", "-o", "json")
+        assert result.exit_code == 69
+        report = json.loads(result.stdout)
+        assert report["migrations"]["at_head"] is False
+        assert "run `bnplctl db upgrade`" in report["problems"][0]
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text('DROP DATABASE "bnpl_status_behind" WITH (FORCE)'))
+        admin.dispose()
