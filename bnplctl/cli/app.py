@@ -133,12 +133,26 @@ def root(
 
 
 def _register() -> None:
-    from bnplctl.cli import audit, db, debt, demo, installments, plans, scheduler, status, users
+    from bnplctl.cli import (
+        audit,
+        db,
+        debt,
+        demo,
+        installments,
+        plans,
+        refunds,
+        scheduler,
+        status,
+        users,
+        webhooks,
+    )
 
     app.add_typer(users.app, name="users")
     app.add_typer(plans.app, name="plans")
     app.add_typer(installments.app, name="installments")
     app.add_typer(debt.app, name="debt")
+    app.add_typer(refunds.app, name="refunds")
+    app.add_typer(webhooks.app, name="webhooks")
     app.add_typer(scheduler.app, name="scheduler")
     app.command("status")(status.status)
     app.add_typer(db.app, name="db")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from bnplctl.cli.options import OutputFormat
@@ -188,6 +189,26 @@ def _table(
 def table_to_stderr(records: Sequence[Record], names: Sequence[str], *, title: str) -> None:
     """A table for the operator that is not data: rejects, notes."""
     _table(records, names, title=title, stderr=True)
+
+
+@contextmanager
+def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr for a large file, only when stderr is a terminal."""
+    if total is None or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda count: progress.advance(task, count)
 
 
 def message(text: str) -> None:

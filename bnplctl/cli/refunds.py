@@ -1,0 +1,193 @@
+"""``bnplctl refunds``: create refunds and move them through their states."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from bnplctl.cli.options import IdempotencyKeyOption, OutputFormat, OutputOption
+
+app = typer.Typer(
+    help="Refunds: create, approve, reject, cancel, list, show.\n\n"
+    "Example: bnplctl refunds create --user usr-001 --transaction-id REF-001 --amount 75.50",
+    rich_markup_mode=None,
+)
+
+REFUND_COLUMNS = (
+    "id",
+    "transaction_id",
+    "user_id",
+    "plan_id",
+    "amount",
+    "status",
+    "applied_amount",
+    "payout_amount",
+    "processed_at",
+)
+
+
+class RefundStatusFilter(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+    COMPLETED = "COMPLETED"
+
+
+RefOption = Annotated[
+    str, typer.Argument(metavar="REF", help="The refund's transaction_id or its numeric id.")
+]
+ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why (kept on the refund).")]
+
+
+@app.command("create")
+def create(
+    user: Annotated[str, typer.Option("--user", help="The user's id.")],
+    transaction_id: Annotated[
+        str, typer.Option("--transaction-id", help="The merchant's refund reference (unique).")
+    ],
+    amount: Annotated[str, typer.Option("--amount", help="Amount, e.g. 75.50.")],
+    plan: Annotated[
+        int | None, typer.Option("--plan", help="The user's plan the refund reduces.")
+    ] = None,
+    reason: ReasonOption = None,
+    idempotency_key: IdempotencyKeyOption = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Create a PENDING refund. The same transaction_id with the same user, amount and
+    plan returns the existing refund (exit 0); with anything different, exit 3.
+
+    Example: bnplctl refunds create --user usr-001 --transaction-id REF-001 --amount 75.50 --plan 1
+    """
+    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.output import message, render_one
+    from bnplctl.db import session_scope
+    from bnplctl.money import parse_amount
+    from bnplctl.services.idempotency import run_once
+    from bnplctl.services.refunds import create_refund, public_refund
+
+    total = parse_amount(amount)
+    reference = _transaction_id(transaction_id)
+    request = {"user": user, "transaction_id": reference, "amount": str(total), "plan": plan}
+    existed = False
+    with session_scope() as session:
+
+        def work() -> dict[str, Any]:
+            nonlocal existed
+            refund, existed = create_refund(
+                session,
+                user_id=user,
+                transaction_id=reference,
+                amount=total,
+                plan_id=plan,
+                reason=reason,
+                actor=current_actor(),
+            )
+            return public_refund(refund)
+
+        shown, replayed = run_once(
+            session, key=idempotency_key, command="refunds.create", request=request, work=work
+        )
+    if replayed:
+        message(f"idempotency key {idempotency_key}: returning the refund created earlier")
+    elif existed:
+        message(f"refund {reference} already existed: returning it unchanged")
+    render_one(shown, output, title=f"Refund {shown['transaction_id']}")
+
+
+def _transaction_id(raw: str) -> str:
+    from bnplctl.errors import InvalidInput
+
+    value = raw.strip()
+    if not value or len(value) > 100:
+        raise InvalidInput("transaction-id: 1 to 100 characters")
+    return value
+
+
+def _move(ref: str, command: str, reason: str | None, output: OutputFormat) -> None:
+    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.output import render_one
+    from bnplctl.db import session_scope
+    from bnplctl.services.refunds import public_refund, transition
+
+    with session_scope() as session:
+        refund = transition(session, ref, command, reason=reason, actor=current_actor())
+        shown = public_refund(refund)
+    render_one(shown, output, title=f"Refund {shown['transaction_id']}")
+
+
+@app.command("approve")
+def approve(
+    ref: RefOption, reason: ReasonOption = None, output: OutputOption = OutputFormat.table
+) -> None:
+    """Approve a PENDING refund. Linked to a plan, it is applied at once (rule 7): the
+    unpaid installments are reduced from the last one backwards, the excess is the
+    payout, and the refund is COMPLETED.
+
+    Example: bnplctl refunds approve REF-001
+    """
+    _move(ref, "approve", reason, output)
+
+
+@app.command("reject")
+def reject(
+    ref: RefOption, reason: ReasonOption = None, output: OutputOption = OutputFormat.table
+) -> None:
+    """Reject a PENDING refund (final).
+
+    Example: bnplctl refunds reject REF-001 --reason "goods not returned"
+    """
+    _move(ref, "reject", reason, output)
+
+
+@app.command("cancel")
+def cancel(
+    ref: RefOption, reason: ReasonOption = None, output: OutputOption = OutputFormat.table
+) -> None:
+    """Cancel a PENDING refund (final).
+
+    Example: bnplctl refunds cancel 7 --reason "customer withdrew the request"
+    """
+    _move(ref, "cancel", reason, output)
+
+
+@app.command("list")
+def list_(
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's refunds.")] = None,
+    status: Annotated[
+        RefundStatusFilter | None, typer.Option("--status", help="Only refunds in this status.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """List refunds, oldest first.
+
+    Example: bnplctl refunds list --status PENDING -o csv
+    """
+    from bnplctl.cli.output import render_list
+    from bnplctl.db import session_scope
+    from bnplctl.models import RefundStatus
+    from bnplctl.services.refunds import list_refunds, public_refund
+
+    with session_scope() as session:
+        chosen = RefundStatus(status.value) if status else None
+        refunds = list_refunds(session, user_id=user, status=chosen, limit=limit)
+        shown = [public_refund(refund) for refund in refunds]
+    render_list(shown, output, columns=REFUND_COLUMNS, title="Refunds")
+
+
+@app.command("show")
+def show(ref: RefOption, output: OutputOption = OutputFormat.table) -> None:
+    """One refund, by transaction_id or id.
+
+    Example: bnplctl refunds show REF-001 -o json
+    """
+    from bnplctl.cli.output import render_one
+    from bnplctl.db import session_scope
+    from bnplctl.services.refunds import find_refund, public_refund
+
+    with session_scope() as session:
+        shown = public_refund(find_refund(session, ref))
+    render_one(shown, output, title=f"Refund {shown['transaction_id']}")

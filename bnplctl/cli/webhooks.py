@@ -1,0 +1,147 @@
+"""``bnplctl webhooks``: ingest merchant refund-status files; see what was loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bnplctl.cli.options import FormatOption, InputFormat, OutputFormat, OutputOption
+from bnplctl.errors import ExitCode
+
+app = typer.Typer(
+    help="Merchant refund-status webhook files.\n\n"
+    "Example: bnplctl webhooks ingest updates.csv --rejects rejects.csv",
+    rich_markup_mode=None,
+)
+
+FILE_COLUMNS = ("id", "file", "rows", "counts", "started_at", "finished_at", "actor")
+_PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
+
+@app.command("ingest")
+def ingest(
+    sources: Annotated[
+        list[str],
+        typer.Argument(metavar="FILE...|-", help="CSV, JSON array or JSON lines files; - = stdin."),
+    ],
+    input_format: FormatOption = InputFormat.auto,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects",
+            help="Write the rows not applied (line, refund_id, outcome, reason) as CSV.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report the outcomes; write nothing.")
+    ] = False,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Apply refund-status updates: approved -> APPROVED (then applied to the plan),
+    rejected/failed -> REJECTED, processing -> stays PENDING.
+
+    Each row gets one outcome: applied, duplicate, stale, conflict, unknown_refund or
+    invalid. Valid rows are applied even when others are not; exit 0 when every row
+    was applied, 5 otherwise. Files are processed in chunks, one transaction each.
+
+    Example: bnplctl webhooks ingest day1.csv day2.jsonl --rejects rejects.csv
+    """  # fmt: skip
+    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.output import byte_progress, message, render_one, table_to_stderr
+    from bnplctl.importing.readers import detect_format, open_input, read_rows
+    from bnplctl.importing.webhooks import (
+        OUTCOMES,
+        WEBHOOK_COLUMNS,
+        HashingReader,
+        IngestReport,
+        ingest_stream,
+        open_rejects,
+    )
+
+    _check_inputs(sources)
+    writer, handle = open_rejects(rejects) if rejects is not None else (None, None)
+    report = IngestReport(sink=writer)
+    files: list[dict[str, Any]] = []
+    try:
+        for source in sources:
+            with open_input(source) as raw, byte_progress(_size(source), source) as advance:
+                reader = HashingReader(raw, on_bytes=advance)
+                stream = _buffered(reader)
+                fmt = detect_format(source, stream, input_format.value)
+                rows = read_rows(stream, fmt, WEBHOOK_COLUMNS)
+                files.append(
+                    ingest_stream(
+                        source, rows, reader, report, actor=current_actor(), dry_run=dry_run
+                    )
+                )
+    finally:
+        if handle is not None:
+            handle.close()
+    summary = report.summary() | {"dry_run": dry_run, "files": files}
+    if output is OutputFormat.table:
+        title = "Webhook ingest" + (" (dry run: nothing written)" if dry_run else "")
+        render_one({name: summary[name] for name in ("rows", *OUTCOMES)}, output, title=title)
+    else:
+        render_one(summary, output)
+    if report.shown and output is OutputFormat.table:
+        table_to_stderr(
+            [vars(row) | {"refund_id": row.key} for row in report.shown],
+            ["line", "refund_id", "outcome", "reason"],
+            title="Rows not applied",
+        )
+        if report.rejected_total > len(report.shown):
+            extra = report.rejected_total - len(report.shown)
+            message(f"… and {extra} more; use --rejects FILE for all")
+    if rejects is not None:
+        message(f"{report.rejected_total} row(s) not applied written to {rejects}")
+    if report.rejected_total:
+        raise typer.Exit(ExitCode.BATCH_REJECTED)
+
+
+def _check_inputs(sources: list[str]) -> None:
+    """Every named file must be there before anything is applied (exit 66 otherwise)."""
+    from bnplctl.errors import InputFileError, InvalidInput
+
+    if sources.count("-") > 1:
+        raise InvalidInput("standard input (-) can be read only once")
+    for source in sources:
+        if source == "-":
+            continue
+        path = Path(source)
+        if not path.exists():
+            raise InputFileError(f"{source}: no such file")
+        if path.is_dir():
+            raise InputFileError(f"{source}: is a directory")
+
+
+def _size(source: str) -> int | None:
+    if source == "-":
+        return None
+    size = Path(source).stat().st_size
+    return size if size >= _PROGRESS_MIN_BYTES else None
+
+
+def _buffered(reader: Any) -> Any:
+    import io
+
+    return io.BufferedReader(reader, buffer_size=1024 * 1024)
+
+
+@app.command("files")
+def files(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """The files ingested so far, newest first: name, checksum, counts, when, who.
+
+    Example: bnplctl webhooks files --limit 5
+    """
+    from bnplctl.cli.output import render_list
+    from bnplctl.db import session_scope
+    from bnplctl.importing.webhooks import list_files
+
+    with session_scope() as session:
+        shown = list_files(session, limit)
+    render_list(shown, output, columns=FILE_COLUMNS, title="Ingested webhook files")

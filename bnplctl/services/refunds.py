@@ -1,0 +1,229 @@
+"""Refunds: idempotent creation (rule 5), the forward-only state machine (rule 6), and
+applying approved refunds to their plans from the last installment backwards (rule 7).
+
+Applying is set-based, so the CLI's ``refunds approve`` and a webhook file of
+thousands of approvals run the same statements.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlmodel import Session, col, select
+
+from bnplctl.errors import Conflict, NotFound, Refused
+from bnplctl.models import Plan, Refund, RefundStatus
+from bnplctl.money import format_amount
+from bnplctl.services import audit
+from bnplctl.services.plans import complete_paid_plans, restore_cleared_users
+
+FINAL = frozenset({RefundStatus.REJECTED, RefundStatus.CANCELLED, RefundStatus.COMPLETED})
+# Rule 6: the only moves a command may make.
+COMMAND_TARGETS = {
+    "approve": RefundStatus.APPROVED,
+    "reject": RefundStatus.REJECTED,
+    "cancel": RefundStatus.CANCELLED,
+}
+
+
+def create_refund(
+    session: Session,
+    *,
+    user_id: str,
+    transaction_id: str,
+    amount: Decimal,
+    plan_id: int | None,
+    reason: str | None,
+    actor: str,
+) -> tuple[Refund, bool]:
+    """A PENDING refund, or the existing one for this transaction_id (rule 5).
+
+    Returns (refund, existed). Insert-first: two racing creators make one refund.
+    """
+    from bnplctl.services.users import get_user
+
+    get_user(session, user_id)
+    if plan_id is not None:
+        plan = session.get(Plan, plan_id)
+        if plan is None:
+            raise NotFound(f"plan {plan_id} not found")
+        if plan.user_id != user_id:
+            raise Refused(f"plan {plan_id} does not belong to user {user_id}")
+    inserted = session.execute(
+        text(
+            "INSERT INTO refunds (user_id, plan_id, transaction_id, amount, reason)"
+            " VALUES (:user_id, :plan_id, :transaction_id, :amount, :reason)"
+            " ON CONFLICT (transaction_id) DO NOTHING RETURNING id"
+        ),
+        {
+            "user_id": user_id,
+            "plan_id": plan_id,
+            "transaction_id": transaction_id,
+            "amount": amount,
+            "reason": reason,
+        },
+    ).scalar_one_or_none()
+    if inserted is None:
+        existing = find_refund(session, transaction_id)
+        same = (existing.user_id, existing.amount, existing.plan_id) == (user_id, amount, plan_id)
+        if not same:
+            raise Conflict(
+                f"refund {transaction_id} already exists with a different user, amount or plan"
+            )
+        return existing, True
+    audit.record(
+        session,
+        actor=actor,
+        action="refund.created",
+        entity="refund",
+        entity_id=str(inserted),
+        user_id=user_id,
+        details={"transaction_id": transaction_id, "amount": format_amount(amount)},
+    )
+    session.flush()
+    return get_refund(session, str(inserted)), False
+
+
+def find_refund(session: Session, ref: str, *, lock: bool = False) -> Refund:
+    """By transaction_id first, then by numeric id."""
+    query = select(Refund).where(Refund.transaction_id == ref)
+    refund = session.exec(query.with_for_update() if lock else query).first()
+    if refund is None and ref.isdigit():
+        query = select(Refund).where(Refund.id == int(ref))
+        refund = session.exec(query.with_for_update() if lock else query).first()
+    if refund is None:
+        raise NotFound(f"refund {ref} not found")
+    return refund
+
+
+def get_refund(session: Session, ref: str) -> Refund:
+    refund = find_refund(session, ref)
+    session.refresh(refund)
+    return refund
+
+
+def transition(
+    session: Session, ref: str, command: str, *, reason: str | None, actor: str
+) -> Refund:
+    """approve | reject | cancel a PENDING refund; approving also applies it (rule 7)."""
+    refund = find_refund(session, ref, lock=True)
+    target = COMMAND_TARGETS[command]
+    current = RefundStatus(refund.status)
+    if current is not RefundStatus.PENDING:
+        raise Refused(f"refund {refund.transaction_id} is {current.value}: cannot {command} it")
+    session.execute(
+        text(
+            "UPDATE refunds SET status = :target, processed_at = now(), updated_at = now(),"
+            " reason = coalesce(:reason, reason) WHERE id = :id"
+        ),
+        {"target": target.value, "reason": reason, "id": refund.id},
+    )
+    audit.record(
+        session,
+        actor=actor,
+        action="refund.status_changed",
+        entity="refund",
+        entity_id=str(refund.id),
+        user_id=refund.user_id,
+        details={"from": current.value, "to": target.value, "source": "command"},
+    )
+    session.flush()
+    if target is RefundStatus.APPROVED:
+        assert refund.id is not None  # noqa: S101 - a stored refund has an id
+        apply_refunds(session, [refund.id], actor=actor)
+    session.refresh(refund)
+    return refund
+
+
+_LOCK_UNPAID = text(
+    "SELECT i.id FROM installments i JOIN refunds r ON r.plan_id = i.plan_id"
+    " WHERE r.id = ANY(:ids) AND r.status = 'APPROVED' AND i.status <> 'PAID'"
+    " ORDER BY i.id FOR UPDATE OF i"
+)
+
+# Rule 7 for many refunds at once. Per plan, the approved refunds (in id order) share
+# the plan's unpaid balance: each installment, from the last one backwards, is cut by
+# what the refunds still have left after the later installments; what no installment
+# takes is paid out. Sibling CTEs read the state before the UPDATEs.
+_APPLY = text(
+    "WITH approved AS ("
+    " SELECT id, user_id, plan_id, amount,"
+    "  coalesce(sum(amount) OVER (PARTITION BY plan_id ORDER BY id"
+    "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before_me"
+    " FROM refunds WHERE id = ANY(:ids) AND status = 'APPROVED'"
+    "), per_plan AS ("
+    " SELECT plan_id, sum(amount) AS refunded FROM approved"
+    " WHERE plan_id IS NOT NULL GROUP BY plan_id"
+    "), unpaid AS ("
+    " SELECT i.id, i.plan_id, i.amount_due, p.refunded,"
+    "  coalesce(sum(i.amount_due) OVER (PARTITION BY i.plan_id ORDER BY i.sequence DESC"
+    "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS later"
+    " FROM installments i JOIN per_plan p ON p.plan_id = i.plan_id WHERE i.status <> 'PAID'"
+    "), balance AS ("
+    " SELECT plan_id, sum(amount_due) AS unpaid FROM unpaid GROUP BY plan_id"
+    "), cuts AS ("
+    " SELECT id, least(amount_due, greatest(refunded - later, 0)) AS cut FROM unpaid"
+    "), reduced AS ("
+    " UPDATE installments i SET amount_due = i.amount_due - c.cut,"
+    "  status = CASE WHEN i.amount_due = c.cut THEN 'PAID' ELSE i.status END,"
+    "  paid_at = CASE WHEN i.amount_due = c.cut THEN now() ELSE i.paid_at END"
+    " FROM cuts c WHERE i.id = c.id AND c.cut > 0 RETURNING i.id"
+    "), settled AS ("
+    " SELECT a.id, a.user_id, a.plan_id,"
+    "  least(a.amount, greatest(coalesce(b.unpaid, 0) - a.before_me, 0)) AS applied"
+    " FROM approved a LEFT JOIN balance b ON b.plan_id = a.plan_id"
+    "), completed AS ("
+    " UPDATE refunds r SET status = 'COMPLETED', applied_amount = s.applied,"
+    "  payout_amount = r.amount - s.applied, processed_at = now(), updated_at = now()"
+    " FROM settled s WHERE r.id = s.id"
+    " RETURNING r.id, r.user_id, r.plan_id, r.applied_amount, r.payout_amount"
+    "), audited AS ("
+    " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
+    " SELECT :actor, 'refund.applied', 'refund', id::text, user_id, jsonb_build_object("
+    "  'plan_id', plan_id, 'applied_amount', applied_amount, 'payout_amount', payout_amount)"
+    " FROM completed"
+    ") SELECT id, user_id, plan_id FROM completed"
+)
+
+
+def apply_refunds(session: Session, refund_ids: list[int], *, actor: str) -> None:
+    """Rule 7 for APPROVED refunds, then rule 4 (plan completion, users back to NORMAL)."""
+    if not refund_ids:
+        return
+    session.execute(_LOCK_UNPAID, {"ids": refund_ids})
+    applied = session.execute(_APPLY, {"ids": refund_ids, "actor": actor}).all()
+    plan_ids = sorted({int(row.plan_id) for row in applied if row.plan_id is not None})
+    complete_paid_plans(session, plan_ids, actor=actor)
+    restore_cleared_users(session, sorted({str(row.user_id) for row in applied}), actor=actor)
+
+
+def list_refunds(
+    session: Session, *, user_id: str | None, status: RefundStatus | None, limit: int
+) -> list[Refund]:
+    query = select(Refund)
+    if user_id is not None:
+        query = query.where(Refund.user_id == user_id)
+    if status is not None:
+        query = query.where(Refund.status == status.value)
+    return list(session.exec(query.order_by(col(Refund.id)).limit(limit)).all())
+
+
+def public_refund(refund: Refund) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "id": refund.id,
+        "transaction_id": refund.transaction_id,
+        "user_id": refund.user_id,
+        "plan_id": refund.plan_id,
+        "amount": format_amount(refund.amount),
+        "status": refund.status,
+        "reason": refund.reason,
+        "merchant_reference": refund.merchant_reference,
+        "processed_at": refund.processed_at.isoformat() if refund.processed_at else None,
+        "created_at": refund.created_at.isoformat() if refund.created_at else None,
+    }
+    if refund.applied_amount is not None:
+        shown["applied_amount"] = format_amount(refund.applied_amount)
+        shown["payout_amount"] = format_amount(refund.payout_amount or Decimal(0))
+    return shown
