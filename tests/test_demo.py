@@ -21,12 +21,17 @@ def test_demo_twice_changes_nothing_the_second_time(cli: Cli, engine: Engine) ->
     assert statuses == {"usr-001": "DEBT_USER", "usr-002": "NORMAL", "usr-003": "NORMAL"}
     assert plans == {"DEMO-LATE": "ACTIVE", "DEMO-NEW": "ACTIVE", "DEMO-PAID": "COMPLETED"}
     assert "Debt of usr-001" in first.stdout and "healthy" in first.stdout
+    with engine.connect() as connection:
+        refunds = dict(connection.execute(text("SELECT transaction_id, status FROM refunds")).all())
+    assert refunds == {"REF-001": "COMPLETED", "REF-002": "REJECTED", "REF-003": "PENDING"}
+    assert after_first["ingested_files"] == 1
 
     second = cli("demo", "--allow-external")
     assert second.exit_code == 0
     assert row_counts(engine) == after_first
     assert "duplicate" in second.stdout
     assert "already swept for" in second.stderr
+    assert "the sample webhook file was ingested before" in second.stderr
 
 
 def test_demo_refuses_an_external_database_without_the_flag(cli: Cli, engine: Engine) -> None:

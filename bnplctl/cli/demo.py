@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 import typer
@@ -18,33 +19,20 @@ def demo(
         ),
     ] = False,
 ) -> None:
-    """The tour: users, plans, the overdue sweep, the debt of a late payer, the dashboard.
+    """The tour: users, plans, the overdue sweep, refunds, a webhook file, debt, dashboard.
 
     Runs on the embedded database (BNPL_DATABASE_URL unset); the first run
     initialises it. Loads the sample users, creates demo plans (one started four
-    months ago), runs the sweep, and shows the masked users, that user's debt and
-    the status dashboard. Running it again changes nothing.
+    months ago), runs the sweep, creates refunds and ingests the sample webhook
+    file, then shows the masked users, that user's debt and the status dashboard.
+    Running it again changes nothing.
 
     Example: bnplctl demo
     """
-    from importlib.resources import files
-
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.batch import finish_batch
-    from bnplctl.cli.debt import OVERDUE_COLUMNS
-    from bnplctl.cli.output import message, render_list, render_nested
-    from bnplctl.cli.status import status as status_command
-    from bnplctl.cli.users import USER_LIST_COLUMNS
-    from bnplctl.clock import business_today
+    from bnplctl.cli.output import message
     from bnplctl.config import get_settings
-    from bnplctl.db import session_scope
     from bnplctl.errors import ConfigError
-    from bnplctl.importing.batch import USER_COLUMNS, import_users
-    from bnplctl.importing.readers import read_rows
-    from bnplctl.jobs import already_swept, sweep_job
-    from bnplctl.services.debt import debt_of
-    from bnplctl.services.demo import seed_plans
-    from bnplctl.services.users import list_users, public_user
 
     settings = get_settings()
     if not settings.embedded and not allow_external:
@@ -53,14 +41,25 @@ def demo(
             "or pass --allow-external"
         )
     if settings.embedded:
-        message(
-            f"embedded PostgreSQL in {settings.data_dir / 'pgdata'} (first start takes a moment)"
-        )
-    sample = files("bnplctl.data").joinpath("users.csv")
-    with sample.open("rb") as stream:
-        report = import_users(
-            read_rows(stream, "csv", USER_COLUMNS), actor=current_actor(), source="demo"
-        )
+        pgdata = settings.data_dir / "pgdata"
+        message(f"embedded PostgreSQL in {pgdata} (the first start takes a moment)")
+    actor = current_actor()
+    _load_users(actor)
+    today = _plans_and_sweep(actor)
+    _refunds_and_webhooks(actor)
+    _show(today)
+
+
+def _load_users(actor: str) -> None:
+    from importlib.resources import files
+
+    from bnplctl.cli.batch import finish_batch
+    from bnplctl.cli.output import message
+    from bnplctl.importing.batch import USER_COLUMNS, import_users
+    from bnplctl.importing.readers import read_rows
+
+    with files("bnplctl.data").joinpath("users.csv").open("rb") as stream:
+        report = import_users(read_rows(stream, "csv", USER_COLUMNS), actor=actor, source="demo")
     message("Sample users: two rows are invalid on purpose (a bad card, a minor).")
     finish_batch(
         report,
@@ -70,22 +69,81 @@ def demo(
         title="Demo users import",
         exit_on_rejects=False,
     )
-    with session_scope() as session:
-        new_plans = seed_plans(session, business_today(), actor=current_actor())
-    message(f"demo plans created: {len(new_plans)}")
+
+
+def _plans_and_sweep(actor: str) -> date:
+    from bnplctl.cli.output import message
+    from bnplctl.clock import business_today
+    from bnplctl.db import session_scope
+    from bnplctl.jobs import already_swept, sweep_job
+    from bnplctl.services.demo import seed_plans
+
     today = business_today()
+    with session_scope() as session:
+        message(f"demo plans created: {len(seed_plans(session, today, actor=actor))}")
     if already_swept(today):
         message(f"already swept for {today}")
     else:
-        sweep = sweep_job(as_of=today, dry_run=False, actor=current_actor())
+        sweep = sweep_job(as_of=today, dry_run=False, actor=actor)
         message(
             f"overdue sweep for {today}: {sweep.installments_marked_overdue} "
             f"installment(s) OVERDUE, {sweep.users_marked_debt} user(s) DEBT_USER"
         )
+    return today
+
+
+def _refunds_and_webhooks(actor: str) -> None:
+    import hashlib
+    from importlib.resources import files
+
+    from bnplctl.cli.output import message, render_one
+    from bnplctl.db import session_scope
+    from bnplctl.importing.readers import read_rows
+    from bnplctl.importing.webhooks import (
+        OUTCOMES,
+        WEBHOOK_COLUMNS,
+        HashingReader,
+        IngestReport,
+        ingest_stream,
+    )
+    from bnplctl.services.demo import already_ingested, seed_refunds
+
+    sample = files("bnplctl.data").joinpath("webhooks.csv")
     with session_scope() as session:
-        shown = [public_user(user) for user in list_users(session, status=None, limit=20)]
+        message(f"demo refunds created: {seed_refunds(session, actor=actor)}")
+        done = already_ingested(session, hashlib.sha256(sample.read_bytes()).hexdigest())
+    if done:
+        message("the sample webhook file was ingested before")
+        return
+    with sample.open("rb") as raw:
+        reader = HashingReader(raw)
+        rows = read_rows(reader.buffered(), "csv", WEBHOOK_COLUMNS)
+        report = IngestReport()
+        ingest_stream("demo:webhooks.csv", rows, reader, report, actor=actor, dry_run=False)
+    summary = report.summary()
+    render_one({name: summary[name] for name in ("rows", *OUTCOMES)}, OutputFormat.table,
+               title="Sample webhook file")  # fmt: skip
+
+
+def _show(today: date) -> None:
+    from bnplctl.cli.debt import OVERDUE_COLUMNS
+    from bnplctl.cli.output import render_list, render_nested
+    from bnplctl.cli.refunds import REFUND_COLUMNS
+    from bnplctl.cli.status import status as status_command
+    from bnplctl.cli.users import USER_LIST_COLUMNS
+    from bnplctl.db import session_scope
+    from bnplctl.services.debt import debt_of
+    from bnplctl.services.refunds import list_refunds, public_refund
+    from bnplctl.services.users import list_users, public_user
+
+    with session_scope() as session:
+        users = [public_user(user) for user in list_users(session, status=None, limit=20)]
+        refunds = [
+            public_refund(r) for r in list_refunds(session, user_id=None, status=None, limit=20)
+        ]
         debt = debt_of(session, "usr-001", today)
-    render_list(shown, OutputFormat.table, columns=USER_LIST_COLUMNS, title="Users (masked)")
+    render_list(users, OutputFormat.table, columns=USER_LIST_COLUMNS, title="Users (masked)")
+    render_list(refunds, OutputFormat.table, columns=REFUND_COLUMNS, title="Refunds")
     render_nested(
         debt,
         OutputFormat.table,

@@ -68,7 +68,7 @@ def ingest(
         for source in sources:
             with open_input(source) as raw, byte_progress(_size(source), source) as advance:
                 reader = HashingReader(raw, on_bytes=advance)
-                stream = _buffered(reader)
+                stream = reader.buffered()
                 fmt = detect_format(source, stream, input_format.value)
                 rows = read_rows(stream, fmt, WEBHOOK_COLUMNS)
                 files.append(
@@ -121,12 +121,6 @@ def _size(source: str) -> int | None:
         return None
     size = Path(source).stat().st_size
     return size if size >= _PROGRESS_MIN_BYTES else None
-
-
-def _buffered(reader: Any) -> Any:
-    import io
-
-    return io.BufferedReader(reader, buffer_size=1024 * 1024)
 
 
 @app.command("files")

@@ -66,6 +66,10 @@ class HashingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def buffered(self) -> io.BufferedReader:
+        """A buffered view (peek, lines) over this reader, as the file readers expect."""
+        return io.BufferedReader(self, buffer_size=1024 * 1024)
+
     def readinto(self, buffer: Any) -> int:
         chunk = self._source.read(len(buffer))
         count = len(chunk)

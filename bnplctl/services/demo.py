@@ -49,3 +49,41 @@ def seed_plans(session: Session, today: date, *, actor: str) -> list[int]:
             pay(session, [int(i) for i in ids if i is not None], actor=actor)
         created.append(plan.id)
     return created
+
+
+# (transaction id = the sample webhook file's refund_id, user, amount, plan reference)
+DEMO_REFUNDS = (
+    ("REF-001", "usr-001", Decimal("75.50"), "DEMO-LATE"),
+    ("REF-002", "usr-002", Decimal("20.00"), None),
+    ("REF-003", "usr-003", Decimal("15.00"), None),
+)
+
+
+def seed_refunds(session: Session, *, actor: str) -> int:
+    """Create the demo refunds the sample webhook file refers to; returns how many are new."""
+    from bnplctl.services.refunds import create_refund
+
+    created = 0
+    for transaction_id, user_id, amount, plan_reference in DEMO_REFUNDS:
+        plan = find_by_reference(session, user_id, plan_reference) if plan_reference else None
+        _, existed = create_refund(
+            session,
+            user_id=user_id,
+            transaction_id=transaction_id,
+            amount=amount,
+            plan_id=plan.id if plan else None,
+            reason="demo",
+            actor=actor,
+        )
+        created += not existed
+    return created
+
+
+def already_ingested(session: Session, sha256: str) -> bool:
+    from sqlalchemy import text
+
+    found = session.execute(
+        text("SELECT 1 FROM ingested_files WHERE sha256 = :sha256 AND finished_at IS NOT NULL"),
+        {"sha256": sha256},
+    ).first()
+    return found is not None

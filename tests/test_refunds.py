@@ -1,0 +1,232 @@
+"""Refunds through the real CLI: rule 5 (idempotent create), rule 6 (states), rule 7 (apply)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from bnplctl.db import session_scope
+from bnplctl.services.refunds import create_refund
+from tests.conftest import Cli, row_counts
+from tests.helpers import JOHN, MALIKA, add_args
+from tests.test_concurrency import Worker, _wait_until_blocked
+
+
+@pytest.fixture
+def plan_id(cli: Cli, engine: Engine) -> int:
+    """usr-001 with a 300.00 plan in three installments of 100.00; usr-002 onboarded too."""
+    assert cli(*add_args(JOHN)).exit_code == 0
+    assert cli(*add_args(MALIKA)).exit_code == 0
+    created = cli("plans", "create", "--user", "usr-001", "--amount", "300",
+                  "--start", "2026-01-01", "-o", "json")  # fmt: skip
+    return int(json.loads(created.stdout)["id"])
+
+
+def _refund(cli: Cli, *args: str) -> tuple[int, dict]:
+    result = cli("refunds", *args, "-o", "json")
+    return result.exit_code, (json.loads(result.stdout) if result.stdout.strip() else {})
+
+
+def _installments(engine: Engine) -> list[tuple[str, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT amount_due, status FROM installments ORDER BY sequence")
+        ).all()
+    return [(str(amount), status) for amount, status in rows]
+
+
+def _status(engine: Engine, table: str) -> str:
+    with engine.connect() as connection:
+        return str(connection.execute(text(f"SELECT status FROM {table}")).scalar_one())  # noqa: S608
+
+
+def test_create_is_idempotent_by_transaction_id(cli: Cli, engine: Engine, plan_id: int) -> None:
+    args = ("create", "--user", "usr-001", "--transaction-id", "REF-1", "--amount", "75.5",
+            "--plan", str(plan_id), "--reason", "returned")  # fmt: skip
+    code, first = _refund(cli, *args)
+    assert code == 0
+    assert {k: first[k] for k in ("transaction_id", "user_id", "plan_id", "amount", "status")} == {
+        "transaction_id": "REF-1",
+        "user_id": "usr-001",
+        "plan_id": plan_id,
+        "amount": "75.50",
+        "status": "PENDING",
+    }
+    before = row_counts(engine)
+    again = cli("refunds", *args, "-o", "json")
+    assert again.exit_code == 0
+    assert json.loads(again.stdout) == first
+    assert "already existed" in again.stderr
+    assert row_counts(engine) == before
+
+    for changed in (
+        ["--user", "usr-001", "--amount", "75.51", "--plan", str(plan_id)],
+        ["--user", "usr-002", "--amount", "75.50"],
+        ["--user", "usr-001", "--amount", "75.50"],
+    ):
+        conflict = cli("refunds", "create", "--transaction-id", "REF-1", *changed)
+        assert conflict.exit_code == 3, changed
+        assert "already exists with a different user, amount or plan" in conflict.stderr
+    assert row_counts(engine) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--user", "usr-404"], 4, "user usr-404 not found"),
+        (["--plan", "999"], 4, "plan 999 not found"),
+        (["--user", "usr-002", "--plan", "PLAN"], 3, "does not belong to user usr-002"),
+        (["--amount", "0"], 65, "amount: must be greater than 0"),
+        (["--transaction-id", " "], 65, "transaction-id: 1 to 100 characters"),
+    ],
+)
+def test_create_refusals_change_nothing(
+    cli: Cli, engine: Engine, plan_id: int, args: list[str], code: int, message: str
+) -> None:
+    base = {"--user": "usr-001", "--transaction-id": "REF-9", "--amount": "10"}
+    extra: dict[str, str] = {}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        (base if flag in base else extra)[flag] = str(plan_id) if value == "PLAN" else value
+    flat = [part for pair in (base | extra).items() for part in pair]
+    before = row_counts(engine)
+    result = cli("refunds", "create", *flat)
+    assert result.exit_code == code
+    assert message in result.stderr
+    assert row_counts(engine) == before
+
+
+def test_racing_creators_make_one_refund(cli: Cli, engine: Engine, plan_id: int) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def create(hold: bool) -> tuple[int | None, bool]:
+        with session_scope() as session:
+            refund, existed = create_refund(
+                session, user_id="usr-001", transaction_id="RACE", amount=Decimal("10.00"),
+                plan_id=None, reason=None, actor="t",
+            )  # fmt: skip
+            if hold:
+                started.set()
+                release.wait(10)
+            return refund.id, existed
+
+    first = Worker(lambda: create(True))
+    first.start()
+    assert started.wait(10)
+    second = Worker(lambda: create(False))
+    second.start()
+    with engine.connect() as observer:
+        _wait_until_blocked(observer)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert first.error is None and second.error is None
+    assert first.result[0] == second.result[0]
+    assert (first.result[1], second.result[1]) == (False, True)
+    assert row_counts(engine)["refunds"] == 1
+
+
+def test_state_machine_moves_forward_only(cli: Cli, engine: Engine, plan_id: int) -> None:
+    for ref in ("A", "B", "C"):
+        assert cli("refunds", "create", "--user", "usr-002", "--transaction-id", ref,
+                   "--amount", "5").exit_code == 0  # fmt: skip
+    code, rejected = _refund(cli, "reject", "A", "--reason", "not returned")
+    assert (code, rejected["status"], rejected["reason"]) == (0, "REJECTED", "not returned")
+    assert rejected["processed_at"]
+    code, cancelled = _refund(cli, "cancel", "2")  # by numeric id
+    assert (code, cancelled["transaction_id"], cancelled["status"]) == (0, "B", "CANCELLED")
+
+    before = row_counts(engine)
+    for command, ref in (("approve", "A"), ("cancel", "A"), ("reject", "B"), ("approve", "B")):
+        result = cli("refunds", command, ref)
+        assert result.exit_code == 3, (command, ref)
+        assert "cannot" in result.stderr
+    assert row_counts(engine) == before
+    code, approved = _refund(cli, "approve", "C")
+    assert (code, approved["status"]) == (0, "COMPLETED")  # no plan: all of it is paid out
+    assert (approved["applied_amount"], approved["payout_amount"]) == ("0.00", "5.00")
+    assert cli("refunds", "approve", "C").exit_code == 3
+    assert cli("refunds", "approve", "NOPE").exit_code == 4
+
+
+def test_partial_refund_reduces_from_the_last_installment(
+    cli: Cli, engine: Engine, plan_id: int
+) -> None:
+    cli("refunds", "create", "--user", "usr-001", "--transaction-id", "P", "--amount", "150",
+        "--plan", str(plan_id))  # fmt: skip
+    code, refund = _refund(cli, "approve", "P")
+
+    assert code == 0
+    assert (refund["status"], refund["applied_amount"], refund["payout_amount"]) == (
+        "COMPLETED",
+        "150.00",
+        "0.00",
+    )
+    assert _installments(engine) == [
+        ("100.00", "UPCOMING"),
+        ("50.00", "UPCOMING"),
+        ("0.00", "PAID"),
+    ]
+    assert _status(engine, "plans") == "ACTIVE"
+    with engine.connect() as connection:
+        actions = [r[0] for r in connection.execute(text("SELECT action FROM audit_events"))]
+    assert {"refund.created", "refund.status_changed", "refund.applied"} <= set(actions)
+
+
+def test_refund_that_clears_the_plan_restores_the_user(
+    cli: Cli, engine: Engine, plan_id: int
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE installments SET status = 'OVERDUE' WHERE sequence = 1"))
+        connection.execute(text("UPDATE users SET status = 'DEBT_USER' WHERE user_id = 'usr-001'"))
+    cli("refunds", "create", "--user", "usr-001", "--transaction-id", "X", "--amount", "300",
+        "--plan", str(plan_id))  # fmt: skip
+    code, refund = _refund(cli, "approve", "X")
+
+    assert (code, refund["applied_amount"], refund["payout_amount"]) == (0, "300.00", "0.00")
+    assert _installments(engine) == [("0.00", "PAID")] * 3
+    assert _status(engine, "plans") == "COMPLETED"
+    with engine.connect() as connection:
+        status = connection.execute(
+            text("SELECT status FROM users WHERE user_id = 'usr-001'")
+        ).scalar_one()
+    assert status == "NORMAL"
+
+
+def test_refund_beyond_the_balance_is_paid_out(cli: Cli, engine: Engine, plan_id: int) -> None:
+    assert cli("installments", "pay", "1").exit_code == 0  # 200.00 left unpaid
+    cli("refunds", "create", "--user", "usr-001", "--transaction-id", "BIG", "--amount",
+        "250.25", "--plan", str(plan_id))  # fmt: skip
+    code, refund = _refund(cli, "approve", "BIG")
+
+    assert (code, refund["applied_amount"], refund["payout_amount"]) == (0, "200.00", "50.25")
+    assert _installments(engine) == [("100.00", "PAID"), ("0.00", "PAID"), ("0.00", "PAID")]
+    assert _status(engine, "plans") == "COMPLETED"
+
+
+def test_list_and_show(cli: Cli, engine: Engine, plan_id: int) -> None:
+    for ref, user in (("R1", "usr-001"), ("R2", "usr-002")):
+        cli("refunds", "create", "--user", user, "--transaction-id", ref, "--amount", "1")
+    cli("refunds", "reject", "R2")
+    mine = json.loads(cli("refunds", "list", "--user", "usr-001", "-o", "json").stdout)
+    assert [r["transaction_id"] for r in mine] == ["R1"]
+    assert "applied_amount" not in mine[0]
+    rejected = cli("refunds", "list", "--status", "REJECTED", "-o", "csv").stdout
+    assert rejected.splitlines()[1].startswith("2,R2,usr-002")
+    shown = json.loads(cli("refunds", "show", "R1", "-o", "json").stdout)
+    assert shown == mine[0]
+    assert "R2" in cli("refunds", "show", "2").stdout
+
+
+def test_idempotency_key_on_refund_create(cli: Cli, engine: Engine, plan_id: int) -> None:
+    args = ("refunds", "create", "--user", "usr-001", "--transaction-id", "K", "--amount", "3",
+            "--idempotency-key", "refund-key")  # fmt: skip
+    first = cli(*args, "-o", "json")
+    again = cli(*args, "-o", "json")
+    assert again.exit_code == 0
+    assert json.loads(again.stdout) == json.loads(first.stdout)
+    assert "returning the refund created earlier" in again.stderr

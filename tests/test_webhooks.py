@@ -1,0 +1,384 @@
+"""Webhook file ingestion: every outcome in every format, re-ingest, crashes, scale."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from bnplctl.errors import InvalidInput
+from bnplctl.importing import webhooks
+from bnplctl.importing.readers import RawRow
+from tests.conftest import Cli, row_counts
+from tests.helpers import JOHN, add_args
+
+HEADER = "refund_id,status,merchant_reference,event_id,occurred_at,amount\n"
+# Every outcome, in file order: lines 2-10.
+ROWS = [
+    ("REF-001", "approved", "M-1", "evt-1", "2025-08-15T19:59:25+00:00", "75.50"),  # applied
+    ("REF-001", "approved", "M-1", "evt-1", "2025-08-15T19:59:25+00:00", "75.50"),  # duplicate
+    ("REF-002", "processing", "M-2", "evt-2", "2025-08-15T20:00:00+00:00", ""),  # duplicate
+    ("REF-002", "rejected", "M-2", "evt-3", "2025-08-15T21:00:00+00:00", ""),  # applied
+    ("REF-002", "approved", "M-2", "evt-4", "2025-08-15T22:00:00+00:00", ""),  # conflict
+    ("REF-003", "failed", "M-3", "evt-5", "2025-08-15T10:00:00+00:00", ""),  # applied
+    ("REF-003", "approved", "M-3", "evt-6", "2025-08-15T09:00:00+00:00", ""),  # stale
+    ("REF-404", "approved", "M-4", "evt-7", "2025-08-15T21:05:00+00:00", ""),  # unknown
+    ("REF-004", "refunded", "M-5", "evt-8", "2025-08-15T21:10:00+00:00", ""),  # invalid
+]
+EXPECTED = {
+    "rows": 9,
+    "applied": 3,
+    "duplicate": 2,
+    "stale": 1,
+    "conflict": 1,
+    "unknown_refund": 1,
+    "invalid": 1,
+}
+FIELDS = ("refund_id", "status", "merchant_reference", "event_id", "occurred_at", "amount")
+
+
+def _as_csv() -> str:
+    return HEADER + "".join(",".join(row) + "\n" for row in ROWS)
+
+
+def _as_dicts() -> list[dict[str, str]]:
+    return [{k: v for k, v in zip(FIELDS, row, strict=True) if v} for row in ROWS]
+
+
+@pytest.fixture
+def refunds(cli: Cli, engine: Engine) -> int:
+    """REF-001 (on a 300.00 plan) and REF-002..REF-004, all PENDING; returns the plan id."""
+    assert cli(*add_args(JOHN)).exit_code == 0
+    plan = json.loads(
+        cli("plans", "create", "--user", "usr-001", "--amount", "300", "-o", "json").stdout
+    )
+    cli("refunds", "create", "--user", "usr-001", "--transaction-id", "REF-001",
+        "--amount", "75.50", "--plan", str(plan["id"]))  # fmt: skip
+    for ref in ("REF-002", "REF-003", "REF-004"):
+        cli("refunds", "create", "--user", "usr-001", "--transaction-id", ref, "--amount", "10")
+    return int(plan["id"])
+
+
+def _state(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as connection:
+        refunds = connection.execute(
+            text(
+                "SELECT transaction_id, status, applied_amount, payout_amount, last_event_at,"
+                " merchant_reference FROM refunds ORDER BY id"
+            )
+        ).all()
+        installments = connection.execute(
+            text("SELECT id, amount_due, status FROM installments ORDER BY id")
+        ).all()
+    return [tuple(row) for row in refunds] + [tuple(row) for row in installments]
+
+
+def _summary(result: Any) -> dict[str, int]:
+    document = json.loads(result.stdout)
+    return {key: document[key] for key in EXPECTED}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_every_outcome_from_every_format(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, fmt: str
+) -> None:
+    source = tmp_path / f"updates.{fmt}"
+    if fmt == "csv":
+        source.write_text(_as_csv())
+    elif fmt == "json":
+        source.write_text(json.dumps(_as_dicts(), indent=1))
+    else:
+        source.write_text("\n".join(json.dumps(row) for row in _as_dicts()))
+    rejects = tmp_path / "rejects.csv"
+    result = cli("webhooks", "ingest", str(source), "--rejects", str(rejects), "-o", "json")
+
+    assert result.exit_code == 5
+    assert _summary(result) == EXPECTED
+    with rejects.open() as handle:
+        rejected = [(row["refund_id"], row["outcome"]) for row in csv.DictReader(handle)]
+    assert rejected == [
+        ("REF-001", "duplicate"),
+        ("REF-002", "duplicate"),
+        ("REF-002", "conflict"),
+        ("REF-003", "stale"),
+        ("REF-404", "unknown_refund"),
+        ("REF-004", "invalid"),
+    ]
+    state = {row[0]: row[1:4] for row in _state(engine) if isinstance(row[0], str)}
+    assert state["REF-001"][:1] == ("COMPLETED",)
+    assert (str(state["REF-001"][1]), str(state["REF-001"][2])) == ("75.50", "0.00")
+    assert state["REF-002"][0] == "REJECTED" and state["REF-003"][0] == "REJECTED"
+    assert state["REF-004"][0] == "PENDING"
+    with engine.connect() as connection:
+        last = connection.execute(
+            text("SELECT amount_due FROM installments ORDER BY sequence DESC LIMIT 1")
+        ).scalar_one()
+    assert str(last) == "24.50"  # 100.00 - 75.50, from the last installment (rule 7)
+
+
+def test_stdin_and_auto_detection(cli: Cli, engine: Engine, refunds: int) -> None:
+    lines = "\n".join(json.dumps(row) for row in _as_dicts())
+    result = cli("webhooks", "ingest", "-", "-o", "json", input=lines)
+    assert _summary(result) == EXPECTED
+    document = json.loads(result.stdout)
+    assert document["files"][0]["file"] == "-"
+    assert len(document["files"][0]["sha256"]) == 64
+
+
+def test_reingest_changes_nothing(cli: Cli, engine: Engine, refunds: int, tmp_path: Path) -> None:
+    source = tmp_path / "updates.csv"
+    source.write_text(_as_csv())
+    cli("webhooks", "ingest", str(source))
+    state, counts = _state(engine), row_counts(engine)
+    again = cli("webhooks", "ingest", str(source), "-o", "json")
+
+    assert again.exit_code == 5
+    assert _summary(again) | {"rows": 9} == {
+        "rows": 9,
+        "applied": 0,
+        "duplicate": 7,
+        "stale": 0,
+        "conflict": 0,
+        "unknown_refund": 1,
+        "invalid": 1,
+    }
+    assert _state(engine) == state
+    changed = {k for k in counts if row_counts(engine)[k] != counts[k]}
+    assert changed == {"ingested_files", "audit_events"}  # the second file is recorded
+
+
+def test_dry_run_reports_without_writing(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    source = tmp_path / "updates.csv"
+    source.write_text(_as_csv())
+    state, counts = _state(engine), row_counts(engine)
+    result = cli("webhooks", "ingest", str(source), "--dry-run", "-o", "json")
+
+    assert _summary(result) == EXPECTED
+    assert json.loads(result.stdout)["dry_run"] is True
+    assert _state(engine) == state and row_counts(engine) == counts
+
+
+def test_files_are_recorded_with_checksum_and_counts(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    import hashlib
+
+    source = tmp_path / "updates.csv"
+    source.write_text(_as_csv())
+    cli("--actor", "merchant-bot", "webhooks", "ingest", str(source))
+    (recorded,) = json.loads(cli("webhooks", "files", "-o", "json").stdout)
+
+    assert recorded["file"] == str(source)
+    assert recorded["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert recorded["rows"] == 9
+    assert recorded["counts"] == {k: v for k, v in EXPECTED.items() if k != "rows"}
+    assert recorded["actor"] == "merchant-bot" and recorded["finished_at"]
+    with engine.connect() as connection:
+        details = connection.execute(
+            text("SELECT details FROM audit_events WHERE action = 'webhooks.ingested'")
+        ).scalar_one()
+    assert details["applied"] == 3 and details["sha256"] == recorded["sha256"]
+    assert "Ingested webhook files" in cli("webhooks", "files").stdout
+
+
+def test_all_applied_exits_0_several_files(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a.csv", tmp_path / "b.jsonl"
+    first.write_text(HEADER + "REF-002,rejected,M,e-1,,\n")
+    second.write_text(json.dumps({"refund_id": "REF-003", "status": "approved"}) + "\n")
+    result = cli("webhooks", "ingest", str(first), str(second), "-o", "json")
+
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["rows"], document["applied"]) == (2, 2)
+    assert [f["rows"] for f in document["files"]] == [1, 1]
+    table = cli("webhooks", "ingest", str(first))
+    assert table.exit_code == 5 and "event e-1 was ingested before" in table.stderr
+
+
+def test_input_errors(cli: Cli, engine: Engine, refunds: int, tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text(HEADER + "REF-002,rejected,M,e-1,,\n")
+    missing = cli("webhooks", "ingest", str(good), str(tmp_path / "nope.csv"))
+    assert missing.exit_code == 66
+    assert row_counts(engine)["ingested_files"] == 0  # checked before anything ran
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"refund_id": "REF-002", "status": "rejected"},\n{oops}]')
+    result = cli("webhooks", "ingest", str(broken))
+    assert result.exit_code == 65
+    assert "line 2" in result.stderr
+    no_header = tmp_path / "no-status.csv"
+    no_header.write_text("refund_id\nREF-002\n")
+    assert "missing column(s): status" in cli("webhooks", "ingest", str(no_header)).stderr
+    assert cli("webhooks", "ingest", "-", "-").exit_code == 65
+
+
+def test_several_updates_of_one_refund_in_one_chunk(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    source = tmp_path / "sequence.csv"
+    source.write_text(
+        HEADER
+        + "REF-004,processing,M,a,2025-01-01T10:00:00Z,\n"
+        + "REF-004,approved,M,b,2025-01-01T11:00:00Z,10.00\n"
+        + "REF-004,rejected,M,c,2025-01-01T12:00:00Z,\n"
+        + "REF-004,approved,M,d,2025-01-01T13:00:00Z,99.00\n"
+    )
+    result = cli("webhooks", "ingest", str(source), "--rejects", str(tmp_path / "r.csv"))
+    assert result.exit_code == 5
+    with (tmp_path / "r.csv").open() as handle:
+        outcomes = [(r["line"], r["outcome"], r["reason"]) for r in csv.DictReader(handle)]
+    assert outcomes == [
+        ("2", "duplicate", "the refund is already PENDING"),
+        ("4", "conflict", "the refund is COMPLETED already (final)"),
+        ("5", "invalid", "amount 99.00 does not match the refund amount 10.00"),
+    ]
+    shown = json.loads(cli("refunds", "show", "REF-004", "-o", "json").stdout)
+    assert (shown["status"], shown["payout_amount"]) == ("COMPLETED", "10.00")
+
+
+def test_a_crash_between_chunks_then_a_rerun_equals_one_clean_run(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "updates.csv"
+    source.write_text(_as_csv())
+    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 3)
+    real = webhooks.process_chunk
+    calls = {"n": 0}
+
+    def crash_on_second(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # the process dies after one committed chunk
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(webhooks, "process_chunk", crash_on_second)
+    assert cli("webhooks", "ingest", str(source)).exit_code != 0
+    partial = {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
+    assert (partial["REF-001"], partial["REF-002"], partial["REF-003"]) == (
+        "COMPLETED",  # lines 2-4: the first chunk, committed
+        "PENDING",  # its rejection is on line 5, in the chunk that never committed
+        "PENDING",
+    )
+    monkeypatch.setattr(webhooks, "process_chunk", real)
+    assert cli("webhooks", "ingest", str(source)).exit_code == 5
+    after_rerun = _state(engine)
+
+    # The same data, one clean run.
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE webhook_events, ingested_files"))
+        connection.execute(
+            text(
+                "UPDATE refunds SET status = 'PENDING', applied_amount = NULL,"
+                " payout_amount = NULL, last_event_at = NULL, processed_at = NULL,"
+                " merchant_reference = NULL"
+            )
+        )
+        connection.execute(
+            text(
+                "UPDATE installments SET amount_due = original_amount, status = 'UPCOMING',"
+                " paid_at = NULL"
+            )
+        )
+        connection.execute(text("UPDATE plans SET status = 'ACTIVE'"))
+    assert cli("webhooks", "ingest", str(source)).exit_code == 5
+    assert _state(engine) == after_rerun
+
+
+def _refunds_at_scale(engine: Engine, count: int) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO refunds (user_id, transaction_id, amount)"
+                " SELECT 'usr-001', 'T-' || g, 10 FROM generate_series(1, :count) AS g"
+            ),
+            {"count": count},
+        )
+
+
+def test_a_50000_row_file_gets_the_planted_outcomes(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    _refunds_at_scale(engine, 20_000)
+    rows: list[str] = []
+
+    def add(ref: str, status: str, event: str, at: str) -> None:
+        rows.append(f"{ref},{status},M,{event},{at},\n")
+
+    for n in range(1, 20_001):  # first events: 12,000 approved, 6,000 rejected, 2,000 processing
+        status = "approved" if n <= 12_000 else "rejected" if n <= 18_000 else "processing"
+        add(f"T-{n}", status, f"e-{n}", "2026-01-02T12:00:00Z")
+    for n in range(1, 5_001):
+        add(f"T-{n}", "approved", f"e-{n}", "2026-01-02T12:00:00Z")  # duplicate event
+        add(f"T-{n}", "rejected", f"s-{n}", "2026-01-01T12:00:00Z")  # stale
+        add(f"T-{12_000 + n}", "approved", f"c-{n}", "2026-01-03T12:00:00Z")  # conflict
+        add(f"T-{18_000 + n % 2_000 + 1}", "processing", f"p-{n}", "")  # duplicate: PENDING
+        add(f"X-{n}", "approved", f"u-{n}", "")  # unknown_refund
+        add(f"T-{n}", "cancelled", f"i-{n}", "")  # invalid
+    source = tmp_path / "big.csv"
+    source.write_text(HEADER + "".join(rows))
+    result = cli("webhooks", "ingest", str(source), "-o", "json")
+
+    assert _summary(result) == {
+        "rows": 50_000,
+        "applied": 18_000,
+        "duplicate": 12_000,
+        "stale": 5_000,
+        "conflict": 5_000,
+        "unknown_refund": 5_000,
+        "invalid": 5_000,
+    }
+    with engine.connect() as connection:
+        statuses = dict(
+            connection.execute(text("SELECT status, count(*) FROM refunds GROUP BY 1")).all()
+        )
+    assert statuses == {"COMPLETED": 12_000, "REJECTED": 6_000, "PENDING": 2_000}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(list(FIELDS) + ["other"]),
+        st.one_of(st.text(max_size=30), st.integers(), st.floats(), st.none(), st.booleans()),
+    )
+)
+def test_any_row_dict_fails_only_with_invalid_input(fields: dict[str, Any]) -> None:
+    try:
+        update = webhooks.parse_update(RawRow(1, fields))
+    except InvalidInput as exc:
+        assert exc.message
+    else:
+        assert update.target in {"APPROVED", "REJECTED", "PENDING"}
+        assert update.transaction_id
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_through_the_hashing_reader(content: bytes) -> None:
+    reader = webhooks.HashingReader(io.BytesIO(content))
+    stream = io.BufferedReader(reader)
+    from bnplctl.importing.readers import detect_format, read_rows
+
+    try:
+        for row in read_rows(stream, detect_format("-", stream), webhooks.WEBHOOK_COLUMNS):
+            try:
+                webhooks.parse_update(row)
+            except InvalidInput:
+                pass
+    except InvalidInput:
+        pass
+    stream.read()
+    assert reader.size == len(content)
