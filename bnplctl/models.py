@@ -100,7 +100,6 @@ class User(SQLModel, table=True):
         CheckConstraint("card_first6 ~ '^[0-9]{6}$' AND card_last4 ~ '^[0-9]{4}$'", name="card"),
         UniqueConstraint("passport_blind_index"),
         Index(None, "card_fingerprint"),
-        Index(None, "status"),
     )
 
     user_id: str = Field(sa_column=Column(String(64), primary_key=True))
@@ -301,7 +300,6 @@ class AuditEvent(SQLModel, table=True):
     __table_args__ = (
         Index(None, "entity", "entity_id"),
         Index(None, "occurred_at"),
-        Index(None, "user_id"),
     )
 
     id: int | None = _id_column()

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from phonenumbers import PhoneNumber
 
 from bnplctl.errors import ConfigError, InvalidInput
 
@@ -36,13 +40,37 @@ def normalize_phone(raw: str) -> str:
     cleaned = _PHONE_SEPARATORS.sub("", raw.strip())
     if not cleaned.startswith("+"):
         raise InvalidInput("phone: must be in international format, starting with +")
-    try:
-        parsed = phonenumbers.parse(cleaned, None)
-    except phonenumbers.NumberParseException:
-        raise InvalidInput("phone: not a phone number") from None
+    parsed = _parse_canonical(cleaned)
+    if parsed is None:
+        try:
+            parsed = phonenumbers.parse(cleaned, None)
+        except phonenumbers.NumberParseException:
+            raise InvalidInput("phone: not a phone number") from None
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidInput("phone: not a valid number for its country")
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _parse_canonical(cleaned: str) -> PhoneNumber | None:
+    """A fast path for "+digits" (most imports): split off the country code directly.
+
+    E.164 country codes are prefix-free, so the first known 1-3 digit prefix is the
+    code. Anything unusual (a national part starting with 0, letters) returns None
+    and goes through ``phonenumbers.parse``.
+    """
+    import phonenumbers
+
+    digits = cleaned[1:]
+    if not (digits.isascii() and digits.isdigit()) or not 8 <= len(digits) <= 15:
+        return None
+    for length in (1, 2, 3):
+        code = int(digits[:length])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[length:]
+            if national.startswith("0"):
+                return None
+            return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    return None
 
 
 def normalize_card(raw: str) -> str:
@@ -163,16 +191,24 @@ class Keyring:
         self._encryption_key = self._derive(master, b"bnplctl/passport-encryption/v1")
         self._passport_index_key = self._derive(master, b"bnplctl/passport-blind-index/v1")
         self._card_key = self._derive(master, b"bnplctl/card-fingerprint/v1")
+        self._cipher: Any = None
 
     @staticmethod
     def _derive(master: bytes, label: bytes) -> bytes:
-        return hmac.new(master, label, hashlib.sha256).digest()
+        return hmac.digest(master, label, hashlib.sha256)
 
     def passport_index(self, passport: str) -> str:
-        return hmac.new(self._passport_index_key, passport.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._passport_index_key, passport.encode(), hashlib.sha256).hex()
 
     def card_fingerprint(self, digits: str) -> str:
-        return hmac.new(self._card_key, digits.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._card_key, digits.encode(), hashlib.sha256).hex()
+
+    def _aead(self) -> Any:
+        if self._cipher is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._cipher = AESGCM(self._encryption_key)
+        return self._cipher
 
     def protect_card(self, digits: str) -> ProtectedCard:
         return ProtectedCard(
@@ -184,20 +220,17 @@ class Keyring:
 
     def encrypt_passport(self, passport: str, user_id: str) -> bytes:
         """AES-GCM with a random nonce; the user id is bound in as associated data."""
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         nonce = os.urandom(12)
-        sealed = AESGCM(self._encryption_key).encrypt(nonce, passport.encode(), user_id.encode())
+        sealed: bytes = self._aead().encrypt(nonce, passport.encode(), user_id.encode())
         return _ENCRYPTION_VERSION + nonce + sealed
 
     def decrypt_passport(self, blob: bytes, user_id: str) -> str:
         from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         if blob[:1] != _ENCRYPTION_VERSION:
             raise ConfigError("passport ciphertext has an unknown format")
         try:
-            plain = AESGCM(self._encryption_key).decrypt(blob[1:13], blob[13:], user_id.encode())
+            plain: bytes = self._aead().decrypt(blob[1:13], blob[13:], user_id.encode())
         except InvalidTag:
             raise ConfigError("passport cannot be decrypted with this secret key") from None
         return plain.decode()

@@ -10,7 +10,14 @@ import re
 from datetime import date
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from bnplctl import pii
 from bnplctl.errors import InvalidInput
@@ -86,15 +93,21 @@ class UserCreate(BaseModel):
 
     @field_validator("dob", mode="before")
     @classmethod
-    def _dob(cls, value: Any) -> date:
-        from bnplctl.clock import business_today
+    def _dob(cls, value: Any, info: ValidationInfo) -> date:
+        today = (info.context or {}).get("today")
+        if today is None:
+            from bnplctl.clock import business_today
 
-        return pii.check_adult(parse_date(value, "dob"), business_today())
+            today = business_today()
+        return pii.check_adult(parse_date(value, "dob"), today)
 
     @classmethod
-    def parse(cls, fields: dict[str, Any]) -> UserCreate:
-        """Validate, turning the first failure into ``InvalidInput`` (exit 65)."""
+    def parse(cls, fields: dict[str, Any], today: date | None = None) -> UserCreate:
+        """Validate, turning the first failure into ``InvalidInput`` (exit 65).
+
+        ``today`` (the business date for the age check) saves a batch a clock read per row.
+        """
         try:
-            return cls.model_validate(fields)
+            return cls.model_validate(fields, context={"today": today})
         except ValidationError as exc:
             raise InvalidInput(validation_message(exc)) from None

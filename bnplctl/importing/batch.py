@@ -74,36 +74,56 @@ def write_rejects(path: Path, rejected: list[Rejected], key_name: str) -> None:
 
 
 def import_users(rows: Iterable[RawRow], *, actor: str, source: str = "import") -> BatchReport:
-    """Validate, protect and insert users, committing each chunk."""
+    """Validate, protect and insert users, committing each chunk.
+
+    Validation (CPU, this thread) of one chunk overlaps the insert of the previous one
+    (database, a worker thread: psycopg2 releases the GIL while it waits).
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from bnplctl import pii
-    from bnplctl.db import session_scope
+    from bnplctl.clock import business_today
+    from bnplctl.db import get_engine, session_scope
     from bnplctl.schemas import UserCreate
-    from bnplctl.services.users import ProtectedUser, insert_users, protect
+    from bnplctl.services.users import InsertOutcome, ProtectedUser, insert_users, protect
 
     keyring = pii.get_keyring()
+    today = business_today()
+    get_engine()  # connect (and check the schema) before the worker starts
     report = BatchReport(USER_OUTCOMES)
-    for chunk in chunked(rows, CHUNK_ROWS):
-        ready: list[ProtectedUser] = []
-        for row in chunk:
-            key = str(row.fields.get("user_id") or "")[:64]
-            if row.error is not None:
-                report.add("invalid", Rejected(row.line, key, "invalid", row.error))
-                continue
-            try:
-                user = UserCreate.parse(row.fields)
-            except InvalidInput as exc:
-                report.add("invalid", Rejected(row.line, key, "invalid", exc.message))
-                continue
-            ready.append(protect(user, keyring, row.line))
+
+    def insert(ready: list[ProtectedUser]) -> list[InsertOutcome]:
         with session_scope() as session:
-            outcomes = insert_users(session, ready, actor=actor, source=source)
-        for outcome in sorted(outcomes, key=lambda item: item.line):
+            return insert_users(session, ready, actor=actor, source=source)
+
+    def collect(outcomes: list[InsertOutcome]) -> None:
+        for outcome in outcomes:
             if outcome.created:
                 report.add("created")
             else:
                 reason = outcome.reason or "duplicate"
-                report.add(
-                    "duplicate", Rejected(outcome.line, outcome.user_id, "duplicate", reason)
-                )
+                rejected = Rejected(outcome.line, outcome.user_id, "duplicate", reason)
+                report.add("duplicate", rejected)
+
+    pending: Future[list[InsertOutcome]] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-insert") as worker:
+        for chunk in chunked(rows, CHUNK_ROWS):
+            ready: list[ProtectedUser] = []
+            for row in chunk:
+                key = str(row.fields.get("user_id") or "")[:64]
+                if row.error is not None:
+                    report.add("invalid", Rejected(row.line, key, "invalid", row.error))
+                    continue
+                try:
+                    user = UserCreate.parse(row.fields, today)
+                except InvalidInput as exc:
+                    report.add("invalid", Rejected(row.line, key, "invalid", exc.message))
+                    continue
+                ready.append(protect(user, keyring, row.line))
+            if pending is not None:
+                collect(pending.result())
+            pending = worker.submit(insert, ready)
+        if pending is not None:
+            collect(pending.result())
     report.rejected.sort(key=lambda item: item.line)
     return report

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,59 +81,68 @@ def protect(user: UserCreate, keyring: pii.Keyring, line: int = 0) -> ProtectedU
     )
 
 
-# Only constant column names are formatted in; every value travels as a parameter.
+_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS user_rows (line integer,"
+    " user_id text, full_name text, phone_e164 text, passport_ciphertext bytea,"
+    " passport_blind_index text, passport_masked text, card_brand text, card_first6 text,"
+    " card_last4 text, card_fingerprint text, date_of_birth date) ON COMMIT DELETE ROWS"
+)
+# Only constant column names are formatted in; every value arrives through COPY or
+# as a parameter. Rows are taken in line order, so within a chunk the first one wins.
 _INSERT_SQL = (  # noqa: S608
-    "WITH input (line, actor, source, {columns}) AS (VALUES %s), "
-    "inserted AS ("
+    "WITH inserted AS ("
     " INSERT INTO users ({columns})"
-    " SELECT {columns} FROM input ORDER BY line"
+    " SELECT {columns} FROM user_rows ORDER BY line"
     " ON CONFLICT DO NOTHING"
     " RETURNING user_id, passport_blind_index"
     "), audited AS ("
     " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
-    " SELECT DISTINCT ON (inserted.user_id) input.actor, 'user.created', 'user',"
-    "  inserted.user_id, inserted.user_id, jsonb_build_object('source', input.source)"
-    " FROM inserted JOIN input USING (user_id, passport_blind_index)"
-    " ORDER BY inserted.user_id, input.line"
-    ") "
-    "SELECT DISTINCT ON (inserted.user_id) input.line"
-    " FROM inserted JOIN input USING (user_id, passport_blind_index)"
-    " ORDER BY inserted.user_id, input.line"
+    " SELECT %(actor)s, 'user.created', 'user', user_id, user_id,"
+    "  jsonb_build_object('source', CAST(%(source)s AS text)) FROM inserted"
+    ") SELECT user_id, passport_blind_index FROM inserted"
 ).format(columns=", ".join(_INSERT_COLUMNS))
+
+
+def _copy_text(users: Sequence[ProtectedUser]) -> io.StringIO:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for user in users:
+        values = list(user.values)
+        values[3] = "\\x" + values[3].hex()  # bytea, hex input format
+        writer.writerow([user.line, *values])
+    buffer.seek(0)
+    return buffer
 
 
 def insert_users(
     session: Session, users: Sequence[ProtectedUser], *, actor: str, source: str
 ) -> list[InsertOutcome]:
-    """Insert in one statement; a row whose user_id or passport exists is a duplicate.
-
-    Audit events for the created users are written by the same statement.
-    """
+    """COPY to a staging table, then one statement inserts; a row whose user_id or
+    passport exists is a duplicate. The same statement writes the audit events."""
     if not users:
         return []
-    from psycopg2.extras import execute_values
-
     connection = session.connection().connection.driver_connection
     assert connection is not None  # noqa: S101 - a live session always has one
     with connection.cursor() as cursor:
-        created_lines = {
-            row[0]
-            for row in execute_values(
-                cursor,
-                _INSERT_SQL,
-                [(user.line, actor, source, *user.values) for user in users],
-                page_size=len(users),
-                fetch=True,
-            )
-        }
-        rejected_ids = [user.user_id for user in users if user.line not in created_lines]
+        cursor.execute(_STAGE)
+        cursor.execute("TRUNCATE user_rows")
+        cursor.copy_expert("COPY user_rows FROM STDIN WITH (FORMAT csv)", _copy_text(users))
+        cursor.execute(_INSERT_SQL, {"actor": actor, "source": source})
+        inserted = {(row[0], row[1]) for row in cursor.fetchall()}
+        created: set[int] = set()
+        for user in users:  # the first row of an inserted (user_id, passport) pair
+            pair = (user.user_id, user.values[4])
+            if pair in inserted:
+                inserted.discard(pair)
+                created.add(user.line)
+        rejected_ids = [user.user_id for user in users if user.line not in created]
         existing_ids: set[str] = set()
         if rejected_ids:
             cursor.execute("SELECT user_id FROM users WHERE user_id = ANY(%s)", (rejected_ids,))
             existing_ids = {row[0] for row in cursor.fetchall()}
     return [
         InsertOutcome(user.line, user.user_id, True)
-        if user.line in created_lines
+        if user.line in created
         else InsertOutcome(
             user.line,
             user.user_id,

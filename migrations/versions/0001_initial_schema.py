@@ -54,7 +54,6 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_audit_events_occurred_at"), "audit_events", ["occurred_at"], unique=False
     )
-    op.create_index(op.f("ix_audit_events_user_id"), "audit_events", ["user_id"], unique=False)
     op.create_table(
         "idempotency_keys",
         sa.Column("key", sa.String(length=200), nullable=False),
@@ -144,7 +143,6 @@ def upgrade() -> None:
         sa.UniqueConstraint("passport_blind_index", name=op.f("uq_users_passport_blind_index")),
     )
     op.create_index(op.f("ix_users_card_fingerprint"), "users", ["card_fingerprint"], unique=False)
-    op.create_index(op.f("ix_users_status"), "users", ["status"], unique=False)
     op.create_table(
         "plans",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -331,7 +329,6 @@ def downgrade() -> None:
     op.drop_table("installments")
     op.drop_index(op.f("ix_plans_user_id_status"), table_name="plans")
     op.drop_table("plans")
-    op.drop_index(op.f("ix_users_status"), table_name="users")
     op.drop_index(op.f("ix_users_card_fingerprint"), table_name="users")
     op.drop_table("users")
     op.drop_index(op.f("ix_sweep_runs_started_at"), table_name="sweep_runs")
@@ -341,7 +338,6 @@ def downgrade() -> None:
     op.drop_table("ingested_files")
     op.drop_index(op.f("ix_idempotency_keys_expires_at"), table_name="idempotency_keys")
     op.drop_table("idempotency_keys")
-    op.drop_index(op.f("ix_audit_events_user_id"), table_name="audit_events")
     op.drop_index(op.f("ix_audit_events_occurred_at"), table_name="audit_events")
     op.drop_index(op.f("ix_audit_events_entity_entity_id"), table_name="audit_events")
     op.drop_table("audit_events")

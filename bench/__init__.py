@@ -1,0 +1,1 @@
+"""The bnplctl benchmark: ``python -m bench --users N``."""

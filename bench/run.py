@@ -1,0 +1,336 @@
+"""The benchmark: workload W(N) at scale, timed through the product's own code paths.
+
+Builds W(N) in a fresh database on the server at ``BNPL_DATABASE_URL``: N users
+imported through ``bnplctl users import`` (timed), then, untimed and in bulk SQL,
+ceil(10N/3) plans of 3 installments (half the installments past due), N PENDING
+refunds and an N-row webhook file. It times the sweep and the ingest as
+``bnplctl`` subprocesses beside their plain-SQL references on identical copies
+of the tables, ``debt show`` in process, and the CLI's start-up. Peak memory is
+each step's own child-process accounting (``RUSAGE_CHILDREN`` in a wrapper).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+AS_OF = date(2026, 6, 1)
+# Run a command and report its wall time and its own peak RSS (kB on Linux).
+_WRAPPER = (
+    "import json, resource, subprocess, sys, time\n"
+    "started = time.perf_counter()\n"
+    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "elapsed = time.perf_counter() - started\n"
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "print(json.dumps({'code': done.returncode, 'seconds': elapsed, 'peak_kb': peak,"
+    " 'stdout': done.stdout, 'stderr': done.stderr[-2000:]}))\n"
+)
+
+
+def luhn_complete(stem: str) -> str:
+    digits = [int(ch) for ch in stem + "0"]
+    total = 0
+    for index, digit in enumerate(reversed(digits)):
+        if index % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return stem + str((10 - total % 10) % 10)
+
+
+def write_users(path: Path, count: int) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user_id", "name", "phone", "passport", "card", "dob"])
+        for n in range(count):
+            writer.writerow(
+                [
+                    f"u{n:07d}",
+                    f"Bench User {n}",
+                    f"+99890{n:07d}",
+                    f"AB{n:07d}",
+                    luhn_complete(f"4{n:014d}"),
+                    (date(1960, 1, 1) + timedelta(days=n % 15000)).isoformat(),
+                ]
+            )
+
+
+def write_webhooks(path: Path, refunds: int, unknown_start: int) -> int:
+    """~60 % approved, 30 % rejected/failed, 5 % exact duplicates, 5 % unknown ids."""
+    rows: list[list[str]] = []
+    picker = random.Random(7)  # noqa: S311 - reproducible workload, not security
+    for n in range(1, refunds + 1):
+        roll = n % 20
+        if roll < 12:
+            status = "approved"
+        elif roll < 18:
+            status = "rejected" if roll % 2 else "failed"
+        elif roll == 18 and rows:
+            rows.append(list(picker.choice(rows)))  # an exact duplicate of an earlier row
+            continue
+        else:
+            rows.append([f"X-{unknown_start + n}", "approved", "M", f"u-{n}", ""])
+            continue
+        rows.append([f"T-{n}", status, f"M-{n}", f"e-{n}", "2026-05-31T12:00:00+00:00"])
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["refund_id", "status", "merchant_reference", "event_id", "occurred_at"])
+        writer.writerows(rows)
+    return len(rows)
+
+
+def measured(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True, env=env, check=True
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    if result["code"] not in (0, 5):
+        raise SystemExit(f"bench: {' '.join(args[:4])} failed: {result['stderr']}")
+    return result
+
+
+def bulk_setup(engine: Engine, users: int) -> None:
+    """Plans, installments (half past due at AS_OF) and PENDING refunds, in bulk SQL."""
+    plans = -(-10 * users // 3)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO plans (user_id, total_amount, installment_count, start_date)"
+                " SELECT u.user_id, 300, 3, CAST(:as_of AS date) - (g % 120)"
+                " FROM generate_series(0, :plans - 1) AS g"
+                " JOIN (SELECT user_id, row_number() OVER (ORDER BY user_id) - 1 AS n"
+                "  FROM users) AS u ON u.n = g % :users"
+            ),
+            {"plans": plans, "users": users, "as_of": AS_OF},
+        )
+        # Due 30, 60 and 90 days after a start 0-119 days before AS_OF: half are past due.
+        connection.execute(
+            text(
+                "INSERT INTO installments (plan_id, user_id, sequence, original_amount,"
+                " amount_due, due_date)"
+                " SELECT p.id, p.user_id, s, 100, 100, p.start_date + 30 * s"
+                " FROM plans AS p, generate_series(1, 3) AS s"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO refunds (user_id, plan_id, transaction_id, amount)"
+                " SELECT p.user_id, p.id, 'T-' || p.id, 40 FROM plans AS p WHERE p.id <= :users"
+            ),
+            {"users": users},
+        )
+        connection.execute(text("ANALYZE"))
+
+
+def reference_sweep(engine: Engine, cutoff: date) -> float:
+    """The two plain UPDATEs, one transaction, on identical copies of the tables."""
+    with engine.begin() as connection:
+        for table in ("users", "installments"):
+            connection.execute(text(f"DROP TABLE IF EXISTS ref_{table}"))
+            connection.execute(
+                text(f"CREATE TABLE ref_{table} (LIKE {table} INCLUDING ALL)")  # noqa: S608
+            )
+            connection.execute(text(f"INSERT INTO ref_{table} SELECT * FROM {table}"))  # noqa: S608
+        connection.execute(text("ANALYZE ref_users, ref_installments"))
+    with engine.begin() as connection:
+        started = time.perf_counter()
+        connection.execute(
+            text(
+                "UPDATE ref_installments SET status = 'OVERDUE'"
+                " WHERE status = 'UPCOMING' AND due_date < :cutoff"
+            ),
+            {"cutoff": cutoff},
+        )
+        connection.execute(
+            text(
+                "UPDATE ref_users SET status = 'DEBT_USER' WHERE status = 'NORMAL' AND user_id IN"
+                " (SELECT user_id FROM ref_installments WHERE status = 'OVERDUE')"
+            )
+        )
+    return time.perf_counter() - started
+
+
+def reference_ingest(engine: Engine, webhook_file: Path) -> float:
+    """COPY into a temporary table plus one UPDATE … FROM, on a copy of the refunds."""
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS ref_refunds"))
+        connection.execute(text("CREATE TABLE ref_refunds (LIKE refunds INCLUDING ALL)"))
+        connection.execute(text("INSERT INTO ref_refunds SELECT * FROM refunds"))
+        connection.execute(text("ANALYZE ref_refunds"))
+    raw = engine.raw_connection()
+    try:
+        started = time.perf_counter()
+        with raw.cursor() as cursor, webhook_file.open() as handle:
+            cursor.execute(
+                "CREATE TEMP TABLE ref_rows (refund_id text, status text, merchant_reference"
+                " text, event_id text, occurred_at timestamptz) ON COMMIT DROP"
+            )
+            cursor.copy_expert("COPY ref_rows FROM STDIN WITH (FORMAT csv, HEADER)", handle)
+            cursor.execute(
+                "UPDATE ref_refunds r SET status = CASE w.status WHEN 'approved' THEN"
+                " 'APPROVED' ELSE 'REJECTED' END, processed_at = now()"
+                " FROM ref_rows w WHERE w.refund_id = r.transaction_id AND r.status = 'PENDING'"
+            )
+        raw.commit()
+        return time.perf_counter() - started
+    finally:
+        raw.close()
+
+
+def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float]:
+    os.environ["BNPL_DATABASE_URL"] = url
+    from bnplctl.db import session_scope
+    from bnplctl.services.debt import debt_of
+
+    picker = random.Random(11)  # noqa: S311 - sampling, not security
+    timings: list[float] = []
+    with session_scope() as session:
+        debt_of(session, "u0000000", AS_OF)  # warm the connection
+        for _ in range(samples):
+            user_id = f"u{picker.randrange(users):07d}"
+            started = time.perf_counter()
+            debt_of(session, user_id, AS_OF)
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
+def median_seconds(args: list[str], env: dict[str, str], runs: int = 5) -> float:
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(args, env=env, capture_output=True, check=True)
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
+    from bnplctl.db import normalize_url
+
+    server = normalize_url(server_url)
+    name = f"bnpl_bench_{secrets.token_hex(4)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    env = dict(os.environ, BNPL_DATABASE_URL=url, BNPL_DATA_DIR=str(workdir))
+    env["BNPL_SECRET_KEY_FILE"] = str(workdir / "secret.key")
+    bnplctl = [sys.executable, "-m", "bnplctl"]
+    try:
+        subprocess.run([*bnplctl, "db", "upgrade"], env=env, check=True, capture_output=True)
+
+        users_file = workdir / "users.csv"
+        write_users(users_file, users)
+        imported = measured([*bnplctl, "users", "import", str(users_file), "-o", "json"], env)
+        created = json.loads(imported["stdout"])["created"]
+
+        bulk_setup(engine, users)
+        cutoff = AS_OF
+        sweep_reference = reference_sweep(engine, cutoff)
+        swept = measured(
+            [*bnplctl, "debt", "sweep", "--as-of", AS_OF.isoformat(), "-o", "json"], env
+        )
+        marked = json.loads(swept["stdout"])["installments_marked_overdue"]
+
+        webhook_file = workdir / "webhooks.csv"
+        webhook_rows = write_webhooks(webhook_file, users, users)
+        ingest_reference = reference_ingest(engine, webhook_file)
+        ingested = measured([*bnplctl, "webhooks", "ingest", str(webhook_file), "-o", "json"], env)
+
+        latencies = debt_show_latencies(url, users)
+        help_s = median_seconds([*bnplctl, "--help"], env)
+        typer_s = median_seconds([sys.executable, "-c", "import typer"], env)
+        debt_cli_s = median_seconds([*bnplctl, "debt", "show", "u0000001", "-o", "json"], env)
+    finally:
+        engine.dispose()
+        from bnplctl.db import dispose_engine
+
+        dispose_engine()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return {
+        "users": users,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores,"
+        f" Python {platform.python_version()}",
+        "date": date.today().isoformat(),
+        "import_users": {
+            "rows": created,
+            "seconds": round(imported["seconds"], 3),
+            "rows_per_s": round(created / imported["seconds"]),
+        },
+        "sweep": {
+            "installments_marked_overdue": marked,
+            "seconds": round(swept["seconds"], 3),
+            "reference_seconds": round(sweep_reference, 3),
+            "ratio": round(swept["seconds"] / sweep_reference, 2),
+            "peak_rss_mb": round(swept["peak_kb"] / 1024, 1),
+        },
+        "ingest": {
+            "rows": webhook_rows,
+            "seconds": round(ingested["seconds"], 3),
+            "reference_seconds": round(ingest_reference, 3),
+            "ratio": round(ingested["seconds"] / ingest_reference, 2),
+            "peak_rss_mb": round(ingested["peak_kb"] / 1024, 1),
+        },
+        "debt_show": {
+            "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
+        },
+        "cli": {
+            "help_s": round(help_s, 3),
+            "typer_import_s": round(typer_s, 3),
+            "debt_show_s": round(debt_cli_s, 3),
+        },
+    }
+
+
+def render_table(report: dict[str, Any]) -> str:
+    lines = [f"bnplctl benchmark, N = {report['users']} ({report['machine']}, {report['date']})"]
+    for step in ("import_users", "sweep", "ingest", "debt_show", "cli"):
+        figures = ", ".join(f"{key} {value}" for key, value in report[step].items())
+        lines.append(f"  {step:<13} {figures}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000, help="N (default 100000)")
+    parser.add_argument("-o", "--output", choices=("json", "table"), default="table")
+    options = parser.parse_args(argv)
+    url = os.environ.get("BNPL_DATABASE_URL")
+    if not url:
+        raise SystemExit(
+            "bench: set BNPL_DATABASE_URL to a PostgreSQL server (the role needs CREATEDB)"
+        )
+    if options.users < 10:
+        raise SystemExit("bench: --users must be at least 10")
+    with tempfile.TemporaryDirectory(prefix="bnpl-bench-") as workdir:
+        report = run(options.users, url, Path(workdir))
+    if options.output == "json":
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_table(report) + "\n")
