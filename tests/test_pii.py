@@ -207,3 +207,10 @@ def test_bad_key_file_is_a_configuration_error(tmp_path: Path, content: str) -> 
 def test_unreadable_key_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be read"):
         pii.load_or_create_key(tmp_path)
+
+
+@given(st.from_regex(r"[0-9]{1,25}", fullmatch=True))
+def test_luhn_matches_the_reference_implementation(digits: str) -> None:
+    from stdnum import luhn
+
+    assert pii.luhn_valid(digits) == luhn.is_valid(digits)

@@ -8,9 +8,12 @@ the ``--rejects`` file.
 from __future__ import annotations
 
 import csv
+import itertools
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,30 +76,76 @@ def write_rejects(path: Path, rejected: list[Rejected], key_name: str) -> None:
         raise InputFileError(f"{path}: cannot write the rejects file ({exc.strerror})") from None
 
 
+@dataclass(frozen=True)
+class PreparedChunk:
+    """A chunk validated and protected: COPY text, the staged keys, the invalid rows."""
+
+    copy_text: str
+    keys: list[tuple[int, str, str]]
+    invalid: list[Rejected]
+
+
+def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChunk:
+    """Validate and protect one chunk (pure CPU: runs in a worker process)."""
+    from bnplctl.schemas import UserCreate
+    from bnplctl.services.users import ProtectedUser, copy_rows, protect, staged_keys
+
+    ready: list[ProtectedUser] = []
+    invalid: list[Rejected] = []
+    for row in rows:
+        key = str(row.fields.get("user_id") or "")[:64]
+        if row.error is not None:
+            invalid.append(Rejected(row.line, key, "invalid", row.error))
+            continue
+        try:
+            user = UserCreate.parse(row.fields, today)
+        except InvalidInput as exc:
+            invalid.append(Rejected(row.line, key, "invalid", exc.message))
+            continue
+        ready.append(protect(user, keyring, row.line))
+    return PreparedChunk(copy_rows(ready), staged_keys(ready), invalid)
+
+
+_WORKER_KEYRING: Any = None
+
+
+def _init_worker(master_key: bytes) -> None:
+    global _WORKER_KEYRING
+    from bnplctl.pii import Keyring
+
+    _WORKER_KEYRING = Keyring(master_key)
+
+
+def _prepare_in_worker(rows: list[RawRow], today: date) -> PreparedChunk:
+    return prepare_chunk(rows, today, _WORKER_KEYRING)
+
+
 def import_users(rows: Iterable[RawRow], *, actor: str, source: str = "import") -> BatchReport:
-    """Validate, protect and insert users, committing each chunk.
+    """Validate, protect and insert users, one transaction per chunk.
 
-    Validation (CPU, this thread) of one chunk overlaps the insert of the previous one
-    (database, a worker thread: psycopg2 releases the GIL while it waits).
+    A single chunk is prepared here. A larger file is prepared by a pool of worker
+    processes (validation, encryption and hashing are CPU-bound) while this process
+    inserts the chunks in file order; at most a few chunks are in flight, so memory
+    stays flat.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
-
     from bnplctl import pii
     from bnplctl.clock import business_today
+    from bnplctl.config import get_settings
     from bnplctl.db import get_engine, session_scope
-    from bnplctl.schemas import UserCreate
-    from bnplctl.services.users import InsertOutcome, ProtectedUser, insert_users, protect
+    from bnplctl.services.users import insert_staged
 
     keyring = pii.get_keyring()
     today = business_today()
-    get_engine()  # connect (and check the schema) before the worker starts
+    get_engine()  # connect (and check the schema) before any work
     report = BatchReport(USER_OUTCOMES)
 
-    def insert(ready: list[ProtectedUser]) -> list[InsertOutcome]:
+    def insert(prepared: PreparedChunk) -> None:
+        for rejected in prepared.invalid:
+            report.add("invalid", rejected)
         with session_scope() as session:
-            return insert_users(session, ready, actor=actor, source=source)
-
-    def collect(outcomes: list[InsertOutcome]) -> None:
+            outcomes = insert_staged(
+                session, prepared.copy_text, prepared.keys, actor=actor, source=source
+            )
         for outcome in outcomes:
             if outcome.created:
                 report.add("created")
@@ -105,25 +154,38 @@ def import_users(rows: Iterable[RawRow], *, actor: str, source: str = "import") 
                 rejected = Rejected(outcome.line, outcome.user_id, "duplicate", reason)
                 report.add("duplicate", rejected)
 
-    pending: Future[list[InsertOutcome]] | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-insert") as worker:
-        for chunk in chunked(rows, CHUNK_ROWS):
-            ready: list[ProtectedUser] = []
-            for row in chunk:
-                key = str(row.fields.get("user_id") or "")[:64]
-                if row.error is not None:
-                    report.add("invalid", Rejected(row.line, key, "invalid", row.error))
-                    continue
-                try:
-                    user = UserCreate.parse(row.fields, today)
-                except InvalidInput as exc:
-                    report.add("invalid", Rejected(row.line, key, "invalid", exc.message))
-                    continue
-                ready.append(protect(user, keyring, row.line))
-            if pending is not None:
-                collect(pending.result())
-            pending = worker.submit(insert, ready)
-        if pending is not None:
-            collect(pending.result())
+    chunks = chunked(rows, CHUNK_ROWS)
+    first = next(chunks, None)
+    second = next(chunks, None) if first is not None else None
+    if second is None:
+        if first is not None:
+            insert(prepare_chunk(first, today, keyring))
+    else:
+        import multiprocessing
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        master = pii.load_or_create_key(get_settings().key_file)
+        workers = max(1, min(4, (os.cpu_count() or 2)))
+        context = multiprocessing.get_context("fork")
+        # This thread reads and dispatches; one inserter thread writes the chunks in
+        # order (psycopg2 releases the GIL while the server works).
+        with (
+            context.Pool(workers, initializer=_init_worker, initargs=(master,)) as pool,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-insert") as inserter,
+        ):
+            in_flight: deque[Any] = deque()
+            inserts: deque[Any] = deque()
+            for chunk in itertools.chain((first, second), chunks):
+                in_flight.append(pool.apply_async(_prepare_in_worker, (chunk, today)))
+                while len(in_flight) > workers:
+                    prepared = in_flight.popleft().get()
+                    inserts.append(inserter.submit(insert, prepared))
+                while len(inserts) > 2:
+                    inserts.popleft().result()
+            while in_flight:
+                inserts.append(inserter.submit(insert, in_flight.popleft().get()))
+            while inserts:
+                inserts.popleft().result()
     report.rejected.sort(key=lambda item: item.line)
     return report

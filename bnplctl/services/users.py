@@ -103,53 +103,69 @@ _INSERT_SQL = (  # noqa: S608
 ).format(columns=", ".join(_INSERT_COLUMNS))
 
 
-def _copy_text(users: Sequence[ProtectedUser]) -> io.StringIO:
+def copy_rows(users: Sequence[ProtectedUser]) -> str:
+    """The users as COPY CSV for the staging table (no raw card or passport in it)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     for user in users:
         values = list(user.values)
         values[3] = "\\x" + values[3].hex()  # bytea, hex input format
         writer.writerow([user.line, *values])
-    buffer.seek(0)
-    return buffer
+    return buffer.getvalue()
+
+
+def staged_keys(users: Sequence[ProtectedUser]) -> list[tuple[int, str, str]]:
+    """(line, user_id, passport blind index) of each staged row, in order."""
+    return [(user.line, user.user_id, str(user.values[4])) for user in users]
 
 
 def insert_users(
     session: Session, users: Sequence[ProtectedUser], *, actor: str, source: str
 ) -> list[InsertOutcome]:
-    """COPY to a staging table, then one statement inserts; a row whose user_id or
-    passport exists is a duplicate. The same statement writes the audit events."""
-    if not users:
+    """Insert protected users; see ``insert_staged``."""
+    return insert_staged(session, copy_rows(users), staged_keys(users), actor=actor, source=source)
+
+
+def insert_staged(
+    session: Session,
+    copy_text: str,
+    keys: Sequence[tuple[int, str, str]],
+    *,
+    actor: str,
+    source: str,
+) -> list[InsertOutcome]:
+    """COPY the rows to a staging table, then one statement inserts them and writes their
+    audit events; a row whose user_id or passport exists is a duplicate."""
+    if not keys:
         return []
     connection = session.connection().connection.driver_connection
     assert connection is not None  # noqa: S101 - a live session always has one
     with connection.cursor() as cursor:
         cursor.execute(_STAGE)
         cursor.execute("TRUNCATE user_rows")
-        cursor.copy_expert("COPY user_rows FROM STDIN WITH (FORMAT csv)", _copy_text(users))
+        cursor.copy_expert("COPY user_rows FROM STDIN WITH (FORMAT csv)", io.StringIO(copy_text))
         cursor.execute(_INSERT_SQL, {"actor": actor, "source": source})
         inserted = {(row[0], row[1]) for row in cursor.fetchall()}
         created: set[int] = set()
-        for user in users:  # the first row of an inserted (user_id, passport) pair
-            pair = (user.user_id, user.values[4])
-            if pair in inserted:
-                inserted.discard(pair)
-                created.add(user.line)
-        rejected_ids = [user.user_id for user in users if user.line not in created]
+        for line, user_id, blind_index in keys:  # the first row of an inserted pair
+            if (user_id, blind_index) in inserted:
+                inserted.discard((user_id, blind_index))
+                created.add(line)
+        rejected_ids = [user_id for line, user_id, _ in keys if line not in created]
         existing_ids: set[str] = set()
         if rejected_ids:
             cursor.execute("SELECT user_id FROM users WHERE user_id = ANY(%s)", (rejected_ids,))
             existing_ids = {row[0] for row in cursor.fetchall()}
     return [
-        InsertOutcome(user.line, user.user_id, True)
-        if user.line in created
+        InsertOutcome(line, user_id, True)
+        if line in created
         else InsertOutcome(
-            user.line,
-            user.user_id,
+            line,
+            user_id,
             False,
-            DUPLICATE_USER_ID if user.user_id in existing_ids else DUPLICATE_PASSPORT,
+            DUPLICATE_USER_ID if user_id in existing_ids else DUPLICATE_PASSPORT,
         )
-        for user in users
+        for line, user_id, _ in keys
     ]
 
 
