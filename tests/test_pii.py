@@ -116,15 +116,20 @@ def test_card_mask_shows_at_most_first4_and_last4(card: str) -> None:
     assert sum(ch.isdigit() for ch in masked) == 8
 
 
-@given(st.text(max_size=30))
+def _digit_heavy(value: object) -> bool:
+    """At least 6 digits: no error message has that many, so it cannot hold the value
+    by coincidence (a word like "must" can)."""
+    return isinstance(value, str) and sum(ch.isdigit() for ch in value) >= 6
+
+
+@given(st.one_of(st.text(max_size=30), st.from_regex(r"[+ A-Z]{0,3}[0-9 -]{6,22}", fullmatch=True)))
 def test_validators_raise_only_invalid_input_and_never_echo_the_value(raw: str) -> None:
     for validate in (pii.normalize_phone, pii.normalize_card, pii.normalize_passport):
         try:
             validate(raw)
         except InvalidInput as exc:
-            stripped = raw.strip()
-            if len(stripped) >= 4:
-                assert stripped not in exc.message.split(": ", 1)[1]
+            if _digit_heavy(raw.strip()):
+                assert raw.strip() not in exc.message
 
 
 @given(
@@ -139,8 +144,8 @@ def test_user_rows_fail_only_with_invalid_input(fields: dict[str, object]) -> No
     except InvalidInput as exc:
         assert ": " in exc.message
         for value in fields.values():
-            if isinstance(value, str) and len(value.strip()) >= 6:
-                assert value.strip() not in exc.message
+            if _digit_heavy(value):
+                assert str(value).strip() not in exc.message
 
 
 def test_user_model_repr_hides_the_sensitive_fields() -> None:

@@ -249,7 +249,7 @@ def test_several_updates_of_one_refund_in_one_chunk(
     assert (shown["status"], shown["payout_amount"]) == ("COMPLETED", "10.00")
 
 
-def test_a_crash_between_chunks_then_a_rerun_equals_one_clean_run(
+def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
     cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = tmp_path / "updates.csv"
@@ -258,18 +258,22 @@ def test_a_crash_between_chunks_then_a_rerun_equals_one_clean_run(
     real = webhooks.process_chunk
     calls = {"n": 0}
 
-    def crash_on_second(*args: Any, **kwargs: Any) -> Any:
+    def killed_on_second(session: Any, *args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # the process dies after one committed chunk
-        return real(*args, **kwargs)
+        if calls["n"] == 2:  # between chunks: the first is committed; kill this backend
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with engine.connect() as killer:
+                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return real(session, *args, **kwargs)
 
-    monkeypatch.setattr(webhooks, "process_chunk", crash_on_second)
-    assert cli("webhooks", "ingest", str(source)).exit_code != 0
+    monkeypatch.setattr(webhooks, "process_chunk", killed_on_second)
+    killed = cli("webhooks", "ingest", str(source))
+    assert killed.exit_code == 75
+    assert "database unavailable" in killed.stderr
     partial = {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
     assert (partial["REF-001"], partial["REF-002"], partial["REF-003"]) == (
         "COMPLETED",  # lines 2-4: the first chunk, committed
-        "PENDING",  # its rejection is on line 5, in the chunk that never committed
+        "PENDING",  # its rejection is on line 5, in the chunk whose backend was killed
         "PENDING",
     )
     monkeypatch.setattr(webhooks, "process_chunk", real)
