@@ -291,3 +291,37 @@ def test_show_unknown_user_exits_4(cli: Cli, engine: Engine) -> None:
 
     assert result.exit_code == 4
     assert result.stderr.strip() == "error: user usr-404 not found"
+
+
+def test_import_of_several_chunks_uses_workers_and_keeps_file_order(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    from bench.run import write_users
+
+    source = tmp_path / "many.csv"
+    write_users(source, 12_000)  # three chunks of up to 5,000
+    lines = source.read_text().splitlines()
+    lines[5_001] = lines[5_001].replace("+99890", "99890")  # invalid phone, second chunk
+    lines[9_000] = lines[3]  # a duplicate of line 4, in the second chunk
+    lines[11_999] = lines[11_999].rsplit(",", 1)[0] + ",2020-01-01"  # a minor, third chunk
+    source.write_text("\n".join(lines) + "\n")
+    result = cli("users", "import", str(source), "-o", "json")
+
+    assert result.exit_code == 5
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["created"], summary["duplicate"], summary["invalid"]) == (
+        12_000,
+        11_997,
+        1,
+        2,
+    )
+    assert [(r["line"], r["outcome"]) for r in summary["rejected"]] == [
+        (5_002, "invalid"),
+        (9_001, "duplicate"),
+        (12_000, "invalid"),
+    ]
+    with engine.connect() as connection:
+        users, audits = connection.execute(
+            text("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM audit_events)")
+        ).one()
+    assert (users, audits) == (11_997, 11_997)
