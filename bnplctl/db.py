@@ -143,6 +143,7 @@ def get_engine(check_schema: bool = True) -> Engine:
         engine = create_engine(
             resolve_url(),
             pool_pre_ping=True,
+            hide_parameters=True,  # errors never echo bound values (they may be personal)
             connect_args={"application_name": "bnplctl", "connect_timeout": 10},
         )
         if get_settings().embedded:

@@ -81,3 +81,18 @@ def test_bad_since_exits_65(cli: Cli) -> None:
     result = cli("audit", "list", "--since", "yesterday")
     assert result.exit_code == 65
     assert "since: must be an ISO date or timestamp" in result.stderr
+
+
+def test_debug_traceback_withholds_server_detail_lines(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(
+            "new row violates check constraint\nDETAIL:  Failing row contains (+998901234567)."
+        )
+
+    monkeypatch.setattr(user_service, "list_users", failing)
+    result = cli("--debug", "users", "list")
+    assert result.exit_code == 1
+    assert "+998901234567" not in result.stderr
+    assert "DETAIL:  (withheld" in result.stderr

@@ -85,8 +85,17 @@ class BoundaryGroup(TyperGroup):
 
     @staticmethod
     def _maybe_traceback() -> None:
+        """With --debug, the traceback; a server's DETAIL lines (which can quote a whole
+        row, "Failing row contains (…)") are withheld."""
         if STATE.debug:
-            traceback.print_exc(file=sys.stderr)
+            lines = traceback.format_exc().splitlines()
+            shown = [
+                "DETAIL:  (withheld: it may quote personal data)"
+                if line.lstrip().startswith("DETAIL:")
+                else line
+                for line in lines
+            ]
+            sys.stderr.write("\n".join(shown) + "\n")
 
 
 app = typer.Typer(
