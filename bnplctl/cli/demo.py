@@ -55,11 +55,10 @@ def _load_users(actor: str) -> None:
 
     from bnplctl.cli.batch import finish_batch
     from bnplctl.cli.output import message
-    from bnplctl.importing.batch import USER_COLUMNS, import_users
-    from bnplctl.importing.readers import read_rows
+    from bnplctl.importing.batch import import_users, user_chunks
 
     with files("bnplctl.data").joinpath("users.csv").open("rb") as stream:
-        report = import_users(read_rows(stream, "csv", USER_COLUMNS), actor=actor, source="demo")
+        report = import_users(user_chunks(stream, "csv"), actor=actor, source="demo")
     message("Sample users: two rows are invalid on purpose (a bad card, a minor).")
     finish_batch(
         report,

@@ -101,12 +101,12 @@ def import_(
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import finish_batch
-    from bnplctl.importing.batch import USER_COLUMNS, import_users
-    from bnplctl.importing.readers import detect_format, open_input, read_rows
+    from bnplctl.importing.batch import import_users, user_chunks
+    from bnplctl.importing.readers import detect_format, open_input
 
     with open_input(source) as stream:
         fmt = detect_format(source, stream, input_format.value)
-        report = import_users(read_rows(stream, fmt, USER_COLUMNS), actor=current_actor())
+        report = import_users(user_chunks(stream, fmt), actor=current_actor())
     finish_batch(report, output, rejects=rejects, key_name="user_id", title="Users import")
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from bnplctl.errors import InputFileError, InvalidInput
-from bnplctl.importing.readers import RawRow
+from bnplctl.importing.readers import CsvSlice, Format, RawRow, csv_slices, read_rows
 
 T = TypeVar("T")
 CHUNK_ROWS = 5000
@@ -116,11 +116,26 @@ def _init_worker(master_key: bytes) -> None:
     _WORKER_KEYRING = Keyring(master_key)
 
 
-def _prepare_in_worker(rows: list[RawRow], today: date) -> PreparedChunk:
-    return prepare_chunk(rows, today, _WORKER_KEYRING)
+WorkItem = list[RawRow] | CsvSlice
 
 
-def import_users(rows: Iterable[RawRow], *, actor: str, source: str = "import") -> BatchReport:
+def user_chunks(stream: IO[bytes], fmt: Format) -> Iterator[WorkItem]:
+    """The import's units of work: raw CSV slices (parsed by the workers), or row chunks."""
+    if fmt == "csv":
+        return csv_slices(stream, CHUNK_ROWS)
+    return chunked(read_rows(stream, fmt, USER_COLUMNS), CHUNK_ROWS)
+
+
+def _prepare(item: WorkItem, today: date, keyring: Any) -> PreparedChunk:
+    rows = list(item.rows(USER_COLUMNS)) if isinstance(item, CsvSlice) else item
+    return prepare_chunk(rows, today, keyring)
+
+
+def _prepare_in_worker(item: WorkItem, today: date) -> PreparedChunk:
+    return _prepare(item, today, _WORKER_KEYRING)
+
+
+def import_users(items: Iterable[WorkItem], *, actor: str, source: str = "import") -> BatchReport:
     """Validate, protect and insert users, one transaction per chunk.
 
     A single chunk is prepared here. A larger file is prepared by a pool of worker
@@ -154,12 +169,12 @@ def import_users(rows: Iterable[RawRow], *, actor: str, source: str = "import") 
                 rejected = Rejected(outcome.line, outcome.user_id, "duplicate", reason)
                 report.add("duplicate", rejected)
 
-    chunks = chunked(rows, CHUNK_ROWS)
+    chunks = iter(items)
     first = next(chunks, None)
     second = next(chunks, None) if first is not None else None
     if second is None:
         if first is not None:
-            insert(prepare_chunk(first, today, keyring))
+            insert(_prepare(first, today, keyring))
     else:
         import multiprocessing
         from collections import deque

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,17 +98,24 @@ def _text(stream: IO[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
 
 
-def _decoded_lines(stream: IO[bytes]) -> Iterator[str]:
+def _same_line(number: int) -> int:
+    return number
+
+
+def _decoded_lines(stream: IO[bytes], line_of: Callable[[int], int]) -> Iterator[str]:
     """Text lines decoded one at a time, so a bad byte is reported on its own line."""
     for number, raw in enumerate(stream, start=1):
         try:
             yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError:
-            raise InvalidInput(f"line {number}: not UTF-8 text") from None
+            raise InvalidInput(f"line {line_of(number)}: not UTF-8 text") from None
 
 
-def _read_csv(stream: IO[bytes], required: tuple[str, ...]) -> Iterator[RawRow]:
-    reader = csv.reader(_decoded_lines(stream), strict=True)
+def _read_csv(
+    stream: IO[bytes], required: tuple[str, ...], line_of: Callable[[int], int] = _same_line
+) -> Iterator[RawRow]:
+    """CSV rows; ``line_of`` maps the stream's line numbers to the file's (for slices)."""
+    reader = csv.reader(_decoded_lines(stream, line_of), strict=True)
     line = 0
     header: list[str] | None = None
     try:
@@ -120,16 +127,80 @@ def _read_csv(stream: IO[bytes], required: tuple[str, ...]) -> Iterator[RawRow]:
                 header = [cell.strip().lower() for cell in record]
                 missing = [column for column in required if column not in header]
                 if missing:
-                    raise InvalidInput(f"line {start}: missing column(s): {', '.join(missing)}")
+                    raise InvalidInput(
+                        f"line {line_of(start)}: missing column(s): {', '.join(missing)}"
+                    )
                 continue
             if len(record) > len(header):
-                yield RawRow(start, {}, f"{len(record)} fields, the header has {len(header)}")
+                yield RawRow(
+                    line_of(start), {}, f"{len(record)} fields, the header has {len(header)}"
+                )
                 continue
-            yield RawRow(start, dict(zip(header, record, strict=False)))
+            yield RawRow(line_of(start), dict(zip(header, record, strict=False)))
     except csv.Error as exc:
-        raise InvalidInput(f"line {reader.line_num}: malformed CSV ({exc})") from None
+        raise InvalidInput(f"line {line_of(reader.line_num)}: malformed CSV ({exc})") from None
     if header is None:
         raise InvalidInput("line 1: the file is empty (a header row is required)")
+
+
+@dataclass(frozen=True)
+class CsvSlice:
+    """A run of whole CSV records as raw bytes, with the header, for a worker to parse."""
+
+    header: bytes
+    header_line: int
+    first_line: int
+    payload: bytes
+
+    def rows(self, required: Iterable[str]) -> Iterator[RawRow]:
+        header_lines = self.header.count(b"\n")
+
+        def line_of(number: int) -> int:
+            if number <= header_lines:
+                return self.header_line + number - 1
+            return self.first_line + number - header_lines - 1
+
+        return _read_csv(io.BytesIO(self.header + self.payload), tuple(required), line_of)
+
+
+def csv_slices(stream: IO[bytes], records: int) -> Iterator[CsvSlice]:
+    """Split a CSV stream into slices of about ``records`` records, never inside one.
+
+    Only quotes are looked at: a line with an odd number of them opens or closes a
+    quoted field that goes on to the next line (RFC 4180 doubles quotes inside one).
+    """
+    header = b""
+    header_line = 0
+    pending: list[bytes] = []
+    first_line = 0
+    counted = 0
+    quoted = False
+    sent = False
+    for number, raw in enumerate(stream, start=1):
+        if header_line == 0 or quoted and not pending:
+            if header_line == 0 and not raw.strip():
+                continue
+            header_line = header_line or number
+            header += raw
+            quoted ^= raw.count(b'"') % 2 == 1
+            continue
+        if not pending:
+            first_line = number
+        pending.append(raw)
+        quoted ^= raw.count(b'"') % 2 == 1
+        if not quoted:
+            counted += 1
+            if counted >= records:
+                yield CsvSlice(_line(header), header_line, first_line, b"".join(pending))
+                sent, pending, counted = True, [], 0
+    if header_line == 0:
+        raise InvalidInput("line 1: the file is empty (a header row is required)")
+    if pending or not sent:
+        yield CsvSlice(_line(header), header_line, first_line or header_line + 1, b"".join(pending))
+
+
+def _line(raw: bytes) -> bytes:
+    return raw if raw.endswith(b"\n") else raw + b"\n"
 
 
 def _read_json_array(stream: IO[bytes]) -> Iterator[RawRow]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import secrets
 from collections.abc import Sequence
@@ -104,14 +103,23 @@ _INSERT_SQL = (  # noqa: S608
 
 
 def copy_rows(users: Sequence[ProtectedUser]) -> str:
-    """The users as COPY CSV for the staging table (no raw card or passport in it)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    """The users as COPY CSV for the staging table (no raw card or passport in it).
+
+    Formatted by hand for speed: every field but the name comes from a validated,
+    comma- and quote-free alphabet (ids, digits, hex, masks, ISO dates); the name is
+    always quoted, its quotes doubled.
+    """
+    lines = []
     for user in users:
-        values = list(user.values)
-        values[3] = "\\x" + values[3].hex()  # bytea, hex input format
-        writer.writerow([user.line, *values])
-    return buffer.getvalue()
+        (user_id, name, phone, sealed, index, masked, brand, first6, last4, fingerprint, dob) = (
+            user.values
+        )
+        quoted = name.replace('"', '""')
+        lines.append(
+            f'{user.line},{user_id},"{quoted}",{phone},\\x{sealed.hex()},{index},{masked},'
+            f"{brand},{first6},{last4},{fingerprint},{dob.isoformat()}\n"
+        )
+    return "".join(lines)
 
 
 def staged_keys(users: Sequence[ProtectedUser]) -> list[tuple[int, str, str]]:
