@@ -94,3 +94,31 @@ def test_any_bytes_raise_nothing_but_invalid_input(content: bytes, fmt: str) -> 
             assert row.line >= 1
     except InvalidInput as exc:
         assert exc.exit_code == 65
+
+
+def test_csv_slices_split_on_record_boundaries_and_keep_line_numbers() -> None:
+    from bnplctl.importing.readers import csv_slices
+
+    content = b'\n\nA,B\n1,"two\nlines"\n3,4\n\n5,"x ""q"" y"\n6,"a\nb\nc"\n7,8\n'
+    whole = _rows(content, "csv", ("a",))
+    for size in (1, 2, 3, 100):
+        slices = list(csv_slices(io.BytesIO(content), size))
+        assert [row for piece in slices for row in piece.rows(("a",))] == whole, size
+    assert [row.line for row in whole] == [4, 6, 8, 9, 12]
+    assert whole[1].fields == {"a": "3", "b": "4"}
+    assert whole[3].fields["b"] == "a\nb\nc"
+
+
+def test_csv_slices_of_header_only_empty_and_broken_files() -> None:
+    from bnplctl.importing.readers import csv_slices
+
+    (only,) = list(csv_slices(io.BytesIO(b"a,b"), 10))
+    assert list(only.rows(("a",))) == []
+    with pytest.raises(InvalidInput, match="line 1: the file is empty"):
+        list(csv_slices(io.BytesIO(b"\n \n"), 10))
+    (missing,) = list(csv_slices(io.BytesIO(b"\nx,y\n1,2\n"), 10))
+    with pytest.raises(InvalidInput, match="line 2: missing column"):
+        list(missing.rows(("a",)))
+    second = list(csv_slices(io.BytesIO(b"a\n1\n2\n\xff\n"), 2))[1]
+    with pytest.raises(InvalidInput, match="line 4: not UTF-8"):
+        list(second.rows(("a",)))
