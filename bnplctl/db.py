@@ -234,9 +234,14 @@ def head_revision() -> str:
 
 
 def current_revision(connection: Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    """The schema's Alembic revision, read directly (importing Alembic costs ~80 ms a command)."""
+    from sqlalchemy import text
 
-    return MigrationContext.configure(connection).get_current_revision()
+    exists = connection.execute(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+    if not exists.scalar_one():
+        return None
+    revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return str(revision) if revision is not None else None
 
 
 def upgrade(connection: Connection) -> None:
