@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from bnplctl.cli.options import OutputFormat
 from bnplctl.errors import ExitCode
-from bnplctl.importing.batch import BatchReport
+from bnplctl.importing.batch import BatchReport, Rejected
 
 _REJECTS_SHOWN = 20
+
+
+def _rows(rejected: Sequence[Rejected], key_name: str) -> list[dict[str, Any]]:
+    return [
+        {"line": row.line, key_name: row.key, "outcome": row.outcome, "reason": row.reason}
+        for row in rejected
+    ]
+
+
+def show_rejects(
+    shown: Sequence[Rejected], total: int, *, key_name: str, rejects: Path | None, title: str
+) -> None:
+    """The first rejected rows as a table on stderr, and where the rest went."""
+    from bnplctl.cli.output import message, table_to_stderr
+
+    if shown:
+        table_to_stderr(
+            _rows(shown[:_REJECTS_SHOWN], key_name),
+            ["line", key_name, "outcome", "reason"],
+            title=title,
+        )
+        if total > min(len(shown), _REJECTS_SHOWN):
+            message(f"… and {total - min(len(shown), _REJECTS_SHOWN)} more; "
+                    "use --rejects FILE for all")  # fmt: skip
+    if rejects is not None:
+        message(f"{total} row(s) written to {rejects}")
 
 
 def finish_batch(
@@ -22,31 +50,18 @@ def finish_batch(
     title: str,
     exit_on_rejects: bool = True,
 ) -> None:
-    from bnplctl.cli.output import message, render_one, table_to_stderr
+    from bnplctl.cli.output import render_one
     from bnplctl.importing.batch import write_rejects
 
     if rejects is not None:
         write_rejects(rejects, report.rejected, key_name)
     summary = report.summary()
     if output is not OutputFormat.table:
-        summary["rejected"] = [
-            {"line": row.line, key_name: row.key, "outcome": row.outcome, "reason": row.reason}
-            for row in report.rejected
-        ]
+        summary["rejected"] = _rows(report.rejected, key_name)
     render_one(summary, output, title=title)
-    if output is OutputFormat.table and report.rejected:
-        shown = report.rejected[:_REJECTS_SHOWN]
-        table_to_stderr(
-            [
-                {"line": row.line, key_name: row.key, "outcome": row.outcome, "reason": row.reason}
-                for row in shown
-            ],
-            ["line", key_name, "outcome", "reason"],
-            title="Rejected rows",
-        )
-        if len(report.rejected) > len(shown):
-            message(f"… and {len(report.rejected) - len(shown)} more; use --rejects FILE for all")
-    if rejects is not None:
-        message(f"{len(report.rejected)} rejected row(s) written to {rejects}")
+    shown = report.rejected if output is OutputFormat.table else []
+    show_rejects(
+        shown, len(report.rejected), key_name=key_name, rejects=rejects, title="Rejected rows"
+    )
     if exit_on_rejects and report.has_rejections:
         raise typer.Exit(code=ExitCode.BATCH_REJECTED)

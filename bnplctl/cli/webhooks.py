@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -49,33 +49,22 @@ def ingest(
     Example: bnplctl webhooks ingest day1.csv day2.jsonl --rejects rejects.csv
     """  # fmt: skip
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.output import byte_progress, message, render_one, table_to_stderr
-    from bnplctl.importing.readers import detect_format, open_input, read_rows
-    from bnplctl.importing.webhooks import (
-        OUTCOMES,
-        WEBHOOK_COLUMNS,
-        HashingReader,
-        IngestReport,
-        ingest_stream,
-        open_rejects,
-    )
+    from bnplctl.cli.batch import show_rejects
+    from bnplctl.cli.output import byte_progress, render_one
+    from bnplctl.importing.webhooks import OUTCOMES, IngestReport, ingest_files, open_rejects
 
     _check_inputs(sources)
     writer, handle = open_rejects(rejects) if rejects is not None else (None, None)
     report = IngestReport(sink=writer)
-    files: list[dict[str, Any]] = []
     try:
-        for source in sources:
-            with open_input(source) as raw, byte_progress(_size(source), source) as advance:
-                reader = HashingReader(raw, on_bytes=advance)
-                stream = reader.buffered()
-                fmt = detect_format(source, stream, input_format.value)
-                rows = read_rows(stream, fmt, WEBHOOK_COLUMNS)
-                files.append(
-                    ingest_stream(
-                        source, rows, reader, report, actor=current_actor(), dry_run=dry_run
-                    )
-                )
+        files = ingest_files(
+            [(source, _size(source)) for source in sources],
+            input_format.value,
+            report,
+            actor=current_actor(),
+            dry_run=dry_run,
+            progress=byte_progress,
+        )
     finally:
         if handle is not None:
             handle.close()
@@ -85,17 +74,11 @@ def ingest(
         render_one({name: summary[name] for name in ("rows", *OUTCOMES)}, output, title=title)
     else:
         render_one(summary, output)
-    if report.shown and output is OutputFormat.table:
-        table_to_stderr(
-            [vars(row) | {"refund_id": row.key} for row in report.shown],
-            ["line", "refund_id", "outcome", "reason"],
-            title="Rows not applied",
-        )
-        if report.rejected_total > len(report.shown):
-            extra = report.rejected_total - len(report.shown)
-            message(f"… and {extra} more; use --rejects FILE for all")
-    if rejects is not None:
-        message(f"{report.rejected_total} row(s) not applied written to {rejects}")
+    shown = report.shown if output is OutputFormat.table else []
+    show_rejects(
+        shown, report.rejected_total, key_name="refund_id", rejects=rejects,
+        title="Rows not applied",
+    )  # fmt: skip
     if report.rejected_total:
         raise typer.Exit(ExitCode.BATCH_REJECTED)
 

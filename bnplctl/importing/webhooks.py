@@ -347,6 +347,32 @@ def ingest_stream(
     return summary
 
 
+def ingest_files(
+    sources: list[tuple[str, int | None]],
+    input_format: str,
+    report: IngestReport,
+    *,
+    actor: str,
+    dry_run: bool,
+    progress: Callable[[int | None, str], Any],
+) -> list[dict[str, Any]]:
+    """Ingest each (name, size for a progress bar or None) in turn; returns their summaries.
+
+    ``progress(size, name)`` is a context manager yielding a byte counter or None.
+    """
+    from bnplctl.importing.readers import detect_format, open_input, read_rows
+
+    files: list[dict[str, Any]] = []
+    for name, size in sources:
+        with open_input(name) as raw, progress(size, name) as advance:
+            reader = HashingReader(raw, on_bytes=advance)
+            stream = reader.buffered()
+            fmt = detect_format(name, stream, input_format)
+            rows = read_rows(stream, fmt, WEBHOOK_COLUMNS)
+            files.append(ingest_stream(name, rows, reader, report, actor=actor, dry_run=dry_run))
+    return files
+
+
 def _run_chunk(
     session: Session,
     chunk: list[RawRow],
