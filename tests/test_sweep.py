@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import date
 
 import pytest
@@ -158,9 +157,9 @@ def test_a_second_sweep_exits_75_while_one_holds_the_lock(cli: Cli, engine: Engi
     seed(engine, 3, date(2026, 1, 1))
     with engine.connect() as holder:
         holder.execute(text("SELECT pg_advisory_lock(:id)"), {"id": SWEEP_LOCK_ID})
-        started = time.monotonic()
+        # The lock is held until after this call returns: had the sweep waited for it,
+        # the call would never return.
         result = cli("debt", "sweep", "--as-of", "2026-03-01")
-        assert time.monotonic() - started < 5
         holder.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": SWEEP_LOCK_ID})
     assert result.exit_code == 75
     assert result.stderr.strip() == "error: another sweep holds the lock; retry later"
