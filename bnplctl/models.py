@@ -155,8 +155,7 @@ class Installment(SQLModel, table=True):
         ),
         CheckConstraint("amount_due <= original_amount", name="amount_due_le_original"),
         CheckConstraint("(status = 'PAID') = (paid_at IS NOT NULL)", name="paid_at"),
-        UniqueConstraint("plan_id", "sequence"),
-        Index(None, "plan_id"),
+        UniqueConstraint("plan_id", "sequence"),  # also serves every lookup by plan
         Index(
             "ix_installments_due_date_upcoming",
             "due_date",
@@ -272,24 +271,18 @@ class IngestedFile(SQLModel, table=True):
 
 
 class WebhookEvent(SQLModel, table=True):
-    """Each webhook event id applied or seen, so a repeated event is a duplicate."""
+    """Each webhook event id seen, so a repeated event is a duplicate. A log read only by
+    its key: no foreign keys (refunds, users and files are never deleted)."""
 
     __tablename__ = "webhook_events"
-    __table_args__ = (Index(None, "refund_id"),)
 
     event_id: str = Field(sa_column=Column(String(200), primary_key=True))
-    refund_id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, ForeignKey("refunds.id"))
-    )
-    user_id: str | None = Field(
-        default=None, sa_column=Column(String(64), ForeignKey("users.user_id"))
-    )
+    refund_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    user_id: str | None = Field(default=None, sa_column=Column(String(64)))
     status: str = Field(sa_column=Column(String(16), nullable=False))
     outcome: str = Field(sa_column=Column(String(20), nullable=False))
     occurred_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    file_id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, ForeignKey("ingested_files.id"))
-    )
+    file_id: int | None = Field(default=None, sa_column=Column(BigInteger))
     received_at: datetime | None = _created_at()
 
 

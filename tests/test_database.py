@@ -66,7 +66,8 @@ def test_indexes_the_later_work_needs_exist(engine: Engine) -> None:
     assert (
         "WHERE ((status)::text = 'UPCOMING'::text)" in indexes["ix_installments_due_date_upcoming"]
     )
-    assert "(plan_id)" in indexes["ix_installments_plan_id"]
+    assert "(plan_id, sequence)" in indexes["uq_installments_plan_id_sequence"]
+    assert "ix_installments_plan_id" not in indexes  # the unique index above serves plan_id
     assert "(user_id, status)" in indexes["ix_plans_user_id_status"]
     assert "(user_id, status)" in indexes["ix_refunds_user_id_status"]
     assert "UNIQUE" in indexes["uq_refunds_transaction_id"]
@@ -94,18 +95,19 @@ def test_schema_behind_exits_78_until_db_upgrade(
     behind = cli("users", "list")
     assert behind.exit_code == 78
     assert behind.stderr.strip() == (
-        "error: database schema is at revision none, head is 0001: run `bnplctl db upgrade`"
+        f"error: database schema is at revision none, head is {db.SCHEMA_HEAD}:"
+        " run `bnplctl db upgrade`"
     )
     status = json.loads(cli("db", "status", "-o", "json").stdout)
     assert (status["mode"], status["revision"], status["at_head"]) == ("external", None, False)
 
     upgraded = cli("db", "upgrade")
     assert upgraded.exit_code == 0
-    assert "schema upgraded from none to 0001" in upgraded.stderr
+    assert f"schema upgraded from none to {db.SCHEMA_HEAD}" in upgraded.stderr
     assert "already at head" in cli("db", "upgrade").stderr
     assert cli("users", "list").exit_code == 0
     status = json.loads(cli("db", "status", "-o", "json").stdout)
-    assert (status["revision"], status["at_head"]) == ("0001", True)
+    assert (status["revision"], status["at_head"]) == (db.SCHEMA_HEAD, True)
 
 
 def test_db_status_masks_the_password(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -167,7 +169,7 @@ def test_embedded_server_starts_migrates_and_stops(
         assert (status["mode"], status["server"], status["revision"]) == (
             "embedded",
             "running",
-            "0001",
+            db.SCHEMA_HEAD,
         )
         assert status["data_dir"] == str(data_dir / "pgdata")
         assert "embedded PostgreSQL stopped" in cli("db", "stop").stderr

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+import queue
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,6 +58,50 @@ class BatchReport:
 
     def summary(self) -> dict[str, Any]:
         return {"rows": self.rows} | {name: self.counts.get(name, 0) for name in self.outcomes}
+
+
+def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """``items``, produced by a background thread up to ``depth`` ahead of the consumer.
+
+    Parsing the next chunk (Python) overlaps applying this one (the database). An
+    exception in the producer is raised to the consumer in its place in the sequence;
+    when the consumer stops early, the producer stops at its next item.
+    """
+    pending: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                pending.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((True, item)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer((False, exc))
+            return
+        offer((False, None))
+
+    producer = threading.Thread(target=produce, name="bnplctl-read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            more, value = pending.get()
+            if not more:
+                if value is not None:
+                    raise value
+                return
+            yield value
+    finally:
+        stop.set()
+        producer.join(timeout=5)
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -26,8 +26,9 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from bnplctl.errors import InputFileError, InvalidInput
-from bnplctl.importing.batch import Rejected, chunked
+from bnplctl.importing.batch import Rejected, chunked, read_ahead
 from bnplctl.importing.readers import RawRow
+from bnplctl.services.refunds import BEFORE_ME, RULE7_CTES
 
 OUTCOMES = ("applied", "duplicate", "stale", "conflict", "unknown_refund", "invalid")
 STATUS_TARGETS = {
@@ -170,98 +171,138 @@ class IngestReport:
 
 # --- the chunk pipeline ------------------------------------------------------------------
 
-_CREATE = text(
-    "CREATE TEMP TABLE IF NOT EXISTS webhook_rows ("
-    " line integer PRIMARY KEY, transaction_id text NOT NULL, target text NOT NULL,"
-    " event_id text, occurred_at timestamptz, amount numeric(12,2), merchant_reference text,"
-    " refund_id bigint, user_id text, outcome text, reason text, round integer"
-    ") ON COMMIT DELETE ROWS"
+_CREATE = (
+    text(
+        "CREATE TEMP TABLE IF NOT EXISTS webhook_rows ("
+        " line integer NOT NULL, transaction_id text NOT NULL, target text NOT NULL,"
+        " event_id text, occurred_at timestamptz, amount numeric(12,2), merchant_reference text"
+        ") ON COMMIT DELETE ROWS"
+    ),
+    text(
+        "CREATE TEMP TABLE IF NOT EXISTS webhook_work ("
+        " line integer NOT NULL, transaction_id text NOT NULL, target text NOT NULL,"
+        " event_id text, occurred_at timestamptz, merchant_reference text, refund_id bigint,"
+        " outcome text, reason text, round integer"
+        ") ON COMMIT DELETE ROWS"
+    ),
 )
-_RESOLVE = text(
-    "UPDATE webhook_rows w SET refund_id = r.id, user_id = r.user_id"
-    " FROM refunds r WHERE r.transaction_id = w.transaction_id"
+# Everything that needs no lock, in one pass: the refund of each row, unknown ids, amounts
+# that do not match, events seen before or earlier in the chunk, and each remaining row's
+# round (its place among the chunk's rows for the same refund, in file order).
+_PREPARE = text(
+    "INSERT INTO webhook_work (line, transaction_id, target, event_id, occurred_at,"
+    " merchant_reference, refund_id, outcome, reason, round)"
+    " SELECT line, transaction_id, target, event_id, occurred_at, merchant_reference,"
+    "  refund_id, coalesce(outcome, dup_outcome), coalesce(reason, dup_reason),"
+    "  CASE WHEN outcome IS NULL AND dup_outcome IS NULL THEN row_number() OVER ("
+    "   PARTITION BY refund_id, outcome IS NULL AND dup_outcome IS NULL ORDER BY line) END"
+    " FROM (SELECT k.*,"
+    "  CASE WHEN k.outcome IS NULL AND k.event_id IS NOT NULL"
+    "   AND (k.seen OR k.first_line <> k.line) THEN 'duplicate' END AS dup_outcome,"
+    "  CASE WHEN k.seen THEN 'event ' || k.event_id || ' was ingested before'"
+    "   ELSE 'event ' || k.event_id || ' repeats line ' || k.first_line END AS dup_reason"
+    "  FROM (SELECT c.*, first_value(c.line) OVER ("
+    "    PARTITION BY c.event_id, c.outcome IS NULL ORDER BY c.line) AS first_line"
+    "   FROM (SELECT w.line, w.transaction_id, w.target, w.event_id, w.occurred_at,"
+    "     w.merchant_reference, r.id AS refund_id,"
+    "     e.event_id IS NOT NULL AS seen,"
+    "     CASE WHEN r.id IS NULL THEN 'unknown_refund'"
+    "      WHEN w.amount <> r.amount THEN 'invalid' END AS outcome,"
+    "     CASE WHEN r.id IS NULL THEN 'no refund with this refund_id'"
+    "      WHEN w.amount <> r.amount THEN"
+    "       'amount ' || w.amount || ' does not match the refund amount ' || r.amount"
+    "     END AS reason"
+    "    FROM webhook_rows w LEFT JOIN refunds r ON r.transaction_id = w.transaction_id"
+    "    LEFT JOIN webhook_events e ON e.event_id = w.event_id) AS c) AS k) AS d"
 )
-_UNKNOWN = text(
-    "UPDATE webhook_rows SET outcome = 'unknown_refund',"
-    " reason = 'no refund with this refund_id' WHERE refund_id IS NULL"
-)
-_AMOUNT_MISMATCH = text(
-    "UPDATE webhook_rows w SET outcome = 'invalid',"
-    " reason = 'amount ' || w.amount || ' does not match the refund amount ' || r.amount"
-    " FROM refunds r WHERE r.id = w.refund_id AND w.outcome IS NULL"
-    " AND w.amount IS NOT NULL AND w.amount <> r.amount"
-)
-_SEEN_EVENTS = text(
-    "UPDATE webhook_rows w SET outcome = 'duplicate', reason = CASE WHEN d.seen"
-    "  THEN 'event ' || w.event_id || ' was ingested before'"
-    "  ELSE 'event ' || w.event_id || ' repeats line ' || d.first_line END"
-    " FROM (SELECT line, first_value(line) OVER same_event AS first_line,"
-    "   row_number() OVER same_event AS n,"
-    "   EXISTS (SELECT 1 FROM webhook_events e WHERE e.event_id = webhook_rows.event_id) AS seen"
-    "  FROM webhook_rows WHERE event_id IS NOT NULL AND outcome IS NULL"
-    "  WINDOW same_event AS (PARTITION BY event_id ORDER BY line)) AS d"
-    " WHERE w.line = d.line AND (d.n > 1 OR d.seen)"
-)
-_ROUNDS = text(
-    "WITH ordered AS (SELECT line, row_number() OVER (PARTITION BY refund_id ORDER BY line) AS n"
-    " FROM webhook_rows WHERE outcome IS NULL)"
-    " UPDATE webhook_rows w SET round = o.n FROM ordered o WHERE o.line = w.line"
-    " RETURNING w.round"
-)
-_LOCK_ROUND = text(
-    "SELECT count(*) FROM (SELECT r.id FROM refunds r"
-    " WHERE r.id IN (SELECT refund_id FROM webhook_rows WHERE round = :round)"
-    " ORDER BY r.id FOR UPDATE) AS locked"
-)
-_CLASSIFY = text(
-    "UPDATE webhook_rows w SET"
-    " outcome = CASE"
-    "  WHEN w.occurred_at < r.last_event_at THEN 'stale'"
-    "  WHEN w.target = r.status OR (w.target = 'APPROVED' AND r.status = 'COMPLETED')"
-    "   THEN 'duplicate'"
-    "  WHEN r.status <> 'PENDING' THEN 'conflict'"
-    "  ELSE 'applied' END,"
-    " reason = CASE"
-    "  WHEN w.occurred_at < r.last_event_at THEN 'older than the last applied update'"
-    "  WHEN w.target = r.status OR (w.target = 'APPROVED' AND r.status = 'COMPLETED')"
-    "   THEN 'the refund is already ' || r.status"
-    "  WHEN r.status <> 'PENDING' THEN 'the refund is ' || r.status || ' already (final)'"
-    "  END"
-    " FROM refunds r WHERE r.id = w.refund_id AND w.round = :round AND w.outcome IS NULL"
-)
+_ROUNDS = text("SELECT coalesce(max(round), 0) FROM webhook_work")
+# Writers of refunds and installments wait while a chunk is applied (a fraction of a
+# second); readers never do. One table lock instead of a row lock per refund and per
+# installment: the same safety for rules 6 and 7, without writing every row twice.
+# Lock order (refunds, then installments) matches the commands', so no deadlock.
+_LOCK_TABLES = text("LOCK TABLE refunds, installments IN EXCLUSIVE MODE")
+# One round, one statement: classify each row against its (locked) refund, move the
+# refunds (an approval goes PENDING -> COMPLETED at once, applied to its plan by rule 7),
+# audit each move, record the events; returns the rows not applied and the plans and
+# users the approvals touched.
 _APPLY_ROUND = text(
-    "WITH moved AS ("
-    " UPDATE refunds r SET status = w.target, processed_at = now(), updated_at = now(),"
-    "  last_event_at = coalesce(w.occurred_at, r.last_event_at),"
-    "  merchant_reference = coalesce(w.merchant_reference, r.merchant_reference)"
-    " FROM webhook_rows w"
-    " WHERE w.refund_id = r.id AND w.round = :round AND w.outcome = 'applied'"
-    " RETURNING r.id, r.user_id, r.status, w.line, w.event_id"
+    "WITH cls AS ("  # noqa: S608 - composed of constants only
+    " SELECT o.line, o.transaction_id, o.refund_id, r.user_id, r.plan_id, r.amount, o.target,"
+    "  o.event_id, o.occurred_at, o.merchant_reference,"
+    "  CASE"
+    "   WHEN o.occurred_at < r.last_event_at THEN 'stale'"
+    "   WHEN o.target = r.status OR (o.target = 'APPROVED' AND r.status = 'COMPLETED')"
+    "    THEN 'duplicate'"
+    "   WHEN r.status <> 'PENDING' THEN 'conflict'"
+    "   ELSE 'applied' END AS outcome,"
+    "  CASE"
+    "   WHEN o.occurred_at < r.last_event_at THEN 'older than the last applied update'"
+    "   WHEN o.target = r.status OR (o.target = 'APPROVED' AND r.status = 'COMPLETED')"
+    "    THEN 'the refund is already ' || r.status"
+    "   WHEN r.status <> 'PENDING' THEN 'the refund is ' || r.status || ' already (final)'"
+    "   END AS reason"
+    " FROM webhook_work o JOIN refunds r ON r.id = o.refund_id WHERE o.round = :round"
+    "), approved AS ("
+    " SELECT refund_id AS id, user_id, plan_id, amount, line, event_id, occurred_at,"
+    f"  merchant_reference, {BEFORE_ME.replace('ORDER BY id', 'ORDER BY refund_id')} AS before_me"
+    " FROM cls WHERE outcome = 'applied' AND target = 'APPROVED'"
+    f"){RULE7_CTES}, completed AS ("
+    " UPDATE refunds r SET status = 'COMPLETED', applied_amount = s.applied,"
+    "  payout_amount = r.amount - s.applied, processed_at = now(), updated_at = now(),"
+    "  last_event_at = coalesce(s.occurred_at, r.last_event_at),"
+    "  merchant_reference = coalesce(s.merchant_reference, r.merchant_reference)"
+    " FROM settled s WHERE r.id = s.id"
+    " RETURNING r.id, r.user_id, r.status, s.line, s.event_id, jsonb_build_object("
+    "  'plan_id', r.plan_id, 'applied_amount', r.applied_amount,"
+    "  'payout_amount', r.payout_amount) AS applied"
+    "), rejected AS ("
+    " UPDATE refunds r SET status = c.target, processed_at = now(), updated_at = now(),"
+    "  last_event_at = coalesce(c.occurred_at, r.last_event_at),"
+    "  merchant_reference = coalesce(c.merchant_reference, r.merchant_reference)"
+    " FROM cls c WHERE r.id = c.refund_id AND c.outcome = 'applied' AND c.target <> 'APPROVED'"
+    " RETURNING r.id, r.user_id, r.status, c.line, c.event_id, '{}'::jsonb AS applied"
     "), audited AS ("
     " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
-    " SELECT :actor, 'refund.status_changed', 'refund', id::text, user_id, jsonb_build_object("
-    "  'from', 'PENDING', 'to', status, 'source', 'webhook', 'file_id', CAST(:file_id AS bigint),"
-    "  'line', line, 'event_id', event_id) FROM moved"
-    ") SELECT id FROM moved WHERE status = 'APPROVED'"
-)
-_RECORD_EVENTS = text(
-    "INSERT INTO webhook_events (event_id, refund_id, user_id, status, outcome, occurred_at,"
-    " file_id)"
-    " SELECT event_id, refund_id, user_id, target, outcome, occurred_at, :file_id"
-    " FROM webhook_rows"
-    " WHERE event_id IS NOT NULL AND refund_id IS NOT NULL AND outcome <> 'invalid'"
-    " ORDER BY line ON CONFLICT (event_id) DO NOTHING"
+    " SELECT :actor, 'refund.status_changed', 'refund', id::text, user_id,"
+    "  jsonb_build_object('from', 'PENDING', 'to', status, 'source', 'webhook',"
+    "   'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id) || applied"
+    " FROM (SELECT * FROM completed UNION ALL SELECT * FROM rejected) AS moved"
+    "), recorded AS ("
+    " INSERT INTO webhook_events (event_id, refund_id, user_id, status, outcome, occurred_at,"
+    "  file_id)"
+    " SELECT event_id, refund_id, user_id, target, outcome, occurred_at, :file_id FROM cls"
+    " WHERE event_id IS NOT NULL ORDER BY line ON CONFLICT (event_id) DO NOTHING"
+    ") SELECT line, transaction_id, outcome, reason, NULL AS plan_id, NULL AS user_id"
+    " FROM cls WHERE outcome <> 'applied'"
+    " UNION ALL SELECT NULL, NULL, NULL, NULL, plan_id, user_id FROM approved"
 )
 _REJECTED = text(
-    "SELECT line, transaction_id, outcome, reason FROM webhook_rows"
-    " WHERE outcome <> 'applied' ORDER BY line"
+    "SELECT line, transaction_id, outcome, reason FROM webhook_work WHERE round IS NULL"
 )
 
 
-def _copy_rows(session: Session, updates: list[WebhookUpdate]) -> None:
+@dataclass(frozen=True)
+class ParsedChunk:
+    """One chunk, parsed: its valid rows as CSV for COPY, and its invalid rows."""
+
+    copy_data: str
+    valid: int
+    invalid: list[Rejected]
+
+
+def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    for update in updates:
+    valid = 0
+    invalid: list[Rejected] = []
+    for row in chunk:
+        try:
+            update = parse_update(row)
+        except InvalidInput as exc:
+            key = str(row.fields.get("refund_id") or "")[:100]
+            invalid.append(Rejected(row.line, key, "invalid", exc.message))
+            continue
+        valid += 1
         writer.writerow(
             (
                 update.line,
@@ -273,46 +314,60 @@ def _copy_rows(session: Session, updates: list[WebhookUpdate]) -> None:
                 update.merchant_reference,
             )
         )
-    buffer.seek(0)
+    return ParsedChunk(buffer.getvalue(), valid, invalid)
+
+
+def _copy_rows(session: Session, copy_data: str) -> None:
     connection = session.connection().connection.driver_connection
     assert connection is not None  # noqa: S101 - a live session always has one
     with connection.cursor() as cursor:
         cursor.copy_expert(
             f"COPY webhook_rows ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
-            buffer,
+            io.StringIO(copy_data),
         )
 
 
 def process_chunk(
-    session: Session, updates: list[WebhookUpdate], *, file_id: int | None, actor: str
+    session: Session,
+    chunk: ParsedChunk,
+    *,
+    file_id: int | None,
+    actor: str,
+    lock: bool = True,
 ) -> list[tuple[int, str, str, str | None]]:
     """Classify and apply one chunk; returns the rows not applied (line, ref, outcome, reason)
-    and leaves the applied count to the caller (``len(updates)`` minus those)."""
-    from bnplctl.services.refunds import apply_refunds
+    and leaves the applied count to the caller (``chunk.valid`` minus those).
 
-    session.execute(_CREATE)
-    session.execute(text("TRUNCATE webhook_rows"))
-    if not updates:
-        return []
-    _copy_rows(session, updates)
-    for statement in (_RESOLVE, _UNKNOWN, _AMOUNT_MISMATCH, _SEEN_EVENTS):
+    ``lock=False`` (a dry run, rolled back) leaves concurrent writers to the row locks.
+    """
+    from bnplctl.services.refunds import settle_plans_and_users
+
+    for statement in _CREATE:
         session.execute(statement)
-    rounds = max((row[0] for row in session.execute(_ROUNDS)), default=0)
-    for round_number in range(1, rounds + 1):
-        session.execute(_LOCK_ROUND, {"round": round_number})
-        session.execute(_CLASSIFY, {"round": round_number})
-        approved = [
-            int(row[0])
-            for row in session.execute(
-                _APPLY_ROUND, {"round": round_number, "actor": actor, "file_id": file_id}
-            )
-        ]
-        apply_refunds(session, approved, actor=actor)
-    session.execute(_RECORD_EVENTS, {"file_id": file_id})
-    return [
+    session.execute(text("TRUNCATE webhook_rows, webhook_work"))
+    if not chunk.valid:
+        return []
+    _copy_rows(session, chunk.copy_data)
+    session.execute(_PREPARE)
+    session.execute(text("ANALYZE webhook_work"))
+    rejected = [
         (int(row.line), str(row.transaction_id), str(row.outcome), row.reason)
         for row in session.execute(_REJECTED)
     ]
+    rounds = int(session.execute(_ROUNDS).scalar_one())
+    if rounds and lock:
+        session.execute(_LOCK_TABLES)
+    for round_number in range(1, rounds + 1):
+        touched: list[tuple[int | None, str]] = []
+        for row in session.execute(
+            _APPLY_ROUND, {"round": round_number, "actor": actor, "file_id": file_id}
+        ):
+            if row.outcome is None:
+                touched.append((row.plan_id, str(row.user_id)))
+            else:
+                rejected.append((int(row.line), str(row.transaction_id), row.outcome, row.reason))
+        settle_plans_and_users(session, touched, actor=actor)
+    return sorted(rejected)
 
 
 # --- one file, start to end --------------------------------------------------------------
@@ -332,13 +387,14 @@ def ingest_stream(
 
     file_report = IngestReport(sink=None)
     file_id = None if dry_run else _start_file(name, actor)
+    chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))
     if dry_run:
         with session_scope() as session:
-            for chunk in chunked(rows, CHUNK_ROWS):
-                _run_chunk(session, chunk, None, actor, (report, file_report))
+            for chunk in chunks:
+                _run_chunk(session, chunk, None, actor, (report, file_report), lock=False)
             session.rollback()
     else:
-        for chunk in chunked(rows, CHUNK_ROWS):
+        for chunk in chunks:
             with session_scope() as session:
                 _run_chunk(session, chunk, file_id, actor, (report, file_report))
     summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
@@ -375,29 +431,23 @@ def ingest_files(
 
 def _run_chunk(
     session: Session,
-    chunk: list[RawRow],
+    chunk: ParsedChunk,
     file_id: int | None,
     actor: str,
     reports: tuple[IngestReport, ...],
+    *,
+    lock: bool = True,
 ) -> None:
-    valid: list[WebhookUpdate] = []
-    invalid: list[Rejected] = []
-    for row in chunk:
-        try:
-            valid.append(parse_update(row))
-        except InvalidInput as exc:
-            key = str(row.fields.get("refund_id") or "")[:100]
-            invalid.append(Rejected(row.line, key, "invalid", exc.message))
     rejected = [
         Rejected(line, key, outcome, reason or "")
         for line, key, outcome, reason in process_chunk(
-            session, valid, file_id=file_id, actor=actor
+            session, chunk, file_id=file_id, actor=actor, lock=lock
         )
     ]
     for report in reports:
-        for _ in range(len(valid) - len(rejected)):
+        for _ in range(chunk.valid - len(rejected)):
             report.add("applied")
-        for item in sorted(invalid + rejected, key=lambda r: r.line):
+        for item in sorted(chunk.invalid + rejected, key=lambda r: r.line):
             report.add(item.outcome, item)
 
 

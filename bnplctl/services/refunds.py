@@ -143,17 +143,17 @@ _LOCK_UNPAID = text(
     " ORDER BY i.id FOR UPDATE OF i"
 )
 
-# Rule 7 for many refunds at once. Per plan, the approved refunds (in id order) share
-# the plan's unpaid balance: each installment, from the last one backwards, is cut by
-# what the refunds still have left after the later installments; what no installment
-# takes is paid out. Sibling CTEs read the state before the UPDATEs.
-_APPLY = text(
-    "WITH approved AS ("
-    " SELECT id, user_id, plan_id, amount,"
-    "  coalesce(sum(amount) OVER (PARTITION BY plan_id ORDER BY id"
-    "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before_me"
-    " FROM refunds WHERE id = ANY(:ids) AND status = 'APPROVED'"
-    "), per_plan AS ("
+# Rule 7 for many refunds at once, as CTEs that follow a CTE ``approved`` with at least
+# (id, user_id, plan_id, amount, before_me), ``before_me`` being what the plan's earlier
+# approved refunds take first. Per plan, the approved refunds share the plan's unpaid
+# balance: each installment, from the last one backwards, is cut by what the refunds
+# still have left after the later installments; ``settled`` is each ``approved`` row
+# with what it ``applied``; what no installment takes is paid out. Sibling CTEs read
+# the state before the UPDATE. ``refunds approve`` and a webhook file of thousands of
+# approvals share these statements. (Correlated sums, not joins of CTEs: the planner
+# cannot estimate a CTE's rows and would loop over them.)
+RULE7_CTES = (
+    ", per_plan AS ("
     " SELECT plan_id, sum(amount) AS refunded FROM approved"
     " WHERE plan_id IS NOT NULL GROUP BY plan_id"
     "), unpaid AS ("
@@ -169,11 +169,22 @@ _APPLY = text(
     "  paid_at = CASE WHEN i.amount_due = c.cut THEN now() ELSE i.paid_at END"
     " FROM cuts c WHERE i.id = c.id AND c.cut > 0 RETURNING i.id"
     "), settled AS ("
-    " SELECT a.id, least(a.amount, greatest(coalesce(("
+    " SELECT a.*, least(a.amount, greatest(coalesce(("
     "   SELECT sum(i.amount_due) FROM installments i"
     "   WHERE i.plan_id = a.plan_id AND i.status <> 'PAID'), 0) - a.before_me, 0)) AS applied"
     " FROM approved a"
-    "), completed AS ("
+    ")"
+)
+# What an approved refund's plan has taken before it: the refunds approved with it, in id order.
+BEFORE_ME = (
+    "coalesce(sum(amount) OVER (PARTITION BY plan_id ORDER BY id"
+    " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)"
+)
+_APPLY = text(
+    "WITH approved AS ("  # noqa: S608 - composed of this module's constants only
+    f" SELECT id, user_id, plan_id, amount, {BEFORE_ME} AS before_me"
+    " FROM refunds WHERE id = ANY(:ids) AND status = 'APPROVED'"
+    f"){RULE7_CTES}, completed AS ("
     " UPDATE refunds r SET status = 'COMPLETED', applied_amount = s.applied,"
     "  payout_amount = r.amount - s.applied, processed_at = now(), updated_at = now()"
     " FROM settled s WHERE r.id = s.id"
@@ -193,9 +204,16 @@ def apply_refunds(session: Session, refund_ids: list[int], *, actor: str) -> Non
         return
     session.execute(_LOCK_UNPAID, {"ids": refund_ids})
     applied = session.execute(_APPLY, {"ids": refund_ids, "actor": actor}).all()
-    plan_ids = sorted({int(row.plan_id) for row in applied if row.plan_id is not None})
+    settle_plans_and_users(session, [(row.plan_id, row.user_id) for row in applied], actor=actor)
+
+
+def settle_plans_and_users(
+    session: Session, touched: list[tuple[int | None, str]], *, actor: str
+) -> None:
+    """Rule 4 after refunds were applied: (plan_id, user_id) pairs they touched."""
+    plan_ids = sorted({int(plan_id) for plan_id, _ in touched if plan_id is not None})
     complete_paid_plans(session, plan_ids, actor=actor)
-    restore_cleared_users(session, sorted({str(row.user_id) for row in applied}), actor=actor)
+    restore_cleared_users(session, sorted({str(user_id) for _, user_id in touched}), actor=actor)
 
 
 def list_refunds(
