@@ -166,3 +166,39 @@ def test_parallel_cli_processes_with_one_key(cli: Cli, engine: Engine, attempts:
     assert [process.returncode for process in processes] == [0] * attempts, outputs
     assert len({stdout for stdout, _ in outputs}) == 1, outputs
     assert row_counts(engine)["plans"] == 1
+
+
+def test_an_ingest_waits_for_a_refund_in_flight_and_sees_its_outcome(
+    cli: Cli, engine: Engine, tmp_path: Any
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    assert cli(*add_args(JOHN)).exit_code == 0
+    plan = json.loads(
+        cli("plans", "create", "--user", "usr-001", "--amount", "300", "-o", "json").stdout
+    )
+    cli("refunds", "create", "--user", "usr-001", "--transaction-id", "R-1",
+        "--amount", "50", "--plan", str(plan["id"]))  # fmt: skip
+    source = tmp_path / "late.csv"
+    source.write_text("refund_id,status,merchant_reference\nR-1,approved,M\n")
+    command = [sys.executable, "-m", "bnplctl", "webhooks", "ingest", str(source), "-o", "json"]
+    with engine.connect() as holder, engine.connect() as observer:
+        # A back-office rejection in flight holds the refund's row.
+        holder.execute(text("SELECT id FROM refunds WHERE transaction_id = 'R-1' FOR UPDATE"))
+        ingest = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        _wait_until_blocked(observer)
+        holder.execute(text("UPDATE refunds SET status = 'REJECTED' WHERE transaction_id = 'R-1'"))
+        holder.commit()
+    stdout, stderr = ingest.communicate(timeout=60)
+
+    assert ingest.returncode == 5, stderr
+    summary = json.loads(stdout)
+    assert (summary["applied"], summary["conflict"]) == (0, 1)
+    with engine.connect() as connection:
+        due = connection.execute(text("SELECT sum(amount_due) FROM installments")).scalar_one()
+        status = connection.execute(text("SELECT status FROM refunds")).scalar_one()
+    assert (status, due) == ("REJECTED", Decimal("300.00"))

@@ -386,3 +386,74 @@ def test_any_bytes_through_the_hashing_reader(content: bytes) -> None:
         pass
     stream.read()
     assert reader.size == len(content)
+
+
+@pytest.mark.parametrize(
+    ("amount", "plan_status", "user_status"),
+    [
+        ("300", "COMPLETED", "NORMAL"),  # every installment paid off, the OVERDUE one too
+        ("200", "ACTIVE", "DEBT_USER"),  # the last two paid off; the OVERDUE first one stays
+    ],
+)
+def test_an_approval_pays_off_installments_then_rule_4(
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    amount: str,
+    plan_status: str,
+    user_status: str,
+) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    plan = json.loads(
+        cli("plans", "create", "--user", "usr-001", "--amount", "300", "-o", "json").stdout
+    )
+    cli("refunds", "create", "--user", "usr-001", "--transaction-id", "BIG",
+        "--amount", amount, "--plan", str(plan["id"]))  # fmt: skip
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE installments SET status = 'OVERDUE' WHERE sequence = 1"))
+        connection.execute(text("UPDATE users SET status = 'DEBT_USER' WHERE user_id = 'usr-001'"))
+    source = tmp_path / "one.csv"
+    source.write_text(HEADER + "BIG,approved,M,e-big,2025-08-15T10:00:00Z,\n")
+
+    assert cli("webhooks", "ingest", str(source)).exit_code == 0
+    with engine.connect() as connection:
+        plan_now = connection.execute(text("SELECT status FROM plans")).scalar_one()
+        user_now = connection.execute(text("SELECT status FROM users")).scalar_one()
+        actions = sorted(
+            row[0]
+            for row in connection.execute(
+                text("SELECT action FROM audit_events WHERE entity IN ('plan', 'user')")
+            )
+            if row[0] != "plan.created" and row[0] != "user.created"
+        )
+    assert (plan_now, user_now) == (plan_status, user_status)
+    expected = ["plan.completed", "user.status_changed"] if plan_status == "COMPLETED" else []
+    assert actions == expected
+
+
+def test_the_event_log_has_no_foreign_keys_and_records_each_event_once(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    source = tmp_path / "updates.csv"
+    source.write_text(_as_csv())
+    cli("webhooks", "ingest", str(source))
+    with engine.connect() as connection:
+        events = dict(
+            connection.execute(text("SELECT event_id, outcome FROM webhook_events")).all()
+        )
+        foreign_keys = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_constraint"
+                " WHERE conrelid = 'webhook_events'::regclass AND contype = 'f'"
+            )
+        ).scalar_one()
+    # Events of known refunds, classified under lock, once each; not the unknown or invalid.
+    assert events == {
+        "evt-1": "applied",
+        "evt-2": "duplicate",
+        "evt-3": "applied",
+        "evt-4": "conflict",
+        "evt-5": "applied",
+        "evt-6": "stale",
+    }
+    assert foreign_keys == 0

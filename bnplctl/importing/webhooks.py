@@ -215,6 +215,11 @@ _PREPARE = text(
     "    FROM webhook_rows w LEFT JOIN refunds r ON r.transaction_id = w.transaction_id"
     "    LEFT JOIN webhook_events e ON e.event_id = w.event_id) AS c) AS k) AS d"
 )
+# A chunk joins a few thousand rows to tables that grow without bound (refunds, the
+# event log). Without statistics on the temporary tables, and with the event log
+# growing during the ingest, the planner would hash whole tables for every chunk;
+# index lookups keep a chunk's cost independent of the tables' sizes.
+_INDEX_LOOKUPS_ONLY = text("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
 _ROUNDS = text("SELECT coalesce(max(round), 0) FROM webhook_work")
 # Writers of refunds and installments wait while a chunk is applied (a fraction of a
 # second); readers never do. One table lock instead of a row lock per refund and per
@@ -223,8 +228,8 @@ _ROUNDS = text("SELECT coalesce(max(round), 0) FROM webhook_work")
 _LOCK_TABLES = text("LOCK TABLE refunds, installments IN EXCLUSIVE MODE")
 # One round, one statement: classify each row against its (locked) refund, move the
 # refunds (an approval goes PENDING -> COMPLETED at once, applied to its plan by rule 7),
-# audit each move, record the events; returns the rows not applied and the plans and
-# users the approvals touched.
+# audit each move, record the events; returns the rows not applied and what the
+# approvals paid off (``paid_off``: plans, and owners of formerly OVERDUE installments).
 _APPLY_ROUND = text(
     "WITH cls AS ("  # noqa: S608 - composed of constants only
     " SELECT o.line, o.transaction_id, o.refund_id, r.user_id, r.plan_id, r.amount, o.target,"
@@ -274,7 +279,7 @@ _APPLY_ROUND = text(
     " WHERE event_id IS NOT NULL ORDER BY line ON CONFLICT (event_id) DO NOTHING"
     ") SELECT line, transaction_id, outcome, reason, NULL AS plan_id, NULL AS user_id"
     " FROM cls WHERE outcome <> 'applied'"
-    " UNION ALL SELECT NULL, NULL, NULL, NULL, plan_id, user_id FROM approved"
+    " UNION ALL SELECT NULL, NULL, NULL, NULL, plan_id, user_id FROM paid_off"
 )
 _REJECTED = text(
     "SELECT line, transaction_id, outcome, reason FROM webhook_work WHERE round IS NULL"
@@ -324,6 +329,7 @@ def _copy_rows(session: Session, copy_data: str) -> None:
         cursor.copy_expert(
             f"COPY webhook_rows ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
             io.StringIO(copy_data),
+            size=1 << 20,
         )
 
 
@@ -348,8 +354,8 @@ def process_chunk(
     if not chunk.valid:
         return []
     _copy_rows(session, chunk.copy_data)
+    session.execute(_INDEX_LOOKUPS_ONLY)
     session.execute(_PREPARE)
-    session.execute(text("ANALYZE webhook_work"))
     rejected = [
         (int(row.line), str(row.transaction_id), str(row.outcome), row.reason)
         for row in session.execute(_REJECTED)
@@ -358,15 +364,15 @@ def process_chunk(
     if rounds and lock:
         session.execute(_LOCK_TABLES)
     for round_number in range(1, rounds + 1):
-        touched: list[tuple[int | None, str]] = []
+        paid_off: list[tuple[int, str | None]] = []
         for row in session.execute(
             _APPLY_ROUND, {"round": round_number, "actor": actor, "file_id": file_id}
         ):
             if row.outcome is None:
-                touched.append((row.plan_id, str(row.user_id)))
+                paid_off.append((int(row.plan_id), row.user_id))
             else:
                 rejected.append((int(row.line), str(row.transaction_id), row.outcome, row.reason))
-        settle_plans_and_users(session, touched, actor=actor)
+        settle_plans_and_users(session, paid_off, actor=actor)
     return sorted(rejected)
 
 

@@ -150,14 +150,16 @@ _LOCK_UNPAID = text(
 # still have left after the later installments; ``settled`` is each ``approved`` row
 # with what it ``applied``; what no installment takes is paid out. Sibling CTEs read
 # the state before the UPDATE. ``refunds approve`` and a webhook file of thousands of
-# approvals share these statements. (Correlated sums, not joins of CTEs: the planner
-# cannot estimate a CTE's rows and would loop over them.)
+# approvals share these statements. ``paid_off`` names the plans with an installment
+# cut to zero, and the owners of such installments that were OVERDUE: only they can
+# change under rule 4. (Correlated sums, not joins of CTEs: the planner cannot
+# estimate a CTE's rows and would loop over them.)
 RULE7_CTES = (
     ", per_plan AS ("
     " SELECT plan_id, sum(amount) AS refunded FROM approved"
     " WHERE plan_id IS NOT NULL GROUP BY plan_id"
     "), unpaid AS ("
-    " SELECT i.id, i.plan_id, i.amount_due, p.refunded,"
+    " SELECT i.id, i.plan_id, i.user_id, i.status, i.amount_due, p.refunded,"
     "  coalesce(sum(i.amount_due) OVER (PARTITION BY i.plan_id ORDER BY i.sequence DESC"
     "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS later"
     " FROM installments i JOIN per_plan p ON p.plan_id = i.plan_id WHERE i.status <> 'PAID'"
@@ -168,7 +170,10 @@ RULE7_CTES = (
     "  status = CASE WHEN i.amount_due = c.cut THEN 'PAID' ELSE i.status END,"
     "  paid_at = CASE WHEN i.amount_due = c.cut THEN now() ELSE i.paid_at END"
     " FROM cuts c WHERE i.id = c.id AND c.cut > 0 RETURNING i.id"
-    "), settled AS ("
+    "), paid_off AS ("
+    " SELECT DISTINCT plan_id, CASE WHEN status = 'OVERDUE' THEN user_id END AS user_id"
+    " FROM unpaid WHERE refunded - later >= amount_due"
+    "), settled AS MATERIALIZED ("
     " SELECT a.*, least(a.amount, greatest(coalesce(("
     "   SELECT sum(i.amount_due) FROM installments i"
     "   WHERE i.plan_id = a.plan_id AND i.status <> 'PAID'), 0) - a.before_me, 0)) AS applied"
@@ -194,7 +199,7 @@ _APPLY = text(
     " SELECT :actor, 'refund.applied', 'refund', id::text, user_id, jsonb_build_object("
     "  'plan_id', plan_id, 'applied_amount', applied_amount, 'payout_amount', payout_amount)"
     " FROM completed"
-    ") SELECT id, user_id, plan_id FROM completed"
+    ") SELECT plan_id, user_id FROM paid_off"
 )
 
 
@@ -203,17 +208,17 @@ def apply_refunds(session: Session, refund_ids: list[int], *, actor: str) -> Non
     if not refund_ids:
         return
     session.execute(_LOCK_UNPAID, {"ids": refund_ids})
-    applied = session.execute(_APPLY, {"ids": refund_ids, "actor": actor}).all()
-    settle_plans_and_users(session, [(row.plan_id, row.user_id) for row in applied], actor=actor)
+    paid_off = session.execute(_APPLY, {"ids": refund_ids, "actor": actor}).all()
+    settle_plans_and_users(session, [(row.plan_id, row.user_id) for row in paid_off], actor=actor)
 
 
 def settle_plans_and_users(
-    session: Session, touched: list[tuple[int | None, str]], *, actor: str
+    session: Session, paid_off: list[tuple[int, str | None]], *, actor: str
 ) -> None:
-    """Rule 4 after refunds were applied: (plan_id, user_id) pairs they touched."""
-    plan_ids = sorted({int(plan_id) for plan_id, _ in touched if plan_id is not None})
-    complete_paid_plans(session, plan_ids, actor=actor)
-    restore_cleared_users(session, sorted({str(user_id) for _, user_id in touched}), actor=actor)
+    """Rule 4 after refunds paid installments off: (plan_id, owner if it was OVERDUE)."""
+    complete_paid_plans(session, sorted({int(plan_id) for plan_id, _ in paid_off}), actor=actor)
+    owners = sorted({str(user_id) for _, user_id in paid_off if user_id is not None})
+    restore_cleared_users(session, owners, actor=actor)
 
 
 def list_refunds(
