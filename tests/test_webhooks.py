@@ -166,6 +166,8 @@ def test_dry_run_reports_without_writing(
     assert _summary(result) == EXPECTED
     assert json.loads(result.stdout)["dry_run"] is True
     assert _state(engine) == state and row_counts(engine) == counts
+    # The real run after it (same process, same pooled connection) reports the same.
+    assert _summary(cli("webhooks", "ingest", str(source), "-o", "json")) == EXPECTED
 
 
 def test_files_are_recorded_with_checksum_and_counts(

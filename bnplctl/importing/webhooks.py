@@ -171,26 +171,27 @@ class IngestReport:
 
 # --- the chunk pipeline ------------------------------------------------------------------
 
-_CREATE = (
-    text(
-        "CREATE TEMP TABLE IF NOT EXISTS webhook_rows ("
-        " line integer NOT NULL, transaction_id text NOT NULL, target text NOT NULL,"
-        " event_id text, occurred_at timestamptz, amount numeric(12,2), merchant_reference text"
-        ") ON COMMIT DELETE ROWS"
-    ),
-    text(
-        "CREATE TEMP TABLE IF NOT EXISTS webhook_work ("
-        " line integer NOT NULL, transaction_id text NOT NULL, target text NOT NULL,"
-        " event_id text, occurred_at timestamptz, merchant_reference text, refund_id bigint,"
-        " outcome text, reason text, round integer"
-        ") ON COMMIT DELETE ROWS"
-    ),
+# Each chunk starts here, in one round trip: the temporary tables (emptied at commit; a
+# dry run's chunks share one transaction, so they are emptied here too) and the planner
+# settings of the chunk's transaction (below).
+_BEGIN_CHUNK = (
+    "CREATE TEMP TABLE IF NOT EXISTS webhook_rows ("
+    " line integer NOT NULL, transaction_id text NOT NULL, target text NOT NULL,"
+    " event_id text, occurred_at timestamptz, amount numeric(12,2), merchant_reference text"
+    ") ON COMMIT DELETE ROWS;"
+    " CREATE TEMP TABLE IF NOT EXISTS webhook_work ("
+    " line integer NOT NULL, transaction_id text NOT NULL, target text NOT NULL,"
+    " event_id text, occurred_at timestamptz, merchant_reference text, refund_id bigint,"
+    " outcome text, reason text, round integer"
+    ") ON COMMIT DELETE ROWS;"
+    " TRUNCATE webhook_rows, webhook_work;"
 )
 # Everything that needs no lock, in one pass: the refund of each row, unknown ids, amounts
 # that do not match, events seen before or earlier in the chunk, and each remaining row's
 # round (its place among the chunk's rows for the same refund, in file order).
 _PREPARE = text(
-    "INSERT INTO webhook_work (line, transaction_id, target, event_id, occurred_at,"
+    "WITH prepared AS (INSERT INTO webhook_work (line, transaction_id, target, event_id,"
+    " occurred_at,"
     " merchant_reference, refund_id, outcome, reason, round)"
     " SELECT line, transaction_id, target, event_id, occurred_at, merchant_reference,"
     "  refund_id, coalesce(outcome, dup_outcome), coalesce(reason, dup_reason),"
@@ -214,13 +215,16 @@ _PREPARE = text(
     "     END AS reason"
     "    FROM webhook_rows w LEFT JOIN refunds r ON r.transaction_id = w.transaction_id"
     "    LEFT JOIN webhook_events e ON e.event_id = w.event_id) AS c) AS k) AS d"
+    " RETURNING line, transaction_id, outcome, reason, round"
+    ") SELECT line, transaction_id, outcome, reason, NULL AS rounds FROM prepared"
+    " WHERE round IS NULL"
+    " UNION ALL SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0) FROM prepared"
 )
 # A chunk joins a few thousand rows to tables that grow without bound (refunds, the
 # event log). Without statistics on the temporary tables, and with the event log
 # growing during the ingest, the planner would hash whole tables for every chunk;
 # index lookups keep a chunk's cost independent of the tables' sizes.
-_INDEX_LOOKUPS_ONLY = text("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-_ROUNDS = text("SELECT coalesce(max(round), 0) FROM webhook_work")
+_INDEX_LOOKUPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
 # Writers of refunds and installments wait while a chunk is applied (a fraction of a
 # second); readers never do. One table lock instead of a row lock per refund and per
 # installment: the same safety for rules 6 and 7, without writing every row twice.
@@ -280,9 +284,6 @@ _APPLY_ROUND = text(
     ") SELECT line, transaction_id, outcome, reason, NULL AS plan_id, NULL AS user_id"
     " FROM cls WHERE outcome <> 'applied'"
     " UNION ALL SELECT NULL, NULL, NULL, NULL, plan_id, user_id FROM paid_off"
-)
-_REJECTED = text(
-    "SELECT line, transaction_id, outcome, reason FROM webhook_work WHERE round IS NULL"
 )
 
 
@@ -348,19 +349,17 @@ def process_chunk(
     """
     from bnplctl.services.refunds import settle_plans_and_users
 
-    for statement in _CREATE:
-        session.execute(statement)
-    session.execute(text("TRUNCATE webhook_rows, webhook_work"))
+    session.execute(text(_BEGIN_CHUNK + _INDEX_LOOKUPS_ONLY))
     if not chunk.valid:
         return []
     _copy_rows(session, chunk.copy_data)
-    session.execute(_INDEX_LOOKUPS_ONLY)
-    session.execute(_PREPARE)
-    rejected = [
-        (int(row.line), str(row.transaction_id), str(row.outcome), row.reason)
-        for row in session.execute(_REJECTED)
-    ]
-    rounds = int(session.execute(_ROUNDS).scalar_one())
+    rejected: list[tuple[int, str, str, str | None]] = []
+    rounds = 0
+    for row in session.execute(_PREPARE):
+        if row.line is None:
+            rounds = int(row.rounds)
+        else:
+            rejected.append((int(row.line), str(row.transaction_id), str(row.outcome), row.reason))
     if rounds and lock:
         session.execute(_LOCK_TABLES)
     for round_number in range(1, rounds + 1):
