@@ -139,6 +139,17 @@ def bulk_setup(engine: Engine, users: int) -> None:
         connection.execute(text("ANALYZE"))
 
 
+def settle(engine: Engine) -> None:
+    """Start a timed step without another step's dirty pages: CHECKPOINT where allowed."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("CHECKPOINT"))
+    except DBAPIError:  # needs superuser or pg_checkpoint; the figures are noisier without
+        pass
+
+
 def reference_sweep(engine: Engine, cutoff: date) -> float:
     """The two plain UPDATEs, one transaction, on identical copies of the tables."""
     with engine.begin() as connection:
@@ -149,6 +160,7 @@ def reference_sweep(engine: Engine, cutoff: date) -> float:
             )
             connection.execute(text(f"INSERT INTO ref_{table} SELECT * FROM {table}"))  # noqa: S608
         connection.execute(text("ANALYZE ref_users, ref_installments"))
+    settle(engine)
     with engine.begin() as connection:
         started = time.perf_counter()
         connection.execute(
@@ -174,6 +186,7 @@ def reference_ingest(engine: Engine, webhook_file: Path) -> float:
         connection.execute(text("CREATE TABLE ref_refunds (LIKE refunds INCLUDING ALL)"))
         connection.execute(text("INSERT INTO ref_refunds SELECT * FROM refunds"))
         connection.execute(text("ANALYZE ref_refunds"))
+    settle(engine)
     raw = engine.raw_connection()
     try:
         started = time.perf_counter()
@@ -192,6 +205,75 @@ def reference_ingest(engine: Engine, webhook_file: Path) -> float:
         return time.perf_counter() - started
     finally:
         raw.close()
+
+
+def reference_ingest_writes(engine: Engine, webhook_file: Path) -> float:
+    """The durable writes the ingest must make, as plain SQL on copies of the tables.
+
+    Not a target's reference (that is ``reference_ingest``): the floor of what the ingest
+    writes, for reading the product's own overhead. COPY, then in one transaction: the
+    refunds move (approvals to COMPLETED with applied and payout amounts), each
+    approval cuts its plan's last installment (the workload's refunds are smaller than
+    one installment), one audit row per moved refund, one event-log row per event.
+    No validation, no classification, no locks.
+    """
+    with engine.begin() as connection:
+        for table in ("refunds", "installments", "audit_events", "webhook_events"):
+            connection.execute(text(f"DROP TABLE IF EXISTS refw_{table}"))
+            connection.execute(
+                text(f"CREATE TABLE refw_{table} (LIKE {table} INCLUDING ALL)")  # noqa: S608
+            )
+        for table in ("refunds", "installments"):
+            connection.execute(text(f"INSERT INTO refw_{table} SELECT * FROM {table}"))  # noqa: S608
+        connection.execute(text("ANALYZE refw_refunds, refw_installments"))
+    settle(engine)
+    raw = engine.raw_connection()
+    try:
+        started = time.perf_counter()
+        with raw.cursor() as cursor, webhook_file.open() as handle:
+            cursor.execute(
+                "CREATE TEMP TABLE refw_rows (refund_id text, status text, merchant_reference"
+                " text, event_id text, occurred_at timestamptz) ON COMMIT DROP"
+            )
+            cursor.copy_expert("COPY refw_rows FROM STDIN WITH (FORMAT csv, HEADER)", handle)
+            cursor.execute(
+                "CREATE TEMP TABLE refw_moved ON COMMIT DROP AS WITH moved AS ("
+                " UPDATE refw_refunds r SET status = CASE w.status WHEN 'approved'"
+                "  THEN 'COMPLETED' ELSE 'REJECTED' END,"
+                "  applied_amount = CASE w.status WHEN 'approved' THEN r.amount END,"
+                "  payout_amount = CASE w.status WHEN 'approved' THEN 0 END,"
+                "  last_event_at = w.occurred_at, merchant_reference = w.merchant_reference,"
+                "  processed_at = now(), updated_at = now()"
+                " FROM (SELECT DISTINCT ON (refund_id) * FROM refw_rows) w"
+                " WHERE w.refund_id = r.transaction_id AND r.status = 'PENDING'"
+                " RETURNING r.id, r.user_id, r.plan_id, r.amount, r.status, w.event_id)"
+                " SELECT * FROM moved"
+            )
+            cursor.execute(
+                "UPDATE refw_installments i SET amount_due = i.amount_due - m.amount"
+                " FROM refw_moved m WHERE m.status = 'COMPLETED' AND i.plan_id = m.plan_id"
+                " AND i.sequence = 3"
+            )
+            cursor.execute(
+                "INSERT INTO refw_audit_events (actor, action, entity, entity_id, user_id,"
+                " details) SELECT 'bench', 'refund.status_changed', 'refund', id::text,"
+                " user_id, jsonb_build_object('from', 'PENDING', 'to', status, 'event_id',"
+                " event_id, 'plan_id', plan_id, 'applied_amount', amount) FROM refw_moved"
+            )
+            cursor.execute(
+                "INSERT INTO refw_webhook_events (event_id, refund_id, user_id, status,"
+                " outcome, occurred_at) SELECT w.event_id, r.id, r.user_id, w.status,"
+                " 'applied', w.occurred_at FROM refw_rows w"
+                " JOIN refw_refunds r ON r.transaction_id = w.refund_id"
+                " WHERE w.event_id IS NOT NULL ON CONFLICT (event_id) DO NOTHING"
+            )
+        raw.commit()
+        return time.perf_counter() - started
+    finally:
+        raw.close()
+        with engine.begin() as connection:
+            for table in ("refunds", "installments", "audit_events", "webhook_events"):
+                connection.execute(text(f"DROP TABLE IF EXISTS refw_{table}"))
 
 
 def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float]:
@@ -249,6 +331,7 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
         bulk_setup(engine, users)
         cutoff = AS_OF
         sweep_reference = reference_sweep(engine, cutoff)
+        settle(engine)
         swept = measured(
             [*bnplctl, "debt", "sweep", "--as-of", AS_OF.isoformat(), "-o", "json"], env
         )
@@ -257,6 +340,8 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
         webhook_file = workdir / "webhooks.csv"
         webhook_rows = write_webhooks(webhook_file, users, users)
         ingest_reference = reference_ingest(engine, webhook_file)
+        ingest_writes = reference_ingest_writes(engine, webhook_file)
+        settle(engine)
         ingested = measured([*bnplctl, "webhooks", "ingest", str(webhook_file), "-o", "json"], env)
 
         latencies = debt_show_latencies(url, users)
@@ -295,6 +380,8 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
             "reference_seconds": round(ingest_reference, 3),
             "ratio": round(ingested["seconds"] / ingest_reference, 2),
             "peak_rss_mb": round(ingested["peak_kb"] / 1024, 1),
+            "writes_reference_seconds": round(ingest_writes, 3),
+            "writes_ratio": round(ingested["seconds"] / ingest_writes, 2),
         },
         "debt_show": {
             "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),

@@ -11,9 +11,10 @@ import hmac
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,15 +41,100 @@ def normalize_phone(raw: str) -> str:
     cleaned = _PHONE_SEPARATORS.sub("", raw.strip())
     if not cleaned.startswith("+"):
         raise InvalidInput("phone: must be in international format, starting with +")
-    parsed = _parse_canonical(cleaned)
-    if parsed is None:
-        try:
-            parsed = phonenumbers.parse(cleaned, None)
-        except phonenumbers.NumberParseException:
-            raise InvalidInput("phone: not a phone number") from None
+    canonical = _parse_canonical(cleaned)
+    if canonical is not None:
+        validator = _national_validator(canonical.country_code)
+        national = str(canonical.national_number)
+        verdict = validator(national) if validator is not None else None
+        if verdict is False:
+            raise InvalidInput("phone: not a valid number for its country")
+        if verdict:
+            return f"+{canonical.country_code}{national}"
+    # Undecided above (several regions share the code, or parsing may rewrite the number).
+    try:
+        parsed = phonenumbers.parse(cleaned, None)
+    except phonenumbers.NumberParseException:
+        raise InvalidInput("phone: not a phone number") from None
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidInput("phone: not a valid number for its country")
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+@cache
+def _national_validator(country_code: int) -> Callable[[str], bool | None] | None:
+    """``phonenumbers.is_valid_number`` for the national numbers of a calling code that
+    belongs to exactly one geographic region, with its patterns compiled once.
+
+    The validator answers None for a number the library would rewrite while parsing
+    (one that starts with the region's national prefix for parsing): those keep the
+    library's own path.
+
+    The library's test: the number matches the region's general description, then the
+    description of at least one number type, where a description whose possible lengths
+    exclude the number's length does not match. Here the type patterns are grouped by
+    length into one alternation each, so a number costs two regular-expression matches.
+    Other calling codes (shared by several regions, or non-geographic) return None and
+    keep the library's own path. Property-tested against the library.
+    """
+    import phonenumbers
+    from phonenumbers.phonemetadata import PhoneMetadata
+
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
+    if len(regions) != 1 or regions[0] == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
+        return None
+    metadata = PhoneMetadata.metadata_for_region(regions[0])
+    if metadata is None:
+        return None
+
+    def described(desc: Any) -> tuple[frozenset[int], str] | None:
+        if desc is None or not desc.national_number_pattern:
+            return None
+        return frozenset(desc.possible_length or ()), desc.national_number_pattern
+
+    general = described(metadata.general_desc)
+    if general is None:
+        return None
+    prefix = metadata.national_prefix_for_parsing
+    rewritten = re.compile(prefix) if prefix else None
+    types = [
+        found
+        for desc in (
+            metadata.premium_rate,
+            metadata.toll_free,
+            metadata.shared_cost,
+            metadata.voip,
+            metadata.personal_number,
+            metadata.pager,
+            metadata.uan,
+            metadata.voicemail,
+            metadata.fixed_line,
+            metadata.mobile,
+        )  # fmt: skip
+        if (found := described(desc)) is not None
+    ]
+    general_lengths, general_pattern = general
+    general_re = re.compile(general_pattern)
+    lengths = {n for allowed, _ in types for n in allowed} | set(general_lengths)
+    by_length: dict[int, re.Pattern[str]] = {}
+    for length in lengths:
+        patterns = [pattern for allowed, pattern in types if not allowed or length in allowed]
+        if patterns:
+            by_length[length] = re.compile("|".join(f"(?:{p})" for p in patterns))
+    unrestricted = [pattern for allowed, pattern in types if not allowed]
+    other = re.compile("|".join(f"(?:{p})" for p in unrestricted)) if unrestricted else None
+
+    def valid(national: str) -> bool | None:
+        if rewritten is not None and rewritten.match(national):
+            return None
+        size = len(national)
+        if general_lengths and size not in general_lengths:
+            return False
+        if general_re.fullmatch(national) is None:
+            return False
+        typed = by_length.get(size, other)
+        return typed is not None and typed.fullmatch(national) is not None
+
+    return valid
 
 
 def _parse_canonical(cleaned: str) -> PhoneNumber | None:

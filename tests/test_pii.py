@@ -219,3 +219,57 @@ def test_luhn_matches_the_reference_implementation(digits: str) -> None:
     from stdnum import luhn
 
     assert pii.luhn_valid(digits) == luhn.is_valid(digits)
+
+
+def _library_says(raw: str) -> str | None:
+    """The reference: phonenumbers' own parse, validity check and E.164 formatting."""
+    import phonenumbers
+
+    try:
+        parsed = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(parsed):
+        return None
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+
+
+def _ours(raw: str) -> str | None:
+    try:
+        return pii.normalize_phone(raw)
+    except InvalidInput:
+        return None
+
+
+def _example_numbers() -> list[str]:
+    import phonenumbers
+
+    examples = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is not None:
+                examples.append(
+                    phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+                )
+    return examples
+
+
+EXAMPLES = _example_numbers()
+
+
+def test_every_regions_example_numbers_are_valid_as_the_library_says() -> None:
+    assert len(EXAMPLES) > 300
+    assert [_ours(raw) for raw in EXAMPLES] == [_library_says(raw) for raw in EXAMPLES]
+
+
+@given(
+    st.sampled_from(EXAMPLES),
+    st.integers(min_value=0, max_value=4),
+    st.text(alphabet="0123456789", max_size=4),
+)
+def test_the_fast_phone_check_agrees_with_the_library(example: str, cut: int, tail: str) -> None:
+    # Valid examples with their last digits replaced or extended: near misses of every
+    # length around the valid ones, in every region.
+    raw = example[: len(example) - cut] + tail
+    assert _ours(raw) == _library_says(raw)
