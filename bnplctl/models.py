@@ -106,12 +106,13 @@ class User(SQLModel, table=True):
     full_name: str = Field(sa_column=Column(String(200), nullable=False))
     phone_e164: str = Field(sa_column=Column(String(16), nullable=False))
     passport_ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    passport_blind_index: str = Field(sa_column=Column(String(64), nullable=False))
+    # Hex digests, compared only for equality: byte order ("C"), not the locale's.
+    passport_blind_index: str = Field(sa_column=Column(String(64, collation="C"), nullable=False))
     passport_masked: str = Field(sa_column=Column(String(20), nullable=False))
     card_brand: str = Field(sa_column=Column(String(20), nullable=False))
     card_first6: str = Field(sa_column=Column(String(6), nullable=False))
     card_last4: str = Field(sa_column=Column(String(4), nullable=False))
-    card_fingerprint: str = Field(sa_column=Column(String(64), nullable=False))
+    card_fingerprint: str = Field(sa_column=Column(String(64, collation="C"), nullable=False))
     date_of_birth: date
     status: str = Field(
         default=UserStatus.NORMAL.value,
@@ -299,8 +300,9 @@ class AuditEvent(SQLModel, table=True):
     occurred_at: datetime | None = _created_at()
     actor: str = Field(sa_column=Column(String(100), nullable=False))
     action: str = Field(sa_column=Column(String(50), nullable=False))
-    entity: str = Field(sa_column=Column(String(30), nullable=False))
-    entity_id: str = Field(sa_column=Column(String(200), nullable=False))
+    # Keys, compared only for equality: byte order ("C"), not the locale's.
+    entity: str = Field(sa_column=Column(String(30, collation="C"), nullable=False))
+    entity_id: str = Field(sa_column=Column(String(200, collation="C"), nullable=False))
     user_id: str | None = Field(default=None, sa_column=Column(String(64)))
     details: dict[str, Any] = Field(
         default_factory=dict,

@@ -68,6 +68,21 @@ def test_indexes_the_later_work_needs_exist(engine: Engine) -> None:
     )
     assert "(plan_id, sequence)" in indexes["uq_installments_plan_id_sequence"]
     assert "ix_installments_plan_id" not in indexes  # the unique index above serves plan_id
+    with engine.connect() as connection:
+        byte_order = set(
+            connection.execute(
+                text(
+                    "SELECT table_name || '.' || column_name FROM information_schema.columns"
+                    " WHERE table_schema = 'public' AND collation_name = 'C'"
+                )
+            ).scalars()
+        )
+    assert byte_order == {
+        "users.passport_blind_index",
+        "users.card_fingerprint",
+        "audit_events.entity",
+        "audit_events.entity_id",
+    }
     assert "(user_id, status)" in indexes["ix_plans_user_id_status"]
     assert "(user_id, status)" in indexes["ix_refunds_user_id_status"]
     assert "UNIQUE" in indexes["uq_refunds_transaction_id"]
@@ -183,3 +198,24 @@ def test_db_stop_with_a_url_explains(cli: Cli) -> None:
     result = cli("db", "stop")
     assert result.exit_code == 0
     assert "no embedded server" in result.stderr
+
+
+def test_migrations_go_down_to_0001_and_back_up(empty_database: str) -> None:
+    from alembic import command
+
+    engine = create_engine(db.normalize_url(empty_database))
+    try:
+        with engine.begin() as connection:
+            db.upgrade(connection)
+            command.downgrade(db.alembic_config(connection), "0001")
+            assert db.current_revision(connection) == "0001"
+            indexes = set(
+                connection.execute(
+                    text("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
+                ).scalars()
+            )
+            assert {"ix_installments_plan_id", "ix_webhook_events_refund_id"} <= indexes
+            db.upgrade(connection)
+            assert db.current_revision(connection) == db.SCHEMA_HEAD
+    finally:
+        engine.dispose()

@@ -7,6 +7,11 @@ nothing it names: refunds, users and files are never deleted.
 ``ix_installments_plan_id`` duplicates the leading column of the unique
 ``(plan_id, sequence)`` index, which serves every lookup by plan; dropping it saves
 one index write per installment the sweep or a refund touches.
+Columns that hold hex digests or keys and are only compared for equality (the users'
+blind index and card fingerprint, the audit events' entity and entity id) take the "C"
+collation: their indexes compare bytes instead of calling the locale's collation for
+every comparison, which makes each insert cheaper (the import writes both users and
+audit events, the webhook ingest audit events).
 
 Revision ID: 0002
 Revises: 0001
@@ -15,6 +20,7 @@ Create Date: 2026-11-27
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002"
@@ -28,15 +34,26 @@ _EVENT_FOREIGN_KEYS = (
     ("fk_webhook_events_user_id_users", ["user_id"], "users", ["user_id"]),
 )
 
+_BYTE_ORDER_COLUMNS = (
+    ("users", "passport_blind_index", 64),
+    ("users", "card_fingerprint", 64),
+    ("audit_events", "entity", 30),
+    ("audit_events", "entity_id", 200),
+)
+
 
 def upgrade() -> None:
     for name, _, _, _ in _EVENT_FOREIGN_KEYS:
         op.drop_constraint(name, "webhook_events", type_="foreignkey")
     op.drop_index("ix_webhook_events_refund_id", table_name="webhook_events")
     op.drop_index("ix_installments_plan_id", table_name="installments")
+    for table, column, length in _BYTE_ORDER_COLUMNS:
+        op.alter_column(table, column, type_=sa.String(length, collation="C"))
 
 
 def downgrade() -> None:
+    for table, column, length in _BYTE_ORDER_COLUMNS:
+        op.alter_column(table, column, type_=sa.String(length))
     op.create_index("ix_installments_plan_id", "installments", ["plan_id"], unique=False)
     op.create_index("ix_webhook_events_refund_id", "webhook_events", ["refund_id"], unique=False)
     for name, columns, table, remote in _EVENT_FOREIGN_KEYS:
