@@ -302,13 +302,40 @@ def median_seconds(args: list[str], env: dict[str, str], runs: int = 5) -> float
     return statistics.median(timings)
 
 
+def paired_medians(
+    first: list[str], second: list[str], env: dict[str, str], runs: int = 11
+) -> tuple[float, float]:
+    """Median wall times of two commands run alternately, so that the machine's drift
+    and its neighbours' load fall on both alike."""
+    timings: tuple[list[float], list[float]] = ([], [])
+    for _ in range(runs):
+        for command, into in ((first, timings[0]), (second, timings[1])):
+            started = time.perf_counter()
+            subprocess.run(command, env=env, capture_output=True, check=True)
+            into.append(time.perf_counter() - started)
+    return statistics.median(timings[0]), statistics.median(timings[1])
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
+def byte_compile() -> None:
+    """Byte-compile the package, as ``pip install`` does: with an editable install and
+    PYTHONDONTWRITEBYTECODE set, every timed process would otherwise compile the sources
+    again (``python -c "import typer"``, the ``--help`` reference, runs compiled code)."""
+    import compileall
+
+    import bnplctl
+
+    compileall.compile_dir(Path(bnplctl.__file__).parent, quiet=1)
+
+
 def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
     from bnplctl.db import normalize_url
+
+    byte_compile()
 
     server = normalize_url(server_url)
     name = f"bnpl_bench_{secrets.token_hex(4)}"
@@ -345,8 +372,9 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
         ingested = measured([*bnplctl, "webhooks", "ingest", str(webhook_file), "-o", "json"], env)
 
         latencies = debt_show_latencies(url, users)
-        help_s = median_seconds([*bnplctl, "--help"], env)
-        typer_s = median_seconds([sys.executable, "-c", "import typer"], env)
+        help_s, typer_s = paired_medians(
+            [*bnplctl, "--help"], [sys.executable, "-c", "import typer"], env
+        )
         debt_cli_s = median_seconds([*bnplctl, "debt", "show", "u0000001", "-o", "json"], env)
     finally:
         engine.dispose()
