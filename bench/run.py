@@ -150,17 +150,32 @@ def settle(engine: Engine) -> None:
         pass
 
 
+def copy_tables(
+    engine: Engine, prefix: str, filled: tuple[str, ...], empty: tuple[str, ...] = ()
+) -> None:
+    """``prefix``-named copies of tables (indexes included): ``filled`` with their rows,
+    ``empty`` without; then a checkpoint, so that the timed step starts clean."""
+    with engine.begin() as connection:
+        for table in (*filled, *empty):
+            connection.execute(text(f"DROP TABLE IF EXISTS {prefix}{table}"))
+            connection.execute(
+                text(f"CREATE TABLE {prefix}{table} (LIKE {table} INCLUDING ALL)")  # noqa: S608
+            )
+        for table in filled:
+            connection.execute(text(f"INSERT INTO {prefix}{table} SELECT * FROM {table}"))  # noqa: S608
+            connection.execute(text(f"ANALYZE {prefix}{table}"))
+    settle(engine)
+
+
+def drop_tables(engine: Engine, prefix: str, tables: tuple[str, ...]) -> None:
+    with engine.begin() as connection:
+        for table in tables:
+            connection.execute(text(f"DROP TABLE IF EXISTS {prefix}{table}"))
+
+
 def reference_sweep(engine: Engine, cutoff: date) -> float:
     """The two plain UPDATEs, one transaction, on identical copies of the tables."""
-    with engine.begin() as connection:
-        for table in ("users", "installments"):
-            connection.execute(text(f"DROP TABLE IF EXISTS ref_{table}"))
-            connection.execute(
-                text(f"CREATE TABLE ref_{table} (LIKE {table} INCLUDING ALL)")  # noqa: S608
-            )
-            connection.execute(text(f"INSERT INTO ref_{table} SELECT * FROM {table}"))  # noqa: S608
-        connection.execute(text("ANALYZE ref_users, ref_installments"))
-    settle(engine)
+    copy_tables(engine, "ref_", ("users", "installments"))
     with engine.begin() as connection:
         started = time.perf_counter()
         connection.execute(
@@ -176,35 +191,75 @@ def reference_sweep(engine: Engine, cutoff: date) -> float:
                 " (SELECT user_id FROM ref_installments WHERE status = 'OVERDUE')"
             )
         )
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    drop_tables(engine, "ref_", ("users", "installments"))
+    return elapsed
 
 
-def reference_ingest(engine: Engine, webhook_file: Path) -> float:
-    """COPY into a temporary table plus one UPDATE … FROM, on a copy of the refunds."""
-    with engine.begin() as connection:
-        connection.execute(text("DROP TABLE IF EXISTS ref_refunds"))
-        connection.execute(text("CREATE TABLE ref_refunds (LIKE refunds INCLUDING ALL)"))
-        connection.execute(text("INSERT INTO ref_refunds SELECT * FROM refunds"))
-        connection.execute(text("ANALYZE ref_refunds"))
-    settle(engine)
+def timed_file_load(engine: Engine, webhook_file: Path, statements: list[str]) -> float:
+    """Seconds to COPY the webhook file into a temporary ``file_rows`` table and run
+    ``statements`` after it, in one transaction."""
     raw = engine.raw_connection()
     try:
         started = time.perf_counter()
-        with raw.cursor() as cursor, webhook_file.open() as handle:
+        cursor = raw.cursor()
+        with webhook_file.open() as handle:
             cursor.execute(
-                "CREATE TEMP TABLE ref_rows (refund_id text, status text, merchant_reference"
+                "CREATE TEMP TABLE file_rows (refund_id text, status text, merchant_reference"
                 " text, event_id text, occurred_at timestamptz) ON COMMIT DROP"
             )
-            cursor.copy_expert("COPY ref_rows FROM STDIN WITH (FORMAT csv, HEADER)", handle)
-            cursor.execute(
-                "UPDATE ref_refunds r SET status = CASE w.status WHEN 'approved' THEN"
-                " 'APPROVED' ELSE 'REJECTED' END, processed_at = now()"
-                " FROM ref_rows w WHERE w.refund_id = r.transaction_id AND r.status = 'PENDING'"
-            )
+            cursor.copy_expert("COPY file_rows FROM STDIN WITH (FORMAT csv, HEADER)", handle)
+            for statement in statements:
+                cursor.execute(statement)
+        cursor.close()
         raw.commit()
         return time.perf_counter() - started
     finally:
         raw.close()
+
+
+def reference_ingest(engine: Engine, webhook_file: Path) -> float:
+    """COPY into a temporary table plus one UPDATE … FROM, on a copy of the refunds."""
+    copy_tables(engine, "ref_", ("refunds",))
+    try:
+        return timed_file_load(
+            engine,
+            webhook_file,
+            [
+                "UPDATE ref_refunds r SET status = CASE w.status WHEN 'approved' THEN"
+                " 'APPROVED' ELSE 'REJECTED' END, processed_at = now()"
+                " FROM file_rows w WHERE w.refund_id = r.transaction_id"
+                " AND r.status = 'PENDING'"
+            ],
+        )
+    finally:
+        drop_tables(engine, "ref_", ("refunds",))
+
+
+_WRITES = (
+    "CREATE TEMP TABLE refw_moved ON COMMIT DROP AS WITH moved AS ("
+    " UPDATE refw_refunds r SET status = CASE w.status WHEN 'approved'"
+    "  THEN 'COMPLETED' ELSE 'REJECTED' END,"
+    "  applied_amount = CASE w.status WHEN 'approved' THEN r.amount END,"
+    "  payout_amount = CASE w.status WHEN 'approved' THEN 0 END,"
+    "  last_event_at = w.occurred_at, merchant_reference = w.merchant_reference,"
+    "  processed_at = now(), updated_at = now()"
+    " FROM (SELECT DISTINCT ON (refund_id) * FROM file_rows) w"
+    " WHERE w.refund_id = r.transaction_id AND r.status = 'PENDING'"
+    " RETURNING r.id, r.user_id, r.plan_id, r.amount, r.status, w.event_id)"
+    " SELECT * FROM moved",
+    "UPDATE refw_installments i SET amount_due = i.amount_due - m.amount"
+    " FROM refw_moved m WHERE m.status = 'COMPLETED' AND i.plan_id = m.plan_id"
+    " AND i.sequence = 3",
+    "INSERT INTO refw_audit_events (actor, action, entity, entity_id, user_id, details)"
+    " SELECT 'bench', 'refund.status_changed', 'refund', id::text, user_id,"
+    " jsonb_build_object('from', 'PENDING', 'to', status, 'event_id', event_id,"
+    " 'plan_id', plan_id, 'applied_amount', amount) FROM refw_moved",
+    "INSERT INTO refw_webhook_events (event_id, refund_id, user_id, status, outcome,"
+    " occurred_at) SELECT w.event_id, r.id, r.user_id, w.status, 'applied', w.occurred_at"
+    " FROM file_rows w JOIN refw_refunds r ON r.transaction_id = w.refund_id"
+    " WHERE w.event_id IS NOT NULL ON CONFLICT (event_id) DO NOTHING",
+)
 
 
 def reference_ingest_writes(engine: Engine, webhook_file: Path) -> float:
@@ -217,63 +272,12 @@ def reference_ingest_writes(engine: Engine, webhook_file: Path) -> float:
     one installment), one audit row per moved refund, one event-log row per event.
     No validation, no classification, no locks.
     """
-    with engine.begin() as connection:
-        for table in ("refunds", "installments", "audit_events", "webhook_events"):
-            connection.execute(text(f"DROP TABLE IF EXISTS refw_{table}"))
-            connection.execute(
-                text(f"CREATE TABLE refw_{table} (LIKE {table} INCLUDING ALL)")  # noqa: S608
-            )
-        for table in ("refunds", "installments"):
-            connection.execute(text(f"INSERT INTO refw_{table} SELECT * FROM {table}"))  # noqa: S608
-        connection.execute(text("ANALYZE refw_refunds, refw_installments"))
-    settle(engine)
-    raw = engine.raw_connection()
+    filled, empty = ("refunds", "installments"), ("audit_events", "webhook_events")
+    copy_tables(engine, "refw_", filled, empty)
     try:
-        started = time.perf_counter()
-        with raw.cursor() as cursor, webhook_file.open() as handle:
-            cursor.execute(
-                "CREATE TEMP TABLE refw_rows (refund_id text, status text, merchant_reference"
-                " text, event_id text, occurred_at timestamptz) ON COMMIT DROP"
-            )
-            cursor.copy_expert("COPY refw_rows FROM STDIN WITH (FORMAT csv, HEADER)", handle)
-            cursor.execute(
-                "CREATE TEMP TABLE refw_moved ON COMMIT DROP AS WITH moved AS ("
-                " UPDATE refw_refunds r SET status = CASE w.status WHEN 'approved'"
-                "  THEN 'COMPLETED' ELSE 'REJECTED' END,"
-                "  applied_amount = CASE w.status WHEN 'approved' THEN r.amount END,"
-                "  payout_amount = CASE w.status WHEN 'approved' THEN 0 END,"
-                "  last_event_at = w.occurred_at, merchant_reference = w.merchant_reference,"
-                "  processed_at = now(), updated_at = now()"
-                " FROM (SELECT DISTINCT ON (refund_id) * FROM refw_rows) w"
-                " WHERE w.refund_id = r.transaction_id AND r.status = 'PENDING'"
-                " RETURNING r.id, r.user_id, r.plan_id, r.amount, r.status, w.event_id)"
-                " SELECT * FROM moved"
-            )
-            cursor.execute(
-                "UPDATE refw_installments i SET amount_due = i.amount_due - m.amount"
-                " FROM refw_moved m WHERE m.status = 'COMPLETED' AND i.plan_id = m.plan_id"
-                " AND i.sequence = 3"
-            )
-            cursor.execute(
-                "INSERT INTO refw_audit_events (actor, action, entity, entity_id, user_id,"
-                " details) SELECT 'bench', 'refund.status_changed', 'refund', id::text,"
-                " user_id, jsonb_build_object('from', 'PENDING', 'to', status, 'event_id',"
-                " event_id, 'plan_id', plan_id, 'applied_amount', amount) FROM refw_moved"
-            )
-            cursor.execute(
-                "INSERT INTO refw_webhook_events (event_id, refund_id, user_id, status,"
-                " outcome, occurred_at) SELECT w.event_id, r.id, r.user_id, w.status,"
-                " 'applied', w.occurred_at FROM refw_rows w"
-                " JOIN refw_refunds r ON r.transaction_id = w.refund_id"
-                " WHERE w.event_id IS NOT NULL ON CONFLICT (event_id) DO NOTHING"
-            )
-        raw.commit()
-        return time.perf_counter() - started
+        return timed_file_load(engine, webhook_file, list(_WRITES))
     finally:
-        raw.close()
-        with engine.begin() as connection:
-            for table in ("refunds", "installments", "audit_events", "webhook_events"):
-                connection.execute(text(f"DROP TABLE IF EXISTS refw_{table}"))
+        drop_tables(engine, "refw_", (*filled, *empty))
 
 
 def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float]:

@@ -7,7 +7,6 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from bnplctl import pii
@@ -184,41 +183,34 @@ def complete_paid_plans(session: Session, plan_ids: list[int], *, actor: str) ->
     """Rule 4: ACTIVE plans among ``plan_ids`` whose installments are all PAID become COMPLETED."""
     if not plan_ids:
         return []
-    rows = session.execute(
-        text(
-            "WITH completed AS ("
-            " UPDATE plans SET status = 'COMPLETED', updated_at = now()"
-            " WHERE id = ANY(:ids) AND status = 'ACTIVE' AND NOT EXISTS ("
-            "  SELECT 1 FROM installments i WHERE i.plan_id = plans.id AND i.status <> 'PAID')"
-            " RETURNING id, user_id"
-            "), audited AS ("
-            " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
-            " SELECT :actor, 'plan.completed', 'plan', id::text, user_id, '{}' FROM completed"
-            ") SELECT id FROM completed"
-        ),
-        {"ids": plan_ids, "actor": actor},
+    completed = audit.audited_update(
+        session,
+        "UPDATE plans SET status = 'COMPLETED', updated_at = now()"
+        " WHERE id = ANY(:ids) AND status = 'ACTIVE' AND NOT EXISTS ("
+        " SELECT 1 FROM installments i WHERE i.plan_id = plans.id AND i.status <> 'PAID')"
+        " RETURNING id::text AS entity_id, user_id",
+        action="plan.completed",
+        entity="plan",
+        params={"ids": plan_ids},
+        actor=actor,
     )
-    return sorted(int(row[0]) for row in rows)
+    return sorted(int(plan_id) for plan_id in completed)
 
 
 def restore_cleared_users(session: Session, user_ids: list[str], *, actor: str) -> list[str]:
     """Rule 4: DEBT_USERs among ``user_ids`` with no OVERDUE installment left become NORMAL."""
     if not user_ids:
         return []
-    rows = session.execute(
-        text(
-            "WITH restored AS ("
-            " UPDATE users SET status = 'NORMAL', updated_at = now()"
-            " WHERE user_id = ANY(:ids) AND status = 'DEBT_USER' AND NOT EXISTS ("
-            "  SELECT 1 FROM installments i"
-            "  WHERE i.user_id = users.user_id AND i.status = 'OVERDUE')"
-            " RETURNING user_id"
-            "), audited AS ("
-            " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
-            " SELECT :actor, 'user.status_changed', 'user', user_id, user_id,"
-            "  jsonb_build_object('from', 'DEBT_USER', 'to', 'NORMAL') FROM restored"
-            ") SELECT user_id FROM restored"
-        ),
-        {"ids": user_ids, "actor": actor},
+    restored = audit.audited_update(
+        session,
+        "UPDATE users SET status = 'NORMAL', updated_at = now()"
+        " WHERE user_id = ANY(:ids) AND status = 'DEBT_USER' AND NOT EXISTS ("
+        " SELECT 1 FROM installments i WHERE i.user_id = users.user_id AND i.status = 'OVERDUE')"
+        " RETURNING user_id AS entity_id, user_id",
+        action="user.status_changed",
+        entity="user",
+        params={"ids": user_ids},
+        actor=actor,
+        details={"from": UserStatus.DEBT_USER.value, "to": UserStatus.NORMAL.value},
     )
-    return sorted(str(row[0]) for row in rows)
+    return sorted(restored)
