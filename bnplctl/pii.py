@@ -16,10 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from phonenumbers import PhoneNumber
+from typing import Any
 
 from bnplctl.errors import ConfigError, InvalidInput
 
@@ -43,13 +40,13 @@ def normalize_phone(raw: str) -> str:
         raise InvalidInput("phone: must be in international format, starting with +")
     canonical = _parse_canonical(cleaned)
     if canonical is not None:
-        validator = _national_validator(canonical.country_code)
-        national = str(canonical.national_number)
+        code, national = canonical
+        validator = _national_validator(code)
         verdict = validator(national) if validator is not None else None
         if verdict is False:
             raise InvalidInput("phone: not a valid number for its country")
         if verdict:
-            return f"+{canonical.country_code}{national}"
+            return f"+{code}{national}"
     # Undecided above (several regions share the code, or parsing may rewrite the number).
     try:
         parsed = phonenumbers.parse(cleaned, None)
@@ -137,26 +134,30 @@ def _national_validator(country_code: int) -> Callable[[str], bool | None] | Non
     return valid
 
 
-def _parse_canonical(cleaned: str) -> PhoneNumber | None:
+def _parse_canonical(cleaned: str) -> tuple[int, str] | None:
     """A fast path for "+digits" (most imports): split off the country code directly.
 
     E.164 country codes are prefix-free, so the first known 1-3 digit prefix is the
-    code. Anything unusual (a national part starting with 0, letters) returns None
-    and goes through ``phonenumbers.parse``.
+    code; returns (code, national digits). Anything unusual (a national part starting
+    with 0, letters) returns None and goes through ``phonenumbers.parse``.
     """
-    import phonenumbers
-
     digits = cleaned[1:]
     if not (digits.isascii() and digits.isdigit()) or not 8 <= len(digits) <= 15:
         return None
+    known = _calling_codes()
     for length in (1, 2, 3):
         code = int(digits[:length])
-        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        if code in known:
             national = digits[length:]
-            if national.startswith("0"):
-                return None
-            return phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+            return None if national.startswith("0") else (code, national)
     return None
+
+
+@cache
+def _calling_codes() -> frozenset[int]:
+    import phonenumbers
+
+    return frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
 
 def normalize_card(raw: str) -> str:
