@@ -99,7 +99,6 @@ class User(SQLModel, table=True):
         CheckConstraint("phone_e164 ~ '^\\+[1-9][0-9]{6,14}$'", name="phone_e164"),
         CheckConstraint("card_first6 ~ '^[0-9]{6}$' AND card_last4 ~ '^[0-9]{4}$'", name="card"),
         UniqueConstraint("passport_blind_index"),
-        Index(None, "card_fingerprint"),
     )
 
     user_id: str = Field(sa_column=Column(String(64), primary_key=True))

@@ -68,6 +68,7 @@ def test_indexes_the_later_work_needs_exist(engine: Engine) -> None:
     )
     assert "(plan_id, sequence)" in indexes["uq_installments_plan_id_sequence"]
     assert "ix_installments_plan_id" not in indexes  # the unique index above serves plan_id
+    assert "ix_users_card_fingerprint" not in indexes  # no query looks users up by card
     with engine.connect() as connection:
         byte_order = set(
             connection.execute(
@@ -214,7 +215,11 @@ def test_migrations_go_down_to_0001_and_back_up(empty_database: str) -> None:
                     text("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
                 ).scalars()
             )
-            assert {"ix_installments_plan_id", "ix_webhook_events_refund_id"} <= indexes
+            assert {
+                "ix_installments_plan_id",
+                "ix_webhook_events_refund_id",
+                "ix_users_card_fingerprint",
+            } <= indexes
             db.upgrade(connection)
             assert db.current_revision(connection) == db.SCHEMA_HEAD
     finally:

@@ -191,6 +191,25 @@ def test_blind_index_and_card_fingerprint_are_keyed_and_stable() -> None:
         pii.Keyring(b"short")
 
 
+def test_the_keyed_digests_are_plain_hmac_sha256_of_derived_keys() -> None:
+    """Stored blind indexes and fingerprints stay valid whatever computes them."""
+    import hashlib
+    import hmac
+
+    def expected(label: bytes, value: str) -> str:
+        derived = hmac.digest(KEY, label, hashlib.sha256)
+        return hmac.new(derived, value.encode(), hashlib.sha256).hexdigest()
+
+    keyring = pii.Keyring(KEY)
+    for _ in range(2):  # each digest starts afresh from the keyed state
+        assert keyring.passport_index("AA1234567") == expected(
+            b"bnplctl/passport-blind-index/v1", "AA1234567"
+        )
+        assert keyring.card_fingerprint("4111111111111111") == expected(
+            b"bnplctl/card-fingerprint/v1", "4111111111111111"
+        )
+
+
 def test_key_file_is_generated_private_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "secret.key"
     first = pii.load_or_create_key(path)

@@ -7,6 +7,9 @@ nothing it names: refunds, users and files are never deleted.
 ``ix_installments_plan_id`` duplicates the leading column of the unique
 ``(plan_id, sequence)`` index, which serves every lookup by plan; dropping it saves
 one index write per installment the sweep or a refund touches.
+``ix_users_card_fingerprint`` serves no query (no command looks users up by card) and
+costs one index write per user onboarded; it comes back with the first command that
+needs it.
 Columns that hold hex digests or keys and are only compared for equality (the users'
 blind index and card fingerprint, the audit events' entity and entity id) take the "C"
 collation: their indexes compare bytes instead of calling the locale's collation for
@@ -47,6 +50,7 @@ def upgrade() -> None:
         op.drop_constraint(name, "webhook_events", type_="foreignkey")
     op.drop_index("ix_webhook_events_refund_id", table_name="webhook_events")
     op.drop_index("ix_installments_plan_id", table_name="installments")
+    op.drop_index("ix_users_card_fingerprint", table_name="users")
     for table, column, length in _BYTE_ORDER_COLUMNS:
         op.alter_column(table, column, type_=sa.String(length, collation="C"))
 
@@ -54,6 +58,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table, column, length in _BYTE_ORDER_COLUMNS:
         op.alter_column(table, column, type_=sa.String(length))
+    op.create_index("ix_users_card_fingerprint", "users", ["card_fingerprint"], unique=False)
     op.create_index("ix_installments_plan_id", "installments", ["plan_id"], unique=False)
     op.create_index("ix_webhook_events_refund_id", "webhook_events", ["refund_id"], unique=False)
     for name, columns, table, remote in _EVENT_FOREIGN_KEYS:
