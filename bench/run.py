@@ -139,15 +139,47 @@ def bulk_setup(engine: Engine, users: int) -> None:
         connection.execute(text("ANALYZE"))
 
 
-def settle(engine: Engine) -> None:
-    """Start a timed step without another step's dirty pages: CHECKPOINT where allowed."""
+def no_autovacuum(engine: Engine) -> None:
+    """Keep autovacuum off the workload's tables: it would start on its own schedule and
+    take a core in the middle of whichever timed step was running (the product's sweep
+    refreshes its statistics itself; the references' copies are analysed when made)."""
+    with engine.begin() as connection:
+        tables = connection.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ).scalars()
+        for table in list(tables):
+            connection.execute(
+                text(f'ALTER TABLE "{table}" SET (autovacuum_enabled = false)')  # noqa: S608
+            )
+
+
+def settle(engine: Engine, wait_s: float = 60.0) -> None:
+    """Start a timed step on a quiet server: no autovacuum worker still busy in this
+    database, and no other step's dirty pages (CHECKPOINT, where the role may, then the
+    operating system's sync, when the server is on this machine)."""
     from sqlalchemy.exc import DBAPIError
 
+    deadline = time.monotonic() + wait_s
+    with engine.connect() as connection:
+        while time.monotonic() < deadline:
+            busy = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type = 'autovacuum worker'"
+                )
+            ).scalar_one()
+            connection.rollback()
+            if not busy:
+                break
+            time.sleep(0.5)
     try:
         with engine.begin() as connection:
             connection.execute(text("CHECKPOINT"))
     except DBAPIError:  # needs superuser or pg_checkpoint; the figures are noisier without
         pass
+    # The checkpoint's writes sit in the page cache; flushed in the background they
+    # would slow every commit's WAL flush in the next step. Wait for them here instead.
+    os.sync()
 
 
 def copy_tables(
@@ -159,7 +191,10 @@ def copy_tables(
         for table in (*filled, *empty):
             connection.execute(text(f"DROP TABLE IF EXISTS {prefix}{table}"))
             connection.execute(
-                text(f"CREATE TABLE {prefix}{table} (LIKE {table} INCLUDING ALL)")  # noqa: S608
+                text(
+                    f"CREATE TABLE {prefix}{table} (LIKE {table} INCLUDING ALL)"  # noqa: S608
+                    " WITH (autovacuum_enabled = false)"
+                )
             )
         for table in filled:
             connection.execute(text(f"INSERT INTO {prefix}{table} SELECT * FROM {table}"))  # noqa: S608
@@ -352,10 +387,16 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
     env["BNPL_SECRET_KEY_FILE"] = str(workdir / "secret.key")
     bnplctl = [sys.executable, "-m", "bnplctl"]
     try:
+        # Start-up first, while the machine is quiet.
+        help_s, typer_s = paired_medians(
+            [*bnplctl, "--help"], [sys.executable, "-c", "import typer"], env
+        )
         subprocess.run([*bnplctl, "db", "upgrade"], env=env, check=True, capture_output=True)
+        no_autovacuum(engine)
 
         users_file = workdir / "users.csv"
         write_users(users_file, users)
+        settle(engine)
         imported = measured([*bnplctl, "users", "import", str(users_file), "-o", "json"], env)
         created = json.loads(imported["stdout"])["created"]
 
@@ -376,9 +417,6 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
         ingested = measured([*bnplctl, "webhooks", "ingest", str(webhook_file), "-o", "json"], env)
 
         latencies = debt_show_latencies(url, users)
-        help_s, typer_s = paired_medians(
-            [*bnplctl, "--help"], [sys.executable, "-c", "import typer"], env
-        )
         debt_cli_s = median_seconds([*bnplctl, "debt", "show", "u0000001", "-o", "json"], env)
     finally:
         engine.dispose()
