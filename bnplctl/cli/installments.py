@@ -17,7 +17,7 @@ app = typer.Typer(
 @app.command("pay")
 def pay(
     installment_ids: Annotated[
-        list[int], typer.Argument(metavar="INSTALLMENT_ID...", help="One or more installment ids.")
+        list[int], typer.Argument(metavar="INSTALLMENT_ID", help="One or more installment ids.")
     ],
     idempotency_key: IdempotencyKeyOption = None,
     output: OutputOption = OutputFormat.table,

@@ -24,7 +24,7 @@ _PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 def ingest(
     sources: Annotated[
         list[str],
-        typer.Argument(metavar="FILE...|-", help="CSV, JSON array or JSON lines files; - = stdin."),
+        typer.Argument(metavar="FILE|-", help="CSV, JSON array or JSON lines files; - = stdin."),
     ],
     input_format: FormatOption = InputFormat.auto,
     rejects: Annotated[
