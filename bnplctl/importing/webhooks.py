@@ -191,8 +191,7 @@ _BEGIN_CHUNK = (
 # round (its place among the chunk's rows for the same refund, in file order).
 _PREPARE = text(
     "WITH prepared AS (INSERT INTO webhook_work (line, transaction_id, target, event_id,"
-    " occurred_at,"
-    " merchant_reference, refund_id, outcome, reason, round)"
+    " occurred_at, merchant_reference, refund_id, outcome, reason, round)"
     " SELECT line, transaction_id, target, event_id, occurred_at, merchant_reference,"
     "  refund_id, coalesce(outcome, dup_outcome), coalesce(reason, dup_reason),"
     "  CASE WHEN outcome IS NULL AND dup_outcome IS NULL THEN row_number() OVER ("
