@@ -31,6 +31,7 @@ def test_phone_is_normalised_to_e164() -> None:
         ("998901234567", "international format"),
         ("+99890", "not a valid number"),
         ("+abc", "not a phone number"),
+        ("+99912345678", "not a phone number"),  # 999 is no calling code
     ],
 )
 def test_bad_phone_is_refused(raw: str, reason: str) -> None:

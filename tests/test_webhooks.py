@@ -459,3 +459,17 @@ def test_the_event_log_has_no_foreign_keys_and_records_each_event_once(
         "evt-6": "stale",
     }
     assert foreign_keys == 0
+
+
+def test_a_file_of_only_invalid_rows_changes_nothing(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    source = tmp_path / "bad.csv"
+    source.write_text(HEADER + "REF-001,refunded,M,,,\nREF-002,approved,M,,yesterday,\n")
+    state, counts = _state(engine), row_counts(engine)
+    result = cli("webhooks", "ingest", str(source), "-o", "json")
+
+    assert result.exit_code == 5
+    assert (json.loads(result.stdout)["invalid"], json.loads(result.stdout)["applied"]) == (2, 0)
+    assert _state(engine) == state
+    assert row_counts(engine)["refunds"] == counts["refunds"]
