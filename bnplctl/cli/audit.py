@@ -1,7 +1,5 @@
 """``bnplctl audit``: the audit trail."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """``bnplctl db``: migrations and the embedded server."""
 
-from __future__ import annotations
-
 from typing import Any
 
 import typer

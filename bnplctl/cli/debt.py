@@ -1,7 +1,5 @@
 """``bnplctl debt``: the debt view of a user."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

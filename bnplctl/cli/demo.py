@@ -1,7 +1,5 @@
 """``bnplctl demo``: the tour on the embedded database, safe to run again."""
 
-from __future__ import annotations
-
 from datetime import date
 from typing import Annotated
 

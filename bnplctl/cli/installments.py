@@ -1,7 +1,5 @@
 """``bnplctl installments``: record payments."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

@@ -1,7 +1,5 @@
 """``bnplctl plans``: preview, create, list and show installment plans."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from typing import Annotated, Any
 

@@ -1,7 +1,5 @@
 """``bnplctl refunds``: create refunds and move them through their states."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from typing import Annotated, Any
 

@@ -1,7 +1,5 @@
 """``bnplctl scheduler``: the long-lived process for containers and hosts without cron."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """``bnplctl status``: the health dashboard."""
 
-from __future__ import annotations
-
 import typer
 
 from bnplctl.cli.options import OutputFormat, OutputOption

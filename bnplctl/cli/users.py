@@ -1,7 +1,5 @@
 """``bnplctl users``: onboard, import, list and show users (always masked)."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated

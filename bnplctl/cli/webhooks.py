@@ -1,7 +1,5 @@
 """``bnplctl webhooks``: ingest merchant refund-status files; see what was loaded."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
