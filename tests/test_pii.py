@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnplctl import pii
@@ -293,3 +293,98 @@ def test_the_fast_phone_check_agrees_with_the_library(example: str, cut: int, ta
     # length around the valid ones, in every region.
     raw = example[: len(example) - cut] + tail
     assert _ours(raw) == _library_says(raw)
+
+
+# --- the batch fast path of user validation ----------------------------------------------
+
+TODAY = date(2026, 11, 27)
+_EDGES = st.sampled_from(["", " ", "\t", "  \t", "\n", "\r\n", "\x1c", "\xa0", "\u3000", "\x0b"])
+
+
+def _around(core: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.builds(lambda left, middle, right: left + middle + right, _EDGES, core, _EDGES)
+
+
+def _luhn_completed(stem: str) -> str:
+    from stdnum import luhn
+
+    return stem + luhn.calc_check_digit(stem)
+
+
+_VALID_VALUES = {
+    "name": st.text(min_size=1, max_size=200).filter(lambda name: name == name.strip()),
+    "phone": st.sampled_from(EXAMPLES),
+    "passport": st.from_regex(r"[A-Za-z]{1,3} ?[0-9]{4,16}", fullmatch=True),
+    "card": st.from_regex(r"[0-9]{11,18}", fullmatch=True).map(_luhn_completed),
+    "dob": st.dates(min_value=date(1900, 1, 1), max_value=date(2008, 1, 1)).map(str),
+    "user_id": st.one_of(st.none(), st.just(""), st.from_regex(r"[a-z0-9][a-z0-9._-]{0,20}")),
+}
+# Near misses of every kind: unusual ends, wrong types, wrong lengths, bad values.
+_ODD_VALUES = {
+    "name": st.one_of(_around(st.text(max_size=205)), st.integers()),
+    "phone": st.one_of(
+        _around(st.sampled_from(EXAMPLES)),
+        _around(st.from_regex(r"\+?[0-9 ()-]{6,18}", fullmatch=True)),
+        st.integers(min_value=0),
+    ),
+    "passport": st.one_of(_around(st.text(max_size=22)), st.integers()),
+    "card": st.one_of(
+        _around(st.from_regex(r"[0-9 -]{10,22}", fullmatch=True)), st.integers(min_value=0)
+    ),
+    "dob": st.one_of(
+        _around(st.dates(min_value=date(1890, 1, 1)).map(str)),
+        st.sampled_from(["1970-1-1", "19700101", "", "yesterday"]),
+        st.dates(),
+    ),
+    "user_id": st.one_of(
+        st.integers(), _around(st.from_regex(r"[A-Za-z0-9._ -]{1,66}", fullmatch=True))
+    ),
+}
+
+
+@st.composite
+def _user_rows(draw: st.DrawFn) -> dict[str, object]:
+    """A valid row with up to two fields made odd, or missing."""
+    row = {name: draw(values) for name, values in _VALID_VALUES.items()}
+    for name in draw(st.lists(st.sampled_from(sorted(_ODD_VALUES)), max_size=2)):
+        if draw(st.booleans()):
+            row[name] = draw(_ODD_VALUES[name])
+        else:
+            row.pop(name, None)
+    return row
+
+
+_USER_ROWS = _user_rows()
+
+
+@settings(max_examples=500)
+@given(_USER_ROWS)
+def test_the_batch_fast_path_agrees_with_the_model(fields: dict[str, object]) -> None:
+    from bnplctl.schemas import quick_user
+
+    quick = quick_user(fields, TODAY)
+    if quick is None:
+        return  # not plainly valid: the batch takes UserCreate.parse
+    user = UserCreate.parse(fields, TODAY)
+    assert quick == (user.user_id, user.name, user.phone, user.passport, user.card, user.dob)
+
+
+def test_the_batch_fast_path_takes_plainly_valid_rows() -> None:
+    from bnplctl.schemas import quick_user
+
+    fields = {
+        "user_id": " u-1 ",
+        "name": "  José O'Brien\t",
+        "phone": "+998 90 123-45-67",
+        "passport": "ab 1234567",
+        "card": "4111 1111 1111 1111",
+        "dob": "1990-05-17",
+    }
+    expected = ("u-1", "José O'Brien", "+998901234567", "AB1234567", "4111111111111111")
+    assert quick_user(fields, TODAY) == (*expected, date(1990, 5, 17))
+    assert quick_user(fields | {"user_id": ""}, TODAY) == (None, *expected[1:], date(1990, 5, 17))
+    # Unusual ends, text that is not text, and invalid values all go to the model.
+    assert quick_user(fields | {"name": "\x1cJosé"}, TODAY) is None
+    assert quick_user(fields | {"card": 4111111111111111}, TODAY) is None
+    assert quick_user(fields | {"card": "4111111111111112"}, TODAY) is None
+    assert quick_user(fields | {"dob": "2010-01-01"}, TODAY) is None

@@ -132,24 +132,38 @@ class PreparedChunk:
 
 
 def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChunk:
-    """Validate and protect one chunk (pure CPU: runs in a worker process)."""
-    from bnplctl.schemas import UserCreate
-    from bnplctl.services.users import ProtectedUser, copy_rows, protect, staged_keys
+    """Validate and protect one chunk (pure CPU: runs in a worker process).
 
-    ready: list[ProtectedUser] = []
+    A plainly valid row takes ``quick_user``; any other row, ``UserCreate.parse``, which
+    gives its result or the canonical error message.
+    """
+    from bnplctl.schemas import UserCreate, quick_user
+    from bnplctl.services.users import copy_line, new_user_id, protected_values
+
+    lines: list[str] = []
+    keys: list[tuple[int, str, str]] = []
     invalid: list[Rejected] = []
     for row in rows:
-        key = str(row.fields.get("user_id") or "")[:64]
         if row.error is not None:
+            key = str(row.fields.get("user_id") or "")[:64]
             invalid.append(Rejected(row.line, key, "invalid", row.error))
             continue
-        try:
-            user = UserCreate.parse(row.fields, today)
-        except InvalidInput as exc:
-            invalid.append(Rejected(row.line, key, "invalid", exc.message))
-            continue
-        ready.append(protect(user, keyring, row.line))
-    return PreparedChunk(copy_rows(ready), staged_keys(ready), invalid)
+        parsed = quick_user(row.fields, today)
+        if parsed is None:
+            try:
+                user = UserCreate.parse(row.fields, today)
+            except InvalidInput as exc:
+                key = str(row.fields.get("user_id") or "")[:64]
+                invalid.append(Rejected(row.line, key, "invalid", exc.message))
+                continue
+            parsed = (user.user_id, user.name, user.phone, user.passport, user.card, user.dob)
+        user_id, name, phone, passport, card, dob = parsed
+        values = protected_values(
+            user_id or new_user_id(), name, phone, passport, card, dob, keyring
+        )
+        lines.append(copy_line(row.line, values))
+        keys.append((row.line, values[0], values[4]))
+    return PreparedChunk("".join(lines), keys, invalid)
 
 
 _WORKER_KEYRING: Any = None

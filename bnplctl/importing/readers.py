@@ -121,7 +121,7 @@ def _read_csv(
     try:
         for record in reader:
             start, line = line + 1, reader.line_num
-            if not record or all(not cell.strip() for cell in record):
+            if not record or not any(map(str.strip, record)):
                 continue
             if header is None:
                 header = [cell.strip().lower() for cell in record]

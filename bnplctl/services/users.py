@@ -6,6 +6,7 @@ import io
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -61,22 +62,35 @@ def new_user_id() -> str:
 def protect(user: UserCreate, keyring: pii.Keyring, line: int = 0) -> ProtectedUser:
     """Encrypt the passport, fingerprint the card, and drop both raw values."""
     user_id = user.user_id or new_user_id()
-    card = keyring.protect_card(user.card)
-    return ProtectedUser(
-        line=line,
-        values=(
-            user_id,
-            user.name,
-            user.phone,
-            keyring.encrypt_passport(user.passport, user_id),
-            keyring.passport_index(user.passport),
-            pii.mask_passport(user.passport),
-            card.brand,
-            card.first6,
-            card.last4,
-            card.fingerprint,
-            user.dob,
-        ),
+    values = protected_values(
+        user_id, user.name, user.phone, user.passport, user.card, user.dob, keyring
+    )
+    return ProtectedUser(line=line, values=values)
+
+
+def protected_values(
+    user_id: str,
+    name: str,
+    phone: str,
+    passport: str,
+    card: str,
+    dob: date,
+    keyring: pii.Keyring,
+) -> tuple[Any, ...]:
+    """A validated user's row values (``_INSERT_COLUMNS``): the passport encrypted and
+    blind-indexed, the card reduced to brand, first six, last four and fingerprint."""
+    return (
+        user_id,
+        name,
+        phone,
+        keyring.encrypt_passport(passport, user_id),
+        keyring.passport_index(passport),
+        pii.mask_passport(passport),
+        pii.card_brand(card),
+        card[:6],
+        card[-4:],
+        keyring.card_fingerprint(card),
+        dob,
     )
 
 
@@ -102,24 +116,24 @@ _INSERT_SQL = (  # noqa: S608
 ).format(columns=", ".join(_INSERT_COLUMNS))
 
 
-def copy_rows(users: Sequence[ProtectedUser]) -> str:
-    """The users as COPY CSV for the staging table (no raw card or passport in it).
+def copy_line(line: int, values: tuple[Any, ...]) -> str:
+    """One user as a COPY CSV line for the staging table (no raw card or passport in it).
 
     Formatted by hand for speed: every field but the name comes from a validated,
     comma- and quote-free alphabet (ids, digits, hex, masks, ISO dates); the name is
     always quoted, its quotes doubled.
     """
-    lines = []
-    for user in users:
-        (user_id, name, phone, sealed, index, masked, brand, first6, last4, fingerprint, dob) = (
-            user.values
-        )
-        quoted = name.replace('"', '""')
-        lines.append(
-            f'{user.line},{user_id},"{quoted}",{phone},\\x{sealed.hex()},{index},{masked},'
-            f"{brand},{first6},{last4},{fingerprint},{dob.isoformat()}\n"
-        )
-    return "".join(lines)
+    (user_id, name, phone, sealed, index, masked, brand, first6, last4, fingerprint, dob) = values
+    quoted = name.replace('"', '""')
+    return (
+        f'{line},{user_id},"{quoted}",{phone},\\x{sealed.hex()},{index},{masked},'
+        f"{brand},{first6},{last4},{fingerprint},{dob.isoformat()}\n"
+    )
+
+
+def copy_rows(users: Sequence[ProtectedUser]) -> str:
+    """The users as COPY CSV for the staging table."""
+    return "".join(copy_line(user.line, user.values) for user in users)
 
 
 def staged_keys(users: Sequence[ProtectedUser]) -> list[tuple[int, str, str]]:
