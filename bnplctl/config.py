@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -78,3 +79,11 @@ def get_settings() -> Settings:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "settings"
         raise ConfigError(f"BNPL_{field.upper()}: {first['msg']}") from None
+
+
+def os_actor() -> str:
+    """The operating-system user, the default actor of every change."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

@@ -360,7 +360,7 @@ _USER_ROWS = _user_rows()
 @settings(max_examples=500)
 @given(_USER_ROWS)
 def test_the_batch_fast_path_agrees_with_the_model(fields: dict[str, object]) -> None:
-    from bnplctl.schemas import quick_user
+    from bnplctl.rows import quick_user
 
     quick = quick_user(fields, TODAY)
     if quick is None:
@@ -370,7 +370,7 @@ def test_the_batch_fast_path_agrees_with_the_model(fields: dict[str, object]) ->
 
 
 def test_the_batch_fast_path_takes_plainly_valid_rows() -> None:
-    from bnplctl.schemas import quick_user
+    from bnplctl.rows import quick_user
 
     fields = {
         "user_id": " u-1 ",

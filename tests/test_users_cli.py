@@ -195,7 +195,7 @@ def test_import_all_valid_exits_0_and_writes_audit_events(cli: Cli, engine: Engi
 
 
 def test_add_records_the_os_user_as_actor(cli: Cli, engine: Engine) -> None:
-    from bnplctl.services.audit import os_actor
+    from bnplctl.config import os_actor
 
     cli(*add_args(JOHN))
     result = cli("audit", "list", "--entity", "user", "-o", "json")

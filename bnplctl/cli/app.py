@@ -33,7 +33,7 @@ def current_actor() -> str:
     """``--actor`` when given, else the operating-system user."""
     if STATE.actor:
         return STATE.actor
-    from bnplctl.services.audit import os_actor
+    from bnplctl.config import os_actor
 
     return os_actor()
 

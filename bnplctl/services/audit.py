@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import getpass
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from bnplctl.models import AuditEvent
-
-
-def os_actor() -> str:
-    """The operating-system user, the default actor of every change."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def record(

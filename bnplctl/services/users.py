@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import io
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -16,23 +13,8 @@ from sqlmodel import Session, col, select
 from bnplctl import pii
 from bnplctl.errors import Conflict, NotFound
 from bnplctl.models import Installment, InstallmentStatus, Plan, PlanStatus, User, UserStatus
+from bnplctl.rows import InsertOutcome, copy_line, insert_staged, new_user_id, protected_values
 from bnplctl.schemas import UserCreate
-
-_INSERT_COLUMNS = (
-    "user_id",
-    "full_name",
-    "phone_e164",
-    "passport_ciphertext",
-    "passport_blind_index",
-    "passport_masked",
-    "card_brand",
-    "card_first6",
-    "card_last4",
-    "card_fingerprint",
-    "date_of_birth",
-)
-DUPLICATE_USER_ID = "user_id already exists"
-DUPLICATE_PASSPORT = "passport already onboarded for another user"
 
 
 @dataclass(frozen=True)
@@ -47,18 +29,6 @@ class ProtectedUser:
         return str(self.values[0])
 
 
-@dataclass(frozen=True)
-class InsertOutcome:
-    line: int
-    user_id: str
-    created: bool
-    reason: str | None = None
-
-
-def new_user_id() -> str:
-    return f"usr-{secrets.token_hex(5)}"
-
-
 def protect(user: UserCreate, keyring: pii.Keyring, line: int = 0) -> ProtectedUser:
     """Encrypt the passport, fingerprint the card, and drop both raw values."""
     user_id = user.user_id or new_user_id()
@@ -66,69 +36,6 @@ def protect(user: UserCreate, keyring: pii.Keyring, line: int = 0) -> ProtectedU
         user_id, user.name, user.phone, user.passport, user.card, user.dob, keyring
     )
     return ProtectedUser(line=line, values=values)
-
-
-def protected_values(
-    user_id: str,
-    name: str,
-    phone: str,
-    passport: str,
-    card: str,
-    dob: date,
-    keyring: pii.Keyring,
-) -> tuple[Any, ...]:
-    """A validated user's row values (``_INSERT_COLUMNS``): the passport encrypted and
-    blind-indexed, the card reduced to brand, first six, last four and fingerprint."""
-    return (
-        user_id,
-        name,
-        phone,
-        keyring.encrypt_passport(passport, user_id),
-        keyring.passport_index(passport),
-        pii.mask_passport(passport),
-        pii.card_brand(card),
-        card[:6],
-        card[-4:],
-        keyring.card_fingerprint(card),
-        dob,
-    )
-
-
-_STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS user_rows (line integer,"
-    " user_id text, full_name text, phone_e164 text, passport_ciphertext bytea,"
-    " passport_blind_index text, passport_masked text, card_brand text, card_first6 text,"
-    " card_last4 text, card_fingerprint text, date_of_birth date) ON COMMIT DELETE ROWS"
-)
-# Only constant column names are formatted in; every value arrives through COPY or
-# as a parameter. Rows are taken in line order, so within a chunk the first one wins.
-_INSERT_SQL = (  # noqa: S608
-    "WITH inserted AS ("
-    " INSERT INTO users ({columns})"
-    " SELECT {columns} FROM user_rows ORDER BY line"
-    " ON CONFLICT DO NOTHING"
-    " RETURNING user_id, passport_blind_index"
-    "), audited AS ("
-    " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
-    " SELECT %(actor)s, 'user.created', 'user', user_id, user_id,"
-    "  jsonb_build_object('source', CAST(%(source)s AS text)) FROM inserted"
-    ") SELECT user_id, passport_blind_index FROM inserted"
-).format(columns=", ".join(_INSERT_COLUMNS))
-
-
-def copy_line(line: int, values: tuple[Any, ...]) -> str:
-    """One user as a COPY CSV line for the staging table (no raw card or passport in it).
-
-    Formatted by hand for speed: every field but the name comes from a validated,
-    comma- and quote-free alphabet (ids, digits, hex, masks, ISO dates); the name is
-    always quoted, its quotes doubled.
-    """
-    (user_id, name, phone, sealed, index, masked, brand, first6, last4, fingerprint, dob) = values
-    quoted = name.replace('"', '""')
-    return (
-        f'{line},{user_id},"{quoted}",{phone},\\x{sealed.hex()},{index},{masked},'
-        f"{brand},{first6},{last4},{fingerprint},{dob.isoformat()}\n"
-    )
 
 
 def copy_rows(users: Sequence[ProtectedUser]) -> str:
@@ -145,50 +52,11 @@ def insert_users(
     session: Session, users: Sequence[ProtectedUser], *, actor: str, source: str
 ) -> list[InsertOutcome]:
     """Insert protected users; see ``insert_staged``."""
-    return insert_staged(session, copy_rows(users), staged_keys(users), actor=actor, source=source)
-
-
-def insert_staged(
-    session: Session,
-    copy_text: str,
-    keys: Sequence[tuple[int, str, str]],
-    *,
-    actor: str,
-    source: str,
-) -> list[InsertOutcome]:
-    """COPY the rows to a staging table, then one statement inserts them and writes their
-    audit events; a row whose user_id or passport exists is a duplicate."""
-    if not keys:
-        return []
     connection = session.connection().connection.driver_connection
     assert connection is not None  # noqa: S101 - a live session always has one
-    with connection.cursor() as cursor:
-        cursor.execute(_STAGE)
-        cursor.execute("TRUNCATE user_rows")
-        cursor.copy_expert("COPY user_rows FROM STDIN WITH (FORMAT csv)", io.StringIO(copy_text))
-        cursor.execute(_INSERT_SQL, {"actor": actor, "source": source})
-        inserted = {(row[0], row[1]) for row in cursor.fetchall()}
-        created: set[int] = set()
-        for line, user_id, blind_index in keys:  # the first row of an inserted pair
-            if (user_id, blind_index) in inserted:
-                inserted.discard((user_id, blind_index))
-                created.add(line)
-        rejected_ids = [user_id for line, user_id, _ in keys if line not in created]
-        existing_ids: set[str] = set()
-        if rejected_ids:
-            cursor.execute("SELECT user_id FROM users WHERE user_id = ANY(%s)", (rejected_ids,))
-            existing_ids = {row[0] for row in cursor.fetchall()}
-    return [
-        InsertOutcome(line, user_id, True)
-        if line in created
-        else InsertOutcome(
-            line,
-            user_id,
-            False,
-            DUPLICATE_USER_ID if user_id in existing_ids else DUPLICATE_PASSPORT,
-        )
-        for line, user_id, _ in keys
-    ]
+    return insert_staged(
+        connection, copy_rows(users), staged_keys(users), actor=actor, source=source
+    )
 
 
 def onboard(session: Session, user: UserCreate, *, actor: str) -> User:

@@ -1,0 +1,228 @@
+"""A user row on the batch path: validated, protected, staged and inserted.
+
+Nothing here imports pydantic, SQLAlchemy or the models (the insert takes a DB-API
+connection), so import worker processes start
+at once; ``bnplctl.schemas.UserCreate`` stays the reference for every row this fast path
+is not sure of.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from bnplctl import pii
+from bnplctl.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from bnplctl.pii import Keyring
+
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def parse_date(raw: Any, field: str) -> date:
+    if isinstance(raw, date):
+        return raw
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{field}: must be a date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        raise InvalidInput(f"{field}: must be a date (YYYY-MM-DD)") from None
+
+
+# The fields of a user, validated and normalised: user_id (None: to be generated), name,
+# phone (E.164), passport, card digits, date of birth.
+UserValues = tuple[str | None, str, str, str, str, date]
+
+
+def _plain_text(value: Any) -> str | None:
+    """``value`` stripped, when it is text whose ends pydantic and Python strip alike
+    (spaces and tabs); anything else is left to pydantic."""
+    if type(value) is not str:
+        return None
+    stripped = value.strip(" \t")
+    if stripped[:1].isspace() or stripped[-1:].isspace():
+        return None
+    return stripped
+
+
+def quick_user(fields: dict[str, Any], today: date) -> UserValues | None:
+    """``UserCreate.parse`` for the batch hot path: the same checks and normalisations
+    (the same functions), without building a model — about half the cost per row.
+
+    None when the row is not plainly valid (an error, a value that is not text, unusual
+    whitespace): the caller then takes ``UserCreate.parse``, for its result or its error
+    message. Property-tested to agree with ``UserCreate.parse`` on every row it accepts.
+    """
+    raw_id = fields.get("user_id")
+    user_id: str | None = None
+    if raw_id is not None:
+        if type(raw_id) is not str:
+            return None
+        user_id = raw_id.strip() or None
+        if user_id is not None and not USER_ID_PATTERN.fullmatch(user_id):
+            return None
+    name = _plain_text(fields.get("name"))
+    phone = _plain_text(fields.get("phone"))
+    passport = _plain_text(fields.get("passport"))
+    card = _plain_text(fields.get("card"))
+    dob = fields.get("dob")
+    if name is None or phone is None or passport is None or card is None:
+        return None
+    if not 1 <= len(name) <= 200 or type(dob) is not str:
+        return None
+    try:
+        return (
+            user_id,
+            name,
+            pii.normalize_phone(phone),
+            pii.normalize_passport(passport),
+            pii.normalize_card(card),
+            pii.check_adult(parse_date(dob, "dob"), today),
+        )
+    except InvalidInput:
+        return None
+
+
+def new_user_id() -> str:
+    return f"usr-{secrets.token_hex(5)}"
+
+
+def protected_values(
+    user_id: str,
+    name: str,
+    phone: str,
+    passport: str,
+    card: str,
+    dob: date,
+    keyring: Keyring,
+) -> tuple[Any, ...]:
+    """A validated user's row values (``_INSERT_COLUMNS``): the passport encrypted and
+    blind-indexed, the card reduced to brand, first six, last four and fingerprint."""
+    return (
+        user_id,
+        name,
+        phone,
+        keyring.encrypt_passport(passport, user_id),
+        keyring.passport_index(passport),
+        pii.mask_passport(passport),
+        pii.card_brand(card),
+        card[:6],
+        card[-4:],
+        keyring.card_fingerprint(card),
+        dob,
+    )
+
+
+def copy_line(line: int, values: tuple[Any, ...]) -> str:
+    """One user as a COPY CSV line for the staging table (no raw card or passport in it).
+
+    Formatted by hand for speed: every field but the name comes from a validated,
+    comma- and quote-free alphabet (ids, digits, hex, masks, ISO dates); the name is
+    always quoted, its quotes doubled.
+    """
+    (user_id, name, phone, sealed, index, masked, brand, first6, last4, fingerprint, dob) = values
+    quoted = name.replace('"', '""')
+    return (
+        f'{line},{user_id},"{quoted}",{phone},\\x{sealed.hex()},{index},{masked},'
+        f"{brand},{first6},{last4},{fingerprint},{dob.isoformat()}\n"
+    )
+
+
+# --- the staging table and the insert ------------------------------------------------------
+
+_INSERT_COLUMNS = (
+    "user_id",
+    "full_name",
+    "phone_e164",
+    "passport_ciphertext",
+    "passport_blind_index",
+    "passport_masked",
+    "card_brand",
+    "card_first6",
+    "card_last4",
+    "card_fingerprint",
+    "date_of_birth",
+)
+DUPLICATE_USER_ID = "user_id already exists"
+DUPLICATE_PASSPORT = "passport already onboarded for another user"
+
+
+@dataclass(frozen=True)
+class InsertOutcome:
+    line: int
+    user_id: str
+    created: bool
+    reason: str | None = None
+
+
+_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS user_rows (line integer,"
+    " user_id text, full_name text, phone_e164 text, passport_ciphertext bytea,"
+    " passport_blind_index text, passport_masked text, card_brand text, card_first6 text,"
+    " card_last4 text, card_fingerprint text, date_of_birth date) ON COMMIT DELETE ROWS"
+)
+# Only constant column names are formatted in; every value arrives through COPY or
+# as a parameter. Rows are taken in line order, so within a chunk the first one wins.
+_INSERT_SQL = (  # noqa: S608
+    "WITH inserted AS ("
+    " INSERT INTO users ({columns})"
+    " SELECT {columns} FROM user_rows ORDER BY line"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING user_id, passport_blind_index"
+    "), audited AS ("
+    " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
+    " SELECT %(actor)s, 'user.created', 'user', user_id, user_id,"
+    "  jsonb_build_object('source', CAST(%(source)s AS text)) FROM inserted"
+    ") SELECT user_id, passport_blind_index FROM inserted"
+).format(columns=", ".join(_INSERT_COLUMNS))
+
+
+def insert_staged(
+    connection: Any,
+    copy_text: str,
+    keys: Sequence[tuple[int, str, str]],
+    *,
+    actor: str,
+    source: str,
+) -> list[InsertOutcome]:
+    """COPY the rows to a staging table, then one statement inserts them and writes their
+    audit events; a row whose user_id or passport exists is a duplicate.
+
+    ``connection`` is the DB-API (psycopg2) connection of the caller's transaction.
+    """
+    if not keys:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_STAGE)
+        cursor.execute("TRUNCATE user_rows")
+        cursor.copy_expert("COPY user_rows FROM STDIN WITH (FORMAT csv)", io.StringIO(copy_text))
+        cursor.execute(_INSERT_SQL, {"actor": actor, "source": source})
+        inserted = {(row[0], row[1]) for row in cursor.fetchall()}
+        created: set[int] = set()
+        for line, user_id, blind_index in keys:  # the first row of an inserted pair
+            if (user_id, blind_index) in inserted:
+                inserted.discard((user_id, blind_index))
+                created.add(line)
+        rejected_ids = [user_id for line, user_id, _ in keys if line not in created]
+        existing_ids: set[str] = set()
+        if rejected_ids:
+            cursor.execute("SELECT user_id FROM users WHERE user_id = ANY(%s)", (rejected_ids,))
+            existing_ids = {row[0] for row in cursor.fetchall()}
+    return [
+        InsertOutcome(line, user_id, True)
+        if line in created
+        else InsertOutcome(
+            line,
+            user_id,
+            False,
+            DUPLICATE_USER_ID if user_id in existing_ids else DUPLICATE_PASSPORT,
+        )
+        for line, user_id, _ in keys
+    ]
