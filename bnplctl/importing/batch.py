@@ -265,23 +265,25 @@ def _chunk_inserter(
 
     engine = get_engine()  # SQLAlchemy Core only: the ORM and the models stay unloaded
 
+    expect_new = True  # until a chunk meets a duplicate
+
     def insert(prepared: PreparedChunk) -> None:
+        nonlocal expect_new
         for rejected in prepared.invalid:
             report.add("invalid", rejected)
         with translate_db_errors(), engine.begin() as connection:
-            outcomes = insert_staged(
+            duplicates = insert_staged(
                 connection.connection.driver_connection,
                 prepared.copy_text,
                 prepared.keys,
                 actor=actor,
                 source=source,
+                expect_new=expect_new,
             )
-        for outcome in outcomes:
-            if outcome.created:
-                report.add("created")
-            else:
-                reason = outcome.reason or "duplicate"
-                rejected = Rejected(outcome.line, outcome.user_id, "duplicate", reason)
-                report.add("duplicate", rejected)
+        expect_new = not duplicates
+        report.counts["created"] += len(prepared.keys) - len(duplicates)
+        for outcome in duplicates:
+            reason = outcome.reason or "duplicate"
+            report.add("duplicate", Rejected(outcome.line, outcome.user_id, "duplicate", reason))
 
     return insert

@@ -51,12 +51,15 @@ def staged_keys(users: Sequence[ProtectedUser]) -> list[tuple[int, str, str]]:
 def insert_users(
     session: Session, users: Sequence[ProtectedUser], *, actor: str, source: str
 ) -> list[InsertOutcome]:
-    """Insert protected users; see ``insert_staged``."""
+    """Insert protected users; one outcome per user, in order (see ``insert_staged``)."""
     connection = session.connection().connection.driver_connection
     assert connection is not None  # noqa: S101 - a live session always has one
-    return insert_staged(
-        connection, copy_rows(users), staged_keys(users), actor=actor, source=source
-    )
+    keys = staged_keys(users)
+    duplicates = {
+        outcome.line: outcome
+        for outcome in insert_staged(connection, copy_rows(users), keys, actor=actor, source=source)
+    }
+    return [duplicates.get(line) or InsertOutcome(line, user_id, True) for line, user_id, _ in keys]
 
 
 def onboard(session: Session, user: UserCreate, *, actor: str) -> User:
