@@ -27,11 +27,11 @@ def show(
     """
     from bnplctl.cli.output import render_nested
     from bnplctl.clock import business_today
-    from bnplctl.db import session_scope
+    from bnplctl.db import connection_scope
     from bnplctl.services.debt import debt_of
 
-    with session_scope() as session:
-        shown = debt_of(session, user_id, business_today())
+    with connection_scope() as connection:
+        shown = debt_of(connection, user_id, business_today())
     render_nested(
         shown,
         output,
@@ -91,13 +91,13 @@ def report(as_of: AsOfOption = None, output: OutputOption = OutputFormat.table) 
     """
     from bnplctl.cli.output import render_nested
     from bnplctl.clock import business_today
-    from bnplctl.db import session_scope
-    from bnplctl.schemas import parse_date
+    from bnplctl.db import connection_scope
+    from bnplctl.rows import parse_date
     from bnplctl.services.debt import aging_report
 
     business_date = parse_date(as_of, "as-of") if as_of is not None else business_today()
-    with session_scope() as session:
-        shown = aging_report(session, business_date)
+    with connection_scope() as connection:
+        shown = aging_report(connection, business_date)
     render_nested(
         shown,
         output,

@@ -114,9 +114,9 @@ def files(
     Example: bnplctl webhooks files --limit 5
     """
     from bnplctl.cli.output import render_list
-    from bnplctl.db import session_scope
+    from bnplctl.db import connection_scope
     from bnplctl.importing.webhooks import list_files
 
-    with session_scope() as session:
-        shown = list_files(session, limit)
+    with connection_scope() as connection:
+        shown = list_files(connection, limit)
     render_list(shown, output, columns=FILE_COLUMNS, title="Ingested webhook files")

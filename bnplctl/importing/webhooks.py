@@ -20,15 +20,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import text
-from sqlmodel import Session
 
 from bnplctl.errors import InputFileError, InvalidInput
 from bnplctl.importing.batch import Rejected, chunked, read_ahead
 from bnplctl.importing.readers import RawRow
-from bnplctl.services.refunds import BEFORE_ME, RULE7_CTES
+from bnplctl.services.rules import BEFORE_ME, RULE7_CTES
+
+if TYPE_CHECKING:
+    from bnplctl.db import Executor
 
 OUTCOMES = ("applied", "duplicate", "stale", "conflict", "unknown_refund", "invalid")
 STATUS_TARGETS = {
@@ -322,10 +324,10 @@ def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
     return ParsedChunk(buffer.getvalue(), valid, invalid)
 
 
-def _copy_rows(session: Session, copy_data: str) -> None:
-    connection = session.connection().connection.driver_connection
-    assert connection is not None  # noqa: S101 - a live session always has one
-    with connection.cursor() as cursor:
+def _copy_rows(session: Executor, copy_data: str) -> None:
+    from bnplctl.db import dbapi_connection
+
+    with dbapi_connection(session).cursor() as cursor:
         cursor.copy_expert(
             f"COPY webhook_rows ({', '.join(_COPY_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
             io.StringIO(copy_data),
@@ -334,7 +336,7 @@ def _copy_rows(session: Session, copy_data: str) -> None:
 
 
 def process_chunk(
-    session: Session,
+    session: Executor,
     chunk: ParsedChunk,
     *,
     file_id: int | None,
@@ -346,7 +348,7 @@ def process_chunk(
 
     ``lock=False`` (a dry run, rolled back) leaves concurrent writers to the row locks.
     """
-    from bnplctl.services.refunds import settle_plans_and_users
+    from bnplctl.services.rules import settle_plans_and_users
 
     session.execute(text(_BEGIN_CHUNK + _INDEX_LOOKUPS_ONLY))
     if not chunk.valid:
@@ -387,20 +389,19 @@ def ingest_stream(
     dry_run: bool,
 ) -> dict[str, Any]:
     """Ingest one file's rows; returns the file's own summary (with its checksum)."""
-    from bnplctl.db import session_scope
+    from bnplctl.db import connection_scope
 
     file_report = IngestReport(sink=None)
     file_id = None if dry_run else _start_file(name, actor)
     chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))
     if dry_run:
-        with session_scope() as session:
+        with connection_scope(commit=False) as connection:
             for chunk in chunks:
-                _run_chunk(session, chunk, None, actor, (report, file_report), lock=False)
-            session.rollback()
+                _run_chunk(connection, chunk, None, actor, (report, file_report), lock=False)
     else:
         for chunk in chunks:
-            with session_scope() as session:
-                _run_chunk(session, chunk, file_id, actor, (report, file_report))
+            with connection_scope() as connection:
+                _run_chunk(connection, chunk, file_id, actor, (report, file_report))
     summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
     if file_id is not None:
         _finish_file(file_id, summary, actor)
@@ -434,7 +435,7 @@ def ingest_files(
 
 
 def _run_chunk(
-    session: Session,
+    session: Executor,
     chunk: ParsedChunk,
     file_id: int | None,
     actor: str,
@@ -457,10 +458,10 @@ def _run_chunk(
 
 def _start_file(name: str, actor: str) -> int:
     from bnplctl import clock
-    from bnplctl.db import session_scope
+    from bnplctl.db import connection_scope
 
-    with session_scope() as session:
-        file_id: int = session.execute(
+    with connection_scope() as connection:
+        file_id: int = connection.execute(
             text(
                 "INSERT INTO ingested_files (file_name, sha256, rows, counts, started_at, actor)"
                 " VALUES (:name, '', 0, '{}', :started_at, :actor) RETURNING id"
@@ -474,11 +475,11 @@ def _finish_file(file_id: int, summary: dict[str, Any], actor: str) -> None:
     import json
 
     from bnplctl import clock
-    from bnplctl.db import session_scope
+    from bnplctl.db import connection_scope
 
     counts = {name: summary[name] for name in OUTCOMES}
-    with session_scope() as session:
-        session.execute(
+    with connection_scope() as connection:
+        connection.execute(
             text(
                 "WITH finished AS ("
                 " UPDATE ingested_files SET sha256 = :sha256, rows = :rows,"
@@ -514,7 +515,7 @@ def open_rejects(path: Path) -> tuple[Any, Any]:
     return writer, handle
 
 
-def list_files(session: Session, limit: int) -> list[dict[str, Any]]:
+def list_files(session: Executor, limit: int) -> list[dict[str, Any]]:
     rows = session.execute(
         text(
             "SELECT id, file_name, sha256, rows, counts, started_at, finished_at, actor"

@@ -32,35 +32,6 @@ def record(
     )
 
 
-def audited_update(
-    session: Session,
-    update: str,
-    *,
-    action: str,
-    entity: str,
-    params: dict[str, Any],
-    actor: str,
-    details: dict[str, Any] | None = None,
-) -> list[str]:
-    """Run ``update`` (an UPDATE … RETURNING ``entity_id`` and ``user_id``) and write one
-    audit event per changed row in the same statement; returns the entity ids."""
-    import json
-
-    from sqlalchemy import text
-
-    statement = text(
-        f"WITH changed AS ({update}), audited AS ("  # noqa: S608 - callers pass constant SQL
-        " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
-        " SELECT :actor, :action, :entity, entity_id, user_id, CAST(:details AS jsonb)"
-        " FROM changed) SELECT entity_id FROM changed"
-    )
-    audit_fields = {"actor": actor, "action": action, "entity": entity}
-    rows = session.execute(
-        statement, params | audit_fields | {"details": json.dumps(details or {})}
-    )
-    return [str(row[0]) for row in rows]
-
-
 def list_events(
     session: Session,
     *,

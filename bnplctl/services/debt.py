@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
-from sqlmodel import Session
 
 from bnplctl.errors import NotFound
 from bnplctl.money import format_amount
+
+if TYPE_CHECKING:
+    from bnplctl.db import Executor
 
 # One query, served by the partial index ix_installments_user_id_overdue.
 _DEBT_SQL = text(
@@ -22,7 +24,7 @@ _DEBT_SQL = text(
 )
 
 
-def debt_of(session: Session, user_id: str, business_date: date) -> dict[str, Any]:
+def debt_of(session: Executor, user_id: str, business_date: date) -> dict[str, Any]:
     rows = session.execute(_DEBT_SQL, {"user_id": user_id}).all()
     if not rows:
         raise NotFound(f"user {user_id} not found")
@@ -63,7 +65,7 @@ _AGING_SQL = text(
 )
 
 
-def aging_report(session: Session, business_date: date) -> dict[str, Any]:
+def aging_report(session: Executor, business_date: date) -> dict[str, Any]:
     """Overdue installments by days overdue: users, installments and amount per bucket."""
     found = {
         row.bucket: row

@@ -10,7 +10,8 @@ from bnplctl import clock
 from bnplctl.errors import NotFound, Refused
 from bnplctl.models import Installment, InstallmentStatus
 from bnplctl.services import audit
-from bnplctl.services.plans import complete_paid_plans, public_installment, restore_cleared_users
+from bnplctl.services.plans import public_installment
+from bnplctl.services.rules import complete_paid_plans, restore_cleared_users
 
 
 def pay(session: Session, installment_ids: list[int], *, actor: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from bnplctl.errors import Conflict, NotFound, Refused
 from bnplctl.models import Plan, Refund, RefundStatus
 from bnplctl.money import format_amount
 from bnplctl.services import audit
-from bnplctl.services.plans import complete_paid_plans, restore_cleared_users
+from bnplctl.services.rules import BEFORE_ME, RULE7_CTES, settle_plans_and_users
 
 FINAL = frozenset({RefundStatus.REJECTED, RefundStatus.CANCELLED, RefundStatus.COMPLETED})
 # Rule 6: the only moves a command may make.
@@ -143,48 +143,6 @@ _LOCK_UNPAID = text(
     " ORDER BY i.id FOR UPDATE OF i"
 )
 
-# Rule 7 for many refunds at once, as CTEs that follow a CTE ``approved`` with at least
-# (id, user_id, plan_id, amount, before_me), ``before_me`` being what the plan's earlier
-# approved refunds take first. Per plan, the approved refunds share the plan's unpaid
-# balance: each installment, from the last one backwards, is cut by what the refunds
-# still have left after the later installments; ``settled`` is each ``approved`` row
-# with what it ``applied``; what no installment takes is paid out. Sibling CTEs read
-# the state before the UPDATE. ``refunds approve`` and a webhook file of thousands of
-# approvals share these statements. ``paid_off`` names the plans with an installment
-# cut to zero, and the owners of such installments that were OVERDUE: only they can
-# change under rule 4. (Correlated sums, not joins of CTEs: the planner cannot
-# estimate a CTE's rows and would loop over them.)
-RULE7_CTES = (
-    ", per_plan AS ("
-    " SELECT plan_id, sum(amount) AS refunded FROM approved"
-    " WHERE plan_id IS NOT NULL GROUP BY plan_id"
-    "), unpaid AS ("
-    " SELECT i.id, i.plan_id, i.user_id, i.status, i.amount_due, p.refunded,"
-    "  coalesce(sum(i.amount_due) OVER (PARTITION BY i.plan_id ORDER BY i.sequence DESC"
-    "   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS later"
-    " FROM installments i JOIN per_plan p ON p.plan_id = i.plan_id WHERE i.status <> 'PAID'"
-    "), cuts AS ("
-    " SELECT id, least(amount_due, greatest(refunded - later, 0)) AS cut FROM unpaid"
-    "), reduced AS ("
-    " UPDATE installments i SET amount_due = i.amount_due - c.cut,"
-    "  status = CASE WHEN i.amount_due = c.cut THEN 'PAID' ELSE i.status END,"
-    "  paid_at = CASE WHEN i.amount_due = c.cut THEN now() ELSE i.paid_at END"
-    " FROM cuts c WHERE i.id = c.id AND c.cut > 0 RETURNING i.id"
-    "), paid_off AS ("
-    " SELECT DISTINCT plan_id, CASE WHEN status = 'OVERDUE' THEN user_id END AS user_id"
-    " FROM unpaid WHERE refunded - later >= amount_due"
-    "), settled AS MATERIALIZED ("
-    " SELECT a.*, least(a.amount, greatest(coalesce(("
-    "   SELECT sum(i.amount_due) FROM installments i"
-    "   WHERE i.plan_id = a.plan_id AND i.status <> 'PAID'), 0) - a.before_me, 0)) AS applied"
-    " FROM approved a"
-    ")"
-)
-# What an approved refund's plan has taken before it: the refunds approved with it, in id order.
-BEFORE_ME = (
-    "coalesce(sum(amount) OVER (PARTITION BY plan_id ORDER BY id"
-    " ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)"
-)
 _APPLY = text(
     "WITH approved AS ("  # noqa: S608 - composed of this module's constants only
     f" SELECT id, user_id, plan_id, amount, {BEFORE_ME} AS before_me"
@@ -210,15 +168,6 @@ def apply_refunds(session: Session, refund_ids: list[int], *, actor: str) -> Non
     session.execute(_LOCK_UNPAID, {"ids": refund_ids})
     paid_off = session.execute(_APPLY, {"ids": refund_ids, "actor": actor}).all()
     settle_plans_and_users(session, [(row.plan_id, row.user_id) for row in paid_off], actor=actor)
-
-
-def settle_plans_and_users(
-    session: Session, paid_off: list[tuple[int, str | None]], *, actor: str
-) -> None:
-    """Rule 4 after refunds paid installments off: (plan_id, owner if it was OVERDUE)."""
-    complete_paid_plans(session, sorted({int(plan_id) for plan_id, _ in paid_off}), actor=actor)
-    owners = sorted({str(user_id) for _, user_id in paid_off if user_id is not None})
-    restore_cleared_users(session, owners, actor=actor)
 
 
 def list_refunds(
