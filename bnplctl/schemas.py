@@ -20,8 +20,7 @@ from pydantic import (
 
 from bnplctl import pii
 from bnplctl.errors import InvalidInput
-from bnplctl.rows import USER_ID_PATTERN
-from bnplctl.rows import parse_date as parse_date  # re-exported: the CLI parses dates with it
+from bnplctl.rows import USER_ID_PATTERN, parse_date
 
 
 def validation_message(exc: ValidationError) -> str:

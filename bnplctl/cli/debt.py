@@ -68,7 +68,7 @@ def sweep(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message, render_one
     from bnplctl.jobs import sweep_job
-    from bnplctl.schemas import parse_date
+    from bnplctl.rows import parse_date
 
     business_date = parse_date(as_of, "as-of") if as_of is not None else None
     result = sweep_job(as_of=business_date, dry_run=dry_run, actor=current_actor())

@@ -57,7 +57,7 @@ def render_plan(plan: dict[str, Any], output: OutputFormat) -> None:
 
 def _start_date(start: str | None) -> Any:
     from bnplctl.clock import business_today
-    from bnplctl.schemas import parse_date
+    from bnplctl.rows import parse_date
 
     return parse_date(start, "start") if start is not None else business_today()
 
