@@ -257,18 +257,18 @@ def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
     source = tmp_path / "updates.csv"
     source.write_text(_as_csv())
     monkeypatch.setattr(webhooks, "CHUNK_ROWS", 3)
-    real = webhooks.apply_chunk
+    real = webhooks.process_chunk
     calls = {"n": 0}
 
     def killed_on_second(session: Any, *args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
-        if calls["n"] == 2:  # the first chunk is committed, the second staged: kill its backend
+        if calls["n"] == 2:  # between chunks: the first is committed; kill this backend
             pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
             with engine.connect() as killer:
                 killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         return real(session, *args, **kwargs)
 
-    monkeypatch.setattr(webhooks, "apply_chunk", killed_on_second)
+    monkeypatch.setattr(webhooks, "process_chunk", killed_on_second)
     killed = cli("webhooks", "ingest", str(source))
     assert killed.exit_code == 75
     assert "database unavailable" in killed.stderr
@@ -278,7 +278,7 @@ def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
         "PENDING",  # its rejection is on line 5, in the chunk whose backend was killed
         "PENDING",
     )
-    monkeypatch.setattr(webhooks, "apply_chunk", real)
+    monkeypatch.setattr(webhooks, "process_chunk", real)
     assert cli("webhooks", "ingest", str(source)).exit_code == 5
     after_rerun = _state(engine)
 

@@ -188,11 +188,9 @@ _BEGIN_CHUNK = (
     ") ON COMMIT DELETE ROWS;"
     " TRUNCATE webhook_rows, webhook_work;"
 )
-# Everything that needs no lock and no earlier chunk, in one pass: the refund of each row,
-# unknown ids, amounts that do not match, events repeated earlier in the chunk, and each
-# remaining row's round (its place among the chunk's rows for the same refund, in file
-# order). Events ingested before are found when the chunk is applied: the previous chunk
-# may still be committing while this one is prepared.
+# Everything that needs no lock, in one pass: the refund of each row, unknown ids, amounts
+# that do not match, events seen before or earlier in the chunk, and each remaining row's
+# round (its place among the chunk's rows for the same refund, in file order).
 _PREPARE = text(
     "WITH prepared AS (INSERT INTO webhook_work (line, transaction_id, target, event_id,"
     " occurred_at, merchant_reference, refund_id, outcome, reason, round)"
@@ -201,13 +199,15 @@ _PREPARE = text(
     "  CASE WHEN outcome IS NULL AND dup_outcome IS NULL THEN row_number() OVER ("
     "   PARTITION BY refund_id, outcome IS NULL AND dup_outcome IS NULL ORDER BY line) END"
     " FROM (SELECT k.*,"
-    "  CASE WHEN k.outcome IS NULL AND k.event_id IS NOT NULL AND k.first_line <> k.line"
-    "   THEN 'duplicate' END AS dup_outcome,"
-    "  'event ' || k.event_id || ' repeats line ' || k.first_line AS dup_reason"
+    "  CASE WHEN k.outcome IS NULL AND k.event_id IS NOT NULL"
+    "   AND (k.seen OR k.first_line <> k.line) THEN 'duplicate' END AS dup_outcome,"
+    "  CASE WHEN k.seen THEN 'event ' || k.event_id || ' was ingested before'"
+    "   ELSE 'event ' || k.event_id || ' repeats line ' || k.first_line END AS dup_reason"
     "  FROM (SELECT c.*, first_value(c.line) OVER ("
     "    PARTITION BY c.event_id, c.outcome IS NULL ORDER BY c.line) AS first_line"
     "   FROM (SELECT w.line, w.transaction_id, w.target, w.event_id, w.occurred_at,"
     "     w.merchant_reference, r.id AS refund_id,"
+    "     e.event_id IS NOT NULL AS seen,"
     "     CASE WHEN r.id IS NULL THEN 'unknown_refund'"
     "      WHEN w.amount <> r.amount THEN 'invalid' END AS outcome,"
     "     CASE WHEN r.id IS NULL THEN 'no refund with this refund_id'"
@@ -215,7 +215,7 @@ _PREPARE = text(
     "       'amount ' || w.amount || ' does not match the refund amount ' || r.amount"
     "     END AS reason"
     "    FROM webhook_rows w LEFT JOIN refunds r ON r.transaction_id = w.transaction_id"
-    "   ) AS c) AS k) AS d"
+    "    LEFT JOIN webhook_events e ON e.event_id = w.event_id) AS c) AS k) AS d"
     " RETURNING line, transaction_id, outcome, reason, round"
     ") SELECT line, transaction_id, outcome, reason, NULL AS rounds FROM prepared"
     " WHERE round IS NULL"
@@ -240,21 +240,18 @@ _APPLY_ROUND = text(
     " SELECT o.line, o.transaction_id, o.refund_id, r.user_id, r.plan_id, r.amount, o.target,"
     "  o.event_id, o.occurred_at, o.merchant_reference,"
     "  CASE"
-    "   WHEN e.event_id IS NOT NULL THEN 'duplicate'"
     "   WHEN o.occurred_at < r.last_event_at THEN 'stale'"
     "   WHEN o.target = r.status OR (o.target = 'APPROVED' AND r.status = 'COMPLETED')"
     "    THEN 'duplicate'"
     "   WHEN r.status <> 'PENDING' THEN 'conflict'"
     "   ELSE 'applied' END AS outcome,"
     "  CASE"
-    "   WHEN e.event_id IS NOT NULL THEN 'event ' || o.event_id || ' was ingested before'"
     "   WHEN o.occurred_at < r.last_event_at THEN 'older than the last applied update'"
     "   WHEN o.target = r.status OR (o.target = 'APPROVED' AND r.status = 'COMPLETED')"
     "    THEN 'the refund is already ' || r.status"
     "   WHEN r.status <> 'PENDING' THEN 'the refund is ' || r.status || ' already (final)'"
     "   END AS reason"
-    " FROM webhook_work o JOIN refunds r ON r.id = o.refund_id"
-    " LEFT JOIN webhook_events e ON e.event_id = o.event_id WHERE o.round = :round"
+    " FROM webhook_work o JOIN refunds r ON r.id = o.refund_id WHERE o.round = :round"
     "), approved AS ("
     " SELECT refund_id AS id, user_id, plan_id, amount, line, event_id, occurred_at,"
     f"  merchant_reference, {BEFORE_ME.replace('ORDER BY id', 'ORDER BY refund_id')} AS before_me"
@@ -338,51 +335,35 @@ def _copy_rows(session: Executor, copy_data: str) -> None:
         )
 
 
-@dataclass
-class StagedChunk:
-    """A chunk COPYed and prepared on its connection, ready to be applied."""
-
-    rejected: list[tuple[int, str, str, str | None]]
-    rounds: int
-
-
-def stage_chunk(session: Executor, chunk: ParsedChunk) -> StagedChunk:
-    """Open the chunk's transaction, COPY its valid rows and prepare them: everything that
-    takes no lock and needs no earlier chunk (``_PREPARE``)."""
-    session.execute(text(_BEGIN_CHUNK + _INDEX_LOOKUPS_ONLY))
-    staged = StagedChunk([], 0)
-    if not chunk.valid:
-        return staged
-    _copy_rows(session, chunk.copy_data)
-    for row in session.execute(_PREPARE):
-        if row.line is None:
-            staged.rounds = int(row.rounds)
-        else:
-            staged.rejected.append(
-                (int(row.line), str(row.transaction_id), str(row.outcome), row.reason)
-            )
-    return staged
-
-
-def apply_chunk(
+def process_chunk(
     session: Executor,
-    staged: StagedChunk,
+    chunk: ParsedChunk,
     *,
     file_id: int | None,
     actor: str,
     lock: bool = True,
 ) -> list[tuple[int, str, str, str | None]]:
-    """Classify and apply a staged chunk, round by round; returns the rows not applied
-    (line, ref, outcome, reason) and leaves the applied count to the caller.
+    """Classify and apply one chunk; returns the rows not applied (line, ref, outcome, reason)
+    and leaves the applied count to the caller (``chunk.valid`` minus those).
 
     ``lock=False`` (a dry run, rolled back) leaves concurrent writers to the row locks.
     """
     from bnplctl.services.rules import settle_plans_and_users
 
-    rejected = list(staged.rejected)
-    if staged.rounds and lock:
+    session.execute(text(_BEGIN_CHUNK + _INDEX_LOOKUPS_ONLY))
+    if not chunk.valid:
+        return []
+    _copy_rows(session, chunk.copy_data)
+    rejected: list[tuple[int, str, str, str | None]] = []
+    rounds = 0
+    for row in session.execute(_PREPARE):
+        if row.line is None:
+            rounds = int(row.rounds)
+        else:
+            rejected.append((int(row.line), str(row.transaction_id), str(row.outcome), row.reason))
+    if rounds and lock:
         session.execute(_LOCK_TABLES)
-    for round_number in range(1, staged.rounds + 1):
+    for round_number in range(1, rounds + 1):
         paid_off: list[tuple[int, str | None]] = []
         for row in session.execute(
             _APPLY_ROUND, {"round": round_number, "actor": actor, "file_id": file_id}
@@ -413,15 +394,14 @@ def ingest_stream(
     file_report = IngestReport(sink=None)
     file_id = None if dry_run else _start_file(name, actor)
     chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))
-    reports = (report, file_report)
     if dry_run:
         with connection_scope(commit=False) as connection:
             for chunk in chunks:
-                staged = stage_chunk(connection, chunk)
-                rejected = apply_chunk(connection, staged, file_id=None, actor=actor, lock=False)
-                _count(chunk, rejected, reports)
+                _run_chunk(connection, chunk, None, actor, (report, file_report), lock=False)
     else:
-        _ingest_pipelined(chunks, file_id, actor, reports)
+        for chunk in chunks:
+            with connection_scope() as connection:
+                _run_chunk(connection, chunk, file_id, actor, (report, file_report))
     summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
     if file_id is not None:
         _finish_file(file_id, summary, actor)
@@ -454,70 +434,26 @@ def ingest_files(
     return files
 
 
-def _count(
+def _run_chunk(
+    session: Executor,
     chunk: ParsedChunk,
-    rejected_rows: list[tuple[int, str, str, str | None]],
+    file_id: int | None,
+    actor: str,
     reports: tuple[IngestReport, ...],
+    *,
+    lock: bool = True,
 ) -> None:
     rejected = [
-        Rejected(line, key, outcome, reason or "") for line, key, outcome, reason in rejected_rows
+        Rejected(line, key, outcome, reason or "")
+        for line, key, outcome, reason in process_chunk(
+            session, chunk, file_id=file_id, actor=actor, lock=lock
+        )
     ]
     for report in reports:
         for _ in range(chunk.valid - len(rejected)):
             report.add("applied")
         for item in sorted(chunk.invalid + rejected, key=lambda r: r.line):
             report.add(item.outcome, item)
-
-
-def _ingest_pipelined(
-    chunks: Iterable[ParsedChunk],
-    file_id: int | None,
-    actor: str,
-    reports: tuple[IngestReport, ...],
-) -> None:
-    """One transaction per chunk, on two connections in turn: while one chunk is applied
-    (under the table lock, in file order), a helper thread stages the next one (COPY and
-    prepare) on the other connection, so the two overlap on the server."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from bnplctl.db import get_engine, translate_db_errors
-
-    engine = get_engine()
-    with (
-        translate_db_errors(),
-        engine.connect() as first,
-        engine.connect() as second,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-stage") as helper,
-    ):
-        connections = (first, second)
-        pending: tuple[Any, Any, ParsedChunk] | None = None
-        for index, chunk in enumerate(chunks):
-            connection = connections[index % 2]
-            staging = helper.submit(stage_chunk, connection, chunk)
-            if pending is not None:
-                _apply_staged(*pending, file_id=file_id, actor=actor, reports=reports)
-            pending = (connection, staging, chunk)
-        if pending is not None:
-            _apply_staged(*pending, file_id=file_id, actor=actor, reports=reports)
-
-
-def _apply_staged(
-    connection: Any,
-    staging: Any,
-    chunk: ParsedChunk,
-    *,
-    file_id: int | None,
-    actor: str,
-    reports: tuple[IngestReport, ...],
-) -> None:
-    try:
-        staged = staging.result()
-        rejected = apply_chunk(connection, staged, file_id=file_id, actor=actor)
-        connection.commit()
-    except BaseException:
-        connection.rollback()
-        raise
-    _count(chunk, rejected, reports)
 
 
 def _start_file(name: str, actor: str) -> int:
