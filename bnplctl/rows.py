@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from bnplctl.pii import Keyring
 
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Control characters (Unicode category Cc): never part of a name or a reference, and
+# PostgreSQL cannot store NUL in text at all.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def no_control_characters(value: str, field: str) -> str:
+    if CONTROL_CHARACTERS.search(value):
+        raise InvalidInput(f"{field}: must not contain control characters")
+    return value
 
 
 def parse_date(raw: Any, field: str) -> date:
@@ -75,7 +84,7 @@ def quick_user(fields: dict[str, Any], today: date) -> UserValues | None:
     dob = fields.get("dob")
     if name is None or phone is None or passport is None or card is None:
         return None
-    if not 1 <= len(name) <= 200 or type(dob) is not str:
+    if not 1 <= len(name) <= 200 or type(dob) is not str or CONTROL_CHARACTERS.search(name):
         return None
     try:
         return (

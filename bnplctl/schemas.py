@@ -20,7 +20,7 @@ from pydantic import (
 
 from bnplctl import pii
 from bnplctl.errors import InvalidInput
-from bnplctl.rows import USER_ID_PATTERN, parse_date
+from bnplctl.rows import USER_ID_PATTERN, no_control_characters, parse_date
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -62,6 +62,11 @@ class UserCreate(BaseModel):
                 "user_id: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
         return value.strip()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return no_control_characters(value, "name")
 
     @field_validator("phone")
     @classmethod

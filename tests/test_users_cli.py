@@ -93,7 +93,8 @@ def test_invalid_field_exits_65_naming_the_field(cli: Cli, engine: Engine) -> No
         "name": ("", "name:"),
         "user_id": ("bad id!", "user_id:"),
     }
-    for field, (value, expected) in cases.items():
+    cases_with_control = [("name", "John\x07Doe", "name: must not contain control characters")]
+    for field, value, expected in [(f, v, e) for f, (v, e) in cases.items()] + cases_with_control:
         result = cli(*add_args(dict(JOHN, **{field: value})))
         assert result.exit_code == 65, (field, result.stderr)
         assert expected in result.stderr, field
@@ -382,3 +383,29 @@ def test_import_chunks_after_a_duplicate_fall_back_and_recover(
         ).one()
     assert (users, audits) == (19_998, 19_998)
     assert line_2_name == "Bench User 0"  # line 2's user, untouched by line 19,000
+
+
+def test_import_rows_with_control_characters_are_invalid_the_rest_applied(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    # PostgreSQL cannot store NUL in text: such a row must be an invalid row, not a
+    # failed chunk; other control characters are never part of a name either.
+    as_json = [dict(JOHN, name="Jo\u0000hn"), MALIKA]
+    result = cli("users", "import", "-", "-o", "json", input=json.dumps(as_json))
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["created"], summary["invalid"]) == (1, 1)
+    assert summary["rejected"][0]["reason"] == "name: must not contain control characters"
+
+    source = tmp_path / "users.csv"
+    source.write_text(
+        "user_id,name,phone,passport,card,dob\n"
+        "usr-003,Ti\x00mur,+998971112233,AC1112223,378282246310005,1999-02-28\n"
+        "usr-004,Bell\x07,+998971112234,AC1112224,378282246310005,1999-02-28\n"
+    )
+    result = cli("users", "import", str(source), "-o", "json")
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["created"], summary["invalid"]) == (0, 2)
+    assert [row[0] for row in _users(engine)] == ["usr-002"]

@@ -473,3 +473,27 @@ def test_a_file_of_only_invalid_rows_changes_nothing(
     assert (json.loads(result.stdout)["invalid"], json.loads(result.stdout)["applied"]) == (2, 0)
     assert _state(engine) == state
     assert row_counts(engine)["refunds"] == counts["refunds"]
+
+
+def test_rows_with_control_characters_are_invalid_the_rest_applied(
+    cli: Cli, engine: Engine, refunds: int
+) -> None:
+    # A NUL (which PostgreSQL cannot store in text) or another control character in
+    # any field makes that row invalid; the chunk's other rows still apply.
+    rows = [
+        {"refund_id": "REF-002", "status": "rejected", "merchant_reference": "M\u0000"},
+        {"refund_id": "REF-\u00003", "status": "rejected"},
+        {"refund_id": "REF-003", "status": "rejected", "event_id": "evt\u0007"},
+        {"refund_id": "REF-004", "status": "rejected", "event_id": "evt-9"},
+    ]
+    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["applied"], summary["invalid"]) == (1, 3)
+    states = {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
+    assert (states["REF-002"], states["REF-003"], states["REF-004"]) == (
+        "PENDING",
+        "PENDING",
+        "REJECTED",
+    )

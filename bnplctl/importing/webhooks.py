@@ -27,6 +27,7 @@ from sqlalchemy import text
 from bnplctl.errors import InputFileError, InvalidInput
 from bnplctl.importing.batch import Rejected, chunked, read_ahead
 from bnplctl.importing.readers import RawRow
+from bnplctl.rows import no_control_characters
 from bnplctl.services.rules import BEFORE_ME, RULE7_CTES
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def _text(fields: dict[str, Any], name: str, limit: int) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise InvalidInput(f"{name}: must be text")
-    cleaned = str(value).strip()
+    cleaned = no_control_characters(str(value).strip(), name)
     if len(cleaned) > limit:
         raise InvalidInput(f"{name}: at most {limit} characters")
     return cleaned or None
