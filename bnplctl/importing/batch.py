@@ -233,22 +233,28 @@ def import_users(items: Iterable[WorkItem], *, actor: str, source: str = "import
             context.Pool(workers, initializer=_init_worker, initargs=(master,)) as pool,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-insert") as inserter,
         ):
+            # The first chunks go to the workers before this process loads the database
+            # layer and connects (in _chunk_inserter), so the two overlap.
             ahead = itertools.chain((first, second), itertools.islice(chunks, 3 * workers - 2))
             in_flight: deque[Any] = deque(
                 pool.apply_async(_prepare_in_worker, (chunk, today)) for chunk in ahead
             )
             insert = _chunk_inserter(report, actor=actor, source=source)
             inserts: deque[Any] = deque()
-            for chunk in itertools.chain([None], chunks):
-                if chunk is not None:
-                    in_flight.append(pool.apply_async(_prepare_in_worker, (chunk, today)))
-                while len(in_flight) > workers:
-                    prepared = in_flight.popleft().get()
-                    inserts.append(inserter.submit(insert, prepared))
-                while len(inserts) > 2:
-                    inserts.popleft().result()
-            while in_flight:
-                inserts.append(inserter.submit(insert, in_flight.popleft().get()))
+
+            def hand_over(keep: int) -> None:
+                """Insert prepared chunks in file order until at most ``keep`` are still
+                being prepared; at most two inserts wait their turn."""
+                while len(in_flight) > keep:
+                    inserts.append(inserter.submit(insert, in_flight.popleft().get()))
+                    while len(inserts) > 2:
+                        inserts.popleft().result()
+
+            hand_over(workers)
+            for chunk in chunks:
+                in_flight.append(pool.apply_async(_prepare_in_worker, (chunk, today)))
+                hand_over(workers)
+            hand_over(0)
             while inserts:
                 inserts.popleft().result()
     report.rejected.sort(key=lambda item: item.line)
