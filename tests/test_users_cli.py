@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -409,3 +413,36 @@ def test_import_rows_with_control_characters_are_invalid_the_rest_applied(
     summary = json.loads(result.stdout)
     assert (summary["created"], summary["invalid"]) == (0, 2)
     assert [row[0] for row in _users(engine)] == ["usr-002"]
+
+
+def test_import_with_a_progress_bar_reads_the_file_the_same(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a terminal a large file is read through a byte-counting reader that drives a
+    # progress bar (no refresh thread: the workers are forked while it is shown).
+    from bench.run import write_users
+    from bnplctl.cli import batch, output
+
+    advanced: list[int] = []
+    real = output.byte_progress
+
+    def counting(total: int | None, label: str) -> Any:
+        @contextmanager
+        def wrapped() -> Iterator[Any]:
+            with real(total, label) as advance:
+                assert advance is not None
+                yield lambda count: (advanced.append(count), advance(count))
+
+        return wrapped()
+
+    monkeypatch.setattr(batch, "PROGRESS_MIN_BYTES", 1)
+    monkeypatch.setattr(output, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(output, "byte_progress", counting)
+    source = tmp_path / "many.csv"
+    write_users(source, 11_000)  # three chunks, prepared by the workers
+    result = cli("users", "import", str(source), "-o", "json")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["created"] == 11_000
+    assert sum(advanced) == source.stat().st_size
+    assert row_counts(engine)["users"] == 11_000

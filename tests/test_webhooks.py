@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from bnplctl.errors import InvalidInput
 from bnplctl.importing import webhooks
-from bnplctl.importing.readers import RawRow
+from bnplctl.importing.readers import HashingReader, RawRow
 from tests.conftest import Cli, row_counts
 from tests.helpers import JOHN, add_args
 
@@ -374,7 +374,7 @@ def test_any_row_dict_fails_only_with_invalid_input(fields: dict[str, Any]) -> N
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=400))
 def test_any_bytes_through_the_hashing_reader(content: bytes) -> None:
-    reader = webhooks.HashingReader(io.BytesIO(content))
+    reader = HashingReader(io.BytesIO(content))
     stream = io.BufferedReader(reader)
     from bnplctl.importing.readers import detect_format, read_rows
 

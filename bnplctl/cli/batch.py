@@ -13,6 +13,16 @@ from bnplctl.errors import ExitCode
 from bnplctl.importing.batch import BatchReport, Rejected
 
 _REJECTS_SHOWN = 20
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
+
+def progress_size(source: str) -> int | None:
+    """The size of a file large enough to deserve a progress bar; None otherwise (and
+    for standard input, whose size is unknown)."""
+    if source == "-":
+        return None
+    size = Path(source).stat().st_size
+    return size if size >= PROGRESS_MIN_BYTES else None
 
 
 def _rows(rejected: Sequence[Rejected], key_name: str) -> list[dict[str, Any]]:

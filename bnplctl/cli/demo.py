@@ -95,14 +95,8 @@ def _refunds_and_webhooks(actor: str) -> None:
 
     from bnplctl.cli.output import message, render_one
     from bnplctl.db import session_scope
-    from bnplctl.importing.readers import read_rows
-    from bnplctl.importing.webhooks import (
-        OUTCOMES,
-        WEBHOOK_COLUMNS,
-        HashingReader,
-        IngestReport,
-        ingest_stream,
-    )
+    from bnplctl.importing.readers import HashingReader, read_rows
+    from bnplctl.importing.webhooks import OUTCOMES, WEBHOOK_COLUMNS, IngestReport, ingest_stream
     from bnplctl.services.demo import already_ingested, seed_refunds
 
     sample = files("bnplctl.data").joinpath("webhooks.csv")

@@ -191,10 +191,19 @@ def table_to_stderr(records: Sequence[Record], names: Sequence[str], *, title: s
     _table(records, names, title=title, stderr=True)
 
 
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 @contextmanager
 def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr for a large file, only when stderr is a terminal."""
-    if total is None or not sys.stderr.isatty():
+    """A progress bar on stderr for a large file, only when stderr is a terminal.
+
+    Redrawn as bytes are read, with no refresh thread of its own: ``users import``
+    forks its worker processes while the bar is shown, and a fork must not happen
+    while another thread may hold a lock.
+    """
+    if total is None or not _stderr_is_terminal():
         yield None
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
@@ -206,9 +215,15 @@ def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], Non
         TimeRemainingColumn(),
         console=_console(stderr=True),
         transient=True,
+        auto_refresh=False,
     ) as progress:
         task = progress.add_task(label, total=total)
-        yield lambda count: progress.advance(task, count)
+
+        def advance(count: int) -> None:
+            progress.advance(task, count)
+            progress.refresh()
+
+        yield advance
 
 
 def message(text: str) -> None:

@@ -98,11 +98,13 @@ def import_(
     Example: bnplctl users import users.csv --rejects rejects.csv
     """
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.batch import finish_batch
+    from bnplctl.cli.batch import finish_batch, progress_size
+    from bnplctl.cli.output import byte_progress
     from bnplctl.importing.batch import import_users, user_chunks
-    from bnplctl.importing.readers import detect_format, open_input
+    from bnplctl.importing.readers import HashingReader, detect_format, open_input
 
-    with open_input(source) as stream:
+    with open_input(source) as raw, byte_progress(progress_size(source), source) as advance:
+        stream = raw if advance is None else HashingReader(raw, on_bytes=advance).buffered()
         fmt = detect_format(source, stream, input_format.value)
         report = import_users(user_chunks(stream, fmt), actor=current_actor())
     finish_batch(report, output, rejects=rejects, key_name="user_id", title="Users import")

@@ -15,7 +15,6 @@ app = typer.Typer(
 )
 
 FILE_COLUMNS = ("id", "file", "rows", "counts", "started_at", "finished_at", "actor")
-_PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 
 
 @app.command("ingest")
@@ -47,7 +46,7 @@ def ingest(
     Example: bnplctl webhooks ingest day1.csv day2.jsonl --rejects rejects.csv
     """  # fmt: skip
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.batch import show_rejects
+    from bnplctl.cli.batch import progress_size, show_rejects
     from bnplctl.cli.output import byte_progress, render_one
     from bnplctl.importing.webhooks import OUTCOMES, IngestReport, ingest_files, open_rejects
 
@@ -56,7 +55,7 @@ def ingest(
     report = IngestReport(sink=writer)
     try:
         files = ingest_files(
-            [(source, _size(source)) for source in sources],
+            [(source, progress_size(source)) for source in sources],
             input_format.value,
             report,
             actor=current_actor(),
@@ -95,13 +94,6 @@ def _check_inputs(sources: list[str]) -> None:
             raise InputFileError(f"{source}: no such file")
         if path.is_dir():
             raise InputFileError(f"{source}: is a directory")
-
-
-def _size(source: str) -> int | None:
-    if source == "-":
-        return None
-    size = Path(source).stat().st_size
-    return size if size >= _PROGRESS_MIN_BYTES else None
 
 
 @app.command("files")

@@ -9,6 +9,7 @@ row with an ``error``; a file that cannot be read at all raises ``InvalidInput``
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -38,6 +39,34 @@ class RawRow:
     line: int
     fields: dict[str, Any]
     error: str | None = None
+
+
+class HashingReader(io.RawIOBase):
+    """Passes bytes through while hashing them (the file's checksum) and counting them."""
+
+    def __init__(self, source: IO[bytes], on_bytes: Callable[[int], None] | None = None) -> None:
+        super().__init__()
+        self._source = source
+        self._on_bytes = on_bytes
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def buffered(self) -> io.BufferedReader:
+        """A buffered view (peek, lines) over this reader, as the file readers expect."""
+        return io.BufferedReader(self, buffer_size=1024 * 1024)
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._source.read(len(buffer))
+        count = len(chunk)
+        buffer[:count] = chunk
+        self.sha256.update(chunk)
+        self.size += count
+        if self._on_bytes is not None and count:
+            self._on_bytes(count)
+        return count
 
 
 @contextmanager

@@ -12,7 +12,6 @@ the rest stream to the ``--rejects`` file.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -20,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
 from bnplctl.errors import InputFileError, InvalidInput
 from bnplctl.importing.batch import Rejected, chunked, read_ahead
-from bnplctl.importing.readers import RawRow
+from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.rows import no_control_characters
 from bnplctl.services.rules import BEFORE_ME, RULE7_CTES
 
@@ -55,34 +54,6 @@ _COPY_COLUMNS = (
 
 
 # --- reading -----------------------------------------------------------------------------
-
-
-class HashingReader(io.RawIOBase):
-    """Passes bytes through while hashing them (the file's checksum) and counting them."""
-
-    def __init__(self, source: IO[bytes], on_bytes: Callable[[int], None] | None = None) -> None:
-        super().__init__()
-        self._source = source
-        self._on_bytes = on_bytes
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def buffered(self) -> io.BufferedReader:
-        """A buffered view (peek, lines) over this reader, as the file readers expect."""
-        return io.BufferedReader(self, buffer_size=1024 * 1024)
-
-    def readinto(self, buffer: Any) -> int:
-        chunk = self._source.read(len(buffer))
-        count = len(chunk)
-        buffer[:count] = chunk
-        self.sha256.update(chunk)
-        self.size += count
-        if self._on_bytes is not None and count:
-            self._on_bytes(count)
-        return count
 
 
 @dataclass(frozen=True)
