@@ -32,6 +32,43 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
     assert completed.stdout.strip().splitlines()[-1] == "[]"
 
 
+ORM = ("sqlmodel", "sqlalchemy.orm", "bnplctl.models", "bnplctl.schemas")
+_ONE_USER = (
+    '[{"user_id": "usr-009", "name": "Ann Lee", "phone": "+998901234599",'
+    ' "passport": "AB1234599", "card": "4111111111111111", "dob": "1990-01-01"}]'
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "code"),
+    [
+        (["debt", "show", "usr-404"], "", 4),
+        (["debt", "report"], "", 0),
+        (["debt", "sweep", "--dry-run"], "", 0),
+        (["webhooks", "files"], "", 0),
+        (["webhooks", "ingest", "-", "--dry-run"], '[{"refund_id": "R-1", "status": "failed"}]', 5),
+        (["users", "import", "-"], _ONE_USER, 0),
+    ],
+)
+def test_plain_sql_commands_never_load_the_orm(
+    argv: list[str], stdin: str, code: int, engine: object
+) -> None:
+    # These commands run plain SQL on a Core connection: SQLModel, the ORM, the models
+    # and the pydantic schemas stay unloaded (a third of a second of every start).
+    probe = (
+        "import sys\n"
+        "from bnplctl.cli.app import app\n"
+        f"try:\n    app({argv!r}, prog_name='bnplctl')\n"
+        f"except SystemExit as exit:\n    assert exit.code == {code}, exit.code\n"
+        f"print(sorted(m for m in {ORM!r} if m in sys.modules), file=sys.stderr)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], input=stdin, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr.strip().splitlines()[-1] == "[]"
+
+
 @pytest.mark.usefixtures("no_database")
 def test_python_dash_m_and_version() -> None:
     completed = subprocess.run(
