@@ -28,6 +28,12 @@ USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def printable(text: str) -> str:
+    """``text`` with its control characters shown escaped (``\\x1b``): safe for a terminal
+    and a rejects file, whatever a merchant's file held."""
+    return CONTROL_CHARACTERS.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 def no_control_characters(value: str, field: str) -> str:
     if CONTROL_CHARACTERS.search(value):
         raise InvalidInput(f"{field}: must not contain control characters")
@@ -129,8 +135,9 @@ def protected_values(
     )
 
 
-def copy_line(line: int, values: tuple[Any, ...]) -> str:
-    """One user as a COPY CSV line for the staging table (no raw card or passport in it).
+def copy_line(seq: int, values: tuple[Any, ...]) -> str:
+    """One user as a COPY CSV line for the staging table (no raw card or passport in it);
+    ``seq`` is the row's place in its chunk, the order in which rows are inserted.
 
     Formatted by hand for speed: every field but the name comes from a validated,
     comma- and quote-free alphabet (ids, digits, hex, masks, ISO dates); the name is
@@ -139,7 +146,7 @@ def copy_line(line: int, values: tuple[Any, ...]) -> str:
     (user_id, name, phone, sealed, index, masked, brand, first6, last4, fingerprint, dob) = values
     quoted = name.replace('"', '""')
     return (
-        f'{line},{user_id},"{quoted}",{phone},\\x{sealed.hex()},{index},{masked},'
+        f'{seq},{user_id},"{quoted}",{phone},\\x{sealed.hex()},{index},{masked},'
         f"{brand},{first6},{last4},{fingerprint},{dob.isoformat()}\n"
     )
 
@@ -172,17 +179,18 @@ class InsertOutcome:
 
 
 _STAGE = (
-    "CREATE TEMP TABLE IF NOT EXISTS user_rows (line integer,"
+    "CREATE TEMP TABLE IF NOT EXISTS user_rows (seq integer,"
     " user_id text, full_name text, phone_e164 text, passport_ciphertext bytea,"
     " passport_blind_index text, passport_masked text, card_brand text, card_first6 text,"
     " card_last4 text, card_fingerprint text, date_of_birth date) ON COMMIT DELETE ROWS"
 )
 # Only constant column names are formatted in; every value arrives through COPY or
-# as a parameter. Rows are taken in line order, so within a chunk the first one wins.
+# as a parameter. Rows are taken in file order (``seq``: a row's place in its chunk; not
+# the line, which rows of a JSON array written on one line share), so the first one wins.
 _INSERT_SQL = (  # noqa: S608
     "WITH inserted AS ("
     " INSERT INTO users ({columns})"
-    " SELECT {columns} FROM user_rows ORDER BY line"
+    " SELECT {columns} FROM user_rows ORDER BY seq"
     " ON CONFLICT DO NOTHING"
     " RETURNING user_id, passport_blind_index"
     "), audited AS ("
@@ -196,7 +204,7 @@ _INSERT_SQL = (  # noqa: S608
 _INSERT_NEW_SQL = (  # noqa: S608
     "WITH inserted AS ("
     " INSERT INTO users ({columns})"
-    " SELECT {columns} FROM user_rows ORDER BY line"
+    " SELECT {columns} FROM user_rows ORDER BY seq"
     " RETURNING user_id"
     ") INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
     " SELECT %(actor)s, 'user.created', 'user', user_id, user_id,"
@@ -213,10 +221,11 @@ def insert_staged(
     source: str,
     expect_new: bool = False,
 ) -> list[InsertOutcome]:
-    """COPY the rows (``keys``: line, user_id, passport blind index of each) to a staging
-    table, then one statement inserts them and writes their audit events. Returns the
-    rows not created: a row whose user_id or passport exists (or came earlier in the
-    chunk) is a duplicate; every other row was created.
+    """COPY the rows to a staging table, then one statement inserts them and writes their
+    audit events. ``keys`` holds each row's (line, user_id, passport blind index), in the
+    order of the rows' ``seq``. Returns the rows not created: a row whose user_id or
+    passport exists (or came earlier in the chunk) is a duplicate; every other row was
+    created.
 
     ``expect_new`` first tries a plain INSERT, about 15 % cheaper for the server than
     ``ON CONFLICT DO NOTHING``; a duplicate anywhere in the chunk undoes it (to a
@@ -246,11 +255,11 @@ def insert_staged(
         cursor.execute(_INSERT_SQL, params)
         inserted = {(row[0], row[1]) for row in cursor.fetchall()}
         created: set[int] = set()
-        for line, user_id, blind_index in keys:  # the first row of an inserted pair
+        for seq, (_, user_id, blind_index) in enumerate(keys):  # first row of a pair
             if (user_id, blind_index) in inserted:
                 inserted.discard((user_id, blind_index))
-                created.add(line)
-        rejected_ids = [user_id for line, user_id, _ in keys if line not in created]
+                created.add(seq)
+        rejected_ids = [user_id for seq, (_, user_id, _) in enumerate(keys) if seq not in created]
         existing_ids: set[str] = set()
         if rejected_ids:
             cursor.execute("SELECT user_id FROM users WHERE user_id = ANY(%s)", (rejected_ids,))
@@ -262,6 +271,6 @@ def insert_staged(
             False,
             DUPLICATE_USER_ID if user_id in existing_ids else DUPLICATE_PASSPORT,
         )
-        for line, user_id, _ in keys
-        if line not in created
+        for seq, (line, user_id, _) in enumerate(keys)
+        if seq not in created
     ]

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -446,3 +448,96 @@ def test_import_with_a_progress_bar_reads_the_file_the_same(
     assert json.loads(result.stdout)["created"] == 11_000
     assert sum(advanced) == source.stat().st_size
     assert row_counts(engine)["users"] == 11_000
+
+
+# Characters that no column can hold (NUL, lone surrogates) or that no name has.
+TROUBLE = ["\x00", "\ud800", "\udfff", "\x07", "\x1b", "\n", "\u2028", "\ufeff"]
+_ANY_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(TROUBLE),
+        st.sampled_from(["é", "😀", "'", '"', ",", "\\", " "]),
+        st.characters(categories=("L", "N", "P", "S", "Z", "C")),
+    ),
+    max_size=12,
+).map("".join)
+
+
+@pytest.mark.parametrize("field", sorted(JOHN))
+def test_troublesome_characters_in_any_user_field_make_an_invalid_row(
+    cli: Cli, engine: Engine, field: str
+) -> None:
+    rows = [{**JOHN, field: f"A{char}1"} for char in TROUBLE] + [MALIKA]
+    result = cli("users", "import", "-", "-o", "json", input=json.dumps(rows))
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    outcomes = (summary["created"], summary["duplicate"], summary["invalid"])
+    if field == "name":
+        # A line or a byte-order mark separator is no control character: the first such
+        # name is John's, the second a duplicate of his user id.
+        assert outcomes == (2, 1, 6)
+        assert [row[0] for row in _users(engine)] == ["usr-001", "usr-002"]
+    else:
+        assert outcomes == (1, 0, len(TROUBLE))
+        assert [row[0] for row in _users(engine)] == ["usr-002"]
+
+
+def test_rows_of_a_json_array_on_one_line_keep_their_own_outcomes(cli: Cli, engine: Engine) -> None:
+    # Every row of a minified JSON array is on line 1: outcomes follow the rows, not the
+    # line numbers they share.
+    rows = [JOHN, dict(MALIKA, user_id=JOHN["user_id"]), MALIKA, dict(TIMUR, passport="AA1234567")]
+    result = cli("users", "import", "-", "-o", "json", input=json.dumps(rows))
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["created"], summary["duplicate"]) == (2, 2)
+    assert [(r["line"], r["user_id"], r["reason"]) for r in summary["rejected"]] == [
+        (1, "usr-001", "user_id already exists"),
+        (1, "usr-003", "passport already onboarded for another user"),
+    ]
+    assert [row[0] for row in _users(engine)] == ["usr-001", "usr-002"]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(st.sampled_from(sorted(JOHN)), _ANY_TEXT)
+def test_any_text_in_any_user_field_gets_a_row_outcome_never_a_crash(
+    cli: Cli, field: str, value: str
+) -> None:
+    result = cli("users", "import", "-", "-o", "json", input=json.dumps([{**JOHN, field: value}]))
+
+    assert result.exit_code in (0, 5), result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == 1
+    assert summary["created"] + summary["duplicate"] + summary["invalid"] == 1
+
+
+def test_names_that_look_like_markup_are_shown_as_they_are(cli: Cli, engine: Engine) -> None:
+    # Rich would read "[/bold]" as a closing tag and fail after the user was written,
+    # and "[red]…[/red]" as a colour: tables show data literally.
+    for user_id, name in (("usr-010", "Ann [/bold] Lee"), ("usr-011", "Bob [red]Red[/red]")):
+        result = cli(
+            *add_args(dict(JOHN, user_id=user_id, name=name, passport=f"AB{user_id[-3:]}999"))
+        )
+        assert result.exit_code == 0, result.stderr
+        assert name in result.stdout
+    shown = cli("users", "list")
+    assert "Ann [/bold] Lee" in shown.stdout and "Bob [red]Red[/red]" in shown.stdout
+
+
+def test_control_characters_reach_no_terminal(cli: Cli, engine: Engine, tmp_path: Path) -> None:
+    # An escape sequence in a file or an argument is shown escaped: in the error line,
+    # in the rejects table and in the rejects file.
+    missing = cli("users", "show", "usr-\x1b[31m")
+    assert missing.exit_code == 4
+    assert "\x1b" not in missing.stderr and "usr-\\x1b[31m" in missing.stderr
+
+    rejects = tmp_path / "rejects.csv"
+    row = dict(JOHN, user_id="u\x1b[2J")
+    result = cli("users", "import", "-", "--rejects", str(rejects), input=json.dumps([row]))
+    assert result.exit_code == 5
+    assert "\x1b" not in result.stderr and "u\\x1b[2J" in result.stderr
+    assert "\x1b" not in rejects.read_text() and "u\\x1b[2J" in rejects.read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -497,3 +497,66 @@ def test_rows_with_control_characters_are_invalid_the_rest_applied(
         "PENDING",
         "REJECTED",
     )
+
+
+# Any character at all, with the troublesome ones often: NUL, lone surrogates, other
+# control characters, separators and quotes.
+_ANY_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(["\x00", "\ud800", "\udfff", "\x07", "\x1b", "\n", "\u2028", "\ufeff"]),
+        st.sampled_from(["é", "😀", "'", '"', ",", "\\", " "]),
+        st.characters(categories=("L", "N", "P", "S", "Z", "C")),
+    ),
+    max_size=12,
+).map("".join)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"refund_id": _ANY_TEXT, "status": st.sampled_from(["approved", "failed"])},
+            optional={
+                "merchant_reference": _ANY_TEXT,
+                "event_id": _ANY_TEXT,
+                "occurred_at": _ANY_TEXT,
+                "amount": _ANY_TEXT,
+            },
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_any_text_in_any_field_gets_a_row_outcome_never_a_crash(
+    cli: Cli, refunds: int, rows: list[dict[str, str]]
+) -> None:
+    # Control characters, NUL, lone surrogates, any script: every row gets an outcome.
+    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
+
+    assert result.exit_code in (0, 5), result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == len(rows)
+    assert sum(summary[name] for name in webhooks.OUTCOMES) == len(rows)
+
+
+def test_rows_of_a_json_array_on_one_line_apply_in_file_order(
+    cli: Cli, engine: Engine, refunds: int
+) -> None:
+    # All on line 1: the order of the rows, not their shared line, decides.
+    rows = [
+        {"refund_id": "REF-002", "status": "rejected", "event_id": "e-1"},
+        {"refund_id": "REF-002", "status": "approved", "event_id": "e-2"},
+        {"refund_id": "REF-003", "status": "approved", "event_id": "e-3"},
+        {"refund_id": "REF-003", "status": "failed", "event_id": "e-3"},
+    ]
+    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["applied"], summary["conflict"], summary["duplicate"]) == (2, 1, 1)
+    states = {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
+    assert (states["REF-002"], states["REF-003"]) == ("REJECTED", "COMPLETED")

@@ -14,13 +14,23 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from bnplctl.cli.options import OutputFormat
+from bnplctl.rows import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
 Record = Mapping[str, Any]
 # Wide enough that nothing is cut when stdout is a file or a pipe.
 _UNBOUNDED_WIDTH = 100_000
+
+
+def _text(value: Any) -> Text:
+    """A table cell or title as plain text: data is never read as Rich markup (a name
+    like ``Ann [/b] Lee`` would otherwise be mangled or fail to render)."""
+    from rich.text import Text
+
+    return Text(printable(value if isinstance(value, str) else _cell(value)))
 
 
 def _console(stderr: bool = False) -> Console:
@@ -82,11 +92,13 @@ def render_one(record: Record, fmt: OutputFormat, *, title: str | None = None) -
     else:
         from rich.table import Table
 
-        table = Table(title=title, show_header=False, title_justify="left")
+        table = Table(
+            title=_text(title) if title else None, show_header=False, title_justify="left"
+        )
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
         for name, value in record.items():
-            table.add_row(name, _cell(value))
+            table.add_row(name, _text(value))
         _console().print(table)
 
 
@@ -176,11 +188,11 @@ def _table(
 ) -> None:
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=_text(title) if title else None, title_justify="left")
     for name in names:
         table.add_column(name, overflow="fold")
     for record in records:
-        table.add_row(*(_cell(record.get(name)) for name in names))
+        table.add_row(*(_text(record.get(name)) for name in names))
     if not records:
         table.caption = "no rows"
     _console(stderr=stderr).print(table)
@@ -206,6 +218,7 @@ def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], Non
     if total is None or not _stderr_is_terminal():
         yield None
         return
+    from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
     with Progress(
@@ -217,7 +230,7 @@ def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], Non
         transient=True,
         auto_refresh=False,
     ) as progress:
-        task = progress.add_task(label, total=total)
+        task = progress.add_task(escape(printable(label)), total=total)
 
         def advance(count: int) -> None:
             progress.advance(task, count)
@@ -228,13 +241,13 @@ def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], Non
 
 def message(text: str) -> None:
     """An informational line on stderr."""
-    _console(stderr=True).print(text, markup=False)
+    _console(stderr=True).print(printable(text), markup=False)
 
 
 def warning(text: str) -> None:
-    _console(stderr=True).print(f"warning: {text}", style="yellow", markup=False)
+    _console(stderr=True).print(f"warning: {printable(text)}", style="yellow", markup=False)
 
 
 def error(text: str) -> None:
     """The one-line message of a refusal or an error, on stderr."""
-    _console(stderr=True).print(f"error: {text}", style="bold red", markup=False)
+    _console(stderr=True).print(f"error: {printable(text)}", style="bold red", markup=False)

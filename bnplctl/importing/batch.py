@@ -137,14 +137,14 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
     A plainly valid row takes ``quick_user``; any other row, ``UserCreate.parse``, which
     gives its result or the canonical error message.
     """
-    from bnplctl.rows import copy_line, new_user_id, protected_values, quick_user
+    from bnplctl.rows import copy_line, new_user_id, printable, protected_values, quick_user
 
     lines: list[str] = []
     keys: list[tuple[int, str, str]] = []
     invalid: list[Rejected] = []
     for row in rows:
         if row.error is not None:
-            key = str(row.fields.get("user_id") or "")[:64]
+            key = printable(str(row.fields.get("user_id") or "")[:64])
             invalid.append(Rejected(row.line, key, "invalid", row.error))
             continue
         parsed = quick_user(row.fields, today)
@@ -154,7 +154,7 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
             try:
                 user = UserCreate.parse(row.fields, today)
             except InvalidInput as exc:
-                key = str(row.fields.get("user_id") or "")[:64]
+                key = printable(str(row.fields.get("user_id") or "")[:64])
                 invalid.append(Rejected(row.line, key, "invalid", exc.message))
                 continue
             parsed = (user.user_id, user.name, user.phone, user.passport, user.card, user.dob)
@@ -162,7 +162,7 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
         values = protected_values(
             user_id or new_user_id(), name, phone, passport, card, dob, keyring
         )
-        lines.append(copy_line(row.line, values))
+        lines.append(copy_line(len(keys), values))
         keys.append((row.line, values[0], values[4]))
     return PreparedChunk("".join(lines), keys, invalid)
 

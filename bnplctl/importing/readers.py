@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -298,10 +299,20 @@ def _read_json_lines(stream: IO[bytes]) -> Iterator[RawRow]:
         yield _row_from_json(number, element)
 
 
+# JSON may spell a lone UTF-16 surrogate (``"\\ud800"``): a Python string that no UTF-8
+# text, no database column and no terminal can hold.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _row_from_json(line: int, element: Any) -> RawRow:
     if not isinstance(element, dict):
         return RawRow(line, {}, "not a JSON object")
-    return RawRow(line, {str(key).strip().lower(): value for key, value in element.items()})
+    fields = {str(key).strip().lower(): value for key, value in element.items()}
+    for name, value in fields.items():
+        if _SURROGATE.search(name) or isinstance(value, str) and _SURROGATE.search(value):
+            field = "a field name" if _SURROGATE.search(name) else name
+            return RawRow(line, {}, f"{field}: not valid Unicode text (a lone surrogate)")
+    return RawRow(line, fields)
 
 
 def _skip_blank(document: str, position: int) -> int:

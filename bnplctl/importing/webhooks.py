@@ -26,7 +26,7 @@ from sqlalchemy import text
 from bnplctl.errors import InputFileError, InvalidInput
 from bnplctl.importing.batch import Rejected, chunked, read_ahead
 from bnplctl.importing.readers import HashingReader, RawRow
-from bnplctl.rows import no_control_characters
+from bnplctl.rows import no_control_characters, printable
 from bnplctl.services.rules import BEFORE_ME, RULE7_CTES
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ WEBHOOK_COLUMNS = ("refund_id", "status")
 CHUNK_ROWS = 5000
 SHOWN_REJECTS = 20
 _COPY_COLUMNS = (
+    "seq",
     "line",
     "transaction_id",
     "target",
@@ -150,34 +151,38 @@ class IngestReport:
 # settings of the chunk's transaction (below).
 _BEGIN_CHUNK = (
     "CREATE TEMP TABLE IF NOT EXISTS webhook_rows ("
-    " line integer NOT NULL, transaction_id text NOT NULL, target text NOT NULL,"
-    " event_id text, occurred_at timestamptz, amount numeric(12,2), merchant_reference text"
+    " seq integer NOT NULL, line integer NOT NULL, transaction_id text NOT NULL,"
+    " target text NOT NULL, event_id text, occurred_at timestamptz, amount numeric(12,2),"
+    " merchant_reference text"
     ") ON COMMIT DELETE ROWS;"
     " CREATE TEMP TABLE IF NOT EXISTS webhook_work ("
-    " line integer NOT NULL, transaction_id text NOT NULL, target text NOT NULL,"
-    " event_id text, occurred_at timestamptz, merchant_reference text, refund_id bigint,"
+    " seq integer NOT NULL, line integer NOT NULL, transaction_id text NOT NULL,"
+    " target text NOT NULL, event_id text, occurred_at timestamptz, merchant_reference text,"
+    " refund_id bigint,"
     " outcome text, reason text, round integer"
     ") ON COMMIT DELETE ROWS;"
     " TRUNCATE webhook_rows, webhook_work;"
 )
 # Everything that needs no lock, in one pass: the refund of each row, unknown ids, amounts
 # that do not match, events seen before or earlier in the chunk, and each remaining row's
-# round (its place among the chunk's rows for the same refund, in file order).
+# round (its place among the chunk's rows for the same refund, in file order). File order
+# is ``seq``, the row's place in the chunk: ``line`` is only reported, and rows of a JSON
+# array written on one line share it.
 _PREPARE = text(
-    "WITH prepared AS (INSERT INTO webhook_work (line, transaction_id, target, event_id,"
+    "WITH prepared AS (INSERT INTO webhook_work (seq, line, transaction_id, target, event_id,"
     " occurred_at, merchant_reference, refund_id, outcome, reason, round)"
-    " SELECT line, transaction_id, target, event_id, occurred_at, merchant_reference,"
+    " SELECT seq, line, transaction_id, target, event_id, occurred_at, merchant_reference,"
     "  refund_id, coalesce(outcome, dup_outcome), coalesce(reason, dup_reason),"
     "  CASE WHEN outcome IS NULL AND dup_outcome IS NULL THEN row_number() OVER ("
-    "   PARTITION BY refund_id, outcome IS NULL AND dup_outcome IS NULL ORDER BY line) END"
+    "   PARTITION BY refund_id, outcome IS NULL AND dup_outcome IS NULL ORDER BY seq) END"
     " FROM (SELECT k.*,"
     "  CASE WHEN k.outcome IS NULL AND k.event_id IS NOT NULL"
-    "   AND (k.seen OR k.first_line <> k.line) THEN 'duplicate' END AS dup_outcome,"
+    "   AND (k.seen OR k.first_seq <> k.seq) THEN 'duplicate' END AS dup_outcome,"
     "  CASE WHEN k.seen THEN 'event ' || k.event_id || ' was ingested before'"
     "   ELSE 'event ' || k.event_id || ' repeats line ' || k.first_line END AS dup_reason"
-    "  FROM (SELECT c.*, first_value(c.line) OVER ("
-    "    PARTITION BY c.event_id, c.outcome IS NULL ORDER BY c.line) AS first_line"
-    "   FROM (SELECT w.line, w.transaction_id, w.target, w.event_id, w.occurred_at,"
+    "  FROM (SELECT c.*, first_value(c.seq) OVER first_row AS first_seq,"
+    "    first_value(c.line) OVER first_row AS first_line"
+    "   FROM (SELECT w.seq, w.line, w.transaction_id, w.target, w.event_id, w.occurred_at,"
     "     w.merchant_reference, r.id AS refund_id,"
     "     e.event_id IS NOT NULL AS seen,"
     "     CASE WHEN r.id IS NULL THEN 'unknown_refund'"
@@ -187,7 +192,9 @@ _PREPARE = text(
     "       'amount ' || w.amount || ' does not match the refund amount ' || r.amount"
     "     END AS reason"
     "    FROM webhook_rows w LEFT JOIN refunds r ON r.transaction_id = w.transaction_id"
-    "    LEFT JOIN webhook_events e ON e.event_id = w.event_id) AS c) AS k) AS d"
+    "    LEFT JOIN webhook_events e ON e.event_id = w.event_id) AS c"
+    "   WINDOW first_row AS (PARTITION BY c.event_id, c.outcome IS NULL ORDER BY c.seq)"
+    "  ) AS k) AS d"
     " RETURNING line, transaction_id, outcome, reason, round"
     ") SELECT line, transaction_id, outcome, reason, NULL AS rounds FROM prepared"
     " WHERE round IS NULL"
@@ -209,7 +216,8 @@ _LOCK_TABLES = text("LOCK TABLE refunds, installments IN EXCLUSIVE MODE")
 # approvals paid off (``paid_off``: plans, and owners of formerly OVERDUE installments).
 _APPLY_ROUND = text(
     "WITH cls AS ("  # noqa: S608 - composed of constants only
-    " SELECT o.line, o.transaction_id, o.refund_id, r.user_id, r.plan_id, r.amount, o.target,"
+    " SELECT o.seq, o.line, o.transaction_id, o.refund_id, r.user_id, r.plan_id, r.amount,"
+    "  o.target,"
     "  o.event_id, o.occurred_at, o.merchant_reference,"
     "  CASE"
     "   WHEN o.occurred_at < r.last_event_at THEN 'stale'"
@@ -253,7 +261,7 @@ _APPLY_ROUND = text(
     " INSERT INTO webhook_events (event_id, refund_id, user_id, status, outcome, occurred_at,"
     "  file_id)"
     " SELECT event_id, refund_id, user_id, target, outcome, occurred_at, :file_id FROM cls"
-    " WHERE event_id IS NOT NULL ORDER BY line ON CONFLICT (event_id) DO NOTHING"
+    " WHERE event_id IS NOT NULL ORDER BY seq ON CONFLICT (event_id) DO NOTHING"
     ") SELECT line, transaction_id, outcome, reason, NULL AS plan_id, NULL AS user_id"
     " FROM cls WHERE outcome <> 'applied'"
     " UNION ALL SELECT NULL, NULL, NULL, NULL, plan_id, user_id FROM paid_off"
@@ -278,12 +286,12 @@ def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
         try:
             update = parse_update(row)
         except InvalidInput as exc:
-            key = str(row.fields.get("refund_id") or "")[:100]
+            key = printable(str(row.fields.get("refund_id") or "")[:100])
             invalid.append(Rejected(row.line, key, "invalid", exc.message))
             continue
-        valid += 1
         writer.writerow(
             (
+                valid,
                 update.line,
                 update.transaction_id,
                 update.target,
@@ -293,6 +301,7 @@ def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
                 update.merchant_reference,
             )
         )
+        valid += 1
     return ParsedChunk(buffer.getvalue(), valid, invalid)
 
 

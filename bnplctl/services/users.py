@@ -40,7 +40,7 @@ def protect(user: UserCreate, keyring: pii.Keyring, line: int = 0) -> ProtectedU
 
 def copy_rows(users: Sequence[ProtectedUser]) -> str:
     """The users as COPY CSV for the staging table."""
-    return "".join(copy_line(user.line, user.values) for user in users)
+    return "".join(copy_line(seq, user.values) for seq, user in enumerate(users))
 
 
 def staged_keys(users: Sequence[ProtectedUser]) -> list[tuple[int, str, str]]:
