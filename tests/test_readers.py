@@ -122,3 +122,20 @@ def test_csv_slices_of_header_only_empty_and_broken_files() -> None:
     second = list(csv_slices(io.BytesIO(b"a\n1\n2\n\xff\n"), 2))[1]
     with pytest.raises(InvalidInput, match="line 4: not UTF-8"):
         list(second.rows(("a",)))
+
+
+def test_json_nested_too_deeply_is_invalid_input_not_a_crash() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(InvalidInput, match=r"line 2: invalid JSON \(nested too deeply\)"):
+        _rows(b"[\n" + deep + b"\n]", "json")
+    rows = _rows(b'{"a": 1}\n{"b": ' + deep + b"}\n", "jsonl")
+    assert rows == [RawRow(1, {"a": 1}), RawRow(2, {}, "invalid JSON (nested too deeply)")]
+
+
+def test_a_lone_surrogate_makes_its_row_invalid() -> None:
+    rows = _rows(b'[{"name": "A\\ud800"}, {"name": "B"}, {"\\udfff": 1}]', "json")
+    assert rows == [
+        RawRow(1, {}, "name: not valid Unicode text (a lone surrogate)"),
+        RawRow(1, {"name": "B"}),
+        RawRow(1, {}, "a field name: not valid Unicode text (a lone surrogate)"),
+    ]

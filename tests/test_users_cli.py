@@ -541,3 +541,14 @@ def test_control_characters_reach_no_terminal(cli: Cli, engine: Engine, tmp_path
     assert result.exit_code == 5
     assert "\x1b" not in result.stderr and "u\\x1b[2J" in result.stderr
     assert "\x1b" not in rejects.read_text() and "u\\x1b[2J" in rejects.read_text()
+
+
+def test_an_unwritable_rejects_file_is_refused_before_any_row_is_applied(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    rejects = tmp_path / "missing-dir" / "rejects.csv"
+    result = cli("users", "import", "-", "--rejects", str(rejects), input=json.dumps([JOHN]))
+
+    assert result.exit_code == 66
+    assert "cannot write the rejects file" in result.stderr
+    assert row_counts(engine)["users"] == 0

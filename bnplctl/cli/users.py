@@ -100,9 +100,11 @@ def import_(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import finish_batch, progress_size
     from bnplctl.cli.output import byte_progress
-    from bnplctl.importing.batch import import_users, user_chunks
+    from bnplctl.importing.batch import check_rejects_path, import_users, user_chunks
     from bnplctl.importing.readers import HashingReader, detect_format, open_input
 
+    if rejects is not None:
+        check_rejects_path(rejects)
     with open_input(source) as raw, byte_progress(progress_size(source), source) as advance:
         stream = raw if advance is None else HashingReader(raw, on_bytes=advance).buffered()
         fmt = detect_format(source, stream, input_format.value)

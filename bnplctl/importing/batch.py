@@ -110,6 +110,15 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
+def check_rejects_path(path: Path) -> None:
+    """Fail before any row is applied when the rejects file cannot be written."""
+    try:
+        with path.open("w", newline="", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot write the rejects file ({exc.strerror})") from None
+
+
 def write_rejects(path: Path, rejected: list[Rejected], key_name: str) -> None:
     """The rejected rows as CSV: line, key, outcome, reason (no raw personal data)."""
     try:

@@ -255,6 +255,8 @@ def _read_json_array(stream: IO[bytes]) -> Iterator[RawRow]:
             element, position = decoder.raw_decode(document, position)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"line {exc.lineno}: invalid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise InvalidInput(f"line {line}: invalid JSON (nested too deeply)") from None
         yield _row_from_json(line, element)
         position = _skip_blank(document, position)
         if document.startswith(",", position):
@@ -295,6 +297,9 @@ def _read_json_lines(stream: IO[bytes]) -> Iterator[RawRow]:
             element = json.loads(text)
         except json.JSONDecodeError as exc:
             yield RawRow(number, {}, f"invalid JSON ({exc.msg})")
+            continue
+        except RecursionError:
+            yield RawRow(number, {}, "invalid JSON (nested too deeply)")
             continue
         yield _row_from_json(number, element)
 
