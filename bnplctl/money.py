@@ -61,4 +61,6 @@ def add_months(start: date, months: int) -> date:
 
 def due_dates(start: date, count: int) -> list[date]:
     """Monthly due dates, the first one month after ``start`` (rule 1)."""
+    if start.year + (start.month - 1 + count) // 12 > date.max.year:
+        raise InvalidInput(f"start: the installments would fall due after {date.max}")
     return [add_months(start, n) for n in range(1, count + 1)]

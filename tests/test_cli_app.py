@@ -133,3 +133,11 @@ def test_debug_traceback_withholds_server_detail_lines(
     assert result.exit_code == 1
     assert "+998901234567" not in result.stderr
     assert "DETAIL:  (withheld" in result.stderr
+
+
+@pytest.mark.parametrize("noun", ["users", "plans", "refunds", "audit", "webhooks"])
+def test_a_limit_beyond_any_list_is_a_usage_error(cli: Cli, noun: str) -> None:
+    command = "files" if noun == "webhooks" else "list"
+    result = cli(noun, command, "--limit", "99999999999999999999")
+    assert result.exit_code == 2
+    assert "--limit" in result.stderr

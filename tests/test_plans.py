@@ -302,3 +302,15 @@ def test_expired_keys_are_purged_and_can_be_reused(cli: Cli, engine: Engine, joh
     with session_scope() as session:
         assert purge_expired(session) == 2
     assert row_counts(engine)["idempotency_keys"] == 0
+
+
+def test_a_schedule_past_the_last_representable_date_is_invalid_input(cli: Cli) -> None:
+    result = cli("plans", "preview", "--amount", "100.00", "--start", "9999-11-30")
+    assert result.exit_code == 65
+    assert result.stderr.strip() == "error: start: the installments would fall due after 9999-12-31"
+    last_month = cli("plans", "preview", "--amount", "100.00", "--start", "9999-11-30",
+                     "--installments", "1", "-o", "json")  # fmt: skip
+    assert last_month.exit_code == 0
+    assert [row["due_date"] for row in json.loads(last_month.stdout)["installments"]] == [
+        "9999-12-30"
+    ]

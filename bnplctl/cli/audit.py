@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from bnplctl.cli.options import OutputFormat, OutputOption
+from bnplctl.cli.options import MAX_LIMIT, OutputFormat, OutputOption
 
 app = typer.Typer(
     help="The audit trail: who changed what, and when.\n\n"
@@ -23,7 +23,9 @@ def list_(
     since: Annotated[
         str | None, typer.Option("--since", help="ISO date or timestamp, e.g. 2026-11-01.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many events.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="At most this many events.")
+    ] = 100,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Audit events, newest first.

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+# The largest --limit: more rows than any list shows, and within PostgreSQL's bigint.
+MAX_LIMIT = 1_000_000_000
+
 
 class OutputFormat(StrEnum):
     table = "table"

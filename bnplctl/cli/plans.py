@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bnplctl.cli.options import IdempotencyKeyOption, OutputFormat, OutputOption
+from bnplctl.cli.options import MAX_LIMIT, IdempotencyKeyOption, OutputFormat, OutputOption
 
 app = typer.Typer(
     help="Installment plans: preview the schedule, create, list, show.\n\n"
@@ -156,7 +156,9 @@ def list_(
     status: Annotated[
         PlanStatusFilter | None, typer.Option("--status", help="Only plans in this status.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many plans.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="At most this many plans.")
+    ] = 100,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """List plans, oldest first (json/jsonl include the installments).

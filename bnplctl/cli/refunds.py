@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bnplctl.cli.options import IdempotencyKeyOption, OutputFormat, OutputOption
+from bnplctl.cli.options import MAX_LIMIT, IdempotencyKeyOption, OutputFormat, OutputOption
 
 app = typer.Typer(
     help="Refunds: create, approve, reject, cancel, list, show.\n\n"
@@ -157,7 +157,9 @@ def list_(
     status: Annotated[
         RefundStatusFilter | None, typer.Option("--status", help="Only refunds in this status.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="At most this many.")
+    ] = 100,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """List refunds, oldest first.

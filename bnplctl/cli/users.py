@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from bnplctl.cli.options import FormatOption, InputFormat, OutputFormat, OutputOption
+from bnplctl.cli.options import MAX_LIMIT, FormatOption, InputFormat, OutputFormat, OutputOption
 
 app = typer.Typer(
     help="Onboard and look up users. Phone, passport and card are always masked.\n\n"
@@ -117,7 +117,9 @@ def list_(
     status: Annotated[
         StatusFilter | None, typer.Option("--status", help="Only users in this status.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many users.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="At most this many users.")
+    ] = 100,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """List users, masked, oldest first.

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from bnplctl.cli.options import FormatOption, InputFormat, OutputFormat, OutputOption
+from bnplctl.cli.options import MAX_LIMIT, FormatOption, InputFormat, OutputFormat, OutputOption
 from bnplctl.errors import ExitCode
 
 app = typer.Typer(
@@ -98,7 +98,9 @@ def _check_inputs(sources: list[str]) -> None:
 
 @app.command("files")
 def files(
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="At most this many.")
+    ] = 20,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """The files ingested so far, newest first: name, checksum, counts, when, who.
