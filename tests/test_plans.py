@@ -314,3 +314,14 @@ def test_a_schedule_past_the_last_representable_date_is_invalid_input(cli: Cli) 
     assert [row["due_date"] for row in json.loads(last_month.stdout)["installments"]] == [
         "9999-12-30"
     ]
+
+
+def test_a_merchant_reference_over_100_characters_is_invalid_input(
+    cli: Cli, engine: Engine
+) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    result = cli("plans", "create", "--user", "usr-001", "--amount", "100.00",
+                 "--merchant-reference", "M" * 101)  # fmt: skip
+    assert result.exit_code == 65
+    assert result.stderr.strip() == "error: merchant-reference: at most 100 characters"
+    assert row_counts(engine)["plans"] == 0

@@ -55,6 +55,16 @@ def render_plan(plan: dict[str, Any], output: OutputFormat) -> None:
     )
 
 
+def _merchant_reference(raw: str | None) -> str | None:
+    from bnplctl.errors import InvalidInput
+    from bnplctl.rows import no_control_characters
+
+    value = (raw or "").strip()
+    if len(value) > 100:
+        raise InvalidInput("merchant-reference: at most 100 characters")
+    return no_control_characters(value, "merchant-reference") or None
+
+
 def _start_date(start: str | None) -> Any:
     from bnplctl.clock import business_today
     from bnplctl.rows import parse_date
@@ -119,7 +129,7 @@ def create(
 
     total = parse_amount(amount)
     start_date = _start_date(start)
-    reference = merchant_reference.strip() if merchant_reference else None
+    reference = _merchant_reference(merchant_reference)
     request = {
         "user": user,
         "amount": str(total),
