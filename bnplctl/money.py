@@ -24,10 +24,10 @@ def parse_amount(raw: str | Decimal | int, field: str = "amount") -> Decimal:
         raise InvalidInput(f"{field}: not a number")
     if amount <= 0:
         raise InvalidInput(f"{field}: must be greater than 0")
+    if amount > MAX_AMOUNT:  # first: quantizing 1e400 would overflow the context
+        raise InvalidInput(f"{field}: must be at most {MAX_AMOUNT}")
     if amount != amount.quantize(CENT):
         raise InvalidInput(f"{field}: at most 2 decimal places")
-    if amount > MAX_AMOUNT:
-        raise InvalidInput(f"{field}: must be at most {MAX_AMOUNT}")
     return amount.quantize(CENT)
 
 

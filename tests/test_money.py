@@ -72,6 +72,8 @@ def test_installment_count_out_of_range(count: int) -> None:
         ("NaN", "not a number"),
         ("Infinity", "not a number"),
         ("10000000000", "at most"),
+        ("1e400", "must be at most 9999999999.99"),  # quantizing it would overflow
+        ("1e-400", "at most 2 decimal places"),
     ],
 )
 def test_bad_amounts(raw: str, reason: str) -> None:

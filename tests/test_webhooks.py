@@ -560,3 +560,17 @@ def test_rows_of_a_json_array_on_one_line_apply_in_file_order(
     assert (summary["applied"], summary["conflict"], summary["duplicate"]) == (2, 1, 1)
     states = {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
     assert (states["REF-002"], states["REF-003"]) == ("REJECTED", "COMPLETED")
+
+
+def test_an_amount_too_large_to_quantize_is_an_invalid_row(
+    cli: Cli, engine: Engine, refunds: int
+) -> None:
+    rows = [
+        {"refund_id": "REF-002", "status": "failed", "amount": "1e400"},
+        {"refund_id": "REF-003", "status": "failed"},
+    ]
+    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["applied"], summary["invalid"]) == (1, 1)
