@@ -574,3 +574,24 @@ def test_an_amount_too_large_to_quantize_is_an_invalid_row(
     assert result.exit_code == 5, result.stderr
     summary = json.loads(result.stdout)
     assert (summary["applied"], summary["invalid"]) == (1, 1)
+
+
+def test_timestamps_with_any_offset_python_accepts_get_a_row_outcome(
+    cli: Cli, engine: Engine, refunds: int
+) -> None:
+    # PostgreSQL takes offsets up to 15:59; Python parses up to 23:59. Timestamps are
+    # stored in UTC, and one that leaves the calendar in UTC is an invalid row.
+    rows = [
+        {"refund_id": "REF-002", "status": "failed", "occurred_at": "2026-01-01T00:00:00-23:59"},
+        {"refund_id": "REF-003", "status": "failed", "occurred_at": "9999-12-31T23:59:59-23:59"},
+    ]
+    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["applied"], summary["invalid"]) == (1, 1)
+    with engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT last_event_at FROM refunds WHERE transaction_id = 'REF-002'")
+        ).scalar_one()
+    assert stored.isoformat() == "2026-01-01T23:59:00+00:00"

@@ -102,6 +102,10 @@ def parse_update(row: RawRow) -> WebhookUpdate:
             raise InvalidInput("occurred_at: not an ISO 8601 timestamp") from None
         if occurred_at.tzinfo is None:
             occurred_at = occurred_at.replace(tzinfo=UTC)
+        try:  # in UTC: PostgreSQL takes offsets up to 15:59 only, Python up to 23:59
+            occurred_at = occurred_at.astimezone(UTC)
+        except OverflowError:
+            raise InvalidInput("occurred_at: out of range") from None
     amount_raw = _text(fields, "amount", 20)
     return WebhookUpdate(
         line=row.line,
