@@ -387,7 +387,9 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
     env["BNPL_SECRET_KEY_FILE"] = str(workdir / "secret.key")
     bnplctl = [sys.executable, "-m", "bnplctl"]
     try:
-        # Start-up first, while the machine is quiet.
+        # Start-up first, once the machine is quiet (no writes of an earlier run or of
+        # another database still being flushed).
+        settle(engine)
         help_s, typer_s = paired_medians(
             [*bnplctl, "--help"], [sys.executable, "-c", "import typer"], env
         )
