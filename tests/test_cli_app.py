@@ -141,3 +141,10 @@ def test_a_limit_beyond_any_list_is_a_usage_error(cli: Cli, noun: str) -> None:
     result = cli(noun, command, "--limit", "99999999999999999999")
     assert result.exit_code == 2
     assert "--limit" in result.stderr
+
+
+def test_an_actor_the_audit_trail_cannot_hold_is_invalid_input(cli: Cli, engine: object) -> None:
+    for actor in ("x" * 101, "ops\x1b[2J"):
+        result = cli("--actor", actor, "debt", "report")
+        assert result.exit_code == 65, result.stderr
+        assert result.stderr.strip() == "error: actor: 1 to 100 characters, no control characters"

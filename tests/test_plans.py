@@ -325,3 +325,14 @@ def test_a_merchant_reference_over_100_characters_is_invalid_input(
     assert result.exit_code == 65
     assert result.stderr.strip() == "error: merchant-reference: at most 100 characters"
     assert row_counts(engine)["plans"] == 0
+
+
+def test_an_idempotency_key_with_control_characters_is_invalid_input(
+    cli: Cli, engine: Engine
+) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    result = cli("plans", "create", "--user", "usr-001", "--amount", "100.00",
+                 "--idempotency-key", "order\x0742")  # fmt: skip
+    assert result.exit_code == 65
+    assert "idempotency-key: must not contain control characters" in result.stderr
+    assert row_counts(engine)["plans"] == 0

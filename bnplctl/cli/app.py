@@ -138,7 +138,20 @@ def root(
 ) -> None:
     """Operator CLI and batch tool of a Buy-Now-Pay-Later debt & refund service."""
     STATE.debug = debug
-    STATE.actor = actor.strip() if actor and actor.strip() else None
+    STATE.actor = _checked_actor(actor)
+
+
+def _checked_actor(actor: str | None) -> str | None:
+    """The audit trail's actor: at most 100 characters (its column), no control ones."""
+    if actor is None or not actor.strip():
+        return None
+    from bnplctl.errors import InvalidInput
+    from bnplctl.rows import CONTROL_CHARACTERS
+
+    value = actor.strip()
+    if len(value) > 100 or CONTROL_CHARACTERS.search(value):
+        raise InvalidInput("actor: 1 to 100 characters, no control characters")
+    return value
 
 
 def _register() -> None:

@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 from bnplctl import clock
 from bnplctl.errors import Conflict, InvalidInput
+from bnplctl.rows import no_control_characters
 
 KEY_TTL = timedelta(hours=24)
 MAX_KEY_LENGTH = 200
@@ -68,6 +69,7 @@ def run_once(
     key = key.strip()
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(f"idempotency-key: 1 to {MAX_KEY_LENGTH} characters")
+    no_control_characters(key, "idempotency-key")
     request_fingerprint = fingerprint(command, request)
     if not _claim(session, key, command, request_fingerprint):
         stored = session.execute(
