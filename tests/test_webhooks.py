@@ -53,6 +53,19 @@ def _as_dicts() -> list[dict[str, str]]:
     return [{k: v for k, v in zip(FIELDS, row, strict=True) if v} for row in ROWS]
 
 
+def _ingested(cli: Cli, rows: list[dict[str, str]]) -> dict[str, Any]:
+    """Ingest ``rows`` as a JSON array on stdin; its summary (some rows not applied)."""
+    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
+    assert result.exit_code == 5, result.stderr
+    summary: dict[str, Any] = json.loads(result.stdout)
+    return summary
+
+
+def _statuses(engine: Engine) -> dict[str, str]:
+    """Each refund's status by transaction id."""
+    return {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
+
+
 @pytest.fixture
 def refunds(cli: Cli, engine: Engine) -> int:
     """REF-001 (on a 300.00 plan) and REF-002..REF-004, all PENDING; returns the plan id."""
@@ -486,12 +499,9 @@ def test_rows_with_control_characters_are_invalid_the_rest_applied(
         {"refund_id": "REF-003", "status": "rejected", "event_id": "evt\u0007"},
         {"refund_id": "REF-004", "status": "rejected", "event_id": "evt-9"},
     ]
-    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
-
-    assert result.exit_code == 5, result.stderr
-    summary = json.loads(result.stdout)
+    summary = _ingested(cli, rows)
     assert (summary["applied"], summary["invalid"]) == (1, 3)
-    states = {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
+    states = _statuses(engine)
     assert (states["REF-002"], states["REF-003"], states["REF-004"]) == (
         "PENDING",
         "PENDING",
@@ -553,12 +563,9 @@ def test_rows_of_a_json_array_on_one_line_apply_in_file_order(
         {"refund_id": "REF-003", "status": "approved", "event_id": "e-3"},
         {"refund_id": "REF-003", "status": "failed", "event_id": "e-3"},
     ]
-    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
-
-    assert result.exit_code == 5, result.stderr
-    summary = json.loads(result.stdout)
+    summary = _ingested(cli, rows)
     assert (summary["applied"], summary["conflict"], summary["duplicate"]) == (2, 1, 1)
-    states = {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
+    states = _statuses(engine)
     assert (states["REF-002"], states["REF-003"]) == ("REJECTED", "COMPLETED")
 
 
@@ -569,10 +576,7 @@ def test_an_amount_too_large_to_quantize_is_an_invalid_row(
         {"refund_id": "REF-002", "status": "failed", "amount": "1e400"},
         {"refund_id": "REF-003", "status": "failed"},
     ]
-    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
-
-    assert result.exit_code == 5, result.stderr
-    summary = json.loads(result.stdout)
+    summary = _ingested(cli, rows)
     assert (summary["applied"], summary["invalid"]) == (1, 1)
 
 
@@ -585,10 +589,7 @@ def test_timestamps_with_any_offset_python_accepts_get_a_row_outcome(
         {"refund_id": "REF-002", "status": "failed", "occurred_at": "2026-01-01T00:00:00-23:59"},
         {"refund_id": "REF-003", "status": "failed", "occurred_at": "9999-12-31T23:59:59-23:59"},
     ]
-    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
-
-    assert result.exit_code == 5, result.stderr
-    summary = json.loads(result.stdout)
+    summary = _ingested(cli, rows)
     assert (summary["applied"], summary["invalid"]) == (1, 1)
     with engine.connect() as connection:
         stored = connection.execute(
