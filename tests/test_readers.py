@@ -139,3 +139,11 @@ def test_a_lone_surrogate_makes_its_row_invalid() -> None:
         RawRow(1, {"name": "B"}),
         RawRow(1, {}, "a field name: not valid Unicode text (a lone surrogate)"),
     ]
+
+
+def test_a_csv_field_over_the_csv_modules_default_limit_is_still_a_row() -> None:
+    # 128 KiB is the csv module's default limit; a longer field must reach validation
+    # (and fail its length check there) instead of failing the whole file.
+    huge = b"x" * 200_000
+    rows = _rows(b"a,b\n" + huge + b",1\n2,3\n", "csv", ("a",))
+    assert [(row.line, len(row.fields["a"])) for row in rows] == [(2, 200_000), (3, 1)]

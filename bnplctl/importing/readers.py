@@ -22,6 +22,11 @@ from typing import IO, Any, Literal
 
 from bnplctl.errors import InputFileError, InvalidInput
 
+# A field longer than the csv module's default 128 KiB is an invalid row (every field
+# has a length limit), not a file that cannot be parsed: let the parser take up to
+# 16 MiB per field.
+csv.field_size_limit(max(csv.field_size_limit(), 16 * 1024 * 1024))
+
 Format = Literal["csv", "json", "jsonl"]
 FORMATS: tuple[str, ...] = ("auto", "csv", "json", "jsonl")
 _EXTENSIONS: dict[str, Format] = {
