@@ -47,7 +47,7 @@ def normalize_phone(raw: str) -> str:
         if verdict is False:
             raise InvalidInput("phone: not a valid number for its country")
         if verdict:
-            return f"+{code}{national}"
+            return _storable(f"+{code}{national}")
     # Undecided above (several regions share the code, or parsing may rewrite the number).
     try:
         parsed = phonenumbers.parse(cleaned, None)
@@ -55,7 +55,18 @@ def normalize_phone(raw: str) -> str:
         raise InvalidInput("phone: not a phone number") from None
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidInput("phone: not a valid number for its country")
-    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return _storable(str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)))
+
+
+# What the users table stores (its CHECK): E.164 with 7 to 15 digits. A few valid
+# service numbers are shorter (an Iranian UAN, +98 9601): not a customer's phone.
+_STORED_PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def _storable(e164: str) -> str:
+    if not _STORED_PHONE.fullmatch(e164):
+        raise InvalidInput("phone: must have 7 to 15 digits")
+    return e164
 
 
 @cache

@@ -242,7 +242,8 @@ def test_luhn_matches_the_reference_implementation(digits: str) -> None:
 
 
 def _library_says(raw: str) -> str | None:
-    """The reference: phonenumbers' own parse, validity check and E.164 formatting."""
+    """The reference: phonenumbers' own parse, validity check and E.164 formatting,
+    within the 7 to 15 digits the users table stores."""
     import phonenumbers
 
     try:
@@ -251,7 +252,23 @@ def _library_says(raw: str) -> str | None:
         return None
     if not phonenumbers.is_valid_number(parsed):
         return None
-    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    e164 = str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return e164 if 7 <= len(e164) - 1 <= 15 else None
+
+
+def test_every_valid_example_number_of_every_type_is_stored_or_refused_by_length() -> None:
+    import phonenumbers
+
+    kinds = phonenumbers.PhoneNumberType.values()
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in kinds:
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is None:
+                continue
+            raw = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            assert _ours(raw) == _library_says(raw), (region, kind, raw)
+    with pytest.raises(InvalidInput, match="phone: must have 7 to 15 digits"):
+        pii.normalize_phone("+98 9601")  # a valid Iranian UAN, too short to store
 
 
 def _ours(raw: str) -> str | None:
