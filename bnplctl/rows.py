@@ -1,9 +1,9 @@
-"""A user row on the batch path: validated, protected, staged and inserted.
+"""A user row on the batch path: validated, protected, staged and inserted; and the
+text checks every edge shares (control characters, dates).
 
 Nothing here imports pydantic, SQLAlchemy or the models (the insert takes a DB-API
-connection), so import worker processes start
-at once; ``bnplctl.schemas.UserCreate`` stays the reference for every row this fast path
-is not sure of.
+connection), so import worker processes start at once; ``bnplctl.schemas.UserCreate``
+stays the reference for every row this fast path is not sure of.
 """
 
 from __future__ import annotations
