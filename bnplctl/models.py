@@ -296,7 +296,7 @@ class AuditEvent(SQLModel, table=True):
 
     __tablename__ = "audit_events"
     __table_args__ = (
-        Index(None, "entity", "entity_id"),
+        Index(None, "user_id"),  # audit list --user
         Index(None, "occurred_at"),
     )
 

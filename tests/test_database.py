@@ -87,6 +87,8 @@ def test_indexes_the_later_work_needs_exist(engine: Engine) -> None:
     assert "(user_id, status)" in indexes["ix_plans_user_id_status"]
     assert "UNIQUE" in indexes["uq_refunds_transaction_id"]
     assert "UNIQUE" in indexes["uq_users_passport_blind_index"]
+    assert "(user_id)" in indexes["ix_audit_events_user_id"]  # audit list --user
+    assert "ix_audit_events_entity_entity_id" not in indexes  # no query looked it up
 
 
 def test_refund_moves_and_installment_cuts_can_stay_on_their_page(engine: Engine) -> None:

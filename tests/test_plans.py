@@ -336,3 +336,23 @@ def test_an_idempotency_key_with_control_characters_is_invalid_input(
     assert result.exit_code == 65
     assert "idempotency-key: must not contain control characters" in result.stderr
     assert row_counts(engine)["plans"] == 0
+
+
+def test_audit_list_user_shows_one_customers_history_newest_first(cli: Cli, john: str) -> None:
+    assert cli(*add_args(MALIKA)).exit_code == 0
+    plan = _create(cli, "--user", john, "--amount", "300")
+    _create(cli, "--user", MALIKA["user_id"], "--amount", "90")
+    first = plan["installments"][0]["id"]
+    assert cli("installments", "pay", str(first)).exit_code == 0
+
+    result = cli("audit", "list", "--user", john, "-o", "json")
+
+    assert result.exit_code == 0, result.stderr
+    events = json.loads(result.stdout)
+    assert [(e["action"], e["entity_id"]) for e in events] == [
+        ("installment.paid", str(first)),
+        ("plan.created", str(plan["id"])),
+        ("user.created", john),
+    ]
+    assert {e["user_id"] for e in events} == {john}
+    assert json.loads(cli("audit", "list", "--user", "usr-nobody", "-o", "json").stdout) == []

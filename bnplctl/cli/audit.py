@@ -20,6 +20,10 @@ def list_(
     entity: Annotated[
         str | None, typer.Option("--entity", help="user, plan, installment, refund, sweep…")
     ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="Only events about this user and their plans and refunds."),
+    ] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="ISO date or timestamp, e.g. 2026-11-01.")
     ] = None,
@@ -31,6 +35,8 @@ def list_(
     """Audit events, newest first.
 
     Example: bnplctl audit list --entity user --since 2026-11-01
+
+    Example: bnplctl audit list --user usr-001 -o json
     """
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
@@ -38,6 +44,6 @@ def list_(
 
     since_at = parse_since(since) if since else None
     with session_scope() as session:
-        events = list_events(session, entity=entity, since=since_at, limit=limit)
+        events = list_events(session, entity=entity, user_id=user, since=since_at, limit=limit)
         shown = [public_event(event) for event in events]
     render_list(shown, output, columns=AUDIT_COLUMNS, title="Audit events")

@@ -36,13 +36,16 @@ def list_events(
     session: Session,
     *,
     entity: str | None = None,
+    user_id: str | None = None,
     since: datetime | None = None,
     limit: int = 100,
 ) -> list[AuditEvent]:
-    """Newest first."""
+    """Newest first; ``user_id`` keeps the events about that user and what they own."""
     query = select(AuditEvent)
     if entity is not None:
         query = query.where(AuditEvent.entity == entity)
+    if user_id is not None:
+        query = query.where(AuditEvent.user_id == user_id)
     if since is not None:
         query = query.where(col(AuditEvent.occurred_at) >= since)
     query = query.order_by(col(AuditEvent.occurred_at).desc(), col(AuditEvent.id).desc())
