@@ -307,7 +307,7 @@ class AuditEvent(SQLModel, table=True):
     # Keys, compared only for equality: byte order ("C"), not the locale's.
     entity: str = Field(sa_column=Column(String(30, collation="C"), nullable=False))
     entity_id: str = Field(sa_column=Column(String(200, collation="C"), nullable=False))
-    user_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    user_id: str | None = Field(default=None, sa_column=Column(String(64, collation="C")))
     details: dict[str, Any] = Field(
         default_factory=dict,
         sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),

@@ -83,6 +83,7 @@ def test_indexes_the_later_work_needs_exist(engine: Engine) -> None:
         "users.card_fingerprint",
         "audit_events.entity",
         "audit_events.entity_id",
+        "audit_events.user_id",
     }
     assert "(user_id, status)" in indexes["ix_plans_user_id_status"]
     assert "UNIQUE" in indexes["uq_refunds_transaction_id"]
