@@ -32,6 +32,45 @@ def test_help_imports_nothing_heavy(argv: list[str]) -> None:
     assert completed.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.usefixtures("no_database")
+@pytest.mark.parametrize(
+    ("argv", "loaded"),
+    [(["--help"], []), (["users", "--help"], ["users"]), (["debt", "show", "--help"], ["debt"])],
+)
+def test_a_command_group_is_loaded_only_when_named(argv: list[str], loaded: list[str]) -> None:
+    probe = (
+        "import sys\n"
+        "from bnplctl.cli.app import LAZY_GROUPS, app\n"
+        f"try:\n    app({argv!r}, prog_name='bnplctl')\n"
+        "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+        "print(sorted(n for n, (module, _) in LAZY_GROUPS.items() if module in sys.modules))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert completed.stdout.strip().splitlines()[-1] == repr(loaded)
+
+
+@pytest.mark.usefixtures("no_database")
+def test_the_root_help_lists_each_lazy_group_with_its_own_line() -> None:
+    from bnplctl.cli.app import LAZY_GROUPS, load_group
+
+    for name, (_, line) in LAZY_GROUPS.items():
+        group = load_group(name)
+        assert (group.name, group.get_short_help_str(200)) == (name, line)
+
+
+@pytest.mark.usefixtures("no_database")
+def test_a_mistyped_command_is_a_usage_error_with_a_suggestion(cli: Cli) -> None:
+    mistyped = cli("user", "list")
+    assert mistyped.exit_code == 2
+    assert "No such command 'user'. Did you mean 'users'?" in mistyped.stderr
+    unknown = cli("nope")
+    assert unknown.exit_code == 2
+    assert "No such command 'nope'." in unknown.stderr
+    assert "Did you mean" not in unknown.stderr
+
+
 ORM = ("sqlmodel", "sqlalchemy.orm", "bnplctl.models", "bnplctl.schemas")
 _ONE_USER = (
     '[{"user_id": "usr-009", "name": "Ann Lee", "phone": "+998901234599",'

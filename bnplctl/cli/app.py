@@ -2,8 +2,8 @@
 
 Every domain exception becomes a one-line message on stderr and its exit code;
 anything unexpected is exit 1 with a one-line message, the traceback only with
-``--debug``. Command modules are imported here but import nothing heavy
-themselves, so ``bnplctl --help`` stays fast. Nor do they use ``from __future__ import
+``--debug``. The command groups are imported and built only when named
+(``LAZY_GROUPS``), and import nothing heavy themselves, so ``bnplctl --help`` stays fast. Nor do they use ``from __future__ import
 annotations``: Typer reads every parameter's annotation to build the command tree, and
 string annotations would cost an ``eval`` each (about 15 ms of every start).
 """
@@ -62,8 +62,75 @@ def _is_cli_signal(exc: Exception) -> bool:
     return type(exc).__module__.startswith(("typer.", "click."))
 
 
+# The command groups, loaded only when named: ``bnplctl --help`` and a command of one group
+# then never import or build the others (Typer reads every parameter of every command it
+# builds). Each with the one line the root help lists; a test keeps it equal to the
+# group's own help.
+LAZY_GROUPS: dict[str, tuple[str, str]] = {
+    "users": ("bnplctl.cli.users", "Onboard and look up users."),
+    "plans": (
+        "bnplctl.cli.plans",
+        "Installment plans: preview the schedule, create, list, show.",
+    ),
+    "installments": ("bnplctl.cli.installments", "Installments: record payments."),
+    "debt": ("bnplctl.cli.debt", "Debt: what a user owes."),
+    "refunds": ("bnplctl.cli.refunds", "Refunds: create, approve, reject, cancel, list, show."),
+    "webhooks": ("bnplctl.cli.webhooks", "Merchant refund-status webhook files."),
+    "scheduler": (
+        "bnplctl.cli.scheduler",
+        "The long-lived scheduler: nightly sweep, hourly key purge.",
+    ),
+    "db": ("bnplctl.cli.db", "Schema migrations and the embedded PostgreSQL server."),
+    "audit": ("bnplctl.cli.audit", "The audit trail: who changed what, and when."),
+}
+
+
+def load_group(name: str) -> Any:
+    """The click group of one of ``LAZY_GROUPS``, built from its module's Typer app."""
+    import importlib
+
+    module = importlib.import_module(LAZY_GROUPS[name][0])
+    group = typer.main.get_group(module.app)
+    group.name = name
+    return group
+
+
 class BoundaryGroup(TyperGroup):
-    """The root group: maps what a command raises to a message and an exit code."""
+    """The root group: maps what a command raises to a message and an exit code, and
+    loads a command group only when it is named (``LAZY_GROUPS``)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*self.commands, *(name for name in LAZY_GROUPS if name not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
+            self.commands[cmd_name] = load_group(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """Typer's, with its "Did you mean" drawn from every command, loaded or not."""
+        from difflib import get_close_matches
+
+        name = args[0] if args else ""
+        known = self.list_commands(ctx)
+        if name and not name.startswith("-") and name not in known and not ctx.resilient_parsing:
+            matches = get_close_matches(name, known)
+            hint = f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
+            ctx.fail(f"No such command {name!r}.{hint}")
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """As Typer lists them, with the lazy groups' lines from ``LAZY_GROUPS``."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = [
+            (name, self.commands[name].get_short_help_str(limit))
+            if name in self.commands
+            else (name, LAZY_GROUPS[name][1])
+            for name in names
+        ]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -155,30 +222,9 @@ def _checked_actor(actor: str | None) -> str | None:
 
 
 def _register() -> None:
-    from bnplctl.cli import (
-        audit,
-        db,
-        debt,
-        demo,
-        installments,
-        plans,
-        refunds,
-        scheduler,
-        status,
-        users,
-        webhooks,
-    )
+    from bnplctl.cli import demo, status
 
-    app.add_typer(users.app, name="users")
-    app.add_typer(plans.app, name="plans")
-    app.add_typer(installments.app, name="installments")
-    app.add_typer(debt.app, name="debt")
-    app.add_typer(refunds.app, name="refunds")
-    app.add_typer(webhooks.app, name="webhooks")
-    app.add_typer(scheduler.app, name="scheduler")
     app.command("status")(status.status)
-    app.add_typer(db.app, name="db")
-    app.add_typer(audit.app, name="audit")
     app.command("demo")(demo.demo)
 
 
