@@ -3,9 +3,10 @@
 Every domain exception becomes a one-line message on stderr and its exit code;
 anything unexpected is exit 1 with a one-line message, the traceback only with
 ``--debug``. The command groups are imported and built only when named
-(``LAZY_GROUPS``), and import nothing heavy themselves, so ``bnplctl --help`` stays fast. Nor do they use ``from __future__ import
-annotations``: Typer reads every parameter's annotation to build the command tree, and
-string annotations would cost an ``eval`` each (about 15 ms of every start).
+(``LAZY_GROUPS``), and import nothing heavy themselves, so ``bnplctl --help`` stays
+fast. Nor do they use ``from __future__ import annotations``: Typer reads every
+parameter's annotation to build the command tree, and string annotations would cost an
+``eval`` each (about 15 ms of every start).
 """
 
 import sys
