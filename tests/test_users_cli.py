@@ -391,6 +391,55 @@ def test_import_chunks_after_a_duplicate_fall_back_and_recover(
     assert line_2_name == "Bench User 0"  # line 2's user, untouched by line 19,000
 
 
+def test_import_dry_run_reports_the_real_outcomes_and_writes_nothing(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    from bench.run import write_users
+
+    assert cli(*add_args(JOHN)).exit_code == 0
+    source = tmp_path / "many.csv"
+    write_users(source, 12_000)  # three chunks: the worker path, one transaction
+    lines = source.read_text().splitlines()
+    lines[5_001] = lines[5_001].replace("+99890", "99890")  # invalid phone, second chunk
+    lines[9_000] = lines[3]  # a duplicate of line 4, in a later chunk
+    lines.append(",".join(JOHN[k] for k in ("user_id", "name", "phone", "passport", "card", "dob")))
+    source.write_text("\n".join(lines) + "\n")
+    before = row_counts(engine)
+
+    dry = cli("users", "import", str(source), "--dry-run", "-o", "json")
+
+    assert dry.exit_code == 5, dry.stderr
+    assert row_counts(engine) == before
+    planned = json.loads(dry.stdout)
+    real = cli("users", "import", str(source), "-o", "json")
+    applied = json.loads(real.stdout)
+    assert (planned.pop("dry_run"), applied.pop("dry_run")) == (True, False)
+    assert planned == applied
+    assert (applied["created"], applied["duplicate"], applied["invalid"]) == (11_998, 2, 1)
+    assert [(r["line"], r["outcome"]) for r in applied["rejected"]] == [
+        (5_002, "invalid"),
+        (9_001, "duplicate"),
+        (12_002, "duplicate"),
+    ]
+    assert row_counts(engine)["users"] == before["users"] + 11_998
+
+
+def test_import_dry_run_of_one_chunk_says_so_and_writes_nothing(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(SAMPLE_CSV)
+    before = row_counts(engine)
+
+    result = cli("users", "import", str(source), "--dry-run")
+
+    assert result.exit_code == 5
+    assert "Users import (dry run: nothing written)" in " ".join(result.stdout.split())
+    assert row_counts(engine) == before
+    assert cli("users", "import", str(source)).exit_code == 5
+    assert row_counts(engine)["users"] == before["users"] + 3
+
+
 def test_import_rows_with_control_characters_are_invalid_the_rest_applied(
     cli: Cli, engine: Engine, tmp_path: Path
 ) -> None:

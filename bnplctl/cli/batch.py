@@ -59,13 +59,16 @@ def finish_batch(
     key_name: str,
     title: str,
     exit_on_rejects: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> None:
+    """The summary (with ``extra`` after the counts), the rejects, and exit 5 when any row
+    was rejected."""
     from bnplctl.cli.output import render_one
     from bnplctl.importing.batch import write_rejects
 
     if rejects is not None:
         write_rejects(rejects, report.rejected, key_name)
-    summary = report.summary()
+    summary = report.summary() | (extra or {})
     if output is not OutputFormat.table:
         summary["rejected"] = _rows(report.rejected, key_name)
     render_one(summary, output, title=title)

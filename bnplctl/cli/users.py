@@ -89,13 +89,20 @@ def import_(
             "--rejects", help="Write rejected rows (line, user_id, outcome, reason) here."
         ),
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Report each row's outcome; onboard no one."),
+    ] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Onboard users in batch: valid rows are applied, the rest reported (exit 5).
 
-    Columns: user_id, name, phone, passport, card, dob.
+    Columns: user_id, name, phone, passport, card, dob. --dry-run checks the file
+    against the database as a real run would, then rolls everything back.
 
     Example: bnplctl users import users.csv --rejects rejects.csv
+
+    Example: bnplctl users import users.csv --dry-run -o json
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import finish_batch, progress_size
@@ -108,8 +115,16 @@ def import_(
     with open_input(source) as raw, byte_progress(progress_size(source), source) as advance:
         stream = raw if advance is None else HashingReader(raw, on_bytes=advance).buffered()
         fmt = detect_format(source, stream, input_format.value)
-        report = import_users(user_chunks(stream, fmt), actor=current_actor())
-    finish_batch(report, output, rejects=rejects, key_name="user_id", title="Users import")
+        report = import_users(user_chunks(stream, fmt), actor=current_actor(), dry_run=dry_run)
+    title = "Users import" + (" (dry run: nothing written)" if dry_run else "")
+    finish_batch(
+        report,
+        output,
+        rejects=rejects,
+        key_name="user_id",
+        title=title,
+        extra={"dry_run": dry_run},
+    )
 
 
 @app.command("list")

@@ -14,6 +14,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from itertools import islice
@@ -205,8 +206,11 @@ def _prepare_in_worker(item: WorkItem, today: date) -> PreparedChunk:
     return _prepare(item, today, _WORKER_KEYRING)
 
 
-def import_users(items: Iterable[WorkItem], *, actor: str, source: str = "import") -> BatchReport:
-    """Validate, protect and insert users, one transaction per chunk.
+def import_users(
+    items: Iterable[WorkItem], *, actor: str, source: str = "import", dry_run: bool = False
+) -> BatchReport:
+    """Validate, protect and insert users, one transaction per chunk (a dry run: one
+    transaction for the whole file, rolled back, so that its outcomes are the real ones).
 
     A single chunk is prepared here. A larger file is prepared by a pool of worker
     processes (validation, encryption and hashing are CPU-bound) while this process
@@ -225,13 +229,14 @@ def import_users(items: Iterable[WorkItem], *, actor: str, source: str = "import
     first = next(chunks, None)
     second = next(chunks, None) if first is not None else None
     if second is None:
-        insert = _chunk_inserter(report, actor=actor, source=source)
-        if first is not None:
-            insert(_prepare(first, today, keyring))
+        with _chunk_inserter(report, actor=actor, source=source, dry_run=dry_run) as insert:
+            if first is not None:
+                insert(_prepare(first, today, keyring))
     else:
         import multiprocessing
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
+        from contextlib import ExitStack
 
         master = pii.load_or_create_key(get_settings().key_file)
         workers = max(1, min(4, (os.cpu_count() or 2)))
@@ -239,6 +244,7 @@ def import_users(items: Iterable[WorkItem], *, actor: str, source: str = "import
         # This thread reads and dispatches; one inserter thread writes the chunks in
         # order (psycopg2 releases the GIL while the server works).
         with (
+            ExitStack() as stack,  # closes the inserter's connection last
             context.Pool(workers, initializer=_init_worker, initargs=(master,)) as pool,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-insert") as inserter,
         ):
@@ -248,7 +254,9 @@ def import_users(items: Iterable[WorkItem], *, actor: str, source: str = "import
             in_flight: deque[Any] = deque(
                 pool.apply_async(_prepare_in_worker, (chunk, today)) for chunk in ahead
             )
-            insert = _chunk_inserter(report, actor=actor, source=source)
+            insert = stack.enter_context(
+                _chunk_inserter(report, actor=actor, source=source, dry_run=dry_run)
+            )
             inserts: deque[Any] = deque()
 
             def hand_over(keep: int) -> None:
@@ -270,23 +278,29 @@ def import_users(items: Iterable[WorkItem], *, actor: str, source: str = "import
     return report
 
 
+@contextmanager
 def _chunk_inserter(
-    report: BatchReport, *, actor: str, source: str
-) -> Callable[[PreparedChunk], None]:
-    """Connects (and checks the schema: before any row is written) and returns the
-    function that inserts one prepared chunk and records its outcomes."""
+    report: BatchReport, *, actor: str, source: str, dry_run: bool = False
+) -> Iterator[Callable[[PreparedChunk], None]]:
+    """Connects (and checks the schema: before any row is written) and yields the
+    function that inserts one prepared chunk and records its outcomes: each chunk in a
+    transaction of its own, or, for a dry run, all in one that is rolled back at the end
+    (so that a row repeating an earlier chunk's is still reported as a duplicate)."""
     from bnplctl.db import get_engine, translate_db_errors
     from bnplctl.rows import insert_staged
 
     engine = get_engine()  # SQLAlchemy Core only: the ORM and the models stay unloaded
-
+    with translate_db_errors():
+        connection = engine.connect()
     expect_new = True  # until a chunk meets a duplicate
 
     def insert(prepared: PreparedChunk) -> None:
         nonlocal expect_new
         for rejected in prepared.invalid:
             report.add("invalid", rejected)
-        with translate_db_errors(), engine.begin() as connection:
+        with translate_db_errors():
+            if not connection.in_transaction():
+                connection.begin()
             duplicates = insert_staged(
                 connection.connection.driver_connection,
                 prepared.copy_text,
@@ -295,10 +309,17 @@ def _chunk_inserter(
                 source=source,
                 expect_new=expect_new,
             )
+            if not dry_run:
+                connection.commit()
         expect_new = not duplicates
         report.counts["created"] += len(prepared.keys) - len(duplicates)
         for outcome in duplicates:
             reason = outcome.reason or "duplicate"
             report.add("duplicate", Rejected(outcome.line, outcome.user_id, "duplicate", reason))
 
-    return insert
+    try:
+        yield insert
+    finally:
+        with translate_db_errors():
+            connection.rollback()  # a dry run's rows; nothing otherwise
+            connection.close()
