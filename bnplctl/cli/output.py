@@ -92,14 +92,12 @@ def render_one(record: Record, fmt: OutputFormat, *, title: str | None = None) -
     else:
         from rich.table import Table
 
-        table = Table(
-            title=_text(title) if title else None, show_header=False, title_justify="left"
-        )
+        table = Table(show_header=False)
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
         for name, value in record.items():
             table.add_row(name, _text(value))
-        _console().print(table)
+        _print_table(_console(), table, title)
 
 
 def render_nested(
@@ -188,14 +186,23 @@ def _table(
 ) -> None:
     from rich.table import Table
 
-    table = Table(title=_text(title) if title else None, title_justify="left")
+    table = Table()
     for name in names:
         table.add_column(name, overflow="fold")
     for record in records:
         table.add_row(*(_text(record.get(name)) for name in names))
     if not records:
         table.caption = "no rows"
-    _console(stderr=stderr).print(table)
+    _print_table(_console(stderr=stderr), table, title)
+
+
+def _print_table(console: Console, table: Any, title: str | None) -> None:
+    """The title on a line of its own, then the table: a title inside a Rich table is
+    wrapped to the table's width (a narrow summary split its title over three lines)
+    and padded to it."""
+    if title:
+        console.print(_text(title), style="table.title")
+    console.print(table)
 
 
 def table_to_stderr(records: Sequence[Record], names: Sequence[str], *, title: str) -> None:
