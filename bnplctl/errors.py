@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     UNHEALTHY = 69
     UNAVAILABLE = 75
     CONFIG = 78
+    INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as shells report it
 
 
 class BnplError(Exception):

@@ -202,3 +202,45 @@ def test_an_ingest_waits_for_a_refund_in_flight_and_sees_its_outcome(
         due = connection.execute(text("SELECT sum(amount_due) FROM installments")).scalar_one()
         status = connection.execute(text("SELECT status FROM refunds")).scalar_one()
     assert (status, due) == ("REJECTED", Decimal("300.00"))
+
+
+def test_ctrl_c_in_an_import_is_one_line_exit_130_and_keeps_whole_chunks(
+    engine: Engine, tmp_path: Any
+) -> None:
+    # Ctrl-C signals the whole process group, the import's worker processes included:
+    # none may print a traceback, and the database keeps whole chunks only.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bench.run import write_users
+
+    source = tmp_path / "many.csv"
+    write_users(source, 300_000)  # several seconds of work: time to interrupt it
+    command = [sys.executable, "-m", "bnplctl", "users", "import", str(source)]
+    importing = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        # A shell's background jobs ignore SIGINT, and a child inherits that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while row_counts(engine)["users"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first chunk is in: the workers are busy with the next ones
+    os.killpg(importing.pid, signal.SIGINT)
+    stdout, stderr = importing.communicate(timeout=60)
+
+    assert importing.returncode == 130, stderr
+    assert stderr.strip() == (
+        "error: interrupted: what was committed before stays (a batch: its finished chunks),"
+        " the rest was rolled back"
+    )
+    counts = row_counts(engine)
+    assert 0 < counts["users"] < 300_000
+    assert counts["users"] % 5_000 == 0
+    assert counts["audit_events"] == counts["users"]

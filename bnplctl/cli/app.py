@@ -139,6 +139,12 @@ class BoundaryGroup(TyperGroup):
         except BnplError as exc:
             self._maybe_traceback()
             raise _fail(exc.message, exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise _fail(
+                "interrupted: what was committed before stays (a batch: its finished"
+                " chunks), the rest was rolled back",
+                ExitCode.INTERRUPTED,
+            ) from None
         except Exception as exc:
             if _is_cli_signal(exc):
                 raise

@@ -182,8 +182,14 @@ _WORKER_KEYRING: Any = None
 
 def _init_worker(master_key: bytes) -> None:
     global _WORKER_KEYRING
+    import signal
+
     from bnplctl.pii import Keyring
 
+    # Ctrl-C reaches the whole process group: the main process stops the import and
+    # terminates the pool; a worker printing its own KeyboardInterrupt traceback would
+    # break the one-line rule.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_KEYRING = Keyring(master_key)
 
 
