@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 75
     CONFIG = 78
     INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as shells report it
+    BROKEN_PIPE = 141  # the reader of stdout went away: 128 + SIGPIPE, as for `seq … | head`
 
 
 class BnplError(Exception):

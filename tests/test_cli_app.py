@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -106,6 +107,27 @@ def test_plain_sql_commands_never_load_the_orm(
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stderr.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("fmt", ["table", "jsonl", "csv"])
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(
+    cli: Cli, engine: object, tmp_path: Path, fmt: str
+) -> None:
+    # bnplctl users list -o csv | head -1: no message, no traceback, exit 128 + SIGPIPE.
+    from bench.run import write_users
+
+    source = tmp_path / "users.csv"
+    write_users(source, 2_000)  # a listing of a few hundred kB: more than a pipe holds
+    assert cli("users", "import", str(source)).exit_code == 0
+    command = [sys.executable, "-m", "bnplctl", "users", "list", "--limit", "2000", "-o", fmt]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as listing:
+        assert listing.stdout is not None and listing.stderr is not None
+        assert listing.stdout.readline()
+        listing.stdout.close()
+        stderr = listing.stderr.read()
+        listing.wait(timeout=60)
+
+    assert (listing.returncode, stderr) == (141, b"")
 
 
 @pytest.mark.usefixtures("no_database")

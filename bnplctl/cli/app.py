@@ -139,6 +139,12 @@ class BoundaryGroup(TyperGroup):
         except BnplError as exc:
             self._maybe_traceback()
             raise _fail(exc.message, exc.exit_code) from None
+        except BrokenPipeError:
+            # ``bnplctl users list -o csv | head``: stop quietly, as a shell tool does.
+            from bnplctl.cli.output import silence_stdout
+
+            silence_stdout()
+            raise typer.Exit(code=ExitCode.BROKEN_PIPE) from None
         except KeyboardInterrupt:
             raise _fail(
                 "interrupted: what was committed before stays (a batch: its finished"

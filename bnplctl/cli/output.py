@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from bnplctl.cli.options import OutputFormat
@@ -34,11 +35,36 @@ def _text(value: Any) -> Text:
 
 
 def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
-
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else _UNBOUNDED_WIDTH
-    return Console(file=stream, width=width, highlight=False, soft_wrap=stream is sys.stderr)
+    return _console_class()(
+        file=stream, width=width, highlight=False, soft_wrap=stream is sys.stderr
+    )
+
+
+@cache
+def _console_class() -> type[Console]:
+    from rich.console import Console
+
+    class PipedConsole(Console):
+        """Rich exits 1 on its own when the reader of stdout goes away (``… | head``); the
+        error boundary decides instead, as for every other format."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return PipedConsole
+
+
+def silence_stdout() -> None:
+    """The reader of stdout went away: what is still buffered, and the interpreter's
+    flush at exit, go to /dev/null instead of raising again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _json_default(value: Any) -> str:
