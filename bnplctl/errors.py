@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     NO_INPUT = 66
     UNHEALTHY = 69
     UNAVAILABLE = 75
+    OUTPUT_FAILED = 74  # sysexits EX_IOERR: the output could not be written
     CONFIG = 78
     INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as shells report it
     BROKEN_PIPE = 141  # the reader of stdout went away: 128 + SIGPIPE, as for `seq … | head`
@@ -75,6 +76,12 @@ class Unavailable(BnplError):
     """Retry later: database unreachable, a lock held elsewhere (exit 75)."""
 
     exit_code = ExitCode.UNAVAILABLE
+
+
+class OutputError(BnplError):
+    """Stdout cannot be written: a full disk, a device error (exit 74)."""
+
+    exit_code = ExitCode.OUTPUT_FAILED
 
 
 class ConfigError(BnplError):

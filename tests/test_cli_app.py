@@ -130,6 +130,17 @@ def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(
     assert (listing.returncode, stderr) == (141, b"")
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
+def test_output_that_cannot_be_written_is_one_line_and_exit_74(engine: object, fmt: str) -> None:
+    command = [sys.executable, "-m", "bnplctl", "debt", "report", "-o", fmt]
+    with Path("/dev/full").open("w") as full:
+        done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True)
+
+    assert done.returncode == 74
+    assert done.stderr == "error: cannot write the output (No space left on device)\n"
+
+
 @pytest.mark.usefixtures("no_database")
 def test_python_dash_m_and_version() -> None:
     completed = subprocess.run(

@@ -11,8 +11,8 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import cache
-from typing import TYPE_CHECKING, Any
+from functools import cache, wraps
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 from bnplctl.cli.options import OutputFormat
 from bnplctl.rows import printable
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
 Record = Mapping[str, Any]
+P = ParamSpec("P")
 # Wide enough that nothing is cut when stdout is a file or a pipe.
 _UNBOUNDED_WIDTH = 100_000
 
@@ -67,6 +68,28 @@ def silence_stdout() -> None:
     os.close(devnull)
 
 
+def to_stdout(render: Callable[P, None]) -> Callable[P, None]:
+    """A renderer whose output reaches stdout before it returns: a write that fails (a
+    full disk) becomes a one-line error and exit 74, not an internal error; a reader that
+    went away (``| head``) is left to the error boundary (exit 141)."""
+
+    @wraps(render)
+    def rendered(*args: P.args, **kwargs: P.kwargs) -> None:
+        from bnplctl.errors import OutputError
+
+        try:
+            render(*args, **kwargs)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            silence_stdout()  # the interpreter's own flush at exit would fail again
+            reason = exc.strerror or type(exc).__name__
+            raise OutputError(f"cannot write the output ({reason})") from None
+
+    return rendered
+
+
 def _json_default(value: Any) -> str:
     return str(value)
 
@@ -87,6 +110,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+@to_stdout
 def render_list(
     records: Sequence[Record],
     fmt: OutputFormat,
@@ -107,6 +131,7 @@ def render_list(
         _table(records, names, title=title)
 
 
+@to_stdout
 def render_one(record: Record, fmt: OutputFormat, *, title: str | None = None) -> None:
     """One entity or summary: a two-column table, a JSON object, one line, or CSV."""
     if fmt is OutputFormat.json:
@@ -126,6 +151,7 @@ def render_one(record: Record, fmt: OutputFormat, *, title: str | None = None) -
         _print_table(_console(), table, title)
 
 
+@to_stdout
 def render_nested(
     record: Record,
     fmt: OutputFormat,
@@ -153,6 +179,7 @@ def render_nested(
         _table(children, child_columns, title=child_title)
 
 
+@to_stdout
 def render_dashboard(report: Record) -> None:
     """The status report as a Rich panel: one line per area, problems in red."""
     from rich.markup import escape
