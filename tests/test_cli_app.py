@@ -131,9 +131,18 @@ def test_a_reader_that_goes_away_ends_the_command_quietly_with_141(
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-@pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "csv"])
-def test_output_that_cannot_be_written_is_one_line_and_exit_74(engine: object, fmt: str) -> None:
-    command = [sys.executable, "-m", "bnplctl", "debt", "report", "-o", fmt]
+@pytest.mark.parametrize(
+    "argv",
+    [
+        *(["debt", "report", "-o", fmt] for fmt in ("table", "json", "jsonl", "csv")),
+        ["--version"],  # written while the arguments are parsed, before any command runs
+        ["--help"],
+    ],
+)
+def test_output_that_cannot_be_written_is_one_line_and_exit_74(
+    engine: object, argv: list[str]
+) -> None:
+    command = [sys.executable, "-m", "bnplctl", *argv]
     with Path("/dev/full").open("w") as full:
         done = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True)
 

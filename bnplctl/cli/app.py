@@ -245,5 +245,18 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="bnplctl")
+    """Console-script entry point. Help, ``--version`` and usage errors are written
+    before any command runs, outside the error boundary: a failed write there ends the
+    same way as in a command (exit 141 when the reader went away, 74 otherwise)."""
+    try:
+        app(prog_name="bnplctl")
+    except OSError as exc:
+        from bnplctl.cli.output import silence_stdout
+
+        silence_stdout()
+        if isinstance(exc, BrokenPipeError):
+            sys.exit(ExitCode.BROKEN_PIPE)
+        from bnplctl.cli.output import error
+
+        error(f"cannot write the output ({exc.strerror or type(exc).__name__})")
+        sys.exit(ExitCode.OUTPUT_FAILED)
