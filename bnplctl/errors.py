@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     OUTPUT_FAILED = 74  # sysexits EX_IOERR: the output could not be written
     CONFIG = 78
     INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as shells report it
+    TERMINATED = 143  # SIGTERM (kill, timeout, a service manager): 128 + 15
     BROKEN_PIPE = 141  # the reader of stdout went away: 128 + SIGPIPE, as for `seq … | head`
 
 
@@ -88,3 +89,7 @@ class ConfigError(BnplError):
     """Bad configuration: URL, key file, schema not at head (exit 78)."""
 
     exit_code = ExitCode.CONFIG
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: the command stops as for Ctrl-C (what it committed stays)."""

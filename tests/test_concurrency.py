@@ -204,11 +204,19 @@ def test_an_ingest_waits_for_a_refund_in_flight_and_sees_its_outcome(
     assert (status, due) == ("REJECTED", Decimal("300.00"))
 
 
-def test_ctrl_c_in_an_import_is_one_line_exit_130_and_keeps_whole_chunks(
-    engine: Engine, tmp_path: Any
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [
+        # Ctrl-C signals the whole process group, the worker processes included.
+        ("SIGINT to the group", 130, "interrupted"),
+        # kill, timeout or a service manager signal the main process only: its workers
+        # lose their reader and must not print a traceback either.
+        ("SIGTERM to the command", 143, "terminated (SIGTERM)"),
+    ],
+)
+def test_an_import_stopped_by_a_signal_says_so_in_one_line_and_keeps_whole_chunks(
+    engine: Engine, tmp_path: Any, stop: str, code: int, said: str
 ) -> None:
-    # Ctrl-C signals the whole process group, the import's worker processes included:
-    # none may print a traceback, and the database keeps whole chunks only.
     import os
     import signal
     import subprocess
@@ -232,12 +240,15 @@ def test_ctrl_c_in_an_import_is_one_line_exit_130_and_keeps_whole_chunks(
     deadline = time.monotonic() + 60
     while row_counts(engine)["users"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)  # the first chunk is in: the workers are busy with the next ones
-    os.killpg(importing.pid, signal.SIGINT)
+    if stop == "SIGINT to the group":
+        os.killpg(importing.pid, signal.SIGINT)
+    else:
+        os.kill(importing.pid, signal.SIGTERM)
     stdout, stderr = importing.communicate(timeout=60)
 
-    assert importing.returncode == 130, stderr
+    assert importing.returncode == code, stderr
     assert stderr.strip() == (
-        "error: interrupted: what was committed before stays (a batch: its finished chunks),"
+        f"error: {said}: what was committed before stays (a batch: its finished chunks),"
         " the rest was rolled back"
     )
     counts = row_counts(engine)

@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperGroup
 
 from bnplctl import __version__
-from bnplctl.errors import BnplError, ExitCode
+from bnplctl.errors import BnplError, ExitCode, Terminated
 
 
 @dataclass
@@ -151,6 +151,12 @@ class BoundaryGroup(TyperGroup):
                 " chunks), the rest was rolled back",
                 ExitCode.INTERRUPTED,
             ) from None
+        except Terminated:
+            raise _fail(
+                "terminated (SIGTERM): what was committed before stays (a batch: its"
+                " finished chunks), the rest was rolled back",
+                ExitCode.TERMINATED,
+            ) from None
         except Exception as exc:
             if _is_cli_signal(exc):
                 raise
@@ -244,10 +250,19 @@ def _register() -> None:
 _register()
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM stops a command the way Ctrl-C does (the error boundary says so, exit 143)
+    instead of killing it mid-write; the scheduler replaces this with its own clean stop."""
+    raise Terminated
+
+
 def main() -> None:
     """Console-script entry point. Help, ``--version`` and usage errors are written
     before any command runs, outside the error boundary: a failed write there ends the
     same way as in a command (exit 141 when the reader went away, 74 otherwise)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app(prog_name="bnplctl")
     except OSError as exc:

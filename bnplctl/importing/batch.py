@@ -190,6 +190,9 @@ def _init_worker(master_key: bytes) -> None:
     # terminates the pool; a worker printing its own KeyboardInterrupt traceback would
     # break the one-line rule.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # And SIGTERM ends a worker at once (the pool's own way to stop it), not through the
+    # main process's handler it inherited.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _WORKER_KEYRING = Keyring(master_key)
 
 
