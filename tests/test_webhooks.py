@@ -285,6 +285,10 @@ def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
     killed = cli("webhooks", "ingest", str(source))
     assert killed.exit_code == 75
     assert "database unavailable" in killed.stderr
+    # The file's record says how far it got: the first chunk's three rows, unfinished.
+    (unfinished,) = json.loads(cli("webhooks", "files", "-o", "json").stdout)
+    assert (unfinished["rows"], sum(unfinished["counts"].values())) == (3, 3)
+    assert (unfinished["finished_at"], unfinished["sha256"]) == (None, "")
     partial = {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
     assert (partial["REF-001"], partial["REF-002"], partial["REF-003"]) == (
         "COMPLETED",  # lines 2-4: the first chunk, committed

@@ -379,14 +379,20 @@ def ingest_stream(
     file_report = IngestReport(sink=None)
     file_id = None if dry_run else _start_file(name, actor)
     chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))
-    if dry_run:
+    if file_id is None:
         with connection_scope(commit=False) as connection:
             for chunk in chunks:
-                _run_chunk(connection, chunk, None, actor, (report, file_report), lock=False)
+                rejected = _apply_chunk(connection, chunk, None, actor, lock=False)
+                _count(chunk, rejected, (report, file_report))
     else:
-        for chunk in chunks:
-            with connection_scope() as connection:
-                _run_chunk(connection, chunk, file_id, actor, (report, file_report))
+        try:
+            for chunk in chunks:
+                with connection_scope() as connection:
+                    rejected = _apply_chunk(connection, chunk, file_id, actor)
+                _count(chunk, rejected, (report, file_report))  # once committed
+        except BaseException:
+            _record_unfinished(file_id, file_report)
+            raise
     summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
     if file_id is not None:
         _finish_file(file_id, summary, actor)
@@ -419,26 +425,49 @@ def ingest_files(
     return files
 
 
-def _run_chunk(
+def _apply_chunk(
     session: Executor,
     chunk: ParsedChunk,
     file_id: int | None,
     actor: str,
-    reports: tuple[IngestReport, ...],
     *,
     lock: bool = True,
-) -> None:
-    rejected = [
+) -> list[Rejected]:
+    """Classify and apply one chunk; its rows that were not applied."""
+    return [
         Rejected(line, key, outcome, reason or "")
         for line, key, outcome, reason in process_chunk(
             session, chunk, file_id=file_id, actor=actor, lock=lock
         )
     ]
+
+
+def _count(chunk: ParsedChunk, rejected: list[Rejected], reports: tuple[IngestReport, ...]) -> None:
     for report in reports:
         for _ in range(chunk.valid - len(rejected)):
             report.add("applied")
         for item in sorted(chunk.invalid + rejected, key=lambda r: r.line):
             report.add(item.outcome, item)
+
+
+def _record_unfinished(file_id: int, report: IngestReport) -> None:
+    """An ingest that stopped early (interrupted, a fault later in the file, the database
+    gone): the file's record keeps the counts of the chunks that were committed, and no
+    ``finished_at``. Best effort: the error that stopped it is the one to report."""
+    import json
+    from contextlib import suppress
+
+    from bnplctl.db import connection_scope
+
+    counts = {name: report.counts.get(name, 0) for name in OUTCOMES}
+    with suppress(Exception), connection_scope() as connection:
+        connection.execute(
+            text(
+                "UPDATE ingested_files SET rows = :rows, counts = CAST(:counts AS jsonb)"
+                " WHERE id = :id"
+            ),
+            {"id": file_id, "rows": report.rows, "counts": json.dumps(counts)},
+        )
 
 
 def _start_file(name: str, actor: str) -> int:
