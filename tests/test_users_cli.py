@@ -68,6 +68,47 @@ def test_add_prompts_for_card_and_passport_without_echo(cli: Cli, engine: Engine
     assert len(_users(engine)) == 1
 
 
+def test_add_reads_left_out_values_from_piped_stdin_and_prints_only_the_result(
+    cli: Cli, engine: Engine
+) -> None:
+    args = [a for a in add_args(JOHN) if a not in ("--card", JOHN["card"], "--passport")]
+    args.remove(JOHN["passport"])
+    result = cli(*args, "-o", "json", input=f"{JOHN['passport']}\r\n{JOHN['card']}\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["passport_number"] == "AA*******"  # no question in it
+    assert result.stderr == ""
+
+
+def test_add_with_stdin_ended_before_a_value_is_a_usage_error(cli: Cli, engine: Engine) -> None:
+    args = [a for a in add_args(JOHN) if a not in ("--card", JOHN["card"])]
+    result = cli(*args, input="")
+
+    assert result.exit_code == 2
+    assert result.stderr == "error: --card: required (standard input ended before it was given)\n"
+    assert row_counts(engine)["users"] == 0
+
+
+def test_add_at_a_terminal_asks_on_stderr_without_echo(
+    cli: Cli, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bnplctl.cli import users
+
+    monkeypatch.setattr(users, "_stdin_is_terminal", lambda: True)
+    args = [a for a in add_args(JOHN) if a not in ("--card", JOHN["card"], "--phone")]
+    args.remove(JOHN["phone"])
+    result = cli(*args, "-o", "json", input=f"{JOHN['phone']}\n{JOHN['card']}\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == "Phone:Card:"  # the questions go to stderr
+    # The test runner's terminal echoes what is typed into stdout: the phone as typed, the
+    # card not at all (a terminal echoes only what the program does not hide).
+    echoed, document = result.stdout.split("{", 1)
+    assert echoed.split() == [JOHN["phone"]]
+    assert json.loads("{" + document)["card_number"] == "4111 **** **** 1111"
+    assert JOHN["card"] not in result.output
+
+
 def test_duplicate_user_id_is_refused_and_changes_nothing(cli: Cli, engine: Engine) -> None:
     assert cli(*add_args(JOHN)).exit_code == 0
     before = row_counts(engine)

@@ -35,23 +35,17 @@ def add(
     name: Annotated[str, typer.Option("--name", help="Full name.")],
     dob: Annotated[str, typer.Option("--dob", help="Date of birth, YYYY-MM-DD (age >= 18).")],
     phone: Annotated[
-        str, typer.Option("--phone", prompt=True, help="International format, e.g. +998901234567.")
-    ],
+        str | None,
+        typer.Option("--phone", help="International format, e.g. +998901234567; omit to be asked."),
+    ] = None,
     passport: Annotated[
-        str,
-        typer.Option(
-            "--passport",
-            prompt=True,
-            hide_input=True,
-            help="Letters then digits; omit to be asked.",
-        ),
-    ],
+        str | None,
+        typer.Option("--passport", help="Letters then digits; omit to be asked (no echo)."),
+    ] = None,
     card: Annotated[
-        str,
-        typer.Option(
-            "--card", prompt=True, hide_input=True, help="12-19 digits, Luhn; omit to be asked."
-        ),
-    ],
+        str | None,
+        typer.Option("--card", help="12-19 digits, Luhn; omit to be asked (no echo)."),
+    ] = None,
     user_id: Annotated[
         str | None, typer.Option("--user-id", help="Generated (usr-…) when absent.")
     ] = None,
@@ -59,8 +53,15 @@ def add(
 ) -> None:
     """Onboard one user; prints the masked user.
 
+    A phone, passport or card left out is asked for on the terminal (passport and card
+    without echo), or read one per line from standard input when it is not a terminal,
+    so that a script need not put them on the command line.
+
     Example: bnplctl users add --user-id usr-001 --name "John Doe" --phone +998901234567
     --passport AA1234567 --card 4111111111111111 --dob 1990-05-20
+
+    Example: printf '%s\n%s\n' "$PASSPORT" "$CARD" | bnplctl users add --name "Ann Lee"
+    --phone +998901234599 --dob 1990-01-01 -o json
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import render_one
@@ -68,12 +69,39 @@ def add(
     from bnplctl.schemas import UserCreate
     from bnplctl.services.users import onboard, public_user
 
+    phone = _asked(phone, "--phone", "Phone", secret=False)
+    passport = _asked(passport, "--passport", "Passport", secret=True)
+    card = _asked(card, "--card", "Card", secret=True)
     fields = {"user_id": user_id, "name": name, "phone": phone, "passport": passport}
     candidate = UserCreate.parse(fields | {"card": card, "dob": dob})
     with session_scope() as session:
         user = onboard(session, candidate, actor=current_actor())
         shown = public_user(user)
     render_one(shown, output, title=f"User {shown['user_id']}")
+
+
+def _stdin_is_terminal() -> bool:
+    import sys
+
+    return sys.stdin.isatty()
+
+
+def _asked(value: str | None, option: str, label: str, *, secret: bool) -> str:
+    """An option left out: asked on the terminal (the question on stderr, so that stdout
+    holds only the result), or the next line of a piped standard input."""
+    import sys
+
+    from bnplctl.errors import MissingInput
+
+    if value is not None:
+        return value
+    if _stdin_is_terminal():
+        answer: str = typer.prompt(label, hide_input=secret, err=True)
+        return answer
+    line = sys.stdin.readline()
+    if not line:
+        raise MissingInput(f"{option}: required (standard input ended before it was given)")
+    return line.rstrip("\r\n")
 
 
 @app.command("import")
