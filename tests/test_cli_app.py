@@ -150,6 +150,38 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_74(
     assert done.stderr == "error: cannot write the output (No space left on device)\n"
 
 
+@pytest.mark.parametrize("argv", [["users", "import", "-"], ["webhooks", "ingest", "-"]])
+def test_reading_a_closed_standard_input_is_exit_66(engine: object, argv: list[str]) -> None:
+    # cron and service managers may start a command with file descriptor 0 closed.
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bnplctl", *argv],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.close(0),
+    )
+
+    assert (done.returncode, done.stderr) == (66, "error: -: standard input is closed\n")
+
+
+def test_a_value_to_ask_for_with_standard_input_closed_is_a_usage_error(engine: object) -> None:
+    import os
+
+    argv = ["users", "add", "--name", "Ann Lee", "--phone", "+998901234599", "--dob", "1990-01-01"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bnplctl", *argv],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.close(0),
+    )
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: --passport: required (standard input ended before it was given)\n"
+    )
+
+
 @pytest.mark.usefixtures("no_database")
 def test_python_dash_m_and_version() -> None:
     completed = subprocess.run(

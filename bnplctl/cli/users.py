@@ -83,7 +83,7 @@ def add(
 def _stdin_is_terminal() -> bool:
     import sys
 
-    return sys.stdin.isatty()
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def _asked(value: str | None, option: str, label: str, *, secret: bool) -> str:
@@ -98,7 +98,7 @@ def _asked(value: str | None, option: str, label: str, *, secret: bool) -> str:
     if _stdin_is_terminal():
         answer: str = typer.prompt(label, hide_input=secret, err=True)
         return answer
-    line = sys.stdin.readline()
+    line = sys.stdin.readline() if sys.stdin is not None else ""  # None: stdin closed
     if not line:
         raise MissingInput(f"{option}: required (standard input ended before it was given)")
     return line.rstrip("\r\n")

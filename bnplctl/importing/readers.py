@@ -79,6 +79,8 @@ class HashingReader(io.RawIOBase):
 def open_input(name: str) -> Iterator[IO[bytes]]:
     """A binary stream for a path, or standard input for ``-``."""
     if name == "-":
+        if sys.stdin is None:  # started with standard input closed (``<&-``)
+            raise InputFileError("-: standard input is closed")
         stdin = sys.stdin.buffer
         # Format detection peeks at the first bytes; give a plain stream a buffer that can.
         yield stdin if hasattr(stdin, "peek") else io.BufferedReader(stdin)  # type: ignore[type-var]
