@@ -150,6 +150,20 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_74(
     assert done.stderr == "error: cannot write the output (No space left on device)\n"
 
 
+def test_output_to_a_closed_standard_output_is_one_line_and_exit_74(engine: object) -> None:
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bnplctl", "debt", "report"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),
+    )
+
+    assert done.returncode == 74
+    assert done.stderr == "error: cannot write the output (standard output is closed)\n"
+
+
 @pytest.mark.parametrize("argv", [["users", "import", "-"], ["webhooks", "ingest", "-"]])
 def test_reading_a_closed_standard_input_is_exit_66(engine: object, argv: list[str]) -> None:
     # cron and service managers may start a command with file descriptor 0 closed.

@@ -63,6 +63,8 @@ def silence_stdout() -> None:
     flush at exit, go to /dev/null instead of raising again."""
     import os
 
+    if sys.stdout is None:
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
@@ -77,6 +79,8 @@ def to_stdout(render: Callable[P, None]) -> Callable[P, None]:
     def rendered(*args: P.args, **kwargs: P.kwargs) -> None:
         from bnplctl.errors import OutputError
 
+        if sys.stdout is None:  # started with standard output closed (``>&-``)
+            raise OutputError("cannot write the output (standard output is closed)")
         try:
             render(*args, **kwargs)
             sys.stdout.flush()
