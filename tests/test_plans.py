@@ -356,3 +356,23 @@ def test_audit_list_user_shows_one_customers_history_newest_first(cli: Cli, john
     ]
     assert {e["user_id"] for e in events} == {john}
     assert json.loads(cli("audit", "list", "--user", "usr-nobody", "-o", "json").stdout) == []
+
+
+def test_audit_list_since_keeps_events_from_that_instant_in_any_offset(cli: Cli, john: str) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    plan = _create(cli, "--user", john, "--amount", "300")
+    everything = json.loads(cli("audit", "list", "-o", "json").stdout)
+    created_at = datetime.fromisoformat(
+        next(e["occurred_at"] for e in everything if e["action"] == "plan.created")
+    )
+    in_tashkent = created_at.astimezone(timezone(timedelta(hours=5))).isoformat()
+
+    for since in (created_at.isoformat(), in_tashkent):
+        later = json.loads(cli("audit", "list", "--since", since, "-o", "json").stdout)
+        assert [(e["action"], e["entity_id"]) for e in later] == [("plan.created", str(plan["id"]))]
+    after = (created_at + timedelta(microseconds=1)).isoformat()
+    assert json.loads(cli("audit", "list", "--since", after, "-o", "json").stdout) == []
+    assert len(json.loads(cli("audit", "list", "--since", "2000-01-01", "-o", "json").stdout)) == 2
+    only_users = cli("audit", "list", "--user", john, "--entity", "user", "-o", "json").stdout
+    assert [e["action"] for e in json.loads(only_users)] == ["user.created"]
