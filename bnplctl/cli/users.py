@@ -86,22 +86,50 @@ def _stdin_is_terminal() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
 
 
+def _read_answer(label: str, *, secret: bool) -> str:
+    """One answer typed at the terminal, the question on stderr (a secret without echo,
+    through ``getpass``); EOFError on Ctrl-D, KeyboardInterrupt on Ctrl-C."""
+    import sys
+
+    if secret:
+        import getpass
+
+        return getpass.getpass(f"{label}: ")  # asks on the terminal itself, not stdout
+    sys.stderr.write(f"{label}: ")
+    sys.stderr.flush()
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line
+
+
 def _asked(value: str | None, option: str, label: str, *, secret: bool) -> str:
-    """An option left out: asked on the terminal (the question on stderr, so that stdout
-    holds only the result), or the next line of a piped standard input."""
+    """An option left out: asked at the terminal until answered, or the next line of a
+    piped standard input. Input ending first (Ctrl-D) is a usage error, exit 2; Ctrl-C is
+    an interruption, exit 130, as anywhere else."""
     import sys
 
     from bnplctl.errors import MissingInput
 
     if value is not None:
         return value
-    if _stdin_is_terminal():
-        answer: str = typer.prompt(label, hide_input=secret, err=True)
-        return answer
-    line = sys.stdin.readline() if sys.stdin is not None else ""  # None: stdin closed
-    if not line:
-        raise MissingInput(f"{option}: required (standard input ended before it was given)")
-    return line.rstrip("\r\n")
+    ended = MissingInput(f"{option}: required (standard input ended before it was given)")
+    if not _stdin_is_terminal():
+        line = sys.stdin.readline() if sys.stdin is not None else ""  # None: stdin closed
+        if not line:
+            raise ended
+        return line.rstrip("\r\n")
+    while True:
+        try:
+            answer = _read_answer(label, secret=secret).rstrip("\r\n")
+        except EOFError:
+            sys.stderr.write("\n")  # the message below goes on a line of its own
+            raise ended from None
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")
+            raise
+        if answer.strip():
+            return answer
 
 
 @app.command("import")
