@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from bnplctl import __version__
 from bnplctl.services import users as user_service
 from tests.conftest import Cli
+from tests.helpers import JOHN, add_args
 
 HEAVY = ("sqlalchemy", "sqlmodel", "phonenumbers", "cryptography", "psycopg2", "alembic")
 
@@ -194,6 +195,31 @@ def test_a_value_to_ask_for_with_standard_input_closed_is_a_usage_error(engine: 
     assert done.stderr == (
         "error: --passport: required (standard input ended before it was given)\n"
     )
+
+
+@pytest.mark.parametrize("fmt", ["json", "table", "csv"])
+def test_a_stdout_that_cannot_encode_a_name_still_gets_the_output(
+    cli: Cli, engine: object, fmt: str
+) -> None:
+    # A latin-1 or ASCII locale and a Cyrillic name: JSON escapes it (and stays the same
+    # document), other formats write escapes; nothing fails after the work is done.
+    import json
+    import os
+
+    name = "Малика Каримова"
+    assert cli(*add_args(dict(JOHN, name=name))).exit_code == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "bnplctl", "users", "show", JOHN["user_id"], "-o", fmt],
+        capture_output=True,
+        env=dict(os.environ, PYTHONIOENCODING="ascii"),
+    )
+
+    assert (done.returncode, done.stderr) == (0, b"")
+    text = done.stdout.decode("ascii")
+    if fmt == "json":
+        assert json.loads(text)["full_name"] == name
+    else:
+        assert name.encode("ascii", "backslashreplace").decode() in text
 
 
 @pytest.mark.usefixtures("no_database")

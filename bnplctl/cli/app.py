@@ -262,7 +262,10 @@ def main() -> None:
     same way as in a command (exit 141 when the reader went away, 74 otherwise)."""
     import signal
 
+    from bnplctl.cli.output import tolerate_narrow_encodings
+
     signal.signal(signal.SIGTERM, _terminate)
+    tolerate_narrow_encodings()
     try:
         app(prog_name="bnplctl")
     except OSError as exc:

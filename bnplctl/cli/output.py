@@ -99,7 +99,24 @@ def _json_default(value: Any) -> str:
 
 
 def _dumps(value: Any, indent: int | None = None) -> str:
-    return json.dumps(value, indent=indent, ensure_ascii=False, default=_json_default)
+    # On a stdout that cannot encode every character (a latin-1 locale, PYTHONIOENCODING),
+    # JSON escapes them (\u041c) and stays valid, instead of failing on a Cyrillic name.
+    ascii_only = not _utf(getattr(sys.stdout, "encoding", None))
+    return json.dumps(value, indent=indent, ensure_ascii=ascii_only, default=_json_default)
+
+
+def _utf(encoding: str | None) -> bool:
+    return (encoding or "").lower().replace("-", "").replace("_", "").startswith("utf")
+
+
+def tolerate_narrow_encodings() -> None:
+    """Where stdout or stderr cannot encode every character, write what it cannot as
+    escapes (``\u041c``) instead of failing the command after its work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and not _utf(getattr(stream, "encoding", None)):
+            reconfigure = getattr(stream, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(errors="backslashreplace")
 
 
 def _cell(value: Any) -> str:
