@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     # What plain-SQL services run on: a Core connection or an ORM session.
     Executor = Connection | OrmSession
 
+# Rows fetched per round trip when a list command streams its output (server-side cursor).
+LIST_BATCH = 1000
+
 # The newest Alembic revision; a test keeps it equal to the migrations' head.
 SCHEMA_HEAD = "0004"
 

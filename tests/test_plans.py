@@ -6,6 +6,7 @@ import csv
 import json
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
@@ -376,3 +377,43 @@ def test_audit_list_since_keeps_events_from_that_instant_in_any_offset(cli: Cli,
     assert len(json.loads(cli("audit", "list", "--since", "2000-01-01", "-o", "json").stdout)) == 2
     only_users = cli("audit", "list", "--user", john, "--entity", "user", "-o", "json").stdout
     assert [e["action"] for e in json.loads(only_users)] == ["user.created"]
+
+
+def test_lists_longer_than_a_fetch_batch_come_whole_and_in_order(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    # List commands stream rows from a server-side cursor, LIST_BATCH at a time, and plans
+    # get their users and installments a batch at a time: nothing lost or repeated at the
+    # seams, and the JSON array is the same document json.dumps would write.
+    from bench.run import write_users
+    from bnplctl.db import LIST_BATCH
+
+    source = tmp_path / "users.csv"
+    write_users(source, 2 * LIST_BATCH + 500)
+    assert cli("users", "import", str(source)).exit_code == 0
+    _set(
+        engine,
+        "INSERT INTO plans (user_id, total_amount, installment_count, start_date)"
+        " SELECT user_id, 300, 3, '2026-01-01' FROM users ORDER BY user_id",
+    )
+    _set(
+        engine,
+        "INSERT INTO installments (plan_id, user_id, sequence, original_amount, amount_due,"
+        " due_date) SELECT p.id, p.user_id, s, 100, 100, '2026-02-01'::date + 30 * s"
+        " FROM plans p, generate_series(1, 3) AS s",
+    )
+    limit = 2 * LIST_BATCH + 300
+
+    listed = cli("users", "list", "--limit", str(limit), "-o", "json").stdout
+    users = json.loads(listed)
+    assert listed == json.dumps(users, indent=2, ensure_ascii=False) + "\n"
+    assert [u["user_id"] for u in users] == [f"u{n:07d}" for n in range(limit)]
+
+    plans = json.loads(cli("plans", "list", "--limit", str(limit), "-o", "json").stdout)
+    assert [p["id"] for p in plans] == list(range(1, limit + 1))
+    assert {len(p["installments"]) for p in plans} == {3}
+    assert all(p["user"]["phone_number"].startswith("+998****") for p in plans)
+    assert [p["user"]["user_id"] for p in plans] == [u["user_id"] for u in users]
+
+    rows = cli("plans", "list", "--limit", str(limit), "-o", "csv").stdout.splitlines()
+    assert len(rows) == 1 + limit

@@ -45,5 +45,5 @@ def list_(
     since_at = parse_since(since) if since else None
     with session_scope() as session:
         events = list_events(session, entity=entity, user_id=user, since=since_at, limit=limit)
-        shown = [public_event(event) for event in events]
-    render_list(shown, output, columns=AUDIT_COLUMNS, title="Audit events")
+        shown = (public_event(event) for event in events)  # rendered as they arrive
+        render_list(shown, output, columns=AUDIT_COLUMNS, title="Audit events")

@@ -7,9 +7,11 @@ lists and dicts of those). Data goes to stdout; messages to stderr.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import textwrap
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache, wraps
 from typing import TYPE_CHECKING, Any, ParamSpec
@@ -133,23 +135,37 @@ def _cell(value: Any) -> str:
 
 @to_stdout
 def render_list(
-    records: Sequence[Record],
+    records: Iterable[Record],
     fmt: OutputFormat,
     *,
     columns: Sequence[str] | None = None,
     title: str | None = None,
 ) -> None:
-    """A list: a table, a JSON array, JSON lines, or CSV with a header."""
-    names = list(columns or (records[0].keys() if records else []))
+    """A list: a table, a JSON array, JSON lines, or CSV with a header. The last three
+    are written as the records arrive, so an export of any size takes flat memory; a
+    table needs them all (its column widths)."""
+    rows = iter(records)
+    first = next(rows, None)
+    names = list(columns or (first.keys() if first is not None else []))
+    stream = itertools.chain([first], rows) if first is not None else iter(())
     if fmt is OutputFormat.json:
-        sys.stdout.write(_dumps([dict(record) for record in records], indent=2) + "\n")
+        _write_json_array(stream)
     elif fmt is OutputFormat.jsonl:
-        for record in records:
+        for record in stream:
             sys.stdout.write(_dumps(dict(record)) + "\n")
     elif fmt is OutputFormat.csv:
-        _write_csv(records, names)
+        _write_csv(stream, names)
     else:
-        _table(records, names, title=title)
+        _table(list(stream), names, title=title)
+
+
+def _write_json_array(records: Iterator[Record]) -> None:
+    """What ``json.dumps(list(records), indent=2)`` writes, one record at a time."""
+    separator = "[\n"
+    for record in records:
+        sys.stdout.write(separator + textwrap.indent(_dumps(dict(record), indent=2), "  "))
+        separator = ",\n"
+    sys.stdout.write("[]\n" if separator == "[\n" else "\n]\n")
 
 
 @to_stdout
@@ -244,7 +260,7 @@ def render_dashboard(report: Record) -> None:
     _console().print(Panel(grid, title=f"bnplctl status: {title}", expand=False))
 
 
-def _write_csv(records: Sequence[Record], names: Sequence[str]) -> None:
+def _write_csv(records: Iterable[Record], names: Sequence[str]) -> None:
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(names)
     for record in records:

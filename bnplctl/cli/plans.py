@@ -178,18 +178,17 @@ def list_(
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
     from bnplctl.models import PlanStatus
-    from bnplctl.services.plans import list_plans, public_plans
+    from bnplctl.services.plans import iter_public_plans, list_plans
 
-    with session_scope() as session:
+    with session_scope() as session:  # rendered as the plans arrive
         chosen = PlanStatus(status.value) if status else None
         plans = list_plans(session, user_id=user, status=chosen, limit=limit)
-        shown = public_plans(session, plans)
-    if output in (OutputFormat.json, OutputFormat.jsonl):
-        render_list(shown, output)
-        return
-    render_list(
-        [_plan_row(plan) for plan in shown], output, columns=PLAN_LIST_COLUMNS, title="Plans"
-    )
+        shown = iter_public_plans(session, plans)
+        if output in (OutputFormat.json, OutputFormat.jsonl):
+            render_list(shown, output)
+            return
+        rows = (_plan_row(plan) for plan in shown)
+        render_list(rows, output, columns=PLAN_LIST_COLUMNS, title="Plans")
 
 
 def _plan_row(plan: dict[str, Any]) -> dict[str, Any]:

@@ -174,8 +174,8 @@ def list_(
     with session_scope() as session:
         chosen = RefundStatus(status.value) if status else None
         refunds = list_refunds(session, user_id=user, status=chosen, limit=limit)
-        shown = [public_refund(refund) for refund in refunds]
-    render_list(shown, output, columns=REFUND_COLUMNS, title="Refunds")
+        shown = (public_refund(refund) for refund in refunds)  # rendered as they arrive
+        render_list(shown, output, columns=REFUND_COLUMNS, title="Refunds")
 
 
 @app.command("show")

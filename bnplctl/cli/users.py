@@ -202,10 +202,10 @@ def list_(
     from bnplctl.models import UserStatus
     from bnplctl.services.users import list_users, public_user
 
-    with session_scope() as session:
+    with session_scope() as session:  # rendered as the rows arrive
         chosen = UserStatus(status.value) if status else None
-        shown = [public_user(user) for user in list_users(session, status=chosen, limit=limit)]
-    render_list(shown, output, columns=USER_LIST_COLUMNS, title="Users")
+        shown = (public_user(user) for user in list_users(session, status=chosen, limit=limit))
+        render_list(shown, output, columns=USER_LIST_COLUMNS, title="Users")
 
 
 @app.command("show")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
+from bnplctl.db import LIST_BATCH
 from bnplctl.models import AuditEvent
 
 
@@ -39,8 +41,9 @@ def list_events(
     user_id: str | None = None,
     since: datetime | None = None,
     limit: int = 100,
-) -> list[AuditEvent]:
-    """Newest first; ``user_id`` keeps the events about that user and what they own."""
+) -> Iterator[AuditEvent]:
+    """Newest first, fetched in batches; ``user_id`` keeps the events about that user and
+    what they own."""
     query = select(AuditEvent)
     if entity is not None:
         query = query.where(AuditEvent.entity == entity)
@@ -49,7 +52,7 @@ def list_events(
     if since is not None:
         query = query.where(col(AuditEvent.occurred_at) >= since)
     query = query.order_by(col(AuditEvent.occurred_at).desc(), col(AuditEvent.id).desc())
-    return list(session.exec(query.limit(limit)).all())
+    return iter(session.exec(query.limit(limit).execution_options(yield_per=LIST_BATCH)))
 
 
 def parse_since(raw: str) -> datetime:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from itertools import islice
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from bnplctl import pii
+from bnplctl.db import LIST_BATCH
 from bnplctl.errors import DebtUserRefused, NotFound
 from bnplctl.models import Installment, Plan, PlanStatus, User, UserStatus
 from bnplctl.money import due_dates, format_amount, split_amount
@@ -116,13 +119,22 @@ def get_plan(session: Session, plan_id: int) -> Plan:
 
 def list_plans(
     session: Session, *, user_id: str | None, status: PlanStatus | None, limit: int
-) -> list[Plan]:
+) -> Iterator[Plan]:
+    """Oldest first, fetched in batches."""
     query = select(Plan)
     if user_id is not None:
         query = query.where(Plan.user_id == user_id)
     if status is not None:
         query = query.where(Plan.status == status.value)
-    return list(session.exec(query.order_by(col(Plan.id)).limit(limit)).all())
+    query = query.order_by(col(Plan.id)).limit(limit)
+    return iter(session.exec(query.execution_options(yield_per=LIST_BATCH)))
+
+
+def iter_public_plans(session: Session, plans: Iterable[Plan]) -> Iterator[dict[str, Any]]:
+    """``public_plans`` a batch at a time: an export of every plan takes flat memory."""
+    remaining = iter(plans)
+    while batch := list(islice(remaining, LIST_BATCH)):
+        yield from public_plans(session, batch)
 
 
 def public_installment(installment: Installment) -> dict[str, Any]:

@@ -7,12 +7,14 @@ thousands of approvals run the same statements.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
+from bnplctl.db import LIST_BATCH
 from bnplctl.errors import Conflict, NotFound, Refused
 from bnplctl.models import Plan, Refund, RefundStatus
 from bnplctl.money import format_amount
@@ -172,13 +174,15 @@ def apply_refunds(session: Session, refund_ids: list[int], *, actor: str) -> Non
 
 def list_refunds(
     session: Session, *, user_id: str | None, status: RefundStatus | None, limit: int
-) -> list[Refund]:
+) -> Iterator[Refund]:
+    """Oldest first, fetched in batches."""
     query = select(Refund)
     if user_id is not None:
         query = query.where(Refund.user_id == user_id)
     if status is not None:
         query = query.where(Refund.status == status.value)
-    return list(session.exec(query.order_by(col(Refund.id)).limit(limit)).all())
+    query = query.order_by(col(Refund.id)).limit(limit)
+    return iter(session.exec(query.execution_options(yield_per=LIST_BATCH)))
 
 
 def public_refund(refund: Refund) -> dict[str, Any]:

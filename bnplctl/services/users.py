@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -11,6 +11,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from bnplctl import pii
+from bnplctl.db import LIST_BATCH
 from bnplctl.errors import Conflict, NotFound
 from bnplctl.models import Installment, InstallmentStatus, Plan, PlanStatus, User, UserStatus
 from bnplctl.rows import InsertOutcome, copy_line, insert_staged, new_user_id, protected_values
@@ -78,12 +79,13 @@ def get_user(session: Session, user_id: str) -> User:
     return user
 
 
-def list_users(session: Session, *, status: UserStatus | None, limit: int) -> list[User]:
+def list_users(session: Session, *, status: UserStatus | None, limit: int) -> Iterator[User]:
+    """Oldest first, fetched in batches (an export of every user takes flat memory)."""
     query = select(User)
     if status is not None:
         query = query.where(User.status == status.value)
     query = query.order_by(col(User.created_at), col(User.user_id)).limit(limit)
-    return list(session.exec(query).all())
+    return iter(session.exec(query.execution_options(yield_per=LIST_BATCH)))
 
 
 def public_user(user: User) -> dict[str, Any]:
