@@ -141,7 +141,7 @@ class BoundaryGroup(TyperGroup):
             raise _fail(exc.message, exc.exit_code) from None
         except BrokenPipeError:
             # ``bnplctl users list -o csv | head``: stop quietly, as a shell tool does.
-            from bnplctl.cli.output import silence_stdout
+            from bnplctl.cli.streams import silence_stdout
 
             silence_stdout()
             raise typer.Exit(code=ExitCode.BROKEN_PIPE) from None
@@ -262,15 +262,13 @@ def main() -> None:
     same way as in a command (exit 141 when the reader went away, 74 otherwise)."""
     import signal
 
-    from bnplctl.cli.output import tolerate_narrow_encodings
+    from bnplctl.cli.streams import silence_stdout, tolerate_narrow_encodings
 
     signal.signal(signal.SIGTERM, _terminate)
     tolerate_narrow_encodings()
     try:
         app(prog_name="bnplctl")
     except OSError as exc:
-        from bnplctl.cli.output import silence_stdout
-
         silence_stdout()
         if isinstance(exc, BrokenPipeError):
             sys.exit(ExitCode.BROKEN_PIPE)

@@ -17,6 +17,7 @@ from functools import cache, wraps
 from typing import TYPE_CHECKING, Any, ParamSpec
 
 from bnplctl.cli.options import OutputFormat
+from bnplctl.cli.streams import silence_stdout, utf_capable
 from bnplctl.rows import printable
 
 if TYPE_CHECKING:
@@ -60,18 +61,6 @@ def _console_class() -> type[Console]:
     return PipedConsole
 
 
-def silence_stdout() -> None:
-    """The reader of stdout went away: what is still buffered, and the interpreter's
-    flush at exit, go to /dev/null instead of raising again."""
-    import os
-
-    if sys.stdout is None:
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
 def to_stdout(render: Callable[P, None]) -> Callable[P, None]:
     """A renderer whose output reaches stdout before it returns: a write that fails (a
     full disk) becomes a one-line error and exit 74, not an internal error; a reader that
@@ -103,22 +92,8 @@ def _json_default(value: Any) -> str:
 def _dumps(value: Any, indent: int | None = None) -> str:
     # On a stdout that cannot encode every character (a latin-1 locale, PYTHONIOENCODING),
     # JSON escapes them (\u041c) and stays valid, instead of failing on a Cyrillic name.
-    ascii_only = not _utf(getattr(sys.stdout, "encoding", None))
+    ascii_only = not utf_capable(getattr(sys.stdout, "encoding", None))
     return json.dumps(value, indent=indent, ensure_ascii=ascii_only, default=_json_default)
-
-
-def _utf(encoding: str | None) -> bool:
-    return (encoding or "").lower().replace("-", "").replace("_", "").startswith("utf")
-
-
-def tolerate_narrow_encodings() -> None:
-    """Where stdout or stderr cannot encode every character, write what it cannot as
-    escapes (``\u041c``) instead of failing the command after its work is done."""
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None and not _utf(getattr(stream, "encoding", None)):
-            reconfigure = getattr(stream, "reconfigure", None)
-            if reconfigure is not None:
-                reconfigure(errors="backslashreplace")
 
 
 def _cell(value: Any) -> str:
