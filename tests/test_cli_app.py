@@ -22,8 +22,9 @@ HEAVY = ("sqlalchemy", "sqlmodel", "phonenumbers", "cryptography", "psycopg2", "
 def test_help_imports_nothing_heavy(argv: list[str]) -> None:
     probe = (
         "import sys\n"
-        "from bnplctl.cli.app import app\n"
-        f"try:\n    app({argv!r}, prog_name='bnplctl')\n"
+        f"sys.argv = ['bnplctl', *{argv!r}]\n"
+        "from bnplctl.cli.app import main\n"  # the console script's own entry point
+        "try:\n    main()\n"
         "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
         "print(sorted(m for m in ('bnplctl.cli.output', 'bnplctl.pii') if m in sys.modules))\n"
