@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from typer.testing import CliRunner, Result
 from bnplctl import db, pii
 from bnplctl.cli.app import STATE, app
 from bnplctl.config import get_settings
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
 
 TABLES = (
     "webhook_events",
@@ -45,11 +48,40 @@ class DatabaseUnderTest:
         return create_engine(self.url)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A base temporary directory of this session's own (unless ``--basetemp`` names one).
+
+    pytest's default, ``/tmp/pytest-of-USER/pytest-N``, is shared by every test session of
+    the user and pruned to the newest three: a second session on the same machine could
+    remove the directory that holds this session's embedded server while it runs.
+    """
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="bnplctl-tests-")
+        config.stash[_OWN_BASETEMP] = Path(config.option.basetemp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
+
+
 def _server_url(tmp_root: Path) -> tuple[str, object | None]:
     configured = os.environ.get("BNPL_TEST_DATABASE_URL")
     if configured:
         return db.normalize_url(configured), None
-    server = db._embedded_module().get_server(tmp_root / "pgdata", cleanup_mode="delete")
+    pgdata = tmp_root / "pgdata"
+    try:
+        server = db._embedded_module().get_server(pgdata, cleanup_mode="delete")
+    except Exception as exc:  # say why, with the server's own words
+        log = pgdata / "log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no server log)"
+        pytest.exit(
+            f"the embedded test server in {pgdata} did not start ({type(exc).__name__}: {exc})."
+            f" Set BNPL_TEST_DATABASE_URL to test against a running server instead.\n"
+            f"Its log ends:\n{tail}",
+            returncode=3,
+        )
     return db.normalize_url(server.get_uri()), server
 
 
