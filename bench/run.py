@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import platform
@@ -182,23 +183,92 @@ def settle(engine: Engine, wait_s: float = 60.0) -> None:
     os.sync()
 
 
+def table_shape(connection: Any, table: str) -> dict[str, Any]:
+    """What makes a table's writes cost what they cost, without its name: columns, indexes,
+    constraints and storage parameters (``pg_class.reloptions``)."""
+    oid = {"table": table}
+    columns = connection.execute(
+        text(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull,"
+            " pg_get_expr(d.adbin, d.adrelid), attstorage, attcollation"
+            " FROM pg_attribute a LEFT JOIN pg_attrdef d"
+            "  ON d.adrelid = a.attrelid AND d.adnum = a.attnum"
+            " WHERE attrelid = CAST(:table AS regclass) AND attnum > 0 AND NOT attisdropped"
+            " ORDER BY attnum"
+        ),
+        oid,
+    ).all()
+    indexes = connection.execute(
+        text(
+            "SELECT regexp_replace(indexdef, '^(CREATE (UNIQUE )?INDEX )\\S+ ON \\S+', '\\1')"
+            " || coalesce(' WITH ' || c.reloptions::text, '')"
+            " FROM pg_indexes i JOIN pg_class c ON c.relname = i.indexname"
+            "  AND c.relnamespace = CAST(i.schemaname AS regnamespace)"
+            " WHERE i.tablename = :table AND i.schemaname = current_schema()"
+        ),
+        oid,
+    ).scalars()
+    constraints = connection.execute(
+        text(
+            "SELECT contype::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE conrelid = CAST(:table AS regclass)"
+        ),
+        oid,
+    ).scalars()
+    reloptions = connection.execute(
+        text("SELECT reloptions FROM pg_class WHERE oid = CAST(:table AS regclass)"), oid
+    ).scalar_one()
+    return {
+        "columns": [tuple(row) for row in columns],
+        "indexes": sorted(indexes),
+        "constraints": sorted(constraints),
+        "reloptions": sorted(reloptions or []),
+    }
+
+
+def prepare_tables(engine: Engine, tables: list[str]) -> None:
+    """Vacuum and analyse ``tables`` alike (hint bits, visibility map, statistics), so that
+    a product step and its reference start from tables in the same state."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text(f"VACUUM (ANALYZE) {', '.join(tables)}"))
+
+
 def copy_tables(
     engine: Engine, prefix: str, filled: tuple[str, ...], empty: tuple[str, ...] = ()
 ) -> None:
-    """``prefix``-named copies of tables (indexes included): ``filled`` with their rows,
-    ``empty`` without; then a checkpoint, so that the timed step starts clean."""
+    """``prefix``-named exact copies of tables: the same columns, indexes, constraints
+    (foreign keys to the same parents) and storage parameters, ``filled`` with their rows,
+    ``empty`` without. The sources and the copies are then vacuumed and analysed alike,
+    checked to have the same shape, and checkpointed, so that the timed step starts clean.
+    """
     with engine.begin() as connection:
         for table in (*filled, *empty):
-            connection.execute(text(f"DROP TABLE IF EXISTS {prefix}{table}"))
+            copy = f"{prefix}{table}"
+            reloptions = connection.execute(
+                text("SELECT reloptions FROM pg_class WHERE oid = CAST(:table AS regclass)"),
+                {"table": table},
+            ).scalar_one()
+            storage = f" WITH ({', '.join(reloptions)})" if reloptions else ""
+            connection.execute(text(f"DROP TABLE IF EXISTS {copy}"))
             connection.execute(
-                text(
-                    f"CREATE TABLE {prefix}{table} (LIKE {table} INCLUDING ALL)"  # noqa: S608
-                    " WITH (autovacuum_enabled = false)"
-                )
+                text(f"CREATE TABLE {copy} (LIKE {table} INCLUDING ALL){storage}")  # noqa: S608
             )
+            foreign_keys = connection.execute(
+                text(
+                    "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+                    " WHERE conrelid = CAST(:table AS regclass) AND contype = 'f'"
+                ),
+                {"table": table},
+            ).scalars()
+            for definition in list(foreign_keys):
+                connection.execute(text(f"ALTER TABLE {copy} ADD {definition}"))
         for table in filled:
             connection.execute(text(f"INSERT INTO {prefix}{table} SELECT * FROM {table}"))  # noqa: S608
-            connection.execute(text(f"ANALYZE {prefix}{table}"))
+        for table in (*filled, *empty):
+            if table_shape(connection, table) != table_shape(connection, f"{prefix}{table}"):
+                raise SystemExit(f"bench: {prefix}{table} is not an exact copy of {table}")
+    tables = [*filled, *empty]
+    prepare_tables(engine, tables + [f"{prefix}{table}" for table in tables])
     settle(engine)
 
 
@@ -232,22 +302,35 @@ def reference_sweep(engine: Engine, cutoff: date) -> float:
 
 
 def timed_file_load(engine: Engine, webhook_file: Path, statements: list[str]) -> float:
-    """Seconds to COPY the webhook file into a temporary ``file_rows`` table and run
-    ``statements`` after it, in one transaction."""
+    """Seconds to load the webhook file as the product does, a chunk of ``CHUNK_ROWS`` rows
+    per transaction: COPY the chunk into a temporary ``file_rows`` table, run
+    ``statements``, commit."""
+    from bnplctl.importing.webhooks import CHUNK_ROWS
+
+    with webhook_file.open(newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    chunks = []
+    for start in range(0, len(rows), CHUNK_ROWS):
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(rows[start : start + CHUNK_ROWS])
+        chunks.append(buffer.getvalue())
+    columns = ", ".join(header)
     raw = engine.raw_connection()
     try:
         started = time.perf_counter()
         cursor = raw.cursor()
-        with webhook_file.open() as handle:
+        for chunk in chunks:
             cursor.execute(
                 "CREATE TEMP TABLE file_rows (refund_id text, status text, merchant_reference"
                 " text, event_id text, occurred_at timestamptz) ON COMMIT DROP"
             )
-            cursor.copy_expert("COPY file_rows FROM STDIN WITH (FORMAT csv, HEADER)", handle)
+            cursor.copy_expert(
+                f"COPY file_rows ({columns}) FROM STDIN WITH (FORMAT csv)", io.StringIO(chunk)
+            )
             for statement in statements:
                 cursor.execute(statement)
+            raw.commit()
         cursor.close()
-        raw.commit()
         return time.perf_counter() - started
     finally:
         raw.close()
@@ -301,13 +384,14 @@ def reference_ingest_writes(engine: Engine, webhook_file: Path) -> float:
     """The durable writes the ingest must make, as plain SQL on copies of the tables.
 
     Not a target's reference (that is ``reference_ingest``): the floor of what the ingest
-    writes, for reading the product's own overhead. COPY, then in one transaction: the
-    refunds move (approvals to COMPLETED with applied and payout amounts), each
-    approval cuts its plan's last installment (the workload's refunds are smaller than
+    writes, for reading the product's own overhead. Per chunk of the file, in one
+    transaction as the product's, COPY, then: the refunds move (approvals to COMPLETED
+    with applied and payout amounts), each approval cuts its plan's last installment (the workload's refunds are smaller than
     one installment), one audit row per moved refund, one event-log row per event.
     No validation, no classification, no locks.
     """
-    filled, empty = ("refunds", "installments"), ("audit_events", "webhook_events")
+    filled = ("refunds", "installments", "audit_events")
+    empty = ("webhook_events",)
     copy_tables(engine, "refw_", filled, empty)
     try:
         return timed_file_load(engine, webhook_file, list(_WRITES))
