@@ -386,8 +386,9 @@ def reference_ingest_writes(engine: Engine, webhook_file: Path) -> float:
     Not a target's reference (that is ``reference_ingest``): the floor of what the ingest
     writes, for reading the product's own overhead. Per chunk of the file, in one
     transaction as the product's, COPY, then: the refunds move (approvals to COMPLETED
-    with applied and payout amounts), each approval cuts its plan's last installment (the workload's refunds are smaller than
-    one installment), one audit row per moved refund, one event-log row per event.
+    with applied and payout amounts), each approval cuts its plan's last installment (the
+    workload's refunds are smaller than one installment), one audit row per moved refund,
+    one event-log row per event.
     No validation, no classification, no locks.
     """
     filled = ("refunds", "installments", "audit_events")

@@ -16,8 +16,9 @@ def test_reference_copies_have_the_tables_shape(engine: Engine) -> None:
     try:
         with engine.connect() as connection:
             for table in COPIED:
-                source, copy = table_shape(connection, table), table_shape(
-                    connection, f"ref_{table}"
+                source, copy = (
+                    table_shape(connection, table),
+                    table_shape(connection, f"ref_{table}"),
                 )
                 assert source == copy, table
                 assert source["indexes"] and source["constraints"], table
