@@ -264,6 +264,22 @@ def copy_tables(
                 connection.execute(text(f"ALTER TABLE {copy} ADD {definition}"))
         for table in filled:
             connection.execute(text(f"INSERT INTO {prefix}{table} SELECT * FROM {table}"))  # noqa: S608
+            # An identity column of a copy has a sequence of its own: past the copied ids.
+            sequence = connection.execute(
+                text(
+                    "SELECT pg_get_serial_sequence(:copy, attname) FROM pg_attribute"
+                    " WHERE attrelid = CAST(:copy AS regclass) AND attidentity <> ''"
+                ),
+                {"copy": f"{prefix}{table}"},
+            ).scalar()
+            if sequence is not None:
+                connection.execute(
+                    text(
+                        "SELECT setval(CAST(:sequence AS regclass),"
+                        f" (SELECT coalesce(max(id), 0) + 1 FROM {prefix}{table}), false)"  # noqa: S608
+                    ),
+                    {"sequence": sequence},
+                )
         for table in (*filled, *empty):
             if table_shape(connection, table) != table_shape(connection, f"{prefix}{table}"):
                 raise SystemExit(f"bench: {prefix}{table} is not an exact copy of {table}")

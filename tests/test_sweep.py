@@ -235,8 +235,9 @@ def test_the_sweep_issues_a_fixed_number_of_statements(engine: Engine, scale: in
     finally:
         event.remove(sweeper, "before_cursor_execute", count)
     assert result.installments_marked_overdue == max(1, scale // 3) * 3
-    # lock, ledger check, close interrupted, start run, 2 updates, finish, analyze, unlock
-    assert len(statements) == 9, statements
+    # lock, ledger check, close interrupted, start run, the debt lock, 2 updates, finish,
+    # analyze, unlock
+    assert len(statements) == 10, statements
 
 
 def test_debt_report_buckets(cli: Cli, engine: Engine) -> None:

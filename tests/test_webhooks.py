@@ -25,7 +25,7 @@ HEADER = "refund_id,status,merchant_reference,event_id,occurred_at,amount\n"
 ROWS = [
     ("REF-001", "approved", "M-1", "evt-1", "2025-08-15T19:59:25+00:00", "75.50"),  # applied
     ("REF-001", "approved", "M-1", "evt-1", "2025-08-15T19:59:25+00:00", "75.50"),  # duplicate
-    ("REF-002", "processing", "M-2", "evt-2", "2025-08-15T20:00:00+00:00", ""),  # duplicate
+    ("REF-002", "processing", "M-2", "evt-2", "2025-08-15T20:00:00+00:00", ""),  # applied
     ("REF-002", "rejected", "M-2", "evt-3", "2025-08-15T21:00:00+00:00", ""),  # applied
     ("REF-002", "approved", "M-2", "evt-4", "2025-08-15T22:00:00+00:00", ""),  # conflict
     ("REF-003", "failed", "M-3", "evt-5", "2025-08-15T10:00:00+00:00", ""),  # applied
@@ -35,8 +35,8 @@ ROWS = [
 ]
 EXPECTED = {
     "rows": 9,
-    "applied": 3,
-    "duplicate": 2,
+    "applied": 4,
+    "duplicate": 1,
     "stale": 1,
     "conflict": 1,
     "unknown_refund": 1,
@@ -119,7 +119,6 @@ def test_every_outcome_from_every_format(
         rejected = [(row["refund_id"], row["outcome"]) for row in csv.DictReader(handle)]
     assert rejected == [
         ("REF-001", "duplicate"),
-        ("REF-002", "duplicate"),
         ("REF-002", "conflict"),
         ("REF-003", "stale"),
         ("REF-404", "unknown_refund"),
@@ -202,7 +201,7 @@ def test_files_are_recorded_with_checksum_and_counts(
         details = connection.execute(
             text("SELECT details FROM audit_events WHERE action = 'webhooks.ingested'")
         ).scalar_one()
-    assert details["applied"] == 3 and details["sha256"] == recorded["sha256"]
+    assert details["applied"] == 4 and details["sha256"] == recorded["sha256"]
     assert "Ingested webhook files" in cli("webhooks", "files").stdout
 
 
@@ -255,8 +254,7 @@ def test_several_updates_of_one_refund_in_one_chunk(
     assert result.exit_code == 5
     with (tmp_path / "r.csv").open() as handle:
         outcomes = [(r["line"], r["outcome"], r["reason"]) for r in csv.DictReader(handle)]
-    assert outcomes == [
-        ("2", "duplicate", "the refund is already PENDING"),
+    assert outcomes == [  # line 2, processing for a PENDING refund, is applied
         ("4", "conflict", "the refund is COMPLETED already (final)"),
         ("5", "invalid", "amount 99.00 does not match the refund amount 10.00"),
     ]
@@ -348,7 +346,7 @@ def test_a_50000_row_file_gets_the_planted_outcomes(
         add(f"T-{n}", "approved", f"e-{n}", "2026-01-02T12:00:00Z")  # duplicate event
         add(f"T-{n}", "rejected", f"s-{n}", "2026-01-01T12:00:00Z")  # stale
         add(f"T-{12_000 + n}", "approved", f"c-{n}", "2026-01-03T12:00:00Z")  # conflict
-        add(f"T-{18_000 + n % 2_000 + 1}", "processing", f"p-{n}", "")  # duplicate: PENDING
+        add(f"T-{18_000 + n % 2_000 + 1}", "processing", f"p-{n}", "")  # applied: PENDING
         add(f"X-{n}", "approved", f"u-{n}", "")  # unknown_refund
         add(f"T-{n}", "cancelled", f"i-{n}", "")  # invalid
     source = tmp_path / "big.csv"
@@ -357,8 +355,8 @@ def test_a_50000_row_file_gets_the_planted_outcomes(
 
     assert _summary(result) == {
         "rows": 50_000,
-        "applied": 18_000,
-        "duplicate": 12_000,
+        "applied": 25_000,
+        "duplicate": 5_000,
         "stale": 5_000,
         "conflict": 5_000,
         "unknown_refund": 5_000,
@@ -469,7 +467,7 @@ def test_the_event_log_has_no_foreign_keys_and_records_each_event_once(
     # Events of known refunds, classified under lock, once each; not the unknown or invalid.
     assert events == {
         "evt-1": "applied",
-        "evt-2": "duplicate",
+        "evt-2": "applied",
         "evt-3": "applied",
         "evt-4": "conflict",
         "evt-5": "applied",

@@ -27,7 +27,7 @@ from bnplctl.errors import InputFileError, InvalidInput
 from bnplctl.importing.batch import Rejected, chunked, read_ahead
 from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.rows import no_control_characters, printable
-from bnplctl.services.rules import BEFORE_ME, RULE7_CTES
+from bnplctl.services.refund_states import CREATE_WORK_TABLES
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
@@ -154,122 +154,78 @@ class IngestReport:
 # dry run's chunks share one transaction, so they are emptied here too) and the planner
 # settings of the chunk's transaction (below).
 _BEGIN_CHUNK = (
-    "CREATE TEMP TABLE IF NOT EXISTS webhook_rows ("
-    " seq integer NOT NULL, line integer NOT NULL, transaction_id text NOT NULL,"
-    " target text NOT NULL, event_id text, occurred_at timestamptz, amount numeric(12,2),"
-    " merchant_reference text"
-    ") ON COMMIT DELETE ROWS;"
-    " CREATE TEMP TABLE IF NOT EXISTS webhook_work ("
-    " seq integer NOT NULL, line integer NOT NULL, transaction_id text NOT NULL,"
-    " target text NOT NULL, event_id text, occurred_at timestamptz, merchant_reference text,"
-    " refund_id bigint,"
-    " outcome text, reason text, round integer"
-    ") ON COMMIT DELETE ROWS;"
-    " TRUNCATE webhook_rows, webhook_work;"
+    """
+    CREATE TEMP TABLE IF NOT EXISTS webhook_rows (
+        seq integer NOT NULL,
+        line integer NOT NULL,
+        transaction_id text NOT NULL,
+        target text NOT NULL,
+        event_id text,
+        occurred_at timestamptz,
+        amount numeric(12,2),
+        merchant_reference text
+    ) ON COMMIT DELETE ROWS;
+    TRUNCATE webhook_rows;
+    """
+    + CREATE_WORK_TABLES
 )
-# Everything that needs no lock, in one pass: the refund of each row, unknown ids, amounts
-# that do not match, events seen before or earlier in the chunk, and each remaining row's
-# round (its place among the chunk's rows for the same refund, in file order). File order
-# is ``seq``, the row's place in the chunk: ``line`` is only reported, and rows of a JSON
-# array written on one line share it.
+# Everything that needs no lock, in one pass, into rule 6's ``refund_moves``: the refund
+# of each row, unknown ids, amounts that do not match, events seen before or earlier in
+# the chunk, and each remaining row's round (its place among the chunk's rows for the
+# same refund, in file order). File order is ``seq``, the row's place in the chunk:
+# ``line`` is only reported, and rows of a JSON array written on one line share it.
 _PREPARE = text(
-    "WITH prepared AS (INSERT INTO webhook_work (seq, line, transaction_id, target, event_id,"
-    " occurred_at, merchant_reference, refund_id, outcome, reason, round)"
-    " SELECT seq, line, transaction_id, target, event_id, occurred_at, merchant_reference,"
-    "  refund_id, coalesce(outcome, dup_outcome), coalesce(reason, dup_reason),"
-    "  CASE WHEN outcome IS NULL AND dup_outcome IS NULL THEN row_number() OVER ("
-    "   PARTITION BY refund_id, outcome IS NULL AND dup_outcome IS NULL ORDER BY seq) END"
-    " FROM (SELECT k.*,"
-    "  CASE WHEN k.outcome IS NULL AND k.event_id IS NOT NULL"
-    "   AND (k.seen OR k.first_seq <> k.seq) THEN 'duplicate' END AS dup_outcome,"
-    "  CASE WHEN k.seen THEN 'event ' || k.event_id || ' was ingested before'"
-    "   ELSE 'event ' || k.event_id || ' repeats line ' || k.first_line END AS dup_reason"
-    "  FROM (SELECT c.*, first_value(c.seq) OVER first_row AS first_seq,"
-    "    first_value(c.line) OVER first_row AS first_line"
-    "   FROM (SELECT w.seq, w.line, w.transaction_id, w.target, w.event_id, w.occurred_at,"
-    "     w.merchant_reference, r.id AS refund_id,"
-    "     e.event_id IS NOT NULL AS seen,"
-    "     CASE WHEN r.id IS NULL THEN 'unknown_refund'"
-    "      WHEN w.amount <> r.amount THEN 'invalid' END AS outcome,"
-    "     CASE WHEN r.id IS NULL THEN 'no refund with this refund_id'"
-    "      WHEN w.amount <> r.amount THEN"
-    "       'amount ' || w.amount || ' does not match the refund amount ' || r.amount"
-    "     END AS reason"
-    "    FROM webhook_rows w LEFT JOIN refunds r ON r.transaction_id = w.transaction_id"
-    "    LEFT JOIN webhook_events e ON e.event_id = w.event_id) AS c"
-    "   WINDOW first_row AS (PARTITION BY c.event_id, c.outcome IS NULL ORDER BY c.seq)"
-    "  ) AS k) AS d"
-    " RETURNING line, transaction_id, outcome, reason, round"
-    ") SELECT line, transaction_id, outcome, reason, NULL AS rounds FROM prepared"
-    " WHERE round IS NULL"
-    " UNION ALL SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0) FROM prepared"
+    """
+    WITH looked_up AS (
+        SELECT w.seq, w.line, w.transaction_id, w.target, w.event_id, w.occurred_at,
+               w.merchant_reference, r.id AS refund_id,
+               e.event_id IS NOT NULL AS seen_before,
+               CASE WHEN r.id IS NULL THEN 'unknown_refund'
+                    WHEN w.amount <> r.amount THEN 'invalid' END AS outcome,
+               CASE WHEN r.id IS NULL THEN 'no refund with this refund_id'
+                    WHEN w.amount <> r.amount THEN
+                        'amount ' || w.amount || ' does not match the refund amount ' || r.amount
+               END AS reason
+        FROM webhook_rows w
+        LEFT JOIN refunds r ON r.transaction_id = w.transaction_id
+        LEFT JOIN webhook_events e ON e.event_id = w.event_id
+    ), with_first_of_event AS (
+        SELECT l.*,
+               first_value(l.seq) OVER first_row AS first_seq,
+               first_value(l.line) OVER first_row AS first_line
+        FROM looked_up l
+        WINDOW first_row AS (PARTITION BY l.event_id, l.outcome IS NULL ORDER BY l.seq)
+    ), repeated_events AS (
+        SELECT f.*,
+               CASE WHEN f.outcome IS NULL AND f.event_id IS NOT NULL
+                         AND (f.seen_before OR f.first_seq <> f.seq) THEN 'duplicate'
+               END AS dup_outcome,
+               CASE WHEN f.seen_before THEN 'event ' || f.event_id || ' was ingested before'
+                    ELSE 'event ' || f.event_id || ' repeats line ' || f.first_line
+               END AS dup_reason
+        FROM with_first_of_event f
+    ), prepared AS (
+        INSERT INTO refund_moves (seq, line, transaction_id, target, event_id, occurred_at,
+                                  merchant_reference, refund_id, outcome, reason, round)
+        SELECT seq, line, transaction_id, target, event_id, occurred_at, merchant_reference,
+               refund_id, coalesce(outcome, dup_outcome), coalesce(reason, dup_reason),
+               CASE WHEN outcome IS NULL AND dup_outcome IS NULL THEN row_number() OVER (
+                   PARTITION BY refund_id, outcome IS NULL AND dup_outcome IS NULL
+                   ORDER BY seq) END
+        FROM repeated_events
+        RETURNING line, transaction_id, outcome, reason, round
+    )
+    SELECT line, transaction_id, outcome, reason, NULL AS rounds
+    FROM prepared WHERE round IS NULL
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0) FROM prepared
+    """
 )
 # A chunk joins a few thousand rows to tables that grow without bound (refunds, the
 # event log). Without statistics on the temporary tables, and with the event log
 # growing during the ingest, the planner would hash whole tables for every chunk;
 # index lookups keep a chunk's cost independent of the tables' sizes.
 _INDEX_LOOKUPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
-# Writers of refunds and installments wait while a chunk is applied (a fraction of a
-# second); readers never do. One table lock instead of a row lock per refund and per
-# installment: the same safety for rules 6 and 7, without writing every row twice.
-# Lock order (refunds, then installments) matches the commands', so no deadlock.
-_LOCK_TABLES = text("LOCK TABLE refunds, installments IN EXCLUSIVE MODE")
-# One round, one statement: classify each row against its (locked) refund, move the
-# refunds (an approval goes PENDING -> COMPLETED at once, applied to its plan by rule 7),
-# audit each move, record the events; returns the rows not applied and what the
-# approvals paid off (``paid_off``: plans, and owners of formerly OVERDUE installments).
-_APPLY_ROUND = text(
-    "WITH cls AS ("  # noqa: S608 - composed of constants only
-    " SELECT o.seq, o.line, o.transaction_id, o.refund_id, r.user_id, r.plan_id, r.amount,"
-    "  o.target,"
-    "  o.event_id, o.occurred_at, o.merchant_reference,"
-    "  CASE"
-    "   WHEN o.occurred_at < r.last_event_at THEN 'stale'"
-    "   WHEN o.target = r.status OR (o.target = 'APPROVED' AND r.status = 'COMPLETED')"
-    "    THEN 'duplicate'"
-    "   WHEN r.status <> 'PENDING' THEN 'conflict'"
-    "   ELSE 'applied' END AS outcome,"
-    "  CASE"
-    "   WHEN o.occurred_at < r.last_event_at THEN 'older than the last applied update'"
-    "   WHEN o.target = r.status OR (o.target = 'APPROVED' AND r.status = 'COMPLETED')"
-    "    THEN 'the refund is already ' || r.status"
-    "   WHEN r.status <> 'PENDING' THEN 'the refund is ' || r.status || ' already (final)'"
-    "   END AS reason"
-    " FROM webhook_work o JOIN refunds r ON r.id = o.refund_id WHERE o.round = :round"
-    "), approved AS ("
-    " SELECT refund_id AS id, user_id, plan_id, amount, line, event_id, occurred_at,"
-    f"  merchant_reference, {BEFORE_ME.replace('ORDER BY id', 'ORDER BY refund_id')} AS before_me"
-    " FROM cls WHERE outcome = 'applied' AND target = 'APPROVED'"
-    f"){RULE7_CTES}, completed AS ("
-    " UPDATE refunds r SET status = 'COMPLETED', applied_amount = s.applied,"
-    "  payout_amount = r.amount - s.applied, processed_at = now(), updated_at = now(),"
-    "  last_event_at = coalesce(s.occurred_at, r.last_event_at),"
-    "  merchant_reference = coalesce(s.merchant_reference, r.merchant_reference)"
-    " FROM settled s WHERE r.id = s.id"
-    " RETURNING r.id, r.user_id, r.status, s.line, s.event_id, jsonb_build_object("
-    "  'plan_id', r.plan_id, 'applied_amount', r.applied_amount,"
-    "  'payout_amount', r.payout_amount) AS applied"
-    "), rejected AS ("
-    " UPDATE refunds r SET status = c.target, processed_at = now(), updated_at = now(),"
-    "  last_event_at = coalesce(c.occurred_at, r.last_event_at),"
-    "  merchant_reference = coalesce(c.merchant_reference, r.merchant_reference)"
-    " FROM cls c WHERE r.id = c.refund_id AND c.outcome = 'applied' AND c.target <> 'APPROVED'"
-    " RETURNING r.id, r.user_id, r.status, c.line, c.event_id, '{}'::jsonb AS applied"
-    "), audited AS ("
-    " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
-    " SELECT :actor, 'refund.status_changed', 'refund', id::text, user_id,"
-    "  jsonb_build_object('from', 'PENDING', 'to', status, 'source', 'webhook',"
-    "   'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id) || applied"
-    " FROM (SELECT * FROM completed UNION ALL SELECT * FROM rejected) AS moved"
-    "), recorded AS ("
-    " INSERT INTO webhook_events (event_id, refund_id, user_id, status, outcome, occurred_at,"
-    "  file_id)"
-    " SELECT event_id, refund_id, user_id, target, outcome, occurred_at, :file_id FROM cls"
-    " WHERE event_id IS NOT NULL ORDER BY seq ON CONFLICT (event_id) DO NOTHING"
-    ") SELECT line, transaction_id, outcome, reason, NULL AS plan_id, NULL AS user_id"
-    " FROM cls WHERE outcome <> 'applied'"
-    " UNION ALL SELECT NULL, NULL, NULL, NULL, plan_id, user_id FROM paid_off"
-)
 
 
 @dataclass(frozen=True)
@@ -331,9 +287,13 @@ def process_chunk(
     """Classify and apply one chunk; returns the rows not applied (line, ref, outcome, reason)
     and leaves the applied count to the caller (``chunk.valid`` minus those).
 
-    ``lock=False`` (a dry run, rolled back) leaves concurrent writers to the row locks.
+    Rules 6, 7 and 4 as for a command, a round at a time, under the chunk's locks
+    (``services/locks.py``). ``lock=False`` (a dry run, rolled back) leaves concurrent
+    writers to the row locks.
     """
-    from bnplctl.services.rules import settle_plans_and_users
+    from bnplctl import clock
+    from bnplctl.services import locks, refund_application, refund_states
+    from bnplctl.services.debt_status import settle
 
     session.execute(text(_BEGIN_CHUNK + _INDEX_LOOKUPS_ONLY))
     if not chunk.valid:
@@ -347,17 +307,31 @@ def process_chunk(
         else:
             rejected.append((int(row.line), str(row.transaction_id), str(row.outcome), row.reason))
     if rounds and lock:
-        session.execute(_LOCK_TABLES)
+        locks.for_batch_chunk(session)
+    now = clock.now()
     for round_number in range(1, rounds + 1):
-        paid_off: list[tuple[int, str | None]] = []
-        for row in session.execute(
-            _APPLY_ROUND, {"round": round_number, "actor": actor, "file_id": file_id}
+        for not_moved in refund_states.move(
+            session,
+            round_number=round_number,
+            source="webhook",
+            file_id=file_id,
+            now=now,
+            actor=actor,
         ):
-            if row.outcome is None:
-                paid_off.append((int(row.plan_id), row.user_id))
-            else:
-                rejected.append((int(row.line), str(row.transaction_id), row.outcome, row.reason))
-        settle_plans_and_users(session, paid_off, actor=actor)
+            assert not_moved.line is not None  # noqa: S101 - every file row has a line
+            rejected.append(
+                (not_moved.line, not_moved.transaction_id, not_moved.outcome, not_moved.reason)
+            )
+        paid_off = refund_application.apply_approved(
+            session, source="webhook", file_id=file_id, now=now, actor=actor
+        )
+        settle(
+            session,
+            plan_ids=paid_off.plan_ids,
+            user_ids=paid_off.overdue_owners,
+            now=now,
+            actor=actor,
+        )
     return sorted(rejected)
 
 

@@ -54,10 +54,14 @@ def public_schedule(
 
 
 def lock_user(session: Session, user_id: str) -> User:
-    """The user row under ``FOR UPDATE``: a concurrent sweep waits, or we wait for it."""
-    user = session.exec(select(User).where(User.user_id == user_id).with_for_update()).first()
-    if user is None:
+    """The user under the lock protocol (``services/locks.py``): a sweep running now
+    finishes first, and so does any other writer for this user; then the user as committed."""
+    from bnplctl.services import locks
+
+    if not locks.for_user_writes(session, [user_id]):
         raise NotFound(f"user {user_id} not found")
+    user = session.exec(select(User).where(User.user_id == user_id)).one()
+    session.refresh(user)
     return user
 
 

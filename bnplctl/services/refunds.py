@@ -1,9 +1,6 @@
-"""Refunds: idempotent creation (rule 5), the forward-only state machine (rule 6), and
-applying approved refunds to their plans from the last installment backwards (rule 7).
-
-Applying is set-based, so the CLI's ``refunds approve`` and a webhook file of
-thousands of approvals run the same statements.
-"""
+"""Refunds: idempotent creation (rule 5), lookups, and the commands' moves, which go
+through rule 6 (``refund_states``), rule 7 (``refund_application``) and rule 4
+(``debt_status``) exactly as a webhook file's rows do."""
 
 from __future__ import annotations
 
@@ -19,15 +16,6 @@ from bnplctl.errors import Conflict, NotFound, Refused
 from bnplctl.models import Plan, Refund, RefundStatus
 from bnplctl.money import format_amount
 from bnplctl.services import audit
-from bnplctl.services.rules import BEFORE_ME, RULE7_CTES, settle_plans_and_users
-
-FINAL = frozenset({RefundStatus.REJECTED, RefundStatus.CANCELLED, RefundStatus.COMPLETED})
-# Rule 6: the only moves a command may make.
-COMMAND_TARGETS = {
-    "approve": RefundStatus.APPROVED,
-    "reject": RefundStatus.REJECTED,
-    "cancel": RefundStatus.CANCELLED,
-}
 
 
 def create_refund(
@@ -109,67 +97,40 @@ def get_refund(session: Session, ref: str) -> Refund:
 def transition(
     session: Session, ref: str, command: str, *, reason: str | None, actor: str
 ) -> Refund:
-    """approve | reject | cancel a PENDING refund; approving also applies it (rule 7)."""
-    refund = find_refund(session, ref, lock=True)
-    target = COMMAND_TARGETS[command]
-    current = RefundStatus(refund.status)
-    if current is not RefundStatus.PENDING:
-        raise Refused(f"refund {refund.transaction_id} is {current.value}: cannot {command} it")
-    session.execute(
-        text(
-            "UPDATE refunds SET status = :target, processed_at = now(), updated_at = now(),"
-            " reason = coalesce(:reason, reason) WHERE id = :id"
-        ),
-        {"target": target.value, "reason": reason, "id": refund.id},
-    )
-    audit.record(
+    """approve | reject | cancel a PENDING refund (rule 6); an approval is applied to its
+    plan (rule 7) and then rule 4 runs, exactly as for a webhook file's approval."""
+    from bnplctl import clock
+    from bnplctl.services import locks, refund_application, refund_states
+    from bnplctl.services.debt_status import settle
+
+    found = find_refund(session, ref)
+    locks.for_user_writes(session, [found.user_id])
+    now = clock.now()
+    refund_states.create_work_tables(session)
+    assert found.id is not None  # noqa: S101 - a stored refund has an id
+    refund_states.add_command_move(
         session,
-        actor=actor,
-        action="refund.status_changed",
-        entity="refund",
-        entity_id=str(refund.id),
-        user_id=refund.user_id,
-        details={"from": current.value, "to": target.value, "source": "command"},
+        refund_id=found.id,
+        transaction_id=found.transaction_id,
+        target=refund_states.COMMAND_TARGETS[command],
+        note=reason,
     )
-    session.flush()
-    if target is RefundStatus.APPROVED:
-        assert refund.id is not None  # noqa: S101 - a stored refund has an id
-        apply_refunds(session, [refund.id], actor=actor)
-    session.refresh(refund)
-    return refund
-
-
-_LOCK_UNPAID = text(
-    "SELECT i.id FROM installments i JOIN refunds r ON r.plan_id = i.plan_id"
-    " WHERE r.id = ANY(:ids) AND r.status = 'APPROVED' AND i.status <> 'PAID'"
-    " ORDER BY i.id FOR UPDATE OF i"
-)
-
-_APPLY = text(
-    "WITH approved AS ("  # noqa: S608 - composed of this module's constants only
-    f" SELECT id, user_id, plan_id, amount, {BEFORE_ME} AS before_me"
-    " FROM refunds WHERE id = ANY(:ids) AND status = 'APPROVED'"
-    f"){RULE7_CTES}, completed AS ("
-    " UPDATE refunds r SET status = 'COMPLETED', applied_amount = s.applied,"
-    "  payout_amount = r.amount - s.applied, processed_at = now(), updated_at = now()"
-    " FROM settled s WHERE r.id = s.id"
-    " RETURNING r.id, r.user_id, r.plan_id, r.applied_amount, r.payout_amount"
-    "), audited AS ("
-    " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
-    " SELECT :actor, 'refund.applied', 'refund', id::text, user_id, jsonb_build_object("
-    "  'plan_id', plan_id, 'applied_amount', applied_amount, 'payout_amount', payout_amount)"
-    " FROM completed"
-    ") SELECT plan_id, user_id FROM paid_off"
-)
-
-
-def apply_refunds(session: Session, refund_ids: list[int], *, actor: str) -> None:
-    """Rule 7 for APPROVED refunds, then rule 4 (plan completion, users back to NORMAL)."""
-    if not refund_ids:
-        return
-    session.execute(_LOCK_UNPAID, {"ids": refund_ids})
-    paid_off = session.execute(_APPLY, {"ids": refund_ids, "actor": actor}).all()
-    settle_plans_and_users(session, [(row.plan_id, row.user_id) for row in paid_off], actor=actor)
+    refused = refund_states.move(
+        session, round_number=1, source="command", file_id=None, now=now, actor=actor
+    )
+    if refused:
+        raise Refused(f"refund {found.transaction_id} is {refused[0].current}: cannot {command} it")
+    paid_off = refund_application.apply_approved(
+        session, source="command", file_id=None, now=now, actor=actor
+    )
+    settle(
+        session,
+        plan_ids=paid_off.plan_ids,
+        user_ids=paid_off.overdue_owners,
+        now=now,
+        actor=actor,
+    )
+    return get_refund(session, str(found.id))
 
 
 def list_refunds(

@@ -1,15 +1,16 @@
-"""The overdue sweep (rule 3): set-based SQL, one transaction, one sweep at a time.
+"""The overdue sweep (rule 3): set-based SQL, one sweep at a time.
 
 Two statements do the work whatever the row count: one marks the late UPCOMING
 installments OVERDUE, one marks their owners DEBT_USER. A session-level advisory
 lock keeps a second sweep out (it exits 75 at once); the lock dies with the
-connection, so a crashed sweep leaves none behind. Every run is recorded in
-``sweep_runs`` (RUNNING, then SUCCEEDED or FAILED).
+connection, so a crashed sweep leaves none behind. The marking transaction takes the
+debt lock exclusively (``services/locks.py``). Every run is recorded in ``sweep_runs``
+(RUNNING, then SUCCEEDED or FAILED). These functions never begin or end a transaction:
+``jobs.sweep_job`` owns them.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -17,7 +18,6 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from bnplctl import clock
 from bnplctl.errors import Unavailable
 
 SWEEP_LOCK_ID = 0x62_6E_70_6C_5357  # "bnpl" + "SW"
@@ -26,7 +26,7 @@ _MARK_INSTALLMENTS = text(
     "UPDATE installments SET status = 'OVERDUE' WHERE status = 'UPCOMING' AND due_date < :cutoff"
 )
 _MARK_USERS = text(
-    "UPDATE users SET status = 'DEBT_USER', updated_at = now()"
+    "UPDATE users SET status = 'DEBT_USER', updated_at = :now"
     " WHERE status = 'NORMAL' AND user_id IN ("
     "  SELECT user_id FROM installments WHERE status = 'OVERDUE')"
 )
@@ -63,16 +63,14 @@ def cutoff_for(business_date: date, grace_days: int) -> date:
 
 
 def try_lock(connection: Connection) -> None:
+    """The session-level lock that keeps a second sweep out (exit 75 at once)."""
     held = connection.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": SWEEP_LOCK_ID})
     if not held.scalar_one():
-        connection.rollback()
         raise Unavailable("another sweep holds the lock; retry later")
-    connection.commit()
 
 
 def unlock(connection: Connection) -> None:
     connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": SWEEP_LOCK_ID})
-    connection.commit()
 
 
 def preview(connection: Connection, cutoff: date) -> tuple[int, int]:
@@ -91,36 +89,41 @@ def last_success(connection: Connection, business_date: date) -> datetime | None
     return finished
 
 
-def close_interrupted(connection: Connection) -> None:
+def close_interrupted(connection: Connection, now: datetime) -> None:
     """Runs left RUNNING by a crash (we hold the lock, so none is live) become FAILED."""
     connection.execute(
         text(
             "UPDATE sweep_runs SET outcome = 'FAILED', error_class = 'Interrupted',"
-            " finished_at = coalesce(finished_at, now()) WHERE outcome = 'RUNNING'"
-        )
+            " finished_at = coalesce(finished_at, :now) WHERE outcome = 'RUNNING'"
+        ),
+        {"now": now},
     )
 
 
-def start_run(connection: Connection, business_date: date, actor: str) -> int:
+def start_run(connection: Connection, business_date: date, actor: str, now: datetime) -> int:
     run_id: int = connection.execute(
         text(
             "INSERT INTO sweep_runs (business_date, dry_run, started_at, outcome, actor)"
             " VALUES (:business_date, false, :started_at, 'RUNNING', :actor) RETURNING id"
         ),
-        {"business_date": business_date, "started_at": clock.now(), "actor": actor},
+        {"business_date": business_date, "started_at": now, "actor": actor},
     ).scalar_one()
     return run_id
 
 
-def mark_overdue(connection: Connection, cutoff: date) -> tuple[int, int]:
-    """The two set-based statements of rule 3; returns (installments, users) changed."""
+def mark_overdue(connection: Connection, cutoff: date, now: datetime) -> tuple[int, int]:
+    """The two set-based statements of rule 3, under the exclusive debt lock; returns
+    (installments, users) changed."""
+    from bnplctl.services import locks
+
+    locks.for_sweep(connection)
     installments = connection.execute(_MARK_INSTALLMENTS, {"cutoff": cutoff}).rowcount
-    users = connection.execute(_MARK_USERS).rowcount
+    users = connection.execute(_MARK_USERS, {"now": now}).rowcount
     return int(installments), int(users)
 
 
 def finish_run(
-    connection: Connection, run_id: int, installments: int, users: int, actor: str
+    connection: Connection, run_id: int, installments: int, users: int, actor: str, now: datetime
 ) -> None:
     connection.execute(
         text(
@@ -128,14 +131,15 @@ def finish_run(
             " UPDATE sweep_runs SET outcome = 'SUCCEEDED', finished_at = :finished_at,"
             "  installments_marked_overdue = :installments, users_marked_debt = :users"
             " WHERE id = :run_id RETURNING id, business_date)"
-            " INSERT INTO audit_events (actor, action, entity, entity_id, details)"
-            " SELECT :actor, 'sweep.run', 'sweep', id::text, jsonb_build_object("
+            " INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, details)"
+            " SELECT :now, :actor, 'sweep.run', 'sweep', id::text, jsonb_build_object("
             "  'business_date', business_date, 'installments_marked_overdue', :installments,"
             "  'users_marked_debt', :users) FROM finished"
         ),
         {
             "run_id": run_id,
-            "finished_at": clock.now(),
+            "finished_at": now,
+            "now": now,
             "installments": installments,
             "users": users,
             "actor": actor,
@@ -148,87 +152,13 @@ def refresh_statistics(connection: Connection) -> None:
     the planner keeps believing there are no OVERDUE rows until autovacuum catches up, and
     picks plans that scan the whole overdue index for every user (seen in the benchmark)."""
     connection.execute(text("ANALYZE installments (status, user_id), users (status)"))
-    connection.commit()
 
 
-def fail_run(connection: Connection, run_id: int, error_class: str) -> None:
+def fail_run(connection: Connection, run_id: int, error_class: str, now: datetime) -> None:
     connection.execute(
         text(
             "UPDATE sweep_runs SET outcome = 'FAILED', error_class = :error_class,"
             " finished_at = :finished_at WHERE id = :run_id AND outcome = 'RUNNING'"
         ),
-        {"run_id": run_id, "error_class": error_class[:200], "finished_at": clock.now()},
+        {"run_id": run_id, "error_class": error_class[:200], "finished_at": now},
     )
-
-
-def run_sweep(
-    connection: Connection,
-    *,
-    business_date: date,
-    grace_days: int,
-    dry_run: bool,
-    actor: str,
-) -> SweepResult:
-    """One sweep on a dedicated connection; the caller owns (and later closes) it."""
-    started = time.perf_counter()
-    cutoff = cutoff_for(business_date, grace_days)
-    try_lock(connection)
-    try:
-        already = last_success(connection, business_date) is not None
-        if dry_run:
-            installments, users = preview(connection, cutoff)
-            connection.rollback()
-            return SweepResult(
-                None,
-                business_date,
-                True,
-                installments,
-                users,
-                time.perf_counter() - started,
-                already,
-            )
-        close_interrupted(connection)
-        run_id = start_run(connection, business_date, actor)
-        connection.commit()
-        try:
-            installments, users = mark_overdue(connection, cutoff)
-            finish_run(connection, run_id, installments, users, actor)
-            connection.commit()
-        except BaseException as exc:
-            _record_failure(connection, run_id, type(exc).__name__)
-            raise
-        if installments:
-            refresh_statistics(connection)
-        return SweepResult(
-            run_id,
-            business_date,
-            False,
-            installments,
-            users,
-            time.perf_counter() - started,
-            already,
-        )
-    finally:
-        _unlock_quietly(connection)
-
-
-def _record_failure(connection: Connection, run_id: int, error_class: str) -> None:
-    """Best effort: on a live connection, roll back and mark the run FAILED."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        connection.rollback()
-        fail_run(connection, run_id, error_class)
-        connection.commit()
-    except SQLAlchemyError:
-        pass  # the connection is gone; the next sweep closes this run as Interrupted
-
-
-def _unlock_quietly(connection: Connection) -> None:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        connection.rollback()
-        unlock(connection)
-    except SQLAlchemyError:
-        pass  # a dead connection has released its lock already

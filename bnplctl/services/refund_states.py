@@ -1,0 +1,171 @@
+"""Rule 6, the one place it is written: the refund state machine moves forward only.
+
+PENDING -> APPROVED | REJECTED | CANCELLED, and APPROVED -> COMPLETED once rule 7 has
+applied it; a final state is never overwritten. Commands (``refunds approve|reject|
+cancel``) and webhook rows are both *moves* (a refund and a target state) written to the
+transaction's ``refund_moves`` table and decided by one statement, ``MOVE``: each move is
+``applied``, ``duplicate`` (the refund is in that state already), ``stale`` (older than
+the last update applied) or ``conflict`` (a final state, another target). An approval is
+not moved here but handed to rule 7 (``services/refund_application.py``) through the
+``refunds_approved`` table, which takes the refund from PENDING to COMPLETED in the same
+transaction. A ``processing`` row (target PENDING) for a PENDING refund is applied: its
+event is recorded and nothing changes.
+
+The caller holds the locks of ``services/locks.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import text
+
+if TYPE_CHECKING:
+    from bnplctl.db import Executor
+
+# The targets a command may ask for; a webhook row may also ask for PENDING (processing).
+COMMAND_TARGETS = {"approve": "APPROVED", "reject": "REJECTED", "cancel": "CANCELLED"}
+
+# The transaction's work tables (emptied at commit; a dry run, one transaction for a whole
+# file, empties them per chunk).
+CREATE_WORK_TABLES = """
+    CREATE TEMP TABLE IF NOT EXISTS refund_moves (
+        seq integer NOT NULL,
+        line integer,
+        transaction_id text NOT NULL,
+        target text NOT NULL,
+        event_id text,
+        occurred_at timestamptz,
+        merchant_reference text,
+        note text,
+        refund_id bigint,
+        outcome text,
+        reason text,
+        round integer
+    ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE IF NOT EXISTS refunds_approved (
+        refund_id bigint NOT NULL,
+        line integer,
+        event_id text,
+        occurred_at timestamptz,
+        merchant_reference text,
+        note text
+    ) ON COMMIT DELETE ROWS;
+    TRUNCATE refund_moves, refunds_approved;
+"""
+
+# One round: every move of ``round`` (at most one per refund) against its refund.
+_MOVE = text(
+    """
+    WITH classified AS (
+        SELECT m.seq, m.line, m.transaction_id, m.refund_id, r.user_id, m.target,
+               m.event_id, m.occurred_at, m.merchant_reference, m.note, r.status AS current,
+               CASE
+                   WHEN m.occurred_at < r.last_event_at THEN 'stale'
+                   WHEN m.target = 'PENDING' AND r.status = 'PENDING' THEN 'applied'
+                   WHEN m.target = r.status
+                        OR (m.target = 'APPROVED' AND r.status = 'COMPLETED') THEN 'duplicate'
+                   WHEN r.status <> 'PENDING' THEN 'conflict'
+                   ELSE 'applied'
+               END AS outcome
+        FROM refund_moves m
+        JOIN refunds r ON r.id = m.refund_id
+        WHERE m.round = :round AND m.outcome IS NULL
+    ), handed_to_rule7 AS (
+        INSERT INTO refunds_approved (refund_id, line, event_id, occurred_at,
+                                      merchant_reference, note)
+        SELECT refund_id, line, event_id, occurred_at, merchant_reference, note
+        FROM classified
+        WHERE outcome = 'applied' AND target = 'APPROVED'
+    ), moved AS (
+        UPDATE refunds r
+        SET status = c.target, processed_at = :now, updated_at = :now,
+            last_event_at = coalesce(c.occurred_at, r.last_event_at),
+            merchant_reference = coalesce(c.merchant_reference, r.merchant_reference),
+            reason = coalesce(c.note, r.reason)
+        FROM classified c
+        WHERE r.id = c.refund_id AND c.outcome = 'applied'
+          AND c.target IN ('REJECTED', 'CANCELLED')
+        RETURNING r.id, r.user_id, r.status, c.line, c.event_id
+    ), audited AS (
+        INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
+                                  details)
+        SELECT :now, :actor, 'refund.status_changed', 'refund', id::text, user_id,
+               jsonb_build_object('from', 'PENDING', 'to', status, 'source', :source)
+               || jsonb_strip_nulls(jsonb_build_object(
+                   'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id))
+        FROM moved
+    ), recorded AS (
+        INSERT INTO webhook_events (event_id, refund_id, user_id, status, outcome,
+                                    occurred_at, file_id)
+        SELECT event_id, refund_id, user_id, target, outcome, occurred_at, :file_id
+        FROM classified
+        WHERE event_id IS NOT NULL
+        ORDER BY seq
+        ON CONFLICT (event_id) DO NOTHING
+    )
+    SELECT line, transaction_id, outcome,
+           CASE outcome
+               WHEN 'stale' THEN 'older than the last applied update'
+               WHEN 'duplicate' THEN 'the refund is already ' || current
+               ELSE 'the refund is ' || current || ' already (final)'
+           END AS reason,
+           current
+    FROM classified
+    WHERE outcome <> 'applied'
+    """
+)
+
+
+@dataclass(frozen=True)
+class NotMoved:
+    line: int | None
+    transaction_id: str
+    outcome: str
+    reason: str
+    current: str
+
+
+def create_work_tables(executor: Executor) -> None:
+    executor.execute(text(CREATE_WORK_TABLES))
+
+
+def add_command_move(
+    executor: Executor, *, refund_id: int, transaction_id: str, target: str, note: str | None
+) -> None:
+    """A command's one move (round 1); the work tables must exist."""
+    executor.execute(
+        text(
+            "INSERT INTO refund_moves (seq, transaction_id, target, note, refund_id, round)"
+            " VALUES (0, :transaction_id, :target, :note, :refund_id, 1)"
+        ),
+        {"transaction_id": transaction_id, "target": target, "note": note, "refund_id": refund_id},
+    )
+
+
+def move(
+    executor: Executor,
+    *,
+    round_number: int,
+    source: str,
+    file_id: int | None,
+    now: datetime,
+    actor: str,
+) -> list[NotMoved]:
+    """Decide and apply one round of moves; returns the moves not applied."""
+    rows = executor.execute(
+        _MOVE,
+        {
+            "round": round_number,
+            "source": source,
+            "file_id": file_id,
+            "now": now,
+            "actor": actor,
+        },
+    )
+    return [
+        NotMoved(row.line, str(row.transaction_id), str(row.outcome), str(row.reason), row.current)
+        for row in rows
+    ]
