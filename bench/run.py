@@ -568,6 +568,42 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
     }
 
 
+def soak_main(server_url: str, seconds: float) -> int:
+    """``--soak``: the concurrency soak on a fresh database; 0 when every command ended with
+    a documented code and ``verify`` is clean."""
+    from bench.soak import Soak
+    from bnplctl.db import normalize_url
+
+    server = normalize_url(server_url)
+    name = f"bnpl_soak_{secrets.token_hex(4)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bnpl-soak-") as workdir:
+            env = dict(os.environ, BNPL_DATABASE_URL=url, BNPL_DATA_DIR=workdir)
+            env["BNPL_SECRET_KEY_FILE"] = str(Path(workdir) / "secret.key")
+            subprocess.run(
+                [sys.executable, "-m", "bnplctl", "db", "upgrade"], env=env, check=True,
+                capture_output=True,
+            )  # fmt: skip
+            report = Soak(env, Path(workdir)).soak(seconds)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    summary = {
+        "seconds": seconds,
+        "commands": dict(report.commands),
+        "exit_codes": {str(code): count for code, count in sorted(report.codes.items())},
+        "unexpected": report.unexpected,
+        "verify": report.verify,
+    }
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    return 0 if report.ok else 1
+
+
 def render_table(report: dict[str, Any]) -> str:
     lines = [f"bnplctl benchmark, N = {report['users']} ({report['machine']}, {report['date']})"]
     for step in ("import_users", "sweep", "ingest", "debt_show", "cli"):
@@ -580,12 +616,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=100_000, help="N (default 100000)")
     parser.add_argument("-o", "--output", choices=("json", "table"), default="table")
+    parser.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help="instead: run the concurrency soak (bench/soak.py) for SECONDS, then verify",
+    )
     options = parser.parse_args(argv)
     url = os.environ.get("BNPL_DATABASE_URL")
     if not url:
         raise SystemExit(
             "bench: set BNPL_DATABASE_URL to a PostgreSQL server (the role needs CREATEDB)"
         )
+    if options.soak is not None:
+        sys.exit(soak_main(url, options.soak))
     if options.users < 10:
         raise SystemExit("bench: --users must be at least 10")
     with tempfile.TemporaryDirectory(prefix="bnpl-bench-") as workdir:

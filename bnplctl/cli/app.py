@@ -241,9 +241,10 @@ def _checked_actor(actor: str | None) -> str | None:
 
 
 def _register() -> None:
-    from bnplctl.cli import demo, status
+    from bnplctl.cli import demo, status, verify
 
     app.command("status")(status.status)
+    app.command("verify")(verify.verify)
     app.command("demo")(demo.demo)
 
 

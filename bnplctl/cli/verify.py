@@ -1,0 +1,32 @@
+"""``bnplctl verify``: rule 9's invariants, checked."""
+
+import typer
+
+from bnplctl.cli.options import OutputFormat, OutputOption
+from bnplctl.errors import ExitCode
+
+
+def verify(output: OutputOption = OutputFormat.table) -> None:
+    """Check rule 9's invariants over the whole database, set-based.
+
+    debt_status, plan_status, plan_totals, refund_cuts, refund_amounts and amounts,
+    each with its number of violations and up to 10 offending ids. Exit 0 when every
+    check holds, 69 otherwise. For cron, after the nightly sweep.
+
+    Example: bnplctl verify -o json
+    """
+    from bnplctl.cli.output import error, render_list, render_one
+    from bnplctl.db import connection_scope
+    from bnplctl.services.verify import report, run_checks
+
+    with connection_scope(commit=False) as connection:
+        shown = report(run_checks(connection))
+    if output in (OutputFormat.json, OutputFormat.jsonl):
+        render_one(shown, output)
+    else:
+        rows = [check | {"examples": " ".join(check["examples"])} for check in shown["checks"]]
+        render_list(rows, output, columns=("check", "violations", "examples"), title="Rule 9")
+    if not shown["ok"]:
+        broken = [check["check"] for check in shown["checks"] if check["violations"]]
+        error(f"invariants broken: {', '.join(broken)}")
+        raise typer.Exit(ExitCode.UNHEALTHY)

@@ -1,0 +1,137 @@
+"""Rule 9's invariants, checked set-based: ``bnplctl verify``.
+
+Each check is one SQL statement over whole tables (no loop over rows) that returns how
+many rows break the invariant and up to ``EXAMPLES`` of their ids. The three checks that
+compare a plan with its installments share one pass over the installments. All run in
+one read-only REPEATABLE READ transaction, so they judge one moment of the database
+even while writers run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+EXAMPLES = 10
+CHECKS = (
+    "debt_status",
+    "plan_status",
+    "plan_totals",
+    "refund_cuts",
+    "refund_amounts",
+    "amounts",
+)
+
+_DEBT_STATUS = text(
+    """
+    SELECT 'debt_status' AS name, count(*) AS violations,
+           (array_agg(user_id ORDER BY user_id))[1:10]::text[] AS examples
+    FROM users u
+    WHERE (u.status = 'DEBT_USER') <> EXISTS (
+        SELECT 1 FROM installments i WHERE i.user_id = u.user_id AND i.status = 'OVERDUE'
+    )
+    """
+)
+# plan_status: COMPLETED if and only if every installment is PAID; plan_totals: the
+# installments' original amounts sum to the total; refund_cuts: what was cut from the
+# installments (original minus due) is what the plan's COMPLETED refunds applied.
+_PLANS = text(
+    """
+    WITH per_plan AS (
+        SELECT plan_id,
+               bool_and(status = 'PAID') AS all_paid,
+               sum(original_amount) AS original_total,
+               sum(original_amount - amount_due) AS cut
+        FROM installments
+        GROUP BY plan_id
+    ), applied_per_plan AS (
+        SELECT plan_id, sum(applied_amount) AS applied
+        FROM refunds
+        WHERE status = 'COMPLETED' AND plan_id IS NOT NULL
+        GROUP BY plan_id
+    ), judged AS (
+        SELECT p.id,
+               (p.status = 'COMPLETED') <> coalesce(i.all_paid, false) AS wrong_status,
+               p.total_amount IS DISTINCT FROM i.original_total AS wrong_total,
+               coalesce(i.cut, 0) <> coalesce(a.applied, 0) AS wrong_cut
+        FROM plans p
+        LEFT JOIN per_plan i ON i.plan_id = p.id
+        LEFT JOIN applied_per_plan a ON a.plan_id = p.id
+    )
+    SELECT 'plan_status' AS name, count(*) FILTER (WHERE wrong_status) AS violations,
+           (array_agg(id ORDER BY id) FILTER (WHERE wrong_status))[1:10]::text[] AS examples
+    FROM judged
+    UNION ALL
+    SELECT 'plan_totals', count(*) FILTER (WHERE wrong_total),
+           (array_agg(id ORDER BY id) FILTER (WHERE wrong_total))[1:10]::text[]
+    FROM judged
+    UNION ALL
+    SELECT 'refund_cuts', count(*) FILTER (WHERE wrong_cut),
+           (array_agg(id ORDER BY id) FILTER (WHERE wrong_cut))[1:10]::text[]
+    FROM judged
+    """
+)
+_REFUND_AMOUNTS = text(
+    """
+    SELECT 'refund_amounts' AS name, count(*) AS violations,
+           (array_agg(transaction_id ORDER BY id))[1:10]::text[] AS examples
+    FROM refunds
+    WHERE CASE WHEN status = 'COMPLETED' THEN
+                   applied_amount IS NULL OR payout_amount IS NULL
+                   OR applied_amount < 0 OR payout_amount < 0
+                   OR applied_amount + payout_amount <> amount
+               ELSE applied_amount IS NOT NULL OR payout_amount IS NOT NULL
+          END
+    """
+)
+# No amount is negative (or zero where it must be positive); an unpaid installment still
+# has something due. Examples name the table: ``installment 17``.
+_AMOUNTS = text(
+    """
+    WITH wrong AS (
+        SELECT 'installment ' || id AS example, 1 AS kind, id
+        FROM installments
+        WHERE amount_due < 0 OR original_amount <= 0 OR amount_due > original_amount
+              OR (status <> 'PAID' AND amount_due <= 0)
+        UNION ALL
+        SELECT 'plan ' || id, 2, id FROM plans WHERE total_amount <= 0
+        UNION ALL
+        SELECT 'refund ' || id, 3, id FROM refunds WHERE amount <= 0
+    )
+    SELECT 'amounts' AS name, count(*) AS violations,
+           (array_agg(example ORDER BY kind, id))[1:10]::text[] AS examples
+    FROM wrong
+    """
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    violations: int
+    examples: list[str]
+
+
+def run_checks(connection: Connection) -> list[CheckResult]:
+    """Every check of rule 9, in one read-only snapshot; the caller owns the connection."""
+    connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+    found: dict[str, CheckResult] = {}
+    for statement in (_DEBT_STATUS, _PLANS, _REFUND_AMOUNTS, _AMOUNTS):
+        for row in connection.execute(statement):
+            found[row.name] = CheckResult(row.name, int(row.violations), list(row.examples or []))
+    return [found[name] for name in CHECKS]
+
+
+def report(results: list[CheckResult]) -> dict[str, Any]:
+    return {
+        "ok": all(result.violations == 0 for result in results),
+        "checks": [
+            {"check": r.check, "violations": r.violations, "examples": r.examples}
+            for r in results
+        ],
+    }
