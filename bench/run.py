@@ -433,6 +433,27 @@ def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float
     return timings
 
 
+def verify_timings(engine: Engine, runs: int = 3) -> tuple[float, float, bool]:
+    """Median seconds of ``verify``'s checks and of a ``SELECT count(*)`` over each table
+    they read, both on a warm connection; and whether the checks held."""
+    from bnplctl.services.verify import run_checks
+
+    checks, counts = [], []
+    ok = True
+    with engine.connect() as connection:
+        for _ in range(runs):
+            started = time.perf_counter()
+            ok = all(result.violations == 0 for result in run_checks(connection))
+            connection.rollback()
+            checks.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            for table in ("users", "plans", "installments", "refunds"):
+                connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()  # noqa: S608
+            connection.rollback()
+            counts.append(time.perf_counter() - started)
+    return statistics.median(checks), statistics.median(counts), ok
+
+
 def median_seconds(args: list[str], env: dict[str, str], runs: int = 5) -> float:
     timings = []
     for _ in range(runs):
@@ -519,6 +540,7 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
         settle(engine)
         ingested = measured([*bnplctl, "webhooks", "ingest", str(webhook_file), "-o", "json"], env)
 
+        verify_s, count_s, verify_ok = verify_timings(engine)
         latencies = debt_show_latencies(url, users)
         debt_cli_s = median_seconds([*bnplctl, "debt", "show", "u0000001", "-o", "json"], env)
     finally:
@@ -555,6 +577,12 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
             "peak_rss_mb": round(ingested["peak_kb"] / 1024, 1),
             "writes_reference_seconds": round(ingest_writes, 3),
             "writes_ratio": round(ingested["seconds"] / ingest_writes, 2),
+        },
+        "verify": {
+            "ok": verify_ok,
+            "seconds": round(verify_s, 3),
+            "count_seconds": round(count_s, 3),
+            "ratio": round(verify_s / count_s, 2),
         },
         "debt_show": {
             "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
@@ -606,7 +634,7 @@ def soak_main(server_url: str, seconds: float) -> int:
 
 def render_table(report: dict[str, Any]) -> str:
     lines = [f"bnplctl benchmark, N = {report['users']} ({report['machine']}, {report['date']})"]
-    for step in ("import_users", "sweep", "ingest", "debt_show", "cli"):
+    for step in ("import_users", "sweep", "ingest", "verify", "debt_show", "cli"):
         figures = ", ".join(f"{key} {value}" for key, value in report[step].items())
         lines.append(f"  {step:<13} {figures}")
     return "\n".join(lines)
