@@ -118,7 +118,10 @@ class Soak:
             with self.lock:
                 self.next_refund += 1
                 transaction = f"SOAK-{self.next_refund}"
-            plan = picker.randint(1, self.users + 2)
+            # Mostly the user's own seeded plan (created in user order), so that approvals
+            # cut installments; sometimes another, which is refused (exit 3).
+            own = int(user[1:]) + 1
+            plan = own if picker.random() < 0.8 else picker.randint(1, self.users + 2)
             amount = picker.choice(["5.00", "30.00", "45.50", "120.00"])
             done = self.run(
                 "refunds", "create", "--user", user, "--transaction-id", transaction,

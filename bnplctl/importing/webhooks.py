@@ -282,14 +282,13 @@ def process_chunk(
     *,
     file_id: int | None,
     actor: str,
-    lock: bool = True,
 ) -> list[tuple[int, str, str, str | None]]:
     """Classify and apply one chunk; returns the rows not applied (line, ref, outcome, reason)
     and leaves the applied count to the caller (``chunk.valid`` minus those).
 
     Rules 6, 7 and 4 as for a command, a round at a time, under the chunk's locks
-    (``services/locks.py``). ``lock=False`` (a dry run, rolled back) leaves concurrent
-    writers to the row locks.
+    (``services/locks.py``); a dry run too (its one transaction then holds them until
+    it rolls back): its writes must not deadlock with a command's.
     """
     from bnplctl import clock
     from bnplctl.services import locks, refund_application, refund_states
@@ -306,7 +305,7 @@ def process_chunk(
             rounds = int(row.rounds)
         else:
             rejected.append((int(row.line), str(row.transaction_id), str(row.outcome), row.reason))
-    if rounds and lock:
+    if rounds:
         locks.for_batch_chunk(session)
     now = clock.now()
     for round_number in range(1, rounds + 1):
@@ -356,7 +355,7 @@ def ingest_stream(
     if file_id is None:
         with connection_scope(commit=False) as connection:
             for chunk in chunks:
-                rejected = _apply_chunk(connection, chunk, None, actor, lock=False)
+                rejected = _apply_chunk(connection, chunk, None, actor)
                 _count(chunk, rejected, (report, file_report))
     else:
         try:
@@ -404,14 +403,12 @@ def _apply_chunk(
     chunk: ParsedChunk,
     file_id: int | None,
     actor: str,
-    *,
-    lock: bool = True,
 ) -> list[Rejected]:
     """Classify and apply one chunk; its rows that were not applied."""
     return [
         Rejected(line, key, outcome, reason or "")
         for line, key, outcome, reason in process_chunk(
-            session, chunk, file_id=file_id, actor=actor, lock=lock
+            session, chunk, file_id=file_id, actor=actor
         )
     ]
 

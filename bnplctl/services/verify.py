@@ -131,7 +131,6 @@ def report(results: list[CheckResult]) -> dict[str, Any]:
     return {
         "ok": all(result.violations == 0 for result in results),
         "checks": [
-            {"check": r.check, "violations": r.violations, "examples": r.examples}
-            for r in results
+            {"check": r.check, "violations": r.violations, "examples": r.examples} for r in results
         ],
     }
