@@ -292,7 +292,6 @@ def process_chunk(
     """
     from bnplctl import clock
     from bnplctl.services import locks, refund_application, refund_states
-    from bnplctl.services.debt_status import settle
 
     session.execute(text(_BEGIN_CHUNK + _INDEX_LOOKUPS_ONLY))
     if not chunk.valid:
@@ -321,15 +320,8 @@ def process_chunk(
             rejected.append(
                 (not_moved.line, not_moved.transaction_id, not_moved.outcome, not_moved.reason)
             )
-        paid_off = refund_application.apply_approved(
+        refund_application.apply_approved_and_settle(
             session, source="webhook", file_id=file_id, now=now, actor=actor
-        )
-        settle(
-            session,
-            plan_ids=paid_off.plan_ids,
-            user_ids=paid_off.overdue_owners,
-            now=now,
-            actor=actor,
         )
     return sorted(rejected)
 

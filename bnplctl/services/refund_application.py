@@ -121,3 +121,19 @@ def apply_approved(
         plan_ids=sorted({int(row.plan_id) for row in rows}),
         overdue_owners=sorted({str(row.user_id) for row in rows if row.user_id is not None}),
     )
+
+
+def apply_approved_and_settle(
+    executor: Executor, *, source: str, file_id: int | None, now: datetime, actor: str
+) -> None:
+    """Rule 7 for the transaction's approvals, then rule 4 for what they paid off."""
+    from bnplctl.services.debt_status import settle
+
+    paid_off = apply_approved(executor, source=source, file_id=file_id, now=now, actor=actor)
+    settle(
+        executor,
+        plan_ids=paid_off.plan_ids,
+        user_ids=paid_off.overdue_owners,
+        now=now,
+        actor=actor,
+    )

@@ -101,7 +101,6 @@ def transition(
     plan (rule 7) and then rule 4 runs, exactly as for a webhook file's approval."""
     from bnplctl import clock
     from bnplctl.services import locks, refund_application, refund_states
-    from bnplctl.services.debt_status import settle
 
     found = find_refund(session, ref)
     locks.for_user_writes(session, [found.user_id])
@@ -120,15 +119,8 @@ def transition(
     )
     if refused:
         raise Refused(f"refund {found.transaction_id} is {refused[0].current}: cannot {command} it")
-    paid_off = refund_application.apply_approved(
+    refund_application.apply_approved_and_settle(
         session, source="command", file_id=None, now=now, actor=actor
-    )
-    settle(
-        session,
-        plan_ids=paid_off.plan_ids,
-        user_ids=paid_off.overdue_owners,
-        now=now,
-        actor=actor,
     )
     return get_refund(session, str(found.id))
 
