@@ -40,7 +40,7 @@ def _claim(session: Session, key: str, command: str, request_fingerprint: str) -
             " VALUES (:key, :command, :fingerprint, :expires_at)"
             " ON CONFLICT (key) DO UPDATE SET command = EXCLUDED.command,"
             "  request_fingerprint = EXCLUDED.request_fingerprint, result = NULL,"
-            "  created_at = now(), expires_at = EXCLUDED.expires_at"
+            "  created_at = :now, expires_at = EXCLUDED.expires_at"
             " WHERE idempotency_keys.expires_at <= :now"
             " RETURNING key"
         ),
