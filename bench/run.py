@@ -24,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -493,20 +495,39 @@ def byte_compile() -> None:
     compileall.compile_dir(Path(bnplctl.__file__).parent, quiet=1)
 
 
-def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
+@contextmanager
+def fresh_database(
+    server_url: str, prefix: str, workdir: Path
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A new database on the server, dropped at the end; yields its URL and the
+    environment a ``bnplctl`` process needs to use it (data dir and key in ``workdir``)."""
     from bnplctl.db import normalize_url
 
-    byte_compile()
-
     server = normalize_url(server_url)
-    name = f"bnpl_bench_{secrets.token_hex(4)}"
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
     env = dict(os.environ, BNPL_DATABASE_URL=url, BNPL_DATA_DIR=str(workdir))
     env["BNPL_SECRET_KEY_FILE"] = str(workdir / "secret.key")
+    try:
+        yield url, env
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
+    byte_compile()
+    with fresh_database(server_url, "bnpl_bench", workdir) as (url, env):
+        return measure(users, url, env, workdir)
+
+
+def measure(users: int, url: str, env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    """Build W(``users``) in the database at ``url`` and time every step."""
+    engine = create_engine(url)
     bnplctl = [sys.executable, "-m", "bnplctl"]
     try:
         # Start-up first, once the machine is quiet (no writes of an earlier run or of
@@ -548,9 +569,6 @@ def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
         from bnplctl.db import dispose_engine
 
         dispose_engine()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
     return {
         "users": users,
@@ -600,27 +618,14 @@ def soak_main(server_url: str, seconds: float) -> int:
     """``--soak``: the concurrency soak on a fresh database; 0 when every command ended with
     a documented code and ``verify`` is clean."""
     from bench.soak import Soak
-    from bnplctl.db import normalize_url
 
-    server = normalize_url(server_url)
-    name = f"bnpl_soak_{secrets.token_hex(4)}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        with tempfile.TemporaryDirectory(prefix="bnpl-soak-") as workdir:
-            env = dict(os.environ, BNPL_DATABASE_URL=url, BNPL_DATA_DIR=workdir)
-            env["BNPL_SECRET_KEY_FILE"] = str(Path(workdir) / "secret.key")
+    with tempfile.TemporaryDirectory(prefix="bnpl-soak-") as workdir:
+        with fresh_database(server_url, "bnpl_soak", Path(workdir)) as (_, env):
             subprocess.run(
                 [sys.executable, "-m", "bnplctl", "db", "upgrade"], env=env, check=True,
                 capture_output=True,
             )  # fmt: skip
             report = Soak(env, Path(workdir)).soak(seconds)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
     summary = {
         "seconds": seconds,
         "commands": dict(report.commands),
