@@ -9,8 +9,8 @@ head (``bnplctl db upgrade``), otherwise commands exit 78.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -231,6 +231,41 @@ def connection_scope(*, commit: bool = True) -> Iterator[Connection]:
             connection.commit()
         else:
             connection.rollback()
+
+
+@contextmanager
+def chunk_transactions(
+    *, dry_run: bool = False
+) -> Iterator[Callable[[], AbstractContextManager[Connection]]]:
+    """The units of work of a batch file, on one connection: yields ``chunk``, and each
+    ``with chunk() as connection:`` is one chunk's transaction, committed when its block
+    ends (rolled back on any error). A dry run keeps every chunk in one transaction,
+    rolled back at the end, so that its outcomes are the real ones (a row repeating an
+    earlier chunk's is still a duplicate) and nothing stays.
+    """
+    engine = get_engine()  # Core only: the ORM and the models stay unloaded
+    with translate_db_errors():
+        connection = engine.connect()
+
+    @contextmanager
+    def chunk() -> Iterator[Connection]:
+        with translate_db_errors():
+            if not connection.in_transaction():
+                connection.begin()
+            try:
+                yield connection
+            except BaseException:
+                connection.rollback()
+                raise
+            if not dry_run:
+                connection.commit()
+
+    try:
+        yield chunk
+    finally:
+        with translate_db_errors():
+            connection.rollback()  # a dry run's rows; nothing otherwise
+            connection.close()
 
 
 def dbapi_connection(executor: Executor) -> Any:

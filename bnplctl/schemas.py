@@ -20,7 +20,7 @@ from pydantic import (
 
 from bnplctl import pii
 from bnplctl.errors import InvalidInput
-from bnplctl.rows import USER_ID_PATTERN, no_control_characters, parse_date
+from bnplctl.validators import USER_ID_PATTERN, no_control_characters, parse_date
 
 
 def validation_message(exc: ValidationError) -> str:

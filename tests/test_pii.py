@@ -377,7 +377,7 @@ _USER_ROWS = _user_rows()
 @settings(max_examples=500)
 @given(_USER_ROWS)
 def test_the_batch_fast_path_agrees_with_the_model(fields: dict[str, object]) -> None:
-    from bnplctl.rows import quick_user
+    from bnplctl.validators import quick_user
 
     quick = quick_user(fields, TODAY)
     if quick is None:
@@ -387,7 +387,7 @@ def test_the_batch_fast_path_agrees_with_the_model(fields: dict[str, object]) ->
 
 
 def test_the_batch_fast_path_takes_plainly_valid_rows() -> None:
-    from bnplctl.rows import quick_user
+    from bnplctl.validators import quick_user
 
     fields = {
         "user_id": " u-1 ",

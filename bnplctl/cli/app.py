@@ -232,7 +232,7 @@ def _checked_actor(actor: str | None) -> str | None:
     if actor is None or not actor.strip():
         return None
     from bnplctl.errors import InvalidInput
-    from bnplctl.rows import CONTROL_CHARACTERS
+    from bnplctl.validators import CONTROL_CHARACTERS
 
     value = actor.strip()
     if len(value) > 100 or CONTROL_CHARACTERS.search(value):

@@ -68,7 +68,7 @@ def sweep(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message, render_one
     from bnplctl.jobs import sweep_job
-    from bnplctl.rows import parse_date
+    from bnplctl.validators import parse_date
 
     business_date = parse_date(as_of, "as-of") if as_of is not None else None
     result = sweep_job(as_of=business_date, dry_run=dry_run, actor=current_actor())
@@ -92,8 +92,8 @@ def report(as_of: AsOfOption = None, output: OutputOption = OutputFormat.table) 
     from bnplctl.cli.output import render_nested
     from bnplctl.clock import business_today
     from bnplctl.db import connection_scope
-    from bnplctl.rows import parse_date
     from bnplctl.services.debt import aging_report
+    from bnplctl.validators import parse_date
 
     business_date = parse_date(as_of, "as-of") if as_of is not None else business_today()
     with connection_scope() as connection:

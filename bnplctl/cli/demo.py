@@ -53,7 +53,7 @@ def _load_users(actor: str) -> None:
 
     from bnplctl.cli.batch import finish_batch
     from bnplctl.cli.output import message
-    from bnplctl.importing.batch import import_users, user_chunks
+    from bnplctl.importing.users import import_users, user_chunks
 
     with files("bnplctl.data").joinpath("users.csv").open("rb") as stream:
         report = import_users(user_chunks(stream, "csv"), actor=actor, source="demo")

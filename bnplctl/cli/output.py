@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 
 from bnplctl.cli.options import OutputFormat
 from bnplctl.cli.streams import silence_stdout, utf_capable
-from bnplctl.rows import printable
+from bnplctl.validators import printable
 
 if TYPE_CHECKING:
     from rich.console import Console

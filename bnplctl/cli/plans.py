@@ -57,7 +57,7 @@ def render_plan(plan: dict[str, Any], output: OutputFormat) -> None:
 
 def _merchant_reference(raw: str | None) -> str | None:
     from bnplctl.errors import InvalidInput
-    from bnplctl.rows import no_control_characters
+    from bnplctl.validators import no_control_characters
 
     value = (raw or "").strip()
     if len(value) > 100:
@@ -67,7 +67,7 @@ def _merchant_reference(raw: str | None) -> str | None:
 
 def _start_date(start: str | None) -> Any:
     from bnplctl.clock import business_today
-    from bnplctl.rows import parse_date
+    from bnplctl.validators import parse_date
 
     return parse_date(start, "start") if start is not None else business_today()
 

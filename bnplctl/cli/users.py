@@ -163,8 +163,9 @@ def import_(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import finish_batch, progress_size
     from bnplctl.cli.output import byte_progress
-    from bnplctl.importing.batch import check_rejects_path, import_users, user_chunks
+    from bnplctl.importing.batch import check_rejects_path
     from bnplctl.importing.readers import HashingReader, detect_format, open_input
+    from bnplctl.importing.users import import_users, user_chunks
 
     if rejects is not None:
         check_rejects_path(rejects)

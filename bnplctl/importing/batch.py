@@ -1,4 +1,5 @@
-"""The batch loader: rows in, per-row outcomes out, one transaction per chunk.
+"""What every batch file shares: per-row outcomes and their report, the rejects file, and
+chunks read ahead of the database.
 
 Valid rows are applied even when others are rejected; rejected rows are kept
 (line, key, outcome, reason — never a raw personal value) for the report and
@@ -8,26 +9,18 @@ the ``--rejects`` file.
 from __future__ import annotations
 
 import csv
-import itertools
-import os
 import queue
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
-from bnplctl.errors import InputFileError, InvalidInput
-from bnplctl.importing.readers import CsvSlice, Format, RawRow, csv_slices, read_rows
+from bnplctl.errors import InputFileError
 
 T = TypeVar("T")
-CHUNK_ROWS = 5000
-USER_OUTCOMES = ("created", "duplicate", "invalid")
-USER_COLUMNS = ("name", "phone", "passport", "card", "dob")
 
 
 @dataclass(frozen=True)
@@ -130,205 +123,3 @@ def write_rejects(path: Path, rejected: list[Rejected], key_name: str) -> None:
                 writer.writerow([row.line, row.key, row.outcome, row.reason])
     except OSError as exc:
         raise InputFileError(f"{path}: cannot write the rejects file ({exc.strerror})") from None
-
-
-@dataclass(frozen=True)
-class PreparedChunk:
-    """A chunk validated and protected: COPY text, the staged keys, the invalid rows."""
-
-    copy_text: str
-    keys: list[tuple[int, str, str]]
-    invalid: list[Rejected]
-
-
-def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChunk:
-    """Validate and protect one chunk (pure CPU: runs in a worker process).
-
-    A plainly valid row takes ``quick_user``; any other row, ``UserCreate.parse``, which
-    gives its result or the canonical error message.
-    """
-    from bnplctl.rows import copy_line, new_user_id, printable, protected_values, quick_user
-
-    lines: list[str] = []
-    keys: list[tuple[int, str, str]] = []
-    invalid: list[Rejected] = []
-    for row in rows:
-        if row.error is not None:
-            key = printable(str(row.fields.get("user_id") or "")[:64])
-            invalid.append(Rejected(row.line, key, "invalid", row.error))
-            continue
-        parsed = quick_user(row.fields, today)
-        if parsed is None:
-            from bnplctl.schemas import UserCreate  # pydantic: only for rows not plainly valid
-
-            try:
-                user = UserCreate.parse(row.fields, today)
-            except InvalidInput as exc:
-                key = printable(str(row.fields.get("user_id") or "")[:64])
-                invalid.append(Rejected(row.line, key, "invalid", exc.message))
-                continue
-            parsed = (user.user_id, user.name, user.phone, user.passport, user.card, user.dob)
-        user_id, name, phone, passport, card, dob = parsed
-        values = protected_values(
-            user_id or new_user_id(), name, phone, passport, card, dob, keyring
-        )
-        lines.append(copy_line(len(keys), values))
-        keys.append((row.line, values[0], values[4]))
-    return PreparedChunk("".join(lines), keys, invalid)
-
-
-_WORKER_KEYRING: Any = None
-
-
-def _init_worker(master_key: bytes) -> None:
-    global _WORKER_KEYRING
-    import signal
-
-    from bnplctl.pii import Keyring
-
-    # Ctrl-C reaches the whole process group: the main process stops the import and
-    # terminates the pool; a worker printing its own KeyboardInterrupt traceback would
-    # break the one-line rule.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # And SIGTERM ends a worker at once (the pool's own way to stop it), not through the
-    # main process's handler it inherited.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _WORKER_KEYRING = Keyring(master_key)
-
-
-WorkItem = list[RawRow] | CsvSlice
-
-
-def user_chunks(stream: IO[bytes], fmt: Format) -> Iterator[WorkItem]:
-    """The import's units of work: raw CSV slices (parsed by the workers), or row chunks."""
-    if fmt == "csv":
-        return csv_slices(stream, CHUNK_ROWS)
-    return chunked(read_rows(stream, fmt, USER_COLUMNS), CHUNK_ROWS)
-
-
-def _prepare(item: WorkItem, today: date, keyring: Any) -> PreparedChunk:
-    rows = list(item.rows(USER_COLUMNS)) if isinstance(item, CsvSlice) else item
-    return prepare_chunk(rows, today, keyring)
-
-
-def _prepare_in_worker(item: WorkItem, today: date) -> PreparedChunk:
-    return _prepare(item, today, _WORKER_KEYRING)
-
-
-def import_users(
-    items: Iterable[WorkItem], *, actor: str, source: str = "import", dry_run: bool = False
-) -> BatchReport:
-    """Validate, protect and insert users, one transaction per chunk (a dry run: one
-    transaction for the whole file, rolled back, so that its outcomes are the real ones).
-
-    A single chunk is prepared here. A larger file is prepared by a pool of worker
-    processes (validation, encryption and hashing are CPU-bound) while this process
-    inserts the chunks in file order; at most a few chunks are in flight, so memory
-    stays flat. The workers are started first, on the first chunks, while this process
-    loads the database layer and connects (about half a second of a command's start).
-    """
-    from bnplctl import pii
-    from bnplctl.clock import business_today
-    from bnplctl.config import get_settings
-
-    keyring = pii.get_keyring()
-    today = business_today()
-    report = BatchReport(USER_OUTCOMES)
-    chunks = iter(items)
-    first = next(chunks, None)
-    second = next(chunks, None) if first is not None else None
-    if second is None:
-        with _chunk_inserter(report, actor=actor, source=source, dry_run=dry_run) as insert:
-            if first is not None:
-                insert(_prepare(first, today, keyring))
-    else:
-        import multiprocessing
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-        from contextlib import ExitStack
-
-        master = pii.load_or_create_key(get_settings().key_file)
-        workers = max(1, min(4, (os.cpu_count() or 2)))
-        context = multiprocessing.get_context("fork")
-        # This thread reads and dispatches; one inserter thread writes the chunks in
-        # order (psycopg2 releases the GIL while the server works).
-        with (
-            ExitStack() as stack,  # closes the inserter's connection last
-            context.Pool(workers, initializer=_init_worker, initargs=(master,)) as pool,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-insert") as inserter,
-        ):
-            # The first chunks go to the workers before this process loads the database
-            # layer and connects (in _chunk_inserter), so the two overlap.
-            ahead = itertools.chain((first, second), itertools.islice(chunks, 3 * workers - 2))
-            in_flight: deque[Any] = deque(
-                pool.apply_async(_prepare_in_worker, (chunk, today)) for chunk in ahead
-            )
-            insert = stack.enter_context(
-                _chunk_inserter(report, actor=actor, source=source, dry_run=dry_run)
-            )
-            inserts: deque[Any] = deque()
-
-            def hand_over(keep: int) -> None:
-                """Insert prepared chunks in file order until at most ``keep`` are still
-                being prepared; at most two inserts wait their turn."""
-                while len(in_flight) > keep:
-                    inserts.append(inserter.submit(insert, in_flight.popleft().get()))
-                    while len(inserts) > 2:
-                        inserts.popleft().result()
-
-            hand_over(workers)
-            for chunk in chunks:
-                in_flight.append(pool.apply_async(_prepare_in_worker, (chunk, today)))
-                hand_over(workers)
-            hand_over(0)
-            while inserts:
-                inserts.popleft().result()
-    report.rejected.sort(key=lambda item: item.line)
-    return report
-
-
-@contextmanager
-def _chunk_inserter(
-    report: BatchReport, *, actor: str, source: str, dry_run: bool = False
-) -> Iterator[Callable[[PreparedChunk], None]]:
-    """Connects (and checks the schema: before any row is written) and yields the
-    function that inserts one prepared chunk and records its outcomes: each chunk in a
-    transaction of its own, or, for a dry run, all in one that is rolled back at the end
-    (so that a row repeating an earlier chunk's is still reported as a duplicate)."""
-    from bnplctl.db import get_engine, translate_db_errors
-    from bnplctl.rows import insert_staged
-
-    engine = get_engine()  # SQLAlchemy Core only: the ORM and the models stay unloaded
-    with translate_db_errors():
-        connection = engine.connect()
-    expect_new = True  # until a chunk meets a duplicate
-
-    def insert(prepared: PreparedChunk) -> None:
-        nonlocal expect_new
-        for rejected in prepared.invalid:
-            report.add("invalid", rejected)
-        with translate_db_errors():
-            if not connection.in_transaction():
-                connection.begin()
-            duplicates = insert_staged(
-                connection.connection.driver_connection,
-                prepared.copy_text,
-                prepared.keys,
-                actor=actor,
-                source=source,
-                expect_new=expect_new,
-            )
-            if not dry_run:
-                connection.commit()
-        expect_new = not duplicates
-        report.counts["created"] += len(prepared.keys) - len(duplicates)
-        for outcome in duplicates:
-            reason = outcome.reason or "duplicate"
-            report.add("duplicate", Rejected(outcome.line, outcome.user_id, "duplicate", reason))
-
-    try:
-        yield insert
-    finally:
-        with translate_db_errors():
-            connection.rollback()  # a dry run's rows; nothing otherwise
-            connection.close()

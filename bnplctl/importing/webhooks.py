@@ -26,8 +26,8 @@ from sqlalchemy import text
 from bnplctl.errors import InputFileError, InvalidInput
 from bnplctl.importing.batch import Rejected, chunked, read_ahead
 from bnplctl.importing.readers import HashingReader, RawRow
-from bnplctl.rows import no_control_characters, printable
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
+from bnplctl.validators import no_control_characters, printable
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
@@ -339,25 +339,21 @@ def ingest_stream(
     dry_run: bool,
 ) -> dict[str, Any]:
     """Ingest one file's rows; returns the file's own summary (with its checksum)."""
-    from bnplctl.db import connection_scope
+    from bnplctl.db import chunk_transactions
 
     file_report = IngestReport(sink=None)
     file_id = None if dry_run else _start_file(name, actor)
     chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))
-    if file_id is None:
-        with connection_scope(commit=False) as connection:
+    try:
+        with chunk_transactions(dry_run=dry_run) as unit:
             for chunk in chunks:
-                rejected = _apply_chunk(connection, chunk, None, actor)
-                _count(chunk, rejected, (report, file_report))
-    else:
-        try:
-            for chunk in chunks:
-                with connection_scope() as connection:
+                with unit() as connection:
                     rejected = _apply_chunk(connection, chunk, file_id, actor)
                 _count(chunk, rejected, (report, file_report))  # once committed
-        except BaseException:
+    except BaseException:
+        if file_id is not None:
             _record_unfinished(file_id, file_report)
-            raise
+        raise
     summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
     if file_id is not None:
         _finish_file(file_id, summary, actor)

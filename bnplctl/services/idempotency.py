@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from bnplctl import clock
 from bnplctl.errors import Conflict, InvalidInput
-from bnplctl.rows import no_control_characters
+from bnplctl.validators import no_control_characters
 
 KEY_TTL = timedelta(hours=24)
 MAX_KEY_LENGTH = 200

@@ -14,8 +14,14 @@ from bnplctl import pii
 from bnplctl.db import LIST_BATCH
 from bnplctl.errors import Conflict, NotFound
 from bnplctl.models import Installment, InstallmentStatus, Plan, PlanStatus, User, UserStatus
-from bnplctl.rows import InsertOutcome, copy_line, insert_staged, new_user_id, protected_values
 from bnplctl.schemas import UserCreate
+from bnplctl.services.onboarding import (
+    InsertOutcome,
+    copy_line,
+    insert_staged,
+    new_user_id,
+    protected_values,
+)
 
 
 @dataclass(frozen=True)
