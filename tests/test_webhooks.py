@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -268,18 +269,18 @@ def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
     source = tmp_path / "updates.csv"
     source.write_text(_as_csv())
     monkeypatch.setattr(webhooks, "CHUNK_ROWS", 3)
-    real = webhooks.process_chunk
+    real = webhooks.stage_chunk
     calls = {"n": 0}
 
     def killed_on_second(session: Any, *args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
-        if calls["n"] == 2:  # between chunks: the first is committed; kill this backend
+        if calls["n"] == 2:  # the second chunk, staged while the first is applied: kill it
             pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
             with engine.connect() as killer:
                 killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         return real(session, *args, **kwargs)
 
-    monkeypatch.setattr(webhooks, "process_chunk", killed_on_second)
+    monkeypatch.setattr(webhooks, "stage_chunk", killed_on_second)
     killed = cli("webhooks", "ingest", str(source))
     assert killed.exit_code == 75
     assert "database unavailable" in killed.stderr
@@ -293,7 +294,7 @@ def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
         "PENDING",  # its rejection is on line 5, in the chunk whose backend was killed
         "PENDING",
     )
-    monkeypatch.setattr(webhooks, "process_chunk", real)
+    monkeypatch.setattr(webhooks, "stage_chunk", real)
     assert cli("webhooks", "ingest", str(source)).exit_code == 5
     after_rerun = _state(engine)
 
@@ -598,3 +599,168 @@ def test_timestamps_with_any_offset_python_accepts_get_a_row_outcome(
             text("SELECT last_event_at FROM refunds WHERE transaction_id = 'REF-002'")
         ).scalar_one()
     assert stored.isoformat() == "2026-01-01T23:59:00+00:00"
+
+
+# --- chunks applied while the next is staged -------------------------------------------
+
+
+def _rejects(path: Path) -> dict[int, tuple[str, str]]:
+    with path.open() as handle:
+        return {int(row["line"]): (row["outcome"], row["reason"]) for row in csv.DictReader(handle)}
+
+
+def test_one_row_per_chunk_gives_the_outcomes_of_one_chunk(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next chunk is staged before the one before it commits: an event repeated in the
+    next chunk, and later rows of the same refund, must still see the earlier rows."""
+    source = tmp_path / "updates.csv"
+    source.write_text(_as_csv())
+    rejects = tmp_path / "rejects.csv"
+    assert cli("webhooks", "ingest", str(source), "--rejects", str(rejects)).exit_code == 5
+    in_one_chunk, whole = _state(engine), _rejects(rejects)
+
+    with engine.begin() as connection:  # back to before the ingest
+        connection.execute(text("TRUNCATE webhook_events, ingested_files"))
+        connection.execute(
+            text(
+                "UPDATE refunds SET status = 'PENDING', applied_amount = NULL,"
+                " payout_amount = NULL, last_event_at = NULL, processed_at = NULL,"
+                " merchant_reference = NULL"
+            )
+        )
+        connection.execute(
+            text(
+                "UPDATE installments SET amount_due = original_amount, status = 'UPCOMING',"
+                " paid_at = NULL"
+            )
+        )
+        connection.execute(text("UPDATE plans SET status = 'ACTIVE'"))
+    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 1)
+    assert cli("webhooks", "ingest", str(source), "--rejects", str(rejects)).exit_code == 5
+    one_by_one = _rejects(rejects)
+    assert _state(engine) == in_one_chunk
+    assert {line: outcome for line, (outcome, _) in one_by_one.items()} == {
+        line: outcome for line, (outcome, _) in whole.items()
+    }
+    # Line 3 repeats line 2's event: in one chunk, the chunk says so; staged before line
+    # 2 had committed, rule 6's statement finds it once it has.
+    assert whole[3] == ("duplicate", "event evt-1 repeats line 2")
+    assert one_by_one[3] == ("duplicate", "event evt-1 was ingested before")
+    assert cli("verify").exit_code == 0
+
+
+def test_a_kill_while_applying_rolls_back_the_chunk_staged_ahead(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "updates.csv"
+    source.write_text(_as_csv())
+    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 3)
+    real = webhooks.apply_staged
+    calls = {"n": 0}
+
+    def killed_on_second(session: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second chunk, with the third staged on the other backend
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with engine.connect() as killer:
+                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(webhooks, "apply_staged", killed_on_second)
+    killed = cli("webhooks", "ingest", str(source))
+    assert killed.exit_code == 75, killed.stderr
+    (unfinished,) = json.loads(cli("webhooks", "files", "-o", "json").stdout)
+    assert (unfinished["rows"], unfinished["finished_at"]) == (3, None)
+    with engine.connect() as connection:
+        events = connection.execute(text("SELECT count(*) FROM webhook_events")).scalar_one()
+        open_transactions = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+            )
+        ).scalar_one()
+    assert events == 2  # lines 2-4: evt-1 once (line 3 repeats it), evt-2
+    assert open_transactions == 0
+    assert cli("verify").exit_code == 0
+
+
+def test_a_fault_in_the_file_keeps_the_chunks_before_it(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault (here a line that is not UTF-8) stops the file where it is: the chunks
+    before it are applied, even the one staged when the fault was read."""
+    source = tmp_path / "updates.csv"
+    rows = "".join(",".join(row) + "\n" for row in ROWS[:4])
+    source.write_bytes((HEADER + rows).encode() + b"REF-004,approved,\xff\xfe,e,\n")
+    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 2)
+    result = cli("webhooks", "ingest", str(source))
+    assert result.exit_code == 65
+    assert "not UTF-8" in result.stderr
+    (unfinished,) = json.loads(cli("webhooks", "files", "-o", "json").stdout)
+    assert (unfinished["rows"], unfinished["finished_at"]) == (4, None)
+    statuses = {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
+    assert (statuses["REF-001"], statuses["REF-002"]) == ("COMPLETED", "REJECTED")
+
+
+def test_approvals_sharing_a_plan_in_one_chunk_equal_approving_them_one_by_one(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    """Rule 7 for several approvals of one plan in one statement: they share the plan's
+    unpaid balance in refund id order, as the same approvals made one at a time do."""
+    for ref, amount in (("P-A", "50"), ("P-B", "120"), ("P-C", "200")):
+        created = cli("refunds", "create", "--user", "usr-001", "--transaction-id", ref,
+                      "--amount", amount, "--plan", str(refunds))  # fmt: skip
+        assert created.exit_code == 0, created.stderr
+    source = tmp_path / "approvals.csv"
+    source.write_text(HEADER + "P-A,approved,,,,\nP-B,approved,,,,\nP-C,approved,,,,\n")
+
+    def outcome() -> list[tuple[Any, ...]]:
+        with engine.connect() as connection:
+            return [
+                tuple(row)
+                for row in connection.execute(
+                    text(
+                        "SELECT transaction_id, status, applied_amount, payout_amount"
+                        " FROM refunds WHERE transaction_id LIKE 'P-%' ORDER BY id"
+                    )
+                )
+            ] + [
+                tuple(row)
+                for row in connection.execute(
+                    text(
+                        "SELECT sequence, amount_due, status FROM installments"
+                        " WHERE plan_id = :plan ORDER BY sequence"
+                    ),
+                    {"plan": refunds},
+                )
+            ]
+
+    assert cli("webhooks", "ingest", str(source)).exit_code == 0
+    in_one_chunk = outcome()
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE refunds SET status = 'PENDING', applied_amount = NULL,"
+                " payout_amount = NULL, processed_at = NULL WHERE transaction_id LIKE 'P-%'"
+            )
+        )
+        connection.execute(
+            text(
+                "UPDATE installments SET amount_due = original_amount, status = 'UPCOMING',"
+                " paid_at = NULL"
+            )
+        )
+        connection.execute(text("UPDATE plans SET status = 'ACTIVE'"))
+    for ref in ("P-A", "P-B", "P-C"):
+        assert cli("refunds", "approve", ref).exit_code == 0
+    assert outcome() == in_one_chunk
+    assert in_one_chunk == [
+        ("P-A", "COMPLETED", Decimal("50.00"), Decimal("0.00")),
+        ("P-B", "COMPLETED", Decimal("120.00"), Decimal("0.00")),
+        ("P-C", "COMPLETED", Decimal("130.00"), Decimal("70.00")),
+        (1, Decimal("0.00"), "PAID"),
+        (2, Decimal("0.00"), "PAID"),
+        (3, Decimal("0.00"), "PAID"),
+    ]
+    assert cli("verify").exit_code == 0

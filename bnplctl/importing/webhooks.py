@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from bnplctl.errors import InputFileError, InvalidInput
 from bnplctl.importing.batch import Rejected, chunked, read_ahead
 from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
-from bnplctl.validators import no_control_characters, printable
+from bnplctl.validators import CONTROL_CHARACTERS, printable
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
@@ -72,9 +73,14 @@ def _text(fields: dict[str, Any], name: str, limit: int) -> str | None:
     value = fields.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if type(value) is str:  # every CSV field, most JSON ones
+        cleaned = value.strip()
+    elif isinstance(value, bool) or not isinstance(value, str | int | float):
         raise InvalidInput(f"{name}: must be text")
-    cleaned = no_control_characters(str(value).strip(), name)
+    else:
+        cleaned = str(value).strip()
+    if CONTROL_CHARACTERS.search(cleaned):
+        raise InvalidInput(f"{name}: must not contain control characters")
     if len(cleaned) > limit:
         raise InvalidInput(f"{name}: at most {limit} characters")
     return cleaned or None
@@ -169,17 +175,19 @@ _BEGIN_CHUNK = (
     """
     + CREATE_WORK_TABLES
 )
-# Everything that needs no lock, in one pass, into rule 6's ``refund_moves``: the refund
-# of each row, unknown ids, amounts that do not match, events seen before or earlier in
-# the chunk, and each remaining row's round (its place among the chunk's rows for the
-# same refund, in file order). File order is ``seq``, the row's place in the chunk:
-# ``line`` is only reported, and rows of a JSON array written on one line share it.
+# Everything that depends on nothing an earlier chunk writes, in one pass, into rule 6's
+# ``refund_moves``: the refund of each row, unknown ids, amounts that do not match,
+# events repeated inside the chunk, and each remaining row's round (its place among the
+# chunk's rows for the same refund, in file order). It needs no lock, so it runs while
+# the chunk before is still being applied (``ingest_stream``); events ingested before
+# are rule 6's ``MOVE`` to find, once that chunk has committed. File order is ``seq``,
+# the row's place in the chunk: ``line`` is only reported, and rows of a JSON array
+# written on one line share it.
 _PREPARE = text(
     """
     WITH looked_up AS (
         SELECT w.seq, w.line, w.transaction_id, w.target, w.event_id, w.occurred_at,
                w.merchant_reference, r.id AS refund_id,
-               e.event_id IS NOT NULL AS seen_before,
                CASE WHEN r.id IS NULL THEN 'unknown_refund'
                     WHEN w.amount <> r.amount THEN 'invalid' END AS outcome,
                CASE WHEN r.id IS NULL THEN 'no refund with this refund_id'
@@ -188,7 +196,6 @@ _PREPARE = text(
                END AS reason
         FROM webhook_rows w
         LEFT JOIN refunds r ON r.transaction_id = w.transaction_id
-        LEFT JOIN webhook_events e ON e.event_id = w.event_id
     ), with_first_of_event AS (
         SELECT l.*,
                first_value(l.seq) OVER first_row AS first_seq,
@@ -198,11 +205,9 @@ _PREPARE = text(
     ), repeated_events AS (
         SELECT f.*,
                CASE WHEN f.outcome IS NULL AND f.event_id IS NOT NULL
-                         AND (f.seen_before OR f.first_seq <> f.seq) THEN 'duplicate'
+                         AND f.first_seq <> f.seq THEN 'duplicate'
                END AS dup_outcome,
-               CASE WHEN f.seen_before THEN 'event ' || f.event_id || ' was ingested before'
-                    ELSE 'event ' || f.event_id || ' repeats line ' || f.first_line
-               END AS dup_reason
+               'event ' || f.event_id || ' repeats line ' || f.first_line AS dup_reason
         FROM with_first_of_event f
     ), prepared AS (
         INSERT INTO refund_moves (seq, line, transaction_id, target, event_id, occurred_at,
@@ -225,7 +230,7 @@ _PREPARE = text(
 # event log). Without statistics on the temporary tables, and with the event log
 # growing during the ingest, the planner would hash whole tables for every chunk;
 # index lookups keep a chunk's cost independent of the tables' sizes.
-_INDEX_LOOKUPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+INDEX_LOOKUPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
 
 
 @dataclass(frozen=True)
@@ -276,15 +281,37 @@ def _copy_rows(session: Executor, copy_data: str) -> None:
         )
 
 
-def process_chunk(
-    session: Executor,
-    chunk: ParsedChunk,
-    *,
-    file_id: int | None,
-    actor: str,
+@dataclass
+class StagedChunk:
+    """A chunk staged in its transaction's ``refund_moves`` (``stage_chunk``): the number
+    of rounds to move, and the rows already refused (line, ref, outcome, reason)."""
+
+    rounds: int = 0
+    rejected: list[tuple[int, str, str, str | None]] = field(default_factory=list)
+
+
+def stage_chunk(session: Executor, chunk: ParsedChunk) -> StagedChunk:
+    """Copy a chunk's valid rows in and classify what needs no lock (``_PREPARE``)."""
+    staged = StagedChunk()
+    session.execute(text(_BEGIN_CHUNK + INDEX_LOOKUPS_ONLY))
+    if not chunk.valid:
+        return staged
+    _copy_rows(session, chunk.copy_data)
+    for row in session.execute(_PREPARE):
+        if row.line is None:
+            staged.rounds = int(row.rounds)
+        else:
+            staged.rejected.append(
+                (int(row.line), str(row.transaction_id), str(row.outcome), row.reason)
+            )
+    return staged
+
+
+def apply_staged(
+    session: Executor, staged: StagedChunk, *, file_id: int | None, actor: str
 ) -> list[tuple[int, str, str, str | None]]:
-    """Classify and apply one chunk; returns the rows not applied (line, ref, outcome, reason)
-    and leaves the applied count to the caller (``chunk.valid`` minus those).
+    """Apply a staged chunk; returns the rows not applied (line, ref, outcome, reason) and
+    leaves the applied count to the caller (``chunk.valid`` minus those).
 
     Rules 6, 7 and 4 as for a command, a round at a time, under the chunk's locks
     (``services/locks.py``); a dry run too (its one transaction then holds them until
@@ -293,21 +320,11 @@ def process_chunk(
     from bnplctl import clock
     from bnplctl.services import locks, refund_application, refund_states
 
-    session.execute(text(_BEGIN_CHUNK + _INDEX_LOOKUPS_ONLY))
-    if not chunk.valid:
-        return []
-    _copy_rows(session, chunk.copy_data)
-    rejected: list[tuple[int, str, str, str | None]] = []
-    rounds = 0
-    for row in session.execute(_PREPARE):
-        if row.line is None:
-            rounds = int(row.rounds)
-        else:
-            rejected.append((int(row.line), str(row.transaction_id), str(row.outcome), row.reason))
-    if rounds:
+    rejected = list(staged.rejected)
+    if staged.rounds:
         locks.for_batch_chunk(session)
     now = clock.now()
-    for round_number in range(1, rounds + 1):
+    for round_number in range(1, staged.rounds + 1):
         for not_moved in refund_states.move(
             session,
             round_number=round_number,
@@ -326,6 +343,17 @@ def process_chunk(
     return sorted(rejected)
 
 
+def process_chunk(
+    session: Executor,
+    chunk: ParsedChunk,
+    *,
+    file_id: int | None,
+    actor: str,
+) -> list[tuple[int, str, str, str | None]]:
+    """Stage and apply one chunk in the caller's transaction (``apply_staged``)."""
+    return apply_staged(session, stage_chunk(session, chunk), file_id=file_id, actor=actor)
+
+
 # --- one file, start to end --------------------------------------------------------------
 
 
@@ -339,17 +367,16 @@ def ingest_stream(
     dry_run: bool,
 ) -> dict[str, Any]:
     """Ingest one file's rows; returns the file's own summary (with its checksum)."""
-    from bnplctl.db import chunk_transactions
-
     file_report = IngestReport(sink=None)
     file_id = None if dry_run else _start_file(name, actor)
     chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))
+    reports = (report, file_report)
     try:
-        with chunk_transactions(dry_run=dry_run) as unit:
-            for chunk in chunks:
-                with unit() as connection:
-                    rejected = _apply_chunk(connection, chunk, file_id, actor)
-                _count(chunk, rejected, (report, file_report))  # once committed
+        if dry_run:
+            _ingest_in_one_transaction(chunks, actor, reports)
+        else:
+            assert file_id is not None  # noqa: S101 - a real run has its file record
+            _ingest_pipelined(chunks, file_id, actor, reports)
     except BaseException:
         if file_id is not None:
             _record_unfinished(file_id, file_report)
@@ -358,6 +385,77 @@ def ingest_stream(
     if file_id is not None:
         _finish_file(file_id, summary, actor)
     return summary
+
+
+def _ingest_in_one_transaction(
+    chunks: Iterable[ParsedChunk], actor: str, reports: tuple[IngestReport, ...]
+) -> None:
+    """A dry run: every chunk in one transaction, rolled back at the end."""
+    from bnplctl.db import chunk_transactions
+
+    with chunk_transactions(dry_run=True) as unit:
+        for chunk in chunks:
+            with unit() as connection:
+                rejected = _rejected(process_chunk(connection, chunk, file_id=None, actor=actor))
+            _count(chunk, rejected, reports)
+
+
+def _ingest_pipelined(
+    chunks: Iterable[ParsedChunk], file_id: int, actor: str, reports: tuple[IngestReport, ...]
+) -> None:
+    """Each chunk in a transaction of its own, committed in file order; while one chunk is
+    applied under the locks, the next is staged on a second connection (``stage_chunk``
+    takes no lock and reads nothing an earlier chunk writes), so the server works on
+    both at once. Only the applying chunk holds locks, and a chunk takes them once the
+    one before has committed: what is committed is always a prefix of the file.
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+    from contextlib import ExitStack
+
+    from bnplctl.db import chunk_transactions, translate_db_errors
+
+    with ExitStack() as stack:
+        units = [stack.enter_context(chunk_transactions()) for _ in range(2)]
+        stager = stack.enter_context(
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-stage")
+        )
+        Staging = tuple[ParsedChunk, ExitStack, Any, Future[StagedChunk]]
+
+        def stage(number: int, chunk: ParsedChunk) -> Staging:
+            """Begin the chunk's unit of work here; stage it on the stager's thread."""
+            unit = ExitStack()
+            connection = unit.enter_context(units[number % 2]())
+            return chunk, unit, connection, stager.submit(stage_chunk, connection, chunk)
+
+        def apply(staging: Staging) -> None:
+            chunk, unit, connection, staged = staging
+            with unit:  # commits here, or rolls back on an error
+                with translate_db_errors():
+                    result = staged.result()
+                rejected = _rejected(apply_staged(connection, result, file_id=file_id, actor=actor))
+            _count(chunk, rejected, reports)  # once committed
+
+        iterator = iter(chunks)
+        ahead: Staging | None = None
+        try:
+            for number in itertools.count():
+                failure: Exception | None = None
+                try:
+                    chunk = next(iterator, None)
+                except Exception as exc:  # a fault of the file, in its place in the file:
+                    chunk, failure = None, exc  # the chunks before it are still applied
+                applying, ahead = ahead, (stage(number, chunk) if chunk is not None else None)
+                if applying is not None:
+                    apply(applying)
+                if failure is not None:
+                    raise failure
+                if chunk is None:
+                    return
+        except BaseException as exc:
+            if ahead is not None:  # the chunk staged ahead: let it finish, then roll it back
+                ahead[3].exception()
+                ahead[1].__exit__(type(exc), exc, exc.__traceback__)
+            raise
 
 
 def ingest_files(
@@ -386,19 +484,8 @@ def ingest_files(
     return files
 
 
-def _apply_chunk(
-    session: Executor,
-    chunk: ParsedChunk,
-    file_id: int | None,
-    actor: str,
-) -> list[Rejected]:
-    """Classify and apply one chunk; its rows that were not applied."""
-    return [
-        Rejected(line, key, outcome, reason or "")
-        for line, key, outcome, reason in process_chunk(
-            session, chunk, file_id=file_id, actor=actor
-        )
-    ]
+def _rejected(rows: list[tuple[int, str, str, str | None]]) -> list[Rejected]:
+    return [Rejected(line, key, outcome, reason or "") for line, key, outcome, reason in rows]
 
 
 def _count(chunk: ParsedChunk, rejected: list[Rejected], reports: tuple[IngestReport, ...]) -> None:

@@ -25,9 +25,10 @@ from sqlalchemy import text
 if TYPE_CHECKING:
     from bnplctl.db import Executor
 
-# Correlated sums, not joins of CTEs, where a CTE would be joined to a table: the planner
-# cannot estimate a CTE's rows and would loop over them. Sibling CTEs read the state
-# before the UPDATEs.
+# Sibling CTEs read the state before the UPDATEs. No CTE is joined to another (the
+# planner cannot estimate a CTE's rows, and a batch chunk runs with nested loops only):
+# what an approval needs of its plan's unpaid installments comes from one window over
+# both, side by side (``approvals_and_unpaid``).
 _APPLY = text(
     """
     WITH approved AS (
@@ -67,12 +68,21 @@ _APPLY = text(
         SELECT DISTINCT plan_id, CASE WHEN status = 'OVERDUE' THEN user_id END AS user_id
         FROM unpaid
         WHERE refunded - due_after >= amount_due
+    ), approvals_and_unpaid AS (
+        SELECT id, plan_id, amount, line, event_id, occurred_at, merchant_reference, note,
+               before_me, NULL::numeric AS amount_due
+        FROM approved
+        UNION ALL
+        SELECT NULL, plan_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, amount_due
+        FROM unpaid
+    ), with_plan_unpaid AS (
+        SELECT *, coalesce(sum(amount_due) OVER (PARTITION BY plan_id), 0) AS plan_unpaid
+        FROM approvals_and_unpaid
     ), settled AS MATERIALIZED (
-        SELECT a.*, least(a.amount, greatest(coalesce((
-                   SELECT sum(i.amount_due) FROM installments i
-                   WHERE i.plan_id = a.plan_id AND i.status <> 'PAID'), 0) - a.before_me, 0)
-               ) AS applied
-        FROM approved a
+        SELECT id, amount, line, event_id, occurred_at, merchant_reference, note,
+               least(amount, greatest(plan_unpaid - before_me, 0)) AS applied
+        FROM with_plan_unpaid
+        WHERE id IS NOT NULL
     ), completed AS (
         UPDATE refunds r
         SET status = 'COMPLETED', applied_amount = s.applied,

@@ -56,23 +56,31 @@ CREATE_WORK_TABLES = """
     TRUNCATE refund_moves, refunds_approved;
 """
 
-# One round: every move of ``round`` (at most one per refund) against its refund.
+# One round: every move of ``round`` (at most one per refund) against its refund. A
+# webhook row whose event was ingested before (by an earlier file or chunk) is a
+# duplicate whatever it asks.
 _MOVE = text(
     """
-    WITH classified AS (
+    WITH looked_up AS (
         SELECT m.seq, m.line, m.transaction_id, m.refund_id, r.user_id, m.target,
                m.event_id, m.occurred_at, m.merchant_reference, m.note, r.status AS current,
-               CASE
-                   WHEN m.occurred_at < r.last_event_at THEN 'stale'
-                   WHEN m.target = 'PENDING' AND r.status = 'PENDING' THEN 'applied'
-                   WHEN m.target = r.status
-                        OR (m.target = 'APPROVED' AND r.status = 'COMPLETED') THEN 'duplicate'
-                   WHEN r.status <> 'PENDING' THEN 'conflict'
-                   ELSE 'applied'
-               END AS outcome
+               r.last_event_at, e.event_id IS NOT NULL AS seen_before
         FROM refund_moves m
         JOIN refunds r ON r.id = m.refund_id
+        LEFT JOIN webhook_events e ON e.event_id = m.event_id
         WHERE m.round = :round AND m.outcome IS NULL
+    ), classified AS (
+        SELECT l.*,
+               CASE
+                   WHEN seen_before THEN 'duplicate'
+                   WHEN occurred_at < last_event_at THEN 'stale'
+                   WHEN target = 'PENDING' AND current = 'PENDING' THEN 'applied'
+                   WHEN target = current
+                        OR (target = 'APPROVED' AND current = 'COMPLETED') THEN 'duplicate'
+                   WHEN current <> 'PENDING' THEN 'conflict'
+                   ELSE 'applied'
+               END AS outcome
+        FROM looked_up l
     ), handed_to_rule7 AS (
         INSERT INTO refunds_approved (refund_id, line, event_id, occurred_at,
                                       merchant_reference, note)
@@ -107,9 +115,10 @@ _MOVE = text(
         ON CONFLICT (event_id) DO NOTHING
     )
     SELECT line, transaction_id, outcome,
-           CASE outcome
-               WHEN 'stale' THEN 'older than the last applied update'
-               WHEN 'duplicate' THEN 'the refund is already ' || current
+           CASE
+               WHEN seen_before THEN 'event ' || event_id || ' was ingested before'
+               WHEN outcome = 'stale' THEN 'older than the last applied update'
+               WHEN outcome = 'duplicate' THEN 'the refund is already ' || current
                ELSE 'the refund is ' || current || ' already (final)'
            END AS reason,
            current
