@@ -59,6 +59,9 @@ def _users_file(path: Path, first: int, count: int) -> None:
             )
 
 
+ACTIONS = ("sweep", "pay", "refund", "move", "webhook", "plan", "import")
+
+
 class Soak:
     def __init__(self, env: dict[str, str], workdir: Path, users: int = 12) -> None:
         self.env = env
@@ -103,10 +106,9 @@ class Soak:
             "--installments", "3", "--start", start.isoformat(),
         )  # fmt: skip
 
-    def step(self, picker: random.Random) -> None:
-        action = picker.choice(
-            ["sweep", "pay", "refund", "refund", "move", "webhook", "plan", "import"]
-        )
+    def step(self, picker: random.Random, action: str | None = None) -> None:
+        """One command: ``action``, or one picked at random."""
+        action = action or picker.choice(ACTIONS + ("refund",))
         user = f"s{picker.randrange(self.users):06d}"
         if action == "sweep":
             as_of = TODAY - timedelta(days=picker.randrange(0, 60))
@@ -153,6 +155,10 @@ class Soak:
 
         def worker(number: int) -> None:
             picker = random.Random(seed * 100 + number)  # noqa: S311 - a workload, not security
+            # Every kind of command once first (each worker in another order), however
+            # short the run; then a random mix until the deadline.
+            for action in ACTIONS[number % len(ACTIONS) :] + ACTIONS[: number % len(ACTIONS)]:
+                self.step(picker, action)
             while time.monotonic() < deadline:
                 self.step(picker)
 
