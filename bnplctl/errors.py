@@ -73,6 +73,13 @@ class MissingInput(BnplError):
     exit_code = ExitCode.USAGE
 
 
+class UsageProblem(BnplError):
+    """Options that must not be used as given (exit 2): a future ``--as-of`` without
+    ``--allow-future``, a rejects file that is one of the inputs."""
+
+    exit_code = ExitCode.USAGE
+
+
 class InputFileError(BnplError):
     """An input file is missing or unreadable (exit 66)."""
 

@@ -239,6 +239,18 @@ class IdempotencyKey(SQLModel, table=True):
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
+class KeyCheck(SQLModel, table=True):
+    """The database's one record of the secret key: a keyed HMAC of a fixed label, never
+    the key (``services/keys.py``)."""
+
+    __tablename__ = "key_checks"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: int = Field(default=1, sa_column=Column(SmallInteger, primary_key=True))
+    key_check: str = Field(sa_column=Column(String(64), nullable=False))
+    created_at: datetime | None = _created_at()
+
+
 class SweepRun(SQLModel, table=True):
     __tablename__ = "sweep_runs"
     __table_args__ = (

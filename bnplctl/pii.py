@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -302,10 +302,16 @@ class Keyring:
         self._encryption_key = self._derive(master, b"bnplctl/passport-encryption/v1")
         self._passport_index_key = self._derive(master, b"bnplctl/passport-blind-index/v1")
         self._card_key = self._derive(master, b"bnplctl/card-fingerprint/v1")
+        self._key_check = self._derive(master, b"bnplctl/key-check/v1").hex()
         self._cipher: Any = None
         # Keyed once; each digest starts from a copy (half the cost of a fresh HMAC).
         self._passport_mac = hmac.new(self._passport_index_key, digestmod=hashlib.sha256)
         self._card_mac = hmac.new(self._card_key, digestmod=hashlib.sha256)
+
+    def key_check(self) -> str:
+        """What the database keeps of the key: a keyed HMAC of a fixed label (one-way: it
+        tells whether a key is the same, and nothing about it)."""
+        return self._key_check
 
     @staticmethod
     def _derive(master: bytes, label: bytes) -> bytes:
@@ -354,25 +360,38 @@ class Keyring:
         return plain.decode()
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """Read the hex key file, or create it (mode 0600) when it does not exist yet."""
+KEY_VARIABLE = "BNPL_SECRET_KEY_FILE"
+
+
+def read_key(path: Path) -> bytes | None:
+    """The hex key in ``path``; None when there is no such file. A file that cannot be
+    read or does not hold a key is a configuration error (78) naming the variable."""
     try:
         text = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        return _create_key(path)
+        return None
     except (OSError, UnicodeDecodeError):
-        raise ConfigError(f"secret key file {path} cannot be read") from None
+        raise ConfigError(f"{KEY_VARIABLE}: {path} cannot be read") from None
     try:
         key = bytes.fromhex(text)
     except ValueError:
-        raise ConfigError(f"secret key file {path} must hold {KEY_BYTES} bytes as hex") from None
+        key = b""
     if len(key) != KEY_BYTES:
-        raise ConfigError(f"secret key file {path} must hold {KEY_BYTES} bytes as hex")
+        raise ConfigError(f"{KEY_VARIABLE}: {path} must hold {KEY_BYTES} bytes as hex")
     return key
 
 
-def _create_key(path: Path) -> bytes:
-    """Write the key to a private temp file, then link it into place atomically."""
+def exposed(path: Path) -> bool:
+    """Whether the key file can be read by its group or by others."""
+    try:
+        return bool(path.stat().st_mode & 0o077)
+    except OSError:
+        return False
+
+
+def create_key(path: Path) -> bytes:
+    """Write a new key to a private temp file (mode 0600), then link it into place
+    atomically; another process that created it first wins, and its key is returned."""
     key = secrets.token_bytes(KEY_BYTES)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -383,17 +402,12 @@ def _create_key(path: Path) -> bytes:
         try:
             os.link(draft, path)
         except FileExistsError:
-            # Another process created it first: use theirs.
-            return load_or_create_key(path)
+            theirs = read_key(path)
+            if theirs is None:
+                raise OSError("the key file vanished") from None
+            return theirs
         finally:
             draft.unlink()
     except OSError:
         raise ConfigError(f"secret key file {path} cannot be created") from None
     return key
-
-
-@lru_cache(maxsize=1)
-def get_keyring() -> Keyring:
-    from bnplctl.config import get_settings
-
-    return Keyring(load_or_create_key(get_settings().key_file))

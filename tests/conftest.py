@@ -36,6 +36,7 @@ TABLES = (
     "installments",
     "plans",
     "users",
+    "key_checks",
 )
 
 
@@ -111,12 +112,14 @@ def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database
 
 @pytest.fixture(scope="session")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("keys") / "secret.key"
+    """The session's secret key, as an operator provides one (BNPL_SECRET_KEY_FILE)."""
+    path = tmp_path_factory.mktemp("keys") / "secret.key"
+    pii.create_key(path)
+    return path
 
 
 def reset_process_state() -> None:
     get_settings.cache_clear()
-    pii.get_keyring.cache_clear()
     db.dispose_engine()
     STATE.debug = False
     STATE.actor = None

@@ -213,11 +213,13 @@ def test_the_keyed_digests_are_plain_hmac_sha256_of_derived_keys() -> None:
 
 def test_key_file_is_generated_private_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "secret.key"
-    first = pii.load_or_create_key(path)
+    assert pii.read_key(path) is None
+    first = pii.create_key(path)
 
     assert len(first) == 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert pii.load_or_create_key(path) == first
+    assert pii.read_key(path) == first
+    assert pii.create_key(path) == first  # another process's key, already there, wins
     assert [p.name for p in path.parent.iterdir()] == ["secret.key"]
 
 
@@ -226,12 +228,12 @@ def test_bad_key_file_is_a_configuration_error(tmp_path: Path, content: str) -> 
     path = tmp_path / "secret.key"
     path.write_text(content)
     with pytest.raises(ConfigError, match="must hold 32 bytes"):
-        pii.load_or_create_key(path)
+        pii.read_key(path)
 
 
 def test_unreadable_key_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be read"):
-        pii.load_or_create_key(tmp_path)
+        pii.read_key(tmp_path)
 
 
 @given(st.from_regex(r"[0-9]{1,25}", fullmatch=True))

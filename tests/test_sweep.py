@@ -259,3 +259,27 @@ def test_debt_report_buckets(cli: Cli, engine: Engine) -> None:
     )
     table = cli("debt", "report", "--as-of", "2026-04-15").stdout
     assert "61-90" in table and "200.00" in table
+
+
+@freeze_time("2026-03-10 12:00:00")
+def test_a_future_business_date_needs_allow_future(cli: Cli, engine: Engine) -> None:
+    """A typo in --as-of must not put customers into debt."""
+    seed(engine, 1, date(2026, 3, 20))  # due 03-20, 04-19, 05-19
+    before = row_counts(engine)
+    refused = cli("debt", "sweep", "--as-of", "2026-04-10")
+    assert refused.exit_code == 2
+    assert "--allow-future" in refused.stderr and "Traceback" not in refused.stderr
+    assert row_counts(engine) == before
+
+    assert _sweep(cli, "--as-of", "2026-03-10")["installments_marked_overdue"] == 0  # today
+    status = json.loads(cli("status", "-o", "json").stdout)
+    assert status["healthy"] is True
+
+    allowed = _sweep(cli, "--as-of", "2026-04-10", "--allow-future")
+    assert allowed["installments_marked_overdue"] == 1
+    status = cli("status", "-o", "json")
+    assert status.exit_code == 69
+    assert (
+        "the last sweep's business date 2026-04-10 is in the future"
+        in json.loads(status.stdout)["problems"]
+    )

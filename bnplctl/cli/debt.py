@@ -55,11 +55,17 @@ def sweep(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Report what would change; write nothing.")
     ] = False,
+    allow_future: Annotated[
+        bool,
+        typer.Option("--allow-future", help="Accept an --as-of after today (staging, tests)."),
+    ] = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """The overdue sweep (rule 3): late installments become OVERDUE, their owners DEBT_USER.
 
-    Installments due before the business date minus BNPL_GRACE_DAYS are late.
+    Installments due before the business date minus BNPL_GRACE_DAYS are late. An
+    --as-of after today in BNPL_TIMEZONE is refused (exit 2) unless --allow-future:
+    a typo must not put customers into debt.
     Only one sweep runs at a time: a second one exits 75 at once. Running it again
     for the same date changes nothing. This is the cron job.
 
@@ -67,10 +73,17 @@ def sweep(
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message, render_one
+    from bnplctl.clock import business_today
+    from bnplctl.errors import UsageProblem
     from bnplctl.jobs import sweep_job
     from bnplctl.validators import parse_date
 
     business_date = parse_date(as_of, "as-of") if as_of is not None else None
+    if business_date is not None and not allow_future and business_date > business_today():
+        raise UsageProblem(
+            f"--as-of {business_date} is after today ({business_today()} in BNPL_TIMEZONE);"
+            " add --allow-future if that is meant"
+        )
     result = sweep_job(as_of=business_date, dry_run=dry_run, actor=current_actor())
     shown = result.public()
     render_one(shown, output, title="Overdue sweep" + (" (dry run)" if dry_run else ""))

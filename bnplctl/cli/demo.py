@@ -52,11 +52,11 @@ def _load_users(actor: str) -> None:
     from importlib.resources import files
 
     from bnplctl.cli.batch import finish_batch
-    from bnplctl.cli.output import message
+    from bnplctl.cli.output import message, warning
     from bnplctl.importing.users import import_users, user_chunks
 
     with files("bnplctl.data").joinpath("users.csv").open("rb") as stream:
-        report = import_users(user_chunks(stream, "csv"), actor=actor, source="demo")
+        report = import_users(user_chunks(stream, "csv"), actor=actor, source="demo", warn=warning)
     message("Sample users: two rows are invalid on purpose (a bad card, a minor).")
     finish_batch(
         report,

@@ -228,6 +228,13 @@ def render_dashboard(report: Record) -> None:
                 f"[{style}]{last['outcome']}[/{style}] for {last['business_date']}, "
                 f"{last['age_hours']} h ago (run {last['run_id']})",
             )
+    if "secret_key" in report:
+        key = report["secret_key"]
+        style = "green" if key["state"] in ("matches", "none yet") else "yellow"
+        exposed = ", [yellow]readable by others[/yellow]" if key["exposed"] else ""
+        grid.add_row(
+            "secret key", f"[{style}]{key['state']}[/{style}] ({escape(key['file'])}){exposed}"
+        )
     for problem in report.get("problems", []):
         grid.add_row("[red]problem[/red]", escape(problem))
     healthy = report.get("healthy")

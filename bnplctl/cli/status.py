@@ -23,7 +23,13 @@ def status(output: OutputOption = OutputFormat.table) -> None:
     try:
         with connect(get_engine(check_schema=False)) as connection:
             revision = current_revision(connection)
-            report = gather(connection, revision=revision, head=SCHEMA_HEAD, now=clock.now())
+            report = gather(
+                connection,
+                revision=revision,
+                head=SCHEMA_HEAD,
+                now=clock.now(),
+                business_date=clock.business_today(),
+            )
     except Unavailable as exc:
         report = unreachable(exc.message, SCHEMA_HEAD)
     if output is OutputFormat.table:

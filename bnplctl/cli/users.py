@@ -64,7 +64,7 @@ def add(
     --phone +998901234599 --dob 1990-01-01 -o json
     """
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.output import render_one
+    from bnplctl.cli.output import render_one, warning
     from bnplctl.db import session_scope
     from bnplctl.schemas import UserCreate
     from bnplctl.services.users import onboard, public_user
@@ -75,7 +75,7 @@ def add(
     fields = {"user_id": user_id, "name": name, "phone": phone, "passport": passport}
     candidate = UserCreate.parse(fields | {"card": card, "dob": dob})
     with session_scope() as session:
-        user = onboard(session, candidate, actor=current_actor())
+        user = onboard(session, candidate, actor=current_actor(), warn=warning)
         shown = public_user(user)
     render_one(shown, output, title=f"User {shown['user_id']}")
 
@@ -162,7 +162,7 @@ def import_(
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import finish_batch, progress_size
-    from bnplctl.cli.output import byte_progress
+    from bnplctl.cli.output import byte_progress, warning
     from bnplctl.importing.batch import check_rejects_path
     from bnplctl.importing.readers import HashingReader, detect_format, open_input
     from bnplctl.importing.users import import_users, user_chunks
@@ -172,7 +172,9 @@ def import_(
     with open_input(source) as raw, byte_progress(progress_size(source), source) as advance:
         stream = raw if advance is None else HashingReader(raw, on_bytes=advance).buffered()
         fmt = detect_format(source, stream, input_format.value)
-        report = import_users(user_chunks(stream, fmt), actor=current_actor(), dry_run=dry_run)
+        report = import_users(
+            user_chunks(stream, fmt), actor=current_actor(), dry_run=dry_run, warn=warning
+        )
     title = "Users import" + (" (dry run: nothing written)" if dry_run else "")
     finish_batch(
         report,

@@ -7,6 +7,7 @@ encryption, hashing) while this process inserts the prepared chunks in file orde
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -109,7 +110,12 @@ def _prepare_in_worker(item: WorkItem, today: date) -> PreparedChunk:
 
 
 def import_users(
-    items: Iterable[WorkItem], *, actor: str, source: str = "import", dry_run: bool = False
+    items: Iterable[WorkItem],
+    *,
+    actor: str,
+    source: str = "import",
+    dry_run: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> BatchReport:
     """Validate, protect and insert users, one transaction per chunk (a dry run: one
     transaction for the whole file, rolled back, so that its outcomes are the real ones).
@@ -119,19 +125,32 @@ def import_users(
     inserts the chunks in file order; at most a few chunks are in flight, so memory
     stays flat. The workers are started first, on the first chunks, while this process
     loads the database layer and connects (about half a second of a command's start).
+    The key is checked against the database (``services/keys.py``) in the first chunk's
+    transaction, before its insert; without a key file yet, before anything else.
     """
     from bnplctl import pii
     from bnplctl.clock import business_today
     from bnplctl.config import get_settings
 
-    keyring = pii.get_keyring()
+    master = pii.read_key(get_settings().key_file)
+    if master is None:  # the database decides whether one may be generated
+        from bnplctl.db import connection_scope
+        from bnplctl.services.keys import checked_key
+
+        with connection_scope(commit=not dry_run) as connection:
+            master = checked_key(connection, warn=warn)
+        warn = None  # said once
+    keyring = pii.Keyring(master)
     today = business_today()
     report = BatchReport(USER_OUTCOMES)
+    chunk_inserter = functools.partial(
+        _chunk_inserter, report, actor=actor, source=source, dry_run=dry_run, master=master
+    )
     chunks = iter(items)
     first = next(chunks, None)
     second = next(chunks, None) if first is not None else None
     if second is None:
-        with _chunk_inserter(report, actor=actor, source=source, dry_run=dry_run) as insert:
+        with chunk_inserter(warn=warn) as insert:
             if first is not None:
                 insert(_prepare(first, today, keyring))
     else:
@@ -140,7 +159,6 @@ def import_users(
         from concurrent.futures import ThreadPoolExecutor
         from contextlib import ExitStack
 
-        master = pii.load_or_create_key(get_settings().key_file)
         workers = max(1, min(4, (os.cpu_count() or 2)))
         context = multiprocessing.get_context("fork")
         # This thread reads and dispatches; one inserter thread writes the chunks in
@@ -156,9 +174,7 @@ def import_users(
             in_flight: deque[Any] = deque(
                 pool.apply_async(_prepare_in_worker, (chunk, today)) for chunk in ahead
             )
-            insert = stack.enter_context(
-                _chunk_inserter(report, actor=actor, source=source, dry_run=dry_run)
-            )
+            insert = stack.enter_context(chunk_inserter(warn=warn))
             inserts: deque[Any] = deque()
 
             def hand_over(keep: int) -> None:
@@ -182,22 +198,35 @@ def import_users(
 
 @contextmanager
 def _chunk_inserter(
-    report: BatchReport, *, actor: str, source: str, dry_run: bool = False
+    report: BatchReport,
+    *,
+    actor: str,
+    source: str,
+    master: bytes,
+    dry_run: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> Iterator[Callable[[PreparedChunk], None]]:
     """Connects (and checks the schema: before any row is written) and yields the
     function that inserts one prepared chunk, in a unit of work of its own
-    (``db.chunk_transactions``), and records its outcomes."""
+    (``db.chunk_transactions``), and records its outcomes. The first chunk's unit
+    checks ``master`` against the database's key check before it inserts."""
     from bnplctl.db import chunk_transactions
+    from bnplctl.services.keys import checked_key, mismatch
     from bnplctl.services.onboarding import insert_staged
 
     expect_new = True  # until a chunk meets a duplicate
+    key_checked = False
     with chunk_transactions(dry_run=dry_run) as chunk:
 
         def insert(prepared: PreparedChunk) -> None:
-            nonlocal expect_new
+            nonlocal expect_new, key_checked
             for rejected in prepared.invalid:
                 report.add("invalid", rejected)
             with chunk() as connection:
+                if not key_checked:
+                    if checked_key(connection, warn=warn) != master:  # changed meanwhile
+                        raise mismatch()
+                    key_checked = True
                 duplicates = insert_staged(
                     connection.connection.driver_connection,
                     prepared.copy_text,

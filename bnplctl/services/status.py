@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +24,12 @@ def _counts(connection: Connection, table: str, names: tuple[str, ...]) -> dict[
 
 
 def gather(
-    connection: Connection, *, revision: str | None, head: str, now: datetime
+    connection: Connection,
+    *,
+    revision: str | None,
+    head: str,
+    now: datetime,
+    business_date: date | None = None,
 ) -> dict[str, Any]:
     """Everything the dashboard shows, from a reachable database."""
     version = str(connection.execute(text("SHOW server_version")).scalar_one())
@@ -56,7 +61,12 @@ def gather(
             connection, "refunds", ("PENDING", "APPROVED", "REJECTED", "CANCELLED", "COMPLETED")
         ),
         "last_sweep": _last_sweep(connection, now),
+        "secret_key": _secret_key(connection),
     }
+    key = report["secret_key"]
+    if key["state"] in ("mismatch", "missing"):
+        what = "file is missing" if key["state"] == "missing" else "does not match"
+        report["problems"].append(f"the secret key {what} (BNPL_SECRET_KEY_FILE: {key['file']})")
     last = report["last_sweep"]
     if last is None:
         report["problems"].append("no sweep has run yet")
@@ -66,6 +76,11 @@ def gather(
         report["problems"].append(
             f"the last successful sweep is {last['age_hours']} h old (more than 26 h)"
         )
+    if last is not None and business_date is not None:
+        if date.fromisoformat(last["business_date"]) > business_date:
+            report["problems"].append(
+                f"the last sweep's business date {last['business_date']} is in the future"
+            )
     report["healthy"] = not report["problems"]
     return report
 
@@ -93,6 +108,13 @@ def _last_sweep(connection: Connection, now: datetime) -> dict[str, Any] | None:
         "age_hours": round(age / timedelta(hours=1), 1),
         "stale": age > STALE_SWEEP,
     }
+
+
+def _secret_key(connection: Connection) -> dict[str, Any]:
+    from bnplctl.services.keys import key_state
+
+    state = key_state(connection)
+    return {"file": str(state.path), "state": state.state, "exposed": state.exposed}
 
 
 def unreachable(message: str, head: str) -> dict[str, Any]:

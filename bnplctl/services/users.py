@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -69,9 +69,14 @@ def insert_users(
     return [duplicates.get(line) or InsertOutcome(line, user_id, True) for line, user_id, _ in keys]
 
 
-def onboard(session: Session, user: UserCreate, *, actor: str) -> User:
-    """Onboard one user; a duplicate user_id or passport is a conflict (exit 3)."""
-    protected = protect(user, pii.get_keyring(), line=1)
+def onboard(
+    session: Session, user: UserCreate, *, actor: str, warn: Callable[[str], None] | None = None
+) -> User:
+    """Onboard one user; a duplicate user_id or passport is a conflict (exit 3). The key
+    is checked against the database first (``services/keys.py``)."""
+    from bnplctl.services.keys import checked_key
+
+    protected = protect(user, pii.Keyring(checked_key(session, warn=warn)), line=1)
     (outcome,) = insert_users(session, [protected], actor=actor, source="add")
     if not outcome.created:
         raise Conflict(f"user {outcome.user_id}: {outcome.reason}")

@@ -1,0 +1,126 @@
+"""The secret key, checked against the database before anything is protected with it.
+
+The database keeps a key check (``key_checks``: a keyed HMAC of a fixed label, never the
+key). A command that protects or reads personal data takes its key from here:
+
+- ``BNPL_SECRET_KEY_FILE`` set to a path that does not exist: exit 78, nothing created;
+- unset, and the default key file missing: a key is generated only if the database has
+  never seen one (no key check, no user); otherwise exit 78;
+- a key whose check differs from the database's: exit 78;
+- a database without a check yet (set up before checks existed, or new): the key must
+  decrypt a stored passport if there is one, and its check is then written, in the
+  caller's transaction, with the first protected value.
+
+Every refusal happens before the caller writes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import text
+
+from bnplctl import pii
+from bnplctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bnplctl.db import Executor
+
+VARIABLE = pii.KEY_VARIABLE
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """What ``status`` shows of the key: its file, and whether it matches the database."""
+
+    path: Path
+    state: str  # matches | mismatch | missing | unchecked | none yet
+    exposed: bool
+
+
+def _stored_check(executor: Executor) -> str | None:
+    value = executor.execute(text("SELECT key_check FROM key_checks WHERE id = 1")).scalar()
+    return None if value is None else str(value)
+
+
+def _sample_passport(executor: Executor) -> tuple[str, bytes] | None:
+    row = executor.execute(
+        text("SELECT user_id, passport_ciphertext FROM users ORDER BY user_id LIMIT 1")
+    ).first()
+    return None if row is None else (str(row[0]), bytes(row[1]))
+
+
+def _decrypts(keyring: pii.Keyring, sample: tuple[str, bytes]) -> bool:
+    try:
+        keyring.decrypt_passport(sample[1], sample[0])
+    except ConfigError:
+        return False
+    return True
+
+
+def mismatch(path: Path | None = None) -> ConfigError:
+    """The error of a key that is not the database's."""
+    from bnplctl.config import get_settings
+
+    path = path or get_settings().key_file
+    return ConfigError(f"{VARIABLE}: {path} is not the key this database was set up with")
+
+
+def checked_key(executor: Executor, *, warn: Callable[[str], None] | None = None) -> bytes:
+    """The key for a command that protects or reads personal data, checked against the
+    database (see the module's docstring); ``warn`` hears of a key file others can read."""
+    from bnplctl.config import get_settings
+
+    settings = get_settings()
+    path = settings.key_file
+    stored = _stored_check(executor)
+    master = pii.read_key(path)
+    if master is None:
+        if settings.secret_key_file is not None:
+            raise ConfigError(f"{VARIABLE}: {path} does not exist")
+        if stored is not None or _sample_passport(executor) is not None:
+            raise ConfigError(
+                f"{VARIABLE}: this database was set up with a secret key and {path} does not"
+                f" exist; set {VARIABLE} to that key's file"
+            )
+        master = pii.create_key(path)
+    keyring = pii.Keyring(master)
+    if stored is None:
+        sample = _sample_passport(executor)
+        if sample is not None and not _decrypts(keyring, sample):
+            raise mismatch(path)
+        executor.execute(
+            text(
+                "INSERT INTO key_checks (id, key_check) VALUES (1, :check)"
+                " ON CONFLICT (id) DO NOTHING"
+            ),
+            {"check": keyring.key_check()},
+        )
+        stored = _stored_check(executor)  # another process's, if it was first
+    if stored != keyring.key_check():
+        raise mismatch(path)
+    if warn is not None and pii.exposed(path):
+        warn(f"{VARIABLE}: {path} can be read by group or others; chmod 600 it")
+    return master
+
+
+def key_state(executor: Executor) -> KeyState:
+    """The key's state, for ``status``; reads, never writes or creates."""
+    from bnplctl.config import get_settings
+
+    path = get_settings().key_file
+    stored = _stored_check(executor)
+    try:
+        master = pii.read_key(path)
+    except ConfigError:
+        return KeyState(path, "mismatch", exposed=pii.exposed(path))
+    if master is None:
+        has_data = stored is not None or _sample_passport(executor) is not None
+        return KeyState(path, "missing" if has_data else "none yet", exposed=False)
+    if stored is None:  # the next command that protects data checks it, and records it
+        return KeyState(path, "unchecked", exposed=pii.exposed(path))
+    state = "matches" if stored == pii.Keyring(master).key_check() else "mismatch"
+    return KeyState(path, state, exposed=pii.exposed(path))

@@ -1,0 +1,129 @@
+"""The secret key is checked against the database before anything is protected with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from bnplctl import pii
+from tests.conftest import Cli, row_counts
+from tests.helpers import JOHN, MALIKA, SAMPLE_CSV, add_args
+
+
+def _refused(result: object, *needles: str) -> None:
+    assert result.exit_code == 78, result.stderr  # type: ignore[attr-defined]
+    stderr: str = result.stderr  # type: ignore[attr-defined]
+    assert "BNPL_SECRET_KEY_FILE" in stderr
+    for needle in needles:
+        assert needle in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_missing_key_file_that_is_set_is_refused_and_not_created(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "secret.key"
+    monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(missing))
+    before = row_counts(engine)
+    _refused(cli(*add_args(JOHN)), "does not exist")
+    users = tmp_path / "users.csv"
+    users.write_text(SAMPLE_CSV)
+    _refused(cli("users", "import", str(users)), "does not exist")
+    assert not (tmp_path / "no").exists()  # neither the key nor its directory
+    assert row_counts(engine) == before
+
+
+def test_a_key_moved_away_is_not_replaced(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the variable unset, the default key file is generated on first use only: once
+    the database has seen a key, a missing file is an error, not a new key."""
+    monkeypatch.delenv("BNPL_SECRET_KEY_FILE")
+    default = tmp_path / "data" / "secret.key"
+    assert cli(*add_args(JOHN)).exit_code == 0
+    assert stat.S_IMODE(default.stat().st_mode) == 0o600
+    default.rename(tmp_path / "moved.key")
+    before = row_counts(engine)
+
+    _refused(cli(*add_args(MALIKA)), "was set up with a secret key")
+    assert not default.exists()
+    # The same passport again under a fresh key: refused before it could be onboarded twice.
+    _refused(cli(*add_args(JOHN | {"user_id": "usr-009"})))
+    assert row_counts(engine) == before
+
+
+def test_a_different_key_is_refused_before_any_write(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    other = tmp_path / "other.key"
+    pii.create_key(other)
+    monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(other))
+    before = row_counts(engine)
+
+    _refused(cli(*add_args(MALIKA)), "is not the key this database was set up with")
+    users = tmp_path / "users.csv"
+    users.write_text(SAMPLE_CSV)
+    _refused(cli("users", "import", str(users)))
+    _refused(cli("users", "import", str(users), "--dry-run"))
+    assert row_counts(engine) == before
+
+    status = json.loads(cli("status", "-o", "json").stdout)
+    assert status["secret_key"]["state"] == "mismatch"
+    assert any("secret key does not match" in problem for problem in status["problems"])
+
+
+def test_a_database_without_a_check_gets_one_from_the_right_key_only(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_file: Path
+) -> None:
+    """A database set up before key checks existed: the key must open a stored passport."""
+    assert cli(*add_args(JOHN)).exit_code == 0
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM key_checks"))
+    other = tmp_path / "other.key"
+    pii.create_key(other)
+    monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(other))
+    _refused(cli(*add_args(MALIKA)), "is not the key this database was set up with")
+    monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(key_file))
+    assert json.loads(cli("status", "-o", "json").stdout)["secret_key"]["state"] == "unchecked"
+
+    assert cli(*add_args(MALIKA)).exit_code == 0
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT key_check FROM key_checks")).scalar_one()
+    assert stored == pii.Keyring(pii.read_key(key_file) or b"").key_check()
+    assert stored != (pii.read_key(key_file) or b"").hex()  # a check, never the key
+    assert json.loads(cli("status", "-o", "json").stdout)["secret_key"]["state"] == "matches"
+
+
+def test_a_key_readable_by_others_is_used_with_a_warning(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_file: Path
+) -> None:
+    shared = tmp_path / "shared.key"
+    shared.write_bytes(key_file.read_bytes())
+    os.chmod(shared, 0o644)
+    monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(shared))
+    result = cli(*add_args(JOHN))
+    assert result.exit_code == 0
+    assert "can be read by group or others" in result.stderr
+    assert json.loads(cli("status", "-o", "json").stdout)["secret_key"]["exposed"] is True
+
+
+def test_a_first_run_generates_the_key_and_writes_the_check(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BNPL_SECRET_KEY_FILE")
+    assert json.loads(cli("status", "-o", "json").stdout)["secret_key"]["state"] == "none yet"
+    users = tmp_path / "users.csv"
+    users.write_text(SAMPLE_CSV)
+    assert cli("users", "import", str(users)).exit_code == 5  # two rows invalid on purpose
+    key = pii.read_key(tmp_path / "data" / "secret.key")
+    assert key is not None
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT key_check FROM key_checks")).scalar_one()
+    assert stored == pii.Keyring(key).key_check()
