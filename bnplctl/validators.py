@@ -27,6 +27,18 @@ def printable(text: str) -> str:
     return CONTROL_CHARACTERS.sub(lambda found: repr(found.group())[1:-1], text)
 
 
+# A spreadsheet opening a CSV runs a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell for a CSV the tool writes: one that a spreadsheet would run as a
+    formula gets a leading ``'`` (OWASP's advice); anything else is left as it is."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def no_control_characters(value: str, field: str) -> str:
     if CONTROL_CHARACTERS.search(value):
         raise InvalidInput(f"{field}: must not contain control characters")

@@ -10,7 +10,7 @@ import typer
 
 from bnplctl.cli.options import OutputFormat
 from bnplctl.errors import ExitCode
-from bnplctl.importing.batch import BatchReport, Rejected
+from bnplctl.importing.batch import BatchReport, Rejected, RejectsFile
 
 _REJECTS_SHOWN = 20
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -55,26 +55,32 @@ def finish_batch(
     report: BatchReport,
     output: OutputFormat,
     *,
-    rejects: Path | None,
+    rejects: RejectsFile | None,
+    source: str,
     key_name: str,
     title: str,
     exit_on_rejects: bool = True,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """The summary (with ``extra`` after the counts), the rejects, and exit 5 when any row
-    was rejected."""
+    """The summary (with ``extra`` after the counts), the rejects (of ``source``), and
+    exit 5 when any row was rejected."""
     from bnplctl.cli.output import render_one
-    from bnplctl.importing.batch import write_rejects
 
     if rejects is not None:
-        write_rejects(rejects, report.rejected, key_name)
+        for row in report.rejected:
+            rejects.write(source, row)
+        rejects.close()
     summary = report.summary() | (extra or {})
     if output is not OutputFormat.table:
         summary["rejected"] = _rows(report.rejected, key_name)
     render_one(summary, output, title=title)
     shown = report.rejected if output is OutputFormat.table else []
     show_rejects(
-        shown, len(report.rejected), key_name=key_name, rejects=rejects, title="Rejected rows"
+        shown,
+        len(report.rejected),
+        key_name=key_name,
+        rejects=rejects.path if rejects is not None else None,
+        title="Rejected rows",
     )
     if exit_on_rejects and report.has_rejections:
         raise typer.Exit(code=ExitCode.BATCH_REJECTED)

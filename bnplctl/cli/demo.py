@@ -62,6 +62,7 @@ def _load_users(actor: str) -> None:
         report,
         OutputFormat.table,
         rejects=None,
+        source="demo",
         key_name="user_id",
         title="Demo users import",
         exit_on_rejects=False,

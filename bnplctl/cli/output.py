@@ -242,11 +242,25 @@ def render_dashboard(report: Record) -> None:
     _console().print(Panel(grid, title=f"bnplctl status: {title}", expand=False))
 
 
+# Columns whose format the tool fixes and that may start like a formula (``+998****4567``).
+_FIXED_FORMAT = frozenset({"phone_number"})
+
+
 def _write_csv(records: Iterable[Record], names: Sequence[str]) -> None:
+    """CSV for a spreadsheet as much as for a script: a text cell that a spreadsheet would
+    run as a formula gets a leading ``'`` (PRODUCT.md, "CSV the tool writes")."""
+    from bnplctl.validators import spreadsheet_safe
+
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(names)
+    safe = [name not in _FIXED_FORMAT for name in names]
     for record in records:
-        writer.writerow([_cell(record.get(name)) for name in names])
+        writer.writerow(
+            [
+                spreadsheet_safe(_cell(record.get(name))) if neutralise else _cell(record.get(name))
+                for name, neutralise in zip(names, safe, strict=True)
+            ]
+        )
 
 
 def _table(

@@ -163,23 +163,28 @@ def import_(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import finish_batch, progress_size
     from bnplctl.cli.output import byte_progress, warning
-    from bnplctl.importing.batch import check_rejects_path
+    from bnplctl.importing.batch import RejectsFile
     from bnplctl.importing.readers import HashingReader, detect_format, open_input
     from bnplctl.importing.users import import_users, user_chunks
 
-    if rejects is not None:
-        check_rejects_path(rejects)
-    with open_input(source) as raw, byte_progress(progress_size(source), source) as advance:
-        stream = raw if advance is None else HashingReader(raw, on_bytes=advance).buffered()
-        fmt = detect_format(source, stream, input_format.value)
-        report = import_users(
-            user_chunks(stream, fmt), actor=current_actor(), dry_run=dry_run, warn=warning
-        )
+    rejects_file = RejectsFile(rejects, "user_id", [source]) if rejects is not None else None
+    try:
+        with open_input(source) as raw, byte_progress(progress_size(source), source) as advance:
+            stream = raw if advance is None else HashingReader(raw, on_bytes=advance).buffered()
+            fmt = detect_format(source, stream, input_format.value)
+            report = import_users(
+                user_chunks(stream, fmt), actor=current_actor(), dry_run=dry_run, warn=warning
+            )
+    except BaseException:
+        if rejects_file is not None:
+            rejects_file.discard()
+        raise
     title = "Users import" + (" (dry run: nothing written)" if dry_run else "")
     finish_batch(
         report,
         output,
-        rejects=rejects,
+        rejects=rejects_file,
+        source=source,
         key_name="user_id",
         title=title,
         extra={"dry_run": dry_run},

@@ -48,11 +48,12 @@ def ingest(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import progress_size, show_rejects
     from bnplctl.cli.output import byte_progress, render_one
-    from bnplctl.importing.webhooks import OUTCOMES, IngestReport, ingest_files, open_rejects
+    from bnplctl.importing.batch import RejectsFile
+    from bnplctl.importing.webhooks import OUTCOMES, IngestReport, ingest_files
 
     _check_inputs(sources)
-    writer, handle = open_rejects(rejects) if rejects is not None else (None, None)
-    report = IngestReport(sink=writer)
+    rejects_file = RejectsFile(rejects, "refund_id", sources) if rejects is not None else None
+    report = IngestReport(sink=rejects_file)
     try:
         files = ingest_files(
             [(source, progress_size(source)) for source in sources],
@@ -62,9 +63,9 @@ def ingest(
             dry_run=dry_run,
             progress=byte_progress,
         )
-    finally:
-        if handle is not None:
-            handle.close()
+    finally:  # what was rejected so far, also when a file failed midway
+        if rejects_file is not None:
+            rejects_file.close()
     summary = report.summary() | {"dry_run": dry_run, "files": files}
     if output is OutputFormat.table:
         title = "Webhook ingest" + (" (dry run: nothing written)" if dry_run else "")

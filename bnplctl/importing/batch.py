@@ -9,6 +9,7 @@ the ``--rejects`` file.
 from __future__ import annotations
 
 import csv
+import os
 import queue
 import threading
 from collections import Counter
@@ -104,22 +105,76 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def check_rejects_path(path: Path) -> None:
-    """Fail before any row is applied when the rejects file cannot be written."""
+def same_file(path: Path, source: str) -> bool:
+    """Whether ``path`` is the input ``source`` (links and ``.``/``..`` resolved)."""
+    if source == "-":
+        return False
+    candidate = Path(source)
     try:
-        with path.open("w", newline="", encoding="utf-8"):
-            pass
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot write the rejects file ({exc.strerror})") from None
+        if path.resolve() == candidate.resolve():
+            return True
+        return path.exists() and candidate.exists() and path.samefile(candidate)
+    except OSError:
+        return False
 
 
-def write_rejects(path: Path, rejected: list[Rejected], key_name: str) -> None:
-    """The rejected rows as CSV: line, key, outcome, reason (no raw personal data)."""
-    try:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["line", key_name, "outcome", "reason"])
-            for row in rejected:
-                writer.writerow([row.line, row.key, row.outcome, row.reason])
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot write the rejects file ({exc.strerror})") from None
+class RejectsFile:
+    """The ``--rejects`` CSV: ``file``, ``line``, the row's key, ``outcome``, ``reason``.
+
+    Rows go to a temporary file beside the target, renamed into place when the command
+    ends (``close``), so an existing file is never truncated before the run has
+    something to put there. A target that is one of the inputs is a usage error (exit
+    2), found before anything is read or written; one that cannot be written, exit 66.
+    Cells a spreadsheet would run as formulas are neutralised.
+    """
+
+    def __init__(self, path: Path, key_name: str, sources: Iterable[str]) -> None:
+        import tempfile
+
+        from bnplctl.errors import UsageProblem
+
+        for source in sources:
+            if same_file(path, source):
+                raise UsageProblem(f"--rejects {path} is an input file; choose another path")
+        self.path = path
+        try:
+            fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        except OSError as exc:
+            raise InputFileError(
+                f"{path}: cannot write the rejects file ({exc.strerror})"
+            ) from None
+        self.draft = Path(draft)
+        self.handle = os.fdopen(fd, "w", newline="", encoding="utf-8")
+        self.writer = csv.writer(self.handle)
+        self.writer.writerow(["file", "line", key_name, "outcome", "reason"])
+
+    def write(self, file: str, row: Rejected) -> None:
+        from bnplctl.validators import spreadsheet_safe
+
+        self.writer.writerow(
+            [spreadsheet_safe(file), row.line, spreadsheet_safe(row.key), row.outcome,
+             spreadsheet_safe(row.reason)]
+        )  # fmt: skip
+
+    def discard(self) -> None:
+        """Leave the target as it was (a run that has nothing to report)."""
+        self.handle.close()
+        self.draft.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Put the file in place (what was rejected so far, also after a failure)."""
+        try:
+            self.handle.close()
+            os.chmod(self.draft, 0o644 & ~_umask())
+            os.replace(self.draft, self.path)
+        except OSError as exc:
+            self.draft.unlink(missing_ok=True)
+            raise InputFileError(
+                f"{self.path}: cannot write the rejects file ({exc.strerror})"
+            ) from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

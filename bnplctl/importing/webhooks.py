@@ -19,13 +19,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
-from bnplctl.errors import InputFileError, InvalidInput
-from bnplctl.importing.batch import Rejected, chunked, read_ahead
+from bnplctl.errors import InvalidInput
+from bnplctl.importing.batch import Rejected, RejectsFile, chunked, read_ahead
 from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
 from bnplctl.validators import CONTROL_CHARACTERS, printable
@@ -134,7 +133,8 @@ class IngestReport:
     counts: Counter[str] = field(default_factory=Counter)
     shown: list[Rejected] = field(default_factory=list)
     rejected_total: int = 0
-    sink: Any = None  # a csv.writer, or None
+    sink: RejectsFile | None = None
+    file: str = "-"  # the file being ingested, for the rejects file
 
     def add(self, outcome: str, rejected: Rejected | None = None) -> None:
         self.counts[outcome] += 1
@@ -144,7 +144,7 @@ class IngestReport:
         if len(self.shown) < SHOWN_REJECTS:
             self.shown.append(rejected)
         if self.sink is not None:
-            self.sink.writerow([rejected.line, rejected.key, rejected.outcome, rejected.reason])
+            self.sink.write(self.file, rejected)
 
     @property
     def rows(self) -> int:
@@ -368,6 +368,7 @@ def ingest_stream(
 ) -> dict[str, Any]:
     """Ingest one file's rows; returns the file's own summary (with its checksum)."""
     file_report = IngestReport(sink=None)
+    report.file = name
     file_id = None if dry_run else _start_file(name, actor)
     chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))
     reports = (report, file_report)
@@ -562,17 +563,6 @@ def _finish_file(file_id: int, summary: dict[str, Any], actor: str) -> None:
                 ),
             },
         )
-
-
-def open_rejects(path: Path) -> tuple[Any, Any]:
-    """A CSV writer for rejected rows and the handle to close."""
-    try:
-        handle = path.open("w", newline="", encoding="utf-8")
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot write the rejects file ({exc.strerror})") from None
-    writer = csv.writer(handle)
-    writer.writerow(["line", "refund_id", "outcome", "reason"])
-    return writer, handle
 
 
 def list_files(session: Executor, limit: int) -> list[dict[str, Any]]:

@@ -1,0 +1,108 @@
+"""Files an operator can trust: rejects files and the CSV the tool writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from tests.conftest import Cli, row_counts
+from tests.helpers import SAMPLE_CSV, add_args
+
+FORMULAS = ('=HYPERLINK("http://x")', "+cmd|' /C calc'!A0", "@SUM(A1:A2)", "-2+3")
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("how", ["same", "dotted", "symlink"])
+def test_a_rejects_path_that_is_the_input_is_refused_before_anything(
+    cli: Cli, engine: Engine, tmp_path: Path, how: str
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(SAMPLE_CSV)
+    target = {
+        "same": source,
+        "dotted": tmp_path / "sub" / ".." / "users.csv",
+        "symlink": tmp_path / "link.csv",
+    }[how]
+    (tmp_path / "sub").mkdir()
+    if how == "symlink":
+        target.symlink_to(source)
+    before = row_counts(engine)
+    for command in (("users", "import"), ("webhooks", "ingest")):
+        result = cli(*command, str(source), "--rejects", str(target))
+        assert result.exit_code == 2, result.stderr
+        assert "is an input file" in result.stderr
+    assert source.read_text() == SAMPLE_CSV
+    assert row_counts(engine) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["users.csv", "sub"] + (["link.csv"] if how == "symlink" else [])
+    )
+
+
+def test_an_existing_rejects_file_is_kept_when_the_run_fails_early(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    kept = tmp_path / "rejects.csv"
+    kept.write_text("yesterday's rejects\n")
+    missing = tmp_path / "missing.csv"
+    for command in (("users", "import"), ("webhooks", "ingest")):
+        result = cli(*command, str(missing), "--rejects", str(kept))
+        assert result.exit_code == 66
+        assert kept.read_text() == "yesterday's rejects\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["rejects.csv"]  # no draft left behind
+
+
+def test_rejects_name_their_file_and_neutralise_formulas(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    assert cli(*add_args({
+        "user_id": "usr-001", "name": "John Doe", "phone": "+998901234567",
+        "passport": "AA1234567", "card": "4111111111111111", "dob": "1990-05-20",
+    })).exit_code == 0  # fmt: skip
+    day1 = tmp_path / "day1.csv"
+    day1.write_text("refund_id,status\n" + "".join(f"{f},approved\n" for f in FORMULAS[:2]))
+    day2 = tmp_path / "day2.jsonl"
+    day2.write_text("".join(json.dumps({"refund_id": f, "status": "x"}) + "\n" for f in FORMULAS))
+    rejects = tmp_path / "rejects.csv"
+    result = cli("webhooks", "ingest", str(day1), str(day2), "--rejects", str(rejects))
+    assert result.exit_code == 5
+    rows = _csv(rejects)
+    assert [(row["file"], row["line"]) for row in rows] == [
+        (str(day1), "2"), (str(day1), "3"),
+        (str(day2), "1"), (str(day2), "2"), (str(day2), "3"), (str(day2), "4"),
+    ]  # fmt: skip
+    assert [row["refund_id"] for row in rows] == [f"'{f}" for f in (*FORMULAS[:2], *FORMULAS)]
+
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,name,phone,passport,card,dob\n=1+1,=evil(),+1,A,1,1990-01-01\n")
+    assert cli("users", "import", str(users), "--rejects", str(rejects)).exit_code == 5
+    (row,) = _csv(rejects)
+    assert (row["file"], row["line"], row["user_id"]) == (str(users), "2", "'=1+1")
+
+
+def test_csv_exports_neutralise_formulas_but_not_their_own_formats(
+    cli: Cli, engine: Engine
+) -> None:
+    user = {
+        "user_id": "usr-001", "name": "=HYPERLINK(\"http://x\",\"y\")", "phone": "+998901234567",
+        "passport": "AA1234567", "card": "4111111111111111", "dob": "1990-05-20",
+    }  # fmt: skip
+    assert cli(*add_args(user)).exit_code == 0
+    assert cli("refunds", "create", "--user", "usr-001", "--transaction-id", "@SUM(A1)",
+               "--amount", "10").exit_code == 0  # fmt: skip
+    (listed,) = list(csv.DictReader(io.StringIO(cli("users", "list", "-o", "csv").stdout)))
+    assert listed["full_name"] == "'" + user["name"]
+    assert listed["phone_number"] == "+998****4567"  # the tool's own format, left as it is
+    (refund,) = list(csv.DictReader(io.StringIO(cli("refunds", "list", "-o", "csv").stdout)))
+    assert refund["transaction_id"] == "'@SUM(A1)"
+    # JSON is never altered.
+    (shown,) = json.loads(cli("users", "list", "-o", "json").stdout)
+    assert shown["full_name"] == user["name"]
