@@ -109,17 +109,36 @@ def _embedded_system_user() -> str | None:
 # --- URLs and the engine ----------------------------------------------------------------
 
 
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def normalize_url(url: str) -> str:
-    """A SQLAlchemy URL for psycopg2; anything but PostgreSQL is a configuration error."""
+    """A SQLAlchemy URL for psycopg2. Anything libpq would refuse before connecting (not
+    PostgreSQL, malformed, an unknown option, a port or ``sslmode`` out of range) is a
+    configuration error (78) naming ``BNPL_DATABASE_URL``, not a server to retry."""
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise ConfigError("BNPL_DATABASE_URL: not a valid database URL") from None
     if parsed.get_backend_name() not in ("postgresql", "postgres"):
         raise ConfigError("BNPL_DATABASE_URL: only postgresql:// URLs are supported")
+    libpq = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        options = parse_dsn(libpq)
+    except ProgrammingError as exc:
+        reason = str(exc).strip().splitlines()[0].removeprefix("invalid dsn: ")
+        reason = reason.split(': "postgres', 1)[0]  # never echo the URL (its password)
+        raise ConfigError(f"BNPL_DATABASE_URL: {reason}") from None
+    port = options.get("port")
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError("BNPL_DATABASE_URL: the port must be a number from 1 to 65535")
+    if options.get("sslmode", "prefer") not in _SSLMODES:
+        raise ConfigError(f"BNPL_DATABASE_URL: sslmode must be one of {', '.join(_SSLMODES)}")
     return str(parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False))
 
 
@@ -189,7 +208,14 @@ def translate_db_errors() -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
+        reason = str(getattr(exc, "orig", exc)).strip()
+        if reason.startswith(_BAD_OPTION):  # libpq refused an option before connecting
+            raise ConfigError(f"BNPL_DATABASE_URL: {reason.splitlines()[0]}") from None
         raise Unavailable(unavailable_message(exc)) from exc
+
+
+# libpq's messages about connection options it cannot use, given before any connection.
+_BAD_OPTION = ("invalid connection option", "invalid integer value", "invalid sslmode")
 
 
 def unavailable_message(exc: BaseException) -> str:

@@ -174,16 +174,22 @@ def test_unreachable_server_exits_75_in_one_line(cli: Cli, monkeypatch: pytest.M
     [
         ("mysql://root@localhost/x", "only postgresql:// URLs are supported"),
         ("::not a url::", "not a valid database URL"),
+        ("postgresql://u:hunter2@127.0.0.1:5432/d?sslmode=bogus", "sslmode must be one of"),
+        ("postgresql://u:hunter2@127.0.0.1:99999/d", "port must be a number from 1 to 65535"),
+        ("postgresql://u:hunter2@127.0.0.1:5432/d?foo=bar", 'invalid URI query parameter: "foo"'),
+        ("postgresql://u:hunter2@[::1:5432/d", "not a valid database URL"),
     ],
 )
 def test_bad_url_exits_78(
     cli: Cli, monkeypatch: pytest.MonkeyPatch, url: str, message: str
 ) -> None:
+    """A URL libpq would refuse is a configuration error, not a server to retry (75)."""
     monkeypatch.setenv("BNPL_DATABASE_URL", url)
     result = cli("users", "list")
 
     assert result.exit_code == 78
-    assert message in result.stderr
+    assert "BNPL_DATABASE_URL" in result.stderr and message in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_bad_key_file_exits_78(cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
