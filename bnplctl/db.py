@@ -203,11 +203,17 @@ def connect(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def translate_db_errors() -> Iterator[None]:
+    import psycopg2
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     try:
         yield
-    except (OperationalError, InterfaceError) as exc:
+    except (
+        OperationalError,
+        InterfaceError,
+        psycopg2.OperationalError,
+        psycopg2.InterfaceError,
+    ) as exc:
         reason = str(getattr(exc, "orig", exc)).strip()
         if reason.startswith(_BAD_OPTION):  # libpq refused an option before connecting
             raise ConfigError(f"BNPL_DATABASE_URL: {reason.splitlines()[0]}") from None

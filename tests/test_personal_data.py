@@ -80,3 +80,101 @@ def test_raw_personal_data_never_leaves_the_process_in_clear(
     for secret in RAW_CARDS + RAW_PASSPORTS:
         assert secret not in dump, secret
         assert secret.encode().hex() not in dump, secret
+
+
+def _users_file(path: Path, count: int) -> None:
+    rows = [
+        f"u-{n:05d},Name {n},+99890{n:07d},AA{n:07d},{luhn(f'411111{n:09d}')},1990-01-01"
+        for n in range(count)
+    ]
+    path.write_text("user_id,name,phone,passport,card,dob\n" + "\n".join(rows) + "\n")
+
+
+def luhn(stem: str) -> str:
+    total = 0
+    for index, digit in enumerate(reversed(stem)):
+        value = int(digit) * (2 if index % 2 == 0 else 1)
+        total += value - 9 if value > 9 else value
+    return stem + str((10 - total % 10) % 10)
+
+
+@pytest.mark.parametrize("failure", ["statement_timeout", "terminated"])
+def test_a_failing_statement_shows_no_row_data_even_with_debug(
+    cli: Cli,
+    test_database: DatabaseUnderTest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: str,
+) -> None:
+    """The import's insert, held up by a lock, then cancelled by a statement timeout or its
+    backend terminated: exit 75 with one line (no DETAIL, no CONTEXT quoting a row)."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    source = tmp_path / "users.csv"
+    _users_file(source, 50)
+    # A timeout in both cases: terminated, the insert must never wait for long either.
+    timeout_ms = 1500 if failure == "statement_timeout" else 20000
+    monkeypatch.setenv("PGOPTIONS", f"-c statement_timeout={timeout_ms}")
+    engine = test_database.engine()
+    holder = engine.connect()
+    holder.execute(text("LOCK TABLE users IN EXCLUSIVE MODE"))  # reads go on, inserts wait
+
+    def terminate_the_waiting_insert() -> None:
+        with engine.connect() as killer:
+            for _ in range(200):
+                pid = killer.execute(
+                    text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO users%'"
+                    )
+                ).scalar()
+                killer.rollback()  # the next look sees a fresh pg_stat_activity
+                if pid is not None:
+                    killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                    return
+                time.sleep(0.05)
+
+    killer = threading.Thread(target=terminate_the_waiting_insert)
+    if failure == "terminated":
+        killer.start()
+    try:
+        result = cli("--debug", "users", "import", str(source))
+    finally:
+        if killer.is_alive() or failure == "terminated":
+            killer.join()
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+    assert result.exit_code == 75, result.stderr
+    assert "database unavailable" in result.stderr
+    shown = result.stdout + result.stderr
+    for n in range(50):
+        assert f"+99890{n:07d}" not in shown and f"AA{n:07d}" not in shown
+        assert f"99890{n:07d}" not in shown
+    for label in ("DETAIL", "CONTEXT", "HINT"):
+        for line in shown.splitlines():
+            if line.lstrip().startswith(f"{label}:"):
+                assert "withheld" in line, line
+
+
+def test_withheld_server_details_span_every_line_of_a_quoted_row() -> None:
+    from bnplctl.cli.app import withhold_server_details
+
+    traceback_text = (
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "psycopg2.errors.QueryCanceled: canceling statement due to statement timeout\n"
+        'CONTEXT:  COPY user_rows, line 1: "1,u-1,"Ann\n'
+        'Lee",+998901234567,\\x01,..."\n'
+        "DETAIL:  Failing row contains (AA1234567).\n"
+        "HINT:  +998901234567\n"
+        "\n"
+        "The above exception was the direct cause of the following exception:\n"
+    )
+    shown = withhold_server_details(traceback_text)
+    assert "+998901234567" not in shown and "AA1234567" not in shown and "Lee" not in shown
+    assert "QueryCanceled: canceling statement due to statement timeout" in shown
+    assert "The above exception was the direct cause" in shown

@@ -9,6 +9,7 @@ parameter's annotation to build the command tree, and string annotations would c
 ``eval`` each (about 15 ms of every start).
 """
 
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -47,15 +48,48 @@ def _fail(text: str, code: int) -> typer.Exit:
 
 
 def _database_error(exc: BaseException) -> str | None:
-    """A lost or refused database connection, recognised without importing SQLAlchemy."""
-    exc_module = sys.modules.get("sqlalchemy.exc")
-    if exc_module is not None and isinstance(
-        exc, exc_module.OperationalError | exc_module.InterfaceError
-    ):
+    """A lost or refused database connection, a statement timeout or a cancelled query,
+    from SQLAlchemy or from the raw DB-API cursor (COPY), recognised without importing
+    either: its first line only (never the server's DETAIL or CONTEXT)."""
+    kinds: tuple[type[BaseException], ...] = ()
+    sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_errors is not None:
+        kinds += (sqlalchemy_errors.OperationalError, sqlalchemy_errors.InterfaceError)
+    psycopg2 = sys.modules.get("psycopg2")
+    if psycopg2 is not None:
+        kinds += (psycopg2.OperationalError, psycopg2.InterfaceError)
+    if kinds and isinstance(exc, kinds):
         from bnplctl.db import unavailable_message
 
         return unavailable_message(exc)
     return None
+
+
+_SERVER_DETAILS = ("DETAIL:", "CONTEXT:", "HINT:")
+# Where a withheld block ends: the traceback's own lines and SQLAlchemy's annotations.
+_TRACEBACK_LINE = re.compile(
+    r"(Traceback |  File |The above exception|During handling|\[SQL: |\[parameters: "
+    r"|\(Background on this error|[A-Za-z_][\w]*(\.[\w]+)+: |[A-Za-z_]\w*(Error|Exception): )"
+)
+
+
+def withhold_server_details(text: str) -> str:
+    """``text`` without a server's DETAIL, CONTEXT and HINT (each may quote row data,
+    over several lines when a value holds a newline): from such a line to the next line
+    of the traceback itself."""
+    shown: list[str] = []
+    withholding = False
+    for line in text.splitlines():
+        label = line.lstrip().split(":", 1)[0] + ":"
+        if label in _SERVER_DETAILS:
+            shown.append(f"{label}  (withheld: it may quote personal data)")
+            withholding = True
+        elif withholding and not _TRACEBACK_LINE.match(line):
+            continue
+        else:
+            withholding = False
+            shown.append(line)
+    return "\n".join(shown)
 
 
 def _is_cli_signal(exc: Exception) -> bool:
@@ -171,17 +205,11 @@ class BoundaryGroup(TyperGroup):
 
     @staticmethod
     def _maybe_traceback() -> None:
-        """With --debug, the traceback; a server's DETAIL lines (which can quote a whole
-        row, "Failing row contains (…)") are withheld."""
+        """With --debug, the traceback; a server's DETAIL, CONTEXT and HINT lines (which
+        can quote a whole row: "Failing row contains (…)", "COPY user_rows, line 1: …")
+        are withheld."""
         if STATE.debug:
-            lines = traceback.format_exc().splitlines()
-            shown = [
-                "DETAIL:  (withheld: it may quote personal data)"
-                if line.lstrip().startswith("DETAIL:")
-                else line
-                for line in lines
-            ]
-            sys.stderr.write("\n".join(shown) + "\n")
+            sys.stderr.write(withhold_server_details(traceback.format_exc()) + "\n")
 
 
 app = typer.Typer(
