@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bnplctl.errors import InvalidInput
@@ -147,3 +147,61 @@ def test_a_csv_field_over_the_csv_modules_default_limit_is_still_a_row() -> None
     huge = b"x" * 200_000
     rows = _rows(b"a,b\n" + huge + b",1\n2,3\n", "csv", ("a",))
     assert [(row.line, len(row.fields["a"])) for row in rows] == [(2, 200_000), (3, 1)]
+
+
+def _sliced(content: bytes, size: int) -> list[RawRow] | str:
+    from bnplctl.importing.readers import csv_slices
+
+    try:
+        return [
+            row for piece in csv_slices(io.BytesIO(content), size) for row in piece.rows(("a",))
+        ]
+    except InvalidInput as exc:
+        return exc.message
+
+
+def _whole(content: bytes) -> list[RawRow] | str:
+    try:
+        return _rows(content, "csv", ("a",))
+    except InvalidInput as exc:
+        return exc.message
+
+
+def test_a_stray_quote_then_a_quoted_newline_reads_the_same_in_slices() -> None:
+    """An unquoted ``O"Brien`` is a plain character to ``csv.reader``: the slicer must not
+    take it for an opening quote (it once did, and a large file failed whole)."""
+    content = b'a,b\n1,Conan O"Brien\n2,plain\n3,"two\nlines"\n4,x\n'
+    whole = _whole(content)
+    assert not isinstance(whole, str)
+    assert [(row.line, row.fields["b"]) for row in whole] == [
+        (2, 'Conan O"Brien'), (3, "plain"), (4, "two\nlines"), (6, "x")
+    ]  # fmt: skip
+    for size in (1, 2, 3):
+        assert _sliced(content, size) == whole
+
+
+_FIELD = st.text(alphabet=["a", "b", " ", '"', ",", "\n", "'", "é"], max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    rows=st.lists(st.lists(_FIELD, min_size=1, max_size=3), min_size=1, max_size=12),
+    quoting=st.sampled_from(["writer", "raw"]),
+    terminator=st.sampled_from(["\n", "\r\n"]),
+    size=st.integers(min_value=1, max_value=4),
+)
+def test_slices_read_any_csv_as_one_pass_of_csv_reader_does(
+    rows: list[list[str]], quoting: str, terminator: str, size: int
+) -> None:
+    """Whatever the quotes, commas, newlines and line ends: the same rows, fields and line
+    numbers in slices as read whole, or the same error."""
+    import csv
+
+    if quoting == "writer":
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator=terminator).writerows([["a", "b", "c"], *rows])
+        text = buffer.getvalue()
+    else:  # stray quotes and unbalanced fields, as a careless export writes them
+        text = terminator.join(",".join(row) for row in [["a", "b", "c"], *rows]) + terminator
+    content = text.encode()
+    assert _sliced(content, size) == _whole(content)

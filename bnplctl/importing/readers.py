@@ -203,8 +203,9 @@ class CsvSlice:
 def csv_slices(stream: IO[bytes], records: int) -> Iterator[CsvSlice]:
     """Split a CSV stream into slices of about ``records`` records, never inside one.
 
-    Only quotes are looked at: a line with an odd number of them opens or closes a
-    quoted field that goes on to the next line (RFC 4180 doubles quotes inside one).
+    A record goes on to the next line while a quoted field is open; whether it is, is
+    decided as ``csv.reader`` decides it (``_quoted_after``), so that a file gives the
+    same rows, outcomes and line numbers whether it is read whole or in slices.
     """
     header = b""
     header_line = 0
@@ -219,12 +220,12 @@ def csv_slices(stream: IO[bytes], records: int) -> Iterator[CsvSlice]:
                 continue
             header_line = header_line or number
             header += raw
-            quoted ^= raw.count(b'"') % 2 == 1
+            quoted = _quoted_after(raw, quoted)
             continue
         if not pending:
             first_line = number
         pending.append(raw)
-        quoted ^= raw.count(b'"') % 2 == 1
+        quoted = _quoted_after(raw, quoted)
         if not quoted:
             counted += 1
             if counted >= records:
@@ -234,6 +235,31 @@ def csv_slices(stream: IO[bytes], records: int) -> Iterator[CsvSlice]:
         raise InvalidInput("line 1: the file is empty (a header row is required)")
     if pending or not sent:
         yield CsvSlice(_line(header), header_line, first_line or header_line + 1, b"".join(pending))
+
+
+def _quoted_after(line: bytes, quoted: bool) -> bool:
+    """Whether a quoted field is still open at the end of ``line``, given whether one was
+    open at its start. As ``csv.reader`` reads it: a quote opens a field only where the
+    field starts (the line's start outside a field, or right after a comma); elsewhere
+    outside a quoted field it is a plain character; inside one, a doubled quote is a
+    quote and a single one closes the field."""
+    if b'"' not in line:
+        return quoted
+    position = 0
+    field_start = not quoted
+    while True:
+        found = line.find(b'"', position)
+        if found < 0:
+            return quoted
+        if quoted:
+            if line[found + 1 : found + 2] == b'"':
+                position = found + 2
+                continue
+            quoted, field_start, position = False, False, found + 1
+            continue
+        if (found == 0 and field_start) or (found > 0 and line[found - 1] == 0x2C):
+            quoted = True
+        position, field_start = found + 1, False
 
 
 def _line(raw: bytes) -> bytes:
