@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import re
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -14,8 +15,17 @@ MIN_INSTALLMENTS = 1
 MAX_INSTALLMENTS = 24
 
 
+_AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
 def parse_amount(raw: str | Decimal | int, field: str = "amount") -> Decimal:
-    """A positive amount with at most two decimals, or ``InvalidInput`` naming ``field``."""
+    """A positive amount with at most two decimals, or ``InvalidInput`` naming ``field``.
+    Text must be ASCII digits with an optional point: no sign, exponent, underscore,
+    thousands separator or other digits."""
+    if isinstance(raw, str) and not _AMOUNT.fullmatch(raw.strip()):
+        raise InvalidInput(
+            f"{field}: must be a number written with digits and an optional point, like 120.50"
+        )
     try:
         amount = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
     except InvalidOperation:

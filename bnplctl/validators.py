@@ -45,15 +45,34 @@ def no_control_characters(value: str, field: str) -> str:
     return value
 
 
+# Plans start no earlier than this: a start in year 1 would make a plan ~740,000 days late.
+EARLIEST_START = date(2000, 1, 1)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def parse_date(raw: Any, field: str) -> date:
+    """Exactly ``YYYY-MM-DD`` (not ``19900101`` nor ``1990-W01-1``, which ISO also allows)."""
     if isinstance(raw, date):
         return raw
-    if not isinstance(raw, str):
-        raise InvalidInput(f"{field}: must be a date (YYYY-MM-DD)")
+    if not isinstance(raw, str) or not _DATE.fullmatch(raw.strip()):
+        raise InvalidInput(f"{field}: must be a date written YYYY-MM-DD")
     try:
         return date.fromisoformat(raw.strip())
     except ValueError:
-        raise InvalidInput(f"{field}: must be a date (YYYY-MM-DD)") from None
+        raise InvalidInput(f"{field}: {raw.strip()} is not a calendar date") from None
+
+
+def reference(raw: Any, field: str, limit: int = 100) -> str:
+    """An id or reference someone else chose (``transaction_id``, ``event_id``, …):
+    printable text without control characters, 1 to ``limit`` characters."""
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{field}: must be text")
+    value = raw.strip()
+    if not value or len(value) > limit:
+        raise InvalidInput(f"{field}: must be 1 to {limit} characters")
+    if not value.isprintable():
+        raise InvalidInput(f"{field}: must be printable text, without control characters")
+    return value
 
 
 # The fields of a user, validated and normalised: user_id (None: to be generated), name,

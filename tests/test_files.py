@@ -106,3 +106,16 @@ def test_csv_exports_neutralise_formulas_but_not_their_own_formats(
     # JSON is never altered.
     (shown,) = json.loads(cli("users", "list", "-o", "json").stdout)
     assert shown["full_name"] == user["name"]
+
+
+@pytest.mark.parametrize("dob", ["19900520", "1990-W20-7", "1990-5-20", " 1990-05-20T00:00"])
+def test_dates_of_birth_are_exactly_yyyy_mm_dd(cli: Cli, engine: Engine, dob: str) -> None:
+    user = {
+        "user_id": "usr-001", "name": "John Doe", "phone": "+998901234567",
+        "passport": "AA1234567", "card": "4111111111111111", "dob": dob,
+    }  # fmt: skip
+    before = row_counts(engine)
+    result = cli(*add_args(user))
+    assert result.exit_code == 65
+    assert "dob: must be a date written YYYY-MM-DD" in result.stderr
+    assert row_counts(engine) == before

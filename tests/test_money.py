@@ -62,18 +62,31 @@ def test_installment_count_out_of_range(count: int) -> None:
         split_amount(Decimal("100"), count)
 
 
+STRICT = "digits and an optional point"
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
         ("0", "greater than 0"),
-        ("-5", "greater than 0"),
+        ("0.00", "greater than 0"),
         ("1.234", "at most 2 decimal places"),
-        ("abc", "not a number"),
-        ("NaN", "not a number"),
-        ("Infinity", "not a number"),
         ("10000000000", "at most"),
-        ("1e400", "must be at most 9999999999.99"),  # quantizing it would overflow
-        ("1e-400", "at most 2 decimal places"),
+        # Strict input: no sign, exponent, underscore, separator or other digits.
+        ("-5", STRICT),
+        ("+5", STRICT),
+        ("abc", STRICT),
+        ("NaN", STRICT),
+        ("Infinity", STRICT),
+        ("1e3", STRICT),
+        ("1e400", STRICT),
+        ("1e-400", STRICT),
+        ("1_000", STRICT),
+        ("1,000.00", STRICT),
+        ("\u0661\u0660\u0660", STRICT),  # Arabic-Indic digits
+        ("10.", STRICT),
+        (".5", STRICT),
+        ("", STRICT),
     ],
 )
 def test_bad_amounts(raw: str, reason: str) -> None:

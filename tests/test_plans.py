@@ -102,12 +102,18 @@ def test_december_start_rolls_into_the_next_year(cli: Cli, john: str) -> None:
     ("args", "message"),
     [
         (["--amount", "0"], "amount: must be greater than 0"),
-        (["--amount", "-3"], "amount: must be greater than 0"),
+        (["--amount", "-3"], "amount: must be a number written with digits"),
         (["--amount", "10.001"], "amount: at most 2 decimal places"),
-        (["--amount", "ten"], "amount: not a number"),
+        (["--amount", "ten"], "amount: must be a number written with digits"),
+        (["--amount", "1e3"], "amount: must be a number written with digits"),
+        (["--amount", "1_000"], "amount: must be a number written with digits"),
+        (["--amount", "\u0661\u0660\u0660"], "amount: must be a number written with digits"),
         (["--amount", "100", "--installments", "0"], "installments: must be between 1 and 24"),
         (["--amount", "100", "--installments", "25"], "installments: must be between 1 and 24"),
-        (["--amount", "100", "--start", "2025-02-30"], "start: must be a date"),
+        (["--amount", "100", "--start", "2025-02-30"], "start: 2025-02-30 is not a calendar date"),
+        (["--amount", "100", "--start", "20250201"], "start: must be a date written YYYY-MM-DD"),
+        (["--amount", "100", "--start", "2025-W05-1"], "start: must be a date written YYYY-MM-DD"),
+        (["--amount", "100", "--start", "0001-01-01"], "start: must be 2000-01-01 or later"),
     ],
 )
 def test_bad_plan_input_exits_65_and_changes_nothing(

@@ -205,3 +205,8 @@ def test_slices_read_any_csv_as_one_pass_of_csv_reader_does(
         text = terminator.join(",".join(row) for row in [["a", "b", "c"], *rows]) + terminator
     content = text.encode()
     assert _sliced(content, size) == _whole(content)
+
+
+def test_a_header_naming_a_column_twice_makes_the_file_invalid() -> None:
+    with pytest.raises(InvalidInput, match="line 1: column name appears twice in the header"):
+        _rows(b"user_id,name,phone,name\nu,a,b,c\n", "csv")

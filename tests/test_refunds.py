@@ -82,7 +82,9 @@ def test_create_is_idempotent_by_transaction_id(cli: Cli, engine: Engine, plan_i
         (["--plan", "999"], 4, "plan 999 not found"),
         (["--user", "usr-002", "--plan", "PLAN"], 3, "does not belong to user usr-002"),
         (["--amount", "0"], 65, "amount: must be greater than 0"),
-        (["--transaction-id", " "], 65, "transaction-id: 1 to 100 characters"),
+        (["--transaction-id", " "], 65, "transaction-id: must be 1 to 100 characters"),
+        (["--transaction-id", "R" * 101], 65, "transaction-id: must be 1 to 100 characters"),
+        (["--transaction-id", "REF\x1b[2J"], 65, "transaction-id: must be printable text"),
     ],
 )
 def test_create_refusals_change_nothing(

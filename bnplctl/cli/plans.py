@@ -67,9 +67,15 @@ def _merchant_reference(raw: str | None) -> str | None:
 
 def _start_date(start: str | None) -> Any:
     from bnplctl.clock import business_today
-    from bnplctl.validators import parse_date
+    from bnplctl.errors import InvalidInput
+    from bnplctl.validators import EARLIEST_START, parse_date
 
-    return parse_date(start, "start") if start is not None else business_today()
+    if start is None:
+        return business_today()
+    parsed = parse_date(start, "start")
+    if parsed < EARLIEST_START:
+        raise InvalidInput(f"start: must be {EARLIEST_START} or later")
+    return parsed
 
 
 @app.command("preview")

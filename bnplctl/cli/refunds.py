@@ -96,12 +96,9 @@ def create(
 
 
 def _transaction_id(raw: str) -> str:
-    from bnplctl.errors import InvalidInput
+    from bnplctl.validators import reference
 
-    value = raw.strip()
-    if not value or len(value) > 100:
-        raise InvalidInput("transaction-id: 1 to 100 characters")
-    return value
+    return reference(raw, "transaction-id")
 
 
 def _move(ref: str, command: str, reason: str | None, output: OutputFormat) -> None:

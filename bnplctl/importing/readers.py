@@ -162,6 +162,11 @@ def _read_csv(
                 continue
             if header is None:
                 header = [cell.strip().lower() for cell in record]
+                repeated = sorted({name for name in header if name and header.count(name) > 1})
+                if repeated:
+                    raise InvalidInput(
+                        f"line {line_of(start)}: column {repeated[0]} appears twice in the header"
+                    )
                 missing = [column for column in required if column not in header]
                 if missing:
                     raise InvalidInput(

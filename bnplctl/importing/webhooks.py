@@ -116,7 +116,7 @@ def parse_update(row: RawRow) -> WebhookUpdate:
         line=row.line,
         transaction_id=transaction_id,
         target=STATUS_TARGETS[raw_status],
-        event_id=_text(fields, "event_id", 200),
+        event_id=_text(fields, "event_id", 100),
         occurred_at=occurred_at,
         amount=parse_amount(amount_raw) if amount_raw is not None else None,
         merchant_reference=_text(fields, "merchant_reference", 100),
