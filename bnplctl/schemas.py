@@ -7,7 +7,8 @@ sensitive fields are excluded from ``repr`` so a logged model shows none of them
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from decimal import Decimal
+from typing import Any, Self
 
 from pydantic import (
     BaseModel,
@@ -20,7 +21,13 @@ from pydantic import (
 
 from bnplctl import pii
 from bnplctl.errors import InvalidInput
-from bnplctl.validators import USER_ID_PATTERN, no_control_characters, parse_date
+from bnplctl.validators import (
+    EARLIEST_START,
+    USER_ID_PATTERN,
+    no_control_characters,
+    parse_date,
+    reference,
+)
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -103,3 +110,69 @@ class UserCreate(BaseModel):
             return cls.model_validate(fields, context={"today": today})
         except ValidationError as exc:
             raise InvalidInput(validation_message(exc)) from None
+
+
+class _Request(BaseModel):
+    """A command's options, validated at the edge by the same functions as the rows of a
+    file; the first failure becomes ``InvalidInput`` (65) naming the option."""
+
+    model_config = ConfigDict(hide_input_in_errors=True, frozen=True, extra="forbid")
+
+    @classmethod
+    def parse(cls, **fields: Any) -> Self:
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            raise InvalidInput(validation_message(exc)) from None
+
+
+class PlanRequest(_Request):
+    """``plans preview`` and ``plans create``: amount, installments, start, reference."""
+
+    amount: Decimal
+    installments: int
+    start: date | None = None
+    merchant_reference: str | None = None
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, value: Any) -> Decimal:
+        from bnplctl.money import parse_amount
+
+        return parse_amount(value)
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, value: Any) -> date | None:
+        if value is None:
+            return None
+        parsed = parse_date(value, "start")
+        if parsed < EARLIEST_START:
+            raise InvalidInput(f"start: must be {EARLIEST_START} or later")
+        return parsed
+
+    @field_validator("merchant_reference", mode="before")
+    @classmethod
+    def _merchant_reference(cls, value: Any) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return reference(value, "merchant-reference")
+
+
+class RefundRequest(_Request):
+    """``refunds create``: the merchant's transaction id and the amount."""
+
+    transaction_id: str
+    amount: Decimal
+
+    @field_validator("transaction_id", mode="before")
+    @classmethod
+    def _transaction_id(cls, value: Any) -> str:
+        return reference(value, "transaction-id")
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, value: Any) -> Decimal:
+        from bnplctl.money import parse_amount
+
+        return parse_amount(value)

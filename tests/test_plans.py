@@ -330,7 +330,7 @@ def test_a_merchant_reference_over_100_characters_is_invalid_input(
     result = cli("plans", "create", "--user", "usr-001", "--amount", "100.00",
                  "--merchant-reference", "M" * 101)  # fmt: skip
     assert result.exit_code == 65
-    assert result.stderr.strip() == "error: merchant-reference: at most 100 characters"
+    assert result.stderr.strip() == "error: merchant-reference: must be 1 to 100 characters"
     assert row_counts(engine)["plans"] == 0
 
 

@@ -55,27 +55,15 @@ def render_plan(plan: dict[str, Any], output: OutputFormat) -> None:
     )
 
 
-def _merchant_reference(raw: str | None) -> str | None:
-    from bnplctl.errors import InvalidInput
-    from bnplctl.validators import no_control_characters
-
-    value = (raw or "").strip()
-    if len(value) > 100:
-        raise InvalidInput("merchant-reference: at most 100 characters")
-    return no_control_characters(value, "merchant-reference") or None
-
-
-def _start_date(start: str | None) -> Any:
+def _request(amount: str, installments: int, start: str | None, reference: str | None) -> Any:
+    """The options, validated once (``schemas.PlanRequest``); the start defaults to today."""
     from bnplctl.clock import business_today
-    from bnplctl.errors import InvalidInput
-    from bnplctl.validators import EARLIEST_START, parse_date
+    from bnplctl.schemas import PlanRequest
 
-    if start is None:
-        return business_today()
-    parsed = parse_date(start, "start")
-    if parsed < EARLIEST_START:
-        raise InvalidInput(f"start: must be {EARLIEST_START} or later")
-    return parsed
+    request = PlanRequest.parse(
+        amount=amount, installments=installments, start=start, merchant_reference=reference
+    )
+    return request.model_copy(update={"start": request.start or business_today()})
 
 
 @app.command("preview")
@@ -90,11 +78,10 @@ def preview(
     Example: bnplctl plans preview --amount 500.00 --installments 3 --start 2026-01-31
     """
     from bnplctl.cli.output import message, render_nested
-    from bnplctl.money import parse_amount
     from bnplctl.services.plans import public_schedule, schedule
 
-    total = parse_amount(amount)
-    start_date = _start_date(start)
+    request = _request(amount, installments, start, None)
+    total, start_date = request.amount, request.start
     shown = public_schedule(total, start_date, schedule(total, installments, start_date))
     message("preview only: nothing was written")
     render_nested(
@@ -129,13 +116,11 @@ def create(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message
     from bnplctl.db import session_scope
-    from bnplctl.money import parse_amount
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.plans import create_plan, public_plans
 
-    total = parse_amount(amount)
-    start_date = _start_date(start)
-    reference = _merchant_reference(merchant_reference)
+    parsed = _request(amount, installments, start, merchant_reference)
+    total, start_date, reference = parsed.amount, parsed.start, parsed.merchant_reference
     request = {
         "user": user,
         "amount": str(total),

@@ -62,12 +62,12 @@ def create(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message, render_one
     from bnplctl.db import session_scope
-    from bnplctl.money import parse_amount
+    from bnplctl.schemas import RefundRequest
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.refunds import create_refund, public_refund
 
-    total = parse_amount(amount)
-    reference = _transaction_id(transaction_id)
+    parsed = RefundRequest.parse(transaction_id=transaction_id, amount=amount)
+    total, reference = parsed.amount, parsed.transaction_id
     request = {"user": user, "transaction_id": reference, "amount": str(total), "plan": plan}
     existed = False
     with session_scope() as session:
@@ -93,12 +93,6 @@ def create(
     elif existed:
         message(f"refund {reference} already existed: returning it unchanged")
     render_one(shown, output, title=f"Refund {shown['transaction_id']}")
-
-
-def _transaction_id(raw: str) -> str:
-    from bnplctl.validators import reference
-
-    return reference(raw, "transaction-id")
 
 
 def _move(ref: str, command: str, reason: str | None, output: OutputFormat) -> None:
