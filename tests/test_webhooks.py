@@ -81,6 +81,26 @@ def refunds(cli: Cli, engine: Engine) -> int:
     return int(plan["id"])
 
 
+def _undo_the_ingests(engine: Engine) -> None:
+    """Back to the refunds, installments and plans as they were before any file."""
+    with engine.begin() as connection:
+        connection.execute(text("TRUNCATE webhook_events, ingested_files"))
+        connection.execute(
+            text(
+                "UPDATE refunds SET status = 'PENDING', applied_amount = NULL,"
+                " payout_amount = NULL, last_event_at = NULL, processed_at = NULL,"
+                " merchant_reference = NULL"
+            )
+        )
+        connection.execute(
+            text(
+                "UPDATE installments SET amount_due = original_amount, status = 'UPCOMING',"
+                " paid_at = NULL"
+            )
+        )
+        connection.execute(text("UPDATE plans SET status = 'ACTIVE'"))
+
+
 def _state(engine: Engine) -> list[tuple[Any, ...]]:
     with engine.connect() as connection:
         refunds = connection.execute(
@@ -263,24 +283,32 @@ def test_several_updates_of_one_refund_in_one_chunk(
     assert (shown["status"], shown["payout_amount"]) == ("COMPLETED", "10.00")
 
 
+def _killed_on_second_call(monkeypatch: pytest.MonkeyPatch, engine: Engine, name: str) -> Any:
+    """Make ``webhooks.<name>`` terminate its session's backend on its second call, then
+    go on (and fail as a lost connection does); returns the real function."""
+    real = getattr(webhooks, name)
+    calls = {"n": 0}
+
+    def killed_on_second(session: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with engine.connect() as killer:
+                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(webhooks, name, killed_on_second)
+    return real
+
+
 def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
     cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = tmp_path / "updates.csv"
     source.write_text(_as_csv())
     monkeypatch.setattr(webhooks, "CHUNK_ROWS", 3)
-    real = webhooks.stage_chunk
-    calls = {"n": 0}
-
-    def killed_on_second(session: Any, *args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:  # the second chunk, staged while the first is applied: kill it
-            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
-            with engine.connect() as killer:
-                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        return real(session, *args, **kwargs)
-
-    monkeypatch.setattr(webhooks, "stage_chunk", killed_on_second)
+    # The second chunk, staged while the first is applied: its backend is killed.
+    real = _killed_on_second_call(monkeypatch, engine, "stage_chunk")
     killed = cli("webhooks", "ingest", str(source))
     assert killed.exit_code == 75
     assert "database unavailable" in killed.stderr
@@ -299,22 +327,7 @@ def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
     after_rerun = _state(engine)
 
     # The same data, one clean run.
-    with engine.begin() as connection:
-        connection.execute(text("TRUNCATE webhook_events, ingested_files"))
-        connection.execute(
-            text(
-                "UPDATE refunds SET status = 'PENDING', applied_amount = NULL,"
-                " payout_amount = NULL, last_event_at = NULL, processed_at = NULL,"
-                " merchant_reference = NULL"
-            )
-        )
-        connection.execute(
-            text(
-                "UPDATE installments SET amount_due = original_amount, status = 'UPCOMING',"
-                " paid_at = NULL"
-            )
-        )
-        connection.execute(text("UPDATE plans SET status = 'ACTIVE'"))
+    _undo_the_ingests(engine)
     assert cli("webhooks", "ingest", str(source)).exit_code == 5
     assert _state(engine) == after_rerun
 
@@ -620,22 +633,7 @@ def test_one_row_per_chunk_gives_the_outcomes_of_one_chunk(
     assert cli("webhooks", "ingest", str(source), "--rejects", str(rejects)).exit_code == 5
     in_one_chunk, whole = _state(engine), _rejects(rejects)
 
-    with engine.begin() as connection:  # back to before the ingest
-        connection.execute(text("TRUNCATE webhook_events, ingested_files"))
-        connection.execute(
-            text(
-                "UPDATE refunds SET status = 'PENDING', applied_amount = NULL,"
-                " payout_amount = NULL, last_event_at = NULL, processed_at = NULL,"
-                " merchant_reference = NULL"
-            )
-        )
-        connection.execute(
-            text(
-                "UPDATE installments SET amount_due = original_amount, status = 'UPCOMING',"
-                " paid_at = NULL"
-            )
-        )
-        connection.execute(text("UPDATE plans SET status = 'ACTIVE'"))
+    _undo_the_ingests(engine)
     monkeypatch.setattr(webhooks, "CHUNK_ROWS", 1)
     assert cli("webhooks", "ingest", str(source), "--rejects", str(rejects)).exit_code == 5
     one_by_one = _rejects(rejects)
@@ -656,18 +654,8 @@ def test_a_kill_while_applying_rolls_back_the_chunk_staged_ahead(
     source = tmp_path / "updates.csv"
     source.write_text(_as_csv())
     monkeypatch.setattr(webhooks, "CHUNK_ROWS", 3)
-    real = webhooks.apply_staged
-    calls = {"n": 0}
-
-    def killed_on_second(session: Any, *args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:  # the second chunk, with the third staged on the other backend
-            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
-            with engine.connect() as killer:
-                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        return real(session, *args, **kwargs)
-
-    monkeypatch.setattr(webhooks, "apply_staged", killed_on_second)
+    # The second chunk's backend is killed while it is applied, the third staged meanwhile.
+    _killed_on_second_call(monkeypatch, engine, "apply_staged")
     killed = cli("webhooks", "ingest", str(source))
     assert killed.exit_code == 75, killed.stderr
     (unfinished,) = json.loads(cli("webhooks", "files", "-o", "json").stdout)
@@ -738,20 +726,7 @@ def test_approvals_sharing_a_plan_in_one_chunk_equal_approving_them_one_by_one(
 
     assert cli("webhooks", "ingest", str(source)).exit_code == 0
     in_one_chunk = outcome()
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "UPDATE refunds SET status = 'PENDING', applied_amount = NULL,"
-                " payout_amount = NULL, processed_at = NULL WHERE transaction_id LIKE 'P-%'"
-            )
-        )
-        connection.execute(
-            text(
-                "UPDATE installments SET amount_due = original_amount, status = 'UPCOMING',"
-                " paid_at = NULL"
-            )
-        )
-        connection.execute(text("UPDATE plans SET status = 'ACTIVE'"))
+    _undo_the_ingests(engine)
     for ref in ("P-A", "P-B", "P-C"):
         assert cli("refunds", "approve", ref).exit_code == 0
     assert outcome() == in_one_chunk
