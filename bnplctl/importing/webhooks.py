@@ -95,6 +95,10 @@ def parse_update(row: RawRow) -> WebhookUpdate:
     transaction_id = _text(fields, "refund_id", 100)
     if transaction_id is None:
         raise InvalidInput("refund_id: required")
+    event_id = _text(fields, "event_id", 100)
+    for name, value in (("refund_id", transaction_id), ("event_id", event_id)):
+        if value is not None and not value.isprintable():
+            raise InvalidInput(f"{name}: must be printable text, without control characters")
     raw_status = (_text(fields, "status", 20) or "").lower()
     if raw_status not in STATUS_TARGETS:
         raise InvalidInput("status: must be approved, rejected, failed or processing")
@@ -116,7 +120,7 @@ def parse_update(row: RawRow) -> WebhookUpdate:
         line=row.line,
         transaction_id=transaction_id,
         target=STATUS_TARGETS[raw_status],
-        event_id=_text(fields, "event_id", 100),
+        event_id=event_id,
         occurred_at=occurred_at,
         amount=parse_amount(amount_raw) if amount_raw is not None else None,
         merchant_reference=_text(fields, "merchant_reference", 100),
