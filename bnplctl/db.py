@@ -8,6 +8,7 @@ head (``bnplctl db upgrade``), otherwise commands exit 78.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -217,7 +218,23 @@ def translate_db_errors() -> Iterator[None]:
         reason = str(getattr(exc, "orig", exc)).strip()
         if reason.startswith(_BAD_OPTION):  # libpq refused an option before connecting
             raise ConfigError(f"BNPL_DATABASE_URL: {reason.splitlines()[0]}") from None
+        refused = _refused_by_server(reason)
+        if refused is not None:  # retrying will not help: the URL must change
+            raise ConfigError(f"BNPL_DATABASE_URL: {refused}") from None
         raise Unavailable(unavailable_message(exc)) from exc
+
+
+# What a server says at connection time about the URL itself (not about its own state).
+_URL_REFUSALS = re.compile(
+    r"FATAL:\s+((database|role) \"[^\"]*\" does not exist"
+    r"|password authentication failed for user \"[^\"]*\""
+    r"|invalid value for parameter \"[^\"]*\".*|unrecognized configuration parameter .*)"
+)
+
+
+def _refused_by_server(reason: str) -> str | None:
+    found = _URL_REFUSALS.search(reason)
+    return None if found is None else found.group(1).splitlines()[0]
 
 
 # libpq's messages about connection options it cannot use, given before any connection.

@@ -192,6 +192,30 @@ def test_bad_url_exits_78(
     assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"database": "no_such_database_x"}, 'database "no_such_database_x" does not exist'),
+        ({"username": "no_such_role_x"}, 'role "no_such_role_x" does not exist'),
+    ],
+)
+def test_a_url_the_server_refuses_exits_78(
+    cli: Cli,
+    test_database: DatabaseUnderTest,
+    monkeypatch: pytest.MonkeyPatch,
+    change: dict[str, str],
+    message: str,
+) -> None:
+    """Retrying will not help: the URL must change (not 75, which cron retries)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(test_database.url).set(**change).render_as_string(hide_password=False)
+    monkeypatch.setenv("BNPL_DATABASE_URL", url)
+    result = cli("users", "list")
+    assert result.exit_code == 78, result.stderr
+    assert f"BNPL_DATABASE_URL: {message}" in result.stderr
+
+
 def test_bad_key_file_exits_78(cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     bad = tmp_path / "bad.key"
     bad.write_text("zz")

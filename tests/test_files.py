@@ -53,11 +53,15 @@ def test_an_existing_rejects_file_is_kept_when_the_run_fails_early(
     kept = tmp_path / "rejects.csv"
     kept.write_text("yesterday's rejects\n")
     missing = tmp_path / "missing.csv"
+    broken = tmp_path / "broken.csv"
+    broken.write_text("refund_id,status,status,user_id\nX,approved,x,u\n")  # 65: a column twice
     for command in (("users", "import"), ("webhooks", "ingest")):
-        result = cli(*command, str(missing), "--rejects", str(kept))
-        assert result.exit_code == 66
-        assert kept.read_text() == "yesterday's rejects\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["rejects.csv"]  # no draft left behind
+        for source, code in ((missing, 66), (broken, 65)):
+            result = cli(*command, str(source), "--rejects", str(kept))
+            assert result.exit_code == code, result.stderr
+            assert kept.read_text() == "yesterday's rejects\n"
+    # no draft left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.csv", "rejects.csv"]
 
 
 def test_rejects_name_their_file_and_neutralise_formulas(

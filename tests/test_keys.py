@@ -114,6 +114,19 @@ def test_a_key_readable_by_others_is_used_with_a_warning(
     assert json.loads(cli("status", "-o", "json").stdout)["secret_key"]["exposed"] is True
 
 
+@pytest.mark.parametrize("content", ["", "not hex", "abcd"])
+def test_status_says_an_unusable_key_file_is_unusable(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str
+) -> None:
+    bad = tmp_path / "bad.key"
+    bad.write_text(content)
+    monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(bad))
+    report = json.loads(cli("status", "-o", "json").stdout)
+    assert report["secret_key"]["state"] == "unusable"
+    assert any("cannot be used" in problem for problem in report["problems"])
+    _refused(cli(*add_args(JOHN)), "must hold 32 bytes as hex")
+
+
 def test_a_first_run_generates_the_key_and_writes_the_check(
     cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -54,6 +54,7 @@ def ingest(
     _check_inputs(sources)
     rejects_file = RejectsFile(rejects, "refund_id", sources) if rejects is not None else None
     report = IngestReport(sink=rejects_file)
+    failed = True
     try:
         files = ingest_files(
             [(source, progress_size(source)) for source in sources],
@@ -63,9 +64,10 @@ def ingest(
             dry_run=dry_run,
             progress=byte_progress,
         )
+        failed = False
     finally:  # what was rejected so far, also when a file failed midway
         if rejects_file is not None:
-            rejects_file.close()
+            rejects_file.finish(failed)
     summary = report.summary() | {"dry_run": dry_run, "files": files}
     if output is OutputFormat.table:
         title = "Webhook ingest" + (" (dry run: nothing written)" if dry_run else "")

@@ -147,10 +147,12 @@ class RejectsFile:
         self.handle = os.fdopen(fd, "w", newline="", encoding="utf-8")
         self.writer = csv.writer(self.handle)
         self.writer.writerow(["file", "line", key_name, "outcome", "reason"])
+        self.written = 0
 
     def write(self, file: str, row: Rejected) -> None:
         from bnplctl.validators import spreadsheet_safe
 
+        self.written += 1
         self.writer.writerow(
             [spreadsheet_safe(file), row.line, spreadsheet_safe(row.key), row.outcome,
              spreadsheet_safe(row.reason)]
@@ -160,6 +162,14 @@ class RejectsFile:
         """Leave the target as it was (a run that has nothing to report)."""
         self.handle.close()
         self.draft.unlink(missing_ok=True)
+
+    def finish(self, failed: bool) -> None:
+        """At the command's end: put the file in place, or, when the run failed before it
+        rejected anything, leave the target as it was."""
+        if failed and not self.written:
+            self.discard()
+        else:
+            self.close()
 
     def close(self) -> None:
         """Put the file in place (what was rejected so far, also after a failure)."""

@@ -37,7 +37,7 @@ class KeyState:
     """What ``status`` shows of the key: its file, and whether it matches the database."""
 
     path: Path
-    state: str  # matches | mismatch | missing | unchecked | none yet
+    state: str  # matches | mismatch | missing | unusable | unchecked | none yet
     exposed: bool
 
 
@@ -116,7 +116,7 @@ def key_state(executor: Executor) -> KeyState:
     try:
         master = pii.read_key(path)
     except ConfigError:
-        return KeyState(path, "mismatch", exposed=pii.exposed(path))
+        return KeyState(path, "unusable", exposed=False)
     if master is None:
         has_data = stored is not None or _sample_passport(executor) is not None
         return KeyState(path, "missing" if has_data else "none yet", exposed=False)

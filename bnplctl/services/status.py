@@ -64,8 +64,12 @@ def gather(
         "secret_key": _secret_key(connection),
     }
     key = report["secret_key"]
-    if key["state"] in ("mismatch", "missing"):
-        what = "file is missing" if key["state"] == "missing" else "does not match"
+    if key["state"] in ("mismatch", "missing", "unusable"):
+        what = {
+            "missing": "file is missing",
+            "mismatch": "does not match",
+            "unusable": "file cannot be used (unreadable, or not 32 bytes as hex)",
+        }[key["state"]]
         report["problems"].append(f"the secret key {what} (BNPL_SECRET_KEY_FILE: {key['file']})")
     last = report["last_sweep"]
     if last is None:
@@ -76,10 +80,17 @@ def gather(
         report["problems"].append(
             f"the last successful sweep is {last['age_hours']} h old (more than 26 h)"
         )
-    if last is not None and business_date is not None:
-        if date.fromisoformat(last["business_date"]) > business_date:
+    if business_date is not None:
+        latest = connection.execute(
+            text(
+                "SELECT max(business_date) FROM sweep_runs"
+                " WHERE outcome = 'SUCCEEDED' AND NOT dry_run"
+            )
+        ).scalar()
+        if latest is not None and latest > business_date:
             report["problems"].append(
-                f"the last sweep's business date {last['business_date']} is in the future"
+                f"a sweep ran for a business date in the future ({latest.isoformat()}):"
+                " customers may be in debt too early"
             )
     report["healthy"] = not report["problems"]
     return report
