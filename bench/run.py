@@ -514,6 +514,10 @@ def fresh_database(
     url = make_url(server).set(database=name).render_as_string(hide_password=False)
     env = dict(os.environ, BNPL_DATABASE_URL=url, BNPL_DATA_DIR=str(workdir))
     env["BNPL_SECRET_KEY_FILE"] = str(workdir / "secret.key")
+    from bnplctl import pii
+
+    if pii.read_key(workdir / "secret.key") is None:  # the operator's key, provided up front
+        pii.create_key(workdir / "secret.key")
     try:
         yield url, env
     finally:
