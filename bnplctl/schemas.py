@@ -6,7 +6,7 @@ sensitive fields are excluded from ``repr`` so a logged model shows none of them
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Self
 
@@ -24,9 +24,13 @@ from bnplctl.errors import InvalidInput
 from bnplctl.validators import (
     EARLIEST_START,
     USER_ID_PATTERN,
+    id_field,
     no_control_characters,
     parse_date,
     reference,
+    text_field,
+    timestamp,
+    webhook_status,
 )
 
 
@@ -176,3 +180,60 @@ class RefundRequest(_Request):
         from bnplctl.money import parse_amount
 
         return parse_amount(value)
+
+
+class WebhookRow(BaseModel):
+    """A row of a merchant's webhook file. ``webhooks.parse_update`` is its fast path,
+    built on the same functions and property-tested to agree with it."""
+
+    model_config = ConfigDict(hide_input_in_errors=True, frozen=True, extra="ignore")
+
+    refund_id: str | None = Field(default=None, validate_default=True)
+    event_id: str | None = None
+    status: str | None = Field(default=None, validate_default=True)
+    occurred_at: datetime | None = None
+    amount: Decimal | None = None
+    merchant_reference: str | None = None
+
+    @field_validator("refund_id", mode="before")
+    @classmethod
+    def _refund_id(cls, value: Any) -> str:
+        cleaned = id_field(value, "refund_id")
+        if cleaned is None:
+            raise InvalidInput("refund_id: required")
+        return cleaned
+
+    @field_validator("event_id", mode="before")
+    @classmethod
+    def _event_id(cls, value: Any) -> str | None:
+        return id_field(value, "event_id")
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: Any) -> str:
+        return webhook_status(value)
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _occurred_at(cls, value: Any) -> datetime | None:
+        return timestamp(value, "occurred_at")
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _amount(cls, value: Any) -> Decimal | None:
+        from bnplctl.money import parse_amount
+
+        raw = text_field(value, "amount", 20)
+        return parse_amount(raw) if raw is not None else None
+
+    @field_validator("merchant_reference", mode="before")
+    @classmethod
+    def _merchant_reference(cls, value: Any) -> str | None:
+        return text_field(value, "merchant_reference", 100)
+
+    @classmethod
+    def parse(cls, fields: dict[str, Any]) -> WebhookRow:
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            raise InvalidInput(validation_message(exc)) from None

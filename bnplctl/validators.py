@@ -9,7 +9,7 @@ reference for every row ``quick_user`` is not sure of.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from bnplctl import pii
@@ -127,3 +127,64 @@ def quick_user(fields: dict[str, Any], today: date) -> UserValues | None:
         )
     except InvalidInput:
         return None
+
+
+# --- a webhook row's fields (the fast path in importing/webhooks.py and schemas.WebhookRow) --
+
+# What a webhook row's status asks of its refund.
+WEBHOOK_STATUSES = {
+    "approved": "APPROVED",
+    "rejected": "REJECTED",
+    "failed": "REJECTED",
+    "processing": "PENDING",
+}
+
+
+def text_field(value: Any, name: str, limit: int) -> str | None:
+    """A text field of a file's row (a JSON number is taken as its text); None if blank."""
+    if value is None:
+        return None
+    if type(value) is str:  # every CSV field, most JSON ones
+        cleaned = value.strip()
+    elif isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidInput(f"{name}: must be text")
+    else:
+        cleaned = str(value).strip()
+    if CONTROL_CHARACTERS.search(cleaned):
+        raise InvalidInput(f"{name}: must not contain control characters")
+    if len(cleaned) > limit:
+        raise InvalidInput(f"{name}: at most {limit} characters")
+    return cleaned or None
+
+
+def id_field(value: Any, name: str) -> str | None:
+    """An id in a file's row: printable text, at most 100 characters; None if blank."""
+    cleaned = text_field(value, name, 100)
+    if cleaned is not None and not cleaned.isprintable():
+        raise InvalidInput(f"{name}: must be printable text, without control characters")
+    return cleaned
+
+
+def webhook_status(value: Any) -> str:
+    """The refund state a row's status asks for."""
+    raw = (text_field(value, "status", 20) or "").lower()
+    if raw not in WEBHOOK_STATUSES:
+        raise InvalidInput("status: must be approved, rejected, failed or processing")
+    return WEBHOOK_STATUSES[raw]
+
+
+def timestamp(value: Any, name: str) -> datetime | None:
+    """An ISO 8601 timestamp, in UTC (no offset: UTC); None if blank."""
+    raw = text_field(value, name, 40)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{name}: not an ISO 8601 timestamp") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:  # in UTC: PostgreSQL takes offsets up to 15:59 only, Python up to 23:59
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"{name}: out of range") from None

@@ -400,6 +400,52 @@ def test_any_row_dict_fails_only_with_invalid_input(fields: dict[str, Any]) -> N
         assert update.transaction_id
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(list(FIELDS) + ["other"]),
+        st.one_of(
+            st.text(max_size=12),
+            st.sampled_from(
+                [
+                    "approved",
+                    " Failed ",
+                    "processing",
+                    "10.50",
+                    "1e3",
+                    "-5",
+                    "2025-08-15T19:59:25Z",
+                    "2025-08-15",
+                    "REF-1",
+                    "a\x1bb",
+                ]
+            ),
+            st.integers(),
+            st.floats(),
+            st.none(),
+            st.booleans(),
+        ),
+    )
+)
+def test_the_fast_path_agrees_with_the_webhook_row_model(fields: dict[str, Any]) -> None:
+    """``parse_update`` and ``schemas.WebhookRow``: the same rows accepted with the same
+    values, the same rows refused with the same message."""
+    from bnplctl.schemas import WebhookRow
+
+    try:
+        quick = webhooks._quick_update(RawRow(1, fields))
+    except InvalidInput as exc:
+        with pytest.raises(InvalidInput) as refused:
+            WebhookRow.parse(fields)
+        assert refused.value.message == exc.message
+        return
+    model = WebhookRow.parse(fields)
+    assert (model.refund_id, model.event_id, model.occurred_at, model.amount) == (
+        quick.transaction_id, quick.event_id, quick.occurred_at, quick.amount
+    )  # fmt: skip
+    assert (model.status, model.merchant_reference) == (quick.target, quick.merchant_reference)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=400))
 def test_any_bytes_through_the_hashing_reader(content: bytes) -> None:
