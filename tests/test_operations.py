@@ -130,7 +130,10 @@ def test_sigterm_stops_the_scheduler_cleanly(test_database: DatabaseUnderTest) -
     assert code == 0
     events = [json.loads(line)["message"] for line in (started + rest).splitlines() if line]
     assert events[0] == "scheduler started"
-    assert events[-2:] == ["stop requested", "scheduler stopped"]
+    assert events[-1] == "scheduler stopped"
+    # A job already running when the signal came (on a loaded machine, the start-up
+    # catch-up) finishes first and logs after the request.
+    assert "stop requested" in events[1:-1]
 
 
 def test_an_interrupted_run_is_closed_by_the_next_sweep(cli: Cli, engine: Engine) -> None:
