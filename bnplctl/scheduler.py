@@ -101,21 +101,26 @@ class Scheduler:
     def purge_keys(self) -> None:
         log(logging.INFO, "idempotency keys purged", deleted=self._purge())
 
-    def guarded(self, name: str, job: Callable[[], None]) -> None:
-        """Run a job; whatever it raises is logged, and the loop goes on."""
-        from bnplctl.errors import BnplError
+    def guarded(self, name: str, job: Callable[[], None]) -> int:
+        """Run a job; whatever it raises is logged, and the loop goes on. Returns 0, or
+        the exit code the failure would have had as a command (1 for a bug)."""
+        from bnplctl.errors import BnplError, ExitCode
 
         try:
             job()
         except BnplError as exc:
             log(logging.ERROR, f"{name} failed: {exc.message}", job=name, error=type(exc).__name__)
+            return int(exc.exit_code)
         except Exception as exc:
             log(logging.ERROR, f"{name} failed", job=name, error=type(exc).__name__)
+            return int(ExitCode.INTERNAL)
+        return 0
 
-    def run_once(self) -> None:
-        """The start-up catch-up and a purge, then return (``--once``)."""
-        self.guarded("sweep", self.sweep_if_due)
-        self.guarded("purge", self.purge_keys)
+    def run_once(self) -> int:
+        """The start-up catch-up and a purge, then return (``--once``): 0 when both
+        succeeded, else the first failed job's exit code."""
+        codes = [self.guarded("sweep", self.sweep_if_due), self.guarded("purge", self.purge_keys)]
+        return next((code for code in codes if code), 0)
 
     def run_forever(self, poll_seconds: float = 1.0) -> None:
         self._install_signal_handlers()

@@ -79,10 +79,10 @@ def test_a_failing_job_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureF
     logger = logging.getLogger("bnplctl.scheduler")
     logger.addHandler(caplog.handler)
     try:
-        scheduler.run_once()
-        scheduler.run_once()
+        codes = [scheduler.run_once(), scheduler.run_once()]
     finally:
         logger.removeHandler(caplog.handler)
+    assert codes == [1, 1]  # a bug is exit 1; the purge that ran after it does not hide it
     assert len(calls) == 2  # retried at the next turn
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in failures] == ["sweep failed", "sweep failed"]
@@ -207,6 +207,17 @@ def test_status_reports_a_failed_last_sweep(cli: Cli, engine: Engine) -> None:
     result = cli("status", "-o", "json")
     assert result.exit_code == 69
     assert json.loads(result.stdout)["problems"] == ["the last sweep FAILED"]
+
+
+def test_scheduler_once_tells_cron_when_every_job_failed(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hourly catch-up in crontab.example: a database that is down must not exit 0."""
+    monkeypatch.setenv("BNPL_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    result = cli("scheduler", "run", "--once")
+    assert result.exit_code == 75
+    assert "sweep failed: database unavailable" in result.stderr
+    assert "purge failed: database unavailable" in result.stderr
 
 
 def test_status_of_an_unreachable_database_exits_75(

@@ -21,8 +21,9 @@ def run(
 
     On start it catches up: when the ledger has no successful sweep for the last
     business date, it sweeps now. A failing job is logged and retried; SIGTERM or
-    SIGINT finish the running job and exit 0. Logs: one line per event on stderr
-    (BNPL_LOG_FORMAT=json for JSON lines).
+    SIGINT finish the running job and exit 0. With --once, the exit code is the first
+    failed job's (75: the database is unreachable), 0 when all ran. Logs: one line per
+    event on stderr (BNPL_LOG_FORMAT=json for JSON lines).
 
     Example: bnplctl scheduler run --once
     """
@@ -33,6 +34,8 @@ def run(
     configure_logging(get_settings().log_format)
     scheduler = build(actor=current_actor())
     if once:
-        scheduler.run_once()
+        code = scheduler.run_once()
+        if code:  # cron is told: the first failed job's code (75: retry later)
+            raise typer.Exit(code)
     else:
         scheduler.run_forever()
