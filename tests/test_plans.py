@@ -423,3 +423,12 @@ def test_lists_longer_than_a_fetch_batch_come_whole_and_in_order(
 
     rows = cli("plans", "list", "--limit", str(limit), "-o", "csv").stdout.splitlines()
     assert len(rows) == 1 + limit
+
+
+def test_audit_list_refuses_an_entity_it_never_records(cli: Cli, john: str) -> None:
+    """A typo (``users`` for ``user``) is a usage error, not an empty list."""
+    typo = cli("audit", "list", "--entity", "users")
+    assert typo.exit_code == 2
+    assert "'users' is not one of 'user', 'plan'" in typo.stderr
+    (created,) = json.loads(cli("audit", "list", "--entity", "user", "-o", "json").stdout)
+    assert (created["action"], created["entity_id"]) == ("user.created", john)

@@ -1,5 +1,6 @@
 """``bnplctl audit``: the audit trail."""
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -15,10 +16,21 @@ app = typer.Typer(
 AUDIT_COLUMNS = ("id", "occurred_at", "actor", "action", "entity", "entity_id", "details")
 
 
+class Entity(StrEnum):
+    """What an audit event can be about (a typo is a usage error, not "no rows")."""
+
+    user = "user"
+    plan = "plan"
+    installment = "installment"
+    refund = "refund"
+    sweep = "sweep"
+    file = "file"
+
+
 @app.command("list")
 def list_(
     entity: Annotated[
-        str | None, typer.Option("--entity", help="user, plan, installment, refund, sweep…")
+        Entity | None, typer.Option("--entity", help="Only events about this kind of thing.")
     ] = None,
     user: Annotated[
         str | None,
@@ -44,6 +56,12 @@ def list_(
 
     since_at = parse_since(since) if since else None
     with session_scope() as session:
-        events = list_events(session, entity=entity, user_id=user, since=since_at, limit=limit)
+        events = list_events(
+            session,
+            entity=entity.value if entity is not None else None,
+            user_id=user,
+            since=since_at,
+            limit=limit,
+        )
         shown = (public_event(event) for event in events)  # rendered as they arrive
         render_list(shown, output, columns=AUDIT_COLUMNS, title="Audit events")
