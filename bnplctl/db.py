@@ -215,13 +215,20 @@ def translate_db_errors() -> Iterator[None]:
         psycopg2.OperationalError,
         psycopg2.InterfaceError,
     ) as exc:
-        reason = str(getattr(exc, "orig", exc)).strip()
-        if reason.startswith(_BAD_OPTION):  # libpq refused an option before connecting
-            raise ConfigError(f"BNPL_DATABASE_URL: {reason.splitlines()[0]}") from None
-        refused = _refused_by_server(reason)
-        if refused is not None:  # retrying will not help: the URL must change
-            raise ConfigError(f"BNPL_DATABASE_URL: {refused}") from None
-        raise Unavailable(unavailable_message(exc)) from exc
+        raise database_error(exc) from exc
+
+
+def database_error(exc: BaseException) -> ConfigError | Unavailable:
+    """What a lost, refused or cancelled connection means for the operator (its first
+    line only, never the server's DETAIL or CONTEXT): a URL that must change (78), or a
+    server to retry later (75)."""
+    reason = str(getattr(exc, "orig", exc)).strip()
+    if reason.startswith(_BAD_OPTION):  # libpq refused an option before connecting
+        return ConfigError(f"BNPL_DATABASE_URL: {reason.splitlines()[0]}")
+    refused = _refused_by_server(reason)
+    if refused is not None:  # retrying will not help: the URL must change
+        return ConfigError(f"BNPL_DATABASE_URL: {refused}")
+    return Unavailable(unavailable_message(exc))
 
 
 # What a server says at connection time about the URL itself (not about its own state).

@@ -47,10 +47,10 @@ def _fail(text: str, code: int) -> typer.Exit:
     return typer.Exit(code=code)
 
 
-def _database_error(exc: BaseException) -> str | None:
+def _database_error(exc: BaseException) -> BnplError | None:
     """A lost or refused database connection, a statement timeout or a cancelled query,
     from SQLAlchemy or from the raw DB-API cursor (COPY), recognised without importing
-    either: its first line only (never the server's DETAIL or CONTEXT)."""
+    either, and mapped as ``db.translate_db_errors`` maps it (``db.database_error``)."""
     kinds: tuple[type[BaseException], ...] = ()
     sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
     if sqlalchemy_errors is not None:
@@ -59,9 +59,9 @@ def _database_error(exc: BaseException) -> str | None:
     if psycopg2 is not None:
         kinds += (psycopg2.OperationalError, psycopg2.InterfaceError)
     if kinds and isinstance(exc, kinds):
-        from bnplctl.db import unavailable_message
+        from bnplctl.db import database_error
 
-        return unavailable_message(exc)
+        return database_error(exc)
     return None
 
 
@@ -195,9 +195,9 @@ class BoundaryGroup(TyperGroup):
             if _is_cli_signal(exc):
                 raise
             self._maybe_traceback()
-            unavailable = _database_error(exc)
-            if unavailable is not None:
-                raise _fail(unavailable, ExitCode.UNAVAILABLE) from None
+            database = _database_error(exc)
+            if database is not None:
+                raise _fail(database.message, database.exit_code) from None
             raise _fail(
                 f"internal error ({type(exc).__name__}); rerun with --debug for the traceback",
                 ExitCode.INTERNAL,
