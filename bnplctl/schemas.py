@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Self
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -28,10 +29,31 @@ from bnplctl.validators import (
     no_control_characters,
     parse_date,
     reference,
+    required_id,
     text_field,
     timestamp,
     webhook_status,
 )
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], fields: dict[str, Any], context: dict[str, Any] | None = None) -> M:
+    """``model`` from ``fields``, the first failure turned into ``InvalidInput`` (exit 65)."""
+    try:
+        return model.model_validate(fields, context=context)
+    except ValidationError as exc:
+        raise InvalidInput(validation_message(exc)) from None
+
+
+def _amount(value: Any) -> Decimal:
+    from bnplctl.money import parse_amount
+
+    return parse_amount(value)
+
+
+# An option's amount: digits and an optional point, more than zero (``money.parse_amount``).
+Amount = Annotated[Decimal, BeforeValidator(_amount)]
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -110,10 +132,7 @@ class UserCreate(BaseModel):
 
         ``today`` (the business date for the age check) saves a batch a clock read per row.
         """
-        try:
-            return cls.model_validate(fields, context={"today": today})
-        except ValidationError as exc:
-            raise InvalidInput(validation_message(exc)) from None
+        return validated(cls, fields, {"today": today})
 
 
 class _Request(BaseModel):
@@ -124,26 +143,16 @@ class _Request(BaseModel):
 
     @classmethod
     def parse(cls, **fields: Any) -> Self:
-        try:
-            return cls.model_validate(fields)
-        except ValidationError as exc:
-            raise InvalidInput(validation_message(exc)) from None
+        return validated(cls, fields)
 
 
 class PlanRequest(_Request):
     """``plans preview`` and ``plans create``: amount, installments, start, reference."""
 
-    amount: Decimal
+    amount: Amount
     installments: int
     start: date | None = None
     merchant_reference: str | None = None
-
-    @field_validator("amount", mode="before")
-    @classmethod
-    def _amount(cls, value: Any) -> Decimal:
-        from bnplctl.money import parse_amount
-
-        return parse_amount(value)
 
     @field_validator("start", mode="before")
     @classmethod
@@ -167,19 +176,12 @@ class RefundRequest(_Request):
     """``refunds create``: the merchant's transaction id and the amount."""
 
     transaction_id: str
-    amount: Decimal
+    amount: Amount
 
     @field_validator("transaction_id", mode="before")
     @classmethod
     def _transaction_id(cls, value: Any) -> str:
         return reference(value, "transaction-id")
-
-    @field_validator("amount", mode="before")
-    @classmethod
-    def _amount(cls, value: Any) -> Decimal:
-        from bnplctl.money import parse_amount
-
-        return parse_amount(value)
 
 
 class WebhookRow(BaseModel):
@@ -198,10 +200,7 @@ class WebhookRow(BaseModel):
     @field_validator("refund_id", mode="before")
     @classmethod
     def _refund_id(cls, value: Any) -> str:
-        cleaned = id_field(value, "refund_id")
-        if cleaned is None:
-            raise InvalidInput("refund_id: required")
-        return cleaned
+        return required_id(value, "refund_id")
 
     @field_validator("event_id", mode="before")
     @classmethod
@@ -233,7 +232,4 @@ class WebhookRow(BaseModel):
 
     @classmethod
     def parse(cls, fields: dict[str, Any]) -> WebhookRow:
-        try:
-            return cls.model_validate(fields)
-        except ValidationError as exc:
-            raise InvalidInput(validation_message(exc)) from None
+        return validated(cls, fields)

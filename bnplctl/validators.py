@@ -165,6 +165,14 @@ def id_field(value: Any, name: str) -> str | None:
     return cleaned
 
 
+def required_id(value: Any, name: str) -> str:
+    """``id_field``, which must not be blank."""
+    cleaned = id_field(value, name)
+    if cleaned is None:
+        raise InvalidInput(f"{name}: required")
+    return cleaned
+
+
 def webhook_status(value: Any) -> str:
     """The refund state a row's status asks for."""
     raw = (text_field(value, "status", 20) or "").lower()

@@ -16,10 +16,12 @@ import io
 import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import text
 
@@ -28,9 +30,9 @@ from bnplctl.importing.batch import Rejected, RejectsFile, chunked, read_ahead
 from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
 from bnplctl.validators import (
-    WEBHOOK_STATUSES,
     id_field,
     printable,
+    required_id,
     text_field,
     timestamp,
     webhook_status,
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
     from bnplctl.db import Executor
 
 OUTCOMES = ("applied", "duplicate", "stale", "conflict", "unknown_refund", "invalid")
-STATUS_TARGETS = WEBHOOK_STATUSES
 WEBHOOK_COLUMNS = ("refund_id", "status")
 CHUNK_ROWS = 5000
 SHOWN_REJECTS = 20
@@ -92,9 +93,7 @@ def _quick_update(row: RawRow) -> WebhookUpdate:
     from bnplctl.money import parse_amount
 
     fields = row.fields
-    transaction_id = id_field(fields.get("refund_id"), "refund_id")
-    if transaction_id is None:
-        raise InvalidInput("refund_id: required")
+    transaction_id = required_id(fields.get("refund_id"), "refund_id")
     event_id = id_field(fields.get("event_id"), "event_id")
     target = webhook_status(fields.get("status"))
     occurred_at = timestamp(fields.get("occurred_at"), "occurred_at")
@@ -388,6 +387,16 @@ def _ingest_in_one_transaction(
             _count(chunk, rejected, reports)
 
 
+class _Staging(NamedTuple):
+    """A chunk staged ahead: its open unit of work (entered and left on the ingest's
+    thread) and the stager's work on its connection."""
+
+    chunk: ParsedChunk
+    unit: ExitStack
+    connection: Any
+    staged: Future[StagedChunk]
+
+
 def _ingest_pipelined(
     chunks: Iterable[ParsedChunk], file_id: int, actor: str, reports: tuple[IngestReport, ...]
 ) -> None:
@@ -397,8 +406,7 @@ def _ingest_pipelined(
     both at once. Only the applying chunk holds locks, and a chunk takes them once the
     one before has committed: what is committed is always a prefix of the file.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
-    from contextlib import ExitStack
+    from concurrent.futures import ThreadPoolExecutor
 
     from bnplctl.db import chunk_transactions, translate_db_errors
 
@@ -407,24 +415,22 @@ def _ingest_pipelined(
         stager = stack.enter_context(
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-stage")
         )
-        Staging = tuple[ParsedChunk, ExitStack, Any, Future[StagedChunk]]
 
-        def stage(number: int, chunk: ParsedChunk) -> Staging:
+        def stage(number: int, chunk: ParsedChunk) -> _Staging:
             """Begin the chunk's unit of work here; stage it on the stager's thread."""
             unit = ExitStack()
             connection = unit.enter_context(units[number % 2]())
-            return chunk, unit, connection, stager.submit(stage_chunk, connection, chunk)
+            return _Staging(chunk, unit, connection, stager.submit(stage_chunk, connection, chunk))
 
-        def apply(staging: Staging) -> None:
-            chunk, unit, connection, staged = staging
-            with unit:  # commits here, or rolls back on an error
+        def apply(staging: _Staging) -> None:
+            with staging.unit:  # commits here, or rolls back on an error
                 with translate_db_errors():
-                    result = staged.result()
-                rejected = _rejected(apply_staged(connection, result, file_id=file_id, actor=actor))
-            _count(chunk, rejected, reports)  # once committed
+                    staged = staging.staged.result()
+                applied = apply_staged(staging.connection, staged, file_id=file_id, actor=actor)
+            _count(staging.chunk, _rejected(applied), reports)  # once committed
 
         iterator = iter(chunks)
-        ahead: Staging | None = None
+        ahead: _Staging | None = None
         try:
             for number in itertools.count():
                 failure: Exception | None = None
@@ -441,8 +447,8 @@ def _ingest_pipelined(
                     return
         except BaseException as exc:
             if ahead is not None:  # the chunk staged ahead: let it finish, then roll it back
-                ahead[3].exception()
-                ahead[1].__exit__(type(exc), exc, exc.__traceback__)
+                ahead.staged.exception()
+                ahead.unit.__exit__(type(exc), exc, exc.__traceback__)
             raise
 
 
