@@ -147,6 +147,7 @@ def test_racing_requests_with_one_key_create_one_plan(cli: Cli, engine: Engine) 
     assert first.result == second.result
     counts = row_counts(engine)
     assert (counts["plans"], counts["installments"], counts["idempotency_keys"]) == (1, 3, 1)
+    assert cli("verify").exit_code == 0  # rule 9 holds after the race
 
 
 @pytest.mark.parametrize("attempts", [4])
@@ -166,6 +167,7 @@ def test_parallel_cli_processes_with_one_key(cli: Cli, engine: Engine, attempts:
     assert [process.returncode for process in processes] == [0] * attempts, outputs
     assert len({stdout for stdout, _ in outputs}) == 1, outputs
     assert row_counts(engine)["plans"] == 1
+    assert cli("verify").exit_code == 0  # rule 9 holds after the race
 
 
 def test_an_ingest_waits_for_a_refund_in_flight_and_sees_its_outcome(
@@ -202,6 +204,7 @@ def test_an_ingest_waits_for_a_refund_in_flight_and_sees_its_outcome(
         due = connection.execute(text("SELECT sum(amount_due) FROM installments")).scalar_one()
         status = connection.execute(text("SELECT status FROM refunds")).scalar_one()
     assert (status, due) == ("REJECTED", Decimal("300.00"))
+    assert cli("verify").exit_code == 0  # rule 9 holds after the race
 
 
 @pytest.mark.parametrize(
@@ -215,7 +218,7 @@ def test_an_ingest_waits_for_a_refund_in_flight_and_sees_its_outcome(
     ],
 )
 def test_an_import_stopped_by_a_signal_says_so_in_one_line_and_keeps_whole_chunks(
-    engine: Engine, tmp_path: Any, stop: str, code: int, said: str
+    cli: Cli, engine: Engine, tmp_path: Any, stop: str, code: int, said: str
 ) -> None:
     import os
     import signal
@@ -255,3 +258,4 @@ def test_an_import_stopped_by_a_signal_says_so_in_one_line_and_keeps_whole_chunk
     assert 0 < counts["users"] < 300_000
     assert counts["users"] % 5_000 == 0
     assert counts["audit_events"] == counts["users"]
+    assert cli("verify").exit_code == 0  # rule 9 holds after the race

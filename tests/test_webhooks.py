@@ -330,6 +330,7 @@ def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
     _undo_the_ingests(engine)
     assert cli("webhooks", "ingest", str(source)).exit_code == 5
     assert _state(engine) == after_rerun
+    assert cli("verify").exit_code == 0
 
 
 def _refunds_at_scale(engine: Engine, count: int) -> None:
