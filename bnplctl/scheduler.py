@@ -5,7 +5,9 @@ Built on ``schedule``: a check every minute runs the sweep once the day's
 successful sweep for that business date; the same check at start-up catches up
 a missed night. The idempotency-key purge runs hourly. A job that raises
 (database down included) is logged and retried at its next turn. SIGTERM and
-SIGINT let the running job finish, then the loop exits 0.
+SIGINT let the running job finish, then the loop exits 0; ``--once`` keeps the CLI's
+signal handling (the job stops, exit 143 or 130). Every line goes through the log, a
+configuration error at start included, so a JSON log stays JSON lines.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from bnplctl import clock
@@ -55,8 +57,44 @@ def configure_logging(log_format: str) -> None:
     LOGGER.propagate = False
 
 
+def requested_log_format() -> str:
+    """BNPL_LOG_FORMAT read on its own, as Settings reads it (environment, ``.env``): a
+    bad value in another setting is then logged in the format asked for, so cron's JSON
+    log keeps one shape. An unusable value of its own falls back to text."""
+    from pydantic import ValidationError
+    from pydantic_settings import BaseSettings
+
+    from bnplctl.config import Settings
+
+    class LogFormat(BaseSettings):
+        model_config = Settings.model_config
+        log_format: Literal["text", "json"] = "text"
+
+    try:
+        return LogFormat().log_format
+    except ValidationError:
+        return "text"
+
+
 def log(level: int, message: str, **fields: Any) -> None:
     LOGGER.log(level, message, extra={"fields": fields})
+
+
+def logged_failure(name: str, exc: BaseException) -> int:
+    """Log why ``name`` stopped, in one line: a domain error's message (written for the
+    operator), never another exception's text (it may quote data). Returns the exit code
+    the failure has as a command (1 for a bug)."""
+    from bnplctl.errors import BnplError, ExitCode, Terminated
+
+    if isinstance(exc, BnplError):
+        code, message = exc.exit_code, f"{name} failed: {exc.message}"
+    elif isinstance(exc, Terminated | KeyboardInterrupt):
+        code = ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED
+        message = f"{name} stopped by a signal: what it committed stays, the rest was rolled back"
+    else:
+        code, message = ExitCode.INTERNAL, f"{name} failed"
+    log(logging.ERROR, message, job=name, error=type(exc).__name__, exit_code=int(code))
+    return int(code)
 
 
 def due_business_date(now: datetime, timezone: str, sweep_at: str) -> date:
@@ -103,23 +141,26 @@ class Scheduler:
 
     def guarded(self, name: str, job: Callable[[], None]) -> int:
         """Run a job; whatever it raises is logged, and the loop goes on. Returns 0, or
-        the exit code the failure would have had as a command (1 for a bug)."""
-        from bnplctl.errors import BnplError, ExitCode
+        the exit code the failure would have had as a command (1 for a bug). A signal that
+        interrupts it (``--once`` keeps the CLI's handlers) is logged too, and stops."""
+        from bnplctl.errors import Terminated
 
         try:
             job()
-        except BnplError as exc:
-            log(logging.ERROR, f"{name} failed: {exc.message}", job=name, error=type(exc).__name__)
-            return int(exc.exit_code)
-        except Exception as exc:
-            log(logging.ERROR, f"{name} failed", job=name, error=type(exc).__name__)
-            return int(ExitCode.INTERNAL)
+        except (Exception, Terminated, KeyboardInterrupt) as exc:
+            if not isinstance(exc, Exception):
+                self.stopping.set()
+            return logged_failure(name, exc)
         return 0
 
     def run_once(self) -> int:
         """The start-up catch-up and a purge, then return (``--once``): 0 when both
-        succeeded, else the first failed job's exit code."""
-        codes = [self.guarded("sweep", self.sweep_if_due), self.guarded("purge", self.purge_keys)]
+        succeeded, else the first failed job's exit code. A signal skips what is left."""
+        codes: list[int] = []
+        for name, job in (("sweep", self.sweep_if_due), ("purge", self.purge_keys)):
+            if self.stopping.is_set():
+                break
+            codes.append(self.guarded(name, job))
         return next((code for code in codes if code), 0)
 
     def run_forever(self, poll_seconds: float = 1.0) -> None:
@@ -158,3 +199,20 @@ def build(actor: str) -> Scheduler:
         swept=already_swept,
         purge=purge_job,
     )
+
+
+def run(actor: str, *, once: bool) -> int:
+    """``bnplctl scheduler run``: every line it writes is a log line in BNPL_LOG_FORMAT,
+    a configuration error found at start included, so cron's log keeps one shape.
+    Returns the exit code: ``--once``'s first failed job's, else 0."""
+    from bnplctl.errors import Terminated
+
+    configure_logging(requested_log_format())
+    try:
+        scheduler = build(actor)
+    except (Exception, Terminated, KeyboardInterrupt) as exc:
+        return logged_failure("start", exc)
+    if once:
+        return scheduler.run_once()
+    scheduler.run_forever()
+    return 0

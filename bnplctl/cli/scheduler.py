@@ -22,20 +22,15 @@ def run(
     On start it catches up: when the ledger has no successful sweep for the last
     business date, it sweeps now. A failing job is logged and retried; SIGTERM or
     SIGINT finish the running job and exit 0. With --once, the exit code is the first
-    failed job's (75: the database is unreachable), 0 when all ran. Logs: one line per
-    event on stderr (BNPL_LOG_FORMAT=json for JSON lines).
+    failed job's (75: the database is unreachable; 143 or 130: a signal stopped it),
+    0 when all ran. Logs: one line per event on stderr, a configuration error at start
+    included (BNPL_LOG_FORMAT=json for JSON lines; a failure's line has its exit_code).
 
     Example: bnplctl scheduler run --once
     """
     from bnplctl.cli.app import current_actor
-    from bnplctl.config import get_settings
-    from bnplctl.scheduler import build, configure_logging
+    from bnplctl.scheduler import run as run_scheduler
 
-    configure_logging(get_settings().log_format)
-    scheduler = build(actor=current_actor())
-    if once:
-        code = scheduler.run_once()
-        if code:  # cron is told: the first failed job's code (75: retry later)
-            raise typer.Exit(code)
-    else:
-        scheduler.run_forever()
+    code = run_scheduler(current_actor(), once=once)
+    if code:  # cron is told: the first failed job's code (75: retry later)
+        raise typer.Exit(code)
