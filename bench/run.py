@@ -5,8 +5,10 @@ imported through ``bnplctl users import`` (timed), then, untimed and in bulk SQL
 ceil(10N/3) plans of 3 installments (half the installments past due), N PENDING
 refunds and an N-row webhook file. It times the sweep and the ingest as
 ``bnplctl`` subprocesses beside their plain-SQL references on identical copies
-of the tables, ``debt show`` in process, and the CLI's start-up. Peak memory is
-each step's own child-process accounting (``RUSAGE_CHILDREN`` in a wrapper).
+of the tables, ``debt show`` in process, and the CLI at the terminal: ``--help``
+beside a bare ``import typer``, and ``plans preview``, ``users show``, ``debt show``
+and ``plans create`` as whole processes (start-up included). Peak memory is each
+step's own child-process accounting (``RUSAGE_CHILDREN`` in a wrapper).
 """
 
 from __future__ import annotations
@@ -34,6 +36,21 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 AS_OF = date(2026, 6, 1)
+# The terminal's targets (issue 14, item 4): each command's median wall time over CLI_RUNS
+# whole processes, start-up included, on the benchmark's database; and ``--help`` against
+# a bare ``python -c "import typer"``.
+CLI_RUNS = 7
+CLI_TARGETS_S = {
+    "plans_preview_s": 0.30,
+    "users_show_s": 0.30,
+    "debt_show_s": 0.30,
+    "plans_create_s": 0.45,
+}
+HELP_RATIO_TARGET = 1.5
+# The subject of ``debt show`` and ``users show`` in earlier reports: taken when it has
+# overdue installments once swept (at most N; not at N = 120 to 129, for one), else the
+# first user who has.
+DEBTOR = "u0000001"
 # Run a command and report its wall time and its own peak RSS (kB on Linux).
 _WRAPPER = (
     "import json, resource, subprocess, sys, time\n"
@@ -58,21 +75,27 @@ def luhn_complete(stem: str) -> str:
     return stem + str((10 - total % 10) % 10)
 
 
+USER_FIELDS = ("user_id", "name", "phone", "passport", "card", "dob")
+
+
+def user_row(n: int) -> list[str]:
+    """The workload's n-th user: ``USER_FIELDS``, each unique to n."""
+    return [
+        f"u{n:07d}",
+        f"Bench User {n}",
+        f"+99890{n:07d}",
+        f"AB{n:07d}",
+        luhn_complete(f"4{n:014d}"),
+        (date(1960, 1, 1) + timedelta(days=n % 15000)).isoformat(),
+    ]
+
+
 def write_users(path: Path, count: int) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["user_id", "name", "phone", "passport", "card", "dob"])
+        writer.writerow(USER_FIELDS)
         for n in range(count):
-            writer.writerow(
-                [
-                    f"u{n:07d}",
-                    f"Bench User {n}",
-                    f"+99890{n:07d}",
-                    f"AB{n:07d}",
-                    luhn_complete(f"4{n:014d}"),
-                    (date(1960, 1, 1) + timedelta(days=n % 15000)).isoformat(),
-                ]
-            )
+            writer.writerow(user_row(n))
 
 
 def write_webhooks(path: Path, refunds: int, unknown_start: int) -> int:
@@ -459,15 +482,6 @@ def verify_timings(engine: Engine, runs: int = 3) -> tuple[float, float, bool]:
     return statistics.median(checks), statistics.median(counts), ok
 
 
-def median_seconds(args: list[str], env: dict[str, str], runs: int = 5) -> float:
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(args, env=env, capture_output=True, check=True)
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
-
-
 def paired_medians(
     first: list[str], second: list[str], env: dict[str, str], runs: int = 11
 ) -> tuple[float, float]:
@@ -480,6 +494,89 @@ def paired_medians(
             subprocess.run(command, env=env, capture_output=True, check=True)
             into.append(time.perf_counter() - started)
     return statistics.median(timings[0]), statistics.median(timings[1])
+
+
+def interleaved_runs(
+    commands: dict[str, list[str]], env: dict[str, str], runs: int = CLI_RUNS
+) -> dict[str, tuple[float, list[str]]]:
+    """Each command's median wall time over ``runs`` runs and its outputs (stdout), the
+    commands taken in turn, round after round, so that the machine's drift and its
+    neighbours' load fall on all alike. A command that fails stops the benchmark."""
+    timings: dict[str, list[float]] = {name: [] for name in commands}
+    outputs: dict[str, list[str]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            started = time.perf_counter()
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            timings[name].append(time.perf_counter() - started)
+            if done.returncode != 0:
+                raise SystemExit(
+                    f"bench: {' '.join(command[2:])} exited {done.returncode}: {done.stderr}"
+                )
+            outputs[name].append(done.stdout)
+    return {name: (statistics.median(timings[name]), outputs[name]) for name in commands}
+
+
+def cli_subjects(
+    engine: Engine, users: int, bnplctl: list[str], env: dict[str, str]
+) -> tuple[str, str]:
+    """The users the timed commands read and write: one with overdue installments (for
+    ``debt show`` and ``users show``, so that neither answers from an empty result), and
+    one NORMAL (for ``plans create``, which refuses a DEBT_USER). Once swept, the workload
+    leaves no NORMAL user at most N (at N = 2 000, 20 000 or 100 000, a user's plans start
+    40 days apart in the 120-day cycle, so one of them is late): then one more user,
+    without plans, is onboarded through the product (``users add``, untimed)."""
+    with engine.connect() as connection:
+        debtor = connection.execute(
+            text(
+                "SELECT user_id FROM installments WHERE status = 'OVERDUE'"
+                " ORDER BY user_id <> :preferred, user_id LIMIT 1"
+            ),
+            {"preferred": DEBTOR},
+        ).scalar()
+        normal = connection.execute(
+            text("SELECT user_id FROM users WHERE status = 'NORMAL' ORDER BY user_id LIMIT 1")
+        ).scalar()
+    if debtor is None:
+        raise SystemExit("bench: no user has overdue installments after the sweep")
+    if normal is None:
+        row = dict(zip(USER_FIELDS, user_row(users), strict=True))
+        options = [f"--{field.replace('_', '-')}={value}" for field, value in row.items()]
+        subprocess.run(
+            [*bnplctl, "users", "add", *options, "-o", "json"],
+            env=env, check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        normal = row["user_id"]
+    return debtor, normal
+
+
+def check_created_plans(engine: Engine, outputs: list[str], user_id: str, amount: str) -> None:
+    """Every ``plans create`` run made a plan of ``user_id``'s, as it printed."""
+    ids = [json.loads(output)["id"] for output in outputs]
+    with engine.connect() as connection:
+        found = connection.execute(
+            text(
+                "SELECT count(*) FROM plans WHERE id = ANY(:ids) AND user_id = :user"
+                " AND total_amount = CAST(:amount AS numeric)"
+            ),
+            {"ids": ids, "user": user_id, "amount": amount},
+        ).scalar_one()
+    if found != len(set(ids)) or len(set(ids)) != len(outputs):
+        raise SystemExit(f"bench: plans create printed plans {ids}; {found} of them exist")
+
+
+def cli_figures(help_s: float, typer_s: float, timed: dict[str, float]) -> dict[str, Any]:
+    """The ``cli`` block: the figures, rounded, and whether each meets its target."""
+    figures: dict[str, Any] = {
+        "help_s": round(help_s, 3),
+        "typer_import_s": round(typer_s, 3),
+        "help_ratio": round(help_s / typer_s, 2),
+    }
+    figures |= {name: round(seconds, 3) for name, seconds in timed.items()}
+    targets = {name: figures[name] <= limit for name, limit in CLI_TARGETS_S.items()}
+    targets["help_ratio"] = figures["help_ratio"] <= HELP_RATIO_TARGET
+    figures["targets"] = targets
+    return figures
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -570,7 +667,29 @@ def measure(users: int, url: str, env: dict[str, str], workdir: Path) -> dict[st
 
         verify_s, count_s, verify_ok = verify_timings(engine)
         latencies = debt_show_latencies(url, users)
-        debt_cli_s = median_seconds([*bnplctl, "debt", "show", "u0000001", "-o", "json"], env)
+
+        # The commands at the terminal, last, on a quiet machine, as whole processes.
+        debtor, normal = cli_subjects(engine, users, bnplctl, env)
+        settle(engine)
+        create_amount = "300.00"
+        timed = interleaved_runs(
+            {
+                "plans_preview_s": [
+                    *bnplctl, "plans", "preview", "--amount", "500.00", "--installments", "3",
+                    "-o", "json",
+                ],
+                "users_show_s": [*bnplctl, "users", "show", debtor, "-o", "json"],
+                "debt_show_s": [*bnplctl, "debt", "show", debtor, "-o", "json"],
+                "plans_create_s": [
+                    *bnplctl, "plans", "create", "--user", normal, "--amount", create_amount,
+                    "--installments", "3", "-o", "json",
+                ],
+            },
+            env,
+        )  # fmt: skip
+        if not json.loads(timed["debt_show_s"][1][0])["overdue_installments"]:
+            raise SystemExit(f"bench: debt show {debtor} found no overdue installments")
+        check_created_plans(engine, timed["plans_create_s"][1], normal, create_amount)
     finally:
         engine.dispose()
         from bnplctl.db import dispose_engine
@@ -613,11 +732,7 @@ def measure(users: int, url: str, env: dict[str, str], workdir: Path) -> dict[st
             "p50_ms": round(percentile(latencies, 0.50) * 1000, 3),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 3),
         },
-        "cli": {
-            "help_s": round(help_s, 3),
-            "typer_import_s": round(typer_s, 3),
-            "debt_show_s": round(debt_cli_s, 3),
-        },
+        "cli": cli_figures(help_s, typer_s, {name: median for name, (median, _) in timed.items()}),
     }
 
 
@@ -644,10 +759,17 @@ def soak_main(server_url: str, seconds: float) -> int:
     return 0 if report.ok else 1
 
 
+def _figure(value: Any) -> str:
+    if isinstance(value, dict):  # the targets: which are met
+        verdicts = (f"{key} {'met' if met else 'MISSED'}" for key, met in value.items())
+        return f"({', '.join(verdicts)})"
+    return str(value)
+
+
 def render_table(report: dict[str, Any]) -> str:
     lines = [f"bnplctl benchmark, N = {report['users']} ({report['machine']}, {report['date']})"]
     for step in ("import_users", "sweep", "ingest", "verify", "debt_show", "cli"):
-        figures = ", ".join(f"{key} {value}" for key, value in report[step].items())
+        figures = ", ".join(f"{key} {_figure(value)}" for key, value in report[step].items())
         lines.append(f"  {step:<13} {figures}")
     return "\n".join(lines)
 

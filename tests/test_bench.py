@@ -1,11 +1,27 @@
-"""The benchmark's plain-SQL references run on exact copies of the product's tables."""
+"""The benchmark: its plain-SQL references run on exact copies of the product's tables;
+a small run reports every figure, the terminal's among them, against their targets."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from bench.run import copy_tables, drop_tables, table_shape
+from bench.run import (
+    CLI_RUNS,
+    CLI_TARGETS_S,
+    HELP_RATIO_TARGET,
+    cli_figures,
+    copy_tables,
+    drop_tables,
+    fresh_database,
+    measure,
+    render_table,
+    table_shape,
+)
+from tests.conftest import DatabaseUnderTest, reset_process_state
 
 # Every table a reference copies, and a table it does not copy (for the negative check).
 COPIED = ("users", "installments", "refunds", "audit_events", "webhook_events")
@@ -38,3 +54,60 @@ def test_table_shape_sees_a_missing_storage_parameter(engine: Engine) -> None:
             assert table_shape(connection, "refunds") != table_shape(connection, "like_refunds")
         finally:
             connection.execute(text("DROP TABLE like_refunds"))
+
+
+def test_cli_targets_compare_the_reported_figures(no_database: None) -> None:
+    at_the_limit = dict(CLI_TARGETS_S)
+    figures = cli_figures(HELP_RATIO_TARGET * 0.2, 0.2, at_the_limit)
+    assert figures["help_ratio"] == HELP_RATIO_TARGET
+    assert all(figures["targets"].values()), figures
+    over = cli_figures(0.31, 0.2, {name: limit + 0.001 for name, limit in at_the_limit.items()})
+    assert over["targets"] == dict.fromkeys([*CLI_TARGETS_S, "help_ratio"], False)
+
+
+def test_a_small_bench_reports_the_terminal_figures(
+    test_database: DatabaseUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """W(2000) end to end: every ``cli`` figure is there and positive, each target is
+    judged on the figure reported, and the ``plans create`` runs timed made their plans,
+    on a user the sweep left NORMAL (the timing is of a real plan, not of a refusal)."""
+    with fresh_database(test_database.server_url, "bnpl_bench_test", tmp_path) as (url, env):
+        monkeypatch.setenv("BNPL_DATABASE_URL", url)  # ``debt show`` is also timed in process
+        reset_process_state()
+        report = measure(2000, url, env, tmp_path)
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                created = connection.execute(
+                    text(
+                        "SELECT p.id, p.user_id, u.status, p.total_amount, p.installment_count,"
+                        " (SELECT count(*) FROM installments i WHERE i.plan_id = p.id)"
+                        " FROM audit_events a JOIN plans p ON p.id = CAST(a.entity_id AS bigint)"
+                        " JOIN users u ON u.user_id = p.user_id WHERE a.action = 'plan.created'"
+                    )
+                ).all()
+                debtor_overdue = connection.execute(
+                    text(
+                        "SELECT count(*) FROM installments"
+                        " WHERE user_id = 'u0000001' AND status = 'OVERDUE'"
+                    )
+                ).scalar_one()
+        finally:
+            engine.dispose()
+
+    cli = report["cli"]
+    timed = ["help_s", "typer_import_s", "help_ratio", *CLI_TARGETS_S]
+    for name in timed:
+        assert isinstance(cli[name], float) and cli[name] > 0, (name, cli[name])
+    assert cli["help_ratio"] == pytest.approx(cli["help_s"] / cli["typer_import_s"], abs=0.02)
+    assert cli["targets"] == {
+        **{name: cli[name] <= limit for name, limit in CLI_TARGETS_S.items()},
+        "help_ratio": cli["help_ratio"] <= HELP_RATIO_TARGET,
+    }
+    assert all(isinstance(met, bool) for met in cli["targets"].values())
+    # One plan per timed run, all of one NORMAL user, as asked: 300.00 in 3 installments.
+    assert len(created) == CLI_RUNS
+    assert {row[1:] for row in created} == {(created[0][1], "NORMAL", 300, 3, 3)}
+    assert debtor_overdue > 0  # ``debt show``'s subject has something to show
+    table = render_table(report)
+    assert "plans_create_s" in table and "help_ratio" in table and "targets (" in table
