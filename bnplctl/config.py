@@ -37,11 +37,23 @@ class Settings(BaseSettings):
     grace_days: int = Field(default=0, ge=0, le=365)
     sweep_at: str = "02:00"
     log_format: Literal["text", "json"] = "text"
+    currency: str | None = None
 
     @field_validator("database_url")
     @classmethod
     def _blank_url_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, value: str | None) -> str | None:
+        """An ISO 4217 code (``UZS``), or unset; it only labels money columns."""
+        if value is None or not value.strip():
+            return None
+        code = value.strip().upper()
+        if not re.fullmatch(r"[A-Z]{3}", code):
+            raise ValueError("expected an ISO 4217 currency code, e.g. UZS")
+        return code
 
     @field_validator("timezone")
     @classmethod

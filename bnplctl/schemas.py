@@ -233,3 +233,28 @@ class WebhookRow(BaseModel):
     @classmethod
     def parse(cls, fields: dict[str, Any]) -> WebhookRow:
         return validated(cls, fields)
+
+
+def user_problems(fields: dict[str, Any], today: date | None = None) -> dict[str, str]:
+    """Why each field present in ``fields`` fails ``UserCreate`` (``field: reason``, worded
+    as ``validation_message`` words it, never with the value); fields left out are not
+    reported. ``users add`` checks by the model itself, so each rule keeps one home."""
+    try:
+        UserCreate.model_validate(fields, context={"today": today})
+    except ValidationError as exc:
+        problems: dict[str, str] = {}
+        for error in exc.errors(include_input=False, include_url=False):
+            if error["type"] == "missing":
+                continue
+            field = ".".join(str(part) for part in error["loc"]) or "input"
+            original = (error.get("ctx") or {}).get("error")
+            reason = original.message if isinstance(original, InvalidInput) else None
+            problems.setdefault(field, reason or f"{field}: {error['msg']}")
+        return problems
+    return {}
+
+
+def user_field_problem(field: str, value: str) -> str | None:
+    """Why ``value`` is not a valid ``field`` of ``UserCreate``, checked alone (a value
+    typed at a terminal, before the next is asked); None when it is valid."""
+    return user_problems({field: value}).get(field)

@@ -107,7 +107,7 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
         "bnplctl.cli.plans",
         "Installment plans: preview the schedule, create, list, show.",
     ),
-    "installments": ("bnplctl.cli.installments", "Installments: record payments."),
+    "installments": ("bnplctl.cli.installments", "Installments: list them, record payments."),
     "debt": ("bnplctl.cli.debt", "Debt: what a user owes."),
     "refunds": ("bnplctl.cli.refunds", "Refunds: create, approve, reject, cancel, list, show."),
     "webhooks": ("bnplctl.cli.webhooks", "Merchant refund-status webhook files."),
@@ -127,12 +127,49 @@ def load_group(name: str) -> Any:
     module = importlib.import_module(LAZY_GROUPS[name][0])
     group = typer.main.get_group(module.app)
     group.name = name
-    return group
+    return readable(group)
+
+
+def readable(command: Any) -> Any:
+    """``command`` (and its subcommands) with help a person reads: each example kept on
+    its own lines as written (a line ending in `` \\`` goes on, as in a shell), and every
+    option's value named in words (``N``, ``AMOUNT``), never a Python type."""
+    for sub in getattr(command, "commands", {}).values():
+        readable(sub)
+    if command.help:
+        command.help = command.help.replace("\n\nExample: ", "\n\n\b\nExample: ")
+    for param in command.params:
+        if param.param_type_name == "argument":
+            _plain_argument(param)
+            continue
+        if param.is_flag or param.metavar is not None:
+            continue
+        choices = getattr(param.type, "choices", None)
+        if choices:
+            param.metavar = "[" + "|".join(str(choice) for choice in choices) + "]"
+        elif param.type.name in ("integer", "integer range"):
+            param.metavar = "N"
+        else:
+            param.metavar = (param.name or "value").upper()
+    return command
+
+
+def _plain_argument(param: Any) -> None:
+    """An argument shown as click shows it, ``INSTALLMENT_ID...`` (``[FILE]`` when
+    optional), not in Typer's braces."""
+    name = param.metavar or (param.name or "value").upper()
+    shown = name + ("..." if param.nargs != 1 and not name.endswith("...") else "")
+    shown = shown if param.required else f"[{shown}]"
+    param.make_metavar = lambda *args, **kwargs: shown
 
 
 class BoundaryGroup(TyperGroup):
     """The root group: maps what a command raises to a message and an exit code, and
     loads a command group only when it is named (``LAZY_GROUPS``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        readable(self)
 
     def list_commands(self, ctx: Any) -> list[str]:
         return [*self.commands, *(name for name in LAZY_GROUPS if name not in self.commands)]
@@ -140,7 +177,8 @@ class BoundaryGroup(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
             self.commands[cmd_name] = load_group(cmd_name)
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        return readable(command) if command is not None else None
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         """Typer's, with its "Did you mean" drawn from every command, loaded or not."""
@@ -221,7 +259,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     # Plain help: Typer's Rich help costs ~100 ms of imports on every --help.
     rich_markup_mode=None,
-    add_completion=False,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -5,7 +5,14 @@ from typing import Annotated
 
 import typer
 
-from bnplctl.cli.options import MAX_LIMIT, OutputFormat, OutputOption
+from bnplctl.cli.options import (
+    AllOption,
+    LimitOption,
+    OutputFormat,
+    OutputOption,
+    for_people,
+    sort_option,
+)
 
 app = typer.Typer(
     help="The audit trail: who changed what, and when.\n\n"
@@ -13,7 +20,13 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-AUDIT_COLUMNS = ("id", "occurred_at", "actor", "action", "entity", "entity_id", "details")
+AUDIT_COLUMNS = (
+    "id", "occurred_at", "actor", "action", "entity", "entity_id", "user_id", "details"
+)  # fmt: skip
+# A table for a person: what an event was about in one column, details one per line.
+AUDIT_TABLE = ("id", "occurred_at", "actor", "action", "about", "user_id", "details")
+AUDIT_DROP = ("user_id", "id", "actor")
+AUDIT_SORT = ("id", "occurred_at", "actor", "action", "entity", "entity_id")
 
 
 class Entity(StrEnum):
@@ -39,9 +52,9 @@ def list_(
     since: Annotated[
         str | None, typer.Option("--since", help="ISO date or timestamp, e.g. 2026-11-01.")
     ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="At most this many events.")
-    ] = 100,
+    limit: LimitOption = None,
+    every: AllOption = False,
+    sort: Annotated[str | None, sort_option(AUDIT_SORT)] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Audit events, newest first.
@@ -50,10 +63,12 @@ def list_(
 
     Example: bnplctl audit list --user usr-001 -o json
     """
+    from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
     from bnplctl.services.audit import list_events, parse_since, public_event
 
+    request = list_request(limit, every, sort)
     since_at = parse_since(since) if since else None
     with session_scope() as session:
         events = list_events(
@@ -61,7 +76,14 @@ def list_(
             entity=entity.value if entity is not None else None,
             user_id=user,
             since=since_at,
-            limit=limit,
+            request=request,
         )
         shown = (public_event(event) for event in events)  # rendered as they arrive
-        render_list(shown, output, columns=AUDIT_COLUMNS, title="Audit events")
+        if for_people(output):
+            rows = (
+                {**event, "about": f"{event['entity']} {event['entity_id']}"} for event in shown
+            )
+            render_list(rows, output, columns=AUDIT_TABLE, title="Audit events", drop=AUDIT_DROP)
+        else:
+            render_list(shown, output, columns=AUDIT_COLUMNS)
+        report_cut(events)

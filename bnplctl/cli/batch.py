@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from bnplctl.cli.options import OutputFormat
+from bnplctl.cli.options import OutputFormat, for_people
 from bnplctl.errors import ExitCode
 from bnplctl.importing.batch import BatchReport, Rejected, RejectsFile
 
@@ -25,23 +25,41 @@ def progress_size(source: str) -> int | None:
     return size if size >= PROGRESS_MIN_BYTES else None
 
 
-def _rows(rejected: Sequence[Rejected], key_name: str) -> list[dict[str, Any]]:
+def _rows(
+    rejected: Sequence[Rejected], key_name: str, files: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Rejected rows as records: ``file`` (of ``files``, by index), line, key, outcome,
+    reason."""
     return [
-        {"line": row.line, key_name: row.key, "outcome": row.outcome, "reason": row.reason}
+        {
+            "file": files[row.file_index] if row.file_index < len(files) else "-",
+            "line": row.line,
+            key_name: row.key,
+            "outcome": row.outcome,
+            "reason": row.reason,
+        }
         for row in rejected
     ]
 
 
 def show_rejects(
-    shown: Sequence[Rejected], total: int, *, key_name: str, rejects: Path | None, title: str
+    shown: Sequence[Rejected],
+    total: int,
+    *,
+    key_name: str,
+    rejects: Path | None,
+    title: str,
+    files: Sequence[str],
 ) -> None:
-    """The first rejected rows as a table on stderr, and where the rest went."""
+    """The first rejected rows as a table on stderr (with the file when there were
+    several), and where the rest went."""
     from bnplctl.cli.output import message, table_to_stderr
 
     if shown:
+        columns = ["file"] if len(files) > 1 else []
         table_to_stderr(
-            _rows(shown[:_REJECTS_SHOWN], key_name),
-            ["line", key_name, "outcome", "reason"],
+            _rows(shown[:_REJECTS_SHOWN], key_name, files),
+            [*columns, "line", key_name, "outcome", "reason"],
             title=title,
         )
         if total > min(len(shown), _REJECTS_SHOWN):
@@ -49,6 +67,28 @@ def show_rejects(
                     "use --rejects FILE for all")  # fmt: skip
     if rejects is not None:
         message(f"{total} row(s) written to {rejects}")
+
+
+def render_summary(
+    summary: dict[str, Any],
+    rejected: Sequence[Rejected],
+    output: OutputFormat,
+    *,
+    key_name: str,
+    files: Sequence[str],
+    title: str,
+) -> None:
+    """A batch's summary in every format: a table (the rejects follow on stderr); JSON
+    with the ``rejected`` rows; CSV as one row of counts (rejected rows are the
+    ``--rejects`` file's, never a list inside a cell)."""
+    from bnplctl.cli.output import render_one
+
+    if for_people(output):
+        render_one(summary, output, title=title)
+    elif output is OutputFormat.csv:
+        render_one({k: v for k, v in summary.items() if not isinstance(v, list)}, output)
+    else:
+        render_one(summary | {"rejected": _rows(rejected, key_name, files)}, output)
 
 
 def finish_batch(
@@ -64,23 +104,19 @@ def finish_batch(
 ) -> None:
     """The summary (with ``extra`` after the counts), the rejects (of ``source``), and
     exit 5 when any row was rejected."""
-    from bnplctl.cli.output import render_one
-
     if rejects is not None:
         for row in report.rejected:
             rejects.write(source, row)
         rejects.close()
     summary = report.summary() | (extra or {})
-    if output is not OutputFormat.table:
-        summary["rejected"] = _rows(report.rejected, key_name)
-    render_one(summary, output, title=title)
-    shown = report.rejected if output is OutputFormat.table else []
+    render_summary(summary, report.rejected, output, key_name=key_name, files=[source], title=title)
     show_rejects(
-        shown,
+        report.rejected if for_people(output) else [],
         len(report.rejected),
         key_name=key_name,
         rejects=rejects.path if rejects is not None else None,
         title="Rejected rows",
+        files=[source],
     )
     if exit_on_rejects and report.has_rejections:
         raise typer.Exit(code=ExitCode.BATCH_REJECTED)

@@ -1,15 +1,94 @@
-"""``bnplctl installments``: record payments."""
+"""``bnplctl installments``: list installments, record payments."""
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
-from bnplctl.cli.options import IdempotencyKeyOption, OutputFormat, OutputOption
+from bnplctl.cli.options import (
+    AllOption,
+    IdempotencyKeyOption,
+    LimitOption,
+    OutputFormat,
+    OutputOption,
+    sort_option,
+)
 
 app = typer.Typer(
-    help="Installments: record payments.\n\nExample: bnplctl installments pay 17 18",
+    help="Installments: list them, record payments.\n\n"
+    "Example: bnplctl installments list --user usr-001 --status OVERDUE",
     rich_markup_mode=None,
 )
+
+# Every field of -o json; a narrow table drops INSTALLMENT_DROP first, in that order.
+INSTALLMENT_COLUMNS = (
+    "id", "plan_id", "user_id", "sequence", "amount_due", "due_date", "status", "paid_at"
+)  # fmt: skip
+INSTALLMENT_DROP = ("paid_at", "sequence", "user_id")
+INSTALLMENT_SORT = (
+    "id", "plan_id", "user_id", "sequence", "amount_due", "due_date", "status", "paid_at"
+)  # fmt: skip
+
+
+class InstallmentStatusFilter(StrEnum):
+    UPCOMING = "UPCOMING"
+    OVERDUE = "OVERDUE"
+    PAID = "PAID"
+
+
+@app.command("list")
+def list_(
+    user: Annotated[
+        str | None, typer.Option("--user", metavar="USER_ID", help="Only this user's.")
+    ] = None,
+    plan: Annotated[
+        int | None, typer.Option("--plan", metavar="PLAN_ID", help="Only this plan's.")
+    ] = None,
+    status: Annotated[
+        InstallmentStatusFilter | None, typer.Option("--status", help="Only in this status.")
+    ] = None,
+    due_before: Annotated[
+        str | None,
+        typer.Option("--due-before", metavar="DATE", help="Only due before DATE (YYYY-MM-DD)."),
+    ] = None,
+    limit: LimitOption = None,
+    every: AllOption = False,
+    sort: Annotated[str | None, sort_option(INSTALLMENT_SORT)] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """List installments, earliest due first.
+
+    Example: bnplctl installments list --user usr-001 --status OVERDUE
+
+    Example: bnplctl installments list --plan 1 -o csv
+    """
+    from bnplctl.cli.lists import list_request, report_cut
+    from bnplctl.cli.output import render_list
+    from bnplctl.db import session_scope
+    from bnplctl.models import InstallmentStatus
+    from bnplctl.services.plans import list_installments, public_installment
+    from bnplctl.validators import parse_date
+
+    request = list_request(limit, every, sort)
+    before = parse_date(due_before, "due-before") if due_before is not None else None
+    with session_scope() as session:
+        installments = list_installments(
+            session,
+            user_id=user,
+            plan_id=plan,
+            status=InstallmentStatus(status.value) if status else None,
+            due_before=before,
+            request=request,
+        )
+        shown = (public_installment(item) for item in installments)  # as they arrive
+        render_list(
+            shown,
+            output,
+            columns=INSTALLMENT_COLUMNS,
+            title="Installments",
+            drop=INSTALLMENT_DROP,
+        )
+        report_cut(installments)
 
 
 @app.command("pay")

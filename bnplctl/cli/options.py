@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,9 +13,15 @@ MAX_LIMIT = 1_000_000_000
 
 class OutputFormat(StrEnum):
     table = "table"
+    wide = "wide"
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
+
+
+def for_people(fmt: OutputFormat) -> bool:
+    """A table (narrow or wide), not a format for programs."""
+    return fmt in (OutputFormat.table, OutputFormat.wide)
 
 
 class InputFormat(StrEnum):
@@ -30,7 +36,8 @@ OutputOption = Annotated[
     typer.Option(
         "--output",
         "-o",
-        help="table for people; json, jsonl or csv for programs.",
+        help="table for people (wide: every column, whatever the terminal's width);"
+        " json, jsonl or csv for programs.",
         case_sensitive=False,
     ),
 ]
@@ -51,3 +58,20 @@ IdempotencyKeyOption = Annotated[
         help="Run this request once: a repeat with the same key returns the first result.",
     ),
 ]
+
+# Checked by cli.lists.list_request (1 to MAX_LIMIT): a range here would put Python's
+# "1<=x<=1000000000" into the help.
+LimitOption = Annotated[
+    int | None,
+    typer.Option("--limit", metavar="N", help="Show at most N rows (default 100)."),
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Show every row, however many.")]
+
+
+def sort_option(fields: tuple[str, ...]) -> Any:
+    """``--sort FIELD`` over a list's sortable ``fields``; ``-FIELD`` sorts descending."""
+    return typer.Option(
+        "--sort",
+        metavar="FIELD",
+        help=f"Order by {', '.join(fields)}; -FIELD for descending.",
+    )

@@ -38,9 +38,10 @@ def _text(value: Any) -> Text:
     return Text(printable(value if isinstance(value, str) else _cell(value)))
 
 
-def _console(stderr: bool = False) -> Console:
+def _console(stderr: bool = False, width: int | None = None) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else _UNBOUNDED_WIDTH
+    if width is None and not stream.isatty():
+        width = _UNBOUNDED_WIDTH
     return _console_class()(
         file=stream, width=width, highlight=False, soft_wrap=stream is sys.stderr
     )
@@ -115,8 +116,10 @@ def render_list(
     *,
     columns: Sequence[str] | None = None,
     title: str | None = None,
+    drop: Sequence[str] | None = None,
 ) -> None:
-    """A list: a table, a JSON array, JSON lines, or CSV with a header. The last three
+    """A list: a table (``drop``: the columns a narrow terminal loses first), a JSON
+    array, JSON lines, or CSV with a header. The last three
     are written as the records arrive, so an export of any size takes flat memory; a
     table needs them all (its column widths)."""
     rows = iter(records)
@@ -131,7 +134,7 @@ def render_list(
     elif fmt is OutputFormat.csv:
         _write_csv(stream, names)
     else:
-        _table(list(stream), names, title=title)
+        _table(list(stream), names, title=title, drop=drop, wide=fmt is OutputFormat.wide)
 
 
 def _write_json_array(records: Iterator[Record]) -> None:
@@ -155,11 +158,13 @@ def render_one(record: Record, fmt: OutputFormat, *, title: str | None = None) -
     else:
         from rich.table import Table
 
+        from bnplctl.cli.tables import cell_text, header
+
         table = Table(show_header=False)
-        table.add_column("field", style="bold")
+        table.add_column("field", style="bold", no_wrap=True)
         table.add_column("value", overflow="fold")
         for name, value in record.items():
-            table.add_row(name, _text(value))
+            table.add_row(_text(header(name)), _styled(name, cell_text(name, value, _plain(value))))
         _print_table(_console(), table, title)
 
 
@@ -173,6 +178,7 @@ def render_nested(
     title: str,
     child_title: str,
     parent: tuple[str, Any] | None = None,
+    child_drop: Sequence[str] | None = None,
 ) -> None:
     """An entity with a list inside (a plan and its installments).
 
@@ -188,7 +194,8 @@ def render_nested(
     else:
         header = {name: value for name, value in record.items() if name != child_key}
         render_one(header, fmt, title=title)
-        _table(children, child_columns, title=child_title)
+        wide = fmt is OutputFormat.wide
+        _table(children, child_columns, title=child_title, drop=child_drop, wide=wide)
 
 
 @to_stdout
@@ -269,17 +276,61 @@ def _table(
     *,
     title: str | None = None,
     stderr: bool = False,
+    drop: Sequence[str] | None = None,
+    wide: bool = False,
 ) -> None:
+    """A table laid out by ``tables``: ids, statuses, dates and amounts never wrap; at a
+    narrow terminal the columns of ``drop`` go first (by default the rightmost ones,
+    never the first); ``wide`` keeps them all, wider than the terminal if need be."""
     from rich.table import Table
 
+    from bnplctl.cli import tables
+
+    console = _console(stderr=stderr)
+    cells = [
+        {name: tables.cell_text(name, record.get(name), _plain(record.get(name))) for name in names}
+        for record in records
+    ]
+    terminal = None if console.width >= _UNBOUNDED_WIDTH or wide else console.width
+    order = list(drop) if drop is not None else list(reversed(names[1:]))
+    layout = tables.fit(names, cells, terminal, order, wide=wide)
+    if wide and layout.width > console.width:
+        console = _console(stderr=stderr, width=layout.width)
     table = Table()
-    for name in names:
-        table.add_column(name, overflow="fold")
-    for record in records:
-        table.add_row(*(_text(record.get(name)) for name in names))
+    for name in layout.names:
+        column = [record.get(name) for record in records]
+        text = tables.kind_of(name) == "text"
+        table.add_column(
+            _text(tables.header(name)),
+            justify=tables.justify(name, column),  # type: ignore[arg-type]
+            no_wrap=not text,
+            min_width=None if text and not wide else layout.min_widths[name],
+            overflow="fold",
+        )
+    for row in cells:
+        table.add_row(*(_styled(name, row[name]) for name in layout.names))
     if not records:
         table.caption = "no rows"
-    _print_table(_console(stderr=stderr), table, title)
+    elif layout.dropped:
+        table.caption = f"not shown at this width: {', '.join(layout.dropped)} (-o wide shows all)"
+    _print_table(console, table, title)
+
+
+def _plain(value: Any) -> str:
+    """A cell for a person: a mapping (audit details) one ``key=value`` per line."""
+    if isinstance(value, dict):
+        return "\n".join(f"{key}={printable(_cell(item))}" for key, item in value.items())
+    return printable(value if isinstance(value, str) else _cell(value))
+
+
+def _styled(name: str, plain: str) -> Text:
+    """A cell as plain text (never read as markup), a status in its colour."""
+    from rich.text import Text
+
+    from bnplctl.cli.tables import STATUS_STYLES, kind_of
+
+    style = STATUS_STYLES.get(plain, "") if kind_of(name) == "status" else ""
+    return Text(plain, style=style)
 
 
 def _print_table(console: Console, table: Any, title: str | None) -> None:

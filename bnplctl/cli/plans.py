@@ -5,7 +5,14 @@ from typing import Annotated, Any
 
 import typer
 
-from bnplctl.cli.options import MAX_LIMIT, IdempotencyKeyOption, OutputFormat, OutputOption
+from bnplctl.cli.options import (
+    AllOption,
+    IdempotencyKeyOption,
+    LimitOption,
+    OutputFormat,
+    OutputOption,
+    sort_option,
+)
 
 app = typer.Typer(
     help="Installment plans: preview the schedule, create, list, show.\n\n"
@@ -23,7 +30,11 @@ PLAN_LIST_COLUMNS = (
     "paid",
     "next_due_date",
     "merchant_reference",
+    "start_date",
+    "created_at",
 )
+PLAN_DROP = ("created_at", "start_date", "merchant_reference", "paid", "installments", "user_id")
+PLAN_SORT = ("id", "user_id", "total_amount", "status", "start_date", "created_at")
 
 
 class PlanStatusFilter(StrEnum):
@@ -153,33 +164,41 @@ def create(
 
 @app.command("list")
 def list_(
-    user: Annotated[str | None, typer.Option("--user", help="Only this user's plans.")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", metavar="USER_ID", help="Only this user's plans.")
+    ] = None,
     status: Annotated[
         PlanStatusFilter | None, typer.Option("--status", help="Only plans in this status.")
     ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="At most this many plans.")
-    ] = 100,
+    limit: LimitOption = None,
+    every: AllOption = False,
+    sort: Annotated[str | None, sort_option(PLAN_SORT)] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """List plans, oldest first (json/jsonl include the installments).
+    """List plans, oldest first (json/jsonl include the installments; for them in CSV,
+    see `bnplctl installments list`).
 
     Example: bnplctl plans list --user usr-001 --status ACTIVE
+
+    Example: bnplctl plans list --sort -total_amount --limit 10 -o csv
     """
+    from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
     from bnplctl.models import PlanStatus
     from bnplctl.services.plans import iter_public_plans, list_plans
 
+    request = list_request(limit, every, sort)
     with session_scope() as session:  # rendered as the plans arrive
         chosen = PlanStatus(status.value) if status else None
-        plans = list_plans(session, user_id=user, status=chosen, limit=limit)
+        plans = list_plans(session, user_id=user, status=chosen, request=request)
         shown = iter_public_plans(session, plans)
         if output in (OutputFormat.json, OutputFormat.jsonl):
             render_list(shown, output)
-            return
-        rows = (_plan_row(plan) for plan in shown)
-        render_list(rows, output, columns=PLAN_LIST_COLUMNS, title="Plans")
+        else:
+            rows = (_plan_row(plan) for plan in shown)
+            render_list(rows, output, columns=PLAN_LIST_COLUMNS, title="Plans", drop=PLAN_DROP)
+        report_cut(plans)
 
 
 def _plan_row(plan: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +213,8 @@ def _plan_row(plan: dict[str, Any]) -> dict[str, Any]:
         "paid": sum(1 for i in installments if i["status"] == "PAID"),
         "next_due_date": min(unpaid) if unpaid else None,
         "merchant_reference": plan["merchant_reference"],
+        "start_date": plan["start_date"],
+        "created_at": plan["created_at"],
     }
 
 

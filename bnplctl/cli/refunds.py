@@ -5,7 +5,14 @@ from typing import Annotated, Any
 
 import typer
 
-from bnplctl.cli.options import MAX_LIMIT, IdempotencyKeyOption, OutputFormat, OutputOption
+from bnplctl.cli.options import (
+    AllOption,
+    IdempotencyKeyOption,
+    LimitOption,
+    OutputFormat,
+    OutputOption,
+    sort_option,
+)
 
 app = typer.Typer(
     help="Refunds: create, approve, reject, cancel, list, show.\n\n"
@@ -13,6 +20,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+# Every field of -o json, so that CSV carries what JSON does; a narrow table drops the
+# columns of REFUND_DROP first, in that order.
 REFUND_COLUMNS = (
     "id",
     "transaction_id",
@@ -23,7 +32,24 @@ REFUND_COLUMNS = (
     "applied_amount",
     "payout_amount",
     "processed_at",
+    "reason",
+    "merchant_reference",
+    "created_at",
 )
+REFUND_DROP = (
+    "merchant_reference",
+    "created_at",
+    "reason",
+    "payout_amount",
+    "applied_amount",
+    "processed_at",
+    "plan_id",
+    "user_id",
+)
+# Fields --sort accepts (services.refunds.REFUND_SORT), listed here for the help.
+REFUND_SORT = (
+    "id", "transaction_id", "user_id", "plan_id", "amount", "status", "processed_at", "created_at"
+)  # fmt: skip
 
 
 class RefundStatusFilter(StrEnum):
@@ -144,29 +170,36 @@ def cancel(
 
 @app.command("list")
 def list_(
-    user: Annotated[str | None, typer.Option("--user", help="Only this user's refunds.")] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", metavar="USER_ID", help="Only this user's refunds.")
+    ] = None,
     status: Annotated[
         RefundStatusFilter | None, typer.Option("--status", help="Only refunds in this status.")
     ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="At most this many.")
-    ] = 100,
+    limit: LimitOption = None,
+    every: AllOption = False,
+    sort: Annotated[str | None, sort_option(REFUND_SORT)] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """List refunds, oldest first.
 
     Example: bnplctl refunds list --status PENDING -o csv
+
+    Example: bnplctl refunds list --sort -amount --limit 10
     """
+    from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
     from bnplctl.models import RefundStatus
     from bnplctl.services.refunds import list_refunds, public_refund
 
+    request = list_request(limit, every, sort)
     with session_scope() as session:
         chosen = RefundStatus(status.value) if status else None
-        refunds = list_refunds(session, user_id=user, status=chosen, limit=limit)
+        refunds = list_refunds(session, user_id=user, status=chosen, request=request)
         shown = (public_refund(refund) for refund in refunds)  # rendered as they arrive
-        render_list(shown, output, columns=REFUND_COLUMNS, title="Refunds")
+        render_list(shown, output, columns=REFUND_COLUMNS, title="Refunds", drop=REFUND_DROP)
+        report_cut(refunds)
 
 
 @app.command("show")

@@ -2,7 +2,7 @@
 
 import typer
 
-from bnplctl.cli.options import OutputFormat, OutputOption
+from bnplctl.cli.options import OutputFormat, OutputOption, for_people
 from bnplctl.errors import ExitCode
 
 
@@ -32,7 +32,7 @@ def status(output: OutputOption = OutputFormat.table) -> None:
             )
     except Unavailable as exc:
         report = unreachable(exc.message, SCHEMA_HEAD)
-    if output is OutputFormat.table:
+    if for_people(output):
         render_dashboard(report)
     else:
         render_one(report, output)

@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from bnplctl.cli.options import MAX_LIMIT, FormatOption, InputFormat, OutputFormat, OutputOption
+from bnplctl.cli.options import (
+    AllOption,
+    FormatOption,
+    InputFormat,
+    LimitOption,
+    OutputFormat,
+    OutputOption,
+    sort_option,
+)
 
 app = typer.Typer(
     help="Onboard and look up users. Phone, passport and card are always masked.\n\n"
@@ -14,15 +22,23 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+# Every field of -o json, so that CSV carries what JSON does; a narrow table drops the
+# columns of USER_DROP first, in that order.
 USER_LIST_COLUMNS = (
     "user_id",
     "full_name",
+    "status",
     "phone_number",
+    "date_of_birth",
     "passport_number",
     "card_number",
-    "date_of_birth",
-    "status",
+    "card_brand",
+    "created_at",
 )
+USER_DROP = (
+    "created_at", "card_brand", "card_number", "passport_number", "date_of_birth", "phone_number"
+)  # fmt: skip
+USER_SORT = ("user_id", "full_name", "status", "date_of_birth", "created_at")
 
 
 class StatusFilter(StrEnum):
@@ -51,29 +67,38 @@ def add(
     ] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Onboard one user; prints the masked user.
+    r"""Onboard one user; prints the masked user.
 
     A phone, passport or card left out is asked for on the terminal (passport and card
-    without echo), or read one per line from standard input when it is not a terminal,
-    so that a script need not put them on the command line.
+    without echo, each checked as it is typed and asked again when wrong), or read one
+    per line from standard input when it is not a terminal, so that a script need not
+    put them on the command line.
 
-    Example: bnplctl users add --user-id usr-001 --name "John Doe" --phone +998901234567
-    --passport AA1234567 --card 4111111111111111 --dob 1990-05-20
+    Example: bnplctl users add --user-id usr-001 --name "John Doe" --phone +998901234567 \
+      --passport AA1234567 --card 4111111111111111 --dob 1990-05-20
 
-    Example: printf '%s\n%s\n' "$PASSPORT" "$CARD" | bnplctl users add --name "Ann Lee"
-    --phone +998901234599 --dob 1990-01-01 -o json
+    Example: printf '%s\n%s\n' "$PASSPORT" "$CARD" | bnplctl users add --name "Ann Lee" \
+      --phone +998901234599 --dob 1990-01-01 -o json
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import render_one, warning
     from bnplctl.db import session_scope
-    from bnplctl.schemas import UserCreate
+    from bnplctl.errors import InvalidInput
+    from bnplctl.schemas import UserCreate, user_problems
     from bnplctl.services.users import onboard, public_user
 
+    given = {"user_id": user_id, "name": name, "dob": dob}
+    personal = {"phone": phone, "passport": passport, "card": card}
+    if None in personal.values() and _stdin_is_terminal():
+        # The options that fail are reported before anyone types a secret for nothing.
+        options = {field: value for field, value in personal.items() if value is not None}
+        problems = user_problems(given | options)
+        if problems:
+            raise InvalidInput(next(iter(problems.values())))
     phone = _asked(phone, "--phone", "Phone", secret=False)
     passport = _asked(passport, "--passport", "Passport", secret=True)
     card = _asked(card, "--card", "Card", secret=True)
-    fields = {"user_id": user_id, "name": name, "phone": phone, "passport": passport}
-    candidate = UserCreate.parse(fields | {"card": card, "dob": dob})
+    candidate = UserCreate.parse(given | {"phone": phone, "passport": passport, "card": card})
     with session_scope() as session:
         user = onboard(session, candidate, actor=current_actor(), warn=warning)
         shown = public_user(user)
@@ -104,12 +129,15 @@ def _read_answer(label: str, *, secret: bool) -> str:
 
 
 def _asked(value: str | None, option: str, label: str, *, secret: bool) -> str:
-    """An option left out: asked at the terminal until answered, or the next line of a
-    piped standard input. Input ending first (Ctrl-D) is a usage error, exit 2; Ctrl-C is
-    an interruption, exit 130, as anywhere else."""
+    """An option left out: asked at the terminal until answered with a valid value (checked
+    as ``UserCreate`` checks the field the option names; the reason on a line of its own,
+    then the question again), or the next line of a piped standard input, checked later
+    with the rest. Input ending first (Ctrl-D) is a usage error, exit 2; Ctrl-C is an
+    interruption, exit 130, as anywhere else."""
     import sys
 
     from bnplctl.errors import MissingInput
+    from bnplctl.schemas import user_field_problem
 
     if value is not None:
         return value
@@ -128,8 +156,13 @@ def _asked(value: str | None, option: str, label: str, *, secret: bool) -> str:
         except KeyboardInterrupt:
             sys.stderr.write("\n")
             raise
-        if answer.strip():
+        if not answer.strip():
+            continue
+        problem = user_field_problem(option.removeprefix("--"), answer)  # never the value
+        if problem is None:
             return answer
+        sys.stderr.write(f"{problem}\n")
+        sys.stderr.flush()
 
 
 @app.command("import")
@@ -196,24 +229,38 @@ def list_(
     status: Annotated[
         StatusFilter | None, typer.Option("--status", help="Only users in this status.")
     ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="At most this many users.")
-    ] = 100,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            "--search",
+            metavar="TEXT",
+            help="A user id prefix, part of the name, or the phone's last four digits.",
+        ),
+    ] = None,
+    limit: LimitOption = None,
+    every: AllOption = False,
+    sort: Annotated[str | None, sort_option(USER_SORT)] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """List users, masked, oldest first.
 
     Example: bnplctl users list --status DEBT_USER -o json
+
+    Example: bnplctl users list --search karim --sort full_name
     """
+    from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
     from bnplctl.models import UserStatus
     from bnplctl.services.users import list_users, public_user
 
+    request = list_request(limit, every, sort)
     with session_scope() as session:  # rendered as the rows arrive
         chosen = UserStatus(status.value) if status else None
-        shown = (public_user(user) for user in list_users(session, status=chosen, limit=limit))
-        render_list(shown, output, columns=USER_LIST_COLUMNS, title="Users")
+        users = list_users(session, status=chosen, search=search, request=request)
+        shown = (public_user(user) for user in users)
+        render_list(shown, output, columns=USER_LIST_COLUMNS, title="Users", drop=USER_DROP)
+        report_cut(users)
 
 
 @app.command("show")

@@ -5,7 +5,15 @@ from typing import Annotated
 
 import typer
 
-from bnplctl.cli.options import MAX_LIMIT, FormatOption, InputFormat, OutputFormat, OutputOption
+from bnplctl.cli.options import (
+    AllOption,
+    FormatOption,
+    InputFormat,
+    LimitOption,
+    OutputFormat,
+    OutputOption,
+    for_people,
+)
 from bnplctl.errors import ExitCode
 
 app = typer.Typer(
@@ -14,7 +22,22 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-FILE_COLUMNS = ("id", "file", "rows", "counts", "started_at", "finished_at", "actor")
+FILE_COLUMNS = (
+    "id",
+    "file",
+    "rows",
+    "applied",
+    "duplicate",
+    "stale",
+    "conflict",
+    "unknown_refund",
+    "invalid",
+    "started_at",
+    "finished_at",
+    "actor",
+    "sha256",
+)
+FILE_DROP = ("sha256", "actor", "started_at", "stale", "duplicate", "unknown_refund", "conflict")
 
 
 @app.command("ingest")
@@ -46,8 +69,8 @@ def ingest(
     Example: bnplctl webhooks ingest day1.csv day2.jsonl --rejects rejects.csv
     """  # fmt: skip
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.batch import progress_size, show_rejects
-    from bnplctl.cli.output import byte_progress, render_one
+    from bnplctl.cli.batch import progress_size, render_summary, show_rejects
+    from bnplctl.cli.output import byte_progress
     from bnplctl.importing.batch import RejectsFile
     from bnplctl.importing.webhooks import OUTCOMES, IngestReport, ingest_files
 
@@ -69,16 +92,18 @@ def ingest(
         if rejects_file is not None:
             rejects_file.finish(failed)
     summary = report.summary() | {"dry_run": dry_run, "files": files}
-    if output is OutputFormat.table:
-        title = "Webhook ingest" + (" (dry run: nothing written)" if dry_run else "")
-        render_one({name: summary[name] for name in ("rows", *OUTCOMES)}, output, title=title)
-    else:
-        render_one(summary, output)
-    shown = report.shown if output is OutputFormat.table else []
+    title = "Webhook ingest" + (" (dry run: nothing written)" if dry_run else "")
+    if for_people(output):
+        summary = {name: summary[name] for name in ("rows", *OUTCOMES)}
+    render_summary(summary, report.shown, output, key_name="refund_id", files=sources, title=title)
     show_rejects(
-        shown, report.rejected_total, key_name="refund_id", rejects=rejects,
+        report.shown if for_people(output) else [],
+        report.rejected_total,
+        key_name="refund_id",
+        rejects=rejects,
         title="Rows not applied",
-    )  # fmt: skip
+        files=sources,
+    )
     if report.rejected_total:
         raise typer.Exit(ExitCode.BATCH_REJECTED)
 
@@ -101,19 +126,24 @@ def _check_inputs(sources: list[str]) -> None:
 
 @app.command("files")
 def files(
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=MAX_LIMIT, help="At most this many.")
-    ] = 20,
+    limit: LimitOption = None,
+    every: AllOption = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """The files ingested so far, newest first: name, checksum, counts, when, who.
+    """The files ingested so far, newest first: name, counts, when, who, checksum.
 
     Example: bnplctl webhooks files --limit 5
+
+    Example: bnplctl webhooks files -o csv
     """
+    from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import connection_scope
     from bnplctl.importing.webhooks import list_files
 
     with connection_scope() as connection:
-        shown = list_files(connection, limit)
-    render_list(shown, output, columns=FILE_COLUMNS, title="Ingested webhook files")
+        shown = list_files(connection, list_request(limit, every, None))
+        render_list(
+            shown, output, columns=FILE_COLUMNS, title="Ingested webhook files", drop=FILE_DROP
+        )
+        report_cut(shown)

@@ -30,6 +30,7 @@ class Rejected:
     key: str
     outcome: str
     reason: str
+    file_index: int = 0  # which of a command's input files (webhooks ingest takes several)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -28,6 +28,7 @@ from sqlalchemy import text
 from bnplctl.errors import InvalidInput
 from bnplctl.importing.batch import Rejected, RejectsFile, chunked, read_ahead
 from bnplctl.importing.readers import HashingReader, RawRow
+from bnplctl.services.listing import ListRequest, Page
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
 from bnplctl.validators import (
     id_field,
@@ -44,7 +45,9 @@ if TYPE_CHECKING:
 OUTCOMES = ("applied", "duplicate", "stale", "conflict", "unknown_refund", "invalid")
 WEBHOOK_COLUMNS = ("refund_id", "status")
 CHUNK_ROWS = 5000
-SHOWN_REJECTS = 20
+# The first rows not applied kept for the report (-o json carries them); the rest go to
+# --rejects.
+SHOWN_REJECTS = 1000
 _COPY_COLUMNS = (
     "seq",
     "line",
@@ -121,6 +124,7 @@ class IngestReport:
     rejected_total: int = 0
     sink: RejectsFile | None = None
     file: str = "-"  # the file being ingested, for the rejects file
+    file_index: int = 0  # its place among the command's files, for the report
 
     def add(self, outcome: str, rejected: Rejected | None = None) -> None:
         self.counts[outcome] += 1
@@ -128,7 +132,7 @@ class IngestReport:
             return
         self.rejected_total += 1
         if len(self.shown) < SHOWN_REJECTS:
-            self.shown.append(rejected)
+            self.shown.append(replace(rejected, file_index=self.file_index))
         if self.sink is not None:
             self.sink.write(self.file, rejected)
 
@@ -468,7 +472,8 @@ def ingest_files(
     from bnplctl.importing.readers import detect_format, open_input, read_rows
 
     files: list[dict[str, Any]] = []
-    for name, size in sources:
+    for index, (name, size) in enumerate(sources):
+        report.file_index = index
         with open_input(name) as raw, progress(size, name) as advance:
             reader = HashingReader(raw, on_bytes=advance)
             stream = reader.buffered()
@@ -558,24 +563,32 @@ def _finish_file(file_id: int, summary: dict[str, Any], actor: str) -> None:
         )
 
 
-def list_files(session: Executor, limit: int) -> list[dict[str, Any]]:
-    rows = session.execute(
+def list_files(connection: Executor, request: ListRequest) -> Page[dict[str, Any]]:
+    """The ingested files, newest first; counts one field per outcome, as an ingest's
+    summary has them."""
+    limit = None if request.limit is None else request.limit + 1  # LIMIT NULL: all
+    rows = connection.execute(
         text(
             "SELECT id, file_name, sha256, rows, counts, started_at, finished_at, actor"
             " FROM ingested_files ORDER BY id DESC LIMIT :limit"
         ),
         {"limit": limit},
-    ).all()
-    return [
+    )
+    shown = (
         {
             "id": row.id,
             "file": row.file_name,
-            "sha256": row.sha256,
             "rows": row.rows,
-            "counts": {name: row.counts.get(name, 0) for name in OUTCOMES},
+            **{name: row.counts.get(name, 0) for name in OUTCOMES},
             "started_at": row.started_at.isoformat(),
             "finished_at": row.finished_at.isoformat() if row.finished_at else None,
             "actor": row.actor,
+            "sha256": row.sha256,
         }
         for row in rows
-    ]
+    )
+
+    def count() -> int:
+        return int(connection.execute(text("SELECT count(*) FROM ingested_files")).scalar_one())
+
+    return Page(rows=shown, limit=request.limit, count=count)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
 
-from bnplctl.db import LIST_BATCH
 from bnplctl.models import AuditEvent
+from bnplctl.services.listing import ListRequest, Page, ordering, page
 
 
 def record(
@@ -34,16 +33,19 @@ def record(
     )
 
 
+AUDIT_SORT = ("id", "occurred_at", "actor", "action", "entity", "entity_id")
+
+
 def list_events(
     session: Session,
     *,
     entity: str | None = None,
     user_id: str | None = None,
     since: datetime | None = None,
-    limit: int = 100,
-) -> Iterator[AuditEvent]:
-    """Newest first, fetched in batches; ``user_id`` keeps the events about that user and
-    what they own."""
+    request: ListRequest = ListRequest(),  # noqa: B008 (frozen)
+) -> Page[AuditEvent]:
+    """Newest first unless sorted, fetched in batches; ``user_id`` keeps the events about
+    that user and what they own."""
     query = select(AuditEvent)
     if entity is not None:
         query = query.where(AuditEvent.entity == entity)
@@ -51,8 +53,10 @@ def list_events(
         query = query.where(AuditEvent.user_id == user_id)
     if since is not None:
         query = query.where(col(AuditEvent.occurred_at) >= since)
-    query = query.order_by(col(AuditEvent.occurred_at).desc(), col(AuditEvent.id).desc())
-    return iter(session.exec(query.limit(limit).execution_options(yield_per=LIST_BATCH)))
+    fields = {name: col(getattr(AuditEvent, name)) for name in AUDIT_SORT}
+    newest = [col(AuditEvent.occurred_at).desc(), col(AuditEvent.id).desc()]
+    order = ordering(request.sort, fields, newest, col(AuditEvent.id))
+    return page(session, query.order_by(*order), request)
 
 
 def parse_since(raw: str) -> datetime:

@@ -14,9 +14,10 @@ from sqlmodel import Session, col, select
 from bnplctl import pii
 from bnplctl.db import LIST_BATCH
 from bnplctl.errors import DebtUserRefused, NotFound
-from bnplctl.models import Installment, Plan, PlanStatus, User, UserStatus
+from bnplctl.models import Installment, InstallmentStatus, Plan, PlanStatus, User, UserStatus
 from bnplctl.money import due_dates, format_amount, split_amount
 from bnplctl.services import audit
+from bnplctl.services.listing import ListRequest, Page, ordering, page
 
 
 @dataclass(frozen=True)
@@ -121,17 +122,62 @@ def get_plan(session: Session, plan_id: int) -> Plan:
     return plan
 
 
+PLAN_SORT = ("id", "user_id", "total_amount", "status", "start_date", "created_at")
+
+
 def list_plans(
-    session: Session, *, user_id: str | None, status: PlanStatus | None, limit: int
-) -> Iterator[Plan]:
-    """Oldest first, fetched in batches."""
+    session: Session,
+    *,
+    user_id: str | None = None,
+    status: PlanStatus | None = None,
+    request: ListRequest = ListRequest(),  # noqa: B008 (frozen)
+) -> Page[Plan]:
+    """Oldest first unless sorted, fetched in batches."""
     query = select(Plan)
     if user_id is not None:
         query = query.where(Plan.user_id == user_id)
     if status is not None:
         query = query.where(Plan.status == status.value)
-    query = query.order_by(col(Plan.id)).limit(limit)
-    return iter(session.exec(query.execution_options(yield_per=LIST_BATCH)))
+    fields = {name: col(getattr(Plan, name)) for name in PLAN_SORT}
+    order = ordering(request.sort, fields, [col(Plan.id)], col(Plan.id))
+    return page(session, query.order_by(*order), request)
+
+
+INSTALLMENT_SORT = (
+    "id",
+    "plan_id",
+    "user_id",
+    "sequence",
+    "amount_due",
+    "due_date",
+    "status",
+    "paid_at",
+)
+
+
+def list_installments(
+    session: Session,
+    *,
+    user_id: str | None = None,
+    plan_id: int | None = None,
+    status: InstallmentStatus | None = None,
+    due_before: date | None = None,
+    request: ListRequest = ListRequest(),  # noqa: B008 (frozen)
+) -> Page[Installment]:
+    """By due date (then id) unless sorted, fetched in batches."""
+    query = select(Installment)
+    if user_id is not None:
+        query = query.where(Installment.user_id == user_id)
+    if plan_id is not None:
+        query = query.where(Installment.plan_id == plan_id)
+    if status is not None:
+        query = query.where(Installment.status == status.value)
+    if due_before is not None:
+        query = query.where(col(Installment.due_date) < due_before)
+    fields = {name: col(getattr(Installment, name)) for name in INSTALLMENT_SORT}
+    default = [col(Installment.due_date), col(Installment.id)]
+    order = ordering(request.sort, fields, default, col(Installment.id))
+    return page(session, query.order_by(*order), request)
 
 
 def iter_public_plans(session: Session, plans: Iterable[Plan]) -> Iterator[dict[str, Any]]:
@@ -145,6 +191,7 @@ def public_installment(installment: Installment) -> dict[str, Any]:
     return {
         "id": installment.id,
         "plan_id": installment.plan_id,
+        "user_id": installment.user_id,
         "sequence": installment.sequence,
         "amount_due": format_amount(installment.amount_due),
         "due_date": installment.due_date.isoformat(),

@@ -4,18 +4,17 @@ through rule 6 (``refund_states``), rule 7 (``refund_application``) and rule 4
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from bnplctl.db import LIST_BATCH
 from bnplctl.errors import Conflict, NotFound, Refused
 from bnplctl.models import Plan, Refund, RefundStatus
 from bnplctl.money import format_amount
 from bnplctl.services import audit
+from bnplctl.services.listing import ListRequest, Page, ordering, page
 
 
 def create_refund(
@@ -125,17 +124,34 @@ def transition(
     return get_refund(session, str(found.id))
 
 
+REFUND_SORT = (
+    "id",
+    "transaction_id",
+    "user_id",
+    "plan_id",
+    "amount",
+    "status",
+    "processed_at",
+    "created_at",
+)
+
+
 def list_refunds(
-    session: Session, *, user_id: str | None, status: RefundStatus | None, limit: int
-) -> Iterator[Refund]:
-    """Oldest first, fetched in batches."""
+    session: Session,
+    *,
+    user_id: str | None = None,
+    status: RefundStatus | None = None,
+    request: ListRequest = ListRequest(),  # noqa: B008 (frozen)
+) -> Page[Refund]:
+    """Oldest first unless sorted, fetched in batches."""
     query = select(Refund)
     if user_id is not None:
         query = query.where(Refund.user_id == user_id)
     if status is not None:
         query = query.where(Refund.status == status.value)
-    query = query.order_by(col(Refund.id)).limit(limit)
-    return iter(session.exec(query.execution_options(yield_per=LIST_BATCH)))
+    fields = {name: col(getattr(Refund, name)) for name in REFUND_SORT}
+    order = ordering(request.sort, fields, [col(Refund.id)], col(Refund.id))
+    return page(session, query.order_by(*order), request)
 
 
 def public_refund(refund: Refund) -> dict[str, Any]:

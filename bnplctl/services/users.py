@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from bnplctl import pii
-from bnplctl.db import LIST_BATCH
 from bnplctl.errors import Conflict, NotFound
 from bnplctl.models import Installment, InstallmentStatus, Plan, PlanStatus, User, UserStatus
 from bnplctl.schemas import UserCreate
+from bnplctl.services.listing import ListRequest, Page, ordering, page
 from bnplctl.services.onboarding import (
     InsertOutcome,
     copy_line,
@@ -90,13 +90,35 @@ def get_user(session: Session, user_id: str) -> User:
     return user
 
 
-def list_users(session: Session, *, status: UserStatus | None, limit: int) -> Iterator[User]:
-    """Oldest first, fetched in batches (an export of every user takes flat memory)."""
+USER_SORT = ("user_id", "full_name", "status", "date_of_birth", "created_at")
+
+
+def list_users(
+    session: Session,
+    *,
+    status: UserStatus | None = None,
+    search: str | None = None,
+    request: ListRequest = ListRequest(),  # noqa: B008 (frozen)
+) -> Page[User]:
+    """Oldest first unless sorted, fetched in batches (an export of every user takes flat
+    memory). ``search`` matches a user id prefix, a name substring (any case) or, four
+    digits, the end of the phone number."""
     query = select(User)
     if status is not None:
         query = query.where(User.status == status.value)
-    query = query.order_by(col(User.created_at), col(User.user_id)).limit(limit)
-    return iter(session.exec(query.execution_options(yield_per=LIST_BATCH)))
+    if search is not None and search.strip():
+        text = search.strip()
+        matches = [
+            col(User.user_id).startswith(text, autoescape=True),
+            col(User.full_name).icontains(text, autoescape=True),
+        ]
+        if text.isdigit() and len(text) == 4:
+            matches.append(col(User.phone_e164).endswith(text))
+        query = query.where(or_(*matches))
+    fields = {name: col(getattr(User, name)) for name in USER_SORT}
+    default = [col(User.created_at), col(User.user_id)]
+    order = ordering(request.sort, fields, default, col(User.user_id))
+    return page(session, query.order_by(*order), request)
 
 
 def public_user(user: User) -> dict[str, Any]:
