@@ -446,17 +446,17 @@ def reference_ingest_writes(engine: Engine, webhook_file: Path) -> float:
 
 def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float]:
     os.environ["BNPL_DATABASE_URL"] = url
-    from bnplctl.db import session_scope
+    from bnplctl.db import read_scope
     from bnplctl.services.debt import debt_of
 
     picker = random.Random(11)  # noqa: S311 - sampling, not security
     timings: list[float] = []
-    with session_scope() as session:
-        debt_of(session, "u0000000", AS_OF)  # warm the connection
+    with read_scope() as connection:  # the connection `debt show` reads on
+        debt_of(connection, "u0000000", AS_OF)  # warm the connection
         for _ in range(samples):
             user_id = f"u{picker.randrange(users):07d}"
             started = time.perf_counter()
-            debt_of(session, user_id, AS_OF)
+            debt_of(connection, user_id, AS_OF)
             timings.append(time.perf_counter() - started)
     return timings
 

@@ -113,22 +113,23 @@ def _embedded_system_user() -> str | None:
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
-def normalize_url(url: str) -> str:
-    """A SQLAlchemy URL for psycopg2. Anything libpq would refuse before connecting (not
-    PostgreSQL, malformed, an unknown option, a port or ``sslmode`` out of range) is a
-    configuration error (78) naming ``BNPL_DATABASE_URL``, not a server to retry."""
+_SCHEME = re.compile(r"^(postgresql|postgres)(\+psycopg2)?://", re.IGNORECASE)
+
+
+def libpq_url(url: str) -> str:
+    """The URL as libpq takes it (``postgresql://``), checked without SQLAlchemy. Anything
+    libpq would refuse before connecting (not PostgreSQL, malformed, an unknown option, a
+    port or ``sslmode`` out of range) is a configuration error (78) naming
+    ``BNPL_DATABASE_URL``, not a server to retry."""
     from psycopg2 import ProgrammingError
     from psycopg2.extensions import parse_dsn
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
 
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        raise ConfigError("BNPL_DATABASE_URL: not a valid database URL") from None
-    if parsed.get_backend_name() not in ("postgresql", "postgres"):
-        raise ConfigError("BNPL_DATABASE_URL: only postgresql:// URLs are supported")
-    libpq = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    scheme = _SCHEME.match(url.strip())
+    if scheme is None:
+        if re.match(r"^[a-z][\w+.-]*://", url.strip(), re.IGNORECASE):
+            raise ConfigError("BNPL_DATABASE_URL: only postgresql:// URLs are supported")
+        raise ConfigError("BNPL_DATABASE_URL: not a valid database URL")
+    libpq = "postgresql://" + url.strip()[scheme.end() :]
     try:
         options = parse_dsn(libpq)
     except ProgrammingError as exc:
@@ -140,6 +141,19 @@ def normalize_url(url: str) -> str:
         raise ConfigError("BNPL_DATABASE_URL: the port must be a number from 1 to 65535")
     if options.get("sslmode", "prefer") not in _SSLMODES:
         raise ConfigError(f"BNPL_DATABASE_URL: sslmode must be one of {', '.join(_SSLMODES)}")
+    return libpq
+
+
+def normalize_url(url: str) -> str:
+    """A SQLAlchemy URL for psycopg2, of a URL ``libpq_url`` accepts."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    checked = libpq_url(url)
+    try:
+        parsed = make_url(checked)
+    except (ArgumentError, ValueError):
+        raise ConfigError("BNPL_DATABASE_URL: not a valid database URL") from None
     return str(parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False))
 
 
@@ -204,18 +218,71 @@ def connect(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def translate_db_errors() -> Iterator[None]:
-    import psycopg2
-    from sqlalchemy.exc import InterfaceError, OperationalError
+    """A lost or refused connection, from psycopg2 or from SQLAlchemy (only when it is
+    loaded: a read on the raw driver never imports it), as exit 75 or 78."""
+    import sys
 
+    import psycopg2
+
+    kinds: tuple[type[BaseException], ...] = (psycopg2.OperationalError, psycopg2.InterfaceError)
+    sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_errors is not None:
+        kinds += (sqlalchemy_errors.OperationalError, sqlalchemy_errors.InterfaceError)
     try:
         yield
-    except (
-        OperationalError,
-        InterfaceError,
-        psycopg2.OperationalError,
-        psycopg2.InterfaceError,
-    ) as exc:
+    except kinds as exc:
         raise database_error(exc) from exc
+
+
+@contextmanager
+def read_scope() -> Iterator[Any]:
+    """A read-only unit of work on the raw psycopg2 connection (a DB-API connection),
+    for the commands people run all day (``debt show``, ``users show``): neither
+    SQLAlchemy nor the models are imported, ~0.3 s of a start. The schema must be at head
+    as for any command; the embedded server goes the usual way (it may need starting)."""
+    from bnplctl.config import get_settings
+
+    settings = get_settings()
+    if settings.embedded or _engine is not None:
+        with connection_scope(commit=False) as connection:
+            yield dbapi_connection(connection)
+        return
+    import psycopg2
+
+    url = libpq_url(settings.database_url or "")
+    with translate_db_errors():
+        connection = psycopg2.connect(url, application_name="bnplctl", connect_timeout=10)
+        try:
+            connection.set_session(readonly=True)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+                row = cursor.fetchone()
+                if row and row[0]:
+                    cursor.execute("SELECT max(version_num) FROM alembic_version")
+                    row = cursor.fetchone()
+                else:
+                    row = None
+            _check_revision(row[0] if row else None)
+            yield connection
+        finally:
+            connection.rollback()
+            connection.close()
+
+
+def fetch_all(connection: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of ``sql`` (``%(name)s`` parameters) on a DB-API connection, as dicts."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _check_revision(revision: str | None) -> None:
+    if revision != SCHEMA_HEAD:
+        raise ConfigError(
+            f"database schema is at revision {revision or 'none'}, head is {SCHEMA_HEAD}: "
+            "run `bnplctl db upgrade`"
+        )
 
 
 def database_error(exc: BaseException) -> ConfigError | Unavailable:
@@ -380,8 +447,4 @@ def upgrade(connection: Connection) -> None:
 def ensure_schema_at_head(engine: Engine) -> None:
     with connect(engine) as connection:
         revision = current_revision(connection)
-    if revision != SCHEMA_HEAD:
-        raise ConfigError(
-            f"database schema is at revision {revision or 'none'}, head is {SCHEMA_HEAD}: "
-            "run `bnplctl db upgrade`"
-        )
+    _check_revision(revision)

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from bnplctl import clock
@@ -61,19 +61,10 @@ def requested_log_format() -> str:
     """BNPL_LOG_FORMAT read on its own, as Settings reads it (environment, ``.env``): a
     bad value in another setting is then logged in the format asked for, so cron's JSON
     log keeps one shape. An unusable value of its own falls back to text."""
-    from pydantic import ValidationError
-    from pydantic_settings import BaseSettings
+    from bnplctl.config import LOG_FORMATS, setting_text
 
-    from bnplctl.config import Settings
-
-    class LogFormat(BaseSettings):
-        model_config = Settings.model_config
-        log_format: Literal["text", "json"] = "text"
-
-    try:
-        return LogFormat().log_format
-    except ValidationError:
-        return "text"
+    requested = (setting_text("log_format") or "text").strip().lower()
+    return requested if requested in LOG_FORMATS else "text"
 
 
 def log(level: int, message: str, **fields: Any) -> None:

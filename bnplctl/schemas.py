@@ -23,7 +23,6 @@ from pydantic import (
 from bnplctl import pii
 from bnplctl.errors import InvalidInput
 from bnplctl.validators import (
-    EARLIEST_START,
     USER_ID_PATTERN,
     id_field,
     no_control_characters,
@@ -144,32 +143,6 @@ class _Request(BaseModel):
     @classmethod
     def parse(cls, **fields: Any) -> Self:
         return validated(cls, fields)
-
-
-class PlanRequest(_Request):
-    """``plans preview`` and ``plans create``: amount, installments, start, reference."""
-
-    amount: Amount
-    installments: int
-    start: date | None = None
-    merchant_reference: str | None = None
-
-    @field_validator("start", mode="before")
-    @classmethod
-    def _start(cls, value: Any) -> date | None:
-        if value is None:
-            return None
-        parsed = parse_date(value, "start")
-        if parsed < EARLIEST_START:
-            raise InvalidInput(f"start: must be {EARLIEST_START} or later")
-        return parsed
-
-    @field_validator("merchant_reference", mode="before")
-    @classmethod
-    def _merchant_reference(cls, value: Any) -> str | None:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return reference(value, "merchant-reference")
 
 
 class RefundRequest(_Request):

@@ -9,7 +9,9 @@ reference for every row ``quick_user`` is not sure of.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from bnplctl import pii
@@ -196,3 +198,36 @@ def timestamp(value: Any, name: str) -> datetime | None:
         return moment.astimezone(UTC)
     except OverflowError:
         raise InvalidInput(f"{name}: out of range") from None
+
+
+@dataclass(frozen=True)
+class PlanTerms:
+    """``plans preview`` and ``plans create``'s options, checked: amount, installments,
+    start (None: today, decided by the caller), the merchant's reference."""
+
+    amount: Decimal
+    installments: int
+    start: date | None
+    merchant_reference: str | None
+
+
+def plan_terms(
+    amount: str, installments: int, start: str | None, merchant_reference: str | None
+) -> PlanTerms:
+    """The options of a plan, the first failure as ``InvalidInput`` (65) naming the
+    option. Plain functions, no pydantic: ``plans preview`` answers at the terminal
+    without loading it. The count's range is rule 1's (``money.split_amount``)."""
+    from bnplctl.money import parse_amount
+
+    parsed_start = None
+    if start is not None:
+        parsed_start = parse_date(start, "start")
+        if parsed_start < EARLIEST_START:
+            raise InvalidInput(f"start: must be {EARLIEST_START} or later")
+    blank = merchant_reference is None or not merchant_reference.strip()
+    return PlanTerms(
+        amount=parse_amount(amount),
+        installments=installments,
+        start=parsed_start,
+        merchant_reference=None if blank else reference(merchant_reference, "merchant-reference"),
+    )

@@ -360,3 +360,69 @@ def test_the_root_help_lines_match_each_group(cli: Cli) -> None:
 def test_shell_completion_is_offered(cli: Cli) -> None:
     shown = cli("--help").stdout
     assert "--install-completion" in shown and "--show-completion" in shown
+
+
+# --- speed at the terminal: what the reads people wait for do not load --------------------
+
+_LOADED = """
+import sys
+from bnplctl.cli.app import main
+sys.argv = ["bnplctl", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as stop:
+    code = stop.code
+heavy = [m for m in ("sqlalchemy", "sqlmodel", "pydantic", "bnplctl.models") if m in sys.modules]
+sys.stderr.write("LOADED " + ",".join(heavy) + " EXIT " + str(code) + "\\n")
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("debt", "show", "usr-001", "-o", "json"),
+        ("users", "show", "usr-001", "-o", "json"),
+        ("plans", "preview", "--amount", "500.00", "--installments", "3", "-o", "json"),
+    ],
+)
+def test_the_reads_a_terminal_waits_for_load_neither_orm_nor_pydantic(
+    cli: Cli, args: tuple[str, ...]
+) -> None:
+    assert cli(*add_args(JOHN)).exit_code == 0
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED, *args], capture_output=True, text=True, timeout=60
+    )
+    assert "LOADED  EXIT 0" in done.stderr, done.stderr
+    assert json.loads(done.stdout)
+
+
+def test_the_raw_read_path_keeps_the_exit_codes(cli: Cli, engine: object) -> None:
+    """Schema behind: 78; server gone: 75; unknown user: 4 — on the psycopg2-only path."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(os.environ["BNPL_DATABASE_URL"])
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text("DROP DATABASE IF EXISTS bnpl_empty_read"))
+        connection.execute(text("CREATE DATABASE bnpl_empty_read"))
+    try:
+        empty = url.set(database="bnpl_empty_read").render_as_string(hide_password=False)
+        for database, code in ((empty, 78), ("postgresql://u@127.0.0.1:1/x", 75)):
+            env = dict(os.environ, BNPL_DATABASE_URL=database)
+            for command in (["debt", "show", "usr-001"], ["users", "show", "usr-001"]):
+                done = subprocess.run(
+                    [sys.executable, "-m", "bnplctl", *command],
+                    env=env, capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert done.returncode == code, (command, done.stderr)
+                assert len(done.stderr.strip().splitlines()) == 1
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text("DROP DATABASE IF EXISTS bnpl_empty_read WITH (FORCE)"))
+        admin.dispose()
+    for command in (["debt", "show", "nobody"], ["users", "show", "nobody"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "bnplctl", *command], capture_output=True, text=True
+        )
+        assert done.returncode == 4

@@ -407,3 +407,21 @@ def test_the_batch_fast_path_takes_plainly_valid_rows() -> None:
     assert quick_user(fields | {"card": 4111111111111111}, TODAY) is None
     assert quick_user(fields | {"card": "4111111111111112"}, TODAY) is None
     assert quick_user(fields | {"dob": "2010-01-01"}, TODAY) is None
+
+
+def test_the_country_codes_are_the_ones_phonenumbers_knows() -> None:
+    import phonenumbers
+
+    known = {str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
+    assert known == pii.COUNTRY_CODES
+
+
+@given(st.from_regex(r"\+[1-9][0-9]{7,14}", fullmatch=True))
+def test_the_phone_mask_keeps_the_country_code_phonenumbers_reads(phone: str) -> None:
+    import phonenumbers
+
+    try:
+        country = str(phonenumbers.parse(phone, None).country_code)
+    except phonenumbers.NumberParseException:
+        return
+    assert pii.mask_phone(phone).startswith(f"+{country}****")

@@ -27,10 +27,10 @@ def show(
     """
     from bnplctl.cli.output import render_nested
     from bnplctl.clock import business_today
-    from bnplctl.db import connection_scope
+    from bnplctl.db import read_scope
     from bnplctl.services.debt import debt_of
 
-    with connection_scope() as connection:
+    with read_scope() as connection:
         shown = debt_of(connection, user_id, business_today())
     render_nested(
         shown,
@@ -104,12 +104,12 @@ def report(as_of: AsOfOption = None, output: OutputOption = OutputFormat.table) 
     """
     from bnplctl.cli.output import render_nested
     from bnplctl.clock import business_today
-    from bnplctl.db import connection_scope
+    from bnplctl.db import read_scope
     from bnplctl.services.debt import aging_report
     from bnplctl.validators import parse_date
 
     business_date = parse_date(as_of, "as-of") if as_of is not None else business_today()
-    with connection_scope() as connection:
+    with read_scope() as connection:
         shown = aging_report(connection, business_date)
     render_nested(
         shown,

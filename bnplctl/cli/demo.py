@@ -123,7 +123,7 @@ def _show(today: date) -> None:
     from bnplctl.cli.refunds import REFUND_COLUMNS
     from bnplctl.cli.status import status as status_command
     from bnplctl.cli.users import USER_LIST_COLUMNS
-    from bnplctl.db import session_scope
+    from bnplctl.db import dbapi_connection, session_scope
     from bnplctl.services.debt import debt_of
     from bnplctl.services.listing import ListRequest
     from bnplctl.services.refunds import list_refunds, public_refund
@@ -132,7 +132,7 @@ def _show(today: date) -> None:
     with session_scope() as session:
         users = [public_user(user) for user in list_users(session, request=ListRequest(limit=20))]
         refunds = [public_refund(r) for r in list_refunds(session, request=ListRequest(limit=20))]
-        debt = debt_of(session, "usr-001", today)
+        debt = debt_of(dbapi_connection(session), "usr-001", today)
     render_list(users, OutputFormat.table, columns=USER_LIST_COLUMNS, title="Users (masked)")
     render_list(refunds, OutputFormat.table, columns=REFUND_COLUMNS, title="Refunds")
     render_nested(

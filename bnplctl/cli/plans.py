@@ -67,14 +67,14 @@ def render_plan(plan: dict[str, Any], output: OutputFormat) -> None:
 
 
 def _request(amount: str, installments: int, start: str | None, reference: str | None) -> Any:
-    """The options, validated once (``schemas.PlanRequest``); the start defaults to today."""
-    from bnplctl.clock import business_today
-    from bnplctl.schemas import PlanRequest
+    """The options, checked once (``validators.plan_terms``); the start defaults to today."""
+    from dataclasses import replace
 
-    request = PlanRequest.parse(
-        amount=amount, installments=installments, start=start, merchant_reference=reference
-    )
-    return request.model_copy(update={"start": request.start or business_today()})
+    from bnplctl.clock import business_today
+    from bnplctl.validators import plan_terms
+
+    terms = plan_terms(amount, installments, start, reference)
+    return replace(terms, start=terms.start or business_today())
 
 
 @app.command("preview")
@@ -89,7 +89,7 @@ def preview(
     Example: bnplctl plans preview --amount 500.00 --installments 3 --start 2026-01-31
     """
     from bnplctl.cli.output import message, render_nested
-    from bnplctl.services.plans import public_schedule, schedule
+    from bnplctl.services.schedule import public_schedule, schedule
 
     request = _request(amount, installments, start, None)
     total, start_date = request.amount, request.start

@@ -273,9 +273,9 @@ def show(
     Example: bnplctl users show usr-001
     """
     from bnplctl.cli.output import render_one
-    from bnplctl.db import session_scope
-    from bnplctl.services.users import user_summary
+    from bnplctl.db import read_scope
+    from bnplctl.services.user_summary import user_summary
 
-    with session_scope() as session:
-        shown = user_summary(session, user_id)
+    with read_scope() as connection:
+        shown = user_summary(connection, user_id)
     render_one(shown, output, title=f"User {user_id}")

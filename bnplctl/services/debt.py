@@ -4,48 +4,47 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import text
+from typing import Any
 
 from bnplctl.errors import NotFound
 from bnplctl.money import format_amount
 
-if TYPE_CHECKING:
-    from bnplctl.db import Executor
-
 # One query, served by the partial index ix_installments_user_id_overdue.
-_DEBT_SQL = text(
-    "SELECT u.status, i.id, i.plan_id, i.amount_due, i.due_date"
-    " FROM users u"
-    " LEFT JOIN installments i ON i.user_id = u.user_id AND i.status = 'OVERDUE'"
-    " WHERE u.user_id = :user_id"
-    " ORDER BY i.due_date, i.id"
-)
+_DEBT_SQL = """
+    SELECT u.status, i.id, i.plan_id, i.amount_due, i.due_date
+    FROM users u
+    LEFT JOIN installments i ON i.user_id = u.user_id AND i.status = 'OVERDUE'
+    WHERE u.user_id = %(user_id)s
+    ORDER BY i.due_date, i.id
+"""
 
 
-def debt_of(session: Executor, user_id: str, business_date: date) -> dict[str, Any]:
-    rows = session.execute(_DEBT_SQL, {"user_id": user_id}).all()
+def debt_of(connection: Any, user_id: str, business_date: date) -> dict[str, Any]:
+    """What ``user_id`` owes at ``business_date``, read on a DB-API ``connection``
+    (``db.read_scope``: this is the read a terminal waits for)."""
+    from bnplctl.db import fetch_all
+
+    rows = fetch_all(connection, _DEBT_SQL, {"user_id": user_id})
     if not rows:
         raise NotFound(f"user {user_id} not found")
-    overdue = [row for row in rows if row.id is not None]
-    total = sum((Decimal(row.amount_due) for row in overdue), Decimal("0"))
+    overdue = [row for row in rows if row["id"] is not None]
+    total = sum((Decimal(row["amount_due"]) for row in overdue), Decimal("0"))
     return {
         "user_id": user_id,
         "has_overdue": bool(overdue),
         "total_debt": format_amount(total),
         "overdue_installments": [
             {
-                "id": row.id,
-                "plan_id": row.plan_id,
-                "amount_due": format_amount(row.amount_due),
-                "due_date": row.due_date.isoformat(),
-                "days_overdue": (business_date - row.due_date).days,
+                "id": row["id"],
+                "plan_id": row["plan_id"],
+                "amount_due": format_amount(row["amount_due"]),
+                "due_date": row["due_date"].isoformat(),
+                "days_overdue": (business_date - row["due_date"]).days,
             }
             for row in overdue
         ],
         "total_overdue_count": len(overdue),
-        "user_status": rows[0].status,
+        "user_status": rows[0]["status"],
     }
 
 
@@ -53,31 +52,37 @@ BUCKETS = ("1-30", "31-60", "61-90", "90+")
 
 # One aggregate query over the OVERDUE installments (partial index on status); the
 # empty grouping set adds the totals row (bucket NULL).
-_AGING_SQL = text(
-    "SELECT bucket, count(DISTINCT user_id) AS users, count(*) AS installments,"
-    " coalesce(sum(amount_due), 0) AS amount"
-    " FROM (SELECT user_id, amount_due,"
-    "  CASE WHEN due_date >= CAST(:business_date AS date) - 30 THEN '1-30'"
-    "   WHEN due_date >= CAST(:business_date AS date) - 60 THEN '31-60'"
-    "   WHEN due_date >= CAST(:business_date AS date) - 90 THEN '61-90' ELSE '90+' END AS bucket"
-    "  FROM installments WHERE status = 'OVERDUE') AS overdue"
-    " GROUP BY GROUPING SETS ((bucket), ())"
-)
+_AGING_SQL = """
+    SELECT bucket, count(DISTINCT user_id) AS users, count(*) AS installments,
+           coalesce(sum(amount_due), 0) AS amount
+    FROM (
+        SELECT user_id, amount_due,
+               CASE WHEN due_date >= CAST(%(business_date)s AS date) - 30 THEN '1-30'
+                    WHEN due_date >= CAST(%(business_date)s AS date) - 60 THEN '31-60'
+                    WHEN due_date >= CAST(%(business_date)s AS date) - 90 THEN '61-90'
+                    ELSE '90+' END AS bucket
+        FROM installments WHERE status = 'OVERDUE'
+    ) AS overdue
+    GROUP BY GROUPING SETS ((bucket), ())
+"""
 
 
-def aging_report(session: Executor, business_date: date) -> dict[str, Any]:
-    """Overdue installments by days overdue: users, installments and amount per bucket."""
+def aging_report(connection: Any, business_date: date) -> dict[str, Any]:
+    """Overdue installments by days overdue: users, installments and amount per bucket,
+    read on a DB-API ``connection``."""
+    from bnplctl.db import fetch_all
+
     found = {
-        row.bucket: row
-        for row in session.execute(_AGING_SQL, {"business_date": business_date}).all()
+        row["bucket"]: row
+        for row in fetch_all(connection, _AGING_SQL, {"business_date": business_date})
     }
 
     def figures(key: str | None) -> dict[str, Any]:
         row = found.get(key)
         return {
-            "users": int(row.users) if row else 0,
-            "installments": int(row.installments) if row else 0,
-            "amount": format_amount(Decimal(row.amount) if row else Decimal(0)),
+            "users": int(row["users"]) if row else 0,
+            "installments": int(row["installments"]) if row else 0,
+            "amount": format_amount(Decimal(row["amount"]) if row else Decimal(0)),
         }
 
     totals = figures(None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from itertools import islice
@@ -15,43 +14,10 @@ from bnplctl import pii
 from bnplctl.db import LIST_BATCH
 from bnplctl.errors import DebtUserRefused, NotFound
 from bnplctl.models import Installment, InstallmentStatus, Plan, PlanStatus, User, UserStatus
-from bnplctl.money import due_dates, format_amount, split_amount
+from bnplctl.money import format_amount
 from bnplctl.services import audit
 from bnplctl.services.listing import ListRequest, Page, ordering, page
-
-
-@dataclass(frozen=True)
-class ScheduledInstallment:
-    sequence: int
-    amount_due: Decimal
-    due_date: date
-
-
-def schedule(total: Decimal, count: int, start: date) -> list[ScheduledInstallment]:
-    """Rule 1: the split and the calendar, nothing written."""
-    return [
-        ScheduledInstallment(sequence, amount, due)
-        for sequence, (amount, due) in enumerate(
-            zip(split_amount(total, count), due_dates(start, count), strict=True), start=1
-        )
-    ]
-
-
-def public_schedule(
-    total: Decimal, start: date, rows: list[ScheduledInstallment]
-) -> dict[str, Any]:
-    return {
-        "total_amount": format_amount(total),
-        "start_date": start.isoformat(),
-        "installments": [
-            {
-                "sequence": row.sequence,
-                "amount_due": format_amount(row.amount_due),
-                "due_date": row.due_date.isoformat(),
-            }
-            for row in rows
-        ],
-    }
+from bnplctl.services.schedule import schedule
 
 
 def lock_user(session: Session, user_id: str) -> User:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from bnplctl import pii
 from bnplctl.errors import Conflict, NotFound
-from bnplctl.models import Installment, InstallmentStatus, Plan, PlanStatus, User, UserStatus
+from bnplctl.models import User, UserStatus
 from bnplctl.schemas import UserCreate
 from bnplctl.services.listing import ListRequest, Page, ordering, page
 from bnplctl.services.onboarding import (
@@ -22,6 +21,7 @@ from bnplctl.services.onboarding import (
     new_user_id,
     protected_values,
 )
+from bnplctl.services.user_summary import USER_FIELDS, public_user_values
 
 
 @dataclass(frozen=True)
@@ -123,46 +123,4 @@ def list_users(
 
 def public_user(user: User) -> dict[str, Any]:
     """The user as every output shows it: phone, passport and card masked."""
-    return {
-        "user_id": user.user_id,
-        "full_name": user.full_name,
-        "phone_number": pii.mask_phone(user.phone_e164),
-        "passport_number": user.passport_masked,
-        "card_number": pii.mask_card(user.card_first6, user.card_last4),
-        "card_brand": user.card_brand,
-        "date_of_birth": user.date_of_birth.isoformat(),
-        "status": user.status,
-        "created_at": user.created_at.isoformat() if user.created_at else None,
-    }
-
-
-def user_summary(session: Session, user_id: str) -> dict[str, Any]:
-    """One user with counts of their plans and what they owe."""
-    from bnplctl.money import format_amount
-
-    user = get_user(session, user_id)
-    plan_counts = dict(
-        session.exec(
-            select(Plan.status, func.count())
-            .where(Plan.user_id == user_id)
-            .group_by(col(Plan.status))
-        ).all()
-    )
-    is_overdue = col(Installment.status) == InstallmentStatus.OVERDUE.value
-    outstanding, overdue_amount, overdue_count = session.exec(
-        select(
-            func.coalesce(func.sum(Installment.amount_due), 0),
-            func.coalesce(func.sum(Installment.amount_due).filter(is_overdue), 0),
-            func.count().filter(is_overdue),
-        ).where(
-            Installment.user_id == user_id,
-            Installment.status != InstallmentStatus.PAID.value,
-        )
-    ).one()
-    return public_user(user) | {
-        "plans_active": int(plan_counts.get(PlanStatus.ACTIVE.value, 0)),
-        "plans_completed": int(plan_counts.get(PlanStatus.COMPLETED.value, 0)),
-        "outstanding_amount": format_amount(Decimal(outstanding)),
-        "total_debt": format_amount(Decimal(overdue_amount)),
-        "overdue_installments": int(overdue_count),
-    }
+    return public_user_values({name: getattr(user, name) for name in USER_FIELDS})
