@@ -13,6 +13,7 @@ from bnplctl.cli.options import (
     for_people,
     sort_option,
 )
+from bnplctl.sorting import AUDIT_SORT
 
 app = typer.Typer(
     help="The audit trail: who changed what, and when.\n\n"
@@ -26,7 +27,6 @@ AUDIT_COLUMNS = (
 # A table for a person: what an event was about in one column, details one per line.
 AUDIT_TABLE = ("id", "occurred_at", "actor", "action", "about", "user_id", "details")
 AUDIT_DROP = ("user_id", "id", "actor")
-AUDIT_SORT = ("id", "occurred_at", "actor", "action", "entity", "entity_id")
 
 
 class Entity(StrEnum):

@@ -13,6 +13,7 @@ from bnplctl.cli.options import (
     OutputOption,
     sort_option,
 )
+from bnplctl.sorting import INSTALLMENT_SORT
 
 app = typer.Typer(
     help="Installments: list them, record payments.\n\n"
@@ -25,9 +26,6 @@ INSTALLMENT_COLUMNS = (
     "id", "plan_id", "user_id", "sequence", "amount_due", "due_date", "status", "paid_at"
 )  # fmt: skip
 INSTALLMENT_DROP = ("paid_at", "sequence", "user_id")
-INSTALLMENT_SORT = (
-    "id", "plan_id", "user_id", "sequence", "amount_due", "due_date", "status", "paid_at"
-)  # fmt: skip
 
 
 class InstallmentStatusFilter(StrEnum):

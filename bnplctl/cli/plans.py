@@ -13,6 +13,7 @@ from bnplctl.cli.options import (
     OutputOption,
     sort_option,
 )
+from bnplctl.sorting import PLAN_SORT
 
 app = typer.Typer(
     help="Installment plans: preview the schedule, create, list, show.\n\n"
@@ -34,7 +35,6 @@ PLAN_LIST_COLUMNS = (
     "created_at",
 )
 PLAN_DROP = ("created_at", "start_date", "merchant_reference", "paid", "installments", "user_id")
-PLAN_SORT = ("id", "user_id", "total_amount", "status", "start_date", "created_at")
 
 
 class PlanStatusFilter(StrEnum):

@@ -13,6 +13,7 @@ from bnplctl.cli.options import (
     OutputOption,
     sort_option,
 )
+from bnplctl.sorting import REFUND_SORT
 
 app = typer.Typer(
     help="Refunds: create, approve, reject, cancel, list, show.\n\n"
@@ -46,10 +47,6 @@ REFUND_DROP = (
     "plan_id",
     "user_id",
 )
-# Fields --sort accepts (services.refunds.REFUND_SORT), listed here for the help.
-REFUND_SORT = (
-    "id", "transaction_id", "user_id", "plan_id", "amount", "status", "processed_at", "created_at"
-)  # fmt: skip
 
 
 class RefundStatusFilter(StrEnum):

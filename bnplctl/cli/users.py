@@ -15,6 +15,7 @@ from bnplctl.cli.options import (
     OutputOption,
     sort_option,
 )
+from bnplctl.sorting import USER_SORT
 
 app = typer.Typer(
     help="Onboard and look up users. Phone, passport and card are always masked.\n\n"
@@ -38,7 +39,6 @@ USER_LIST_COLUMNS = (
 USER_DROP = (
     "created_at", "card_brand", "card_number", "passport_number", "date_of_birth", "phone_number"
 )  # fmt: skip
-USER_SORT = ("user_id", "full_name", "status", "date_of_birth", "created_at")
 
 
 class StatusFilter(StrEnum):

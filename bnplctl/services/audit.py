@@ -9,6 +9,7 @@ from sqlmodel import Session, col, select
 
 from bnplctl.models import AuditEvent
 from bnplctl.services.listing import ListRequest, Page, ordering, page
+from bnplctl.sorting import AUDIT_SORT
 
 
 def record(
@@ -31,9 +32,6 @@ def record(
             details=details or {},
         )
     )
-
-
-AUDIT_SORT = ("id", "occurred_at", "actor", "action", "entity", "entity_id")
 
 
 def list_events(

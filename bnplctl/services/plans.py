@@ -18,6 +18,7 @@ from bnplctl.money import format_amount
 from bnplctl.services import audit
 from bnplctl.services.listing import ListRequest, Page, ordering, page
 from bnplctl.services.schedule import schedule
+from bnplctl.sorting import INSTALLMENT_SORT, PLAN_SORT
 
 
 def lock_user(session: Session, user_id: str) -> User:
@@ -88,9 +89,6 @@ def get_plan(session: Session, plan_id: int) -> Plan:
     return plan
 
 
-PLAN_SORT = ("id", "user_id", "total_amount", "status", "start_date", "created_at")
-
-
 def list_plans(
     session: Session,
     *,
@@ -107,18 +105,6 @@ def list_plans(
     fields = {name: col(getattr(Plan, name)) for name in PLAN_SORT}
     order = ordering(request.sort, fields, [col(Plan.id)], col(Plan.id))
     return page(session, query.order_by(*order), request)
-
-
-INSTALLMENT_SORT = (
-    "id",
-    "plan_id",
-    "user_id",
-    "sequence",
-    "amount_due",
-    "due_date",
-    "status",
-    "paid_at",
-)
 
 
 def list_installments(

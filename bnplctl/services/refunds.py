@@ -15,6 +15,7 @@ from bnplctl.models import Plan, Refund, RefundStatus
 from bnplctl.money import format_amount
 from bnplctl.services import audit
 from bnplctl.services.listing import ListRequest, Page, ordering, page
+from bnplctl.sorting import REFUND_SORT
 
 
 def create_refund(
@@ -122,18 +123,6 @@ def transition(
         session, source="command", file_id=None, now=now, actor=actor
     )
     return get_refund(session, str(found.id))
-
-
-REFUND_SORT = (
-    "id",
-    "transaction_id",
-    "user_id",
-    "plan_id",
-    "amount",
-    "status",
-    "processed_at",
-    "created_at",
-)
 
 
 def list_refunds(

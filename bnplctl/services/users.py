@@ -22,6 +22,7 @@ from bnplctl.services.onboarding import (
     protected_values,
 )
 from bnplctl.services.user_summary import USER_FIELDS, public_user_values
+from bnplctl.sorting import USER_SORT
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,6 @@ def get_user(session: Session, user_id: str) -> User:
     if user is None:
         raise NotFound(f"user {user_id} not found")
     return user
-
-
-USER_SORT = ("user_id", "full_name", "status", "date_of_birth", "created_at")
 
 
 def list_users(
