@@ -57,13 +57,21 @@ Amount = Annotated[Decimal, BeforeValidator(_amount)]
 
 def validation_message(exc: ValidationError) -> str:
     """The first error as ``field: reason``, never with the input value."""
-    first = exc.errors(include_input=False, include_url=False)[0]
-    original = (first.get("ctx") or {}).get("error")
+    return _message(exc.errors(include_input=False, include_url=False)[0])
+
+
+def _field(error: Any) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "input"
+
+
+def _message(error: Any) -> str:
+    """One pydantic error as ``field: reason``: our own ``InvalidInput`` message when a
+    validator raised it, else pydantic's reason (``required`` when missing)."""
+    original = (error.get("ctx") or {}).get("error")
     if isinstance(original, InvalidInput):
         return original.message
-    field = ".".join(str(part) for part in first["loc"]) or "input"
-    reason = "required" if first["type"] == "missing" else first["msg"]
-    return f"{field}: {reason}"
+    reason = "required" if error["type"] == "missing" else error["msg"]
+    return f"{_field(error)}: {reason}"
 
 
 class UserCreate(BaseModel):
@@ -217,12 +225,8 @@ def user_problems(fields: dict[str, Any], today: date | None = None) -> dict[str
     except ValidationError as exc:
         problems: dict[str, str] = {}
         for error in exc.errors(include_input=False, include_url=False):
-            if error["type"] == "missing":
-                continue
-            field = ".".join(str(part) for part in error["loc"]) or "input"
-            original = (error.get("ctx") or {}).get("error")
-            reason = original.message if isinstance(original, InvalidInput) else None
-            problems.setdefault(field, reason or f"{field}: {error['msg']}")
+            if error["type"] != "missing":
+                problems.setdefault(_field(error), _message(error))
         return problems
     return {}
 

@@ -10,13 +10,11 @@ from bnplctl.errors import UsageProblem
 if TYPE_CHECKING:
     from bnplctl.services.listing import ListRequest, Page
 
-DEFAULT_LIMIT = 100
-
 
 def list_request(limit: int | None, every: bool, sort: str | None) -> ListRequest:
     """The options as one request; ``--all`` with ``--limit`` is a usage error."""
     from bnplctl.cli.options import MAX_LIMIT
-    from bnplctl.services.listing import ListRequest
+    from bnplctl.services.listing import DEFAULT_LIMIT, ListRequest
 
     if every and limit is not None:
         raise UsageProblem("--all and --limit: give one of them")

@@ -19,6 +19,7 @@ from bnplctl.db import LIST_BATCH
 from bnplctl.errors import UsageProblem
 
 T = TypeVar("T")
+DEFAULT_LIMIT = 100  # rows a list shows without --limit or --all
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class ListRequest:
     """What an operator asked of a list: at most ``limit`` rows (None: all), in ``sort``
     order (a field, ``-`` first for descending; None: the list's own order)."""
 
-    limit: int | None = 100
+    limit: int | None = DEFAULT_LIMIT
     sort: str | None = None
 
 
