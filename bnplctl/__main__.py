@@ -1,6 +1,6 @@
 """``python -m bnplctl``."""
 
-from bnplctl.cli.app import main
+from bnplctl.cli.app import run
 
 if __name__ == "__main__":
-    main()
+    run()

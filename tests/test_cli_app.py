@@ -304,3 +304,117 @@ def test_an_actor_the_audit_trail_cannot_hold_is_invalid_input(cli: Cli, engine:
         result = cli("--actor", actor, "debt", "report")
         assert result.exit_code == 65, result.stderr
         assert result.stderr.strip() == "error: actor: 1 to 100 characters, no control characters"
+
+
+# --- the quick exit of the console script ------------------------------------------------
+
+_EXIT_PROBE = """
+import atexit, sys
+from pathlib import Path
+marker = Path(sys.argv[1])
+atexit.register(lambda: marker.write_text("atexit ran"))
+sys.argv = ["bnplctl", *sys.argv[2:]]
+from bnplctl.cli.app import run
+run()
+"""
+
+
+@pytest.mark.usefixtures("no_database")
+@pytest.mark.parametrize(
+    ("argv", "code", "stdout"),
+    [
+        (["--version"], 0, f"bnplctl {__version__}\n"),
+        (["users", "list", "--limit", "0"], 2, ""),
+        (["plans", "preview", "--amount", "500.00", "-o", "csv"], 0, "sequence,amount_due"),
+    ],
+)
+def test_the_console_script_exits_with_the_commands_code_after_its_exit_hooks(
+    tmp_path: Path, argv: list[str], code: int, stdout: str
+) -> None:
+    # run() leaves with os._exit: the output must still be whole and flushed, and the
+    # atexit hooks (logging, coverage) must still run.
+    marker = tmp_path / "marker"
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_PROBE, str(marker), *argv], capture_output=True, text=True
+    )
+
+    assert done.returncode == code, done.stderr
+    assert done.stdout.startswith(stdout)
+    assert marker.read_text() == "atexit ran"
+
+
+def test_run_flushes_then_runs_the_exit_hooks_then_exits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import atexit
+    import os
+
+    from bnplctl.cli import app as app_module
+
+    steps: list[object] = []
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code: int) -> None:
+        steps.append(("exit", code))
+        raise Exited
+
+    monkeypatch.setattr(sys, "argv", ["bnplctl", "users", "list", "--limit", "0"])
+    monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: steps.append("hooks"))
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    with pytest.raises(Exited):
+        app_module.run()
+
+    assert steps == ["hooks", ("exit", 2)]
+
+
+def test_run_waits_for_a_thread_still_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from bnplctl.cli import app as app_module
+
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, daemon=False)
+    worker.start()
+    monkeypatch.setattr(sys, "argv", ["bnplctl", "--version"])
+    try:
+        with pytest.raises(SystemExit) as stop:  # the interpreter's own exit, which joins
+            app_module.run()
+    finally:
+        release.set()
+        worker.join()
+    assert stop.value.code == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [(None, 0), (0, 0), (3, 3), (256 + 5, 5), ("a message", 1)]
+)
+def test_exit_status_as_the_interpreter_computes_it(
+    capsys: pytest.CaptureFixture[str], code: object, status: int
+) -> None:
+    from bnplctl.cli.app import _exit_status
+
+    assert _exit_status(code) == status
+    assert capsys.readouterr().err == ("a message\n" if isinstance(code, str) else "")
+
+
+@pytest.mark.parametrize(
+    ("failure", "before", "after"),
+    [(BrokenPipeError, 0, 141), (OSError, 0, 74), (BrokenPipeError, 3, 3), (None, 0, 0)],
+)
+def test_a_failed_last_flush_sets_the_exit_code_only_of_a_success(
+    monkeypatch: pytest.MonkeyPatch, failure: type[OSError] | None, before: int, after: int
+) -> None:
+    import io
+
+    from bnplctl.cli.app import _flush_standard_streams
+
+    class Stream(io.StringIO):
+        def flush(self) -> None:
+            if failure is not None:
+                raise failure
+
+    monkeypatch.setattr(sys, "stdout", Stream())
+    monkeypatch.setattr(sys, "stderr", None)
+    assert _flush_standard_streams(before) == after

@@ -13,7 +13,7 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -343,3 +343,56 @@ def main() -> None:
 
         error(f"cannot write the output ({exc.strerror or type(exc).__name__})")
         sys.exit(ExitCode.OUTPUT_FAILED)
+
+
+def run() -> NoReturn:
+    """The console script and ``python -m bnplctl``: :func:`main`, then a quick exit.
+
+    Once a command's output is flushed and the ``atexit`` hooks (logging's flush,
+    coverage's save, the embedded server's client) have run, the process ends without
+    tearing the interpreter down one object at a time: with SQLAlchemy and pydantic
+    loaded that teardown takes 0.1-0.25 s on a two-core machine, longer than the work of
+    most commands. A non-daemon thread still running gets the usual exit, which waits."""
+    import atexit
+    import os
+    import threading
+
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = _exit_status(stop.code)
+    if any(
+        not thread.daemon
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread()
+    ):
+        sys.exit(code)
+    code = _flush_standard_streams(code)
+    atexit._run_exitfuncs()
+    os._exit(code)
+
+
+def _exit_status(code: object) -> int:
+    """``SystemExit.code`` as the interpreter turns it into a process status."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def _flush_standard_streams(code: int) -> int:
+    """Flush stdout and stderr as the interpreter would at exit; a reader gone away is
+    exit 141 and another failed write exit 74, unless the command already failed."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            code = code or ExitCode.BROKEN_PIPE
+        except OSError:
+            code = code or ExitCode.OUTPUT_FAILED
+    return code
