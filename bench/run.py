@@ -330,7 +330,8 @@ def reference_sweep(engine: Engine, cutoff: date) -> float:
         started = time.perf_counter()
         connection.execute(
             text(
-                "UPDATE ref_installments SET status = 'OVERDUE'"
+                "UPDATE ref_installments"
+                " SET status = 'OVERDUE', overdue_since = :cutoff, overdue_run_id = 1"
                 " WHERE status = 'UPCOMING' AND due_date < :cutoff"
             ),
             {"cutoff": cutoff},

@@ -52,7 +52,9 @@ def sweep_job(*, as_of: date | None, dry_run: bool, actor: str) -> SweepResult:
                 run_id = sweep.start_run(connection, business_date, actor, now)
             try:
                 with connection.begin():
-                    installments, users = sweep.mark_overdue(connection, cutoff, now)
+                    installments, users = sweep.mark_overdue(
+                        connection, cutoff, now, business_date=business_date, run_id=run_id
+                    )
                     sweep.finish_run(connection, run_id, installments, users, actor, clock.now())
             except BaseException as exc:
                 _record_failure(connection, run_id, type(exc).__name__)

@@ -71,6 +71,7 @@ class SweepOutcome(StrEnum):
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+    REVERTED = "REVERTED"  # rule 11: a successful run undone by ``debt sweep --revert``
 
 
 def _one_of(column: str, values: type[StrEnum]) -> str:
@@ -151,10 +152,11 @@ class Installment(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint(_one_of("status", InstallmentStatus), name="status"),
         CheckConstraint("original_amount > 0", name="original_amount_positive"),
-        # A refund (rule 7) may reduce what is due to zero, and then the installment is PAID.
-        CheckConstraint(
-            "amount_due > 0 OR (amount_due = 0 AND status = 'PAID')", name="amount_due_positive"
-        ),
+        # Payments (rule 10) and refunds (rule 7) lower what is due; at zero it is PAID.
+        CheckConstraint("amount_due >= 0", name="amount_due_nonnegative"),
+        CheckConstraint("(status = 'PAID') = (amount_due = 0)", name="paid_when_nothing_due"),
+        # Rule 3: an installment remembers the business date it became OVERDUE on.
+        CheckConstraint("status <> 'OVERDUE' OR overdue_since IS NOT NULL", name="overdue_since"),
         CheckConstraint("amount_due <= original_amount", name="amount_due_le_original"),
         CheckConstraint("(status = 'PAID') = (paid_at IS NOT NULL)", name="paid_at"),
         UniqueConstraint("plan_id", "sequence"),  # also serves every lookup by plan
@@ -184,6 +186,12 @@ class Installment(SQLModel, table=True):
         ),
     )
     paid_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # Written by the sweep's marking statement (rule 3); kept once PAID (the history
+    # ``debt explain`` tells), cleared when a revert (rule 11) makes it UPCOMING again.
+    # No foreign key to ``sweep_runs``: the sweep writes it on every row it marks, and a
+    # run is never deleted.
+    overdue_since: date | None = Field(default=None)
+    overdue_run_id: int | None = Field(default=None, sa_column=Column(BigInteger))
 
 
 class Refund(SQLModel, table=True):
@@ -269,6 +277,53 @@ class SweepRun(SQLModel, table=True):
     outcome: str = Field(sa_column=Column(String(16), nullable=False))
     error_class: str | None = Field(default=None, sa_column=Column(String(200)))
     actor: str = Field(sa_column=Column(String(100), nullable=False))
+    reverted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Payment(SQLModel, table=True):
+    """Rule 10: money received, to an installment or to a user (then oldest due first).
+    ``reference`` is the payment processor's id (unique; none for a command's payment
+    without ``--reference``); ``installment_id`` the installment it was paid to, if any;
+    ``source`` where it came from (``command`` or the file's name)."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        UniqueConstraint("reference"),
+        Index(None, "user_id"),
+        Index(None, "paid_at"),
+    )
+
+    id: int | None = _id_column()
+    reference: str | None = Field(default=None, sa_column=Column(String(100)))
+    user_id: str = Field(sa_column=Column(String(64), ForeignKey("users.user_id"), nullable=False))
+    installment_id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("installments.id"), nullable=True)
+    )
+    amount: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    paid_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    actor: str = Field(sa_column=Column(String(100), nullable=False))
+    created_at: datetime | None = _created_at()
+
+
+class PaymentAllocation(SQLModel, table=True):
+    """What a payment paid of each installment (rule 10); they sum to the payment."""
+
+    __tablename__ = "payment_allocations"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index(None, "installment_id"),
+    )
+
+    payment_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("payments.id"), primary_key=True)
+    )
+    installment_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("installments.id"), primary_key=True)
+    )
+    user_id: str = Field(sa_column=Column(String(64), ForeignKey("users.user_id"), nullable=False))
+    amount: Decimal = Field(sa_column=Column(MONEY, nullable=False))
 
 
 class IngestedFile(SQLModel, table=True):

@@ -10,3 +10,4 @@ REFUND_SORT = (
     "id", "transaction_id", "user_id", "plan_id", "amount", "status", "processed_at", "created_at"
 )  # fmt: skip
 AUDIT_SORT = ("id", "occurred_at", "actor", "action", "entity", "entity_id")
+PAYMENT_SORT = ("id", "reference", "user_id", "amount", "paid_at", "source")

@@ -193,7 +193,7 @@ def test_refund_that_clears_the_plan_restores_the_user(
     cli: Cli, engine: Engine, plan_id: int
 ) -> None:
     with engine.begin() as connection:
-        connection.execute(text("UPDATE installments SET status = 'OVERDUE' WHERE sequence = 1"))
+        connection.execute(text("UPDATE installments SET status = 'OVERDUE', overdue_since = due_date + 1 WHERE sequence = 1"))
         connection.execute(text("UPDATE users SET status = 'DEBT_USER' WHERE user_id = 'usr-001'"))
     cli("refunds", "create", "--user", "usr-001", "--transaction-id", "X", "--amount", "300",
         "--plan", str(plan_id))  # fmt: skip

@@ -36,6 +36,7 @@ class Entity(StrEnum):
     plan = "plan"
     installment = "installment"
     refund = "refund"
+    payment = "payment"
     sweep = "sweep"
     file = "file"
 

@@ -49,6 +49,10 @@ def list_(
         str | None,
         typer.Option("--due-before", metavar="DATE", help="Only due before DATE (YYYY-MM-DD)."),
     ] = None,
+    due_after: Annotated[
+        str | None,
+        typer.Option("--due-after", metavar="DATE", help="Only due after DATE (YYYY-MM-DD)."),
+    ] = None,
     limit: LimitOption = None,
     every: AllOption = False,
     sort: Annotated[str | None, sort_option(INSTALLMENT_SORT)] = None,
@@ -69,6 +73,7 @@ def list_(
 
     request = list_request(limit, every, sort)
     before = parse_date(due_before, "due-before") if due_before is not None else None
+    after = parse_date(due_after, "due-after") if due_after is not None else None
     with session_scope() as session:
         installments = list_installments(
             session,
@@ -76,6 +81,7 @@ def list_(
             plan_id=plan,
             status=InstallmentStatus(status.value) if status else None,
             due_before=before,
+            due_after=after,
             request=request,
         )
         shown = (public_installment(item) for item in installments)  # as they arrive
@@ -94,39 +100,77 @@ def pay(
     installment_ids: Annotated[
         list[int], typer.Argument(metavar="INSTALLMENT_ID", help="One or more installment ids.")
     ],
+    amount: Annotated[
+        str | None,
+        typer.Option(
+            "--amount",
+            metavar="AMOUNT",
+            help="Pay this much of one installment (2 decimals); default: all that is due.",
+        ),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--reference",
+            metavar="REFERENCE",
+            help="The payment's reference (e.g. the bank transfer's id), one installment:"
+            " the same payment again returns the first, another one with it is refused.",
+        ),
+    ] = None,
     idempotency_key: IdempotencyKeyOption = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """Mark installments PAID, all or none (rule 4).
+    """Pay installments, in full or in part (rules 4 and 10); each payment is recorded.
 
-    A plan whose installments are all PAID becomes COMPLETED; a DEBT_USER with no
-    OVERDUE installment left becomes NORMAL, in the same transaction. Paying an
-    installment that is already PAID is refused (exit 3) unless it repeats an
-    earlier request with the same --idempotency-key.
+    Without --amount every installment named is paid in full, all or none. With
+    --amount (one installment) part of it is paid: it keeps its status until nothing
+    is due. More than is due is refused (exit 3), nothing written. A plan whose
+    installments are all PAID becomes COMPLETED; a DEBT_USER with no OVERDUE
+    installment left becomes NORMAL, in the same transaction.
 
     Example: bnplctl installments pay 17 18 --idempotency-key payment-9001
+
+    Example: bnplctl installments pay 17 --amount 50.00 --reference TRX-3301
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message, render_list, render_one
     from bnplctl.db import session_scope
+    from bnplctl.errors import UsageProblem
+    from bnplctl.money import parse_amount
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.installments import pay as pay_installments
+    from bnplctl.validators import reference as check_reference
 
-    request = {"installment_ids": sorted(set(installment_ids))}
+    wanted = sorted(set(installment_ids))
+    if (amount is not None or reference is not None) and len(wanted) != 1:
+        raise UsageProblem("--amount and --reference pay one installment: name only one")
+    parsed = parse_amount(amount) if amount is not None else None
+    checked = check_reference(reference, "reference") if reference is not None else None
+    request = {
+        "installment_ids": wanted,
+        "amount": str(parsed) if parsed is not None else None,
+        "reference": checked,
+    }
     with session_scope() as session:
 
         def work() -> dict[str, Any]:
-            return pay_installments(session, installment_ids, actor=current_actor())
+            return pay_installments(
+                session, wanted, actor=current_actor(), amount=parsed, reference=checked
+            )
 
         result, replayed = run_once(
             session, key=idempotency_key, command="installments.pay", request=request, work=work
         )
     if replayed:
         message(f"idempotency key {idempotency_key}: returning the earlier payment")
+    if result.pop("duplicate", False):
+        message(f"payment reference {checked}: recorded before; returning it, nothing written")
     if output in (OutputFormat.json, OutputFormat.jsonl):
         render_one(result, output)
         return
-    render_list(result["installments"], output, title="Paid installments")
+    render_list(result["installments"], output, title="Installments paid")
+    for payment in result["payments"]:
+        message(f"payment {payment['id']}: {payment['amount']} recorded")
     for plan_id in result["plans_completed"]:
         message(f"plan {plan_id} is COMPLETED")
     for user_id in result["users_restored"]:

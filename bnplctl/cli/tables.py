@@ -17,7 +17,18 @@ from typing import Any
 
 # Free text: the only cells that may wrap.
 TEXT_FIELDS = frozenset(
-    {"full_name", "reason", "details", "merchant_reference", "file", "actor", "error", "about"}
+    {
+        "full_name",
+        "reason",
+        "details",
+        "merchant_reference",
+        "file",
+        "actor",
+        "error",
+        "about",
+        "source",
+        "narrative",
+    }
 )
 MONEY_FIELDS = frozenset(
     {
@@ -29,6 +40,7 @@ MONEY_FIELDS = frozenset(
         "outstanding_amount",
         "applied_amount",
         "payout_amount",
+        "to_clear",
     }
 )
 STATUS_FIELDS = frozenset({"status", "outcome"})
@@ -49,6 +61,7 @@ STATUS_STYLES = {
     "RUNNING": "yellow",
     "SUCCEEDED": "green",
     "FAILED": "bold red",
+    "REVERTED": "dim",
     "applied": "green",
     "created": "green",
     "duplicate": "dim",
@@ -57,6 +70,8 @@ STATUS_STYLES = {
     "invalid": "red",
     "unknown_refund": "red",
     "unknown_user": "red",
+    "unknown_installment": "red",
+    "overpayment": "yellow",
 }
 # A free-text column is squeezed to its longest word, within these bounds, before a
 # column is dropped instead (a longer word folds).

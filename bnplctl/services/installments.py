@@ -1,8 +1,10 @@
-"""Paying installments in full: all or nothing, then rule 4 (plan completion, debt
-clearance), under the lock protocol of ``services/locks.py``."""
+"""Paying installments from a command (``installments pay``): each payment a record of
+rule 10, then rule 4 (plan completion, debt clearance), under the lock protocol of
+``services/locks.py``."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
@@ -11,32 +13,34 @@ from sqlmodel import Session, col, select
 from bnplctl import clock
 from bnplctl.errors import NotFound, Refused
 from bnplctl.models import Installment, InstallmentStatus
+from bnplctl.money import format_amount
 from bnplctl.services import locks
 from bnplctl.services.debt_status import settle
+from bnplctl.services.payments import PaymentRequest, apply_round, payments_by_id
 from bnplctl.services.plans import public_installment
 
-_PAY = text(
-    """
-    WITH paid AS (
-        UPDATE installments SET status = 'PAID', paid_at = :now
-        WHERE id = ANY(:ids) AND status <> 'PAID'
-        RETURNING id, plan_id, user_id, amount_due
-    ), audited AS (
-        INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
-                                  details)
-        SELECT :now, :actor, 'installment.paid', 'installment', p.id::text, p.user_id,
-               jsonb_build_object('plan_id', p.plan_id, 'amount', p.amount_due::text,
-                                  'was', i.status)
-        FROM paid p JOIN installments i ON i.id = p.id
-    )
-    SELECT id FROM paid
-    """
+COMMAND_SOURCE = "command"
+
+_BY_REFERENCE = text(
+    "SELECT id, user_id, installment_id, amount FROM payments WHERE reference = :reference"
 )
 
 
-def pay(session: Session, installment_ids: list[int], *, actor: str) -> dict[str, Any]:
-    """Mark every installment PAID, or none of them."""
+def pay(
+    session: Session,
+    installment_ids: list[int],
+    *,
+    actor: str,
+    amount: Decimal | None = None,
+    reference: str | None = None,
+) -> dict[str, Any]:
+    """Pay every installment in full, or none of them; with ``amount`` (one installment),
+    part of it. Each installment paid is one payment (rule 10); with ``reference`` (one
+    installment) the payment is idempotent by it: the same request again returns the
+    first payment and writes nothing, another request with it is refused."""
     wanted = sorted(set(installment_ids))
+    if (amount is not None or reference is not None) and len(wanted) != 1:
+        raise ValueError("an amount or a reference goes with one installment")
     owners = session.execute(
         text("SELECT id, user_id FROM installments WHERE id = ANY(:ids)"), {"ids": wanted}
     ).all()
@@ -44,6 +48,10 @@ def pay(session: Session, installment_ids: list[int], *, actor: str) -> dict[str
     if missing:
         raise NotFound(f"installment {', '.join(map(str, missing))} not found")
     locks.for_user_writes(session, [str(row.user_id) for row in owners])
+    if reference is not None:
+        earlier = _earlier_payment(session, reference, wanted[0], amount)
+        if earlier is not None:
+            return earlier
     current = list(
         session.exec(
             select(Installment).where(col(Installment.id).in_(wanted)).order_by(col(Installment.id))
@@ -52,12 +60,50 @@ def pay(session: Session, installment_ids: list[int], *, actor: str) -> dict[str
     already_paid = [i.id for i in current if i.status == InstallmentStatus.PAID.value]
     if already_paid:
         raise Refused(f"installment {', '.join(map(str, already_paid))} is already PAID")
+    if amount is not None and amount > current[0].amount_due:
+        raise Refused(
+            f"overpayment: {format_amount(amount)} is more than the"
+            f" {format_amount(current[0].amount_due)} due on installment {current[0].id};"
+            " nothing was paid"
+        )
     now = clock.now()
-    session.execute(_PAY, {"ids": wanted, "now": now, "actor": actor})
+    payment_ids: list[int] = []
+    plans: set[int] = set()
+    owners_paid: set[str] = set()
+    # One payment per user per round (rule 10's statement); a command paying several
+    # installments of one user runs as many rounds.
+    pending = list(current)
+    while pending:
+        round_: list[PaymentRequest] = []
+        seen: set[str] = set()
+        pending_next: list[Installment] = []
+        for installment in pending:
+            if installment.user_id in seen:
+                pending_next.append(installment)
+                continue
+            seen.add(installment.user_id)
+            round_.append(
+                PaymentRequest(
+                    line=len(round_) + 1,
+                    reference=reference,
+                    amount=amount if amount is not None else installment.amount_due,
+                    user_id=installment.user_id,
+                    installment_id=installment.id,
+                    paid_at=now,
+                    source=COMMAND_SOURCE,
+                )
+            )
+        result = apply_round(session, round_, now=now, actor=actor)
+        if result.overpaid:  # cannot happen under the user locks: what is due was read above
+            raise Refused("overpayment: the installments changed while paying; nothing was paid")
+        payment_ids += result.payment_ids.values()
+        plans.update(result.plans_paid_off)
+        owners_paid.update(result.overdue_owners)
+        pending = pending_next
     settled = settle(
         session,
-        plan_ids=[i.plan_id for i in current],
-        user_ids=[i.user_id for i in current],
+        plan_ids=plans,
+        user_ids=owners_paid,
         now=now,
         actor=actor,
     )
@@ -65,6 +111,33 @@ def pay(session: Session, installment_ids: list[int], *, actor: str) -> dict[str
         session.refresh(installment)
     return {
         "installments": [public_installment(installment) for installment in current],
+        "payments": payments_by_id(session, payment_ids),
         "plans_completed": settled.plans_completed,
         "users_restored": settled.users_restored,
+    }
+
+
+def _earlier_payment(
+    session: Session, reference: str, installment_id: int, amount: Decimal | None
+) -> dict[str, Any] | None:
+    """The first result of a payment with ``reference``, when this request repeats it;
+    ``None`` when the reference is new. Another request with it is refused (exit 3)."""
+    locks.for_reference(session, f"payment:{reference}")
+    row = session.execute(_BY_REFERENCE, {"reference": reference}).one_or_none()
+    if row is None:
+        return None
+    same = row.installment_id == installment_id and (amount is None or amount == row.amount)
+    if not same:
+        raise Refused(
+            f"payment reference {reference} was already used for another payment"
+            f" (payment {row.id}); nothing was paid"
+        )
+    installment = session.get(Installment, installment_id)
+    assert installment is not None  # noqa: S101 - found under the user's lock above
+    return {
+        "installments": [public_installment(installment)],
+        "payments": payments_by_id(session, [int(row.id)]),
+        "plans_completed": [],
+        "users_restored": [],
+        "duplicate": True,
     }

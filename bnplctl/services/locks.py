@@ -11,7 +11,8 @@ its transaction and in this order:
 2. the **users** it changes: a command locks their rows (``FOR UPDATE``, in ``user_id``
    order); a batch chunk, which touches thousands, locks the ``users``, ``refunds`` and
    ``installments`` tables at once in ``EXCLUSIVE`` mode (readers never wait).
-3. only then the refunds and installments it reads and writes.
+3. a payment's reference, when a command records one (an advisory lock on its hash);
+4. only then the refunds and installments it reads and writes.
 
 Two writers for the same user thus run one after the other, and the second one's
 statements see the first one's commit: rule 4's "no OVERDUE installment left" and "every
@@ -37,6 +38,7 @@ _EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:id)")
 _USERS = text(
     'SELECT user_id FROM users WHERE user_id = ANY(:ids) ORDER BY user_id COLLATE "C" FOR UPDATE'
 )
+_REFERENCE = text("SELECT pg_advisory_xact_lock(hashtextextended(:reference, 0))")
 _CHUNK_TABLES = text("LOCK TABLE users, refunds, installments IN EXCLUSIVE MODE")
 
 
@@ -48,6 +50,12 @@ def for_user_writes(executor: Executor, user_ids: Iterable[str]) -> list[str]:
     if not wanted:
         return []
     return [str(row[0]) for row in executor.execute(_USERS, {"ids": wanted})]
+
+
+def for_reference(executor: Executor, reference: str) -> None:
+    """A payment reference's lock, taken after the users' (two commands recording the same
+    new reference for different users: the second waits, then finds the first's)."""
+    executor.execute(_REFERENCE, {"reference": reference})
 
 
 def for_batch_chunk(executor: Executor) -> None:

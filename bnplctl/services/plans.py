@@ -114,6 +114,7 @@ def list_installments(
     plan_id: int | None = None,
     status: InstallmentStatus | None = None,
     due_before: date | None = None,
+    due_after: date | None = None,
     request: ListRequest = ListRequest(),  # noqa: B008 (frozen)
 ) -> Page[Installment]:
     """By due date (then id) unless sorted, fetched in batches."""
@@ -126,6 +127,8 @@ def list_installments(
         query = query.where(Installment.status == status.value)
     if due_before is not None:
         query = query.where(col(Installment.due_date) < due_before)
+    if due_after is not None:
+        query = query.where(col(Installment.due_date) > due_after)
     fields = {name: col(getattr(Installment, name)) for name in INSTALLMENT_SORT}
     default = [col(Installment.due_date), col(Installment.id)]
     order = ordering(request.sort, fields, default, col(Installment.id))

@@ -23,7 +23,11 @@ from bnplctl.errors import Unavailable
 SWEEP_LOCK_ID = 0x62_6E_70_6C_5357  # "bnpl" + "SW"
 
 _MARK_INSTALLMENTS = text(
-    "UPDATE installments SET status = 'OVERDUE' WHERE status = 'UPCOMING' AND due_date < :cutoff"
+    """
+    UPDATE installments
+    SET status = 'OVERDUE', overdue_since = :business_date, overdue_run_id = :run_id
+    WHERE status = 'UPCOMING' AND due_date < :cutoff
+    """
 )
 _MARK_USERS = text(
     "UPDATE users SET status = 'DEBT_USER', updated_at = :now"
@@ -111,13 +115,19 @@ def start_run(connection: Connection, business_date: date, actor: str, now: date
     return run_id
 
 
-def mark_overdue(connection: Connection, cutoff: date, now: datetime) -> tuple[int, int]:
+def mark_overdue(
+    connection: Connection, cutoff: date, now: datetime, *, business_date: date, run_id: int
+) -> tuple[int, int]:
     """The two set-based statements of rule 3, under the exclusive debt lock; returns
-    (installments, users) changed."""
+    (installments, users) changed. Each installment marked remembers the business date
+    and the run (``overdue_since``, ``overdue_run_id``)."""
     from bnplctl.services import locks
 
     locks.for_sweep(connection)
-    installments = connection.execute(_MARK_INSTALLMENTS, {"cutoff": cutoff}).rowcount
+    installments = connection.execute(
+        _MARK_INSTALLMENTS,
+        {"cutoff": cutoff, "business_date": business_date, "run_id": run_id},
+    ).rowcount
     users = connection.execute(_MARK_USERS, {"now": now}).rowcount
     return int(installments), int(users)
 

@@ -24,6 +24,7 @@ CHECKS = (
     "plan_totals",
     "refund_cuts",
     "refund_amounts",
+    "payment_cuts",
     "amounts",
 )
 
@@ -41,21 +42,28 @@ _DEBT_STATUS = text(
 )
 # plan_status: COMPLETED if and only if every installment is PAID; plan_totals: the
 # installments' original amounts sum to the total; refund_cuts: what was cut from the
-# installments (original minus due) is what the plan's COMPLETED refunds applied. The
-# same pass over the installments finds those whose amounts are wrong (``amounts``).
+# installments (original minus due) and not paid by a payment is what the plan's
+# COMPLETED refunds applied. The same pass over the installments finds those whose amounts
+# are wrong (``amounts``): an unpaid one must still owe something, a PAID one nothing.
 _PLANS = text(
     """
-    WITH per_plan AS (
-        SELECT plan_id,
-               bool_and(status = 'PAID') AS all_paid,
-               sum(original_amount) AS original_total,
-               sum(original_amount - amount_due) AS cut,
-               array_agg(id) FILTER (
-                   WHERE amount_due < 0 OR original_amount <= 0 OR amount_due > original_amount
-                         OR (status <> 'PAID' AND amount_due <= 0)
+    WITH paid_per_installment AS (
+        SELECT installment_id, sum(amount) AS paid
+        FROM payment_allocations
+        GROUP BY installment_id
+    ), per_plan AS (
+        SELECT i.plan_id,
+               bool_and(i.status = 'PAID') AS all_paid,
+               sum(i.original_amount) AS original_total,
+               sum(i.original_amount - i.amount_due - coalesce(p.paid, 0)) AS cut,
+               array_agg(i.id) FILTER (
+                   WHERE i.amount_due < 0 OR i.original_amount <= 0
+                         OR i.amount_due > i.original_amount
+                         OR (i.status = 'PAID') <> (i.amount_due = 0)
                ) AS wrong_amounts
-        FROM installments
-        GROUP BY plan_id
+        FROM installments i
+        LEFT JOIN paid_per_installment p ON p.installment_id = i.id
+        GROUP BY i.plan_id
     ), applied_per_plan AS (
         SELECT plan_id, sum(applied_amount) AS applied
         FROM refunds
@@ -101,6 +109,20 @@ _REFUND_AMOUNTS = text(
           END
     """
 )
+# payment_cuts: what each payment's allocations cut from installments is its amount.
+_PAYMENT_CUTS = text(
+    """
+    SELECT 'payment_cuts' AS name, count(*) AS violations,
+           (array_agg('payment ' || p.id ORDER BY p.id))[1:10]::text[] AS examples
+    FROM payments p
+    LEFT JOIN (
+        SELECT payment_id, sum(amount) AS allocated
+        FROM payment_allocations
+        GROUP BY payment_id
+    ) AS a ON a.payment_id = p.id
+    WHERE p.amount IS DISTINCT FROM a.allocated
+    """
+)
 # No amount is negative (or zero where it must be positive); an unpaid installment still
 # has something due (found with the plans' pass, above). Examples name the table:
 # ``installment 17``, ``plan 3``.
@@ -110,6 +132,11 @@ _AMOUNTS = text(
         SELECT 'plan ' || id AS example, 2 AS kind, id FROM plans WHERE total_amount <= 0
         UNION ALL
         SELECT 'refund ' || id, 3, id FROM refunds WHERE amount <= 0
+        UNION ALL
+        SELECT 'payment ' || id, 4, id FROM payments WHERE amount <= 0
+        UNION ALL
+        SELECT 'payment ' || payment_id, 5, payment_id
+        FROM payment_allocations WHERE amount <= 0
     )
     SELECT 'amounts' AS name, count(*) AS violations,
            (array_agg(example ORDER BY kind, id))[1:10]::text[] AS examples
@@ -131,7 +158,7 @@ def run_checks(connection: Connection) -> list[CheckResult]:
     # Whole-table aggregates compile nothing worth JIT's start-up time.
     connection.execute(text("SET LOCAL jit = off"))
     found: dict[str, CheckResult] = {}
-    for statement in (_DEBT_STATUS, _PLANS, _REFUND_AMOUNTS, _AMOUNTS):
+    for statement in (_DEBT_STATUS, _PLANS, _REFUND_AMOUNTS, _PAYMENT_CUTS, _AMOUNTS):
         for row in connection.execute(statement):
             found[row.name] = CheckResult(row.name, int(row.violations), list(row.examples or []))
     installments = found.pop("installment_amounts")

@@ -1,0 +1,264 @@
+"""Rule 10, the one place it is written: a payment is recorded and allocated.
+
+A payment goes to one installment, or to a user: then to the user's unpaid installments
+oldest due first (due date, then plan id, then sequence). Each allocation lowers the
+installment's ``amount_due``; one brought to zero is PAID (rule 4 then follows, through
+``debt_status.settle``). A payment larger than what is still due where it goes is refused
+whole (``overpayment``): nothing of it is applied.
+
+Every channel (``installments pay``, a payments file) puts the payments of one *round*
+into the temporary table ``payments_round`` and runs ``_APPLY`` once: one statement
+records the payments, their allocations, the installments' new amounts and the audit
+events, whatever the number of rows. A round holds at most one payment per user, so the
+payments of a round never share an installment and each one sees what is due where it
+goes as committed before the round (the caller runs a user's next payment in the next
+round). The caller holds the locks of ``services/locks.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from bnplctl.money import format_amount
+from bnplctl.services.listing import ListRequest
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from bnplctl.db import Executor
+    from bnplctl.models import Payment
+    from bnplctl.services.listing import Page
+
+_ROUND_TABLE = text(
+    """
+    CREATE TEMP TABLE IF NOT EXISTS payments_round (
+        line integer NOT NULL,
+        reference text,
+        amount numeric(12, 2) NOT NULL,
+        user_id text NOT NULL,
+        installment_id bigint,
+        paid_at timestamptz NOT NULL,
+        source text NOT NULL
+    ) ON COMMIT DELETE ROWS;
+    TRUNCATE payments_round;
+    """
+)
+_ADD = text(
+    """
+    INSERT INTO payments_round (line, reference, amount, user_id, installment_id, paid_at,
+                                source)
+    VALUES (:line, :reference, :amount, :user_id, :installment_id, :paid_at, :source)
+    """
+)
+
+# ``unpaid``: for each payment of the round, the unpaid installments where it goes, in the
+# order it pays them, with what is due before each (``due_before``) and in all. A payment
+# that fits is given its id up front (``judged``), so its allocations can name it in the
+# same statement. Sibling CTEs read the state before the statement's writes: one payment
+# per user per round keeps them apart.
+_APPLY = text(
+    """
+    WITH unpaid AS (
+        SELECT r.line, i.id, i.plan_id, i.user_id, i.status, i.amount_due,
+               coalesce(sum(i.amount_due) OVER (
+                   PARTITION BY r.line ORDER BY i.due_date, i.plan_id, i.sequence
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS due_before,
+               sum(i.amount_due) OVER (PARTITION BY r.line) AS due_in_all
+        FROM payments_round r
+        JOIN installments i
+          ON i.user_id = r.user_id AND i.status <> 'PAID'
+         AND (r.installment_id IS NULL OR i.id = r.installment_id)
+    ), due_per_payment AS (
+        SELECT DISTINCT line, due_in_all FROM unpaid
+    ), judged AS MATERIALIZED (
+        SELECT r.*, coalesce(d.due_in_all, 0) AS due,
+               CASE WHEN r.amount <= coalesce(d.due_in_all, 0)
+                    THEN nextval(pg_get_serial_sequence('payments', 'id')) END AS payment_id
+        FROM payments_round r
+        LEFT JOIN due_per_payment d ON d.line = r.line
+    ), shares AS MATERIALIZED (
+        SELECT u.line, j.payment_id, u.id AS installment_id, u.plan_id, u.user_id, u.status,
+               u.amount_due, least(u.amount_due, j.amount - u.due_before) AS share
+        FROM unpaid u
+        JOIN judged j ON j.line = u.line
+        WHERE j.payment_id IS NOT NULL AND j.amount > u.due_before
+    ), recorded AS (
+        INSERT INTO payments (id, reference, user_id, installment_id, amount, source, paid_at,
+                              actor)
+        SELECT payment_id, reference, user_id, installment_id, amount, source, paid_at, :actor
+        FROM judged
+        WHERE payment_id IS NOT NULL
+    ), allocated AS (
+        INSERT INTO payment_allocations (payment_id, installment_id, user_id, amount)
+        SELECT payment_id, installment_id, user_id, share FROM shares
+    ), reduced AS (
+        UPDATE installments i
+        SET amount_due = i.amount_due - s.share,
+            status = CASE WHEN s.share = i.amount_due THEN 'PAID' ELSE i.status END,
+            paid_at = CASE WHEN s.share = i.amount_due THEN :now ELSE i.paid_at END
+        FROM shares s
+        WHERE i.id = s.installment_id
+    ), audited AS (
+        INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
+                                  details)
+        SELECT :now, :actor, 'payment.recorded', 'payment', payment_id::text, user_id,
+               jsonb_build_object('amount', amount::text, 'source', source)
+               || jsonb_strip_nulls(jsonb_build_object(
+                   'reference', reference, 'installment_id', installment_id))
+        FROM judged
+        WHERE payment_id IS NOT NULL
+        UNION ALL
+        SELECT :now, :actor, 'installment.paid', 'installment', installment_id::text, user_id,
+               jsonb_build_object('plan_id', plan_id, 'amount', share::text, 'was', status,
+                                  'payment_id', payment_id)
+        FROM shares
+        WHERE share = amount_due
+    )
+    SELECT line, payment_id, due, NULL::bigint AS plan_id, NULL::text AS overdue_owner
+    FROM judged
+    UNION ALL
+    SELECT line, payment_id, NULL, plan_id, CASE WHEN status = 'OVERDUE' THEN user_id END
+    FROM shares
+    WHERE share = amount_due
+    """
+)
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    line: int
+    reference: str | None
+    amount: Decimal
+    user_id: str
+    installment_id: int | None
+    paid_at: datetime
+    source: str
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    payment_ids: dict[int, int]  # line -> the payment recorded
+    overpaid: dict[int, Decimal]  # line -> what was due where it went
+    plans_paid_off: list[int]
+    overdue_owners: list[str]
+
+
+def apply_round(
+    executor: Executor, requests: Iterable[PaymentRequest], *, now: datetime, actor: str
+) -> RoundResult:
+    """Record one round of payments (at most one per user) and allocate them."""
+    requests = list(requests)
+    users = [request.user_id for request in requests]
+    if len(users) != len(set(users)):
+        raise ValueError("a round holds at most one payment per user")
+    executor.execute(_ROUND_TABLE)
+    if requests:
+        executor.execute(_ADD, [request.__dict__ for request in requests])
+    rows = executor.execute(_APPLY, {"now": now, "actor": actor}).all()
+    recorded: dict[int, int] = {}
+    overpaid: dict[int, Decimal] = {}
+    plans: set[int] = set()
+    owners: set[str] = set()
+    for row in rows:
+        if row.plan_id is not None:
+            plans.add(int(row.plan_id))
+            if row.overdue_owner is not None:
+                owners.add(str(row.overdue_owner))
+        elif row.payment_id is not None:
+            recorded[int(row.line)] = int(row.payment_id)
+        else:
+            overpaid[int(row.line)] = Decimal(row.due)
+    return RoundResult(recorded, overpaid, sorted(plans), sorted(owners))
+
+
+# --- reading payments --------------------------------------------------------------------
+
+PAYMENT_FIELDS = ("id", "reference", "user_id", "amount", "paid_at", "source")
+
+_ALLOCATIONS = text(
+    """
+    SELECT payment_id, installment_id, amount FROM payment_allocations
+    WHERE payment_id = ANY(:ids)
+    ORDER BY payment_id, installment_id
+    """
+)
+
+
+def public_payments(executor: Executor, rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Payments (rows with ``PAYMENT_FIELDS``) as the JSON output shows them, each with
+    its allocations."""
+    rows = list(rows)
+    allocations: dict[int, list[dict[str, Any]]] = {int(row.id): [] for row in rows}
+    if rows:
+        for allocation in executor.execute(_ALLOCATIONS, {"ids": list(allocations)}):
+            allocations[int(allocation.payment_id)].append(
+                {
+                    "installment_id": int(allocation.installment_id),
+                    "amount": format_amount(allocation.amount),
+                }
+            )
+    return [
+        {
+            "id": int(row.id),
+            "reference": row.reference,
+            "user_id": row.user_id,
+            "amount": format_amount(row.amount),
+            "paid_at": row.paid_at.isoformat(),
+            "source": row.source,
+            "allocations": allocations[int(row.id)],
+        }
+        for row in rows
+    ]
+
+
+def list_payments(
+    session: Session,
+    *,
+    user_id: str | None = None,
+    since: datetime | None = None,
+    request: ListRequest = ListRequest(),  # noqa: B008 (frozen)
+) -> Page[Payment]:
+    """Newest first unless sorted, fetched in batches."""
+    from sqlmodel import col, select
+
+    from bnplctl.models import Payment
+    from bnplctl.services.listing import ordering, page
+    from bnplctl.sorting import PAYMENT_SORT
+
+    query = select(Payment)
+    if user_id is not None:
+        query = query.where(Payment.user_id == user_id)
+    if since is not None:
+        query = query.where(col(Payment.paid_at) >= since)
+    fields = {name: col(getattr(Payment, name)) for name in PAYMENT_SORT}
+    newest = [col(Payment.paid_at).desc(), col(Payment.id).desc()]
+    order = ordering(request.sort, fields, newest, col(Payment.id))
+    return page(session, query.order_by(*order), request)
+
+
+def iter_public_payments(session: Session, payments: Iterable[Payment]) -> Iterator[dict[str, Any]]:
+    """``public_payments`` a batch at a time: flat memory for any number of payments."""
+    from itertools import islice
+
+    from bnplctl.db import LIST_BATCH
+
+    remaining = iter(payments)
+    while batch := list(islice(remaining, LIST_BATCH)):
+        yield from public_payments(session, batch)
+
+
+def payments_by_id(executor: Executor, payment_ids: Iterable[int]) -> list[dict[str, Any]]:
+    rows = executor.execute(
+        text(
+            f"SELECT {', '.join(PAYMENT_FIELDS)} FROM payments"  # noqa: S608 - constants
+            " WHERE id = ANY(:ids) ORDER BY id"
+        ),
+        {"ids": sorted(set(payment_ids))},
+    ).all()
+    return public_payments(executor, rows)
