@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import TYPE_CHECKING
 
-from bnplctl.services.sweep import SweepResult
+from bnplctl.services.sweep import RevertResult, SweepResult
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -71,6 +71,30 @@ def sweep_job(*, as_of: date | None, dry_run: bool, actor: str) -> SweepResult:
                 time.perf_counter() - started,
                 already,
             )
+        finally:
+            _unlock_quietly(connection)
+
+
+def revert_job(*, run_id: int, dry_run: bool, actor: str) -> RevertResult:
+    """Rule 11 on a connection of its own: under the one-sweep lock (a sweep running: 75),
+    check the run can be undone, then undo it in one transaction (a dry run: count what
+    would change, write nothing)."""
+    from bnplctl import clock
+    from bnplctl.db import connect, get_engine
+    from bnplctl.services import sweep
+
+    with connect(get_engine()) as connection:
+        with connection.begin():
+            sweep.try_lock(connection)
+        try:
+            with connection.begin() as unit:
+                sweep.check_revertible(connection, run_id)
+                if dry_run:
+                    installments, users = sweep.preview_revert(connection, run_id)
+                    unit.rollback()
+                    return RevertResult(run_id, True, installments, users)
+                installments, users = sweep.revert(connection, run_id, now=clock.now(), actor=actor)
+            return RevertResult(run_id, False, installments, users)
         finally:
             _unlock_quietly(connection)
 

@@ -142,6 +142,27 @@ class UserCreate(BaseModel):
         return validated(cls, fields, {"today": today})
 
 
+class UserUpdate(BaseModel):
+    """``users update``'s options: a new name, a new phone, checked as at onboarding."""
+
+    model_config = ConfigDict(
+        hide_input_in_errors=True, str_strip_whitespace=True, extra="forbid", frozen=True
+    )
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    phone: str | None = Field(default=None, repr=False)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else no_control_characters(value, "name")
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        return None if value is None else pii.normalize_phone(value)
+
+
 class _Request(BaseModel):
     """A command's options, validated at the edge by the same functions as the rows of a
     file; the first failure becomes ``InvalidInput`` (65) naming the option."""

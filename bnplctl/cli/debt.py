@@ -43,6 +43,46 @@ def show(
     )
 
 
+EXPLAINED_COLUMNS = ("id", "plan_id", "amount_due", "due_date", "overdue_since", "days_overdue")
+HISTORY_COLUMNS = ("occurred_at", "action", "about", "details")
+
+
+@app.command("explain")
+def explain(
+    user_id: Annotated[str, typer.Argument(metavar="USER_ID", help="The user's id.")],
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Why a user has their status: since when, what clears it, what is due next.
+
+    Also the user's latest audit events. days_overdue counts from the due date to
+    today in BNPL_TIMEZONE; -o csv gives the overdue installments.
+
+    Example: bnplctl debt explain usr-001
+    """
+    from bnplctl.cli.output import render_story
+    from bnplctl.clock import business_today
+    from bnplctl.db import read_scope
+    from bnplctl.services.debt import explain as explain_debt
+    from bnplctl.services.debt import narrative
+
+    with read_scope() as connection:
+        explained = explain_debt(connection, user_id, business_today())
+    history = [
+        {**event, "about": f"{event['entity']} {event['entity_id']}"}
+        for event in explained["history"]
+    ]
+    render_story(
+        explained,
+        output,
+        narrative=narrative(explained),
+        sections=(
+            ("Overdue installments", explained["overdue_installments"], EXPLAINED_COLUMNS),
+            ("Latest events", history, HISTORY_COLUMNS),
+        ),
+        parent=("user_id", user_id),
+    )
+
+
 AsOfOption = Annotated[
     str | None,
     typer.Option("--as-of", help="Business date YYYY-MM-DD (default: today in BNPL_TIMEZONE)."),
@@ -59,6 +99,14 @@ def sweep(
         bool,
         typer.Option("--allow-future", help="Accept an --as-of after today (staging, tests)."),
     ] = False,
+    revert: Annotated[
+        int | None,
+        typer.Option(
+            "--revert",
+            metavar="RUN_ID",
+            help="Undo this run (the latest successful one) instead of sweeping.",
+        ),
+    ] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """The overdue sweep (rule 3): late installments become OVERDUE, their owners DEBT_USER.
@@ -69,14 +117,28 @@ def sweep(
     Only one sweep runs at a time: a second one exits 75 at once. Running it again
     for the same date changes nothing. This is the cron job.
 
+    --revert RUN_ID undoes the latest successful run (rule 11; any other: exit 3):
+    its installments still OVERDUE become UPCOMING, users with no OVERDUE installment
+    left become NORMAL, the run is REVERTED. With --dry-run it only counts.
+
     Example: bnplctl debt sweep --as-of 2026-11-27 --dry-run
+
+    Example: bnplctl debt sweep --revert 41 --dry-run
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message, render_one
     from bnplctl.clock import business_today
     from bnplctl.errors import UsageProblem
-    from bnplctl.jobs import sweep_job
+    from bnplctl.jobs import revert_job, sweep_job
     from bnplctl.validators import parse_date
+
+    if revert is not None:
+        if as_of is not None or allow_future:
+            raise UsageProblem("--revert undoes a run: --as-of and --allow-future do not apply")
+        undone = revert_job(run_id=revert, dry_run=dry_run, actor=current_actor())
+        title = f"Sweep run {revert} reverted" + (" (dry run)" if dry_run else "")
+        render_one(undone.public(), output, title=title)
+        return
 
     business_date = parse_date(as_of, "as-of") if as_of is not None else None
     if business_date is not None and not allow_future and business_date > business_today():

@@ -199,6 +199,32 @@ def render_nested(
 
 
 @to_stdout
+def render_story(
+    record: Record,
+    fmt: OutputFormat,
+    *,
+    narrative: str,
+    sections: Sequence[tuple[str, Sequence[Record], Sequence[str]]],
+    parent: tuple[str, Any],
+) -> None:
+    """An explanation: for a person, a short narrative, then a table per section
+    (``(title, rows, columns)``, an empty one left out); JSON is ``record``; CSV is the
+    rows of the first section, led by the ``parent`` column."""
+    if fmt in (OutputFormat.json, OutputFormat.jsonl):
+        render_one(record, fmt)
+        return
+    if fmt is OutputFormat.csv:
+        _, rows, columns = sections[0]
+        lead = {parent[0]: parent[1]}
+        _write_csv([lead | dict(row) for row in rows], [*lead, *columns])
+        return
+    _console().print(_text(narrative))
+    for title, rows, columns in sections:
+        if rows:
+            _table(rows, columns, title=title, wide=fmt is OutputFormat.wide)
+
+
+@to_stdout
 def render_dashboard(report: Record) -> None:
     """The status report as a Rich panel: one line per area, problems in red."""
     from rich.markup import escape

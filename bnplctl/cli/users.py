@@ -263,6 +263,42 @@ def list_(
         report_cut(users)
 
 
+@app.command("update")
+def update(
+    user_id: Annotated[str, typer.Argument(metavar="USER_ID", help="The user's id.")],
+    name: Annotated[str | None, typer.Option("--name", help="The new full name.")] = None,
+    phone: Annotated[
+        str | None,
+        typer.Option("--phone", help="The new phone, international format, e.g. +998901234567."),
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Change a user's name or phone; prints the masked user.
+
+    Each value is checked as at onboarding (exit 65, nothing changed). The audit
+    event names the fields changed, never their values.
+
+    Example: bnplctl users update usr-001 --phone +998901112233
+    """
+    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.output import message, render_one
+    from bnplctl.db import session_scope
+    from bnplctl.errors import UsageProblem
+    from bnplctl.schemas import UserUpdate, validated
+    from bnplctl.services.users import public_user, update_user
+
+    if name is None and phone is None:
+        raise UsageProblem("nothing to change: give --name, --phone or both")
+    given = {key: value for key, value in (("name", name), ("phone", phone)) if value is not None}
+    change = validated(UserUpdate, given)
+    with session_scope() as session:
+        user, changed = update_user(session, user_id, change, actor=current_actor())
+        shown = public_user(user)
+    if not changed:
+        message(f"user {user_id}: nothing changed (the values are the ones on record)")
+    render_one(shown, output, title=f"User {user_id}")
+
+
 @app.command("show")
 def show(
     user_id: Annotated[str, typer.Argument(metavar="USER_ID", help="The user's id.")],

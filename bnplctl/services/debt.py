@@ -48,6 +48,99 @@ def debt_of(connection: Any, user_id: str, business_date: date) -> dict[str, Any
     }
 
 
+# The user and their unpaid installments, in the order a payment to them pays (rule 10).
+_EXPLAIN_SQL = """
+    SELECT u.status AS user_status, i.id, i.plan_id, i.amount_due, i.due_date,
+           i.status, i.overdue_since
+    FROM users u
+    LEFT JOIN installments i ON i.user_id = u.user_id AND i.status <> 'PAID'
+    WHERE u.user_id = %(user_id)s
+    ORDER BY i.due_date, i.plan_id, i.sequence
+"""
+_HISTORY_SQL = """
+    SELECT occurred_at, actor, action, entity, entity_id, details
+    FROM audit_events
+    WHERE user_id = %(user_id)s
+    ORDER BY occurred_at DESC, id DESC
+    LIMIT %(limit)s
+"""
+HISTORY_EVENTS = 10
+
+
+def explain(connection: Any, user_id: str, business_date: date) -> dict[str, Any]:
+    """Why ``user_id`` has their status (``debt explain``): since when they are in debt,
+    what clears it, what is due next, and their latest audit events."""
+    from bnplctl.db import fetch_all
+
+    rows = fetch_all(connection, _EXPLAIN_SQL, {"user_id": user_id})
+    if not rows:
+        raise NotFound(f"user {user_id} not found")
+    unpaid = [row for row in rows if row["id"] is not None]
+    overdue = [row for row in unpaid if row["status"] == "OVERDUE"]
+    upcoming = [row for row in unpaid if row["status"] == "UPCOMING"]
+    since = min((row["overdue_since"] for row in overdue), default=None)
+    history = fetch_all(connection, _HISTORY_SQL, {"user_id": user_id, "limit": HISTORY_EVENTS})
+    return {
+        "user_id": user_id,
+        "user_status": rows[0]["user_status"],
+        "overdue_since": since.isoformat() if since else None,
+        "to_clear": format_amount(sum((row["amount_due"] for row in overdue), Decimal("0"))),
+        "overdue_installments": [
+            {
+                "id": row["id"],
+                "plan_id": row["plan_id"],
+                "amount_due": format_amount(row["amount_due"]),
+                "due_date": row["due_date"].isoformat(),
+                "overdue_since": row["overdue_since"].isoformat(),
+                "days_overdue": (business_date - row["due_date"]).days,
+            }
+            for row in overdue
+        ],
+        "next_due": (
+            {
+                "id": upcoming[0]["id"],
+                "plan_id": upcoming[0]["plan_id"],
+                "amount_due": format_amount(upcoming[0]["amount_due"]),
+                "due_date": upcoming[0]["due_date"].isoformat(),
+            }
+            if upcoming
+            else None
+        ),
+        "history": [
+            {
+                "occurred_at": event["occurred_at"].isoformat(),
+                "actor": event["actor"],
+                "action": event["action"],
+                "entity": event["entity"],
+                "entity_id": event["entity_id"],
+                "details": event["details"],
+            }
+            for event in history
+        ],
+    }
+
+
+def narrative(explained: dict[str, Any]) -> str:
+    """The explanation in a few sentences, for a person at a terminal."""
+    user, status = explained["user_id"], explained["user_status"]
+    overdue = explained["overdue_installments"]
+    if overdue:
+        count = f"{len(overdue)} installment{'s' if len(overdue) != 1 else ''} overdue"
+        since = f" since {explained['overdue_since']}" if status == "DEBT_USER" else ""
+        text = f"{user} is {status}{since}: {count}; paying {explained['to_clear']} clears it."
+    else:
+        text = f"{user} is {status}: nothing is overdue."
+    upcoming = explained["next_due"]
+    if upcoming:
+        text += (
+            f" Next due: {upcoming['amount_due']} on {upcoming['due_date']}"
+            f" (installment {upcoming['id']} of plan {upcoming['plan_id']})."
+        )
+    else:
+        text += " Nothing else is due."
+    return text
+
+
 BUCKETS = ("1-30", "31-60", "61-90", "90+")
 
 # One aggregate query over the OVERDUE installments (partial index on status); the

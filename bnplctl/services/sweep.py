@@ -172,3 +172,108 @@ def fail_run(connection: Connection, run_id: int, error_class: str, now: datetim
         ),
         {"run_id": run_id, "error_class": error_class[:200], "finished_at": now},
     )
+
+
+# --- undoing a run (rule 11) -------------------------------------------------------------
+
+_LATEST_SUCCESS = text(
+    """
+    SELECT id FROM sweep_runs
+    WHERE outcome = 'SUCCEEDED' AND NOT dry_run
+    ORDER BY id DESC
+    LIMIT 1
+    """
+)
+_REVERT_PREVIEW = text(
+    """
+    WITH marked AS (
+        SELECT id, user_id FROM installments
+        WHERE status = 'OVERDUE' AND overdue_run_id = :run_id
+    )
+    SELECT (SELECT count(*) FROM marked) AS installments,
+           (SELECT count(*) FROM users u
+             WHERE u.status = 'DEBT_USER'
+               AND u.user_id IN (SELECT user_id FROM marked)
+               AND NOT EXISTS (
+                   SELECT 1 FROM installments i
+                   WHERE i.user_id = u.user_id AND i.status = 'OVERDUE'
+                     AND i.overdue_run_id IS DISTINCT FROM :run_id
+               )) AS users
+    """
+)
+_UNMARK = text(
+    """
+    UPDATE installments
+    SET status = 'UPCOMING', overdue_since = NULL, overdue_run_id = NULL
+    WHERE status = 'OVERDUE' AND overdue_run_id = :run_id
+    RETURNING user_id
+    """
+)
+_MARK_REVERTED = text(
+    """
+    WITH reverted AS (
+        UPDATE sweep_runs SET outcome = 'REVERTED', reverted_at = :now
+        WHERE id = :run_id
+        RETURNING id, business_date
+    )
+    INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, details)
+    SELECT :now, :actor, 'sweep.reverted', 'sweep', id::text, jsonb_build_object(
+        'business_date', business_date, 'installments_restored', :installments,
+        'users_restored', :users)
+    FROM reverted
+    """
+)
+
+
+@dataclass(frozen=True)
+class RevertResult:
+    run_id: int
+    dry_run: bool
+    installments_restored: int
+    users_restored: int
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_revertible(connection: Connection, run_id: int) -> None:
+    """Only the latest successful run not yet reverted can be undone (exit 3 otherwise;
+    4 for a run that does not exist)."""
+    from bnplctl.errors import NotFound, Refused
+
+    outcome = connection.execute(
+        text("SELECT outcome FROM sweep_runs WHERE id = :run_id AND NOT dry_run"),
+        {"run_id": run_id},
+    ).scalar()
+    if outcome is None:
+        raise NotFound(f"sweep run {run_id} not found")
+    latest = connection.execute(_LATEST_SUCCESS).scalar()
+    if outcome != "SUCCEEDED" or latest != run_id:
+        why = "already reverted" if outcome == "REVERTED" else f"{outcome}"
+        if outcome == "SUCCEEDED":
+            why = f"not the latest successful run (that is run {latest})"
+        raise Refused(f"sweep run {run_id} cannot be reverted: {why}")
+
+
+def preview_revert(connection: Connection, run_id: int) -> tuple[int, int]:
+    installments, users = connection.execute(_REVERT_PREVIEW, {"run_id": run_id}).one()
+    return int(installments), int(users)
+
+
+def revert(connection: Connection, run_id: int, *, now: datetime, actor: str) -> tuple[int, int]:
+    """Rule 11, under the exclusive debt lock: the run's installments still OVERDUE become
+    UPCOMING, rule 4 restores their owners, the run is REVERTED; returns (installments,
+    users) restored."""
+    from bnplctl.services import locks
+    from bnplctl.services.debt_status import settle
+
+    locks.for_sweep(connection)
+    owners = [str(row.user_id) for row in connection.execute(_UNMARK, {"run_id": run_id})]
+    settled = settle(connection, plan_ids=[], user_ids=owners, now=now, actor=actor)
+    installments, users = len(owners), len(settled.users_restored)
+    connection.execute(
+        _MARK_REVERTED,
+        {"run_id": run_id, "now": now, "actor": actor, "installments": installments,
+         "users": users},
+    )  # fmt: skip
+    return installments, users

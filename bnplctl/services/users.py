@@ -12,7 +12,8 @@ from sqlmodel import Session, col, select
 from bnplctl import pii
 from bnplctl.errors import Conflict, NotFound
 from bnplctl.models import User, UserStatus
-from bnplctl.schemas import UserCreate
+from bnplctl.schemas import UserCreate, UserUpdate
+from bnplctl.services import audit
 from bnplctl.services.listing import ListRequest, Page, ordering, page
 from bnplctl.services.onboarding import (
     InsertOutcome,
@@ -82,6 +83,42 @@ def onboard(
     if not outcome.created:
         raise Conflict(f"user {outcome.user_id}: {outcome.reason}")
     return get_user(session, outcome.user_id)
+
+
+def update_user(
+    session: Session, user_id: str, change: UserUpdate, *, actor: str
+) -> tuple[User, list[str]]:
+    """Change a user's name or phone (validated as at onboarding), under the user's row
+    lock; returns the user and the fields changed. Audited with the names of the fields
+    changed, never their values; a value the same as before is no change."""
+    from bnplctl import clock
+    from bnplctl.services import locks
+
+    if not locks.for_user_writes(session, [user_id]):
+        raise NotFound(f"user {user_id} not found")
+    user = get_user(session, user_id)
+    changed = []
+    if change.name is not None and change.name != user.full_name:
+        user.full_name = change.name
+        changed.append("full_name")
+    if change.phone is not None and change.phone != user.phone_e164:
+        user.phone_e164 = change.phone
+        changed.append("phone_number")
+    if changed:
+        now = clock.now()
+        user.updated_at = now
+        session.add(user)
+        audit.record(
+            session,
+            actor=actor,
+            action="user.updated",
+            entity="user",
+            entity_id=user_id,
+            user_id=user_id,
+            details={"fields": changed},
+        )
+        session.flush()
+    return user, changed
 
 
 def get_user(session: Session, user_id: str) -> User:
