@@ -33,6 +33,8 @@ TABLES = (
     "idempotency_keys",
     "sweep_runs",
     "refunds",
+    "payment_allocations",
+    "payments",
     "installments",
     "plans",
     "users",

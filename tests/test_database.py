@@ -279,3 +279,63 @@ def test_migrations_go_down_to_0001_and_back_up(empty_database: str) -> None:
             assert db.current_revision(connection) == db.SCHEMA_HEAD
     finally:
         engine.dispose()
+
+
+def test_migration_0006_keeps_earlier_payments_and_overdue_dates(empty_database: str) -> None:
+    """Installments paid in full before payments were records become payments of what
+    they kept as due; an OVERDUE one gets the date of the first sweep after it was due;
+    ``verify`` is clean after the upgrade, and a downgrade gives the amounts back."""
+    from alembic import command
+
+    from bnplctl.services.verify import run_checks
+
+    engine = create_engine(db.normalize_url(empty_database))
+    try:
+        with engine.begin() as connection:
+            command.upgrade(db.alembic_config(connection), "0005")
+            connection.execute(
+                text(
+                    "INSERT INTO users (user_id, full_name, phone_e164, passport_ciphertext,"
+                    " passport_blind_index, passport_masked, card_brand, card_first6,"
+                    " card_last4, card_fingerprint, date_of_birth, status) VALUES ('u-1', 'U',"
+                    " '+998901234567', '\\x00', 'idx', 'AA****', 'visa', '411111', '1111', 'fp',"
+                    " '1990-01-01', 'DEBT_USER');"
+                    "INSERT INTO plans (user_id, total_amount, installment_count, start_date)"
+                    " VALUES ('u-1', 300, 3, '2026-01-01');"
+                    "INSERT INTO sweep_runs (business_date, dry_run, started_at, outcome, actor)"
+                    " VALUES ('2026-02-03', false, now(), 'SUCCEEDED', 't'),"
+                    " ('2026-03-05', false, now(), 'SUCCEEDED', 't');"
+                    "INSERT INTO installments (plan_id, user_id, sequence, original_amount,"
+                    " amount_due, due_date, status, paid_at) VALUES"
+                    " (1, 'u-1', 1, 100, 100, '2026-02-01', 'PAID', '2026-02-02T10:00:00Z'),"
+                    " (1, 'u-1', 2, 100, 100, '2026-03-01', 'OVERDUE', NULL),"
+                    " (1, 'u-1', 3, 100, 100, '2026-04-01', 'OVERDUE', NULL)"
+                )
+            )
+            db.upgrade(connection)
+
+            payments = connection.execute(
+                text("SELECT installment_id, amount::text, source, paid_at FROM payments")
+            ).all()
+            assert [(p[0], p[1], p[2]) for p in payments] == [(1, "100.00", "migration 0006")]
+            assert payments[0][3].isoformat() == "2026-02-02T10:00:00+00:00"
+            amounts = connection.execute(
+                text("SELECT amount_due::text, overdue_since FROM installments ORDER BY id")
+            ).all()
+            # 2: the first sweep after its due date; 3: none ran since, the day after.
+            assert [(a[0], a[1] and a[1].isoformat()) for a in amounts] == [
+                ("0.00", None),
+                ("100.00", "2026-03-05"),
+                ("100.00", "2026-04-02"),
+            ]
+        with engine.connect() as connection:
+            assert all(check.violations == 0 for check in run_checks(connection))
+            connection.rollback()
+        with engine.begin() as connection:
+            command.downgrade(db.alembic_config(connection), "0005")
+            restored = connection.execute(
+                text("SELECT amount_due::text FROM installments ORDER BY id")
+            ).scalars()
+            assert list(restored) == ["100.00", "100.00", "100.00"]
+    finally:
+        engine.dispose()

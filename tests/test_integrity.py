@@ -51,6 +51,7 @@ def test_verify_is_clean_on_a_consistent_database(cli: Cli, engine: Engine) -> N
         "plan_totals",
         "refund_cuts",
         "refund_amounts",
+        "payment_cuts",
         "amounts",
     ]
     table = cli("verify")
@@ -93,7 +94,7 @@ def test_verify_finds_each_broken_invariant(
 def test_verify_finds_amounts_that_constraints_would_refuse(cli: Cli, engine: Engine) -> None:
     """``amounts`` holds even where the schema's CHECK constraints were dropped."""
     seed(engine, 1, date(2026, 1, 1))
-    drop = "ALTER TABLE installments DROP CONSTRAINT ck_installments_amount_due_positive"
+    drop = "ALTER TABLE installments DROP CONSTRAINT ck_installments_paid_when_nothing_due"
     with engine.begin() as connection:
         connection.execute(text(drop))
         connection.execute(text("UPDATE installments SET amount_due = 0 WHERE id = 2"))
@@ -104,8 +105,9 @@ def test_verify_finds_amounts_that_constraints_would_refuse(cli: Cli, engine: En
             connection.execute(text("UPDATE installments SET amount_due = 100 WHERE id = 2"))
             connection.execute(
                 text(
-                    "ALTER TABLE installments ADD CONSTRAINT ck_installments_amount_due_positive"
-                    " CHECK (amount_due > 0 OR (amount_due = 0 AND status = 'PAID'))"
+                    "ALTER TABLE installments ADD CONSTRAINT"
+                    " ck_installments_paid_when_nothing_due"
+                    " CHECK ((status = 'PAID') = (amount_due = 0))"
                 )
             )
 

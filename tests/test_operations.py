@@ -16,6 +16,7 @@ from freezegun import freeze_time
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from bnplctl.db import SCHEMA_HEAD
 from bnplctl.scheduler import (
     JsonFormatter,
     Scheduler,
@@ -166,7 +167,7 @@ def test_status_is_unhealthy_until_a_sweep_runs(cli: Cli, engine: Engine) -> Non
     report = json.loads(after.stdout)
     assert report["healthy"] is True
     assert report["database"]["reachable"] is True and report["database"]["version"]
-    assert report["migrations"] == {"revision": "0005", "head": "0005", "at_head": True}
+    assert report["migrations"] == {"revision": SCHEMA_HEAD, "head": SCHEMA_HEAD, "at_head": True}
     assert report["users"] == {"NORMAL": 0, "DEBT_USER": 2}
     assert report["plans"] == {"ACTIVE": 2, "COMPLETED": 0}
     assert report["installments"] == {"overdue": 6, "overdue_amount": "600.00"}

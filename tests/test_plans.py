@@ -177,7 +177,11 @@ def test_list_and_show(cli: Cli, engine: Engine, john: str) -> None:
 def test_paying_clears_debt_and_completes_the_plan(cli: Cli, engine: Engine, john: str) -> None:
     plan = _create(cli, "--user", john, "--amount", "300", "--start", "2026-01-10")
     ids = [str(i["id"]) for i in plan["installments"]]
-    _set(engine, "UPDATE installments SET status = 'OVERDUE', overdue_since = due_date + 1 WHERE sequence <= 2")
+    _set(
+        engine,
+        "UPDATE installments SET status = 'OVERDUE', overdue_since = due_date + 1"
+        " WHERE sequence <= 2",
+    )
     _set(engine, "UPDATE users SET status = 'DEBT_USER'")
 
     first = cli("installments", "pay", ids[0], "-o", "json")
@@ -219,7 +223,11 @@ def test_paying_is_all_or_nothing(cli: Cli, engine: Engine, john: str) -> None:
 @freeze_time("2026-05-20 12:00:00")
 def test_debt_show_lists_overdue_installments(cli: Cli, engine: Engine, john: str) -> None:
     _create(cli, "--user", john, "--amount", "500", "--start", "2026-01-31")
-    _set(engine, "UPDATE installments SET status = 'OVERDUE', overdue_since = due_date + 1 WHERE sequence <= 2")
+    _set(
+        engine,
+        "UPDATE installments SET status = 'OVERDUE', overdue_since = due_date + 1"
+        " WHERE sequence <= 2",
+    )
     _set(engine, "UPDATE users SET status = 'DEBT_USER'")
     shown = json.loads(cli("debt", "show", john, "-o", "json").stdout)
 
@@ -350,7 +358,9 @@ def test_audit_list_user_shows_one_customers_history_newest_first(cli: Cli, john
     plan = _create(cli, "--user", john, "--amount", "300")
     _create(cli, "--user", MALIKA["user_id"], "--amount", "90")
     first = plan["installments"][0]["id"]
-    assert cli("installments", "pay", str(first)).exit_code == 0
+    paid = cli("installments", "pay", str(first), "-o", "json")
+    assert paid.exit_code == 0, paid.stderr
+    payment = json.loads(paid.stdout)["payments"][0]["id"]
 
     result = cli("audit", "list", "--user", john, "-o", "json")
 
@@ -358,6 +368,7 @@ def test_audit_list_user_shows_one_customers_history_newest_first(cli: Cli, john
     events = json.loads(result.stdout)
     assert [(e["action"], e["entity_id"]) for e in events] == [
         ("installment.paid", str(first)),
+        ("payment.recorded", str(payment)),
         ("plan.created", str(plan["id"])),
         ("user.created", john),
     ]

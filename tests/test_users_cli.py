@@ -357,9 +357,10 @@ def test_show_includes_the_debt_summary(cli: Cli, engine: Engine) -> None:
         connection.execute(
             text(
                 "INSERT INTO installments "
-                "(plan_id, user_id, sequence, original_amount, amount_due, due_date, status) "
-                "VALUES (1, 'usr-001', 1, 100, 100, '2026-02-01', 'OVERDUE'),"
-                " (1, 'usr-001', 2, 100, 100, '2026-03-01', 'UPCOMING')"
+                "(plan_id, user_id, sequence, original_amount, amount_due, due_date, status,"
+                " overdue_since) "
+                "VALUES (1, 'usr-001', 1, 100, 100, '2026-02-01', 'OVERDUE', '2026-02-02'),"
+                " (1, 'usr-001', 2, 100, 100, '2026-03-01', 'UPCOMING', NULL)"
             )
         )
     shown = json.loads(cli("users", "show", "usr-001", "-o", "json").stdout)

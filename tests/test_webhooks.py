@@ -489,7 +489,12 @@ def test_an_approval_pays_off_installments_then_rule_4(
     cli("refunds", "create", "--user", "usr-001", "--transaction-id", "BIG",
         "--amount", amount, "--plan", str(plan["id"]))  # fmt: skip
     with engine.begin() as connection:
-        connection.execute(text("UPDATE installments SET status = 'OVERDUE', overdue_since = due_date + 1 WHERE sequence = 1"))
+        connection.execute(
+            text(
+                "UPDATE installments SET status = 'OVERDUE', overdue_since = due_date + 1"
+                " WHERE sequence = 1"
+            )
+        )
         connection.execute(text("UPDATE users SET status = 'DEBT_USER' WHERE user_id = 'usr-001'"))
     source = tmp_path / "one.csv"
     source.write_text(HEADER + "BIG,approved,M,e-big,2025-08-15T10:00:00Z,\n")
