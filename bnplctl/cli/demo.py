@@ -22,7 +22,8 @@ def demo(
     Runs on the embedded database (BNPL_DATABASE_URL unset); the first run
     initialises it. Loads the sample users, creates demo plans (one started four
     months ago), runs the sweep, creates refunds and ingests the sample webhook
-    file, then shows the masked users, that user's debt and the status dashboard.
+    file, records a partial payment of the late payer's, then shows the masked users,
+    why that user is in debt (debt explain) and the status dashboard.
     Running it again changes nothing.
 
     Example: bnplctl demo
@@ -45,7 +46,46 @@ def demo(
     _load_users(actor)
     today = _plans_and_sweep(actor)
     _refunds_and_webhooks(actor)
+    _partial_payment(actor)
     _show(today)
+
+
+DEMO_PAYMENT = "DEMO-PART-1"
+
+
+def _partial_payment(actor: str) -> None:
+    """A bank transfer pays part of the late payer's oldest overdue installment (rule 10):
+    it stays OVERDUE with less due. By reference, so a second demo writes nothing."""
+    from decimal import Decimal
+
+    from sqlalchemy import text
+
+    from bnplctl.cli.output import message
+    from bnplctl.db import session_scope
+    from bnplctl.services.installments import pay
+
+    with session_scope() as session:
+        if session.execute(
+            text("SELECT 1 FROM payments WHERE reference = :reference"), {"reference": DEMO_PAYMENT}
+        ).first():
+            message(f"the demo's partial payment {DEMO_PAYMENT} was recorded before")
+            return
+        oldest = session.execute(
+            text(
+                "SELECT id FROM installments WHERE user_id = 'usr-001' AND status = 'OVERDUE'"
+                " ORDER BY due_date, id LIMIT 1"
+            )
+        ).scalar()
+        if oldest is None:
+            message("usr-001 has no overdue installment: no partial payment to show")
+            return
+        paid = pay(session, [int(oldest)], actor=actor, amount=Decimal("50.00"),
+                   reference=DEMO_PAYMENT)  # fmt: skip
+    shown = paid["installments"][0]
+    message(
+        f"partial payment {DEMO_PAYMENT}: 50.00 of installment {shown['id']},"
+        f" {shown['amount_due']} still due, still {shown['status']}"
+    )
 
 
 def _load_users(actor: str) -> None:
@@ -118,13 +158,13 @@ def _refunds_and_webhooks(actor: str) -> None:
 
 
 def _show(today: date) -> None:
-    from bnplctl.cli.debt import OVERDUE_COLUMNS
-    from bnplctl.cli.output import render_list, render_nested
+    from bnplctl.cli.debt import EXPLAINED_COLUMNS
+    from bnplctl.cli.output import render_list, render_story
     from bnplctl.cli.refunds import REFUND_COLUMNS
     from bnplctl.cli.status import status as status_command
     from bnplctl.cli.users import USER_LIST_COLUMNS
     from bnplctl.db import dbapi_connection, session_scope
-    from bnplctl.services.debt import debt_of
+    from bnplctl.services.debt import explain, narrative
     from bnplctl.services.listing import ListRequest
     from bnplctl.services.refunds import list_refunds, public_refund
     from bnplctl.services.users import list_users, public_user
@@ -132,15 +172,14 @@ def _show(today: date) -> None:
     with session_scope() as session:
         users = [public_user(user) for user in list_users(session, request=ListRequest(limit=20))]
         refunds = [public_refund(r) for r in list_refunds(session, request=ListRequest(limit=20))]
-        debt = debt_of(dbapi_connection(session), "usr-001", today)
+        explained = explain(dbapi_connection(session), "usr-001", today)
     render_list(users, OutputFormat.table, columns=USER_LIST_COLUMNS, title="Users (masked)")
     render_list(refunds, OutputFormat.table, columns=REFUND_COLUMNS, title="Refunds")
-    render_nested(
-        debt,
+    render_story(
+        explained,
         OutputFormat.table,
-        child_key="overdue_installments",
-        child_columns=OVERDUE_COLUMNS,
-        title="Debt of usr-001",
-        child_title="Overdue installments",
+        narrative=narrative(explained),
+        sections=(("Overdue installments", explained["overdue_installments"], EXPLAINED_COLUMNS),),
+        parent=("user_id", "usr-001"),
     )
     status_command(OutputFormat.table)
