@@ -108,7 +108,10 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
         "Installment plans: preview the schedule, create, list, show.",
     ),
     "installments": ("bnplctl.cli.installments", "Installments: list them, record payments."),
-    "payments": ("bnplctl.cli.payments", "Payments received: list them."),
+    "payments": (
+        "bnplctl.cli.payments",
+        "Payments received: import the processor's files, list them.",
+    ),
     "debt": ("bnplctl.cli.debt", "Debt: what a user owes."),
     "refunds": ("bnplctl.cli.refunds", "Refunds: create, approve, reject, cancel, list, show."),
     "webhooks": ("bnplctl.cli.webhooks", "Merchant refund-status webhook files."),

@@ -1,14 +1,26 @@
 """``bnplctl payments``: the payments received (rule 10)."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from bnplctl.cli.options import AllOption, LimitOption, OutputFormat, OutputOption, sort_option
+from bnplctl.cli.options import (
+    AllOption,
+    FormatOption,
+    InputFormat,
+    LimitOption,
+    OutputFormat,
+    OutputOption,
+    for_people,
+    sort_option,
+)
+from bnplctl.errors import ExitCode
 from bnplctl.sorting import PAYMENT_SORT
 
 app = typer.Typer(
-    help="Payments received: list them.\n\nExample: bnplctl payments list --user usr-001",
+    help="Payments received: import the processor's files, list them.\n\n"
+    "Example: bnplctl payments import settlement.csv --rejects rejects.csv",
     rich_markup_mode=None,
 )
 
@@ -54,3 +66,76 @@ def list_(
         else:
             render_list(shown, output, columns=PAYMENT_COLUMNS, title="Payments", drop=PAYMENT_DROP)
         report_cut(payments)
+
+
+@app.command("import")
+def import_(
+    sources: Annotated[
+        list[str],
+        typer.Argument(metavar="FILE|-", help="CSV, JSON array or JSON lines files; - = stdin."),
+    ],
+    input_format: FormatOption = InputFormat.auto,
+    rejects: Annotated[
+        Path | None,
+        typer.Option(
+            "--rejects",
+            help="Write the rows not applied (line, reference, outcome, reason) as CSV.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report the outcomes; write nothing.")
+    ] = False,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Record the payments of files (rule 10): reference, amount, user_id or
+    installment_id, optional paid_at.
+
+    A payment to a user pays their unpaid installments oldest due first; more than
+    is due where it goes is refused whole (overpayment). Each row gets one outcome:
+    applied, duplicate, conflict, unknown_user, unknown_installment, overpayment or
+    invalid. Valid rows are applied even when others are not; exit 0 when every row
+    was applied, 5 otherwise. Chunks of 5,000 rows, one transaction each: after a
+    crash, run the same file again.
+
+    Example: bnplctl payments import settlement-2026-12-01.csv --rejects rejects.csv
+    """  # fmt: skip
+    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.batch import progress_size, render_summary, show_rejects
+    from bnplctl.cli.output import byte_progress
+    from bnplctl.cli.webhooks import check_inputs
+    from bnplctl.importing.batch import RejectsFile
+    from bnplctl.importing.payments import OUTCOMES, import_files
+    from bnplctl.importing.webhooks import IngestReport
+
+    check_inputs(sources)
+    rejects_file = RejectsFile(rejects, "reference", sources) if rejects is not None else None
+    report = IngestReport(sink=rejects_file, outcomes=OUTCOMES)
+    failed = True
+    try:
+        import_files(
+            [(source, progress_size(source)) for source in sources],
+            input_format.value,
+            report,
+            actor=current_actor(),
+            dry_run=dry_run,
+            progress=byte_progress,
+        )
+        failed = False
+    finally:  # what was rejected so far, also when a file failed midway
+        if rejects_file is not None:
+            rejects_file.finish(failed)
+    summary = report.summary() | {"dry_run": dry_run}
+    title = "Payments import" + (" (dry run: nothing written)" if dry_run else "")
+    if for_people(output):
+        summary = {name: summary[name] for name in ("rows", *OUTCOMES)}
+    render_summary(summary, report.shown, output, key_name="reference", files=sources, title=title)
+    show_rejects(
+        report.shown if for_people(output) else [],
+        report.rejected_total,
+        key_name="reference",
+        rejects=rejects,
+        title="Rows not applied",
+        files=sources,
+    )
+    if report.rejected_total:
+        raise typer.Exit(ExitCode.BATCH_REJECTED)

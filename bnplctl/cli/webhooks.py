@@ -74,7 +74,7 @@ def ingest(
     from bnplctl.importing.batch import RejectsFile
     from bnplctl.importing.webhooks import OUTCOMES, IngestReport, ingest_files
 
-    _check_inputs(sources)
+    check_inputs(sources)
     rejects_file = RejectsFile(rejects, "refund_id", sources) if rejects is not None else None
     report = IngestReport(sink=rejects_file)
     failed = True
@@ -108,7 +108,7 @@ def ingest(
         raise typer.Exit(ExitCode.BATCH_REJECTED)
 
 
-def _check_inputs(sources: list[str]) -> None:
+def check_inputs(sources: list[str]) -> None:
     """Every named file must be there before anything is applied (exit 66 otherwise)."""
     from bnplctl.errors import InputFileError, InvalidInput
 

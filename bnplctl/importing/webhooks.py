@@ -125,6 +125,7 @@ class IngestReport:
     sink: RejectsFile | None = None
     file: str = "-"  # the file being ingested, for the rejects file
     file_index: int = 0  # its place among the command's files, for the report
+    outcomes: tuple[str, ...] = OUTCOMES  # the outcomes a row of this kind of file can have
 
     def add(self, outcome: str, rejected: Rejected | None = None) -> None:
         self.counts[outcome] += 1
@@ -141,7 +142,7 @@ class IngestReport:
         return sum(self.counts.values())
 
     def summary(self) -> dict[str, Any]:
-        return {"rows": self.rows} | {name: self.counts.get(name, 0) for name in OUTCOMES}
+        return {"rows": self.rows} | {name: self.counts.get(name, 0) for name in self.outcomes}
 
 
 # --- the chunk pipeline ------------------------------------------------------------------

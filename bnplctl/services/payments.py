@@ -9,10 +9,12 @@ whole (``overpayment``): nothing of it is applied.
 Every channel (``installments pay``, a payments file) puts the payments of one *round*
 into the temporary table ``payments_round`` and runs ``_APPLY`` once: one statement
 records the payments, their allocations, the installments' new amounts and the audit
-events, whatever the number of rows. A round holds at most one payment per user, so the
-payments of a round never share an installment and each one sees what is due where it
-goes as committed before the round (the caller runs a user's next payment in the next
-round). The caller holds the locks of ``services/locks.py``.
+events, whatever the number of rows. An installment paid off is PAID at its payment's
+``paid_at`` (a file's row may say when the money was received; a command's is now). A
+round holds at most one payment per user, so the payments of a round never share an
+installment and each one sees what is due where it goes as committed before the round
+(the caller runs a user's next payment in the next round). The caller holds the locks of
+``services/locks.py``.
 """
 
 from __future__ import annotations
@@ -83,8 +85,8 @@ _APPLY = text(
         FROM payments_round r
         LEFT JOIN due_per_payment d ON d.line = r.line
     ), shares AS MATERIALIZED (
-        SELECT u.line, j.payment_id, u.id AS installment_id, u.plan_id, u.user_id, u.status,
-               u.amount_due, least(u.amount_due, j.amount - u.due_before) AS share
+        SELECT u.line, j.payment_id, j.paid_at, u.id AS installment_id, u.plan_id, u.user_id,
+               u.status, u.amount_due, least(u.amount_due, j.amount - u.due_before) AS share
         FROM unpaid u
         JOIN judged j ON j.line = u.line
         WHERE j.payment_id IS NOT NULL AND j.amount > u.due_before
@@ -101,7 +103,7 @@ _APPLY = text(
         UPDATE installments i
         SET amount_due = i.amount_due - s.share,
             status = CASE WHEN s.share = i.amount_due THEN 'PAID' ELSE i.status END,
-            paid_at = CASE WHEN s.share = i.amount_due THEN :now ELSE i.paid_at END
+            paid_at = CASE WHEN s.share = i.amount_due THEN s.paid_at ELSE i.paid_at END
         FROM shares s
         WHERE i.id = s.installment_id
     ), audited AS (
@@ -160,6 +162,10 @@ def apply_round(
     executor.execute(_ROUND_TABLE)
     if requests:
         executor.execute(_ADD, [request.__dict__ for request in requests])
+    return _apply(executor, now=now, actor=actor)
+
+
+def _apply(executor: Executor, *, now: datetime, actor: str) -> RoundResult:
     rows = executor.execute(_APPLY, {"now": now, "actor": actor}).all()
     recorded: dict[int, int] = {}
     overpaid: dict[int, Decimal] = {}
@@ -175,6 +181,183 @@ def apply_round(
         else:
             overpaid[int(row.line)] = Decimal(row.due)
     return RoundResult(recorded, overpaid, sorted(plans), sorted(owners))
+
+
+# --- a payments file, a chunk at a time ----------------------------------------------------
+
+# The chunk's rows (COPYed in) and what ``_CLASSIFY`` decided of each.
+CHUNK_TABLES = """
+    CREATE TEMP TABLE IF NOT EXISTS payment_rows (
+        seq integer NOT NULL,
+        line integer NOT NULL,
+        reference text NOT NULL,
+        amount numeric(12, 2) NOT NULL,
+        user_id text,
+        installment_id bigint,
+        paid_at timestamptz
+    ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE IF NOT EXISTS payment_moves (
+        seq integer NOT NULL,
+        line integer NOT NULL,
+        reference text NOT NULL,
+        amount numeric(12, 2) NOT NULL,
+        user_id text,
+        installment_id bigint,
+        paid_at timestamptz,
+        outcome text,
+        reason text,
+        round integer
+    ) ON COMMIT DELETE ROWS;
+    TRUNCATE payment_rows, payment_moves;
+"""
+PAYMENT_ROW_COLUMNS = (
+    "seq", "line", "reference", "amount", "user_id", "installment_id", "paid_at"
+)  # fmt: skip
+
+# Each row of the chunk against the database and the rows before it, in one pass, under
+# the chunk's locks: whose payment it is (the installment's owner, or the user), unknown
+# users and installments, a reference recorded before (the same payment: ``duplicate``;
+# another: ``conflict``) or earlier in the chunk (the first row wins). Each remaining row
+# gets its round: its place among the chunk's payments of the same user, in file order.
+_CLASSIFY = text(
+    """
+    WITH resolved AS (
+        SELECT r.*,
+               CASE WHEN r.installment_id IS NOT NULL THEN i.user_id ELSE u.user_id END AS owner,
+               CASE WHEN r.installment_id IS NOT NULL AND i.id IS NULL
+                        THEN 'unknown_installment'
+                    WHEN r.installment_id IS NULL AND u.user_id IS NULL THEN 'unknown_user'
+                    WHEN r.installment_id IS NOT NULL AND r.user_id IS NOT NULL
+                         AND r.user_id <> i.user_id THEN 'invalid'
+               END AS outcome,
+               CASE WHEN r.installment_id IS NOT NULL AND i.id IS NULL
+                        THEN 'no installment ' || r.installment_id
+                    WHEN r.installment_id IS NULL AND u.user_id IS NULL
+                        THEN 'no user with this user_id'
+                    WHEN r.installment_id IS NOT NULL AND r.user_id IS NOT NULL
+                         AND r.user_id <> i.user_id
+                        THEN 'installment ' || r.installment_id || ' is not this user''s'
+               END AS reason
+        FROM payment_rows r
+        LEFT JOIN installments i ON i.id = r.installment_id
+        LEFT JOIN users u ON u.user_id = r.user_id
+    ), against_recorded AS (
+        SELECT x.*, p.id AS recorded_id,
+               p.amount = x.amount AND p.user_id = x.owner
+               AND p.installment_id IS NOT DISTINCT FROM x.installment_id AS same_as_recorded
+        FROM resolved x
+        LEFT JOIN payments p ON p.reference = x.reference
+    ), with_first AS (
+        SELECT a.*,
+               first_value(a.seq) OVER first_row AS first_seq,
+               first_value(a.line) OVER first_row AS first_line,
+               first_value(a.amount) OVER first_row AS first_amount,
+               first_value(a.owner) OVER first_row AS first_owner,
+               first_value(a.installment_id) OVER first_row AS first_installment
+        FROM against_recorded a
+        WINDOW first_row AS (
+            PARTITION BY a.reference, a.outcome IS NULL AND a.recorded_id IS NULL
+            ORDER BY a.seq)
+    ), judged AS (
+        SELECT w.*,
+               CASE WHEN w.outcome IS NOT NULL THEN w.outcome
+                    WHEN w.recorded_id IS NOT NULL THEN
+                        CASE WHEN w.same_as_recorded THEN 'duplicate' ELSE 'conflict' END
+                    WHEN w.first_seq <> w.seq THEN
+                        CASE WHEN w.amount = w.first_amount AND w.owner = w.first_owner
+                                  AND w.installment_id IS NOT DISTINCT FROM w.first_installment
+                             THEN 'duplicate' ELSE 'conflict' END
+               END AS decided,
+               CASE WHEN w.outcome IS NOT NULL THEN w.reason
+                    WHEN w.recorded_id IS NOT NULL THEN
+                        CASE WHEN w.same_as_recorded
+                             THEN 'recorded before as payment ' || w.recorded_id
+                             ELSE 'reference used before by payment ' || w.recorded_id
+                                  || ' for another payment' END
+                    WHEN w.first_seq <> w.seq THEN 'reference repeats line ' || w.first_line
+               END AS decided_reason
+        FROM with_first w
+    ), moved AS (
+        INSERT INTO payment_moves (seq, line, reference, amount, user_id, installment_id,
+                                   paid_at, outcome, reason, round)
+        SELECT seq, line, reference, amount, owner, installment_id, paid_at, decided,
+               decided_reason,
+               CASE WHEN decided IS NULL THEN row_number() OVER (
+                   PARTITION BY owner, decided IS NULL ORDER BY seq) END
+        FROM judged
+        RETURNING line, reference, outcome, reason, round
+    )
+    SELECT line, reference, outcome, reason, NULL AS rounds
+    FROM moved WHERE round IS NULL
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0) FROM moved
+    """
+)
+_FILL_ROUND = text(
+    """
+    INSERT INTO payments_round (line, reference, amount, user_id, installment_id, paid_at,
+                                source)
+    SELECT seq, reference, amount, user_id, installment_id, coalesce(paid_at, :now), :source
+    FROM payment_moves
+    WHERE round = :round
+    """
+)
+_LINES = text("SELECT seq, line, reference, amount FROM payment_moves WHERE round = :round")
+
+
+@dataclass(frozen=True)
+class NotApplied:
+    line: int
+    reference: str
+    outcome: str
+    reason: str
+
+
+def apply_chunk(
+    executor: Executor, *, source: str, now: datetime, actor: str
+) -> tuple[int, list[NotApplied]]:
+    """Rule 10 for the chunk in ``payment_rows``: classify every row, then record the
+    payments a round at a time, then rule 4 for what they paid off. Returns how many
+    were applied and the rows that were not. The caller holds the chunk's locks."""
+    from bnplctl.services.debt_status import settle
+
+    refused: list[NotApplied] = []
+    rounds = 0
+    for row in executor.execute(_CLASSIFY):
+        if row.line is None:
+            rounds = int(row.rounds)
+        else:
+            refused.append(NotApplied(int(row.line), row.reference, row.outcome, row.reason))
+    applied = 0
+    plans: set[int] = set()
+    owners: set[str] = set()
+    executor.execute(_ROUND_TABLE)
+    for round_number in range(1, rounds + 1):
+        executor.execute(_FILL_ROUND, {"round": round_number, "now": now, "source": source})
+        result = _apply(executor, now=now, actor=actor)
+        executor.execute(text("TRUNCATE payments_round"))
+        applied += len(result.payment_ids)
+        plans.update(result.plans_paid_off)
+        owners.update(result.overdue_owners)
+        if result.overpaid:
+            lines = {
+                int(row.seq): row
+                for row in executor.execute(_LINES, {"round": round_number})
+                if int(row.seq) in result.overpaid
+            }
+            for seq, due in result.overpaid.items():
+                row = lines[seq]
+                refused.append(
+                    NotApplied(
+                        int(row.line),
+                        row.reference,
+                        "overpayment",
+                        f"amount {format_amount(row.amount)} is more than the"
+                        f" {format_amount(due)} still due where it goes",
+                    )
+                )
+    settle(executor, plan_ids=plans, user_ids=owners, now=now, actor=actor)
+    return applied, sorted(refused, key=lambda item: item.line)
 
 
 # --- reading payments --------------------------------------------------------------------

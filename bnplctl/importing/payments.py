@@ -1,0 +1,187 @@
+"""Payment files (the payment processor's settlement files): streamed, validated and
+applied in chunks.
+
+Per chunk (one transaction): the valid rows are COPYed into a temporary table, then,
+under the chunk's locks, rule 10's statements (``services/payments.py``) classify every
+row and record the payments a round at a time; rule 4 follows, and the chunk commits.
+A payment's ``reference`` is required in a file: running a file again after a crash
+finds the payments of the committed chunks (``duplicate``) and applies the rest, so it
+ends in the same state as one clean run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+
+from bnplctl.errors import InvalidInput
+from bnplctl.importing.batch import Rejected, chunked, read_ahead
+from bnplctl.importing.readers import RawRow
+from bnplctl.importing.webhooks import IngestReport
+from bnplctl.validators import id_field, printable, required_id, text_field, timestamp
+
+OUTCOMES = (
+    "applied",
+    "duplicate",
+    "conflict",
+    "unknown_user",
+    "unknown_installment",
+    "overpayment",
+    "invalid",
+)
+PAYMENT_COLUMNS = ("reference", "amount")
+CHUNK_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    line: int
+    reference: str
+    amount: Decimal
+    user_id: str | None
+    installment_id: int | None
+    paid_at: datetime | None
+
+
+def parse_payment(row: RawRow) -> PaymentRow:
+    """One row of a payments file, validated; ``InvalidInput`` names the field. The
+    same checks as ``schemas.PaymentRow`` (which is built on this function)."""
+    from bnplctl.money import parse_amount
+
+    if row.error is not None:
+        raise InvalidInput(row.error)
+    fields = row.fields
+    reference = required_id(fields.get("reference"), "reference")
+    amount_raw = text_field(fields.get("amount"), "amount", 20)
+    if amount_raw is None:
+        raise InvalidInput("amount: required")
+    amount = parse_amount(amount_raw)
+    user_id = id_field(fields.get("user_id"), "user_id")
+    installment_raw = text_field(fields.get("installment_id"), "installment_id", 20)
+    installment_id = None
+    if installment_raw is not None:
+        if not (installment_raw.isascii() and installment_raw.isdigit()):
+            raise InvalidInput("installment_id: must be a whole number")
+        installment_id = int(installment_raw)
+        if not 1 <= installment_id <= 2**63 - 1:
+            raise InvalidInput("installment_id: out of range")
+    if user_id is None and installment_id is None:
+        raise InvalidInput("user_id or installment_id: one of them is required")
+    return PaymentRow(
+        line=row.line,
+        reference=reference,
+        amount=amount,
+        user_id=user_id,
+        installment_id=installment_id,
+        paid_at=timestamp(fields.get("paid_at"), "paid_at"),
+    )
+
+
+@dataclass(frozen=True)
+class ParsedChunk:
+    """One chunk, parsed: its valid rows as CSV for COPY, and its invalid rows."""
+
+    copy_data: str
+    valid: int
+    invalid: list[Rejected]
+
+
+def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    valid = 0
+    invalid: list[Rejected] = []
+    for row in chunk:
+        try:
+            payment = parse_payment(row)
+        except InvalidInput as exc:
+            key = printable(str(row.fields.get("reference") or "")[:100])
+            invalid.append(Rejected(row.line, key, "invalid", exc.message))
+            continue
+        writer.writerow(
+            (
+                valid,
+                payment.line,
+                payment.reference,
+                payment.amount,
+                payment.user_id,
+                payment.installment_id,
+                payment.paid_at.isoformat() if payment.paid_at else None,
+            )
+        )
+        valid += 1
+    return ParsedChunk(buffer.getvalue(), valid, invalid)
+
+
+def process_chunk(
+    connection: Any, chunk: ParsedChunk, *, source: str, actor: str
+) -> list[Rejected]:
+    """Stage and apply one chunk in the caller's transaction; returns the rows not
+    applied (the invalid ones included), in line order."""
+    from bnplctl import clock
+    from bnplctl.db import dbapi_connection
+    from bnplctl.services import locks
+    from bnplctl.services.payments import CHUNK_TABLES, PAYMENT_ROW_COLUMNS, apply_chunk
+
+    refused = list(chunk.invalid)
+    if chunk.valid:
+        connection.execute(text(CHUNK_TABLES))
+        with dbapi_connection(connection).cursor() as cursor:
+            cursor.copy_expert(
+                f"COPY payment_rows ({', '.join(PAYMENT_ROW_COLUMNS)})"
+                " FROM STDIN WITH (FORMAT csv)",
+                io.StringIO(chunk.copy_data),
+                size=1 << 20,
+            )
+        locks.for_batch_chunk(connection)
+        _, not_applied = apply_chunk(connection, source=source, now=clock.now(), actor=actor)
+        refused += [
+            Rejected(item.line, item.reference, item.outcome, item.reason) for item in not_applied
+        ]
+    return sorted(refused, key=lambda item: item.line)
+
+
+def import_stream(
+    name: str, rows: Iterable[RawRow], report: IngestReport, *, actor: str, dry_run: bool
+) -> None:
+    """Import one file's rows, a chunk per transaction (a dry run: one, rolled back)."""
+    from bnplctl.db import chunk_transactions
+
+    report.file = name
+    chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))
+    with chunk_transactions(dry_run=dry_run) as unit:
+        for chunk in chunks:
+            with unit() as connection:
+                refused = process_chunk(connection, chunk, source=name, actor=actor)
+            for _ in range(chunk.valid + len(chunk.invalid) - len(refused)):
+                report.add("applied")
+            for item in refused:
+                report.add(item.outcome, item)
+
+
+def import_files(
+    sources: list[tuple[str, int | None]],
+    input_format: str,
+    report: IngestReport,
+    *,
+    actor: str,
+    dry_run: bool,
+    progress: Callable[[int | None, str], Any],
+) -> None:
+    """Import each (name, size for a progress bar or None) in turn."""
+    from bnplctl.importing.readers import HashingReader, detect_format, open_input, read_rows
+
+    for index, (name, size) in enumerate(sources):
+        report.file_index = index
+        with open_input(name) as raw, progress(size, name) as advance:
+            stream = HashingReader(raw, on_bytes=advance).buffered()
+            fmt = detect_format(name, stream, input_format)
+            rows = read_rows(stream, fmt, PAYMENT_COLUMNS)
+            import_stream(name, rows, report, actor=actor, dry_run=dry_run)
