@@ -126,6 +126,25 @@ def write_webhooks(path: Path, refunds: int, unknown_start: int) -> int:
     return len(rows)
 
 
+def write_payments(path: Path, users: int) -> int:
+    """One payment per user of 30.00, to the user (oldest due first): each pays part of
+    one installment. Also ~2 % exact duplicates of earlier rows and ~2 % unknown users."""
+    rows: list[list[str]] = []
+    picker = random.Random(13)  # noqa: S311 - reproducible workload, not security
+    for n in range(users):
+        roll = n % 50
+        if roll == 48 and rows:
+            rows.append(list(picker.choice(rows)))
+            continue
+        user_id = f"nobody-{n}" if roll == 49 else user_row(n)[0]
+        rows.append([f"PAY-{n}", "30.00", user_id, "2026-05-31T12:00:00+00:00"])
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["reference", "amount", "user_id", "paid_at"])
+        writer.writerows(rows)
+    return len(rows)
+
+
 def measured(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True, env=env, check=True
@@ -347,7 +366,15 @@ def reference_sweep(engine: Engine, cutoff: date) -> float:
     return elapsed
 
 
-def timed_file_load(engine: Engine, webhook_file: Path, statements: list[str]) -> float:
+_WEBHOOK_ROWS = (
+    "refund_id text, status text, merchant_reference text, event_id text, occurred_at timestamptz"
+)
+_PAYMENT_ROWS = "reference text, amount numeric(12, 2), user_id text, paid_at timestamptz"
+
+
+def timed_file_load(
+    engine: Engine, webhook_file: Path, statements: list[str], columns_ddl: str = _WEBHOOK_ROWS
+) -> float:
     """Seconds to load the webhook file as the product does, a chunk of ``CHUNK_ROWS`` rows
     per transaction: COPY the chunk into a temporary ``file_rows`` table, run
     ``statements``, commit. Each chunk's transaction has the product's planner settings
@@ -369,9 +396,7 @@ def timed_file_load(engine: Engine, webhook_file: Path, statements: list[str]) -
         cursor = raw.cursor()
         for chunk in chunks:
             cursor.execute(
-                "CREATE TEMP TABLE file_rows (refund_id text, status text, merchant_reference"
-                " text, event_id text, occurred_at timestamptz) ON COMMIT DROP;"
-                + INDEX_LOOKUPS_ONLY
+                f"CREATE TEMP TABLE file_rows ({columns_ddl}) ON COMMIT DROP;" + INDEX_LOOKUPS_ONLY
             )
             cursor.copy_expert(
                 f"COPY file_rows ({columns}) FROM STDIN WITH (FORMAT csv)", io.StringIO(chunk)
@@ -447,6 +472,58 @@ def reference_ingest_writes(engine: Engine, webhook_file: Path) -> float:
         return timed_file_load(engine, webhook_file, list(_WRITES))
     finally:
         drop_tables(engine, "refw_", (*filled, *empty))
+
+
+# The payments file's required writes, per chunk: each known user's payment recorded,
+# allocated to the user's oldest unpaid installment (found as the product finds it:
+# the user's ACTIVE plans, then their installments), that installment's amount lowered,
+# one audit row per payment. Repeated references and unknown users write nothing.
+_PAYMENT_WRITES = (
+    "CREATE TEMP TABLE refp_target ON COMMIT DROP AS"
+    " SELECT DISTINCT ON (f.user_id) f.reference, f.amount, f.user_id, f.paid_at,"
+    "  i.id AS installment_id, nextval(pg_get_serial_sequence('refp_payments', 'id')) AS id"
+    " FROM (SELECT DISTINCT ON (reference) * FROM file_rows) f"
+    " JOIN plans p ON p.user_id = f.user_id AND p.status = 'ACTIVE'"
+    " JOIN refp_installments i ON i.plan_id = p.id AND i.status <> 'PAID'"
+    " ORDER BY f.user_id, i.due_date, i.plan_id, i.sequence",
+    "INSERT INTO refp_payments (id, reference, user_id, amount, source, paid_at, actor)"
+    " SELECT id, reference, user_id, amount, 'bench.csv', paid_at, 'bench' FROM refp_target",
+    "INSERT INTO refp_payment_allocations (payment_id, installment_id, user_id, amount)"
+    " SELECT id, installment_id, user_id, amount FROM refp_target",
+    "UPDATE refp_installments i SET amount_due = i.amount_due - t.amount"
+    " FROM refp_target t WHERE i.id = t.installment_id",
+    "INSERT INTO refp_audit_events (occurred_at, actor, action, entity, entity_id, user_id,"
+    " details) SELECT now(), 'bench', 'payment.recorded', 'payment', id::text, user_id,"
+    " jsonb_build_object('amount', amount::text, 'source', 'bench.csv', 'reference',"
+    " reference) FROM refp_target",
+)
+
+
+def reference_payment_writes(engine: Engine, payments_file: Path) -> float:
+    """The durable writes a payments file must make, as plain SQL on copies of the tables
+    (``_PAYMENT_WRITES``), per chunk as the product commits. The allocations' copy refers
+    to the payments' copy, as the product's table refers to its payments."""
+    filled = ("installments", "audit_events")
+    empty = ("payments", "payment_allocations")
+    copy_tables(engine, "refp_", filled, empty)
+    with engine.begin() as connection:
+        name = connection.execute(
+            text(
+                "SELECT conname FROM pg_constraint WHERE contype = 'f'"
+                " AND conrelid = CAST('refp_payment_allocations' AS regclass)"
+                " AND confrelid = CAST('payments' AS regclass)"
+            )
+        ).scalar_one()
+        connection.execute(
+            text(
+                f'ALTER TABLE refp_payment_allocations DROP CONSTRAINT "{name}",'
+                " ADD FOREIGN KEY (payment_id) REFERENCES refp_payments (id)"
+            )
+        )
+    try:
+        return timed_file_load(engine, payments_file, list(_PAYMENT_WRITES), _PAYMENT_ROWS)
+    finally:
+        drop_tables(engine, "refp_", (*filled, "payment_allocations", "payments"))
 
 
 def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float]:
@@ -670,6 +747,13 @@ def measure(users: int, url: str, env: dict[str, str], workdir: Path) -> dict[st
         settle(engine)
         ingested = measured([*bnplctl, "webhooks", "ingest", str(webhook_file), "-o", "json"], env)
 
+        payments_file = workdir / "payments.csv"
+        payment_rows = write_payments(payments_file, users)
+        payment_writes = reference_payment_writes(engine, payments_file)
+        settle(engine)
+        paid = measured([*bnplctl, "payments", "import", str(payments_file), "-o", "json"], env)
+        paid_summary = json.loads(paid["stdout"])
+
         verify_s, count_s, verify_ok = verify_timings(engine)
         latencies = debt_show_latencies(url, users)
 
@@ -728,6 +812,14 @@ def measure(users: int, url: str, env: dict[str, str], workdir: Path) -> dict[st
             "writes_reference_seconds": round(ingest_writes, 3),
             "writes_ratio": round(ingested["seconds"] / ingest_writes, 2),
         },
+        "payments": {
+            "rows": payment_rows,
+            "applied": paid_summary["applied"],
+            "seconds": round(paid["seconds"], 3),
+            "peak_rss_mb": round(paid["peak_kb"] / 1024, 1),
+            "writes_reference_seconds": round(payment_writes, 3),
+            "writes_ratio": round(paid["seconds"] / payment_writes, 2),
+        },
         "verify": {
             "ok": verify_ok,
             "seconds": round(verify_s, 3),
@@ -774,7 +866,7 @@ def _figure(value: Any) -> str:
 
 def render_table(report: dict[str, Any]) -> str:
     lines = [f"bnplctl benchmark, N = {report['users']} ({report['machine']}, {report['date']})"]
-    for step in ("import_users", "sweep", "ingest", "verify", "debt_show", "cli"):
+    for step in ("import_users", "sweep", "ingest", "payments", "verify", "debt_show", "cli"):
         figures = ", ".join(f"{key} {_figure(value)}" for key, value in report[step].items())
         lines.append(f"  {step:<13} {figures}")
     return "\n".join(lines)

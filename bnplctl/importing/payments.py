@@ -128,11 +128,12 @@ def process_chunk(
     from bnplctl import clock
     from bnplctl.db import dbapi_connection
     from bnplctl.services import locks
+    from bnplctl.importing.webhooks import INDEX_LOOKUPS_ONLY
     from bnplctl.services.payments import CHUNK_TABLES, PAYMENT_ROW_COLUMNS, apply_chunk
 
     refused = list(chunk.invalid)
     if chunk.valid:
-        connection.execute(text(CHUNK_TABLES))
+        connection.execute(text(CHUNK_TABLES + INDEX_LOOKUPS_ONLY))
         with dbapi_connection(connection).cursor() as cursor:
             cursor.copy_expert(
                 f"COPY payment_rows ({', '.join(PAYMENT_ROW_COLUMNS)})"

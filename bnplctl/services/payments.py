@@ -59,43 +59,51 @@ _ADD = text(
     """
 )
 
-# ``unpaid``: for each payment of the round, the unpaid installments where it goes, in the
-# order it pays them, with what is due before each (``due_before``) and in all. A payment
-# that fits is given its id up front (``judged``), so its allocations can name it in the
-# same statement. Sibling CTEs read the state before the statement's writes: one payment
-# per user per round keeps them apart.
+# One pass, no CTE joined to another (a batch chunk runs with index lookups only, and the
+# planner cannot estimate a CTE's rows): ``unpaid`` is each payment of the round beside
+# the unpaid installments where it goes (found through the user's ACTIVE plans: an unpaid
+# installment's plan is ACTIVE by rule 4), in the order it pays them, with what is due
+# before each and in all; a payment with nothing due where it goes has one row without
+# an installment. ``numbered`` gives each payment that fits its id up front (on its first
+# row), so its allocations can name it in the same statement; ``placed`` spreads the id
+# over the payment's rows. Sibling CTEs read the state before the statement's writes: one
+# payment per user per round keeps them apart.
 _APPLY = text(
     """
     WITH unpaid AS (
-        SELECT r.line, i.id, i.plan_id, i.user_id, i.status, i.amount_due,
-               coalesce(sum(i.amount_due) OVER (
-                   PARTITION BY r.line ORDER BY i.due_date, i.plan_id, i.sequence
-                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS due_before,
-               sum(i.amount_due) OVER (PARTITION BY r.line) AS due_in_all
+        SELECT r.line, r.reference, r.amount, r.user_id, r.installment_id AS target,
+               r.paid_at, r.source, i.id, i.plan_id, i.status, i.amount_due,
+               coalesce(sum(i.amount_due) OVER paying_order, 0) AS due_before,
+               coalesce(sum(i.amount_due) OVER (PARTITION BY r.line), 0) AS due_in_all,
+               row_number() OVER paying_order AS nth
         FROM payments_round r
-        JOIN installments i
-          ON i.user_id = r.user_id AND i.status <> 'PAID'
+        LEFT JOIN (
+            plans p
+            JOIN installments i ON i.plan_id = p.id AND i.status <> 'PAID'
+        ) ON p.user_id = r.user_id AND p.status = 'ACTIVE'
          AND (r.installment_id IS NULL OR i.id = r.installment_id)
-    ), due_per_payment AS (
-        SELECT DISTINCT line, due_in_all FROM unpaid
-    ), judged AS MATERIALIZED (
-        SELECT r.*, coalesce(d.due_in_all, 0) AS due,
-               CASE WHEN r.amount <= coalesce(d.due_in_all, 0)
-                    THEN nextval(pg_get_serial_sequence('payments', 'id')) END AS payment_id
-        FROM payments_round r
-        LEFT JOIN due_per_payment d ON d.line = r.line
-    ), shares AS MATERIALIZED (
-        SELECT u.line, j.payment_id, j.paid_at, u.id AS installment_id, u.plan_id, u.user_id,
-               u.status, u.amount_due, least(u.amount_due, j.amount - u.due_before) AS share
+        WINDOW paying_order AS (
+            PARTITION BY r.line ORDER BY i.due_date, i.plan_id, i.sequence
+            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+    ), numbered AS MATERIALIZED (
+        SELECT u.*,
+               CASE WHEN u.nth = 1 AND u.amount <= u.due_in_all
+                    THEN nextval(pg_get_serial_sequence('payments', 'id')) END AS new_id
         FROM unpaid u
-        JOIN judged j ON j.line = u.line
-        WHERE j.payment_id IS NOT NULL AND j.amount > u.due_before
+    ), placed AS MATERIALIZED (
+        SELECT n.*, max(n.new_id) OVER (PARTITION BY n.line) AS payment_id
+        FROM numbered n
+    ), shares AS MATERIALIZED (
+        SELECT line, payment_id, paid_at, id AS installment_id, plan_id, user_id, status,
+               amount_due, least(amount_due, amount - due_before) AS share
+        FROM placed
+        WHERE payment_id IS NOT NULL AND id IS NOT NULL AND amount > due_before
     ), recorded AS (
         INSERT INTO payments (id, reference, user_id, installment_id, amount, source, paid_at,
                               actor)
-        SELECT payment_id, reference, user_id, installment_id, amount, source, paid_at, :actor
-        FROM judged
-        WHERE payment_id IS NOT NULL
+        SELECT payment_id, reference, user_id, target, amount, source, paid_at, :actor
+        FROM placed
+        WHERE nth = 1 AND payment_id IS NOT NULL
     ), allocated AS (
         INSERT INTO payment_allocations (payment_id, installment_id, user_id, amount)
         SELECT payment_id, installment_id, user_id, share FROM shares
@@ -112,9 +120,9 @@ _APPLY = text(
         SELECT :now, :actor, 'payment.recorded', 'payment', payment_id::text, user_id,
                jsonb_build_object('amount', amount::text, 'source', source)
                || jsonb_strip_nulls(jsonb_build_object(
-                   'reference', reference, 'installment_id', installment_id))
-        FROM judged
-        WHERE payment_id IS NOT NULL
+                   'reference', reference, 'installment_id', target))
+        FROM placed
+        WHERE nth = 1 AND payment_id IS NOT NULL
         UNION ALL
         SELECT :now, :actor, 'installment.paid', 'installment', installment_id::text, user_id,
                jsonb_build_object('plan_id', plan_id, 'amount', share::text, 'was', status,
@@ -122,8 +130,10 @@ _APPLY = text(
         FROM shares
         WHERE share = amount_due
     )
-    SELECT line, payment_id, due, NULL::bigint AS plan_id, NULL::text AS overdue_owner
-    FROM judged
+    SELECT line, payment_id, due_in_all AS due, NULL::bigint AS plan_id,
+           NULL::text AS overdue_owner
+    FROM placed
+    WHERE nth = 1
     UNION ALL
     SELECT line, payment_id, NULL, plan_id, CASE WHEN status = 'OVERDUE' THEN user_id END
     FROM shares

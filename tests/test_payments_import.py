@@ -1,0 +1,218 @@
+"""``payments import``: rule 10 from files, per-row outcomes, crash safety, concurrency."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from bnplctl.importing import payments as payments_import
+from bnplctl.jobs import sweep_job
+from bnplctl.services import payments as payment_rules
+from tests.conftest import TABLES, Cli, row_counts
+from tests.test_concurrency import Worker
+from tests.test_sweep import seed
+
+HEADER = "reference,amount,user_id,installment_id,paid_at\n"
+
+
+def _ids(engine: Engine, user_id: str) -> list[int]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                text("SELECT id FROM installments WHERE user_id = :u ORDER BY due_date"),
+                {"u": user_id},
+            ).scalars()
+        )
+
+
+def _state(engine: Engine) -> dict[str, Any]:
+    """What a payments file leaves: installments, users, payments and their allocations
+    (by reference: a killed chunk's payment ids are never used again)."""
+    with engine.connect() as connection:
+        return {
+            "installments": connection.execute(
+                text("SELECT id, amount_due::text, status, paid_at FROM installments ORDER BY id")
+            ).all(),
+            "users": connection.execute(
+                text("SELECT user_id, status FROM users ORDER BY user_id")
+            ).all(),
+            "plans": connection.execute(text("SELECT id, status FROM plans ORDER BY id")).all(),
+            "payments": connection.execute(
+                text(
+                    "SELECT p.reference, p.amount::text, p.user_id, p.installment_id, p.paid_at,"
+                    " a.installment_id, a.amount::text FROM payments p"
+                    " JOIN payment_allocations a ON a.payment_id = p.id"
+                    " ORDER BY p.reference, a.installment_id"
+                )
+            ).all(),
+        }
+
+
+def _verify_clean(cli: Cli) -> None:
+    result = cli("verify", "-o", "json")
+    assert result.exit_code == 0, result.stdout
+
+
+def test_every_outcome_once(cli: Cli, engine: Engine, tmp_path: Path) -> None:
+    seed(engine, 2, date(2026, 1, 1))
+    sweep_job(as_of=date(2026, 1, 15), dry_run=False, actor="t")
+    mine, theirs = _ids(engine, "u-1"), _ids(engine, "u-2")
+    source = tmp_path / "settlement.csv"
+    source.write_text(
+        HEADER
+        + "P-1,150.00,u-1,,2026-01-20T10:00:00Z\n"  # line 2: the OVERDUE one, then half the next
+        + f"P-2,20.00,,{mine[1]},\n"  # 3: to an installment
+        + "P-1,150.00,u-1,,\n"  # 4: the same payment again
+        + "P-1,151.00,u-1,,\n"  # 5: another payment with its reference
+        + "P-3,5.00,nobody,,\n"  # 6
+        + "P-4,5.00,,999999,\n"  # 7
+        + "P-5,1000.00,u-1,,\n"  # 8: more than u-1 still owes
+        + "P-6,abc,u-1,,\n"  # 9
+        + f"P-7,5.00,u-1,{theirs[0]},\n"  # 10: u-2's installment
+        + "P-8,300.00,u-2,,\n"  # 11: everything u-2 owes
+    )
+    rejects = tmp_path / "rejects.csv"
+
+    result = cli("payments", "import", str(source), "--rejects", str(rejects), "-o", "json")
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert {k: summary[k] for k in payments_import.OUTCOMES} == {
+        "applied": 3, "duplicate": 1, "conflict": 1, "unknown_user": 1,
+        "unknown_installment": 1, "overpayment": 1, "invalid": 2,
+    }  # fmt: skip
+    assert [(r["line"], r["outcome"]) for r in summary["rejected"]] == [
+        (4, "duplicate"), (5, "conflict"), (6, "unknown_user"), (7, "unknown_installment"),
+        (8, "overpayment"), (9, "invalid"), (10, "invalid"),
+    ]  # fmt: skip
+    assert "1000.00 is more than the 130.00 still due" in summary["rejected"][4]["reason"]
+    assert rejects.read_text().splitlines()[0] == "file,line,reference,outcome,reason"
+    state = _state(engine)
+    amounts = {row[0]: (row[1], row[2]) for row in state["installments"]}
+    assert amounts[mine[0]] == ("0.00", "PAID")
+    assert amounts[mine[1]] == ("30.00", "UPCOMING")  # 100 - 50 (P-1) - 20 (P-2)
+    assert {row[0]: row[1] for row in state["users"]} == {"u-1": "NORMAL", "u-2": "NORMAL"}
+    assert {row[0]: row[1] for row in state["plans"]}[2] == "COMPLETED"
+    paid_at = {row[0]: row[3] for row in state["installments"]}[mine[0]]
+    assert paid_at.isoformat() == "2026-01-20T10:00:00+00:00"  # the file's paid_at
+    _verify_clean(cli)
+
+    again = cli("payments", "import", str(source), "-o", "json")
+
+    assert again.exit_code == 5
+    assert json.loads(again.stdout)["applied"] == 0
+    assert json.loads(again.stdout)["duplicate"] == 4
+    assert _state(engine) == state
+
+
+def test_a_dry_run_reports_the_outcomes_and_writes_nothing(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    seed(engine, 1, date(2026, 1, 1))
+    source = tmp_path / "p.jsonl"
+    source.write_text(
+        '{"reference": "J-1", "amount": "40", "user_id": "u-1"}\n'
+        '{"reference": "J-2", "amount": "400", "user_id": "u-1"}\n'
+    )
+    before = (row_counts(engine), _state(engine))
+
+    dry = cli("payments", "import", str(source), "--dry-run", "-o", "json")
+
+    assert dry.exit_code == 5
+    assert {k: json.loads(dry.stdout)[k] for k in ("applied", "overpayment", "dry_run")} == {
+        "applied": 1, "overpayment": 1, "dry_run": True,
+    }  # fmt: skip
+    assert (row_counts(engine), _state(engine)) == before
+
+
+def test_standard_input_and_a_json_array(cli: Cli, engine: Engine) -> None:
+    seed(engine, 1, date(2026, 1, 1))
+    rows = [{"reference": f"S-{n}", "amount": "10.00", "user_id": "u-1"} for n in range(3)]
+
+    result = cli("payments", "import", "-", "--format", "json", "-o", "csv", input=json.dumps(rows))
+
+    assert result.exit_code == 0, result.stderr
+    header, counts = result.stdout.splitlines()
+    assert header.startswith("rows,applied,duplicate,conflict")
+    assert counts.startswith("3,3,0,0")
+    assert _state(engine)["installments"][0][1] == "70.00"
+
+
+def _reset(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+
+
+def test_a_killed_import_then_a_rerun_equals_one_clean_run(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "settlement.csv"
+    source.write_text(
+        HEADER
+        + "".join(
+            f"K-{n},{35 + n}.00,u-{n % 3 + 1},,2026-02-0{n % 9 + 1}T09:00:00Z\n" for n in range(12)
+        )
+    )
+    monkeypatch.setattr(payments_import, "CHUNK_ROWS", 4)
+    real = payment_rules.apply_chunk
+    calls = {"n": 0}
+
+    def killed_on_second(connection: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with engine.connect() as killer:
+                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return real(connection, **kwargs)
+
+    seed(engine, 3, date(2026, 1, 1))
+    sweep_job(as_of=date(2026, 2, 15), dry_run=False, actor="t")
+    monkeypatch.setattr(payment_rules, "apply_chunk", killed_on_second)
+    killed = cli("payments", "import", str(source))
+    assert killed.exit_code == 75, killed.stderr
+    assert row_counts(engine)["payments"] == 4  # the first chunk, committed
+    monkeypatch.setattr(payment_rules, "apply_chunk", real)
+    rerun = cli("payments", "import", str(source), "-o", "json")
+    assert json.loads(rerun.stdout)["duplicate"] == 4
+    after_rerun = _state(engine)
+    _verify_clean(cli)
+
+    _reset(engine)
+    seed(engine, 3, date(2026, 1, 1))
+    sweep_job(as_of=date(2026, 2, 15), dry_run=False, actor="t")
+    clean = cli("payments", "import", str(source), "-o", "json")
+    assert json.loads(clean.stdout)["duplicate"] == 0
+    assert _state(engine) == after_rerun
+
+
+def test_a_payments_file_racing_sweeps_leaves_every_invariant(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(engine, 30, date(2026, 1, 1), plans_per_user=2)
+    monkeypatch.setattr(payments_import, "CHUNK_ROWS", 7)
+    source = tmp_path / "race.csv"
+    source.write_text(
+        HEADER + "".join(f"R-{n},{60 + n % 50}.00,u-{n % 30 + 1},,\n" for n in range(90))
+    )
+
+    def sweeps() -> None:
+        for day in range(1, 28):
+            sweep_job(as_of=date(2026, 2, day), dry_run=False, actor="sweeper")
+
+    sweeper = Worker(sweeps)
+    sweeper.start()
+    result = cli("payments", "import", str(source), "-o", "json")
+    sweeper.join(timeout=120)
+
+    assert sweeper.error is None
+    assert result.exit_code in (0, 5), result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["applied"] + summary["overpayment"] == 90
+    assert row_counts(engine)["payments"] == summary["applied"]
+    _verify_clean(cli)
