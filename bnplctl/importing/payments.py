@@ -127,8 +127,8 @@ def process_chunk(
     applied (the invalid ones included), in line order."""
     from bnplctl import clock
     from bnplctl.db import dbapi_connection
-    from bnplctl.services import locks
     from bnplctl.importing.webhooks import INDEX_LOOKUPS_ONLY
+    from bnplctl.services import locks
     from bnplctl.services.payments import CHUNK_TABLES, PAYMENT_ROW_COLUMNS, apply_chunk
 
     refused = list(chunk.invalid)
