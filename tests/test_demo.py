@@ -20,7 +20,9 @@ def test_demo_twice_changes_nothing_the_second_time(cli: Cli, engine: Engine) ->
         plans = dict(connection.execute(text("SELECT merchant_reference, status FROM plans")).all())
     assert statuses == {"usr-001": "DEBT_USER", "usr-002": "NORMAL", "usr-003": "NORMAL"}
     assert plans == {"DEMO-LATE": "ACTIVE", "DEMO-NEW": "ACTIVE", "DEMO-PAID": "COMPLETED"}
-    assert "Debt of usr-001" in first.stdout and "healthy" in first.stdout
+    assert "usr-001 is DEBT_USER since" in first.stdout and "healthy" in first.stdout
+    assert "partial payment DEMO-PART-1: 50.00 of installment" in first.stderr
+    assert after_first["payments"] == 4  # DEMO-PAID paid in full (3), and the partial one
     with engine.connect() as connection:
         refunds = dict(connection.execute(text("SELECT transaction_id, status FROM refunds")).all())
     assert refunds == {"REF-001": "COMPLETED", "REF-002": "REJECTED", "REF-003": "PENDING"}
@@ -32,6 +34,7 @@ def test_demo_twice_changes_nothing_the_second_time(cli: Cli, engine: Engine) ->
     assert "duplicate" in second.stdout
     assert "already swept for" in second.stderr
     assert "the sample webhook file was ingested before" in second.stderr
+    assert "DEMO-PART-1 was recorded before" in second.stderr
 
 
 def test_demo_refuses_an_external_database_without_the_flag(cli: Cli, engine: Engine) -> None:
