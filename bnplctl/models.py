@@ -278,6 +278,9 @@ class SweepRun(SQLModel, table=True):
     error_class: str | None = Field(default=None, sa_column=Column(String(200)))
     actor: str = Field(sa_column=Column(String(100), nullable=False))
     reverted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # The portfolio when the run finished (``debt report --html`` draws them over time).
+    overdue_amount: Decimal | None = Field(default=None, sa_column=Column(Numeric(14, 2)))
+    debt_users: int | None = None
 
 
 class Payment(SQLModel, table=True):

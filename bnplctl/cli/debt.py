@@ -1,10 +1,11 @@
 """``bnplctl debt``: the debt view of a user."""
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from bnplctl.cli.options import OutputFormat, OutputOption
+from bnplctl.cli.options import OutputFormat, OutputOption, for_people
 
 app = typer.Typer(
     help="Debt: what a user owes.\n\nExample: bnplctl debt show usr-001",
@@ -157,14 +158,30 @@ def sweep(
 
 
 @app.command("report")
-def report(as_of: AsOfOption = None, output: OutputOption = OutputFormat.table) -> None:
+def report(
+    as_of: AsOfOption = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="PATH",
+            help="Also write the portfolio report (charts, largest debtors) to PATH as one"
+            " self-contained HTML file.",
+        ),
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
     """Aging of overdue installments: users, installments and amount per bucket of days.
 
-    Buckets: 1-30, 31-60, 61-90, 90+ days overdue at the business date.
+    Buckets: 1-30, 31-60, 61-90, 90+ days overdue at the business date. --html PATH
+    also writes the portfolio report: aging, overdue amount and users in debt over the
+    last sweeps, payments and refunds per day, the largest debtors (masked).
 
     Example: bnplctl debt report -o json
+
+    Example: bnplctl debt report --html portfolio.html
     """
-    from bnplctl.cli.output import render_nested
+    from bnplctl.cli.output import message, render_nested
     from bnplctl.clock import business_today
     from bnplctl.db import read_scope
     from bnplctl.services.debt import aging_report
@@ -173,12 +190,59 @@ def report(as_of: AsOfOption = None, output: OutputOption = OutputFormat.table) 
     business_date = parse_date(as_of, "as-of") if as_of is not None else business_today()
     with read_scope() as connection:
         shown = aging_report(connection, business_date)
+        report_data = portfolio_of(connection, business_date) if html is not None else None
+    people = for_people(output)
     render_nested(
-        shown,
+        _with_bars(shown) if people else shown,
         output,
         child_key="buckets",
-        child_columns=("bucket", "users", "installments", "amount"),
+        child_columns=(
+            "bucket",
+            "users",
+            "installments",
+            "amount",
+            *(("share",) if people else ()),
+        ),
         title="Debt aging",
         child_title=f"Overdue at {shown['business_date']}",
         parent=("business_date", shown["business_date"]),
     )
+    if html is not None and report_data is not None:
+        write_report(html, report_data)
+        message(f"portfolio report written to {html}")
+
+
+BAR_WIDTH = 20
+
+
+def _with_bars(shown: dict[str, Any]) -> dict[str, Any]:
+    """The buckets with a bar of their share of the overdue amount, for a person."""
+    from decimal import Decimal
+
+    amounts = [Decimal(bucket["amount"]) for bucket in shown["buckets"]]
+    largest = max(amounts, default=Decimal(0))
+    return shown | {
+        "buckets": [
+            bucket | {"share": "█" * int(BAR_WIDTH * amount / largest) if largest else ""}
+            for bucket, amount in zip(shown["buckets"], amounts, strict=True)
+        ]
+    }
+
+
+def portfolio_of(connection: Any, business_date: Any) -> dict[str, Any]:
+    from bnplctl.config import get_settings
+    from bnplctl.services.portfolio import portfolio
+
+    return portfolio(connection, business_date, get_settings().timezone)
+
+
+def write_report(path: Path, report_data: dict[str, Any]) -> None:
+    """Render the portfolio report (``report_html``, which loads matplotlib) to ``path``."""
+    from bnplctl import clock, report_html
+    from bnplctl.config import get_settings
+
+    generated = clock.now().isoformat(timespec="minutes")
+    document = report_html.render(
+        report_data, currency=get_settings().currency, generated_at=generated
+    )
+    report_html.write(path, document)

@@ -23,7 +23,8 @@ def demo(
     initialises it. Loads the sample users, creates demo plans (one started four
     months ago), runs the sweep, creates refunds and ingests the sample webhook
     file, records a partial payment of the late payer's, then shows the masked users,
-    why that user is in debt (debt explain) and the status dashboard.
+    why that user is in debt (debt explain) and the status dashboard, and writes the
+    portfolio report (HTML) into the data directory.
     Running it again changes nothing.
 
     Example: bnplctl demo
@@ -48,6 +49,22 @@ def demo(
     _refunds_and_webhooks(actor)
     _partial_payment(actor)
     _show(today)
+    _html_report(today)
+
+
+def _html_report(today: date) -> None:
+    """The portfolio report, written into the data directory (``debt report --html``)."""
+    from bnplctl.cli.debt import portfolio_of, write_report
+    from bnplctl.cli.output import message
+    from bnplctl.config import get_settings
+    from bnplctl.db import read_scope
+
+    path = get_settings().data_dir / "portfolio-report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with read_scope() as connection:
+        report = portfolio_of(connection, today)
+    write_report(path, report)
+    message(f"portfolio report: {path}")
 
 
 DEMO_PAYMENT = "DEMO-PART-1"

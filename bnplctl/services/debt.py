@@ -48,12 +48,16 @@ def debt_of(connection: Any, user_id: str, business_date: date) -> dict[str, Any
     }
 
 
-# The user and their unpaid installments, in the order a payment to them pays (rule 10).
+# The user and their unpaid installments, in the order a payment to them pays (rule 10),
+# through the user's ACTIVE plans (index lookups; an unpaid installment's plan is ACTIVE).
 _EXPLAIN_SQL = """
     SELECT u.status AS user_status, i.id, i.plan_id, i.amount_due, i.due_date,
            i.status, i.overdue_since
     FROM users u
-    LEFT JOIN installments i ON i.user_id = u.user_id AND i.status <> 'PAID'
+    LEFT JOIN (
+        plans p
+        JOIN installments i ON i.plan_id = p.id AND i.status <> 'PAID'
+    ) ON p.user_id = u.user_id AND p.status = 'ACTIVE'
     WHERE u.user_id = %(user_id)s
     ORDER BY i.due_date, i.plan_id, i.sequence
 """

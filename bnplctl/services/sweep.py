@@ -139,7 +139,10 @@ def finish_run(
         text(
             "WITH finished AS ("
             " UPDATE sweep_runs SET outcome = 'SUCCEEDED', finished_at = :finished_at,"
-            "  installments_marked_overdue = :installments, users_marked_debt = :users"
+            "  installments_marked_overdue = :installments, users_marked_debt = :users,"
+            "  overdue_amount = (SELECT coalesce(sum(amount_due), 0) FROM installments"
+            "   WHERE status = 'OVERDUE'),"
+            "  debt_users = (SELECT count(*) FROM users WHERE status = 'DEBT_USER')"
             " WHERE id = :run_id RETURNING id, business_date)"
             " INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, details)"
             " SELECT :now, :actor, 'sweep.run', 'sweep', id::text, jsonb_build_object("

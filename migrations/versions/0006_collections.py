@@ -10,7 +10,8 @@
 - ``installments.overdue_since`` and ``overdue_run_id`` (rule 3), written by the sweep.
   An installment already OVERDUE gets the business date of the first successful sweep
   after its due date, or the day after its due date when no run is on record.
-- ``sweep_runs.reverted_at`` and the outcome ``REVERTED`` (rule 11).
+- ``sweep_runs.reverted_at`` and the outcome ``REVERTED`` (rule 11); ``overdue_amount``
+  and ``debt_users``, the portfolio when a run finished (the HTML report's history).
 
 Revision ID: 0006
 Revises: 0005
@@ -141,6 +142,10 @@ def upgrade() -> None:
     )
 
     op.add_column("sweep_runs", sa.Column("reverted_at", sa.DateTime(timezone=True)))
+    op.add_column(
+        "sweep_runs", sa.Column("overdue_amount", sa.Numeric(precision=14, scale=2), nullable=True)
+    )
+    op.add_column("sweep_runs", sa.Column("debt_users", sa.Integer(), nullable=True))
     op.drop_constraint(op.f("ck_sweep_runs_outcome"), "sweep_runs")
     op.create_check_constraint(op.f("ck_sweep_runs_outcome"), "sweep_runs", _OUTCOMES)
 
@@ -151,6 +156,8 @@ def downgrade() -> None:
     op.drop_constraint(op.f("ck_sweep_runs_outcome"), "sweep_runs")
     op.execute("UPDATE sweep_runs SET outcome = 'SUCCEEDED' WHERE outcome = 'REVERTED'")
     op.create_check_constraint(op.f("ck_sweep_runs_outcome"), "sweep_runs", _OUTCOMES_BEFORE)
+    op.drop_column("sweep_runs", "debt_users")
+    op.drop_column("sweep_runs", "overdue_amount")
     op.drop_column("sweep_runs", "reverted_at")
 
     op.drop_constraint(op.f("ck_installments_overdue_since"), "installments")
