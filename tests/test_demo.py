@@ -22,7 +22,9 @@ def test_demo_twice_changes_nothing_the_second_time(cli: Cli, engine: Engine) ->
     assert plans == {"DEMO-LATE": "ACTIVE", "DEMO-NEW": "ACTIVE", "DEMO-PAID": "COMPLETED"}
     assert "usr-001 is DEBT_USER since" in first.stdout and "healthy" in first.stdout
     assert "partial payment DEMO-PART-1: 50.00 of installment" in first.stderr
-    assert after_first["payments"] == 4  # DEMO-PAID paid in full (3), and the partial one
+    # DEMO-PAID paid in full (3), the partial payment, the sample file's two.
+    assert after_first["payments"] == 6
+    assert "Sample payments file" in first.stdout
     with engine.connect() as connection:
         refunds = dict(connection.execute(text("SELECT transaction_id, status FROM refunds")).all())
     assert refunds == {"REF-001": "COMPLETED", "REF-002": "REJECTED", "REF-003": "PENDING"}

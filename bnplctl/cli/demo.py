@@ -22,7 +22,8 @@ def demo(
     Runs on the embedded database (BNPL_DATABASE_URL unset); the first run
     initialises it. Loads the sample users, creates demo plans (one started four
     months ago), runs the sweep, creates refunds and ingests the sample webhook
-    file, records a partial payment of the late payer's, then shows the masked users,
+    file, records a partial payment of the late payer's and a sample payments file,
+    then shows the masked users,
     why that user is in debt (debt explain) and the status dashboard, and writes the
     portfolio report (HTML) into the data directory.
     Running it again changes nothing.
@@ -48,8 +49,29 @@ def demo(
     today = _plans_and_sweep(actor)
     _refunds_and_webhooks(actor)
     _partial_payment(actor)
+    _payments_file(actor)
     _show(today)
     _html_report(today)
+
+
+def _payments_file(actor: str) -> None:
+    """The sample settlement file (``payments import``): two payments and an unknown user;
+    run again, its payments come back as duplicates."""
+    from importlib.resources import files
+
+    from bnplctl.cli.output import render_one
+    from bnplctl.importing.payments import OUTCOMES, PAYMENT_COLUMNS, import_stream
+    from bnplctl.importing.readers import read_rows
+    from bnplctl.importing.webhooks import IngestReport
+
+    sample = files("bnplctl.data").joinpath("payments.csv")
+    report = IngestReport(outcomes=OUTCOMES)
+    with sample.open("rb") as raw:
+        rows = read_rows(raw, "csv", PAYMENT_COLUMNS)
+        import_stream("demo:payments.csv", rows, report, actor=actor, dry_run=False)
+    summary = report.summary()
+    render_one({name: summary[name] for name in ("rows", *OUTCOMES)}, OutputFormat.table,
+               title="Sample payments file")  # fmt: skip
 
 
 def _html_report(today: date) -> None:
