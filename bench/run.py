@@ -82,11 +82,21 @@ def luhn_complete(stem: str) -> str:
 USER_FIELDS = ("user_id", "name", "phone", "passport", "card", "dob")
 
 
+def _letters(n: int) -> str:
+    """``n`` in the letters A-Z (a name holds no long number: ``validators.person_name``)."""
+    text = ""
+    while True:
+        n, digit = divmod(n, 26)
+        text = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[digit] + text
+        if not n:
+            return text
+
+
 def user_row(n: int) -> list[str]:
     """The workload's n-th user: ``USER_FIELDS``, each unique to n."""
     return [
         f"u{n:07d}",
-        f"Bench User {n}",
+        f"Bench User {_letters(n)}",
         f"+99890{n:07d}",
         f"AB{n:07d}",
         luhn_complete(f"4{n:014d}"),

@@ -39,6 +39,11 @@ def normalize_phone(raw: str) -> str:
     cleaned = _PHONE_SEPARATORS.sub("", raw.strip())
     if not cleaned.startswith("+"):
         raise InvalidInput("phone: must be in international format, starting with +")
+    if not (cleaned[1:].isascii() and cleaned[1:].isdigit()):
+        # An extension, letters or other scripts' digits would be dropped or rewritten.
+        raise InvalidInput(
+            "phone: only the digits 0-9 after the +, with spaces, dashes, dots or brackets"
+        )
     canonical = _parse_canonical(cleaned)
     if canonical is not None:
         code, national = canonical

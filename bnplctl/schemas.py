@@ -25,8 +25,8 @@ from bnplctl.errors import InvalidInput
 from bnplctl.validators import (
     USER_ID_PATTERN,
     id_field,
-    no_control_characters,
     parse_date,
+    person_name,
     reference,
     required_id,
     text_field,
@@ -70,7 +70,17 @@ def _message(error: Any) -> str:
     original = (error.get("ctx") or {}).get("error")
     if isinstance(original, InvalidInput):
         return original.message
-    reason = "required" if error["type"] == "missing" else error["msg"]
+    ctx = error.get("ctx") or {}
+    reasons = {
+        "missing": "required",
+        "string_too_short": (
+            "required"
+            if ctx.get("min_length") == 1
+            else f"at least {ctx.get('min_length')} characters"
+        ),
+        "string_too_long": f"at most {ctx.get('max_length')} characters",
+    }
+    reason = reasons.get(error["type"], error["msg"])
     return f"{_field(error)}: {reason}"
 
 
@@ -106,7 +116,7 @@ class UserCreate(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return no_control_characters(value, "name")
+        return person_name(value, "name")
 
     @field_validator("phone")
     @classmethod
@@ -155,7 +165,7 @@ class UserUpdate(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        return None if value is None else no_control_characters(value, "name")
+        return None if value is None else person_name(value, "name")
 
     @field_validator("phone")
     @classmethod

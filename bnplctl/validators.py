@@ -41,6 +41,22 @@ def spreadsheet_safe(value: object) -> object:
     return value
 
 
+# A run of digits this long in a name is a phone, card or passport number typed into the
+# wrong field: it would then be shown unmasked wherever the name is.
+_DIGIT_RUN = re.compile(r"\d{5,}")
+
+
+def person_name(value: str, field: str = "name") -> str:
+    """A person's name: no control characters, no number of 5 or more digits."""
+    no_control_characters(value, field)
+    if _DIGIT_RUN.search(value):
+        raise InvalidInput(
+            f"{field}: must not contain a number of 5 or more digits"
+            " (a phone, card or passport number never goes in a name)"
+        )
+    return value
+
+
 def no_control_characters(value: str, field: str) -> str:
     if CONTROL_CHARACTERS.search(value):
         raise InvalidInput(f"{field}: must not contain control characters")
@@ -117,6 +133,8 @@ def quick_user(fields: dict[str, Any], today: date) -> UserValues | None:
     if name is None or phone is None or passport is None or card is None:
         return None
     if not 1 <= len(name) <= 200 or type(dob) is not str or CONTROL_CHARACTERS.search(name):
+        return None
+    if _DIGIT_RUN.search(name):
         return None
     try:
         return (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -253,14 +254,18 @@ def test_debt_explain_says_since_when_what_clears_it_and_what_is_next(
         (2, "100.00", "2026-02-05"),
     ]
     assert explained["next_due"] == {
-        "id": 3, "plan_id": 1, "amount_due": "100.00", "due_date": "2026-03-02"
+        "id": 3, "plan_id": 1, "amount_due": "100.00", "due_date": "2026-03-02",
+        "past_due": True,  # today is later, and no sweep ran since
     }  # fmt: skip
+    assert explained["marked_by_run"] == 1
+    assert [i["sweep_run"] for i in overdue] == [1, 2]
     assert explained["history"][0]["action"] == "payment.recorded"
 
     told = cli("debt", "explain", "u-1").stdout
     assert told.startswith(
-        "u-1 is DEBT_USER since 2026-01-10: 2 installments overdue; paying 170.00 clears it."
-        " Next due: 100.00 on 2026-03-02 (installment 3 of plan 1)."
+        "u-1 is DEBT_USER since 2026-01-10 (sweep run 1): 2 installments overdue; paying"
+        " 170.00 clears it. Next due: 100.00 on 2026-03-02 (installment 3 of plan 1; past"
+        " due, the next sweep marks it OVERDUE)."
     )
     csv = cli("debt", "explain", "u-1", "-o", "csv").stdout.splitlines()
     assert csv[0] == "user_id,id,plan_id,amount_due,due_date,overdue_since,days_overdue"
@@ -401,3 +406,51 @@ def test_audit_list_knows_payments(cli: Cli, engine: Engine, entity: str) -> Non
     assert cli("installments", "pay", "1").exit_code == 0
     events = _json(cli, "audit", "list", "--entity", entity)
     assert [e["action"] for e in events] == ["payment.recorded"]
+
+
+def test_a_reference_for_a_payment_in_full_is_not_a_partial_payment_again(
+    cli: Cli, engine: Engine
+) -> None:
+    seed(engine, 1, date(2026, 1, 1))
+    assert cli("installments", "pay", "1", "--amount", "50", "--reference", "P50").exit_code == 0
+
+    in_full = cli("installments", "pay", "1", "--reference", "P50")  # not what P50 was
+
+    assert in_full.exit_code == 3
+    assert "P50 was already used for another payment" in in_full.stderr
+    assert _installment(engine, 1) == ("50.00", "UPCOMING")
+    assert cli("installments", "pay", "2", "--reference", "FULL").exit_code == 0
+    again = cli("installments", "pay", "2", "--reference", "FULL")
+    assert again.exit_code == 0
+    assert "payment reference FULL: recorded before" in again.stderr
+    assert "100.00 recorded before" in again.stderr
+    assert row_counts(engine)["payments"] == 2
+    only_amount = cli("installments", "pay", "1", "2", "--amount", "5")
+    assert only_amount.stderr == "error: --amount pays one installment: name only one\n"
+
+
+@pytest.mark.parametrize("name", ["John 4111111111111111", "+998901112233", "AA 1234567"])
+def test_a_number_typed_into_a_name_is_refused_everywhere(
+    cli: Cli, engine: Engine, name: str, tmp_path: Path
+) -> None:
+    # It would be shown unmasked wherever the name is shown.
+    assert cli(*add_args(JOHN)).exit_code == 0
+    expected = "name: must not contain a number of 5 or more digits"
+
+    update = cli("users", "update", JOHN["user_id"], "--name", name)
+    add = cli(*add_args(dict(JOHN, user_id="usr-009", passport="AB1112223", name=name)))
+    source = tmp_path / "users.csv"
+    source.write_text(
+        "user_id,name,phone,passport,card,dob\n"
+        f'usr-010,"{name}",+998901110000,AD0000001,4012888888881881,1990-01-01\n'
+    )
+    imported = cli("users", "import", str(source), "-o", "json")
+
+    assert (update.exit_code, add.exit_code, imported.exit_code) == (65, 65, 5)
+    assert expected in update.stderr and expected in add.stderr
+    assert expected in json.loads(imported.stdout)["rejected"][0]["reason"]
+    for result in (update, add, imported):
+        assert "4111111111111111" not in result.stdout + result.stderr
+    with engine.connect() as connection:
+        names = connection.execute(text("SELECT full_name FROM users")).scalars().all()
+    assert names == [JOHN["name"]]

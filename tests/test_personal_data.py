@@ -84,7 +84,8 @@ def test_raw_personal_data_never_leaves_the_process_in_clear(
 
 def _users_file(path: Path, count: int) -> None:
     rows = [
-        f"u-{n:05d},Name {n},+99890{n:07d},AA{n:07d},{luhn(f'411111{n:09d}')},1990-01-01"
+        f"u-{n:05d},Name {chr(65 + n % 26)}{n % 1000},+99890{n:07d},AA{n:07d},"
+        f"{luhn(f'411111{n:09d}')},1990-01-01"
         for n in range(count)
     ]
     path.write_text("user_id,name,phone,passport,card,dob\n" + "\n".join(rows) + "\n")

@@ -30,7 +30,9 @@ def test_phone_is_normalised_to_e164() -> None:
     [
         ("998901234567", "international format"),
         ("+99890", "not a valid number"),
-        ("+abc", "not a phone number"),
+        ("+abc", "only the digits 0-9 after the +"),
+        ("+998901112233x", "only the digits 0-9 after the +"),  # an extension
+        ("+٩٩٨٩٠١١١٢٢٣٣", "only the digits 0-9 after the +"),  # Arabic-Indic digits
         ("+99912345678", "not a phone number"),  # 999 is no calling code
     ],
 )

@@ -453,7 +453,7 @@ def test_import_chunks_after_a_duplicate_fall_back_and_recover(
             )
         ).one()
     assert (users, audits) == (19_998, 19_998)
-    assert line_2_name == "Bench User 0"  # line 2's user, untouched by line 19,000
+    assert line_2_name == "Bench User A"  # line 2's user, untouched by line 19,000
 
 
 def test_import_dry_run_reports_the_real_outcomes_and_writes_nothing(

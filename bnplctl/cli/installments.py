@@ -143,7 +143,11 @@ def pay(
 
     wanted = sorted(set(installment_ids))
     if (amount is not None or reference is not None) and len(wanted) != 1:
-        raise UsageProblem("--amount and --reference pay one installment: name only one")
+        given = " and ".join(
+            name for name, value in (("--amount", amount), ("--reference", reference)) if value
+        )
+        raise UsageProblem(f"{given} pay{'s' if ' and ' not in given else ''} one installment:"
+                           " name only one")  # fmt: skip
     parsed = parse_amount(amount) if amount is not None else None
     checked = check_reference(reference, "reference") if reference is not None else None
     request = {
@@ -163,14 +167,16 @@ def pay(
         )
     if replayed:
         message(f"idempotency key {idempotency_key}: returning the earlier payment")
-    if result.pop("duplicate", False):
+    replayed = replayed or result.pop("duplicate", False)
+    if replayed and checked is not None:
         message(f"payment reference {checked}: recorded before; returning it, nothing written")
     if output in (OutputFormat.json, OutputFormat.jsonl):
         render_one(result, output)
         return
     render_list(result["installments"], output, title="Installments paid")
     for payment in result["payments"]:
-        message(f"payment {payment['id']}: {payment['amount']} recorded")
+        done = "recorded before" if replayed else "recorded"
+        message(f"payment {payment['id']}: {payment['amount']} {done}")
     for plan_id in result["plans_completed"]:
         message(f"plan {plan_id} is COMPLETED")
     for user_id in result["users_restored"]:

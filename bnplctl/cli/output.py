@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -41,7 +42,10 @@ def _text(value: Any) -> Text:
 def _console(stderr: bool = False, width: int | None = None) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     if width is None and not stream.isatty():
-        width = _UNBOUNDED_WIDTH
+        # A file or a pipe: as wide as the rows need, unless COLUMNS says otherwise
+        # (``COLUMNS=80 bnplctl users list | less``).
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else _UNBOUNDED_WIDTH
     return _console_class()(
         file=stream, width=width, highlight=False, soft_wrap=stream is sys.stderr
     )

@@ -52,7 +52,7 @@ def debt_of(connection: Any, user_id: str, business_date: date) -> dict[str, Any
 # through the user's ACTIVE plans (index lookups; an unpaid installment's plan is ACTIVE).
 _EXPLAIN_SQL = """
     SELECT u.status AS user_status, i.id, i.plan_id, i.amount_due, i.due_date,
-           i.status, i.overdue_since
+           i.status, i.overdue_since, i.overdue_run_id
     FROM users u
     LEFT JOIN (
         plans p
@@ -82,12 +82,14 @@ def explain(connection: Any, user_id: str, business_date: date) -> dict[str, Any
     unpaid = [row for row in rows if row["id"] is not None]
     overdue = [row for row in unpaid if row["status"] == "OVERDUE"]
     upcoming = [row for row in unpaid if row["status"] == "UPCOMING"]
-    since = min((row["overdue_since"] for row in overdue), default=None)
+    earliest = min(overdue, key=lambda row: (row["overdue_since"], row["id"]), default=None)
+    since = earliest["overdue_since"] if earliest else None
     history = fetch_all(connection, _HISTORY_SQL, {"user_id": user_id, "limit": HISTORY_EVENTS})
     return {
         "user_id": user_id,
         "user_status": rows[0]["user_status"],
         "overdue_since": since.isoformat() if since else None,
+        "marked_by_run": earliest["overdue_run_id"] if earliest else None,
         "to_clear": format_amount(sum((row["amount_due"] for row in overdue), Decimal("0"))),
         "overdue_installments": [
             {
@@ -97,6 +99,7 @@ def explain(connection: Any, user_id: str, business_date: date) -> dict[str, Any
                 "due_date": row["due_date"].isoformat(),
                 "overdue_since": row["overdue_since"].isoformat(),
                 "days_overdue": (business_date - row["due_date"]).days,
+                "sweep_run": row["overdue_run_id"],
             }
             for row in overdue
         ],
@@ -106,6 +109,7 @@ def explain(connection: Any, user_id: str, business_date: date) -> dict[str, Any
                 "plan_id": upcoming[0]["plan_id"],
                 "amount_due": format_amount(upcoming[0]["amount_due"]),
                 "due_date": upcoming[0]["due_date"].isoformat(),
+                "past_due": upcoming[0]["due_date"] < business_date,
             }
             if upcoming
             else None
@@ -130,15 +134,19 @@ def narrative(explained: dict[str, Any]) -> str:
     overdue = explained["overdue_installments"]
     if overdue:
         count = f"{len(overdue)} installment{'s' if len(overdue) != 1 else ''} overdue"
-        since = f" since {explained['overdue_since']}" if status == "DEBT_USER" else ""
+        since = ""
+        if status == "DEBT_USER":
+            run = explained["marked_by_run"]
+            since = f" since {explained['overdue_since']}" + (f" (sweep run {run})" if run else "")
         text = f"{user} is {status}{since}: {count}; paying {explained['to_clear']} clears it."
     else:
         text = f"{user} is {status}: nothing is overdue."
     upcoming = explained["next_due"]
     if upcoming:
+        late = "; past due, the next sweep marks it OVERDUE" if upcoming["past_due"] else ""
         text += (
             f" Next due: {upcoming['amount_due']} on {upcoming['due_date']}"
-            f" (installment {upcoming['id']} of plan {upcoming['plan_id']})."
+            f" (installment {upcoming['id']} of plan {upcoming['plan_id']}{late})."
         )
     else:
         text += " Nothing else is due."

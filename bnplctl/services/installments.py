@@ -21,6 +21,9 @@ from bnplctl.services.plans import public_installment
 
 COMMAND_SOURCE = "command"
 
+_LAST_PAYMENT_OF = text(
+    "SELECT max(payment_id) FROM payment_allocations WHERE installment_id = :installment"
+)
 _BY_REFERENCE = text(
     "SELECT id, user_id, installment_id, amount FROM payments WHERE reference = :reference"
 )
@@ -126,7 +129,18 @@ def _earlier_payment(
     row = session.execute(_BY_REFERENCE, {"reference": reference}).one_or_none()
     if row is None:
         return None
-    same = row.installment_id == installment_id and (amount is None or amount == row.amount)
+    if amount is None:  # "all that is due": the earlier payment must have paid it off
+        last = session.execute(_LAST_PAYMENT_OF, {"installment": installment_id}).scalar()
+        full = (
+            last == row.id
+            and session.execute(
+                text("SELECT status = 'PAID' FROM installments WHERE id = :id"),
+                {"id": installment_id},
+            ).scalar()
+        )
+        same = row.installment_id == installment_id and bool(full)
+    else:
+        same = row.installment_id == installment_id and amount == row.amount
     if not same:
         raise Refused(
             f"payment reference {reference} was already used for another payment"
