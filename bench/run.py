@@ -487,13 +487,15 @@ def reference_ingest_writes(engine: Engine, webhook_file: Path) -> float:
 # The payments file's required writes, per chunk: each known user's payment recorded,
 # allocated to the user's oldest unpaid installment (found as the product finds it:
 # the user's ACTIVE plans, then their installments), that installment's amount lowered,
-# one audit row per payment. Repeated references and unknown users write nothing.
+# one audit row per payment. Repeated references (in the chunk, or recorded by an earlier
+# chunk: the unique index is looked up) and unknown users write nothing.
 _PAYMENT_WRITES = (
     "CREATE TEMP TABLE refp_target ON COMMIT DROP AS"
     " SELECT DISTINCT ON (f.user_id) f.reference, f.amount, f.user_id, f.paid_at,"
     "  i.id AS installment_id, nextval(pg_get_serial_sequence('refp_payments', 'id')) AS id"
     " FROM (SELECT DISTINCT ON (reference) * FROM file_rows) f"
     " JOIN plans p ON p.user_id = f.user_id AND p.status = 'ACTIVE'"
+    " AND NOT EXISTS (SELECT 1 FROM refp_payments r WHERE r.reference = f.reference)"
     " JOIN refp_installments i ON i.plan_id = p.id AND i.status <> 'PAID'"
     " ORDER BY f.user_id, i.due_date, i.plan_id, i.sequence",
     "INSERT INTO refp_payments (id, reference, user_id, amount, source, paid_at, actor)"

@@ -95,6 +95,14 @@ def test_a_small_bench_reports_the_terminal_figures(
         finally:
             engine.dispose()
 
+    # The payments file: one per user but 2 % repeated rows and 2 % unknown users.
+    payments = report["payments"]
+    assert (payments["rows"], payments["applied"]) == (2000, 1920)
+    assert payments["writes_ratio"] == pytest.approx(
+        payments["seconds"] / payments["writes_reference_seconds"], abs=0.02
+    )
+    assert report["verify"]["ok"] is True  # after the payments too
+
     cli = report["cli"]
     timed = ["help_s", "typer_import_s", "help_ratio", *CLI_TARGETS_S]
     for name in timed:

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 _ROUND_TABLE = text(
     """
     CREATE TEMP TABLE IF NOT EXISTS payments_round (
-        line integer NOT NULL,
+        line integer PRIMARY KEY,
+        payment_id bigint NOT NULL,
         reference text,
         amount numeric(12, 2) NOT NULL,
         user_id text NOT NULL,
@@ -53,9 +54,10 @@ _ROUND_TABLE = text(
 )
 _ADD = text(
     """
-    INSERT INTO payments_round (line, reference, amount, user_id, installment_id, paid_at,
-                                source)
-    VALUES (:line, :reference, :amount, :user_id, :installment_id, :paid_at, :source)
+    INSERT INTO payments_round (line, payment_id, reference, amount, user_id, installment_id,
+                                paid_at, source)
+    VALUES (:line, nextval(pg_get_serial_sequence('payments', 'id')), :reference, :amount,
+            :user_id, :installment_id, :paid_at, :source)
     """
 )
 
@@ -63,16 +65,17 @@ _ADD = text(
 # planner cannot estimate a CTE's rows): ``unpaid`` is each payment of the round beside
 # the unpaid installments where it goes (found through the user's ACTIVE plans: an unpaid
 # installment's plan is ACTIVE by rule 4), in the order it pays them, with what is due
-# before each and in all; a payment with nothing due where it goes has one row without
-# an installment. ``numbered`` gives each payment that fits its id up front (on its first
-# row), so its allocations can name it in the same statement; ``placed`` spreads the id
-# over the payment's rows. Sibling CTEs read the state before the statement's writes: one
-# payment per user per round keeps them apart.
+# before each and in all, carrying as few columns as the windows need; a payment with
+# nothing due where it goes has one row without an installment. Each payment was given
+# its id when the round was filled (a refused one leaves a gap in the sequence), so its
+# allocations name it in the same statement; what else a payment says is looked up in
+# ``payments_round`` by its line (its primary key). Sibling CTEs read the state before the
+# statement's writes: one payment per user per round keeps them apart.
 _APPLY = text(
     """
-    WITH unpaid AS (
-        SELECT r.line, r.reference, r.amount, r.user_id, r.installment_id AS target,
-               r.paid_at, r.source, i.id, i.plan_id, i.status, i.amount_due,
+    WITH unpaid AS MATERIALIZED (
+        SELECT r.line, r.payment_id, r.amount, r.paid_at, i.id, i.plan_id, i.user_id,
+               i.status, i.amount_due,
                coalesce(sum(i.amount_due) OVER paying_order, 0) AS due_before,
                coalesce(sum(i.amount_due) OVER (PARTITION BY r.line), 0) AS due_in_all,
                row_number() OVER paying_order AS nth
@@ -85,25 +88,21 @@ _APPLY = text(
         WINDOW paying_order AS (
             PARTITION BY r.line ORDER BY i.due_date, i.plan_id, i.sequence
             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-    ), numbered AS MATERIALIZED (
-        SELECT u.*,
-               CASE WHEN u.nth = 1 AND u.amount <= u.due_in_all
-                    THEN nextval(pg_get_serial_sequence('payments', 'id')) END AS new_id
-        FROM unpaid u
-    ), placed AS MATERIALIZED (
-        SELECT n.*, max(n.new_id) OVER (PARTITION BY n.line) AS payment_id
-        FROM numbered n
     ), shares AS MATERIALIZED (
         SELECT line, payment_id, paid_at, id AS installment_id, plan_id, user_id, status,
                amount_due, least(amount_due, amount - due_before) AS share
-        FROM placed
-        WHERE payment_id IS NOT NULL AND id IS NOT NULL AND amount > due_before
+        FROM unpaid
+        WHERE id IS NOT NULL AND amount <= due_in_all AND amount > due_before
+    ), fitting AS MATERIALIZED (
+        SELECT r.*
+        FROM unpaid u
+        JOIN payments_round r ON r.line = u.line
+        WHERE u.nth = 1 AND u.amount <= u.due_in_all
     ), recorded AS (
         INSERT INTO payments (id, reference, user_id, installment_id, amount, source, paid_at,
                               actor)
-        SELECT payment_id, reference, user_id, target, amount, source, paid_at, :actor
-        FROM placed
-        WHERE nth = 1 AND payment_id IS NOT NULL
+        SELECT payment_id, reference, user_id, installment_id, amount, source, paid_at, :actor
+        FROM fitting
     ), allocated AS (
         INSERT INTO payment_allocations (payment_id, installment_id, user_id, amount)
         SELECT payment_id, installment_id, user_id, share FROM shares
@@ -120,9 +119,8 @@ _APPLY = text(
         SELECT :now, :actor, 'payment.recorded', 'payment', payment_id::text, user_id,
                jsonb_build_object('amount', amount::text, 'source', source)
                || jsonb_strip_nulls(jsonb_build_object(
-                   'reference', reference, 'installment_id', target))
-        FROM placed
-        WHERE nth = 1 AND payment_id IS NOT NULL
+                   'reference', reference, 'installment_id', installment_id))
+        FROM fitting
         UNION ALL
         SELECT :now, :actor, 'installment.paid', 'installment', installment_id::text, user_id,
                jsonb_build_object('plan_id', plan_id, 'amount', share::text, 'was', status,
@@ -130,9 +128,9 @@ _APPLY = text(
         FROM shares
         WHERE share = amount_due
     )
-    SELECT line, payment_id, due_in_all AS due, NULL::bigint AS plan_id,
-           NULL::text AS overdue_owner
-    FROM placed
+    SELECT line, CASE WHEN amount <= due_in_all THEN payment_id END AS payment_id,
+           due_in_all AS due, NULL::bigint AS plan_id, NULL::text AS overdue_owner
+    FROM unpaid
     WHERE nth = 1
     UNION ALL
     SELECT line, payment_id, NULL, plan_id, CASE WHEN status = 'OVERDUE' THEN user_id END
@@ -305,9 +303,10 @@ _CLASSIFY = text(
 )
 _FILL_ROUND = text(
     """
-    INSERT INTO payments_round (line, reference, amount, user_id, installment_id, paid_at,
-                                source)
-    SELECT seq, reference, amount, user_id, installment_id, coalesce(paid_at, :now), :source
+    INSERT INTO payments_round (line, payment_id, reference, amount, user_id, installment_id,
+                                paid_at, source)
+    SELECT seq, nextval(pg_get_serial_sequence('payments', 'id')), reference, amount, user_id,
+           installment_id, coalesce(paid_at, :now), :source
     FROM payment_moves
     WHERE round = :round
     """
