@@ -6,8 +6,9 @@ installment's ``amount_due``; one brought to zero is PAID (rule 4 then follows, 
 ``debt_status.settle``). A payment larger than what is still due where it goes is refused
 whole (``overpayment``): nothing of it is applied.
 
-Every channel (``installments pay``, a payments file) puts the payments of one *round*
-into the temporary table ``payments_round`` and runs ``_APPLY`` once: one statement
+Every channel (``installments pay``, a payments file) stages its payments in the
+temporary table ``payment_moves``, each with its round, and runs ``_APPLY`` once per
+round: one statement
 records the payments, their allocations, the installments' new amounts and the audit
 events, whatever the number of rows. An installment paid off is PAID at its payment's
 ``paid_at`` (a file's row may say when the money was received; a command's is now). A
@@ -37,71 +38,48 @@ if TYPE_CHECKING:
     from bnplctl.models import Payment
     from bnplctl.services.listing import Page
 
-_ROUND_TABLE = text(
-    """
-    CREATE TEMP TABLE IF NOT EXISTS payments_round (
-        line integer PRIMARY KEY,
-        payment_id bigint NOT NULL,
-        reference text,
-        amount numeric(12, 2) NOT NULL,
-        user_id text NOT NULL,
-        installment_id bigint,
-        paid_at timestamptz NOT NULL,
-        source text NOT NULL
-    ) ON COMMIT DELETE ROWS;
-    TRUNCATE payments_round;
-    """
-)
-_ADD = text(
-    """
-    INSERT INTO payments_round (line, payment_id, reference, amount, user_id, installment_id,
-                                paid_at, source)
-    VALUES (:line, nextval(pg_get_serial_sequence('payments', 'id')), :reference, :amount,
-            :user_id, :installment_id, :paid_at, :source)
-    """
-)
-
 # One pass, no CTE joined to another (a batch chunk runs with index lookups only, and the
 # planner cannot estimate a CTE's rows): ``unpaid`` is each payment of the round beside
 # the unpaid installments where it goes (found through the user's ACTIVE plans: an unpaid
 # installment's plan is ACTIVE by rule 4), in the order it pays them, with what is due
 # before each and in all, carrying as few columns as the windows need; a payment with
 # nothing due where it goes has one row without an installment. Each payment was given
-# its id when the round was filled (a refused one leaves a gap in the sequence), so its
+# its id when it was staged (a refused one leaves a gap in the sequence), so its
 # allocations name it in the same statement; what else a payment says is looked up in
-# ``payments_round`` by its line (its primary key). Sibling CTEs read the state before the
+# ``payment_moves`` by its ``seq`` (its primary key). Sibling CTEs read the state before the
 # statement's writes: one payment per user per round keeps them apart.
 _APPLY = text(
     """
     WITH unpaid AS MATERIALIZED (
-        SELECT r.line, r.payment_id, r.amount, r.paid_at, i.id, i.plan_id, i.user_id,
-               i.status, i.amount_due,
+        SELECT r.seq, r.payment_id, r.amount, coalesce(r.paid_at, :now) AS paid_at, i.id,
+               i.plan_id, i.user_id, i.status, i.amount_due,
                coalesce(sum(i.amount_due) OVER paying_order, 0) AS due_before,
-               coalesce(sum(i.amount_due) OVER (PARTITION BY r.line), 0) AS due_in_all,
+               coalesce(sum(i.amount_due) OVER (PARTITION BY r.seq), 0) AS due_in_all,
                row_number() OVER paying_order AS nth
-        FROM payments_round r
+        FROM payment_moves r
         LEFT JOIN (
             plans p
             JOIN installments i ON i.plan_id = p.id AND i.status <> 'PAID'
         ) ON p.user_id = r.user_id AND p.status = 'ACTIVE'
          AND (r.installment_id IS NULL OR i.id = r.installment_id)
+        WHERE r.round = :round
         WINDOW paying_order AS (
-            PARTITION BY r.line ORDER BY i.due_date, i.plan_id, i.sequence
+            PARTITION BY r.seq ORDER BY i.due_date, i.plan_id, i.sequence
             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
     ), shares AS MATERIALIZED (
-        SELECT line, payment_id, paid_at, id AS installment_id, plan_id, user_id, status,
+        SELECT seq, payment_id, paid_at, id AS installment_id, plan_id, user_id, status,
                amount_due, least(amount_due, amount - due_before) AS share
         FROM unpaid
         WHERE id IS NOT NULL AND amount <= due_in_all AND amount > due_before
     ), fitting AS MATERIALIZED (
-        SELECT r.*
+        SELECT r.payment_id, r.reference, r.user_id, r.installment_id, r.amount, u.paid_at
         FROM unpaid u
-        JOIN payments_round r ON r.line = u.line
+        JOIN payment_moves r ON r.seq = u.seq
         WHERE u.nth = 1 AND u.amount <= u.due_in_all
     ), recorded AS (
         INSERT INTO payments (id, reference, user_id, installment_id, amount, source, paid_at,
                               actor)
-        SELECT payment_id, reference, user_id, installment_id, amount, source, paid_at, :actor
+        SELECT payment_id, reference, user_id, installment_id, amount, :source, paid_at, :actor
         FROM fitting
     ), allocated AS (
         INSERT INTO payment_allocations (payment_id, installment_id, user_id, amount)
@@ -117,7 +95,7 @@ _APPLY = text(
         INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
                                   details)
         SELECT :now, :actor, 'payment.recorded', 'payment', payment_id::text, user_id,
-               jsonb_build_object('amount', amount::text, 'source', source)
+               jsonb_build_object('amount', amount::text, 'source', :source)
                || jsonb_strip_nulls(jsonb_build_object(
                    'reference', reference, 'installment_id', installment_id))
         FROM fitting
@@ -128,12 +106,12 @@ _APPLY = text(
         FROM shares
         WHERE share = amount_due
     )
-    SELECT line, CASE WHEN amount <= due_in_all THEN payment_id END AS payment_id,
+    SELECT seq AS line, CASE WHEN amount <= due_in_all THEN payment_id END AS payment_id,
            due_in_all AS due, NULL::bigint AS plan_id, NULL::text AS overdue_owner
     FROM unpaid
     WHERE nth = 1
     UNION ALL
-    SELECT line, payment_id, NULL, plan_id, CASE WHEN status = 'OVERDUE' THEN user_id END
+    SELECT seq, payment_id, NULL, plan_id, CASE WHEN status = 'OVERDUE' THEN user_id END
     FROM shares
     WHERE share = amount_due
     """
@@ -162,19 +140,24 @@ class RoundResult:
 def apply_round(
     executor: Executor, requests: Iterable[PaymentRequest], *, now: datetime, actor: str
 ) -> RoundResult:
-    """Record one round of payments (at most one per user) and allocate them."""
+    """Record one round of payments (at most one per user, one source) and allocate them;
+    the result's lines are the requests' ``line``."""
     requests = list(requests)
     users = [request.user_id for request in requests]
-    if len(users) != len(set(users)):
-        raise ValueError("a round holds at most one payment per user")
-    executor.execute(_ROUND_TABLE)
+    if len(users) != len(set(users)) or len({request.source for request in requests}) > 1:
+        raise ValueError("a round holds at most one payment per user, from one source")
+    executor.execute(text(CHUNK_TABLES))
     if requests:
         executor.execute(_ADD, [request.__dict__ for request in requests])
-    return _apply(executor, now=now, actor=actor)
+    source = requests[0].source if requests else ""
+    return _apply(executor, round_number=1, source=source, now=now, actor=actor)
 
 
-def _apply(executor: Executor, *, now: datetime, actor: str) -> RoundResult:
-    rows = executor.execute(_APPLY, {"now": now, "actor": actor}).all()
+def _apply(
+    executor: Executor, *, round_number: int, source: str, now: datetime, actor: str
+) -> RoundResult:
+    parameters = {"round": round_number, "source": source, "now": now, "actor": actor}
+    rows = executor.execute(_APPLY, parameters).all()
     recorded: dict[int, int] = {}
     overpaid: dict[int, Decimal] = {}
     plans: set[int] = set()
@@ -205,19 +188,29 @@ CHUNK_TABLES = """
         paid_at timestamptz
     ) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE IF NOT EXISTS payment_moves (
-        seq integer NOT NULL,
+        seq integer PRIMARY KEY,
         line integer NOT NULL,
-        reference text NOT NULL,
+        reference text,  -- none for a command's payment without --reference
         amount numeric(12, 2) NOT NULL,
         user_id text,
         installment_id bigint,
         paid_at timestamptz,
         outcome text,
         reason text,
-        round integer
+        round integer,
+        payment_id bigint
     ) ON COMMIT DELETE ROWS;
     TRUNCATE payment_rows, payment_moves;
 """
+# A command's payments, staged as one round.
+_ADD = text(
+    """
+    INSERT INTO payment_moves (seq, line, reference, amount, user_id, installment_id,
+                               paid_at, round, payment_id)
+    VALUES (:line, :line, :reference, :amount, :user_id, :installment_id, :paid_at, 1,
+            nextval(pg_get_serial_sequence('payments', 'id')))
+    """
+)
 PAYMENT_ROW_COLUMNS = (
     "seq", "line", "reference", "amount", "user_id", "installment_id", "paid_at"
 )  # fmt: skip
@@ -287,11 +280,13 @@ _CLASSIFY = text(
         FROM with_first w
     ), moved AS (
         INSERT INTO payment_moves (seq, line, reference, amount, user_id, installment_id,
-                                   paid_at, outcome, reason, round)
+                                   paid_at, outcome, reason, round, payment_id)
         SELECT seq, line, reference, amount, owner, installment_id, paid_at, decided,
                decided_reason,
                CASE WHEN decided IS NULL THEN row_number() OVER (
-                   PARTITION BY owner, decided IS NULL ORDER BY seq) END
+                   PARTITION BY owner, decided IS NULL ORDER BY seq) END,
+               CASE WHEN decided IS NULL
+                    THEN nextval(pg_get_serial_sequence('payments', 'id')) END
         FROM judged
         RETURNING line, reference, outcome, reason, round
     )
@@ -299,16 +294,6 @@ _CLASSIFY = text(
     FROM moved WHERE round IS NULL
     UNION ALL
     SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0) FROM moved
-    """
-)
-_FILL_ROUND = text(
-    """
-    INSERT INTO payments_round (line, payment_id, reference, amount, user_id, installment_id,
-                                paid_at, source)
-    SELECT seq, nextval(pg_get_serial_sequence('payments', 'id')), reference, amount, user_id,
-           installment_id, coalesce(paid_at, :now), :source
-    FROM payment_moves
-    WHERE round = :round
     """
 )
 _LINES = text("SELECT seq, line, reference, amount FROM payment_moves WHERE round = :round")
@@ -340,11 +325,8 @@ def apply_chunk(
     applied = 0
     plans: set[int] = set()
     owners: set[str] = set()
-    executor.execute(_ROUND_TABLE)
     for round_number in range(1, rounds + 1):
-        executor.execute(_FILL_ROUND, {"round": round_number, "now": now, "source": source})
-        result = _apply(executor, now=now, actor=actor)
-        executor.execute(text("TRUNCATE payments_round"))
+        result = _apply(executor, round_number=round_number, source=source, now=now, actor=actor)
         applied += len(result.payment_ids)
         plans.update(result.plans_paid_off)
         owners.update(result.overdue_owners)
