@@ -120,3 +120,62 @@ def finish_batch(
     )
     if exit_on_rejects and report.has_rejections:
         raise typer.Exit(code=ExitCode.BATCH_REJECTED)
+
+
+def check_inputs(sources: list[str]) -> None:
+    """Every named file must be there before anything is applied (exit 66 otherwise)."""
+    from bnplctl.errors import InputFileError, InvalidInput
+
+    if sources.count("-") > 1:
+        raise InvalidInput("standard input (-) can be read only once")
+    for source in sources:
+        if source == "-":
+            continue
+        path = Path(source)
+        if not path.exists():
+            raise InputFileError(f"{source}: no such file")
+        if path.is_dir():
+            raise InputFileError(f"{source}: is a directory")
+
+
+def run_files_command(
+    sources: list[str],
+    rejects: Path | None,
+    output: OutputFormat,
+    *,
+    key_name: str,
+    outcomes: tuple[str, ...],
+    title: str,
+    dry_run: bool,
+    run: Any,
+) -> None:
+    """What ``webhooks ingest`` and ``payments import`` share: check the inputs, open the
+    rejects file, ``run(report, progress_sizes)`` (which returns what the JSON summary
+    adds), then the summary, the rejects, and exit 5 when any row was not applied."""
+    from bnplctl.importing.webhooks import IngestReport
+
+    check_inputs(sources)
+    rejects_file = RejectsFile(rejects, key_name, sources) if rejects is not None else None
+    report = IngestReport(sink=rejects_file, outcomes=outcomes)
+    failed = True
+    try:
+        extra = run(report, [(source, progress_size(source)) for source in sources])
+        failed = False
+    finally:  # what was rejected so far, also when a file failed midway
+        if rejects_file is not None:
+            rejects_file.finish(failed)
+    summary = report.summary() | {"dry_run": dry_run} | extra
+    title += " (dry run: nothing written)" if dry_run else ""
+    if for_people(output):
+        summary = {name: summary[name] for name in ("rows", *outcomes)}
+    render_summary(summary, report.shown, output, key_name=key_name, files=sources, title=title)
+    show_rejects(
+        report.shown if for_people(output) else [],
+        report.rejected_total,
+        key_name=key_name,
+        rejects=rejects,
+        title="Rows not applied",
+        files=sources,
+    )
+    if report.rejected_total:
+        raise typer.Exit(ExitCode.BATCH_REJECTED)

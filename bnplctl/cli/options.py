@@ -42,6 +42,26 @@ OutputOption = Annotated[
     ),
 ]
 
+# The files of a batch command, and what it can leave out or write aside.
+FilesArgument = Annotated[
+    list[str],
+    typer.Argument(metavar="FILE|-", help="CSV, JSON array or JSON lines files; - = stdin."),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Report the outcomes; write nothing.")
+]
+
+
+def rejects_option(key_name: str) -> Any:
+    """The ``--rejects PATH`` option of a batch command whose rows are named by
+    ``key_name`` (for ``Annotated[Path | None, rejects_option(...)]``)."""
+    return typer.Option(
+        "--rejects",
+        metavar="PATH",
+        help=f"Write the rows not applied (line, {key_name}, outcome, reason) as CSV.",
+    )
+
+
 FormatOption = Annotated[
     InputFormat,
     typer.Option(

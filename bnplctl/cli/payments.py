@@ -1,21 +1,22 @@
 """``bnplctl payments``: the payments received (rule 10)."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from bnplctl.cli.options import (
     AllOption,
+    DryRunOption,
+    FilesArgument,
     FormatOption,
     InputFormat,
     LimitOption,
     OutputFormat,
     OutputOption,
-    for_people,
+    rejects_option,
     sort_option,
 )
-from bnplctl.errors import ExitCode
 from bnplctl.sorting import PAYMENT_SORT
 
 app = typer.Typer(
@@ -70,21 +71,10 @@ def list_(
 
 @app.command("import")
 def import_(
-    sources: Annotated[
-        list[str],
-        typer.Argument(metavar="FILE|-", help="CSV, JSON array or JSON lines files; - = stdin."),
-    ],
+    sources: FilesArgument,
     input_format: FormatOption = InputFormat.auto,
-    rejects: Annotated[
-        Path | None,
-        typer.Option(
-            "--rejects",
-            help="Write the rows not applied (line, reference, outcome, reason) as CSV.",
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Report the outcomes; write nothing.")
-    ] = False,
+    rejects: Annotated[Path | None, rejects_option("reference")] = None,
+    dry_run: DryRunOption = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Record the payments of files (rule 10): reference, amount, user_id or
@@ -100,42 +90,28 @@ def import_(
     Example: bnplctl payments import settlement-2026-12-01.csv --rejects rejects.csv
     """  # fmt: skip
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.batch import progress_size, render_summary, show_rejects
+    from bnplctl.cli.batch import run_files_command
     from bnplctl.cli.output import byte_progress
-    from bnplctl.cli.webhooks import check_inputs
-    from bnplctl.importing.batch import RejectsFile
     from bnplctl.importing.payments import OUTCOMES, import_files
-    from bnplctl.importing.webhooks import IngestReport
 
-    check_inputs(sources)
-    rejects_file = RejectsFile(rejects, "reference", sources) if rejects is not None else None
-    report = IngestReport(sink=rejects_file, outcomes=OUTCOMES)
-    failed = True
-    try:
+    def run(report: Any, sized: list[tuple[str, int | None]]) -> dict[str, Any]:
         import_files(
-            [(source, progress_size(source)) for source in sources],
+            sized,
             input_format.value,
             report,
             actor=current_actor(),
             dry_run=dry_run,
             progress=byte_progress,
         )
-        failed = False
-    finally:  # what was rejected so far, also when a file failed midway
-        if rejects_file is not None:
-            rejects_file.finish(failed)
-    summary = report.summary() | {"dry_run": dry_run}
-    title = "Payments import" + (" (dry run: nothing written)" if dry_run else "")
-    if for_people(output):
-        summary = {name: summary[name] for name in ("rows", *OUTCOMES)}
-    render_summary(summary, report.shown, output, key_name="reference", files=sources, title=title)
-    show_rejects(
-        report.shown if for_people(output) else [],
-        report.rejected_total,
+        return {}
+
+    run_files_command(
+        sources,
+        rejects,
+        output,
         key_name="reference",
-        rejects=rejects,
-        title="Rows not applied",
-        files=sources,
+        outcomes=OUTCOMES,
+        title="Payments import",
+        dry_run=dry_run,
+        run=run,
     )
-    if report.rejected_total:
-        raise typer.Exit(ExitCode.BATCH_REJECTED)

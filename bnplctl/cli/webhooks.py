@@ -1,20 +1,21 @@
 """``bnplctl webhooks``: ingest merchant refund-status files; see what was loaded."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from bnplctl.cli.options import (
     AllOption,
+    DryRunOption,
+    FilesArgument,
     FormatOption,
     InputFormat,
     LimitOption,
     OutputFormat,
     OutputOption,
-    for_people,
+    rejects_option,
 )
-from bnplctl.errors import ExitCode
 
 app = typer.Typer(
     help="Merchant refund-status webhook files.\n\n"
@@ -42,21 +43,10 @@ FILE_DROP = ("sha256", "actor", "started_at", "stale", "duplicate", "unknown_ref
 
 @app.command("ingest")
 def ingest(
-    sources: Annotated[
-        list[str],
-        typer.Argument(metavar="FILE|-", help="CSV, JSON array or JSON lines files; - = stdin."),
-    ],
+    sources: FilesArgument,
     input_format: FormatOption = InputFormat.auto,
-    rejects: Annotated[
-        Path | None,
-        typer.Option(
-            "--rejects",
-            help="Write the rows not applied (line, refund_id, outcome, reason) as CSV.",
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Report the outcomes; write nothing.")
-    ] = False,
+    rejects: Annotated[Path | None, rejects_option("refund_id")] = None,
+    dry_run: DryRunOption = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Apply refund-status updates: approved -> APPROVED (then applied to the plan),
@@ -69,59 +59,31 @@ def ingest(
     Example: bnplctl webhooks ingest day1.csv day2.jsonl --rejects rejects.csv
     """  # fmt: skip
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.batch import progress_size, render_summary, show_rejects
+    from bnplctl.cli.batch import run_files_command
     from bnplctl.cli.output import byte_progress
-    from bnplctl.importing.batch import RejectsFile
-    from bnplctl.importing.webhooks import OUTCOMES, IngestReport, ingest_files
+    from bnplctl.importing.webhooks import OUTCOMES, ingest_files
 
-    check_inputs(sources)
-    rejects_file = RejectsFile(rejects, "refund_id", sources) if rejects is not None else None
-    report = IngestReport(sink=rejects_file)
-    failed = True
-    try:
+    def run(report: Any, sized: list[tuple[str, int | None]]) -> dict[str, Any]:
         files = ingest_files(
-            [(source, progress_size(source)) for source in sources],
+            sized,
             input_format.value,
             report,
             actor=current_actor(),
             dry_run=dry_run,
             progress=byte_progress,
         )
-        failed = False
-    finally:  # what was rejected so far, also when a file failed midway
-        if rejects_file is not None:
-            rejects_file.finish(failed)
-    summary = report.summary() | {"dry_run": dry_run, "files": files}
-    title = "Webhook ingest" + (" (dry run: nothing written)" if dry_run else "")
-    if for_people(output):
-        summary = {name: summary[name] for name in ("rows", *OUTCOMES)}
-    render_summary(summary, report.shown, output, key_name="refund_id", files=sources, title=title)
-    show_rejects(
-        report.shown if for_people(output) else [],
-        report.rejected_total,
+        return {"files": files}
+
+    run_files_command(
+        sources,
+        rejects,
+        output,
         key_name="refund_id",
-        rejects=rejects,
-        title="Rows not applied",
-        files=sources,
+        outcomes=OUTCOMES,
+        title="Webhook ingest",
+        dry_run=dry_run,
+        run=run,
     )
-    if report.rejected_total:
-        raise typer.Exit(ExitCode.BATCH_REJECTED)
-
-
-def check_inputs(sources: list[str]) -> None:
-    """Every named file must be there before anything is applied (exit 66 otherwise)."""
-    from bnplctl.errors import InputFileError, InvalidInput
-
-    if sources.count("-") > 1:
-        raise InvalidInput("standard input (-) can be read only once")
-    for source in sources:
-        if source == "-":
-            continue
-        path = Path(source)
-        if not path.exists():
-            raise InputFileError(f"{source}: no such file")
-        if path.is_dir():
-            raise InputFileError(f"{source}: is a directory")
 
 
 @app.command("files")

@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -98,6 +98,43 @@ def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         producer.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class ParsedChunk:
+    """One chunk of a file, parsed: its valid rows as CSV for COPY (each led by its place
+    in the chunk, ``seq``), and its invalid rows."""
+
+    copy_data: str
+    valid: int
+    invalid: list[Rejected]
+
+
+def parse_chunk(
+    chunk: list[Any], parse: Callable[[Any], Sequence[object]], key_field: str
+) -> ParsedChunk:
+    """Each raw row of ``chunk`` through ``parse`` (its COPY columns after ``seq``, or
+    ``InvalidInput``); a refused row is reported by its ``key_field``, printable."""
+    import csv as csv_module
+    import io
+
+    from bnplctl.errors import InvalidInput
+    from bnplctl.validators import printable
+
+    buffer = io.StringIO()
+    writer = csv_module.writer(buffer)
+    valid = 0
+    invalid: list[Rejected] = []
+    for row in chunk:
+        try:
+            values = parse(row)
+        except InvalidInput as exc:
+            key = printable(str(row.fields.get(key_field) or "")[:100])
+            invalid.append(Rejected(row.line, key, "invalid", exc.message))
+            continue
+        writer.writerow((valid, *values))
+        valid += 1
+    return ParsedChunk(buffer.getvalue(), valid, invalid)
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:

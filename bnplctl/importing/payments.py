@@ -11,7 +11,6 @@ ends in the same state as one clean run.
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ from typing import Any
 from sqlalchemy import text
 
 from bnplctl.errors import InvalidInput
-from bnplctl.importing.batch import Rejected, chunked, read_ahead
+from bnplctl.importing.batch import ParsedChunk, Rejected, chunked, read_ahead
+from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.readers import RawRow
 from bnplctl.importing.webhooks import IngestReport
-from bnplctl.validators import id_field, printable, required_id, text_field, timestamp
+from bnplctl.validators import id_field, required_id, text_field, timestamp
 
 OUTCOMES = (
     "applied",
@@ -84,40 +84,21 @@ def parse_payment(row: RawRow) -> PaymentRow:
     )
 
 
-@dataclass(frozen=True)
-class ParsedChunk:
-    """One chunk, parsed: its valid rows as CSV for COPY, and its invalid rows."""
-
-    copy_data: str
-    valid: int
-    invalid: list[Rejected]
+def _copy_columns(row: RawRow) -> tuple[object, ...]:
+    """A payment row's COPY columns after ``seq`` (``PAYMENT_ROW_COLUMNS``)."""
+    payment = parse_payment(row)
+    return (
+        payment.line,
+        payment.reference,
+        payment.amount,
+        payment.user_id,
+        payment.installment_id,
+        payment.paid_at.isoformat() if payment.paid_at else None,
+    )
 
 
 def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    valid = 0
-    invalid: list[Rejected] = []
-    for row in chunk:
-        try:
-            payment = parse_payment(row)
-        except InvalidInput as exc:
-            key = printable(str(row.fields.get("reference") or "")[:100])
-            invalid.append(Rejected(row.line, key, "invalid", exc.message))
-            continue
-        writer.writerow(
-            (
-                valid,
-                payment.line,
-                payment.reference,
-                payment.amount,
-                payment.user_id,
-                payment.installment_id,
-                payment.paid_at.isoformat() if payment.paid_at else None,
-            )
-        )
-        valid += 1
-    return ParsedChunk(buffer.getvalue(), valid, invalid)
+    return parse_chunk_with(chunk, _copy_columns, "reference")
 
 
 def process_chunk(

@@ -11,7 +11,6 @@ the rest stream to the ``--rejects`` file.
 
 from __future__ import annotations
 
-import csv
 import io
 import itertools
 from collections import Counter
@@ -26,13 +25,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import text
 
 from bnplctl.errors import InvalidInput
-from bnplctl.importing.batch import Rejected, RejectsFile, chunked, read_ahead
+from bnplctl.importing.batch import ParsedChunk, Rejected, RejectsFile, chunked, read_ahead
+from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.services.listing import ListRequest, Page
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
 from bnplctl.validators import (
     id_field,
-    printable,
     required_id,
     text_field,
     timestamp,
@@ -224,41 +223,22 @@ _PREPARE = text(
 INDEX_LOOKUPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
 
 
-@dataclass(frozen=True)
-class ParsedChunk:
-    """One chunk, parsed: its valid rows as CSV for COPY, and its invalid rows."""
-
-    copy_data: str
-    valid: int
-    invalid: list[Rejected]
+def _copy_columns(row: RawRow) -> tuple[object, ...]:
+    """A webhook row's COPY columns after ``seq`` (``_COPY_COLUMNS``)."""
+    update = parse_update(row)
+    return (
+        update.line,
+        update.transaction_id,
+        update.target,
+        update.event_id,
+        update.occurred_at.isoformat() if update.occurred_at else None,
+        update.amount,
+        update.merchant_reference,
+    )
 
 
 def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    valid = 0
-    invalid: list[Rejected] = []
-    for row in chunk:
-        try:
-            update = parse_update(row)
-        except InvalidInput as exc:
-            key = printable(str(row.fields.get("refund_id") or "")[:100])
-            invalid.append(Rejected(row.line, key, "invalid", exc.message))
-            continue
-        writer.writerow(
-            (
-                valid,
-                update.line,
-                update.transaction_id,
-                update.target,
-                update.event_id,
-                update.occurred_at.isoformat() if update.occurred_at else None,
-                update.amount,
-                update.merchant_reference,
-            )
-        )
-        valid += 1
-    return ParsedChunk(buffer.getvalue(), valid, invalid)
+    return parse_chunk_with(chunk, _copy_columns, "refund_id")
 
 
 def _copy_rows(session: Executor, copy_data: str) -> None:
