@@ -68,15 +68,10 @@ _WRAPPER = (
 
 
 def luhn_complete(stem: str) -> str:
-    digits = [int(ch) for ch in stem + "0"]
-    total = 0
-    for index, digit in enumerate(reversed(digits)):
-        if index % 2 == 1:
-            digit *= 2
-            if digit > 9:
-                digit -= 9
-        total += digit
-    return stem + str((10 - total % 10) % 10)
+    """``stem`` and the check digit that makes it pass ``pii.luhn_valid``."""
+    from bnplctl.pii import luhn_valid
+
+    return next(stem + digit for digit in "0123456789" if luhn_valid(stem + digit))
 
 
 USER_FIELDS = ("user_id", "name", "phone", "passport", "card", "dob")

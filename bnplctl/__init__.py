@@ -1,3 +1,3 @@
 """bnplctl: the operator CLI of a Buy-Now-Pay-Later debt & refund service."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 
@@ -29,7 +29,3 @@ def age_on(birth: date, on: date) -> int:
     if (on.month, on.day) < (birth.month, birth.day):
         years -= 1
     return years
-
-
-def days_between(earlier: date, later: date) -> int:
-    return (later - earlier) // timedelta(days=1)

@@ -12,7 +12,6 @@ import os
 import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -300,18 +299,6 @@ def mask_passport(passport: str) -> str:
 # --- keys, encryption, blind indexes -----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProtectedCard:
-    brand: str
-    first6: str
-    last4: str
-    fingerprint: str
-
-    @property
-    def masked(self) -> str:
-        return mask_card(self.first6, self.last4)
-
-
 class Keyring:
     """Keys derived from one secret: AES-GCM for passports, HMAC for blind indexes."""
 
@@ -352,14 +339,6 @@ class Keyring:
 
             self._cipher = AESGCM(self._encryption_key)
         return self._cipher
-
-    def protect_card(self, digits: str) -> ProtectedCard:
-        return ProtectedCard(
-            brand=card_brand(digits),
-            first6=digits[:6],
-            last4=digits[-4:],
-            fingerprint=self.card_fingerprint(digits),
-        )
 
     def encrypt_passport(self, passport: str, user_id: str) -> bytes:
         """AES-GCM with a random nonce; the user id is bound in as associated data."""

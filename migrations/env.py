@@ -9,8 +9,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
 
-from bnplctl.models import SQLModel
+import bnplctl.models  # noqa: F401 - the tables, registered on SQLModel.metadata
 
 # Any fixed number: two processes migrating at once queue up instead of colliding.
 MIGRATION_LOCK_ID = 0x626E706C  # "bnpl"

@@ -231,6 +231,13 @@ def test_python_dash_m_and_version() -> None:
         [sys.executable, "-m", "bnplctl", "--version"], capture_output=True, text=True, check=True
     )
     assert completed.stdout.strip() == f"bnplctl {__version__}"
+    # The package says the version of the CHANGELOG's latest release.
+    import re
+    from importlib.metadata import version
+
+    changelog = (Path(__file__).parents[1] / "CHANGELOG.md").read_text()
+    releases = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", changelog, re.M)
+    assert releases[0] == __version__ == version("bnplctl")
 
 
 def test_internal_error_is_one_line_and_debug_shows_the_traceback(

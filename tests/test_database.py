@@ -6,6 +6,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -13,9 +14,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel
 
 from bnplctl import db
-from bnplctl.models import SQLModel
 from tests.conftest import Cli, DatabaseUnderTest
 
 
@@ -58,7 +59,7 @@ def test_constraints_refuse_bad_rows(engine: Engine, statement: str) -> None:
 
 def test_indexes_the_later_work_needs_exist(engine: Engine) -> None:
     with engine.connect() as connection:
-        indexes = dict(
+        indexes: dict[str, str] = dict(
             connection.execute(
                 text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")
             ).all()
@@ -99,7 +100,7 @@ def test_refund_moves_and_installment_cuts_can_stay_on_their_page(engine: Engine
         refund_indexes = connection.execute(
             text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'refunds'")
         ).all()
-        options = dict(
+        options: dict[str, list[str] | None] = dict(
             connection.execute(
                 text(
                     "SELECT relname, reloptions FROM pg_class"
@@ -107,12 +108,13 @@ def test_refund_moves_and_installment_cuts_can_stay_on_their_page(engine: Engine
                 )
             ).all()
         )
-    assert "(user_id)" in dict(refund_indexes)["ix_refunds_user_id"]
+    indexdefs: dict[str, str] = dict(refund_indexes)
+    assert "(user_id)" in indexdefs["ix_refunds_user_id"]
     moved = ("status", "processed_at", "updated_at", "applied_amount", "payout_amount")
     changed = [(name, column) for name, d in refund_indexes for column in moved if column in d]
     assert changed == []
-    assert "fillfactor=50" in options["refunds"]
-    assert "fillfactor=85" in options["installments"]
+    assert "fillfactor=50" in (options["refunds"] or [])
+    assert "fillfactor=85" in (options["installments"] or [])
 
 
 @pytest.fixture
@@ -203,7 +205,7 @@ def test_a_url_the_server_refuses_exits_78(
     cli: Cli,
     test_database: DatabaseUnderTest,
     monkeypatch: pytest.MonkeyPatch,
-    change: dict[str, str],
+    change: dict[str, Any],
     message: str,
 ) -> None:
     """Retrying will not help: the URL must change (not 75, which cron retries)."""

@@ -16,8 +16,12 @@ def test_demo_twice_changes_nothing_the_second_time(cli: Cli, engine: Engine) ->
     after_first = row_counts(engine)
     assert (after_first["users"], after_first["plans"], after_first["sweep_runs"]) == (3, 3, 1)
     with engine.connect() as connection:
-        statuses = dict(connection.execute(text("SELECT user_id, status FROM users")).all())
-        plans = dict(connection.execute(text("SELECT merchant_reference, status FROM plans")).all())
+        statuses: dict[str, str] = dict(
+            connection.execute(text("SELECT user_id, status FROM users")).all()
+        )
+        plans: dict[str, str] = dict(
+            connection.execute(text("SELECT merchant_reference, status FROM plans")).all()
+        )
     assert statuses == {"usr-001": "DEBT_USER", "usr-002": "NORMAL", "usr-003": "NORMAL"}
     assert plans == {"DEMO-LATE": "ACTIVE", "DEMO-NEW": "ACTIVE", "DEMO-PAID": "COMPLETED"}
     assert "usr-001 is DEBT_USER since" in first.stdout and "healthy" in first.stdout
@@ -26,7 +30,9 @@ def test_demo_twice_changes_nothing_the_second_time(cli: Cli, engine: Engine) ->
     assert after_first["payments"] == 6
     assert "Sample payments file" in first.stdout
     with engine.connect() as connection:
-        refunds = dict(connection.execute(text("SELECT transaction_id, status FROM refunds")).all())
+        refunds: dict[str, str] = dict(
+            connection.execute(text("SELECT transaction_id, status FROM refunds")).all()
+        )
     assert refunds == {"REF-001": "COMPLETED", "REF-002": "REJECTED", "REF-003": "PENDING"}
     assert after_first["ingested_files"] == 1
 

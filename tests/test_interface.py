@@ -19,10 +19,10 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import Cli
-from helpers import JOHN, MALIKA, TIMUR, add_args
 
 from bnplctl.cli.app import LAZY_GROUPS, app, readable
+from tests.conftest import Cli
+from tests.helpers import JOHN, MALIKA, TIMUR, add_args
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LONG_NAME = "Gulnora Abdurakhmonova-Toshkentskaya"
@@ -230,7 +230,7 @@ def test_batch_summaries_in_csv_are_one_row_of_counts(cli: Cli, tmp_path: object
     from pathlib import Path
 
     source = Path(str(tmp_path)) / "users.csv"
-    from helpers import SAMPLE_CSV
+    from tests.helpers import SAMPLE_CSV
 
     source.write_text(SAMPLE_CSV)
     done = cli("users", "import", str(source), "-o", "csv")

@@ -7,6 +7,7 @@ import json
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
@@ -23,10 +24,11 @@ def john(cli: Cli) -> str:
     return JOHN["user_id"]
 
 
-def _create(cli: Cli, *args: str) -> dict:
+def _create(cli: Cli, *args: str) -> dict[str, Any]:
     result = cli("plans", "create", *args, "-o", "json")
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    created: dict[str, Any] = json.loads(result.stdout)
+    return created
 
 
 def _set(engine: Engine, statement: str, **params: object) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 from hypothesis import given
@@ -42,6 +42,7 @@ def test_a_consumer_that_stops_early_stops_the_producer() -> None:
             yield n
 
     stream = read_ahead(produce(), depth=2)
+    assert isinstance(stream, Generator)
     assert next(stream) == 0
     stream.close()
     assert not any(t.name == "bnplctl-read-ahead" for t in threading.enumerate())

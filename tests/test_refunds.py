@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -27,7 +28,7 @@ def plan_id(cli: Cli, engine: Engine) -> int:
     return int(json.loads(created.stdout)["id"])
 
 
-def _refund(cli: Cli, *args: str) -> tuple[int, dict]:
+def _refund(cli: Cli, *args: str) -> tuple[int, dict[str, Any]]:
     result = cli("refunds", *args, "-o", "json")
     return result.exit_code, (json.loads(result.stdout) if result.stdout.strip() else {})
 

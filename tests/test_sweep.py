@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
@@ -58,13 +59,14 @@ def statuses(engine: Engine) -> tuple[list[tuple[int, str]], list[tuple[str, str
             text("SELECT id, status FROM installments ORDER BY id")
         ).all()
         users = connection.execute(text("SELECT user_id, status FROM users ORDER BY 1")).all()
-    return [tuple(r) for r in installments], [tuple(r) for r in users]  # type: ignore[misc]
+    return [(int(r[0]), str(r[1])) for r in installments], [(str(r[0]), str(r[1])) for r in users]
 
 
-def _sweep(cli: Cli, *args: str) -> dict:
+def _sweep(cli: Cli, *args: str) -> dict[str, Any]:
     result = cli("debt", "sweep", *args, "-o", "json")
     assert result.exit_code == 0, result.stderr
-    return json.loads(result.stdout)
+    swept: dict[str, Any] = json.loads(result.stdout)
+    return swept
 
 
 @freeze_time("2026-03-10 12:00:00")

@@ -548,7 +548,12 @@ def test_import_with_a_progress_bar_reads_the_file_the_same(
         def wrapped() -> Iterator[Any]:
             with real(total, label) as advance:
                 assert advance is not None
-                yield lambda count: (advanced.append(count), advance(count))
+
+                def counted(count: int) -> None:
+                    advanced.append(count)
+                    advance(count)
+
+                yield counted
 
         return wrapped()
 

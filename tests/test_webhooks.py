@@ -379,7 +379,7 @@ def test_a_50000_row_file_gets_the_planted_outcomes(
         "invalid": 5_000,
     }
     with engine.connect() as connection:
-        statuses = dict(
+        statuses: dict[str, int] = dict(
             connection.execute(text("SELECT status, count(*) FROM refunds GROUP BY 1")).all()
         )
     assert statuses == {"COMPLETED": 12_000, "REJECTED": 6_000, "PENDING": 2_000}
@@ -522,7 +522,7 @@ def test_the_event_log_has_no_foreign_keys_and_records_each_event_once(
     source.write_text(_as_csv())
     cli("webhooks", "ingest", str(source))
     with engine.connect() as connection:
-        events = dict(
+        events: dict[str, str] = dict(
             connection.execute(text("SELECT event_id, outcome FROM webhook_events")).all()
         )
         foreign_keys = connection.execute(
