@@ -119,8 +119,10 @@ def list_installments(
 ) -> Page[Installment]:
     """By due date (then id) unless sorted, fetched in batches."""
     query = select(Installment)
-    if user_id is not None:
-        query = query.where(Installment.user_id == user_id)
+    if user_id is not None:  # through the user's plans: index lookups, whatever the size
+        query = query.where(
+            col(Installment.plan_id).in_(select(Plan.id).where(Plan.user_id == user_id))
+        )
     if plan_id is not None:
         query = query.where(Installment.plan_id == plan_id)
     if status is not None:

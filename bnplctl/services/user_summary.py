@@ -42,6 +42,8 @@ def public_user_values(user: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # The user, their plans by status and what they owe, in one round trip.
+# What the user owes comes from their ACTIVE plans' installments (index lookups: an unpaid
+# installment's plan is ACTIVE by rule 4), never a scan of every installment.
 _SUMMARY_SQL = f"""
     SELECT {", ".join(f"u.{name}" for name in USER_FIELDS)},
            (SELECT count(*) FROM plans p
@@ -55,8 +57,9 @@ _SUMMARY_SQL = f"""
                coalesce(sum(i.amount_due) FILTER (WHERE i.status = 'OVERDUE'), 0)
                    AS overdue_amount,
                count(*) FILTER (WHERE i.status = 'OVERDUE') AS overdue_count
-        FROM installments i
-        WHERE i.user_id = u.user_id AND i.status <> 'PAID'
+        FROM plans p
+        JOIN installments i ON i.plan_id = p.id AND i.status <> 'PAID'
+        WHERE p.user_id = u.user_id AND p.status = 'ACTIVE'
     ) AS owed
     WHERE u.user_id = %(user_id)s
 """  # noqa: S608 - the column names are the constants above
