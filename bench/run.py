@@ -385,7 +385,8 @@ def timed_file_load(
     ``statements``, commit. Each chunk's transaction has the product's planner settings
     (index lookups, no hash of a whole table per chunk), so that a reference is not
     slower than the floor it stands for."""
-    from bnplctl.importing.webhooks import CHUNK_ROWS, INDEX_LOOKUPS_ONLY
+    from bnplctl.importing.batch import INDEX_LOOKUPS_ONLY
+    from bnplctl.importing.webhooks import CHUNK_ROWS
 
     with webhook_file.open(newline="") as handle:
         header, *rows = list(csv.reader(handle))

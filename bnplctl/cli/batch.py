@@ -10,7 +10,7 @@ import typer
 
 from bnplctl.cli.options import OutputFormat, for_people
 from bnplctl.errors import ExitCode
-from bnplctl.importing.batch import BatchReport, Rejected, RejectsFile
+from bnplctl.importing.batch import BatchReport, IngestReport, Rejected, RejectsFile
 
 _REJECTS_SHOWN = 20
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -152,11 +152,9 @@ def run_files_command(
     """What ``webhooks ingest`` and ``payments import`` share: check the inputs, open the
     rejects file, ``run(report, progress_sizes)`` (which returns what the JSON summary
     adds), then the summary, the rejects, and exit 5 when any row was not applied."""
-    from bnplctl.importing.webhooks import IngestReport
-
     check_inputs(sources)
     rejects_file = RejectsFile(rejects, key_name, sources) if rejects is not None else None
-    report = IngestReport(sink=rejects_file, outcomes=outcomes)
+    report = IngestReport(outcomes, sink=rejects_file)
     failed = True
     try:
         extra = run(report, [(source, progress_size(source)) for source in sources])

@@ -60,12 +60,12 @@ def _payments_file(actor: str) -> None:
     from importlib.resources import files
 
     from bnplctl.cli.output import render_one
+    from bnplctl.importing.batch import IngestReport
     from bnplctl.importing.payments import OUTCOMES, PAYMENT_COLUMNS, import_stream
     from bnplctl.importing.readers import read_rows
-    from bnplctl.importing.webhooks import IngestReport
 
     sample = files("bnplctl.data").joinpath("payments.csv")
-    report = IngestReport(outcomes=OUTCOMES)
+    report = IngestReport(OUTCOMES)
     with sample.open("rb") as raw:
         rows = read_rows(raw, "csv", PAYMENT_COLUMNS)
         import_stream("demo:payments.csv", rows, report, actor=actor, dry_run=False)
@@ -175,8 +175,9 @@ def _refunds_and_webhooks(actor: str) -> None:
 
     from bnplctl.cli.output import message, render_one
     from bnplctl.db import session_scope
+    from bnplctl.importing.batch import IngestReport
     from bnplctl.importing.readers import HashingReader, read_rows
-    from bnplctl.importing.webhooks import OUTCOMES, WEBHOOK_COLUMNS, IngestReport, ingest_stream
+    from bnplctl.importing.webhooks import OUTCOMES, WEBHOOK_COLUMNS, ingest_stream
     from bnplctl.services.demo import already_ingested, seed_refunds
 
     sample = files("bnplctl.data").joinpath("webhooks.csv")
@@ -189,7 +190,7 @@ def _refunds_and_webhooks(actor: str) -> None:
     with sample.open("rb") as raw:
         reader = HashingReader(raw)
         rows = read_rows(reader.buffered(), "csv", WEBHOOK_COLUMNS)
-        report = IngestReport()
+        report = IngestReport(OUTCOMES)
         ingest_stream("demo:webhooks.csv", rows, reader, report, actor=actor, dry_run=False)
     summary = report.summary()
     render_one({name: summary[name] for name in ("rows", *OUTCOMES)}, OutputFormat.table,

@@ -14,7 +14,7 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -154,6 +154,48 @@ def same_file(path: Path, source: str) -> bool:
         return path.exists() and candidate.exists() and path.samefile(candidate)
     except OSError:
         return False
+
+
+# The first rows not applied kept for the report (-o json carries them); the rest go to
+# --rejects.
+SHOWN_REJECTS = 1000
+
+# A chunk joins a few thousand rows to tables that grow without bound (refunds, the
+# event log, payments). Without statistics on the temporary tables, and with the logs
+# growing during the run, the planner would hash whole tables for every chunk; index
+# lookups keep a chunk's cost independent of the tables' sizes.
+INDEX_LOOKUPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+
+
+@dataclass
+class IngestReport:
+    """A batch file command's report (webhook files, payment files): counts per outcome,
+    the first rows not applied, the rest streamed to the rejects file."""
+
+    outcomes: tuple[str, ...]  # the outcomes a row of this kind of file can have
+    counts: Counter[str] = field(default_factory=Counter)
+    shown: list[Rejected] = field(default_factory=list)
+    rejected_total: int = 0
+    sink: RejectsFile | None = None
+    file: str = "-"  # the file being ingested, for the rejects file
+    file_index: int = 0  # its place among the command's files, for the report
+
+    def add(self, outcome: str, rejected: Rejected | None = None) -> None:
+        self.counts[outcome] += 1
+        if rejected is None:
+            return
+        self.rejected_total += 1
+        if len(self.shown) < SHOWN_REJECTS:
+            self.shown.append(replace(rejected, file_index=self.file_index))
+        if self.sink is not None:
+            self.sink.write(self.file, rejected)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows": self.rows} | {name: self.counts.get(name, 0) for name in self.outcomes}
 
 
 class RejectsFile:

@@ -21,10 +21,9 @@ from typing import Any
 from sqlalchemy import text
 
 from bnplctl.errors import InvalidInput
-from bnplctl.importing.batch import ParsedChunk, Rejected, chunked, read_ahead
+from bnplctl.importing.batch import IngestReport, ParsedChunk, Rejected, chunked, read_ahead
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.readers import RawRow
-from bnplctl.importing.webhooks import IngestReport
 from bnplctl.validators import id_field, required_id, text_field, timestamp
 
 OUTCOMES = (
@@ -108,7 +107,7 @@ def process_chunk(
     applied (the invalid ones included), in line order."""
     from bnplctl import clock
     from bnplctl.db import dbapi_connection
-    from bnplctl.importing.webhooks import INDEX_LOOKUPS_ONLY
+    from bnplctl.importing.batch import INDEX_LOOKUPS_ONLY
     from bnplctl.services import locks
     from bnplctl.services.payments import CHUNK_TABLES, PAYMENT_ROW_COLUMNS, apply_chunk
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -25,7 +24,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from sqlalchemy import text
 
 from bnplctl.errors import InvalidInput
-from bnplctl.importing.batch import ParsedChunk, Rejected, RejectsFile, chunked, read_ahead
+from bnplctl.importing.batch import (
+    INDEX_LOOKUPS_ONLY,
+    IngestReport,
+    ParsedChunk,
+    Rejected,
+    chunked,
+    read_ahead,
+)
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.services.listing import ListRequest, Page
@@ -44,9 +50,6 @@ if TYPE_CHECKING:
 OUTCOMES = ("applied", "duplicate", "stale", "conflict", "unknown_refund", "invalid")
 WEBHOOK_COLUMNS = ("refund_id", "status")
 CHUNK_ROWS = 5000
-# The first rows not applied kept for the report (-o json carries them); the rest go to
-# --rejects.
-SHOWN_REJECTS = 1000
 _COPY_COLUMNS = (
     "seq",
     "line",
@@ -109,39 +112,6 @@ def _quick_update(row: RawRow) -> WebhookUpdate:
         amount=parse_amount(amount_raw) if amount_raw is not None else None,
         merchant_reference=text_field(fields.get("merchant_reference"), "merchant_reference", 100),
     )
-
-
-# --- reporting ---------------------------------------------------------------------------
-
-
-@dataclass
-class IngestReport:
-    """Counts per outcome; the first rejected rows; the rest streamed to a writer."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    shown: list[Rejected] = field(default_factory=list)
-    rejected_total: int = 0
-    sink: RejectsFile | None = None
-    file: str = "-"  # the file being ingested, for the rejects file
-    file_index: int = 0  # its place among the command's files, for the report
-    outcomes: tuple[str, ...] = OUTCOMES  # the outcomes a row of this kind of file can have
-
-    def add(self, outcome: str, rejected: Rejected | None = None) -> None:
-        self.counts[outcome] += 1
-        if rejected is None:
-            return
-        self.rejected_total += 1
-        if len(self.shown) < SHOWN_REJECTS:
-            self.shown.append(replace(rejected, file_index=self.file_index))
-        if self.sink is not None:
-            self.sink.write(self.file, rejected)
-
-    @property
-    def rows(self) -> int:
-        return sum(self.counts.values())
-
-    def summary(self) -> dict[str, Any]:
-        return {"rows": self.rows} | {name: self.counts.get(name, 0) for name in self.outcomes}
 
 
 # --- the chunk pipeline ------------------------------------------------------------------
@@ -216,11 +186,6 @@ _PREPARE = text(
     SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0) FROM prepared
     """
 )
-# A chunk joins a few thousand rows to tables that grow without bound (refunds, the
-# event log). Without statistics on the temporary tables, and with the event log
-# growing during the ingest, the planner would hash whole tables for every chunk;
-# index lookups keep a chunk's cost independent of the tables' sizes.
-INDEX_LOOKUPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
 
 
 def _copy_columns(row: RawRow) -> tuple[object, ...]:
@@ -338,7 +303,7 @@ def ingest_stream(
     dry_run: bool,
 ) -> dict[str, Any]:
     """Ingest one file's rows; returns the file's own summary (with its checksum)."""
-    file_report = IngestReport(sink=None)
+    file_report = IngestReport(report.outcomes)
     report.file = name
     file_id = None if dry_run else _start_file(name, actor)
     chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))

@@ -8,7 +8,7 @@ one query.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -19,6 +19,7 @@ from bnplctl.db import LIST_BATCH
 from bnplctl.errors import UsageProblem
 
 T = TypeVar("T")
+R = TypeVar("R")
 DEFAULT_LIMIT = 100  # rows a list shows without --limit or --all
 
 
@@ -87,3 +88,13 @@ def _run(executor: Any, statement: Any) -> Any:
     ``execute``."""
     run = getattr(executor, "exec", None)
     return run(statement) if run is not None else executor.execute(statement)
+
+
+def in_batches(items: Iterable[T], render: Callable[[list[T]], list[R]]) -> Iterator[R]:
+    """``render`` applied ``LIST_BATCH`` items at a time (one query per batch for what
+    the items need besides themselves): an export of any size takes flat memory."""
+    from itertools import islice
+
+    remaining = iter(items)
+    while batch := list(islice(remaining, LIST_BATCH)):
+        yield from render(batch)

@@ -418,13 +418,9 @@ def list_payments(
 
 def iter_public_payments(session: Session, payments: Iterable[Payment]) -> Iterator[dict[str, Any]]:
     """``public_payments`` a batch at a time: flat memory for any number of payments."""
-    from itertools import islice
+    from bnplctl.services.listing import in_batches
 
-    from bnplctl.db import LIST_BATCH
-
-    remaining = iter(payments)
-    while batch := list(islice(remaining, LIST_BATCH)):
-        yield from public_payments(session, batch)
+    return in_batches(payments, lambda batch: public_payments(session, batch))
 
 
 def payments_by_id(executor: Executor, payment_ids: Iterable[int]) -> list[dict[str, Any]]:

@@ -5,18 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import date
 from decimal import Decimal
-from itertools import islice
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from bnplctl import pii
-from bnplctl.db import LIST_BATCH
 from bnplctl.errors import DebtUserRefused, NotFound
 from bnplctl.models import Installment, InstallmentStatus, Plan, PlanStatus, User, UserStatus
 from bnplctl.money import format_amount
 from bnplctl.services import audit
-from bnplctl.services.listing import ListRequest, Page, ordering, page
+from bnplctl.services.listing import ListRequest, Page, in_batches, ordering, page
 from bnplctl.services.schedule import schedule
 from bnplctl.sorting import INSTALLMENT_SORT, PLAN_SORT
 
@@ -139,9 +137,7 @@ def list_installments(
 
 def iter_public_plans(session: Session, plans: Iterable[Plan]) -> Iterator[dict[str, Any]]:
     """``public_plans`` a batch at a time: an export of every plan takes flat memory."""
-    remaining = iter(plans)
-    while batch := list(islice(remaining, LIST_BATCH)):
-        yield from public_plans(session, batch)
+    return in_batches(plans, lambda batch: public_plans(session, batch))
 
 
 def public_installment(installment: Installment) -> dict[str, Any]:
