@@ -454,3 +454,30 @@ def test_a_number_typed_into_a_name_is_refused_everywhere(
     with engine.connect() as connection:
         names = connection.execute(text("SELECT full_name FROM users")).scalars().all()
     assert names == [JOHN["name"]]
+
+
+def test_audit_events_of_the_orm_paths_take_the_one_clock(cli: Cli, engine: Engine) -> None:
+    # As every statement that writes an event binds the unit's now: a frozen clock
+    # (and --as-of runs) see the same time in the events as in the rows.
+    from datetime import UTC, datetime
+
+    from freezegun import freeze_time
+
+    assert cli(*add_args(JOHN)).exit_code == 0
+    frozen = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    with freeze_time(frozen):
+        assert cli("users", "update", JOHN["user_id"], "--name", "J. Doe").exit_code == 0
+        assert cli("plans", "create", "--user", JOHN["user_id"], "--amount", "90").exit_code == 0
+    with engine.connect() as connection:
+        moments = connection.execute(
+            text(
+                "SELECT action, occurred_at FROM audit_events"
+                " WHERE action IN ('user.updated', 'plan.created') ORDER BY action"
+            )
+        ).all()
+        updated_at = connection.execute(text("SELECT updated_at FROM users")).scalar_one()
+    assert [(action, moment) for action, moment in moments] == [
+        ("plan.created", frozen),
+        ("user.updated", frozen),
+    ]
+    assert updated_at == frozen

@@ -21,9 +21,16 @@ def record(
     entity_id: str,
     user_id: str | None = None,
     details: dict[str, Any] | None = None,
+    occurred_at: datetime | None = None,
 ) -> None:
+    """One audit event, at the unit of work's ``now`` when given, else the one clock's
+    (``clock.now()``, as every statement that writes an event binds ``:now``), never the
+    server's own ``now()``."""
+    from bnplctl import clock
+
     session.add(
         AuditEvent(
+            occurred_at=occurred_at or clock.now(),
             actor=actor,
             action=action,
             entity=entity,

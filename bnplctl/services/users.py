@@ -116,6 +116,7 @@ def update_user(
             entity_id=user_id,
             user_id=user_id,
             details={"fields": changed},
+            occurred_at=now,
         )
         session.flush()
     return user, changed
