@@ -98,8 +98,9 @@ def test_a_small_bench_reports_the_terminal_figures(
     # The payments file: one per user but 2 % repeated rows and 2 % unknown users.
     payments = report["payments"]
     assert (payments["rows"], payments["applied"]) == (2000, 1920)
+    # The figures are rounded (seconds to 3 places, ratios to 2) from the same timings.
     assert payments["writes_ratio"] == pytest.approx(
-        payments["seconds"] / payments["writes_reference_seconds"], abs=0.02
+        payments["seconds"] / payments["writes_reference_seconds"], rel=0.01, abs=0.02
     )
     assert report["verify"]["ok"] is True  # after the payments too
 

@@ -191,6 +191,50 @@ def test_a_killed_import_then_a_rerun_equals_one_clean_run(
     assert _state(engine) == after_rerun
 
 
+def _outcomes(rejects: Path) -> dict[int, str]:
+    lines = rejects.read_text().splitlines()[1:]
+    return {int(line.split(",")[1]): line.split(",")[3] for line in lines}
+
+
+def test_chunk_boundaries_do_not_change_the_outcomes(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk is classified while the one before is still being applied; a reference it
+    repeats from that chunk is found once that chunk has committed: one row per chunk
+    ends as the whole file in one chunk does."""
+    source = tmp_path / "repeats.csv"
+    source.write_text(
+        HEADER
+        + "R-1,10.00,u-1,,2026-01-20T10:00:00Z\n"  # line 2
+        + "R-1,10.00,u-1,,2026-01-20T10:00:00Z\n"  # 3: the same payment again
+        + "R-1,11.00,u-1,,2026-01-20T10:00:00Z\n"  # 4: another payment with its reference
+        + "R-2,10.00,nobody,,2026-01-20T10:00:00Z\n"  # 5: unknown user ...
+        + "R-2,10.00,u-2,,2026-01-20T10:00:00Z\n"  # 6: ... so this row is the reference's first payment
+        + "R-2,10.00,u-2,,2026-01-20T10:00:00Z\n"  # 7
+        + "R-3,20.00,u-1,,2026-01-20T10:00:00Z\n"  # 8: u-1's second payment of the file
+        + "R-3,20.00,u-2,,2026-01-20T10:00:00Z\n"  # 9: the same reference for another user
+    )
+    rejects = tmp_path / "rejects.csv"
+    outcomes = {}
+    states = {}
+    for rows in (100, 1):
+        _reset(engine)
+        seed(engine, 2, date(2026, 1, 1))
+        monkeypatch.setattr(payments_import, "CHUNK_ROWS", rows)
+        result = cli("payments", "import", str(source), "--rejects", str(rejects))
+        assert result.exit_code == 5, result.stderr
+        outcomes[rows], states[rows] = _outcomes(rejects), _state(engine)
+        _verify_clean(cli)
+
+    assert outcomes[1] == outcomes[100] == {
+        3: "duplicate", 4: "conflict", 5: "unknown_user", 7: "duplicate", 9: "conflict",
+    }  # fmt: skip
+    assert states[1] == states[100]
+    assert [(row[0], row[1]) for row in states[1]["payments"]] == [
+        ("R-1", "10.00"), ("R-2", "10.00"), ("R-3", "20.00"),
+    ]  # fmt: skip
+
+
 def test_a_payments_file_racing_sweeps_leaves_every_invariant(
     cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

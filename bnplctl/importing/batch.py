@@ -9,19 +9,25 @@ the ``--rejects`` file.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import queue
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from bnplctl.errors import InputFileError
 
 T = TypeVar("T")
+S = TypeVar("S")  # a chunk staged (``apply_chunks``)
+R = TypeVar("R")  # a chunk applied
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,118 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+# --- the chunks of a batch file, applied in order ---------------------------------------
+
+# While the stager's thread parses a chunk (pure Python, holding the interpreter lock), the
+# applying thread needs the lock back after each of its round trips to the server; at
+# Python's default switch interval (5 ms) every one of them could wait that long.
+_SWITCH_INTERVAL_S = 0.0002
+
+
+@contextmanager
+def _quick_thread_switches() -> Iterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, _SWITCH_INTERVAL_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def apply_chunks(
+    chunks: Iterable[list[Any]],
+    stage: Callable[[Any, list[Any]], S],
+    apply: Callable[[Any, S], R],
+    committed: Callable[[R], None],
+    *,
+    dry_run: bool,
+) -> None:
+    """Each chunk of a batch file (its raw rows, read ahead on a thread of their own) in
+    a transaction of its own, committed in file order: ``stage(connection, chunk)``
+    parses it, copies it in and classifies what needs no lock; ``apply(connection,
+    staged)`` takes the chunk's locks and applies it; ``committed(result)`` runs once the
+    transaction has committed. While one chunk is applied, the next one is parsed and
+    staged on a second connection, so the server works on both at once; only the
+    applying chunk holds locks, and a chunk takes them once the one before has committed:
+    what is committed is always a prefix of the file. A fault of the file (a line that
+    cannot be read) is raised in its place: the chunks before it are still applied.
+
+    A dry run stages and applies every chunk in one transaction, rolled back at the end.
+    """
+    from bnplctl.db import chunk_transactions
+
+    raw_chunks = read_ahead(chunks)
+    if not dry_run:
+        _apply_pipelined(raw_chunks, stage, apply, committed)
+        return
+    with chunk_transactions(dry_run=True) as unit:
+        for chunk in raw_chunks:
+            with unit() as connection:
+                result = apply(connection, stage(connection, chunk))
+            committed(result)
+
+
+@dataclass(frozen=True)
+class _Staging(Generic[S]):
+    """A chunk staged ahead: its open unit of work (entered and left on the applying
+    thread) and the stager's work on its connection."""
+
+    unit: ExitStack
+    connection: Any
+    staged: Future[S]
+
+
+def _apply_pipelined(
+    chunks: Iterator[list[Any]],
+    stage: Callable[[Any, list[Any]], S],
+    apply: Callable[[Any, S], R],
+    committed: Callable[[R], None],
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bnplctl.db import chunk_transactions, translate_db_errors
+
+    with ExitStack() as stack:
+        units = [stack.enter_context(chunk_transactions()) for _ in range(2)]
+        stager = stack.enter_context(
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-stage")
+        )
+        stack.enter_context(_quick_thread_switches())
+
+        def begin(number: int, chunk: list[Any]) -> _Staging[S]:
+            unit = ExitStack()
+            connection = unit.enter_context(units[number % 2]())
+            return _Staging(unit, connection, stager.submit(stage, connection, chunk))
+
+        def finish(staging: _Staging[S]) -> None:
+            with staging.unit:  # commits here, or rolls back on an error
+                with translate_db_errors():
+                    staged = staging.staged.result()
+                result = apply(staging.connection, staged)
+            committed(result)
+
+        ahead: _Staging[S] | None = None
+        try:
+            for number in itertools.count():
+                failure: Exception | None = None
+                try:
+                    chunk = next(chunks, None)
+                except Exception as exc:  # a fault of the file, in its place in the file:
+                    chunk, failure = None, exc  # the chunks before it are still applied
+                applying, ahead = ahead, (begin(number, chunk) if chunk is not None else None)
+                if applying is not None:
+                    finish(applying)
+                if failure is not None:
+                    raise failure
+                if chunk is None:
+                    return
+        except BaseException as exc:
+            if ahead is not None:  # the chunk staged ahead: let it finish, then roll it back
+                ahead.staged.exception()
+                ahead.unit.__exit__(type(exc), exc, exc.__traceback__)
+            raise
 
 
 def same_file(path: Path, source: str) -> bool:

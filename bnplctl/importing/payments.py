@@ -1,9 +1,11 @@
 """Payment files (the payment processor's settlement files): streamed, validated and
 applied in chunks.
 
-Per chunk (one transaction): the valid rows are COPYed into a temporary table, then,
-under the chunk's locks, rule 10's statements (``services/payments.py``) classify every
-row and record the payments a round at a time; rule 4 follows, and the chunk commits.
+Per chunk (one transaction): the valid rows are COPYed into a temporary table and
+classified as far as no lock is needed (while the chunk before is still being applied);
+then, under the chunk's locks, rule 10's statements (``services/payments.py``) find the
+references recorded before and record the payments a round at a time; rule 4 follows,
+and the chunk commits.
 A payment's ``reference`` is required in a file: running a file again after a crash
 finds the payments of the committed chunks (``duplicate``) and applies the rest, so it
 ends in the same state as one clean run.
@@ -16,15 +18,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
 from bnplctl.errors import InvalidInput
-from bnplctl.importing.batch import IngestReport, ParsedChunk, Rejected, chunked, read_ahead
+from bnplctl.importing.batch import IngestReport, ParsedChunk, Rejected, apply_chunks, chunked
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.readers import RawRow
 from bnplctl.validators import id_field, required_id, text_field, timestamp
+
+if TYPE_CHECKING:
+    from bnplctl.services.payments import StagedPayments
 
 OUTCOMES = (
     "applied",
@@ -100,51 +105,69 @@ def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
     return parse_chunk_with(chunk, _copy_columns, "reference")
 
 
-def process_chunk(
-    connection: Any, chunk: ParsedChunk, *, source: str, actor: str
-) -> list[Rejected]:
-    """Stage and apply one chunk in the caller's transaction; returns the rows not
-    applied (the invalid ones included), in line order."""
-    from bnplctl import clock
+def stage_chunk(connection: Any, rows: list[RawRow]) -> tuple[ParsedChunk, StagedPayments]:
+    """Parse a chunk, copy its valid rows in and classify what needs no lock (rule 10's
+    ``stage_chunk``)."""
     from bnplctl.db import dbapi_connection
     from bnplctl.importing.batch import INDEX_LOOKUPS_ONLY
-    from bnplctl.services import locks
-    from bnplctl.services.payments import CHUNK_TABLES, PAYMENT_ROW_COLUMNS, apply_chunk
+    from bnplctl.services.payments import CHUNK_TABLES, PAYMENT_ROW_COLUMNS, StagedPayments
+    from bnplctl.services.payments import stage_chunk as classify
 
+    chunk = parse_chunk(rows)
+    connection.execute(text(CHUNK_TABLES + INDEX_LOOKUPS_ONLY))
+    if not chunk.valid:
+        return chunk, StagedPayments(0, [])
+    with dbapi_connection(connection).cursor() as cursor:
+        cursor.copy_expert(
+            f"COPY payment_rows ({', '.join(PAYMENT_ROW_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
+            io.StringIO(chunk.copy_data),
+            size=1 << 20,
+        )
+    return chunk, classify(connection)
+
+
+def apply_staged(
+    connection: Any, staged: tuple[ParsedChunk, StagedPayments], *, source: str, actor: str
+) -> tuple[ParsedChunk, list[Rejected]]:
+    """Apply a staged chunk under the chunk's locks; returns it with the rows not applied
+    (the invalid ones included), in line order."""
+    from bnplctl import clock
+    from bnplctl.services import locks
+    from bnplctl.services import payments as rule10
+
+    chunk, payments = staged
     refused = list(chunk.invalid)
     if chunk.valid:
-        connection.execute(text(CHUNK_TABLES + INDEX_LOOKUPS_ONLY))
-        with dbapi_connection(connection).cursor() as cursor:
-            cursor.copy_expert(
-                f"COPY payment_rows ({', '.join(PAYMENT_ROW_COLUMNS)})"
-                " FROM STDIN WITH (FORMAT csv)",
-                io.StringIO(chunk.copy_data),
-                size=1 << 20,
-            )
         locks.for_batch_chunk(connection)
-        _, not_applied = apply_chunk(connection, source=source, now=clock.now(), actor=actor)
+        _, not_applied = rule10.apply_chunk(
+            connection, staged=payments, source=source, now=clock.now(), actor=actor
+        )
         refused += [
             Rejected(item.line, item.reference, item.outcome, item.reason) for item in not_applied
         ]
-    return sorted(refused, key=lambda item: item.line)
+    return chunk, sorted(refused, key=lambda item: item.line)
 
 
 def import_stream(
     name: str, rows: Iterable[RawRow], report: IngestReport, *, actor: str, dry_run: bool
 ) -> None:
-    """Import one file's rows, a chunk per transaction (a dry run: one, rolled back)."""
-    from bnplctl.db import chunk_transactions
+    """Import one file's rows, a chunk per transaction (a dry run: one, rolled back); the
+    next chunk is staged while one is applied (``batch.apply_chunks``)."""
+
+    def apply(
+        connection: Any, staged: tuple[ParsedChunk, StagedPayments]
+    ) -> tuple[ParsedChunk, list[Rejected]]:
+        return apply_staged(connection, staged, source=name, actor=actor)
+
+    def committed(result: tuple[ParsedChunk, list[Rejected]]) -> None:
+        chunk, refused = result
+        for _ in range(chunk.valid + len(chunk.invalid) - len(refused)):
+            report.add("applied")
+        for item in refused:
+            report.add(item.outcome, item)
 
     report.file = name
-    chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))
-    with chunk_transactions(dry_run=dry_run) as unit:
-        for chunk in chunks:
-            with unit() as connection:
-                refused = process_chunk(connection, chunk, source=name, actor=actor)
-            for _ in range(chunk.valid + len(chunk.invalid) - len(refused)):
-                report.add("applied")
-            for item in refused:
-                report.add(item.outcome, item)
+    apply_chunks(chunked(rows, CHUNK_ROWS), stage_chunk, apply, committed, dry_run=dry_run)
 
 
 def import_files(

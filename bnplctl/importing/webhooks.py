@@ -12,14 +12,11 @@ the rest stream to the ``--rejects`` file.
 from __future__ import annotations
 
 import io
-import itertools
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
@@ -29,8 +26,8 @@ from bnplctl.importing.batch import (
     IngestReport,
     ParsedChunk,
     Rejected,
+    apply_chunks,
     chunked,
-    read_ahead,
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.readers import HashingReader, RawRow
@@ -279,17 +276,6 @@ def apply_staged(
     return sorted(rejected)
 
 
-def process_chunk(
-    session: Executor,
-    chunk: ParsedChunk,
-    *,
-    file_id: int | None,
-    actor: str,
-) -> list[tuple[int, str, str, str | None]]:
-    """Stage and apply one chunk in the caller's transaction (``apply_staged``)."""
-    return apply_staged(session, stage_chunk(session, chunk), file_id=file_id, actor=actor)
-
-
 # --- one file, start to end --------------------------------------------------------------
 
 
@@ -302,18 +288,31 @@ def ingest_stream(
     actor: str,
     dry_run: bool,
 ) -> dict[str, Any]:
-    """Ingest one file's rows; returns the file's own summary (with its checksum)."""
+    """Ingest one file's rows; returns the file's own summary (with its checksum).
+
+    Each chunk is staged (``stage_chunk``: parsed, copied in, classified as far as no
+    lock is needed) while the one before is applied (``apply_staged``), and committed in
+    file order (``batch.apply_chunks``)."""
     file_report = IngestReport(report.outcomes)
     report.file = name
     file_id = None if dry_run else _start_file(name, actor)
-    chunks = read_ahead(parse_chunk(chunk) for chunk in chunked(rows, CHUNK_ROWS))
     reports = (report, file_report)
+
+    def stage(connection: Executor, rows: list[RawRow]) -> tuple[ParsedChunk, StagedChunk]:
+        chunk = parse_chunk(rows)
+        return chunk, stage_chunk(connection, chunk)
+
+    def apply(
+        connection: Executor, staged: tuple[ParsedChunk, StagedChunk]
+    ) -> tuple[ParsedChunk, list[Rejected]]:
+        chunk, moves = staged
+        return chunk, _rejected(apply_staged(connection, moves, file_id=file_id, actor=actor))
+
+    def committed(result: tuple[ParsedChunk, list[Rejected]]) -> None:
+        _count(*result, reports)
+
     try:
-        if dry_run:
-            _ingest_in_one_transaction(chunks, actor, reports)
-        else:
-            assert file_id is not None  # noqa: S101 - a real run has its file record
-            _ingest_pipelined(chunks, file_id, actor, reports)
+        apply_chunks(chunked(rows, CHUNK_ROWS), stage, apply, committed, dry_run=dry_run)
     except BaseException:
         if file_id is not None:
             _record_unfinished(file_id, file_report)
@@ -322,84 +321,6 @@ def ingest_stream(
     if file_id is not None:
         _finish_file(file_id, summary, actor)
     return summary
-
-
-def _ingest_in_one_transaction(
-    chunks: Iterable[ParsedChunk], actor: str, reports: tuple[IngestReport, ...]
-) -> None:
-    """A dry run: every chunk in one transaction, rolled back at the end."""
-    from bnplctl.db import chunk_transactions
-
-    with chunk_transactions(dry_run=True) as unit:
-        for chunk in chunks:
-            with unit() as connection:
-                rejected = _rejected(process_chunk(connection, chunk, file_id=None, actor=actor))
-            _count(chunk, rejected, reports)
-
-
-class _Staging(NamedTuple):
-    """A chunk staged ahead: its open unit of work (entered and left on the ingest's
-    thread) and the stager's work on its connection."""
-
-    chunk: ParsedChunk
-    unit: ExitStack
-    connection: Any
-    staged: Future[StagedChunk]
-
-
-def _ingest_pipelined(
-    chunks: Iterable[ParsedChunk], file_id: int, actor: str, reports: tuple[IngestReport, ...]
-) -> None:
-    """Each chunk in a transaction of its own, committed in file order; while one chunk is
-    applied under the locks, the next is staged on a second connection (``stage_chunk``
-    takes no lock and reads nothing an earlier chunk writes), so the server works on
-    both at once. Only the applying chunk holds locks, and a chunk takes them once the
-    one before has committed: what is committed is always a prefix of the file.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from bnplctl.db import chunk_transactions, translate_db_errors
-
-    with ExitStack() as stack:
-        units = [stack.enter_context(chunk_transactions()) for _ in range(2)]
-        stager = stack.enter_context(
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-stage")
-        )
-
-        def stage(number: int, chunk: ParsedChunk) -> _Staging:
-            """Begin the chunk's unit of work here; stage it on the stager's thread."""
-            unit = ExitStack()
-            connection = unit.enter_context(units[number % 2]())
-            return _Staging(chunk, unit, connection, stager.submit(stage_chunk, connection, chunk))
-
-        def apply(staging: _Staging) -> None:
-            with staging.unit:  # commits here, or rolls back on an error
-                with translate_db_errors():
-                    staged = staging.staged.result()
-                applied = apply_staged(staging.connection, staged, file_id=file_id, actor=actor)
-            _count(staging.chunk, _rejected(applied), reports)  # once committed
-
-        iterator = iter(chunks)
-        ahead: _Staging | None = None
-        try:
-            for number in itertools.count():
-                failure: Exception | None = None
-                try:
-                    chunk = next(iterator, None)
-                except Exception as exc:  # a fault of the file, in its place in the file:
-                    chunk, failure = None, exc  # the chunks before it are still applied
-                applying, ahead = ahead, (stage(number, chunk) if chunk is not None else None)
-                if applying is not None:
-                    apply(applying)
-                if failure is not None:
-                    raise failure
-                if chunk is None:
-                    return
-        except BaseException as exc:
-            if ahead is not None:  # the chunk staged ahead: let it finish, then roll it back
-                ahead.staged.exception()
-                ahead.unit.__exit__(type(exc), exc, exc.__traceback__)
-            raise
 
 
 def ingest_files(

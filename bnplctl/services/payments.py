@@ -176,7 +176,7 @@ def _apply(
 
 # --- a payments file, a chunk at a time ----------------------------------------------------
 
-# The chunk's rows (COPYed in) and what ``_CLASSIFY`` decided of each.
+# The chunk's rows (COPYed in) and what ``_PREPARE`` and ``_AGAINST_RECORDED`` decided of each.
 CHUNK_TABLES = """
     CREATE TEMP TABLE IF NOT EXISTS payment_rows (
         seq integer NOT NULL,
@@ -197,6 +197,7 @@ CHUNK_TABLES = """
         paid_at timestamptz,
         outcome text,
         reason text,
+        repeats_line integer,  -- a file's row repeating an earlier row's reference
         round integer,
         payment_id bigint
     ) ON COMMIT DELETE ROWS;
@@ -215,12 +216,15 @@ PAYMENT_ROW_COLUMNS = (
     "seq", "line", "reference", "amount", "user_id", "installment_id", "paid_at"
 )  # fmt: skip
 
-# Each row of the chunk against the database and the rows before it, in one pass, under
-# the chunk's locks: whose payment it is (the installment's owner, or the user), unknown
-# users and installments, a reference recorded before (the same payment: ``duplicate``;
-# another: ``conflict``) or earlier in the chunk (the first row wins). Each remaining row
-# gets its round: its place among the chunk's payments of the same user, in file order.
-_CLASSIFY = text(
+# Each row of the chunk against the database and the rows before it, in one pass that
+# takes no lock (it runs while the chunk before is still being applied, and reads nothing
+# that an earlier chunk or another writer can change): whose payment it is (the
+# installment's owner, or the user), unknown users and installments, a reference repeated
+# earlier in the chunk (the first row wins: the same payment is a ``duplicate``, another
+# one a ``conflict``). Each remaining row gets its id and its round: its place among the
+# chunk's payments of the same user, in file order. References recorded before are
+# ``_AGAINST_RECORDED``'s to find, under the chunk's locks.
+_PREPARE = text(
     """
     WITH resolved AS (
         SELECT r.*,
@@ -242,58 +246,72 @@ _CLASSIFY = text(
         FROM payment_rows r
         LEFT JOIN installments i ON i.id = r.installment_id
         LEFT JOIN users u ON u.user_id = r.user_id
-    ), against_recorded AS (
-        SELECT x.*, p.id AS recorded_id,
-               p.amount = x.amount AND p.user_id = x.owner
-               AND p.installment_id IS NOT DISTINCT FROM x.installment_id AS same_as_recorded
-        FROM resolved x
-        LEFT JOIN payments p ON p.reference = x.reference
     ), with_first AS (
-        SELECT a.*,
-               first_value(a.seq) OVER first_row AS first_seq,
-               first_value(a.line) OVER first_row AS first_line,
-               first_value(a.amount) OVER first_row AS first_amount,
-               first_value(a.owner) OVER first_row AS first_owner,
-               first_value(a.installment_id) OVER first_row AS first_installment
-        FROM against_recorded a
-        WINDOW first_row AS (
-            PARTITION BY a.reference, a.outcome IS NULL AND a.recorded_id IS NULL
-            ORDER BY a.seq)
+        SELECT x.*,
+               first_value(x.seq) OVER first_row AS first_seq,
+               first_value(x.line) OVER first_row AS first_line,
+               first_value(x.amount) OVER first_row AS first_amount,
+               first_value(x.owner) OVER first_row AS first_owner,
+               first_value(x.installment_id) OVER first_row AS first_installment
+        FROM resolved x
+        WINDOW first_row AS (PARTITION BY x.reference, x.outcome IS NULL ORDER BY x.seq)
     ), judged AS (
         SELECT w.*,
                CASE WHEN w.outcome IS NOT NULL THEN w.outcome
-                    WHEN w.recorded_id IS NOT NULL THEN
-                        CASE WHEN w.same_as_recorded THEN 'duplicate' ELSE 'conflict' END
                     WHEN w.first_seq <> w.seq THEN
                         CASE WHEN w.amount = w.first_amount AND w.owner = w.first_owner
                                   AND w.installment_id IS NOT DISTINCT FROM w.first_installment
                              THEN 'duplicate' ELSE 'conflict' END
                END AS decided,
                CASE WHEN w.outcome IS NOT NULL THEN w.reason
-                    WHEN w.recorded_id IS NOT NULL THEN
-                        CASE WHEN w.same_as_recorded
-                             THEN 'recorded before as payment ' || w.recorded_id
-                             ELSE 'reference used before by payment ' || w.recorded_id
-                                  || ' for another payment' END
                     WHEN w.first_seq <> w.seq THEN 'reference repeats line ' || w.first_line
-               END AS decided_reason
+               END AS decided_reason,
+               CASE WHEN w.outcome IS NULL AND w.first_seq <> w.seq THEN w.first_line
+               END AS repeats_line
         FROM with_first w
     ), moved AS (
         INSERT INTO payment_moves (seq, line, reference, amount, user_id, installment_id,
-                                   paid_at, outcome, reason, round, payment_id)
+                                   paid_at, outcome, reason, repeats_line, round, payment_id)
         SELECT seq, line, reference, amount, owner, installment_id, paid_at, decided,
-               decided_reason,
+               decided_reason, repeats_line,
                CASE WHEN decided IS NULL THEN row_number() OVER (
                    PARTITION BY owner, decided IS NULL ORDER BY seq) END,
                CASE WHEN decided IS NULL
                     THEN nextval(pg_get_serial_sequence('payments', 'id')) END
         FROM judged
-        RETURNING line, reference, outcome, reason, round
+        RETURNING line, reference, outcome, reason, repeats_line, round
     )
     SELECT line, reference, outcome, reason, NULL AS rounds
-    FROM moved WHERE round IS NULL
+    FROM moved WHERE round IS NULL AND repeats_line IS NULL
     UNION ALL
     SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0) FROM moved
+    """
+)
+# Under the chunk's locks: the rows whose reference was recorded before (by an earlier
+# chunk, file or command) are that payment again (``duplicate``) or another one
+# (``conflict``), whatever ``_PREPARE`` made of them; then the rows that repeat a
+# reference of the chunk that was not recorded before.
+_AGAINST_RECORDED = text(
+    """
+    WITH recorded AS (
+        UPDATE payment_moves m
+        SET outcome = CASE WHEN p.amount = m.amount AND p.user_id = m.user_id
+                                AND p.installment_id IS NOT DISTINCT FROM m.installment_id
+                           THEN 'duplicate' ELSE 'conflict' END,
+            reason = CASE WHEN p.amount = m.amount AND p.user_id = m.user_id
+                               AND p.installment_id IS NOT DISTINCT FROM m.installment_id
+                          THEN 'recorded before as payment ' || p.id
+                          ELSE 'reference used before by payment ' || p.id
+                               || ' for another payment' END,
+            round = NULL
+        FROM payments p
+        WHERE p.reference = m.reference AND (m.outcome IS NULL OR m.repeats_line IS NOT NULL)
+        RETURNING m.seq, m.line, m.reference, m.outcome, m.reason
+    )
+    SELECT line, reference, outcome, reason FROM recorded
+    UNION ALL
+    SELECT line, reference, outcome, reason FROM payment_moves
+    WHERE repeats_line IS NOT NULL AND seq NOT IN (SELECT seq FROM recorded)
     """
 )
 _LINES = text("SELECT seq, line, reference, amount FROM payment_moves WHERE round = :round")
@@ -307,25 +325,45 @@ class NotApplied:
     reason: str
 
 
-def apply_chunk(
-    executor: Executor, *, source: str, now: datetime, actor: str
-) -> tuple[int, list[NotApplied]]:
-    """Rule 10 for the chunk in ``payment_rows``: classify every row, then record the
-    payments a round at a time, then rule 4 for what they paid off. Returns how many
-    were applied and the rows that were not. The caller holds the chunk's locks."""
-    from bnplctl.services.debt_status import settle
+@dataclass(frozen=True)
+class StagedPayments:
+    """A chunk staged in ``payment_moves`` (``stage_chunk``): its number of rounds, and
+    the rows refused already."""
 
+    rounds: int
+    refused: list[NotApplied]
+
+
+def stage_chunk(executor: Executor) -> StagedPayments:
+    """Classify the chunk in ``payment_rows`` as far as no lock is needed (``_PREPARE``)."""
     refused: list[NotApplied] = []
     rounds = 0
-    for row in executor.execute(_CLASSIFY):
+    for row in executor.execute(_PREPARE):
         if row.line is None:
             rounds = int(row.rounds)
         else:
             refused.append(NotApplied(int(row.line), row.reference, row.outcome, row.reason))
+    return StagedPayments(rounds, refused)
+
+
+def apply_chunk(
+    executor: Executor, *, staged: StagedPayments, source: str, now: datetime, actor: str
+) -> tuple[int, list[NotApplied]]:
+    """Rule 10 for a chunk staged by ``stage_chunk``: the references recorded before,
+    then the payments a round at a time, then rule 4 for what they paid off. Returns how
+    many were applied and the rows that were not (those refused at staging included).
+    The caller holds the chunk's locks."""
+    from bnplctl.services.debt_status import settle
+
+    refused = list(staged.refused)
+    refused += [
+        NotApplied(int(row.line), row.reference, row.outcome, row.reason)
+        for row in executor.execute(_AGAINST_RECORDED)
+    ]
     applied = 0
     plans: set[int] = set()
     owners: set[str] = set()
-    for round_number in range(1, rounds + 1):
+    for round_number in range(1, staged.rounds + 1):
         result = _apply(executor, round_number=round_number, source=source, now=now, actor=actor)
         applied += len(result.payment_ids)
         plans.update(result.plans_paid_off)
