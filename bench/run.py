@@ -380,20 +380,20 @@ _PAYMENT_ROWS = "reference text, amount numeric(12, 2), user_id text, paid_at ti
 def timed_file_load(
     engine: Engine, webhook_file: Path, statements: list[str], columns_ddl: str = _WEBHOOK_ROWS
 ) -> float:
-    """Seconds to load the webhook file as the product does, a chunk of ``CHUNK_ROWS`` rows
-    per transaction: COPY the chunk into a temporary ``file_rows`` table, run
+    """Seconds to load the webhook file as the product does, a chunk per transaction (the
+    product's chunk sizes, ``batch.chunk_sizes``): COPY the chunk into a temporary ``file_rows`` table, run
     ``statements``, commit. Each chunk's transaction has the product's planner settings
     (index lookups, no hash of a whole table per chunk), so that a reference is not
     slower than the floor it stands for."""
-    from bnplctl.importing.batch import INDEX_LOOKUPS_ONLY
+    from bnplctl.importing.batch import INDEX_LOOKUPS_ONLY, ramped_chunks
     from bnplctl.importing.webhooks import CHUNK_ROWS
 
     with webhook_file.open(newline="") as handle:
         header, *rows = list(csv.reader(handle))
     chunks = []
-    for start in range(0, len(rows), CHUNK_ROWS):
+    for chunk in ramped_chunks(rows, CHUNK_ROWS):  # the product's chunks
         buffer = io.StringIO()
-        csv.writer(buffer).writerows(rows[start : start + CHUNK_ROWS])
+        csv.writer(buffer).writerows(chunk)
         chunks.append(buffer.getvalue())
     columns = ", ".join(header)
     raw = engine.raw_connection()

@@ -448,6 +448,61 @@ def test_the_fast_path_agrees_with_the_webhook_row_model(fields: dict[str, Any])
     assert (model.status, model.merchant_reference) == (quick.target, quick.merchant_reference)
 
 
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(list(FIELDS) + ["other"]),
+        st.one_of(
+            st.text(max_size=12),
+            st.sampled_from(
+                [
+                    "approved",
+                    " Failed ",
+                    "REJECTED",
+                    "processing",
+                    "bogus",
+                    "10.50",
+                    "",
+                    "  ",
+                    "2025-08-15T19:59:25Z",
+                    "2025-08-15T19:59:25+14:00",
+                    "2025-08-15",
+                    "0001-01-01T00:00:00+01:00",
+                    "REF-1",
+                    " e-1 ",
+                    "a\x1bb",
+                    "a\u2028b",
+                    "x" * 101,
+                    "\tREF-2\t",
+                ]
+            ),
+            st.integers(),
+            st.none(),
+        ),
+    )
+)
+def test_the_plain_row_path_agrees_with_parse_update(fields: dict[str, Any]) -> None:
+    """``_plain_columns`` takes only rows ``parse_update`` accepts, with the same values."""
+    row = RawRow(1, fields)
+    plain = webhooks._plain_columns(row)
+    if plain is None:
+        return
+    update = webhooks.parse_update(row)  # raises if the plain path took a row it refuses
+    assert plain == (
+        1, update.transaction_id, update.target, update.event_id,
+        update.occurred_at.isoformat() if update.occurred_at else None,
+        update.amount, update.merchant_reference,
+    )  # fmt: skip
+
+
+def test_plain_rows_take_the_plain_path() -> None:
+    fields = {"refund_id": " R-1 ", "status": "Approved", "occurred_at": "2025-08-15T19:59:25Z"}
+    assert webhooks._plain_columns(RawRow(7, fields)) == (
+        7, "R-1", "APPROVED", None, "2025-08-15T19:59:25+00:00", None, None,
+    )  # fmt: skip
+    assert webhooks._plain_columns(RawRow(7, fields | {"amount": "10.00"})) is None
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=400))
 def test_any_bytes_through_the_hashing_reader(content: bytes) -> None:

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from bnplctl.errors import InvalidInput
-from bnplctl.importing.batch import IngestReport, ParsedChunk, Rejected, apply_chunks, chunked
+from bnplctl.importing.batch import (
+    IngestReport,
+    ParsedChunk,
+    Rejected,
+    apply_chunks,
+    ramped_chunks,
+)
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.readers import RawRow
 from bnplctl.validators import id_field, required_id, text_field, timestamp
@@ -161,13 +167,12 @@ def import_stream(
 
     def committed(result: tuple[ParsedChunk, list[Rejected]]) -> None:
         chunk, refused = result
-        for _ in range(chunk.valid + len(chunk.invalid) - len(refused)):
-            report.add("applied")
+        report.add_applied(chunk.valid + len(chunk.invalid) - len(refused))
         for item in refused:
             report.add(item.outcome, item)
 
     report.file = name
-    apply_chunks(chunked(rows, CHUNK_ROWS), stage_chunk, apply, committed, dry_run=dry_run)
+    apply_chunks(ramped_chunks(rows, CHUNK_ROWS), stage_chunk, apply, committed, dry_run=dry_run)
 
 
 def import_files(

@@ -39,7 +39,11 @@ _USERS = text(
     'SELECT user_id FROM users WHERE user_id = ANY(:ids) ORDER BY user_id COLLATE "C" FOR UPDATE'
 )
 _REFERENCE = text("SELECT pg_advisory_xact_lock(hashtextextended(:reference, 0))")
-_CHUNK_TABLES = text("LOCK TABLE users, refunds, installments IN EXCLUSIVE MODE")
+# One round trip: the shared debt lock, then the three tables a chunk changes.
+_CHUNK = text(
+    f"SELECT pg_advisory_xact_lock_shared({DEBT_LOCK_ID});"
+    " LOCK TABLE users, refunds, installments IN EXCLUSIVE MODE"
+)
 
 
 def for_user_writes(executor: Executor, user_ids: Iterable[str]) -> list[str]:
@@ -60,8 +64,7 @@ def for_reference(executor: Executor, reference: str) -> None:
 
 def for_batch_chunk(executor: Executor) -> None:
     """A batch chunk's locks: the shared debt lock, then the three tables it changes."""
-    executor.execute(_SHARED, {"id": DEBT_LOCK_ID})
-    executor.execute(_CHUNK_TABLES)
+    executor.execute(_CHUNK)
 
 
 def for_sweep(executor: Executor) -> None:

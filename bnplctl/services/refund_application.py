@@ -27,62 +27,55 @@ if TYPE_CHECKING:
 
 # Sibling CTEs read the state before the UPDATEs. No CTE is joined to another (the
 # planner cannot estimate a CTE's rows, and a batch chunk runs with nested loops only):
-# what an approval needs of its plan's unpaid installments comes from one window over
-# both, side by side (``approvals_and_unpaid``).
+# the approvals (what rule 6's ``MOVE`` handed over, with each refund's owner, plan and
+# amount) and their plans' unpaid installments stand side by side in one sort, per plan
+# the approvals first (by refund id), then the installments from the last one back.
+# ``running``, a running sum over that order of the refunds' amounts less the
+# installments' dues, is for an approval what the approvals before it take, and for an
+# installment what the plan's approvals have left once the installments after it are
+# paid; ``due_later``, a sum over the rows after an approval, is what its plan has unpaid.
 _APPLY = text(
     """
-    WITH approved AS (
-        SELECT r.id, r.user_id, r.plan_id, r.amount,
+    WITH approvals_and_unpaid AS (
+        SELECT a.plan_id, 0 AS kind, a.refund_id AS place, a.refund_id, a.user_id, a.amount,
                a.line, a.event_id, a.occurred_at, a.merchant_reference, a.note,
-               coalesce(sum(r.amount) OVER (
-                   PARTITION BY r.plan_id ORDER BY r.id
-                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before_me
+               NULL::bigint AS installment_id, NULL::numeric AS amount_due,
+               NULL::text AS status
         FROM refunds_approved a
-        JOIN refunds r ON r.id = a.refund_id
-        WHERE r.status = 'PENDING'
-    ), refunded_per_plan AS (
-        SELECT plan_id, sum(amount) AS refunded
-        FROM approved
-        WHERE plan_id IS NOT NULL
-        GROUP BY plan_id
-    ), unpaid AS (
-        SELECT i.id, i.plan_id, i.user_id, i.status, i.amount_due, p.refunded,
-               coalesce(sum(i.amount_due) OVER (
-                   PARTITION BY i.plan_id ORDER BY i.sequence DESC
-                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS due_after
+        UNION ALL
+        SELECT i.plan_id, 1, -i.sequence, NULL, i.user_id, NULL, NULL, NULL, NULL, NULL, NULL,
+               i.id, i.amount_due, i.status
         FROM installments i
-        JOIN refunded_per_plan p ON p.plan_id = i.plan_id
-        WHERE i.status <> 'PAID'
+        WHERE i.plan_id IN (SELECT plan_id FROM refunds_approved) AND i.status <> 'PAID'
+    ), balances AS (
+        SELECT b.*,
+               coalesce(sum(coalesce(b.amount, -b.amount_due)) OVER earlier, 0) AS running,
+               coalesce(sum(b.amount_due) OVER later, 0) AS due_later
+        FROM approvals_and_unpaid b
+        WINDOW in_plan AS (PARTITION BY b.plan_id ORDER BY b.kind, b.place),
+               earlier AS (in_plan ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+               later AS (in_plan ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
     ), cuts AS (
-        SELECT id, least(amount_due, greatest(refunded - due_after, 0)) AS cut
-        FROM unpaid
+        SELECT installment_id, plan_id, user_id, status, amount_due,
+               least(amount_due, greatest(running, 0)) AS cut
+        FROM balances
+        WHERE kind = 1
     ), reduced AS (
         UPDATE installments i
         SET amount_due = i.amount_due - c.cut,
             status = CASE WHEN i.amount_due = c.cut THEN 'PAID' ELSE i.status END,
             paid_at = CASE WHEN i.amount_due = c.cut THEN :now ELSE i.paid_at END
         FROM cuts c
-        WHERE i.id = c.id AND c.cut > 0
-        RETURNING i.id
+        WHERE i.id = c.installment_id AND c.cut > 0
     ), paid_off AS (
         SELECT DISTINCT plan_id, CASE WHEN status = 'OVERDUE' THEN user_id END AS user_id
-        FROM unpaid
-        WHERE refunded - due_after >= amount_due
-    ), approvals_and_unpaid AS (
-        SELECT id, plan_id, amount, line, event_id, occurred_at, merchant_reference, note,
-               before_me, NULL::numeric AS amount_due
-        FROM approved
-        UNION ALL
-        SELECT NULL, plan_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, amount_due
-        FROM unpaid
-    ), with_plan_unpaid AS (
-        SELECT *, coalesce(sum(amount_due) OVER (PARTITION BY plan_id), 0) AS plan_unpaid
-        FROM approvals_and_unpaid
-    ), settled AS MATERIALIZED (
-        SELECT id, amount, line, event_id, occurred_at, merchant_reference, note,
-               least(amount, greatest(plan_unpaid - before_me, 0)) AS applied
-        FROM with_plan_unpaid
-        WHERE id IS NOT NULL
+        FROM cuts
+        WHERE cut = amount_due
+    ), settled AS (
+        SELECT refund_id, line, event_id, occurred_at, merchant_reference, note,
+               least(amount, greatest(due_later - running, 0)) AS applied
+        FROM balances
+        WHERE kind = 0
     ), completed AS (
         UPDATE refunds r
         SET status = 'COMPLETED', applied_amount = s.applied,
@@ -91,20 +84,18 @@ _APPLY = text(
             merchant_reference = coalesce(s.merchant_reference, r.merchant_reference),
             reason = coalesce(s.note, r.reason)
         FROM settled s
-        WHERE r.id = s.id
+        WHERE r.id = s.refund_id AND r.status = 'PENDING'
         RETURNING r.id, r.user_id, r.plan_id, r.applied_amount, r.payout_amount,
                   s.line, s.event_id
     ), audited AS (
         INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
                                   details)
         SELECT :now, :actor, 'refund.status_changed', 'refund', id::text, user_id,
-               jsonb_build_object(
-                   'from', 'PENDING', 'to', 'COMPLETED', 'source', :source,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'from', 'PENDING', 'to', 'COMPLETED', 'source', CAST(:source AS text),
                    'applied_amount', applied_amount::text,
-                   'payout_amount', payout_amount::text)
-               || jsonb_strip_nulls(jsonb_build_object(
-                   'plan_id', plan_id, 'file_id', CAST(:file_id AS bigint), 'line', line,
-                   'event_id', event_id))
+                   'payout_amount', payout_amount::text, 'plan_id', plan_id,
+                   'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id))
         FROM completed
     ), emptied AS (
         DELETE FROM refunds_approved

@@ -47,6 +47,9 @@ CREATE_WORK_TABLES = """
     ) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE IF NOT EXISTS refunds_approved (
         refund_id bigint NOT NULL,
+        user_id text NOT NULL,
+        plan_id bigint,
+        amount numeric(12, 2) NOT NULL,
         line integer,
         event_id text,
         occurred_at timestamptz,
@@ -62,9 +65,9 @@ CREATE_WORK_TABLES = """
 _MOVE = text(
     """
     WITH looked_up AS (
-        SELECT m.seq, m.line, m.transaction_id, m.refund_id, r.user_id, m.target,
-               m.event_id, m.occurred_at, m.merchant_reference, m.note, r.status AS current,
-               r.last_event_at, e.event_id IS NOT NULL AS seen_before
+        SELECT m.seq, m.line, m.transaction_id, m.refund_id, r.user_id, r.plan_id, r.amount,
+               m.target, m.event_id, m.occurred_at, m.merchant_reference, m.note,
+               r.status AS current, r.last_event_at, e.event_id IS NOT NULL AS seen_before
         FROM refund_moves m
         JOIN refunds r ON r.id = m.refund_id
         LEFT JOIN webhook_events e ON e.event_id = m.event_id
@@ -82,9 +85,10 @@ _MOVE = text(
                END AS outcome
         FROM looked_up l
     ), handed_to_rule7 AS (
-        INSERT INTO refunds_approved (refund_id, line, event_id, occurred_at,
-                                      merchant_reference, note)
-        SELECT refund_id, line, event_id, occurred_at, merchant_reference, note
+        INSERT INTO refunds_approved (refund_id, user_id, plan_id, amount, line, event_id,
+                                      occurred_at, merchant_reference, note)
+        SELECT refund_id, user_id, plan_id, amount, line, event_id, occurred_at,
+               merchant_reference, note
         FROM classified
         WHERE outcome = 'applied' AND target = 'APPROVED'
     ), moved AS (
@@ -101,8 +105,8 @@ _MOVE = text(
         INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
                                   details)
         SELECT :now, :actor, 'refund.status_changed', 'refund', id::text, user_id,
-               jsonb_build_object('from', 'PENDING', 'to', status, 'source', :source)
-               || jsonb_strip_nulls(jsonb_build_object(
+               jsonb_strip_nulls(jsonb_build_object(
+                   'from', 'PENDING', 'to', status, 'source', CAST(:source AS text),
                    'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id))
         FROM moved
     ), recorded AS (
