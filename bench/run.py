@@ -381,10 +381,10 @@ def timed_file_load(
     engine: Engine, webhook_file: Path, statements: list[str], columns_ddl: str = _WEBHOOK_ROWS
 ) -> float:
     """Seconds to load the webhook file as the product does, a chunk per transaction (the
-    product's chunk sizes, ``batch.chunk_sizes``): COPY the chunk into a temporary ``file_rows`` table, run
-    ``statements``, commit. Each chunk's transaction has the product's planner settings
-    (index lookups, no hash of a whole table per chunk), so that a reference is not
-    slower than the floor it stands for."""
+    product's chunk sizes, ``batch.chunk_sizes``): COPY the chunk into a temporary
+    ``file_rows`` table, run ``statements``, commit. Each chunk's transaction has the
+    product's planner settings (index lookups, no hash of a whole table per chunk), so
+    that a reference is not slower than the floor it stands for."""
     from bnplctl.importing.batch import INDEX_LOOKUPS_ONLY, ramped_chunks
     from bnplctl.importing.webhooks import CHUNK_ROWS
 

@@ -209,7 +209,7 @@ def test_chunk_boundaries_do_not_change_the_outcomes(
         + "R-1,10.00,u-1,,2026-01-20T10:00:00Z\n"  # 3: the same payment again
         + "R-1,11.00,u-1,,2026-01-20T10:00:00Z\n"  # 4: another payment with its reference
         + "R-2,10.00,nobody,,2026-01-20T10:00:00Z\n"  # 5: unknown user ...
-        + "R-2,10.00,u-2,,2026-01-20T10:00:00Z\n"  # 6: ... so this row is the reference's first payment
+        + "R-2,10.00,u-2,,2026-01-20T10:00:00Z\n"  # 6: ... this one is R-2's first
         + "R-2,10.00,u-2,,2026-01-20T10:00:00Z\n"  # 7
         + "R-3,20.00,u-1,,2026-01-20T10:00:00Z\n"  # 8: u-1's second payment of the file
         + "R-3,20.00,u-2,,2026-01-20T10:00:00Z\n"  # 9: the same reference for another user

@@ -26,27 +26,46 @@ if TYPE_CHECKING:
     from bnplctl.db import Executor
 
 # Sibling CTEs read the state before the UPDATEs. No CTE is joined to another (the
-# planner cannot estimate a CTE's rows, and a batch chunk runs with nested loops only):
-# the approvals (what rule 6's ``MOVE`` handed over, with each refund's owner, plan and
-# amount) and their plans' unpaid installments stand side by side in one sort, per plan
-# the approvals first (by refund id), then the installments from the last one back.
-# ``running``, a running sum over that order of the refunds' amounts less the
-# installments' dues, is for an approval what the approvals before it take, and for an
-# installment what the plan's approvals have left once the installments after it are
-# paid; ``due_later``, a sum over the rows after an approval, is what its plan has unpaid.
+# planner cannot estimate a CTE's rows, and a batch chunk runs with nested loops only).
+#
+# ``approvals``: what rule 6's ``MOVE`` handed over (each refund with its owner, plan and
+# amount), each beside its plan's last unpaid installment. An approval alone in its plan
+# that this installment covers (``within_last``, nearly every one: a refund is usually
+# smaller than an installment) is cut from it whole; that is what the general pass below
+# gives it, without the sort. The other approvals and their plans' unpaid installments
+# stand side by side in one sort, per plan the approvals first (by refund id), then the
+# installments from the last one back. ``running``, a running sum over that order of the
+# refunds' amounts less the installments' dues, is for an approval what the approvals
+# before it take, and for an installment what the plan's approvals have left once the
+# installments after it are paid; ``due_later``, a sum over the rows after an approval,
+# is what its plan has unpaid.
 _APPLY = text(
     """
-    WITH approvals_and_unpaid AS (
+    WITH approvals AS (
+        SELECT a.*, last.id AS last_id, last.amount_due AS last_due, last.status AS last_status,
+               count(*) OVER (PARTITION BY a.plan_id) = 1
+               AND a.amount <= last.amount_due AS within_last
+        FROM refunds_approved a
+        LEFT JOIN LATERAL (
+            SELECT i.id, i.amount_due, i.status
+            FROM installments i
+            WHERE i.plan_id = a.plan_id AND i.status <> 'PAID'
+            ORDER BY i.sequence DESC
+            LIMIT 1
+        ) last ON true
+    ), approvals_and_unpaid AS (
         SELECT a.plan_id, 0 AS kind, a.refund_id AS place, a.refund_id, a.user_id, a.amount,
                a.line, a.event_id, a.occurred_at, a.merchant_reference, a.note,
                NULL::bigint AS installment_id, NULL::numeric AS amount_due,
                NULL::text AS status
-        FROM refunds_approved a
+        FROM approvals a
+        WHERE a.within_last IS NOT TRUE
         UNION ALL
         SELECT i.plan_id, 1, -i.sequence, NULL, i.user_id, NULL, NULL, NULL, NULL, NULL, NULL,
                i.id, i.amount_due, i.status
         FROM installments i
-        WHERE i.plan_id IN (SELECT plan_id FROM refunds_approved) AND i.status <> 'PAID'
+        WHERE i.plan_id IN (SELECT plan_id FROM approvals WHERE within_last IS NOT TRUE)
+          AND i.status <> 'PAID'
     ), balances AS (
         SELECT b.*,
                coalesce(sum(coalesce(b.amount, -b.amount_due)) OVER earlier, 0) AS running,
@@ -56,8 +75,13 @@ _APPLY = text(
                earlier AS (in_plan ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
                later AS (in_plan ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
     ), cuts AS (
+        SELECT last_id AS installment_id, plan_id, user_id, last_status AS status,
+               last_due AS amount_due, amount AS cut
+        FROM approvals
+        WHERE within_last
+        UNION ALL
         SELECT installment_id, plan_id, user_id, status, amount_due,
-               least(amount_due, greatest(running, 0)) AS cut
+               least(amount_due, greatest(running, 0))
         FROM balances
         WHERE kind = 1
     ), reduced AS (
@@ -73,7 +97,12 @@ _APPLY = text(
         WHERE cut = amount_due
     ), settled AS (
         SELECT refund_id, line, event_id, occurred_at, merchant_reference, note,
-               least(amount, greatest(due_later - running, 0)) AS applied
+               amount AS applied
+        FROM approvals
+        WHERE within_last
+        UNION ALL
+        SELECT refund_id, line, event_id, occurred_at, merchant_reference, note,
+               least(amount, greatest(due_later - running, 0))
         FROM balances
         WHERE kind = 0
     ), completed AS (
