@@ -248,3 +248,33 @@ def test_idempotency_key_on_refund_create(cli: Cli, engine: Engine, plan_id: int
     assert again.exit_code == 0
     assert json.loads(again.stdout) == json.loads(first.stdout)
     assert "returning the refund created earlier" in again.stderr
+
+
+def test_a_refund_created_beside_a_batch_chunk_waits_for_it(
+    cli: Cli, engine: Engine, plan_id: int
+) -> None:
+    """A batch chunk locks ``users`` then ``refunds``; ``refunds create`` must take the
+    user first too, or the two wait on each other (the server ends one: exit 75)."""
+    from bnplctl.db import session_scope
+    from bnplctl.services.refunds import create_refund
+    from tests.test_concurrency import Worker, _wait_until_blocked
+
+    def create() -> int:
+        with session_scope() as session:
+            refund, _ = create_refund(
+                session, user_id="usr-001", transaction_id="BESIDE-1",
+                amount=Decimal("10.00"), plan_id=plan_id, reason=None, actor="t",
+            )  # fmt: skip
+            return int(refund.id or 0)
+
+    with engine.connect() as chunk, engine.connect() as watcher:
+        chunk.execute(text("LOCK TABLE users IN EXCLUSIVE MODE"))  # as a chunk starts
+        worker = Worker(create)
+        worker.start()
+        _wait_until_blocked(watcher)
+        chunk.execute(text("LOCK TABLE refunds, installments IN EXCLUSIVE MODE"))
+        chunk.commit()
+        worker.join(timeout=30)
+    assert worker.error is None, worker.error
+    assert worker.result > 0
+    assert cli("verify").exit_code == 0

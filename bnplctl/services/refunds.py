@@ -32,9 +32,13 @@ def create_refund(
 
     Returns (refund, existed). Insert-first: two racing creators make one refund.
     """
+    from bnplctl.services import locks
     from bnplctl.services.users import get_user
 
     get_user(session, user_id)
+    # The user's lock before the refunds table (the lock protocol's order): a batch chunk
+    # holding the tables is waited for, not deadlocked with through the foreign key.
+    locks.for_user_writes(session, [user_id])
     if plan_id is not None:
         plan = session.get(Plan, plan_id)
         if plan is None:
