@@ -391,9 +391,9 @@ def timed_file_load(
     with webhook_file.open(newline="") as handle:
         header, *rows = list(csv.reader(handle))
     chunks = []
-    for chunk in ramped_chunks(rows, CHUNK_ROWS):  # the product's chunks
+    for rows_of_chunk in ramped_chunks(rows, CHUNK_ROWS):  # the product's chunks
         buffer = io.StringIO()
-        csv.writer(buffer).writerows(chunk)
+        csv.writer(buffer).writerows(rows_of_chunk)
         chunks.append(buffer.getvalue())
     columns = ", ".join(header)
     raw = engine.raw_connection()
