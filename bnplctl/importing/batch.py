@@ -144,9 +144,8 @@ def parse_chunk(
 
 
 def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
+    """``items`` in chunks of ``size``."""
+    return _in_chunks(items, itertools.repeat(size))
 
 
 def chunk_sizes(size: int) -> Iterator[int]:
@@ -162,9 +161,13 @@ def chunk_sizes(size: int) -> Iterator[int]:
 
 def ramped_chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """``items`` in chunks of ``chunk_sizes(size)``."""
+    return _in_chunks(items, chunk_sizes(size))
+
+
+def _in_chunks(items: Iterable[T], sizes: Iterable[int]) -> Iterator[list[T]]:
     iterator = iter(items)
-    for length in chunk_sizes(size):
-        chunk = list(islice(iterator, length))
+    for size in sizes:
+        chunk = list(islice(iterator, size))
         if not chunk:
             return
         yield chunk

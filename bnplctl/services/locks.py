@@ -41,7 +41,7 @@ _USERS = text(
 _REFERENCE = text("SELECT pg_advisory_xact_lock(hashtextextended(:reference, 0))")
 # One round trip: the shared debt lock, then the three tables a chunk changes.
 _CHUNK = text(
-    f"SELECT pg_advisory_xact_lock_shared({DEBT_LOCK_ID});"
+    "SELECT pg_advisory_xact_lock_shared(:id);"
     " LOCK TABLE users, refunds, installments IN EXCLUSIVE MODE"
 )
 
@@ -64,7 +64,7 @@ def for_reference(executor: Executor, reference: str) -> None:
 
 def for_batch_chunk(executor: Executor) -> None:
     """A batch chunk's locks: the shared debt lock, then the three tables it changes."""
-    executor.execute(_CHUNK)
+    executor.execute(_CHUNK, {"id": DEBT_LOCK_ID})
 
 
 def for_sweep(executor: Executor) -> None:
