@@ -85,22 +85,20 @@ def render(report: dict[str, Any], *, currency: str | None, generated_at: str) -
 
 
 def write(path: Path, document: str) -> None:
-    """Write the file beside its target, then rename it into place: a reader never sees
-    half a report. An unwritable place is exit 74, naming the path."""
-    import os
-    import tempfile
-
+    """Write the file beside its target (the file a link names), then rename it into
+    place: a reader never sees half a report (``bnplctl.outfile``). An unwritable place
+    is exit 74, naming the path."""
     from bnplctl.errors import OutputError
+    from bnplctl.outfile import OutputFile
 
-    target = path.expanduser()
     try:
-        handle, draft = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or Path(".")
-        )
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(document)
-        os.chmod(draft, 0o644)
-        os.replace(draft, target)
+        output = OutputFile(path, suffix=".tmp")
+        try:
+            output.handle.write(document)
+        except OSError:
+            output.abandon()
+            raise
+        output.commit()
     except OSError as exc:
         raise OutputError(
             f"cannot write the report to {path} ({exc.strerror or type(exc).__name__})"

@@ -64,6 +64,52 @@ def test_an_existing_rejects_file_is_kept_when_the_run_fails_early(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.csv", "rejects.csv"]
 
 
+BAD_UPDATES = "refund_id,status\nNOPE-1,approved\nNOPE-2,approved\n"
+
+
+def test_a_rejects_path_through_a_link_writes_the_file_it_names(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    updates = tmp_path / "updates.csv"
+    updates.write_text(BAD_UPDATES)
+    (tmp_path / "reports").mkdir()
+    real = tmp_path / "reports" / "rejects.csv"
+    real.write_text("yesterday's rejects\n")
+    link = tmp_path / "rejects.csv"
+    link.symlink_to(real)
+    dangling = tmp_path / "later.csv"
+    dangling.symlink_to(tmp_path / "reports" / "later.csv")
+    for target in (link, dangling):
+        assert cli("webhooks", "ingest", str(updates), "--rejects", str(target)).exit_code == 5
+        assert target.is_symlink()  # the operator's link is kept, not replaced by a file
+        assert [row["refund_id"] for row in _csv(target)] == ["NOPE-1", "NOPE-2"]
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["later.csv", "rejects.csv"]
+
+
+def test_a_rejects_path_that_is_not_a_regular_file_is_written_through(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    """A pipe (``--rejects >(gzip > r.gz)``, a FIFO, /dev/stderr) gets the rows
+    written into it; it is never replaced by a file of the same name."""
+    import os
+    import threading
+
+    updates = tmp_path / "updates.csv"
+    updates.write_text(BAD_UPDATES)
+    fifo = tmp_path / "rejects.fifo"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    result = cli("webhooks", "ingest", str(updates), "--rejects", str(fifo))
+    reader.join(timeout=30)
+    assert result.exit_code == 5, result.stderr
+    assert fifo.is_fifo()
+    rows = list(csv.DictReader(io.StringIO(received[0])))
+    assert [row["refund_id"] for row in rows] == ["NOPE-1", "NOPE-2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rejects.fifo", "updates.csv"]
+
+
 def test_rejects_name_their_file_and_neutralise_formulas(
     cli: Cli, engine: Engine, tmp_path: Path
 ) -> None:

@@ -84,6 +84,20 @@ def test_an_unwritable_report_path_is_exit_74_and_leaves_nothing(
     assert not missing.parent.exists()
 
 
+def test_a_report_path_through_a_link_writes_the_file_it_names(
+    cli: Cli, portfolio: None, tmp_path: Path
+) -> None:
+    (tmp_path / "www").mkdir()
+    real = tmp_path / "www" / "portfolio.html"
+    real.write_text("last week's report")
+    link = tmp_path / "latest.html"
+    link.symlink_to(real)
+    assert cli("debt", "report", "--as-of", "2026-12-01", "--html", str(link)).exit_code == 0
+    assert link.is_symlink()
+    assert real.read_text().startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in (tmp_path / "www").iterdir()) == ["portfolio.html"]
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (.ci/run installs it)")
 def test_the_html_report_renders_in_a_browser(
     cli: Cli, portfolio: None, engine: Engine, tmp_path: Path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import os
 import queue
 import sys
 import threading
@@ -346,31 +345,29 @@ class IngestReport:
 class RejectsFile:
     """The ``--rejects`` CSV: ``file``, ``line``, the row's key, ``outcome``, ``reason``.
 
-    Rows go to a temporary file beside the target, renamed into place when the command
-    ends (``close``), so an existing file is never truncated before the run has
-    something to put there. A target that is one of the inputs is a usage error (exit
-    2), found before anything is read or written; one that cannot be written, exit 66.
-    Cells a spreadsheet would run as formulas are neutralised.
+    Rows go to a temporary file beside the target (the file a link names), renamed into
+    place when the command ends (``close``), so an existing file is never truncated
+    before the run has something to put there; a pipe or device is written straight
+    through (``bnplctl.outfile``). A target that is one of the inputs is a usage error
+    (exit 2), found before anything is read or written; one that cannot be written,
+    exit 66. Cells a spreadsheet would run as formulas are neutralised.
     """
 
     def __init__(self, path: Path, key_name: str, sources: Iterable[str]) -> None:
-        import tempfile
-
         from bnplctl.errors import UsageProblem
+        from bnplctl.outfile import OutputFile
 
         for source in sources:
             if same_file(path, source):
                 raise UsageProblem(f"--rejects {path} is an input file; choose another path")
         self.path = path
         try:
-            fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+            self.output = OutputFile(path, suffix=".part", newline="")
         except OSError as exc:
             raise InputFileError(
                 f"{path}: cannot write the rejects file ({exc.strerror})"
             ) from None
-        self.draft = Path(draft)
-        self.handle = os.fdopen(fd, "w", newline="", encoding="utf-8")
-        self.writer = csv.writer(self.handle)
+        self.writer = csv.writer(self.output.handle)
         self.writer.writerow(["file", "line", key_name, "outcome", "reason"])
         self.written = 0
 
@@ -385,8 +382,7 @@ class RejectsFile:
 
     def discard(self) -> None:
         """Leave the target as it was (a run that has nothing to report)."""
-        self.handle.close()
-        self.draft.unlink(missing_ok=True)
+        self.output.abandon()
 
     def finish(self, failed: bool) -> None:
         """At the command's end: put the file in place, or, when the run failed before it
@@ -399,17 +395,8 @@ class RejectsFile:
     def close(self) -> None:
         """Put the file in place (what was rejected so far, also after a failure)."""
         try:
-            self.handle.close()
-            os.chmod(self.draft, 0o644 & ~_umask())
-            os.replace(self.draft, self.path)
+            self.output.commit()
         except OSError as exc:
-            self.draft.unlink(missing_ok=True)
             raise InputFileError(
                 f"{self.path}: cannot write the rejects file ({exc.strerror})"
             ) from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
