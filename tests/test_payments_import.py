@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -213,6 +215,15 @@ def test_chunk_boundaries_do_not_change_the_outcomes(
         + "R-2,10.00,u-2,,2026-01-20T10:00:00Z\n"  # 7
         + "R-3,20.00,u-1,,2026-01-20T10:00:00Z\n"  # 8: u-1's second payment of the file
         + "R-3,20.00,u-2,,2026-01-20T10:00:00Z\n"  # 9: the same reference for another user
+        # A row refused as overpayment records nothing: its reference is still free.
+        + "O-1,1000.00,u-1,,2026-01-21T10:00:00Z\n"  # 10: more than u-1 owes ...
+        + "O-1,1000.00,u-1,,2026-01-21T10:00:00Z\n"  # 11: ... again: refused again, as in a re-run
+        + "O-2,500.00,u-2,,2026-01-21T10:00:00Z\n"  # 12: more than u-2 owes ...
+        + "O-2,5.00,u-2,,2026-01-21T10:00:00Z\n"  # 13: ... corrected, same reference: applied
+        + "O-2,5.00,u-2,,2026-01-21T10:00:00Z\n"  # 14: line 13's payment again
+        + "X-1,1.00,u-2,,2026-01-21T10:00:00Z\n"  # 15
+        + "C-1,1.00,u-2,,2026-01-21T10:00:00Z\n"  # 16: u-2's 8th row of the file ...
+        + "C-1,1.00,u-1,,2026-01-21T10:00:00Z\n"  # 17: ... for u-1 (its 7th): judged after 16
     )
     rejects = tmp_path / "rejects.csv"
     outcomes = {}
@@ -228,11 +239,63 @@ def test_chunk_boundaries_do_not_change_the_outcomes(
 
     assert outcomes[1] == outcomes[100] == {
         3: "duplicate", 4: "conflict", 5: "unknown_user", 7: "duplicate", 9: "conflict",
+        10: "overpayment", 11: "overpayment", 12: "overpayment", 14: "duplicate",
+        17: "conflict",
     }  # fmt: skip
     assert states[1] == states[100]
     assert [(row[0], row[1]) for row in states[1]["payments"]] == [
-        ("R-1", "10.00"), ("R-2", "10.00"), ("R-3", "20.00"),
+        ("C-1", "1.00"), ("O-2", "5.00"), ("R-1", "10.00"), ("R-2", "10.00"),
+        ("R-3", "20.00"), ("X-1", "1.00"),
     ]  # fmt: skip
+
+
+# A payments file of few references and users, so that references repeat across users,
+# amounts overpay and rows name installments (1-9: u-1's are 1-3 after a reset).
+payment_rows = st.lists(
+    st.tuples(
+        st.sampled_from(["A", "B", "C", "D"]),
+        st.sampled_from(["5.00", "50.00", "150.00", "400.00"]),
+        st.one_of(
+            st.sampled_from(["u-1", "u-2", "u-3", "nobody"]).map(lambda user: f"{user},"),
+            st.integers(min_value=1, max_value=10).map(lambda installment: f",{installment}"),
+        ),
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(rows=payment_rows)
+def test_any_file_ends_the_same_one_row_per_chunk_or_in_one_chunk(
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    rows: list[tuple[str, str, str]],
+) -> None:
+    """PRODUCT.md: a large file gives the same outcomes whatever its size and however it
+    is read; one row per chunk is each row judged after everything before it."""
+    source = tmp_path / "any.csv"
+    source.write_text(
+        HEADER + "".join(f"{ref},{amount},{to},2026-01-21T10:00:00Z\n" for ref, amount, to in rows)
+    )
+    rejects = tmp_path / "any-rejects.csv"
+    ends = []
+    for chunk_rows in (1, 100):
+        _reset(engine)
+        seed(engine, 3, date(2026, 1, 1))
+        monkeypatch.setattr(payments_import, "CHUNK_ROWS", chunk_rows)
+        result = cli("payments", "import", str(source), "--rejects", str(rejects))
+        assert result.exit_code in (0, 5), result.stderr
+        ends.append((_outcomes(rejects) if rejects.exists() else {}, _state(engine)))
+        rejects.unlink(missing_ok=True)
+        _verify_clean(cli)
+    assert ends[0] == ends[1]
 
 
 def test_a_payments_file_racing_sweeps_leaves_every_invariant(

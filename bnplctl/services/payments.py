@@ -197,7 +197,7 @@ CHUNK_TABLES = """
         paid_at timestamptz,
         outcome text,
         reason text,
-        repeats_line integer,  -- a file's row repeating an earlier row's reference
+        after_seq integer,  -- the chunk's row before this one with the same reference
         round integer,
         payment_id bigint
     ) ON COMMIT DELETE ROWS;
@@ -216,14 +216,17 @@ PAYMENT_ROW_COLUMNS = (
     "seq", "line", "reference", "amount", "user_id", "installment_id", "paid_at"
 )  # fmt: skip
 
-# Each row of the chunk against the database and the rows before it, in one pass that
-# takes no lock (it runs while the chunk before is still being applied, and reads nothing
-# that an earlier chunk or another writer can change): whose payment it is (the
-# installment's owner, or the user), unknown users and installments, a reference repeated
-# earlier in the chunk (the first row wins: the same payment is a ``duplicate``, another
-# one a ``conflict``). Each remaining row gets its id and its round: its place among the
-# chunk's payments of the same user, in file order. References recorded before are
-# ``_AGAINST_RECORDED``'s to find, under the chunk's locks.
+# Each row of the chunk against the database, in one pass that takes no lock (it runs
+# while the chunk before is still being applied, and reads nothing that an earlier chunk
+# or another writer can change): whose payment it is (the installment's owner, or the
+# user), unknown users and installments. Each remaining row gets its id and its round:
+# its place among the chunk's payments of the same user, in file order. A row whose
+# reference an earlier row of the chunk carries (``after_seq``) is judged only when that
+# row has been applied or refused, as if it were in a chunk of its own: a reference is
+# taken by the first row that is recorded, not by the first that appears
+# (``_ORDER_REPEATS`` puts it in a later round when the rounds of two users say
+# otherwise, ``_RECORDED`` judges it). References recorded before the chunk are
+# ``_RECORDED``'s to find too, under the chunk's locks.
 _PREPARE = text(
     """
     WITH resolved AS (
@@ -246,72 +249,85 @@ _PREPARE = text(
         FROM payment_rows r
         LEFT JOIN installments i ON i.id = r.installment_id
         LEFT JOIN users u ON u.user_id = r.user_id
-    ), with_first AS (
-        SELECT x.*,
-               first_value(x.seq) OVER first_row AS first_seq,
-               first_value(x.line) OVER first_row AS first_line,
-               first_value(x.amount) OVER first_row AS first_amount,
-               first_value(x.owner) OVER first_row AS first_owner,
-               first_value(x.installment_id) OVER first_row AS first_installment
-        FROM resolved x
-        WINDOW first_row AS (PARTITION BY x.reference, x.outcome IS NULL ORDER BY x.seq)
-    ), judged AS (
-        SELECT w.*,
-               CASE WHEN w.outcome IS NOT NULL THEN w.outcome
-                    WHEN w.first_seq <> w.seq THEN
-                        CASE WHEN w.amount = w.first_amount AND w.owner = w.first_owner
-                                  AND w.installment_id IS NOT DISTINCT FROM w.first_installment
-                             THEN 'duplicate' ELSE 'conflict' END
-               END AS decided,
-               CASE WHEN w.outcome IS NOT NULL THEN w.reason
-                    WHEN w.first_seq <> w.seq THEN 'reference repeats line ' || w.first_line
-               END AS decided_reason,
-               CASE WHEN w.outcome IS NULL AND w.first_seq <> w.seq THEN w.first_line
-               END AS repeats_line
-        FROM with_first w
     ), moved AS (
         INSERT INTO payment_moves (seq, line, reference, amount, user_id, installment_id,
-                                   paid_at, outcome, reason, repeats_line, round, payment_id)
-        SELECT seq, line, reference, amount, owner, installment_id, paid_at, decided,
-               decided_reason, repeats_line,
-               CASE WHEN decided IS NULL THEN row_number() OVER (
-                   PARTITION BY owner, decided IS NULL ORDER BY seq) END,
-               CASE WHEN decided IS NULL
+                                   paid_at, outcome, reason, after_seq, round, payment_id)
+        SELECT seq, line, reference, amount, owner, installment_id, paid_at, outcome, reason,
+               CASE WHEN outcome IS NULL THEN lag(seq) OVER (
+                   PARTITION BY reference, outcome IS NULL ORDER BY seq) END,
+               CASE WHEN outcome IS NULL THEN row_number() OVER (
+                   PARTITION BY owner, outcome IS NULL ORDER BY seq) END,
+               CASE WHEN outcome IS NULL
                     THEN nextval(pg_get_serial_sequence('payments', 'id')) END
-        FROM judged
-        RETURNING line, reference, outcome, reason, repeats_line, round
+        FROM resolved
+        RETURNING line, reference, outcome, reason, after_seq, round
     )
-    SELECT line, reference, outcome, reason, NULL AS rounds
-    FROM moved WHERE round IS NULL AND repeats_line IS NULL
+    SELECT line, reference, outcome, reason, NULL AS rounds, NULL AS repeats
+    FROM moved WHERE round IS NULL
     UNION ALL
-    SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0) FROM moved
+    SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0), count(after_seq) FROM moved
     """
 )
-# Under the chunk's locks: the rows whose reference was recorded before (by an earlier
-# chunk, file or command) are that payment again (``duplicate``) or another one
-# (``conflict``), whatever ``_PREPARE`` made of them; then the rows that repeat a
-# reference of the chunk that was not recorded before.
-_AGAINST_RECORDED = text(
+# A row must come in a later round than the row before it with the same reference. When
+# it does not (the two are different users' payments, the other user's row comes later
+# in its own rounds), it and the rest of its user's rows move to later rounds; run until
+# it changes nothing (each run settles at least the earliest row out of order).
+_ORDER_REPEATS = text(
     """
-    WITH recorded AS (
+    WITH early AS (
+        SELECT r.user_id AS owner, min(r.seq) AS from_seq,
+               max(before.round + 1 - r.round) AS shift
+        FROM payment_moves r
+        JOIN payment_moves before ON before.seq = r.after_seq
+        WHERE r.round <= before.round
+        GROUP BY r.user_id
+    )
+    UPDATE payment_moves m
+    SET round = m.round + e.shift
+    FROM early e
+    WHERE m.user_id = e.owner AND m.seq >= e.from_seq AND m.round IS NOT NULL
+    """
+)
+_ROUNDS = text(
+    """
+    SELECT coalesce(max(round), 0) AS rounds,
+           coalesce(array_agg(DISTINCT round) FILTER (WHERE after_seq IS NOT NULL),
+                    '{}') AS repeat_rounds
+    FROM payment_moves
+    """
+)
+# Under the chunk's locks: rows whose reference is recorded already are that payment
+# again (``duplicate``) or another one (``conflict``), whatever else they would be. With
+# ``:round`` NULL, every row still to be applied, against what was recorded before the
+# chunk; with a round, that round's rows that repeat a reference of the chunk, against
+# what the rounds before recorded. The last row says how many rows the round keeps.
+_RECORDED = text(
+    """
+    WITH judged AS (
+        SELECT m.seq, p.id AS payment_id,
+               p.amount = m.amount AND p.user_id = m.user_id
+               AND p.installment_id IS NOT DISTINCT FROM m.installment_id AS same
+        FROM payment_moves m
+        JOIN payments p ON p.reference = m.reference
+        WHERE m.round IS NOT NULL
+          AND (CAST(:round AS integer) IS NULL
+               OR (m.round = :round AND m.after_seq IS NOT NULL))
+    ), refused AS (
         UPDATE payment_moves m
-        SET outcome = CASE WHEN p.amount = m.amount AND p.user_id = m.user_id
-                                AND p.installment_id IS NOT DISTINCT FROM m.installment_id
-                           THEN 'duplicate' ELSE 'conflict' END,
-            reason = CASE WHEN p.amount = m.amount AND p.user_id = m.user_id
-                               AND p.installment_id IS NOT DISTINCT FROM m.installment_id
-                          THEN 'recorded before as payment ' || p.id
-                          ELSE 'reference used before by payment ' || p.id
+        SET outcome = CASE WHEN j.same THEN 'duplicate' ELSE 'conflict' END,
+            reason = CASE WHEN j.same THEN 'recorded before as payment ' || j.payment_id
+                          ELSE 'reference used before by payment ' || j.payment_id
                                || ' for another payment' END,
             round = NULL
-        FROM payments p
-        WHERE p.reference = m.reference AND (m.outcome IS NULL OR m.repeats_line IS NOT NULL)
-        RETURNING m.seq, m.line, m.reference, m.outcome, m.reason
+        FROM judged j
+        WHERE m.seq = j.seq
+        RETURNING m.line, m.reference, m.outcome, m.reason
     )
-    SELECT line, reference, outcome, reason FROM recorded
+    SELECT line, reference, outcome, reason, NULL AS kept FROM refused
     UNION ALL
-    SELECT line, reference, outcome, reason FROM payment_moves
-    WHERE repeats_line IS NOT NULL AND seq NOT IN (SELECT seq FROM recorded)
+    SELECT NULL, NULL, NULL, NULL,
+           (SELECT count(*) FROM payment_moves WHERE round = :round)
+           - (SELECT count(*) FROM judged)
     """
 )
 _LINES = text("SELECT seq, line, reference, amount FROM payment_moves WHERE round = :round")
@@ -327,43 +343,64 @@ class NotApplied:
 
 @dataclass(frozen=True)
 class StagedPayments:
-    """A chunk staged in ``payment_moves`` (``stage_chunk``): its number of rounds, and
-    the rows refused already."""
+    """A chunk staged in ``payment_moves`` (``stage_chunk``): its number of rounds, the
+    rows refused already, and the rounds holding a row that repeats a reference of the
+    chunk."""
 
     rounds: int
     refused: list[NotApplied]
+    repeat_rounds: frozenset[int] = frozenset()
 
 
 def stage_chunk(executor: Executor) -> StagedPayments:
     """Classify the chunk in ``payment_rows`` as far as no lock is needed (``_PREPARE``)."""
     refused: list[NotApplied] = []
-    rounds = 0
+    rounds = repeats = 0
     for row in executor.execute(_PREPARE):
         if row.line is None:
-            rounds = int(row.rounds)
+            rounds, repeats = int(row.rounds), int(row.repeats)
         else:
             refused.append(NotApplied(int(row.line), row.reference, row.outcome, row.reason))
-    return StagedPayments(rounds, refused)
+    if not repeats:
+        return StagedPayments(rounds, refused)
+    while executor.execute(_ORDER_REPEATS).rowcount:  # type: ignore[attr-defined]
+        pass
+    ordered = executor.execute(_ROUNDS).one()
+    return StagedPayments(int(ordered.rounds), refused, frozenset(ordered.repeat_rounds))
+
+
+def _recorded(executor: Executor, round_number: int | None) -> tuple[list[NotApplied], int]:
+    """``_RECORDED``: the rows refused, and how many rows the round keeps."""
+    refused: list[NotApplied] = []
+    kept = 0
+    for row in executor.execute(_RECORDED, {"round": round_number}):
+        if row.line is None:
+            kept = int(row.kept or 0)
+        else:
+            refused.append(NotApplied(int(row.line), row.reference, row.outcome, row.reason))
+    return refused, kept
 
 
 def apply_chunk(
     executor: Executor, *, staged: StagedPayments, source: str, now: datetime, actor: str
 ) -> tuple[int, list[NotApplied]]:
     """Rule 10 for a chunk staged by ``stage_chunk``: the references recorded before,
-    then the payments a round at a time, then rule 4 for what they paid off. Returns how
-    many were applied and the rows that were not (those refused at staging included).
-    The caller holds the chunk's locks."""
+    then the payments a round at a time (a round's repeated references judged first),
+    then rule 4 for what they paid off. Returns how many were applied and the rows that
+    were not (those refused at staging included). The caller holds the chunk's locks."""
     from bnplctl.services.debt_status import settle
 
     refused = list(staged.refused)
-    refused += [
-        NotApplied(int(row.line), row.reference, row.outcome, row.reason)
-        for row in executor.execute(_AGAINST_RECORDED)
-    ]
+    refused += _recorded(executor, None)[0]
     applied = 0
     plans: set[int] = set()
     owners: set[str] = set()
     for round_number in range(1, staged.rounds + 1):
+        if round_number in staged.repeat_rounds:
+            repeated, kept = _recorded(executor, round_number)
+            refused += repeated
+            if not kept:
+                continue
         result = _apply(executor, round_number=round_number, source=source, now=now, actor=actor)
         applied += len(result.payment_ids)
         plans.update(result.plans_paid_off)
