@@ -12,6 +12,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -363,6 +364,39 @@ def connection_scope(*, commit: bool = True) -> Iterator[Connection]:
             connection.rollback()
 
 
+# The one connection of a dry run over several files (``dry_run_scope``).
+_DRY_RUN: ContextVar[Connection | None] = ContextVar("bnpl_dry_run", default=None)
+
+
+@contextmanager
+def dry_run_scope(active: bool = True) -> Iterator[None]:
+    """A dry run over several files: every ``chunk_transactions(dry_run=True)`` inside
+    works in one transaction on one connection, rolled back when the scope ends, so
+    each file sees what the files before it would have written, as in the real run."""
+    if not active or _DRY_RUN.get() is not None:
+        yield
+        return
+    with _connection_kept() as connection:
+        token = _DRY_RUN.set(connection)
+        try:
+            yield
+        finally:
+            _DRY_RUN.reset(token)
+
+
+@contextmanager
+def _connection_kept() -> Iterator[Connection]:
+    engine = get_engine()  # Core only: the ORM and the models stay unloaded
+    with translate_db_errors():
+        connection = engine.connect()
+    try:
+        yield connection
+    finally:
+        with translate_db_errors():
+            connection.rollback()  # a dry run's rows; nothing otherwise
+            connection.close()
+
+
 @contextmanager
 def chunk_transactions(
     *, dry_run: bool = False
@@ -370,32 +404,33 @@ def chunk_transactions(
     """The units of work of a batch file, on one connection: yields ``chunk``, and each
     ``with chunk() as connection:`` is one chunk's transaction, committed when its block
     ends (rolled back on any error). A dry run keeps every chunk in one transaction,
-    rolled back at the end, so that its outcomes are the real ones (a row repeating an
-    earlier chunk's is still a duplicate) and nothing stays.
+    rolled back at the end (inside ``dry_run_scope``, at the scope's end), so that its
+    outcomes are the real ones (a row repeating an earlier chunk's is still a duplicate)
+    and nothing stays.
     """
-    engine = get_engine()  # Core only: the ORM and the models stay unloaded
-    with translate_db_errors():
-        connection = engine.connect()
+    shared = _DRY_RUN.get() if dry_run else None
 
-    @contextmanager
-    def chunk() -> Iterator[Connection]:
-        with translate_db_errors():
-            if not connection.in_transaction():
-                connection.begin()
-            try:
-                yield connection
-            except BaseException:
-                connection.rollback()
-                raise
-            if not dry_run:
-                connection.commit()
+    def chunks_on(connection: Connection) -> Callable[[], AbstractContextManager[Connection]]:
+        @contextmanager
+        def chunk() -> Iterator[Connection]:
+            with translate_db_errors():
+                if not connection.in_transaction():
+                    connection.begin()
+                try:
+                    yield connection
+                except BaseException:
+                    connection.rollback()
+                    raise
+                if not dry_run:
+                    connection.commit()
 
-    try:
-        yield chunk
-    finally:
-        with translate_db_errors():
-            connection.rollback()  # a dry run's rows; nothing otherwise
-            connection.close()
+        return chunk
+
+    if shared is not None:
+        yield chunks_on(shared)
+        return
+    with _connection_kept() as connection:
+        yield chunks_on(connection)
 
 
 def dbapi_connection(executor: Executor) -> Any:

@@ -133,6 +133,25 @@ def test_a_dry_run_reports_the_outcomes_and_writes_nothing(
     assert (row_counts(engine), _state(engine)) == before
 
 
+def test_a_dry_run_of_several_files_reports_what_the_real_run_does(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    seed(engine, 1, date(2026, 1, 1))
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text(HEADER + "D-1,250.00,u-1,,\n")
+    second.write_text(HEADER + "D-1,250.00,u-1,,\n" + "D-2,100.00,u-1,,\n")  # 50.00 left
+    before = (row_counts(engine), _state(engine))
+
+    dry = cli("payments", "import", str(first), str(second), "--dry-run", "-o", "json")
+
+    assert (row_counts(engine), _state(engine)) == before
+    real = cli("payments", "import", str(first), str(second), "-o", "json")
+    outcomes = ("applied", "duplicate", "overpayment")
+    assert [json.loads(real.stdout)[k] for k in outcomes] == [1, 1, 1]
+    assert [json.loads(dry.stdout)[k] for k in outcomes] == [1, 1, 1]
+    assert dry.exit_code == real.exit_code == 5
+
+
 def test_standard_input_and_a_json_array(cli: Cli, engine: Engine) -> None:
     seed(engine, 1, date(2026, 1, 1))
     rows = [{"reference": f"S-{n}", "amount": "10.00", "user_id": "u-1"} for n in range(3)]

@@ -203,6 +203,33 @@ def test_dry_run_reports_without_writing(
     assert _summary(cli("webhooks", "ingest", str(source), "-o", "json")) == EXPECTED
 
 
+def test_a_dry_run_of_several_files_reports_what_the_real_run_does(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    """File 2 repeats file 1's event and contradicts its update: the dry run sees file 1
+    as the real run does."""
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text(HEADER + "REF-002,rejected,M,e-1,2025-08-15T10:00:00+00:00,\n")
+    second.write_text(
+        HEADER
+        + "REF-002,rejected,M,e-1,2025-08-15T10:00:00+00:00,\n"
+        + "REF-002,approved,M,e-2,2025-08-15T11:00:00+00:00,\n"
+    )
+    state, counts = _state(engine), row_counts(engine)
+
+    dry = json.loads(
+        cli("webhooks", "ingest", str(first), str(second), "--dry-run", "-o", "json").stdout
+    )
+
+    assert _state(engine) == state and row_counts(engine) == counts
+    real = json.loads(cli("webhooks", "ingest", str(first), str(second), "-o", "json").stdout)
+    assert (real["applied"], real["duplicate"], real["conflict"]) == (1, 1, 1)
+    assert {k: dry[k] for k in EXPECTED} == {k: real[k] for k in EXPECTED}
+    assert [(r["line"], r["outcome"]) for r in dry["rejected"]] == [
+        (r["line"], r["outcome"]) for r in real["rejected"]
+    ]
+
+
 def test_files_are_recorded_with_checksum_and_counts(
     cli: Cli, engine: Engine, refunds: int, tmp_path: Path
 ) -> None:
