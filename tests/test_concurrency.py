@@ -207,6 +207,51 @@ def test_an_ingest_waits_for_a_refund_in_flight_and_sees_its_outcome(
     assert cli("verify").exit_code == 0  # rule 9 holds after the race
 
 
+def test_a_file_killed_outright_keeps_the_counts_of_its_committed_chunks(
+    cli: Cli, engine: Engine, tmp_path: Any
+) -> None:
+    """kill -9 leaves no time to record anything: the file's record must already hold
+    what its committed chunks did (chunks of 1,000, 2,500, then 5,000 rows)."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from bnplctl.importing.batch import chunk_sizes
+    from bnplctl.importing.webhooks import CHUNK_ROWS
+
+    source = tmp_path / "long.csv"
+    total = 100_000
+    source.write_text(
+        "refund_id,status,merchant_reference\n"
+        + "".join(f"NONE-{n},approved,M\n" for n in range(total))
+    )
+    prefixes, done = set(), 0
+    for size in chunk_sizes(CHUNK_ROWS):
+        done += size
+        if done >= total:
+            break
+        prefixes.add(done)
+    command = [sys.executable, "-m", "bnplctl", "webhooks", "ingest", str(source)]
+    ingest = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    with engine.connect() as observer:
+        while time.monotonic() < deadline:
+            seen = observer.execute(text("SELECT max(rows) FROM ingested_files")).scalar_one()
+            observer.rollback()
+            if seen:  # the first chunk has committed: kill it outright
+                break
+            time.sleep(0.005)
+    ingest.send_signal(signal.SIGKILL)
+    ingest.communicate(timeout=60)
+
+    assert ingest.returncode == -signal.SIGKILL
+    (record,) = json.loads(cli("webhooks", "files", "-o", "json").stdout)
+    assert record["finished_at"] is None
+    assert record["rows"] in prefixes  # the rows of the chunks committed, never 0
+    assert record["unknown_refund"] == record["rows"]
+
+
 @pytest.mark.parametrize(
     ("stop", "code", "said"),
     [

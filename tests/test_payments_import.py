@@ -152,6 +152,28 @@ def test_a_dry_run_of_several_files_reports_what_the_real_run_does(
     assert dry.exit_code == real.exit_code == 5
 
 
+def test_a_bad_line_midway_says_what_was_applied_before_it(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks before a line that cannot be read are committed and stay: the operator is
+    told how many rows that was before the error itself."""
+    seed(engine, 1, date(2026, 1, 1))
+    monkeypatch.setattr(payments_import, "CHUNK_ROWS", 2)
+    source = tmp_path / "cut.json"
+    good = [{"reference": f"M-{n}", "amount": "10", "user_id": "u-1"} for n in range(4)]
+    source.write_text("[" + "".join(json.dumps(row) + ",\n" for row in good) + "{oops}]")
+
+    result = cli("payments", "import", str(source))
+
+    assert result.exit_code == 65
+    assert row_counts(engine)["payments"] == 4
+    note, error = result.stderr.strip().splitlines()[-2:]
+    assert "the 4 row(s) before the error stay handled: 4 applied, 0 not applied" in note
+    assert error.startswith("error:") and "line 5" in error
+    dry = cli("payments", "import", str(source), "--dry-run")
+    assert dry.exit_code == 65 and "stay handled" not in dry.stderr  # a dry run keeps nothing
+
+
 def test_standard_input_and_a_json_array(cli: Cli, engine: Engine) -> None:
     seed(engine, 1, date(2026, 1, 1))
     rows = [{"reference": f"S-{n}", "amount": "10.00", "user_id": "u-1"} for n in range(3)]

@@ -159,6 +159,17 @@ def run_files_command(
     try:
         extra = run(report, [(source, progress_size(source)) for source in sources])
         failed = False
+    except BaseException:
+        if report.rows and not dry_run:  # the chunks committed before the error stay
+            from bnplctl.cli.output import message
+
+            applied = report.counts.get("applied", 0)
+            message(
+                f"the {report.rows} row(s) before the error stay handled: {applied} applied,"
+                f" {report.rows - applied} not applied; once it is fixed, run the file again"
+                " (those rows then come back as duplicate)"
+            )
+        raise
     finally:  # what was rejected so far, also when a file failed midway
         if rejects_file is not None:
             rejects_file.finish(failed)

@@ -12,6 +12,7 @@ the rest stream to the ``--rejects`` file.
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -360,17 +361,18 @@ def ingest_stream(
         connection: Executor, staged: tuple[ParsedChunk, StagedChunk]
     ) -> tuple[ParsedChunk, list[Rejected]]:
         chunk, moves = staged
-        return chunk, _rejected(apply_staged(connection, moves, file_id=file_id, actor=actor))
+        rejected = _rejected(apply_staged(connection, moves, file_id=file_id, actor=actor))
+        if file_id is not None:  # in the chunk's transaction: kill -9 cannot lose them
+            counts = Counter(file_report.counts)
+            counts["applied"] += chunk.valid - len(rejected)
+            counts.update(item.outcome for item in chunk.invalid + rejected)
+            _record_counts(connection, file_id, counts)
+        return chunk, rejected
 
     def committed(result: tuple[ParsedChunk, list[Rejected]]) -> None:
         _count(*result, reports)
 
-    try:
-        apply_chunks(ramped_chunks(rows, CHUNK_ROWS), stage, apply, committed, dry_run=dry_run)
-    except BaseException:
-        if file_id is not None:
-            _record_unfinished(file_id, file_report)
-        raise
+    apply_chunks(ramped_chunks(rows, CHUNK_ROWS), stage, apply, committed, dry_run=dry_run)
     summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
     if file_id is not None:
         _finish_file(file_id, summary, actor)
@@ -419,24 +421,22 @@ def _count(chunk: ParsedChunk, rejected: list[Rejected], reports: tuple[IngestRe
             report.add(item.outcome, item)
 
 
-def _record_unfinished(file_id: int, report: IngestReport) -> None:
-    """An ingest that stopped early (interrupted, a fault later in the file, the database
-    gone): the file's record keeps the counts of the chunks that were committed, and no
-    ``finished_at``. Best effort: the error that stopped it is the one to report."""
+def _record_counts(connection: Executor, file_id: int, counts: Counter[str]) -> None:
+    """The file's record holds the counts of its chunks up to the one committing: an
+    ingest that stops early (interrupted, killed, a fault later in the file, the database
+    gone) leaves it with what was committed, and no ``finished_at``."""
     import json
-    from contextlib import suppress
 
-    from bnplctl.db import connection_scope
-
-    counts = {name: report.counts.get(name, 0) for name in OUTCOMES}
-    with suppress(Exception), connection_scope() as connection:
-        connection.execute(
-            text(
-                "UPDATE ingested_files SET rows = :rows, counts = CAST(:counts AS jsonb)"
-                " WHERE id = :id"
-            ),
-            {"id": file_id, "rows": report.rows, "counts": json.dumps(counts)},
-        )
+    connection.execute(
+        text(
+            "UPDATE ingested_files SET rows = :rows, counts = CAST(:counts AS jsonb) WHERE id = :id"
+        ),
+        {
+            "id": file_id,
+            "rows": sum(counts.values()),
+            "counts": json.dumps({name: counts[name] for name in OUTCOMES}),
+        },
+    )
 
 
 def _start_file(name: str, actor: str) -> int:
