@@ -1,6 +1,7 @@
 """Rule 7 (``services/refund_application.py``) against a model of it in Python: whatever
 the plans, their installments and the approvals of one statement, each approved refund
-takes its plan's unpaid balance from the last installment back, in refund id order."""
+takes its plan's unpaid balance from the last installment back, in file order (a
+command's approvals: in refund id order)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,13 @@ approvals = st.lists(
 
 
 def _model(
-    installments: dict[int, list[list[Any]]], approved: list[tuple[int, int | None, Decimal]]
+    installments: dict[int, list[list[Any]]],
+    approved: list[tuple[int, int, int | None, Decimal]],
 ) -> tuple[dict[int, Decimal], dict[int, tuple[Decimal, str]]]:
-    """Each refund's applied amount, each installment's (amount_due, status)."""
+    """Each refund's applied amount, each installment's (amount_due, status); the
+    approvals are (place, refund id, plan, amount), taken in place order."""
     applied: dict[int, Decimal] = {}
-    for refund_id, plan, amount in sorted(approved):
+    for _, refund_id, plan, amount in sorted(approved):
         left = amount
         for installment in reversed(installments.get(plan, []) if plan is not None else []):
             cut = min(installment[1], left)
@@ -59,12 +62,17 @@ def _model(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(plans=plans, approvals=approvals)
+@given(plans=plans, approvals=approvals, from_a_file=st.booleans(), data=st.data())
 def test_rule7_matches_its_model(
     engine: Engine,
     plans: list[list[tuple[Decimal, int]]],
     approvals: list[tuple[int | None, Decimal]],
+    from_a_file: bool,
+    data: st.DataObject,
 ) -> None:
+    """A file's approvals (each with its line) are taken in file order, whatever their
+    refund ids; a command's (no line) in refund id order."""
+    lines = data.draw(st.permutations(range(2, len(approvals) + 2))) if from_a_file else None
     with engine.connect() as connection, connection.begin():
         connection.execute(
             text(
@@ -115,14 +123,15 @@ def test_rule7_matches_its_model(
                 ),
                 {"plan": plan_id, "ref": f"R7-{number}", "amount": amount},
             ).scalar_one()
+            line = lines[number] if lines is not None else None
             connection.execute(
                 text(
-                    "INSERT INTO refunds_approved (refund_id, user_id, plan_id, amount)"
-                    " VALUES (:id, 'r7', :plan, :amount)"
+                    "INSERT INTO refunds_approved (refund_id, user_id, plan_id, amount, line)"
+                    " VALUES (:id, 'r7', :plan, :amount, :line)"
                 ),
-                {"id": refund_id, "plan": plan_id, "amount": amount},
+                {"id": refund_id, "plan": plan_id, "amount": amount, "line": line},
             )
-            approved.append((refund_id, plan_id, amount))
+            approved.append((line if line is not None else refund_id, refund_id, plan_id, amount))
 
         refund_application.apply_approved(
             connection, source="test", file_id=None, now=NOW, actor="t"
@@ -137,7 +146,7 @@ def test_rule7_matches_its_model(
         }
         assert refunds == {
             refund_id: ("COMPLETED", applied[refund_id], amount - applied[refund_id])
-            for refund_id, _, amount in approved
+            for _, refund_id, _, amount in approved
         }
         stored = {
             row.id: (row.amount_due, row.status)

@@ -765,6 +765,29 @@ def test_one_row_per_chunk_gives_the_outcomes_of_one_chunk(
     assert cli("verify").exit_code == 0
 
 
+def test_approvals_of_one_plan_share_it_in_file_order_whatever_the_chunks(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BIG (the older refund, the lower id) is approved after SMALL in the file: SMALL
+    takes its 100.00 first, BIG what is left of the plan, in one chunk as one by one."""
+    for ref, amount in (("BIG", "250"), ("SMALL", "100")):
+        cli("refunds", "create", "--user", "usr-001", "--transaction-id", ref,
+            "--amount", amount, "--plan", str(refunds))  # fmt: skip
+    source = tmp_path / "approvals.csv"
+    source.write_text(HEADER + "SMALL,approved,M,,,\nBIG,approved,M,,,\n")
+    assert cli("webhooks", "ingest", str(source)).exit_code == 0
+    in_one_chunk = _state(engine)
+
+    _undo_the_ingests(engine)
+    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 1)
+    assert cli("webhooks", "ingest", str(source)).exit_code == 0
+
+    assert _state(engine) == in_one_chunk
+    big = json.loads(cli("refunds", "show", "BIG", "-o", "json").stdout)
+    assert (big["applied_amount"], big["payout_amount"]) == ("200.00", "50.00")
+    assert cli("verify").exit_code == 0
+
+
 def test_a_kill_while_applying_rolls_back_the_chunk_staged_ahead(
     cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

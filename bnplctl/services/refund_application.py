@@ -4,7 +4,8 @@ unpaid installments from the last one backwards, and the refund is COMPLETED.
 The approvals of the transaction (``refunds_approved``, filled by rule 6's ``MOVE``) are
 applied together, in one statement, whichever channel made them: ``refunds approve``
 (one row) or a webhook chunk (thousands). Per plan, the approved refunds share the
-plan's unpaid balance in refund id order: each installment, from the last one back, is
+plan's unpaid balance in file order (by line; a command's, which have none, in refund
+id order), as one approval per chunk would: each installment, from the last one back, is
 cut by what the refunds still have left after the later installments; an installment cut
 to zero is PAID; what no installment takes is the refund's ``payout_amount``. Each
 approval is audited once (``refund.status_changed``, PENDING to COMPLETED, with the
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 # that this installment covers (``within_last``, nearly every one: a refund is usually
 # smaller than an installment) is cut from it whole; that is what the general pass below
 # gives it, without the sort. The other approvals and their plans' unpaid installments
-# stand side by side in one sort, per plan the approvals first (by refund id), then the
+# stand side by side in one sort, per plan the approvals first (by line, else refund id), then the
 # installments from the last one back. ``running``, a running sum over that order of the
 # refunds' amounts less the installments' dues, is for an approval what the approvals
 # before it take, and for an installment what the plan's approvals have left once the
@@ -54,7 +55,8 @@ _APPLY = text(
             LIMIT 1
         ) last ON true
     ), approvals_and_unpaid AS (
-        SELECT a.plan_id, 0 AS kind, a.refund_id AS place, a.refund_id, a.user_id, a.amount,
+        SELECT a.plan_id, 0 AS kind, coalesce(a.line, a.refund_id) AS place, a.refund_id,
+               a.user_id, a.amount,
                a.line, a.event_id, a.occurred_at, a.merchant_reference, a.note,
                NULL::bigint AS installment_id, NULL::numeric AS amount_due,
                NULL::text AS status
