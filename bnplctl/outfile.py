@@ -18,7 +18,7 @@ from typing import IO
 
 
 class OutputFile:
-    """An open text file for ``path``; ``commit()`` puts it in place, ``abandon()``
+    """An open text file for ``path``; ``put_in_place()`` puts it there, ``abandon()``
     leaves the target as it was (for a pipe, as far as nothing was written yet)."""
 
     def __init__(self, path: Path, suffix: str, newline: str | None = None) -> None:
@@ -35,7 +35,7 @@ class OutputFile:
             self.draft = Path(draft)
             self.handle = os.fdopen(fd, "w", newline=newline, encoding="utf-8")
 
-    def commit(self) -> None:
+    def put_in_place(self) -> None:
         """Close the file and, for a regular target, rename it into place."""
         try:
             self.handle.close()

@@ -98,7 +98,7 @@ def write(path: Path, document: str) -> None:
         except OSError:
             output.abandon()
             raise
-        output.commit()
+        output.put_in_place()
     except OSError as exc:
         raise OutputError(
             f"cannot write the report to {path} ({exc.strerror or type(exc).__name__})"

@@ -395,7 +395,7 @@ class RejectsFile:
     def close(self) -> None:
         """Put the file in place (what was rejected so far, also after a failure)."""
         try:
-            self.output.commit()
+            self.output.put_in_place()
         except OSError as exc:
             raise InputFileError(
                 f"{self.path}: cannot write the rejects file ({exc.strerror})"
