@@ -138,10 +138,11 @@ def purge_job() -> int:
         return purge_expired(session)
 
 
-def already_swept(business_date: date) -> bool:
-    """Whether the ledger has a successful sweep for ``business_date``."""
+def already_swept(business_date: date) -> str | None:
+    """What the ledger says was done for ``business_date``: ``SUCCEEDED`` (swept),
+    ``REVERTED`` (swept, then undone by an operator), or None."""
     from bnplctl.db import connect, get_engine
-    from bnplctl.services.sweep import last_success
+    from bnplctl.services.sweep import handled
 
     with connect(get_engine()) as connection:
-        return last_success(connection, business_date) is not None
+        return handled(connection, business_date)

@@ -3,7 +3,8 @@
 Built on ``schedule``: a check every minute runs the sweep once the day's
 ``BNPL_SWEEP_AT`` has passed in ``BNPL_TIMEZONE`` and the ledger has no
 successful sweep for that business date; the same check at start-up catches up
-a missed night. The idempotency-key purge runs hourly. A job that raises
+a missed night. A date whose sweep an operator reverted is theirs to sweep again:
+the scheduler says so once and leaves it. The idempotency-key purge runs hourly. A job that raises
 (database down included) is logged and retried at its next turn. SIGTERM and
 SIGINT let the running job finish, then the loop exits 0; ``--once`` keeps the CLI's
 signal handling (the job stops, exit 143 or 130). Every line goes through the log, a
@@ -104,7 +105,7 @@ class Scheduler:
         timezone: str,
         sweep_at: str,
         sweep: Callable[[date], Any],
-        swept: Callable[[date], bool],
+        swept: Callable[[date], str | None],
         purge: Callable[[], int],
     ) -> None:
         import schedule
@@ -114,6 +115,7 @@ class Scheduler:
         self._sweep = sweep
         self._swept = swept
         self._purge = purge
+        self._told_reverted: set[date] = set()
         self.stopping = threading.Event()
         self.jobs = schedule.Scheduler()
         self.jobs.every(1).minutes.do(self.guarded, "sweep", self.sweep_if_due)
@@ -121,7 +123,18 @@ class Scheduler:
 
     def sweep_if_due(self) -> None:
         business_date = due_business_date(clock.now(), self.timezone, self.sweep_at)
-        if self._swept(business_date):
+        done = self._swept(business_date)
+        if done == "REVERTED" and business_date not in self._told_reverted:
+            # An operator undid it, likely to put something right first: theirs to redo.
+            self._told_reverted.add(business_date)
+            day = business_date.isoformat()
+            log(
+                logging.WARNING,
+                f"sweep skipped: its run was reverted; `bnplctl debt sweep --as-of {day}`"
+                " sweeps it again",
+                business_date=day,
+            )
+        if done:
             return
         log(logging.INFO, "sweep starting", business_date=business_date.isoformat())
         result = self._sweep(business_date)

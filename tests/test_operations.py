@@ -66,6 +66,35 @@ def test_scheduler_once_runs_the_catch_up_sweep(
     assert "idempotency keys purged deleted=0" in second.stderr
 
 
+@freeze_time("2026-03-10 21:30:00")  # 02:30 on the 11th in Tashkent
+def test_the_scheduler_leaves_a_reverted_business_date_to_the_operator(
+    cli: Cli, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator reverts tonight's sweep to put something right first (a late payments
+    file): the scheduler's next check must not sweep the date again behind their back."""
+    monkeypatch.setenv("BNPL_TIMEZONE", "Asia/Tashkent")
+    seed(engine, 2, date(2026, 3, 9))
+    assert cli("scheduler", "run", "--once").exit_code == 0
+    (run_id,) = [row[0] for row in _run_ids(engine)]
+    assert cli("debt", "sweep", "--revert", str(run_id)).exit_code == 0
+
+    again = cli("scheduler", "run", "--once")
+
+    assert again.exit_code == 0
+    assert _runs(engine) == [(date(2026, 3, 11), "REVERTED", None)]
+    assert "sweep skipped" in again.stderr and "reverted" in again.stderr
+    assert "debt sweep --as-of 2026-03-11" in again.stderr
+    # The operator sweeps it again by hand, and the scheduler then sees it swept.
+    assert cli("debt", "sweep", "--as-of", "2026-03-11").exit_code == 0
+    assert "sweep skipped" not in cli("scheduler", "run", "--once").stderr
+    assert [row[1] for row in _runs(engine)] == ["REVERTED", "SUCCEEDED"]
+
+
+def _run_ids(engine: Engine) -> list[tuple[object, ...]]:
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(text("SELECT id FROM sweep_runs"))]
+
+
 def test_a_failing_job_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     calls: list[date] = []
 
@@ -74,7 +103,7 @@ def test_a_failing_job_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureF
         raise RuntimeError("database exploded with +998901234567")
 
     scheduler = Scheduler(
-        timezone="UTC", sweep_at="00:00", sweep=sweep, swept=lambda d: False, purge=lambda: 3
+        timezone="UTC", sweep_at="00:00", sweep=sweep, swept=lambda d: None, purge=lambda: 3
     )
     configure_logging("text")
     logger = logging.getLogger("bnplctl.scheduler")

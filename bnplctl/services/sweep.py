@@ -82,6 +82,19 @@ def preview(connection: Connection, cutoff: date) -> tuple[int, int]:
     return int(installments), int(users)
 
 
+def handled(connection: Connection, business_date: date) -> str | None:
+    """``SUCCEEDED`` when a run swept ``business_date`` and stands, ``REVERTED`` when
+    the runs that swept it were all reverted, None when none did."""
+    outcome: str | None = connection.execute(
+        text(
+            "SELECT max(outcome) FROM sweep_runs WHERE business_date = :business_date"
+            " AND outcome IN ('SUCCEEDED', 'REVERTED') AND NOT dry_run"
+        ),
+        {"business_date": business_date},
+    ).scalar_one()  # 'SUCCEEDED' sorts after 'REVERTED'
+    return outcome
+
+
 def last_success(connection: Connection, business_date: date) -> datetime | None:
     finished: datetime | None = connection.execute(
         text(
