@@ -47,6 +47,32 @@ def test_a_rejects_path_that_is_the_input_is_refused_before_anything(
     )
 
 
+def test_rejects_into_standard_input_is_refused_when_it_is_the_input(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    """``- --rejects /dev/stdin`` with stdin from a file would write into the input."""
+    import subprocess
+    import sys
+
+    source = tmp_path / "updates.csv"
+    source.write_text(BAD_UPDATES)
+    command = [sys.executable, "-m", "bnplctl", "webhooks", "ingest", "-", "--rejects"]
+    with source.open() as stdin:
+        refused = subprocess.run(  # noqa: S603 - our own CLI
+            [*command, "/dev/stdin"], stdin=stdin, capture_output=True, text=True, check=False
+        )
+    assert refused.returncode == 2, refused.stderr
+    assert "is an input file" in refused.stderr
+    assert source.read_text() == BAD_UPDATES
+    with source.open() as stdin:  # another path is fine
+        other = tmp_path / "rejects.csv"
+        done = subprocess.run(  # noqa: S603 - our own CLI
+            [*command, str(other)], stdin=stdin, capture_output=True, text=True, check=False
+        )
+    assert done.returncode == 5, done.stderr
+    assert [row["refund_id"] for row in _csv(other)] == ["NOPE-1", "NOPE-2"]
+
+
 def test_an_existing_rejects_file_is_kept_when_the_run_fails_early(
     cli: Cli, engine: Engine, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 import queue
 import sys
 import threading
@@ -285,9 +286,14 @@ def _apply_pipelined(
 
 
 def same_file(path: Path, source: str) -> bool:
-    """Whether ``path`` is the input ``source`` (links and ``.``/``..`` resolved)."""
+    """Whether ``path`` is the input ``source`` (links and ``.``/``..`` resolved; for
+    ``-``, whether it is what standard input reads, e.g. ``/dev/stdin``)."""
     if source == "-":
-        return False
+        try:
+            target, stdin = os.stat(path), os.fstat(sys.stdin.fileno())
+        except (OSError, ValueError, AttributeError):  # no stdin, or a test's stand-in
+            return False
+        return (target.st_dev, target.st_ino) == (stdin.st_dev, stdin.st_ino)
     candidate = Path(source)
     try:
         if path.resolve() == candidate.resolve():
