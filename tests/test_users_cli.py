@@ -672,3 +672,31 @@ def test_an_unwritable_rejects_file_is_refused_before_any_row_is_applied(
     assert result.exit_code == 66
     assert "cannot write the rejects file" in result.stderr
     assert row_counts(engine)["users"] == 0
+
+
+def test_a_bad_line_midway_says_what_was_created_before_it(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunks inserted before a line that cannot be read stay; the operator is told
+    how many rows that was, and the rejects file gets their rejected rows."""
+    from bench.run import USER_FIELDS, user_row
+    from bnplctl.importing import users as users_import
+
+    monkeypatch.setattr(users_import, "CHUNK_ROWS", 2)
+    rows = [dict(zip(USER_FIELDS, user_row(n), strict=True)) for n in range(40)]
+    rows[3]["dob"] = "2020-01-01"  # too young: rejected, in a committed chunk
+    source = tmp_path / "cut.json"
+    source.write_text("[" + "".join(json.dumps(row) + ",\n" for row in rows) + "{oops}]")
+    rejects = tmp_path / "rejects.csv"
+
+    result = cli("users", "import", str(source), "--rejects", str(rejects))
+
+    assert result.exit_code == 65
+    assert "line 41" in result.stderr
+    created = row_counts(engine)["users"]
+    assert created > 0  # chunks were read ahead and inserted before the fault
+    assert f"the {created + 1} row(s) before the error stay handled: {created} created" in (
+        result.stderr
+    )
+    with rejects.open() as handle:
+        assert [row["user_id"] for row in csv.DictReader(handle)] == ["u0000003"]

@@ -122,6 +122,19 @@ def finish_batch(
         raise typer.Exit(code=ExitCode.BATCH_REJECTED)
 
 
+def say_what_stays(rows: int, done: int, done_word: str) -> None:
+    """A batch stopped by an error keeps the chunks it committed before it: say so."""
+    if not rows:
+        return
+    from bnplctl.cli.output import message
+
+    message(
+        f"the {rows} row(s) before the error stay handled: {done} {done_word},"
+        f" {rows - done} not {done_word}; once it is fixed, run the file again"
+        " (those rows then come back as duplicate)"
+    )
+
+
 def check_inputs(sources: list[str]) -> None:
     """Every named file must be there before anything is applied (exit 66 otherwise)."""
     from bnplctl.errors import InputFileError, InvalidInput
@@ -160,15 +173,8 @@ def run_files_command(
         extra = run(report, [(source, progress_size(source)) for source in sources])
         failed = False
     except BaseException:
-        if report.rows and not dry_run:  # the chunks committed before the error stay
-            from bnplctl.cli.output import message
-
-            applied = report.counts.get("applied", 0)
-            message(
-                f"the {report.rows} row(s) before the error stay handled: {applied} applied,"
-                f" {report.rows - applied} not applied; once it is fixed, run the file again"
-                " (those rows then come back as duplicate)"
-            )
+        if not dry_run:
+            say_what_stays(report.rows, report.counts.get("applied", 0), "applied")
         raise
     finally:  # what was rejected so far, also when a file failed midway
         if rejects_file is not None:

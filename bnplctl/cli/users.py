@@ -194,23 +194,32 @@ def import_(
     Example: bnplctl users import users.csv --dry-run -o json
     """
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.batch import finish_batch, progress_size
+    from bnplctl.cli.batch import finish_batch, progress_size, say_what_stays
     from bnplctl.cli.output import byte_progress, warning
-    from bnplctl.importing.batch import RejectsFile
+    from bnplctl.importing.batch import BatchReport, RejectsFile
     from bnplctl.importing.readers import HashingReader, detect_format, open_input
-    from bnplctl.importing.users import import_users, user_chunks
+    from bnplctl.importing.users import USER_OUTCOMES, import_users, user_chunks
 
     rejects_file = RejectsFile(rejects, "user_id", [source]) if rejects is not None else None
+    report = BatchReport(USER_OUTCOMES)
     try:
         with open_input(source) as raw, byte_progress(progress_size(source), source) as advance:
             stream = raw if advance is None else HashingReader(raw, on_bytes=advance).buffered()
             fmt = detect_format(source, stream, input_format.value)
-            report = import_users(
-                user_chunks(stream, fmt), actor=current_actor(), dry_run=dry_run, warn=warning
+            import_users(
+                user_chunks(stream, fmt),
+                actor=current_actor(),
+                dry_run=dry_run,
+                warn=warning,
+                report=report,
             )
     except BaseException:
+        if not dry_run:  # the chunks inserted before the error stay, and their rejects
+            say_what_stays(report.rows, report.counts.get("created", 0), "created")
         if rejects_file is not None:
-            rejects_file.discard()
+            for row in sorted(report.rejected if not dry_run else [], key=lambda r: r.line):
+                rejects_file.write(source, row)
+            rejects_file.finish(failed=True)
         raise
     title = "Users import" + (" (dry run: nothing written)" if dry_run else "")
     finish_batch(

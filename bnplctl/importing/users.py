@@ -116,9 +116,12 @@ def import_users(
     source: str = "import",
     dry_run: bool = False,
     warn: Callable[[str], None] | None = None,
+    report: BatchReport | None = None,
 ) -> BatchReport:
     """Validate, protect and insert users, one transaction per chunk (a dry run: one
     transaction for the whole file, rolled back, so that its outcomes are the real ones).
+    The outcomes go to ``report`` (a new one by default), which after an error holds
+    those of the chunks inserted before it.
 
     A single chunk is prepared here. A larger file is prepared by a pool of worker
     processes (validation, encryption and hashing are CPU-bound) while this process
@@ -142,7 +145,7 @@ def import_users(
         warn = None  # said once
     keyring = pii.Keyring(master)
     today = business_today()
-    report = BatchReport(USER_OUTCOMES)
+    report = report if report is not None else BatchReport(USER_OUTCOMES)
     chunk_inserter = functools.partial(
         _chunk_inserter, report, actor=actor, source=source, dry_run=dry_run, master=master
     )
