@@ -158,7 +158,7 @@ def _plans_and_sweep(actor: str) -> date:
     today = business_today()
     with session_scope() as session:
         message(f"demo plans created: {len(seed_plans(session, today, actor=actor))}")
-    if already_swept(today):
+    if already_swept(today) == "SUCCEEDED":  # a reverted day is swept again
         message(f"already swept for {today}")
     else:
         sweep = sweep_job(as_of=today, dry_run=False, actor=actor)

@@ -176,7 +176,7 @@ def _apply(
 
 # --- a payments file, a chunk at a time ----------------------------------------------------
 
-# The chunk's rows (COPYed in) and what ``_PREPARE`` and ``_AGAINST_RECORDED`` decided of each.
+# The chunk's rows (COPYed in) and what ``_PREPARE`` and ``_RECORDED`` decided of each.
 CHUNK_TABLES = """
     CREATE TEMP TABLE IF NOT EXISTS payment_rows (
         seq integer NOT NULL,
