@@ -339,6 +339,23 @@ def test_any_file_ends_the_same_one_row_per_chunk_or_in_one_chunk(
     assert ends[0] == ends[1]
 
 
+def test_one_reference_shared_by_every_row_is_taken_by_the_first(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    """A processor that puts its batch id in ``reference``: each row must come after the
+    one before it (its reference), which once made a chunk's rounds grow with the cube
+    of its rows. The first row takes the reference; the rest are judged against it."""
+    seed(engine, 40, date(2026, 1, 1))
+    source = tmp_path / "batch-id.csv"
+    source.write_text(HEADER + "".join(f"BATCH-1,10.00,u-{n % 40 + 1},,\n" for n in range(1200)))
+
+    result = cli("payments", "import", str(source), "-o", "json")
+
+    summary = json.loads(result.stdout)
+    assert (summary["applied"], summary["duplicate"], summary["conflict"]) == (1, 29, 1170)
+    _verify_clean(cli)
+
+
 def test_a_payments_file_racing_sweeps_leaves_every_invariant(
     cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

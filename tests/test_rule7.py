@@ -70,9 +70,9 @@ def test_rule7_matches_its_model(
     from_a_file: bool,
     data: st.DataObject,
 ) -> None:
-    """A file's approvals (each with its line) are taken in file order, whatever their
-    refund ids; a command's (no line) in refund id order."""
-    lines = data.draw(st.permutations(range(2, len(approvals) + 2))) if from_a_file else None
+    """A file's approvals (each with its place in the chunk) are taken in file order,
+    whatever their refund ids; a command's (place 0) in refund id order."""
+    places = data.draw(st.permutations(range(1, len(approvals) + 1))) if from_a_file else None
     with engine.connect() as connection, connection.begin():
         connection.execute(
             text(
@@ -123,15 +123,15 @@ def test_rule7_matches_its_model(
                 ),
                 {"plan": plan_id, "ref": f"R7-{number}", "amount": amount},
             ).scalar_one()
-            line = lines[number] if lines is not None else None
+            place = places[number] if places is not None else None
             connection.execute(
                 text(
-                    "INSERT INTO refunds_approved (refund_id, user_id, plan_id, amount, line)"
-                    " VALUES (:id, 'r7', :plan, :amount, :line)"
+                    "INSERT INTO refunds_approved (seq, refund_id, user_id, plan_id, amount)"
+                    " VALUES (:seq, :id, 'r7', :plan, :amount)"
                 ),
-                {"id": refund_id, "plan": plan_id, "amount": amount, "line": line},
+                {"seq": place or 0, "id": refund_id, "plan": plan_id, "amount": amount},
             )
-            approved.append((line if line is not None else refund_id, refund_id, plan_id, amount))
+            approved.append((place if place is not None else refund_id, refund_id, plan_id, amount))
 
         refund_application.apply_approved(
             connection, source="test", file_id=None, now=NOW, actor="t"

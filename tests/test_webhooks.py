@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -765,16 +765,31 @@ def test_one_row_per_chunk_gives_the_outcomes_of_one_chunk(
     assert cli("verify").exit_code == 0
 
 
+@pytest.mark.parametrize("one_line", [False, True])
 def test_approvals_of_one_plan_share_it_in_file_order_whatever_the_chunks(
-    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Cli,
+    engine: Engine,
+    refunds: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    one_line: bool,
 ) -> None:
     """BIG (the older refund, the lower id) is approved after SMALL in the file: SMALL
-    takes its 100.00 first, BIG what is left of the plan, in one chunk as one by one."""
+    takes its 100.00 first, BIG what is left of the plan, in one chunk as one by one.
+    SMALL's approval is its refund's second row (a later round than BIG's), and a JSON
+    array on one line gives every row the same line number: file order is neither."""
     for ref, amount in (("BIG", "250"), ("SMALL", "100")):
         cli("refunds", "create", "--user", "usr-001", "--transaction-id", ref,
             "--amount", amount, "--plan", str(refunds))  # fmt: skip
-    source = tmp_path / "approvals.csv"
-    source.write_text(HEADER + "SMALL,approved,M,,,\nBIG,approved,M,,,\n")
+    rows = [
+        {"refund_id": "SMALL", "status": "processing", "event_id": "e-0"},
+        {"refund_id": "SMALL", "status": "approved"},
+        {"refund_id": "BIG", "status": "approved"},
+    ]
+    source = tmp_path / "approvals.json"
+    source.write_text(
+        json.dumps(rows) if one_line else "[\n" + ",\n".join(map(json.dumps, rows)) + "\n]"
+    )
     assert cli("webhooks", "ingest", str(source)).exit_code == 0
     in_one_chunk = _state(engine)
 
@@ -786,6 +801,64 @@ def test_approvals_of_one_plan_share_it_in_file_order_whatever_the_chunks(
     big = json.loads(cli("refunds", "show", "BIG", "-o", "json").stdout)
     assert (big["applied_amount"], big["payout_amount"]) == ("200.00", "50.00")
     assert cli("verify").exit_code == 0
+
+
+# A webhook file over four refunds of one plan (any two approvals take more than it has)
+# and one without: approvals compete for the plan's balance, refunds get several rows,
+# events repeat.
+webhook_files = st.lists(
+    st.tuples(
+        st.sampled_from(["P-1", "P-2", "P-3", "P-4", "REF-002", "NOPE"]),
+        st.sampled_from(["approved", "approved", "rejected", "processing", "failed"]),
+        st.sampled_from(["", "", "e-1", "e-2", "e-3"]),
+        st.sampled_from(["", "2026-01-01T10:00:00+00:00", "2026-01-01T11:00:00+00:00"]),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(rows=webhook_files)
+@example(
+    rows=[
+        ("P-1", "processing", "e-1", ""),
+        ("P-1", "approved", "", ""),
+        ("P-2", "approved", "", ""),
+    ]
+)
+def test_any_file_ends_the_same_one_row_per_chunk_or_in_one_chunk(
+    cli: Cli,
+    engine: Engine,
+    refunds: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    rows: list[tuple[str, str, str, str]],
+) -> None:
+    if not cli("refunds", "show", "P-1").exit_code == 0:
+        for n, amount in enumerate(("150", "200", "250", "280"), start=1):
+            cli("refunds", "create", "--user", "usr-001", "--transaction-id", f"P-{n}",
+                "--amount", amount, "--plan", str(refunds))  # fmt: skip
+    source = tmp_path / "any.csv"
+    source.write_text(HEADER + "".join(f"{r},{st_},M,{e},{t},\n" for r, st_, e, t in rows))
+    rejects = tmp_path / "any-rejects.csv"
+    ends = []
+    for chunk_rows in (100, 1):
+        _undo_the_ingests(engine)
+        monkeypatch.setattr(webhooks, "CHUNK_ROWS", chunk_rows)
+        result = cli("webhooks", "ingest", str(source), "--rejects", str(rejects))
+        assert result.exit_code in (0, 5), result.stderr
+        outcomes = (
+            {line: o for line, (o, _) in _rejects(rejects).items()} if rejects.exists() else {}
+        )
+        rejects.unlink(missing_ok=True)
+        ends.append((outcomes, _state(engine)))
+        assert cli("verify").exit_code == 0
+    assert ends[0] == ends[1]
 
 
 def test_a_kill_while_applying_rolls_back_the_chunk_staged_ahead(

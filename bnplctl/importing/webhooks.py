@@ -138,7 +138,8 @@ _BEGIN_CHUNK = (
 # Everything that depends on nothing an earlier chunk writes, in one pass, into rule 6's
 # ``refund_moves``: the refund of each row, unknown ids, amounts that do not match,
 # events repeated inside the chunk, and each remaining row's round (its place among the
-# chunk's rows for the same refund, in file order). It needs no lock, so it runs while
+# chunk's rows for the same refund, in file order; ``stage_chunk`` then keeps the
+# approvals of one plan in file order too). It needs no lock, so it runs while
 # the chunk before is still being applied (``ingest_stream``); events ingested before
 # are rule 6's ``MOVE`` to find, once that chunk has committed. File order is ``seq``,
 # the row's place in the chunk: ``line`` is only reported, and rows of a JSON array
@@ -184,6 +185,26 @@ _PREPARE = text(
     FROM prepared WHERE round IS NULL
     UNION ALL
     SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0) FROM prepared
+    """
+)
+
+
+# When a refund has several rows in the chunk: the rows to put in rounds
+# (``services/rounds.py``), with their plans (a refund's plan never changes), in file order.
+_TO_ORDER = text(
+    """
+    SELECT m.seq, m.refund_id, m.target, r.plan_id
+    FROM refund_moves m
+    JOIN refunds r ON r.id = m.refund_id
+    WHERE m.round IS NOT NULL
+    ORDER BY m.seq
+    """
+)
+_SET_ROUNDS = text(
+    """
+    UPDATE refund_moves m SET round = v.round
+    FROM unnest(CAST(:seqs AS integer[]), CAST(:rounds AS integer[])) AS v(seq, round)
+    WHERE m.seq = v.seq AND m.round <> v.round
     """
 )
 
@@ -292,7 +313,31 @@ def stage_chunk(session: Executor, chunk: ParsedChunk) -> StagedChunk:
             staged.rejected.append(
                 (int(row.line), str(row.transaction_id), str(row.outcome), row.reason)
             )
+    if staged.rounds > 1:
+        staged.rounds = _keep_approvals_in_file_order(session)
     return staged
+
+
+def _keep_approvals_in_file_order(session: Executor) -> int:
+    """Rule 7 shares a plan's balance among a round's approvals in file order; an
+    approval must not come in an earlier round than an approval of the same plan before
+    it in the file (it would when that one is its refund's second row, say). Moves rows
+    to later rounds where needed; returns the number of rounds."""
+    from bnplctl.services.rounds import in_file_order
+
+    placed = in_file_order(
+        (
+            row.seq,
+            [
+                (("refund", row.refund_id), 1),
+                *([(("plan", row.plan_id), 0)] if row.target == "APPROVED" and row.plan_id else []),
+            ],
+        )
+        for row in session.execute(_TO_ORDER)
+    )
+    seqs = list(placed)
+    session.execute(_SET_ROUNDS, {"seqs": seqs, "rounds": [placed[seq] for seq in seqs]})
+    return max(placed.values(), default=0)
 
 
 def apply_staged(

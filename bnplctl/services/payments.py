@@ -223,10 +223,9 @@ PAYMENT_ROW_COLUMNS = (
 # its place among the chunk's payments of the same user, in file order. A row whose
 # reference an earlier row of the chunk carries (``after_seq``) is judged only when that
 # row has been applied or refused, as if it were in a chunk of its own: a reference is
-# taken by the first row that is recorded, not by the first that appears
-# (``_ORDER_REPEATS`` puts it in a later round when the rounds of two users say
-# otherwise, ``_RECORDED`` judges it). References recorded before the chunk are
-# ``_RECORDED``'s to find too, under the chunk's locks.
+# taken by the first row that is recorded, not by the first that appears (``stage_chunk``
+# then moves it to a round after that row's, ``_RECORDED`` judges it). References
+# recorded before the chunk are ``_RECORDED``'s to find too, under the chunk's locks.
 _PREPARE = text(
     """
     WITH resolved AS (
@@ -268,50 +267,37 @@ _PREPARE = text(
     SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0), count(after_seq) FROM moved
     """
 )
-# A row must come in a later round than the row before it with the same reference. When
-# it does not (the two are different users' payments, the other user's row comes later
-# in its own rounds), it and the rest of its user's rows move to later rounds; run until
-# it changes nothing (each run settles at least the earliest row out of order).
-_ORDER_REPEATS = text(
+# The rows to put in rounds when references repeat (``services/rounds.py``), in file order.
+_TO_ORDER = text(
     """
-    WITH early AS (
-        SELECT r.user_id AS owner, min(r.seq) AS from_seq,
-               max(before.round + 1 - r.round) AS shift
-        FROM payment_moves r
-        JOIN payment_moves before ON before.seq = r.after_seq
-        WHERE r.round <= before.round
-        GROUP BY r.user_id
-    )
-    UPDATE payment_moves m
-    SET round = m.round + e.shift
-    FROM early e
-    WHERE m.user_id = e.owner AND m.seq >= e.from_seq AND m.round IS NOT NULL
+    SELECT seq, user_id, reference, after_seq IS NOT NULL AS repeats
+    FROM payment_moves WHERE round IS NOT NULL ORDER BY seq
     """
 )
-_ROUNDS = text(
+_SET_ROUNDS = text(
     """
-    SELECT coalesce(max(round), 0) AS rounds,
-           coalesce(array_agg(DISTINCT round) FILTER (WHERE after_seq IS NOT NULL),
-                    '{}') AS repeat_rounds
-    FROM payment_moves
+    UPDATE payment_moves m SET round = v.round
+    FROM unnest(CAST(:seqs AS integer[]), CAST(:rounds AS integer[])) AS v(seq, round)
+    WHERE m.seq = v.seq AND m.round <> v.round
     """
 )
 # Under the chunk's locks: rows whose reference is recorded already are that payment
 # again (``duplicate``) or another one (``conflict``), whatever else they would be. With
 # ``:round`` NULL, every row still to be applied, against what was recorded before the
-# chunk; with a round, that round's rows that repeat a reference of the chunk, against
-# what the rounds before recorded. The last row says how many rows the round keeps.
+# chunk; with a round, the rows from that round on that repeat a reference of the chunk,
+# against what the rounds before recorded (a reference taken once is taken for every
+# later row: they are all judged at once). Each row refused comes with its round.
 _RECORDED = text(
     """
     WITH judged AS (
-        SELECT m.seq, p.id AS payment_id,
+        SELECT m.seq, m.round, p.id AS payment_id,
                p.amount = m.amount AND p.user_id = m.user_id
                AND p.installment_id IS NOT DISTINCT FROM m.installment_id AS same
         FROM payment_moves m
         JOIN payments p ON p.reference = m.reference
         WHERE m.round IS NOT NULL
           AND (CAST(:round AS integer) IS NULL
-               OR (m.round = :round AND m.after_seq IS NOT NULL))
+               OR (m.round >= :round AND m.after_seq IS NOT NULL))
     ), refused AS (
         UPDATE payment_moves m
         SET outcome = CASE WHEN j.same THEN 'duplicate' ELSE 'conflict' END,
@@ -321,13 +307,10 @@ _RECORDED = text(
             round = NULL
         FROM judged j
         WHERE m.seq = j.seq
-        RETURNING m.line, m.reference, m.outcome, m.reason
+        RETURNING m.seq, m.line, m.reference, m.outcome, m.reason
     )
-    SELECT line, reference, outcome, reason, NULL AS kept FROM refused
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL,
-           (SELECT count(*) FROM payment_moves WHERE round = :round)
-           - (SELECT count(*) FROM judged)
+    SELECT r.line, r.reference, r.outcome, r.reason, j.round
+    FROM refused r JOIN judged j ON j.seq = r.seq
     """
 )
 _LINES = text("SELECT seq, line, reference, amount FROM payment_moves WHERE round = :round")
@@ -344,16 +327,24 @@ class NotApplied:
 @dataclass(frozen=True)
 class StagedPayments:
     """A chunk staged in ``payment_moves`` (``stage_chunk``): its number of rounds, the
-    rows refused already, and the rounds holding a row that repeats a reference of the
-    chunk."""
+    rows refused already, and, when references repeat inside the chunk, the rows of each
+    round and the rounds holding a row that repeats one (otherwise every round up to
+    ``rounds`` has rows, and none repeats a reference)."""
 
     rounds: int
     refused: list[NotApplied]
+    sizes: dict[int, int] | None = None
     repeat_rounds: frozenset[int] = frozenset()
 
 
 def stage_chunk(executor: Executor) -> StagedPayments:
-    """Classify the chunk in ``payment_rows`` as far as no lock is needed (``_PREPARE``)."""
+    """Classify the chunk in ``payment_rows`` as far as no lock is needed (``_PREPARE``),
+    and put rows that repeat a reference of the chunk in rounds after the row they
+    repeat (``services/rounds.py``)."""
+    from collections import Counter
+
+    from bnplctl.services.rounds import in_file_order
+
     refused: list[NotApplied] = []
     rounds = repeats = 0
     for row in executor.execute(_PREPARE):
@@ -363,22 +354,26 @@ def stage_chunk(executor: Executor) -> StagedPayments:
             refused.append(NotApplied(int(row.line), row.reference, row.outcome, row.reason))
     if not repeats:
         return StagedPayments(rounds, refused)
-    while executor.execute(_ORDER_REPEATS).rowcount:  # type: ignore[attr-defined]
-        pass
-    ordered = executor.execute(_ROUNDS).one()
-    return StagedPayments(int(ordered.rounds), refused, frozenset(ordered.repeat_rounds))
+    rows = executor.execute(_TO_ORDER).all()
+    placed = in_file_order(
+        (row.seq, ((("payer", row.user_id), 1), (("reference", row.reference), 1))) for row in rows
+    )
+    seqs = list(placed)
+    executor.execute(_SET_ROUNDS, {"seqs": seqs, "rounds": [placed[seq] for seq in seqs]})
+    return StagedPayments(
+        max(placed.values()),
+        refused,
+        dict(Counter(placed.values())),
+        frozenset(placed[row.seq] for row in rows if row.repeats),
+    )
 
 
-def _recorded(executor: Executor, round_number: int | None) -> tuple[list[NotApplied], int]:
-    """``_RECORDED``: the rows refused, and how many rows the round keeps."""
-    refused: list[NotApplied] = []
-    kept = 0
-    for row in executor.execute(_RECORDED, {"round": round_number}):
-        if row.line is None:
-            kept = int(row.kept or 0)
-        else:
-            refused.append(NotApplied(int(row.line), row.reference, row.outcome, row.reason))
-    return refused, kept
+def _recorded(executor: Executor, round_number: int | None) -> list[tuple[NotApplied, int]]:
+    """``_RECORDED``: each row refused, with its round."""
+    return [
+        (NotApplied(int(row.line), row.reference, row.outcome, row.reason), int(row.round))
+        for row in executor.execute(_RECORDED, {"round": round_number})
+    ]
 
 
 def apply_chunk(
@@ -391,16 +386,23 @@ def apply_chunk(
     from bnplctl.services.debt_status import settle
 
     refused = list(staged.refused)
-    refused += _recorded(executor, None)[0]
+    sizes = dict(staged.sizes) if staged.sizes is not None else None
+
+    def judge(round_number: int | None) -> None:
+        for row, its_round in _recorded(executor, round_number):
+            refused.append(row)
+            if sizes is not None:
+                sizes[its_round] -= 1
+
+    judge(None)
     applied = 0
     plans: set[int] = set()
     owners: set[str] = set()
     for round_number in range(1, staged.rounds + 1):
         if round_number in staged.repeat_rounds:
-            repeated, kept = _recorded(executor, round_number)
-            refused += repeated
-            if not kept:
-                continue
+            judge(round_number)
+        if sizes is not None and not sizes.get(round_number):
+            continue  # every row of the round was refused already
         result = _apply(executor, round_number=round_number, source=source, now=now, actor=actor)
         applied += len(result.payment_ids)
         plans.update(result.plans_paid_off)

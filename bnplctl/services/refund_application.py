@@ -4,13 +4,15 @@ unpaid installments from the last one backwards, and the refund is COMPLETED.
 The approvals of the transaction (``refunds_approved``, filled by rule 6's ``MOVE``) are
 applied together, in one statement, whichever channel made them: ``refunds approve``
 (one row) or a webhook chunk (thousands). Per plan, the approved refunds share the
-plan's unpaid balance in file order (by line; a command's, which have none, in refund
-id order), as one approval per chunk would: each installment, from the last one back, is
-cut by what the refunds still have left after the later installments; an installment cut
-to zero is PAID; what no installment takes is the refund's ``payout_amount``. Each
-approval is audited once (``refund.status_changed``, PENDING to COMPLETED, with the
-applied and payout amounts as strings). Returns what rule 4 must then look at: the plans
-with an installment paid off, and the owners of paid-off installments that were OVERDUE.
+plan's unpaid balance in file order (by ``seq``, the row's place in its chunk; a
+command's, in refund id order), as one approval per chunk would (a chunk's rounds keep
+a plan's approvals in file order: ``importing/webhooks.py``): each installment, from
+the last one back, is cut by what the refunds still have left after the later
+installments; an installment cut to zero is PAID; what no installment takes is the
+refund's ``payout_amount``. Each approval is audited once (``refund.status_changed``,
+PENDING to COMPLETED, with the applied and payout amounts as strings). Returns what rule
+4 must then look at: the plans with an installment paid off, and the owners of paid-off
+installments that were OVERDUE.
 
 The caller holds the locks of ``services/locks.py``.
 """
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 # that this installment covers (``within_last``, nearly every one: a refund is usually
 # smaller than an installment) is cut from it whole; that is what the general pass below
 # gives it, without the sort. The other approvals and their plans' unpaid installments
-# stand side by side in one sort, per plan the approvals first (by line, else refund id), then the
+# stand side by side in one sort, per plan the approvals first (in file order), then the
 # installments from the last one back. ``running``, a running sum over that order of the
 # refunds' amounts less the installments' dues, is for an approval what the approvals
 # before it take, and for an installment what the plan's approvals have left once the
@@ -55,8 +57,7 @@ _APPLY = text(
             LIMIT 1
         ) last ON true
     ), approvals_and_unpaid AS (
-        SELECT a.plan_id, 0 AS kind, coalesce(a.line, a.refund_id) AS place, a.refund_id,
-               a.user_id, a.amount,
+        SELECT a.plan_id, 0 AS kind, a.seq AS place, a.refund_id, a.user_id, a.amount,
                a.line, a.event_id, a.occurred_at, a.merchant_reference, a.note,
                NULL::bigint AS installment_id, NULL::numeric AS amount_due,
                NULL::text AS status
@@ -73,7 +74,7 @@ _APPLY = text(
                coalesce(sum(coalesce(b.amount, -b.amount_due)) OVER earlier, 0) AS running,
                coalesce(sum(b.amount_due) OVER later, 0) AS due_later
         FROM approvals_and_unpaid b
-        WINDOW in_plan AS (PARTITION BY b.plan_id ORDER BY b.kind, b.place),
+        WINDOW in_plan AS (PARTITION BY b.plan_id ORDER BY b.kind, b.place, b.refund_id),
                earlier AS (in_plan ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
                later AS (in_plan ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
     ), cuts AS (

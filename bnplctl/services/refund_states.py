@@ -46,6 +46,7 @@ CREATE_WORK_TABLES = """
         round integer
     ) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE IF NOT EXISTS refunds_approved (
+        seq integer NOT NULL,  -- the row's place in its chunk (a command's: 0)
         refund_id bigint NOT NULL,
         user_id text NOT NULL,
         plan_id bigint,
@@ -85,9 +86,9 @@ _MOVE = text(
                END AS outcome
         FROM looked_up l
     ), handed_to_rule7 AS (
-        INSERT INTO refunds_approved (refund_id, user_id, plan_id, amount, line, event_id,
-                                      occurred_at, merchant_reference, note)
-        SELECT refund_id, user_id, plan_id, amount, line, event_id, occurred_at,
+        INSERT INTO refunds_approved (seq, refund_id, user_id, plan_id, amount, line,
+                                      event_id, occurred_at, merchant_reference, note)
+        SELECT seq, refund_id, user_id, plan_id, amount, line, event_id, occurred_at,
                merchant_reference, note
         FROM classified
         WHERE outcome = 'applied' AND target = 'APPROVED'
