@@ -1,62 +1,102 @@
 """Where a file the tool writes (``--rejects``, ``--html``) really goes.
 
 A regular file, or a path not there yet, is written beside its target and renamed into
-place, so a reader never sees half of it and an old file survives a failed run. A link is
-followed first: the rename replaces the file it names, never the operator's link. A
-target that exists and is not a regular file (a pipe from ``>(gzip > r.gz)``, a FIFO,
-``/dev/stderr``) is written straight through: renaming onto it would replace the device
-or pipe with a file of that name.
+place, so a reader never sees half of it and an old file survives a failed run; a file
+that was there keeps its permissions. A link is followed first: the rename replaces the
+file it names, never the operator's link. One of the process's own descriptors
+(``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N``, ``/proc/self/fd/N``, or a link to one)
+is written through that descriptor: opening it anew would truncate a file the shell
+appends to (``2>>cron.log``), and renaming onto it would replace that file. Any other
+target that is not a regular file (a FIFO, the pipe of ``>(gzip > r.gz)``, a device) is
+written straight through. A path ending in ``/`` names a directory, and a link loop
+names nothing: both fail as the system would (an ``OSError``).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import stat
 import tempfile
+from contextlib import suppress
 from pathlib import Path
 from typing import IO
+
+# /proc/self/fd/N, /proc/<pid>/fd/N, /dev/fd/N
+_DESCRIPTOR = re.compile(r"^/(?:proc/(?P<pid>self|\d+)/fd|dev/fd)/(?P<fd>\d+)$")
+_MAX_LINKS = 40
 
 
 class OutputFile:
     """An open text file for ``path``; ``put_in_place()`` puts it there, ``abandon()``
     leaves the target as it was (for a pipe, as far as nothing was written yet)."""
 
-    def __init__(self, path: Path, suffix: str, newline: str | None = None) -> None:
-        target = path.expanduser()
-        self.direct = _is_special(target)
-        self.target = target if self.direct else Path(os.path.realpath(target))
+    def __init__(self, name: str | Path, suffix: str, newline: str | None = None) -> None:
+        if str(name).endswith("/"):  # as a string: a Path drops the trailing slash
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(name))
+        target = Path(name).expanduser()
         self.draft: Path | None = None
-        if self.direct:
-            self.handle: IO[str] = open(target, "w", newline=newline, encoding="utf-8")
-        else:
-            fd, draft = tempfile.mkstemp(
-                dir=self.target.parent, prefix=f".{self.target.name}.", suffix=suffix
+        self.mode = 0o644 & ~_umask()
+        descriptor = _own_descriptor(target)
+        if descriptor is not None:
+            self.handle: IO[str] = os.fdopen(
+                os.dup(descriptor), "w", newline=newline, encoding="utf-8"
             )
-            self.draft = Path(draft)
-            self.handle = os.fdopen(fd, "w", newline=newline, encoding="utf-8")
+            return
+        existing = _stat(target)  # follows links; a loop raises (ELOOP)
+        if existing is not None and not stat.S_ISREG(existing.st_mode):
+            self.handle = open(target, "w", newline=newline, encoding="utf-8")
+            return
+        if existing is not None:
+            self.mode = stat.S_IMODE(existing.st_mode)
+        self.target = Path(os.path.realpath(target))
+        fd, draft = tempfile.mkstemp(
+            dir=self.target.parent, prefix=f".{self.target.name}.", suffix=suffix
+        )
+        self.draft = Path(draft)
+        self.handle = os.fdopen(fd, "w", newline=newline, encoding="utf-8")
 
     def put_in_place(self) -> None:
         """Close the file and, for a regular target, rename it into place."""
         try:
             self.handle.close()
             if self.draft is not None:
-                os.chmod(self.draft, 0o644 & ~_umask())
+                os.chmod(self.draft, self.mode)
                 os.replace(self.draft, self.target)
         except OSError:
             self.abandon()
             raise
 
     def abandon(self) -> None:
-        self.handle.close()
+        with suppress(OSError):  # a closed pipe or a full disk fails the last flush too
+            self.handle.close()
         if self.draft is not None:
             self.draft.unlink(missing_ok=True)
 
 
-def _is_special(path: Path) -> bool:
+def _own_descriptor(path: Path) -> int | None:
+    """The descriptor of this process that ``path`` names through its links, if any."""
+    current = os.path.abspath(path)
+    for _ in range(_MAX_LINKS):
+        named = _DESCRIPTOR.match(current)
+        if named is not None:
+            pid = named.group("pid")
+            mine = pid in (None, "self") or int(pid) == os.getpid()
+            return int(named.group("fd")) if mine else None
+        try:
+            link = os.readlink(current)
+        except OSError:  # not a link, or not there
+            return None
+        current = os.path.normpath(os.path.join(os.path.dirname(current), link))
+    return None
+
+
+def _stat(path: Path) -> os.stat_result | None:
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
+        return os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        return False
+        return None
 
 
 def _umask() -> int:

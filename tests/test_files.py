@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -195,3 +198,102 @@ def test_dates_of_birth_are_exactly_yyyy_mm_dd(cli: Cli, engine: Engine, dob: st
     assert result.exit_code == 65
     assert "dob: must be a date written YYYY-MM-DD" in result.stderr
     assert row_counts(engine) == before
+
+
+def _bnplctl(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "bnplctl", *args], text=True, check=False, **kwargs
+    )
+
+
+def test_rejects_to_dev_stderr_append_to_what_stderr_is_redirected_to(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    """``--rejects /dev/stderr 2>>cron.log`` must add to the log, not replace it (renaming
+    a file over the redirect target would), and the command's own lines stay in it."""
+    updates = tmp_path / "updates.csv"
+    updates.write_text(BAD_UPDATES)
+    log = tmp_path / "cron.log"
+    log.write_text("old log\n")
+    with log.open("a") as stderr:
+        done = _bnplctl("webhooks", "ingest", str(updates), "--rejects", "/dev/stderr",
+                        stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+    assert done.returncode == 5
+    text = log.read_text()
+    assert text.startswith("old log\n")
+    assert "file,line,refund_id,outcome,reason" in text and "NOPE-2" in text
+    assert "2 row(s) written to /dev/stderr" in text  # the command's own line, after them
+    out = tmp_path / "out.json"
+    with out.open("w") as stdout:
+        done = _bnplctl("webhooks", "ingest", str(updates), "--rejects", "/dev/stdout",
+                        "-o", "json", stdout=stdout, stderr=subprocess.PIPE)  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    assert '"unknown_refund": 2' in out.read_text()  # the summary is still there
+    assert "file,line,refund_id,outcome,reason" in out.read_text()
+
+
+@pytest.mark.parametrize("target", ["missing-dir/rejects.csv", "loop", "adir/", "newdir/"])
+def test_a_rejects_path_that_cannot_be_written_is_exit_74_before_anything(
+    cli: Cli, engine: Engine, tmp_path: Path, target: str
+) -> None:
+    updates = tmp_path / "updates.csv"
+    updates.write_text(BAD_UPDATES)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "adir").mkdir()
+    before = row_counts(engine)
+    result = cli("webhooks", "ingest", str(updates), "--rejects", f"{tmp_path}/{target}")
+    assert result.exit_code == 74, result.stderr
+    assert "cannot write the rejects file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert row_counts(engine) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "loop", "updates.csv"]
+
+
+@pytest.mark.parametrize("target", ["-", ""])
+def test_a_rejects_path_that_names_no_file_is_a_usage_error(
+    cli: Cli, engine: Engine, tmp_path: Path, target: str
+) -> None:
+    updates = tmp_path / "updates.csv"
+    updates.write_text(BAD_UPDATES)
+    result = cli("webhooks", "ingest", str(updates), "--rejects", target)
+    assert result.exit_code == 2, result.stderr
+    assert "--rejects" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["updates.csv"]
+
+
+def test_a_full_disk_keeps_the_old_rejects_file_and_leaves_no_draft(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    """A write that fails midway (EFBIG here, as ENOSPC on a full disk): exit 74 with one
+    line, yesterday's rejects file as it was, no temporary file left beside it."""
+    import resource
+    import signal
+
+    updates = tmp_path / "updates.csv"
+    updates.write_text("refund_id,status\n" + "".join(f"NONE-{n},approved\n" for n in range(30000)))
+    kept = tmp_path / "rejects.csv"
+    kept.write_text("yesterday's rejects\n")
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    done = _bnplctl("webhooks", "ingest", str(updates), "--rejects", str(kept),
+                    capture_output=True, preexec_fn=small_files)  # fmt: skip
+    assert done.returncode == 74, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"error: {kept}: cannot write")
+    assert kept.read_text() == "yesterday's rejects\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rejects.csv", "updates.csv"]
+
+
+def test_an_existing_rejects_file_keeps_its_permissions(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    updates = tmp_path / "updates.csv"
+    updates.write_text(BAD_UPDATES)
+    private = tmp_path / "rejects.csv"
+    private.write_text("old\n")
+    private.chmod(0o600)
+    assert cli("webhooks", "ingest", str(updates), "--rejects", str(private)).exit_code == 5
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert "NOPE-1" in private.read_text()

@@ -861,6 +861,36 @@ def test_any_file_ends_the_same_one_row_per_chunk_or_in_one_chunk(
     assert ends[0] == ends[1]
 
 
+def test_ctrl_c_right_after_a_commit_still_counts_that_chunk(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C between a chunk's commit and the counting of its rows waits for the count:
+    the note, the rejects file and the file's record agree on what was committed."""
+    import signal
+
+    source = tmp_path / "updates.csv"
+    source.write_text(HEADER + "".join(f"NONE-{n},approved,M,,,\n" for n in range(3)))
+    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 1)
+    real = webhooks._count
+    calls = {"n": 0}
+
+    def interrupted_on_second(*args: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            signal.raise_signal(signal.SIGINT)
+        real(*args)
+
+    monkeypatch.setattr(webhooks, "_count", interrupted_on_second)
+    rejects = tmp_path / "rejects.csv"
+    result = cli("webhooks", "ingest", str(source), "--rejects", str(rejects))
+
+    assert result.exit_code == 130, result.stderr
+    (record,) = json.loads(cli("webhooks", "files", "-o", "json").stdout)
+    assert record["rows"] == 2
+    assert "; 2 row(s) of finished chunks stay handled (0 applied, 2 not)" in result.stderr
+    assert list(_rejects(rejects)) == [2, 3]
+
+
 def test_a_kill_while_applying_rolls_back_the_chunk_staged_ahead(
     cli: Cli, engine: Engine, refunds: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

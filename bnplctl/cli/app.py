@@ -92,6 +92,12 @@ def withhold_server_details(text: str) -> str:
     return "\n".join(shown)
 
 
+def _noted(message: str, exc: BaseException) -> str:
+    """The error's one line, with the notes the command added to it (a batch stopped
+    midway: what stays; never data from the rows)."""
+    return "; ".join([message, *getattr(exc, "__notes__", ())])
+
+
 def _is_cli_signal(exc: Exception) -> bool:
     """Typer's own exits, aborts and usage errors: they keep their meaning (exit 0/1/2)."""
     return type(exc).__module__.startswith(("typer.", "click."))
@@ -214,23 +220,29 @@ class BoundaryGroup(TyperGroup):
             return super().invoke(ctx)
         except BnplError as exc:
             self._maybe_traceback()
-            raise _fail(exc.message, exc.exit_code) from None
+            raise _fail(_noted(exc.message, exc), exc.exit_code) from None
         except BrokenPipeError:
             # ``bnplctl users list -o csv | head``: stop quietly, as a shell tool does.
             from bnplctl.cli.streams import silence_stdout
 
             silence_stdout()
             raise typer.Exit(code=ExitCode.BROKEN_PIPE) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             raise _fail(
-                "interrupted: what was committed before stays (a batch: its finished"
-                " chunks), the rest was rolled back",
+                _noted(
+                    "interrupted: what was committed before stays (a batch: its finished"
+                    " chunks), the rest was rolled back",
+                    exc,
+                ),
                 ExitCode.INTERRUPTED,
             ) from None
-        except Terminated:
+        except Terminated as exc:
             raise _fail(
-                "terminated (SIGTERM): what was committed before stays (a batch: its"
-                " finished chunks), the rest was rolled back",
+                _noted(
+                    "terminated (SIGTERM): what was committed before stays (a batch: its"
+                    " finished chunks), the rest was rolled back",
+                    exc,
+                ),
                 ExitCode.TERMINATED,
             ) from None
         except Exception as exc:
@@ -239,7 +251,7 @@ class BoundaryGroup(TyperGroup):
             self._maybe_traceback()
             database = _database_error(exc)
             if database is not None:
-                raise _fail(database.message, database.exit_code) from None
+                raise _fail(_noted(database.message, exc), database.exit_code) from None
             raise _fail(
                 f"internal error ({type(exc).__name__}); rerun with --debug for the traceback",
                 ExitCode.INTERNAL,

@@ -47,7 +47,7 @@ def show_rejects(
     total: int,
     *,
     key_name: str,
-    rejects: Path | None,
+    rejects: str | Path | None,
     title: str,
     files: Sequence[str],
 ) -> None:
@@ -122,17 +122,15 @@ def finish_batch(
         raise typer.Exit(code=ExitCode.BATCH_REJECTED)
 
 
-def say_what_stays(rows: int, done: int, done_word: str) -> None:
-    """A batch stopped by an error keeps the chunks it committed before it: say so."""
-    if not rows:
-        return
-    from bnplctl.cli.output import message
-
-    message(
-        f"the {rows} row(s) before the error stay handled: {done} {done_word},"
-        f" {rows - done} not {done_word}; once it is fixed, run the file again"
-        " (those rows then come back as duplicate)"
-    )
+def note_what_stays(exc: BaseException, rows: int, done: int, done_word: str) -> None:
+    """A batch stopped by an error keeps the chunks it committed before it: the error's
+    one line says how many rows that was (``BoundaryGroup`` adds the note)."""
+    if rows:
+        exc.add_note(
+            f"{rows} row(s) of finished chunks stay handled ({done} {done_word},"
+            f" {rows - done} not); run the file again to finish it (rows {done_word}"
+            " already come back as duplicate)"
+        )
 
 
 def check_inputs(sources: list[str]) -> None:
@@ -153,7 +151,7 @@ def check_inputs(sources: list[str]) -> None:
 
 def run_files_command(
     sources: list[str],
-    rejects: Path | None,
+    rejects: str | Path | None,
     output: OutputFormat,
     *,
     key_name: str,
@@ -172,9 +170,9 @@ def run_files_command(
     try:
         extra = run(report, [(source, progress_size(source)) for source in sources])
         failed = False
-    except BaseException:
+    except BaseException as exc:
         if not dry_run:
-            say_what_stays(report.rows, report.counts.get("applied", 0), "applied")
+            note_what_stays(exc, report.rows, report.counts.get("applied", 0), "applied")
         raise
     finally:  # what was rejected so far, also when a file failed midway
         if rejects_file is not None:

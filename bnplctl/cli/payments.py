@@ -1,6 +1,5 @@
 """``bnplctl payments``: the payments received (rule 10)."""
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -73,7 +72,7 @@ def list_(
 def import_(
     sources: FilesArgument,
     input_format: FormatOption = InputFormat.auto,
-    rejects: Annotated[Path | None, rejects_option("reference")] = None,
+    rejects: Annotated[str | None, rejects_option("reference")] = None,
     dry_run: DryRunOption = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:

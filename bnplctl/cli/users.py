@@ -1,7 +1,6 @@
 """``bnplctl users``: onboard, import, list and show users (always masked)."""
 
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -173,7 +172,7 @@ def import_(
     ],
     input_format: FormatOption = InputFormat.auto,
     rejects: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--rejects", help="Write rejected rows (line, user_id, outcome, reason) here."
         ),
@@ -194,7 +193,7 @@ def import_(
     Example: bnplctl users import users.csv --dry-run -o json
     """
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.batch import finish_batch, progress_size, say_what_stays
+    from bnplctl.cli.batch import finish_batch, note_what_stays, progress_size
     from bnplctl.cli.output import byte_progress, warning
     from bnplctl.importing.batch import BatchReport, RejectsFile
     from bnplctl.importing.readers import HashingReader, detect_format, open_input
@@ -213,9 +212,9 @@ def import_(
                 warn=warning,
                 report=report,
             )
-    except BaseException:
+    except BaseException as exc:
         if not dry_run:  # the chunks inserted before the error stay, and their rejects
-            say_what_stays(report.rows, report.counts.get("created", 0), "created")
+            note_what_stays(exc, report.rows, report.counts.get("created", 0), "created")
         if rejects_file is not None:
             for row in sorted(report.rejected if not dry_run else [], key=lambda r: r.line):
                 rejects_file.write(source, row)

@@ -1,6 +1,5 @@
 """``bnplctl webhooks``: ingest merchant refund-status files; see what was loaded."""
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -45,7 +44,7 @@ FILE_DROP = ("sha256", "actor", "started_at", "stale", "duplicate", "unknown_ref
 def ingest(
     sources: FilesArgument,
     input_format: FormatOption = InputFormat.auto,
-    rejects: Annotated[Path | None, rejects_option("refund_id")] = None,
+    rejects: Annotated[str | None, rejects_option("refund_id")] = None,
     dry_run: DryRunOption = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:

@@ -23,7 +23,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from bnplctl.errors import InputFileError
+from bnplctl.errors import OutputError
 
 T = TypeVar("T")
 S = TypeVar("S")  # a chunk staged (``apply_chunks``)
@@ -191,6 +191,36 @@ def _quick_thread_switches() -> Iterator[None]:
         sys.setswitchinterval(previous)
 
 
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside wait until the block ends, then act as they
+    would have. A chunk's commit and the counting of its rows (what the summary, the
+    note after an error and the rejects file report) must not be cut apart. Only the
+    main thread can hold them; elsewhere this does nothing."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[signal.Signals] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        caught.append(signal.Signals(signum))
+
+    previous = {number: signal.signal(number, hold) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if caught:
+            handler = previous[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(caught[0])
+
+
 def apply_chunks(
     chunks: Iterable[list[Any]],
     stage: Callable[[Any, list[Any]], S],
@@ -257,11 +287,13 @@ def _apply_pipelined(
             return _Staging(unit, connection, stager.submit(stage, connection, chunk))
 
         def finish(staging: _Staging[S]) -> None:
-            with staging.unit:  # commits here, or rolls back on an error
-                with translate_db_errors():
-                    staged = staging.staged.result()
-                result = apply(staging.connection, staged)
-            committed(result)
+            with ExitStack() as held:
+                with staging.unit:  # commits here, or rolls back on an error
+                    with translate_db_errors():
+                        staged = staging.staged.result()
+                    result = apply(staging.connection, staged)
+                    held.enter_context(signals_held())  # from the commit to its count
+                committed(result)
 
         ahead: _Staging[S] | None = None
         try:
@@ -299,7 +331,7 @@ def same_file(path: Path, source: str) -> bool:
         if path.resolve() == candidate.resolve():
             return True
         return path.exists() and candidate.exists() and path.samefile(candidate)
-    except OSError:
+    except (OSError, RuntimeError):  # a link loop (RuntimeError on Python 3.11)
         return False
 
 
@@ -327,18 +359,17 @@ class IngestReport:
     file: str = "-"  # the file being ingested, for the rejects file
     file_index: int = 0  # its place among the command's files, for the report
 
-    def add_applied(self, count: int) -> None:
-        self.counts["applied"] += count
-
-    def add(self, outcome: str, rejected: Rejected | None = None) -> None:
-        self.counts[outcome] += 1
-        if rejected is None:
-            return
-        self.rejected_total += 1
-        if len(self.shown) < SHOWN_REJECTS:
-            self.shown.append(replace(rejected, file_index=self.file_index))
-        if self.sink is not None:
-            self.sink.write(self.file, rejected)
+    def add_chunk(self, applied: int, not_applied: list[Rejected]) -> None:
+        """A committed chunk: every row counted first (the counts stay true if the
+        rejects file then fails), then the rows not applied kept and written out."""
+        self.counts["applied"] += applied
+        self.counts.update(item.outcome for item in not_applied)
+        self.rejected_total += len(not_applied)
+        for item in not_applied:
+            if len(self.shown) < SHOWN_REJECTS:
+                self.shown.append(replace(item, file_index=self.file_index))
+            if self.sink is not None:
+                self.sink.write(self.file, item)
 
     @property
     def rows(self) -> int:
@@ -353,38 +384,56 @@ class RejectsFile:
 
     Rows go to a temporary file beside the target (the file a link names), renamed into
     place when the command ends (``close``), so an existing file is never truncated
-    before the run has something to put there; a pipe or device is written straight
-    through (``bnplctl.outfile``). A target that is one of the inputs is a usage error
-    (exit 2), found before anything is read or written; one that cannot be written,
-    exit 66. Cells a spreadsheet would run as formulas are neutralised.
+    before the run has something to put there; one of the process's own descriptors
+    (``/dev/stderr``), a pipe or a device is written straight through
+    (``bnplctl.outfile``). A target that is one of the inputs, ``-`` or an empty name is
+    a usage error (exit 2), found before anything is read or written; one that cannot
+    be written (at the start, or midway: a full disk, a closed pipe), exit 74, and the
+    target stays as it was. Cells a spreadsheet would run as formulas are neutralised.
     """
 
-    def __init__(self, path: Path, key_name: str, sources: Iterable[str]) -> None:
+    def __init__(self, name: str | Path, key_name: str, sources: Iterable[str]) -> None:
         from bnplctl.errors import UsageProblem
         from bnplctl.outfile import OutputFile
 
+        if str(name) in ("", "-"):
+            raise UsageProblem(
+                "--rejects needs a file name (/dev/stdout writes to standard output)"
+            )
+        path = Path(name)
         for source in sources:
             if same_file(path, source):
                 raise UsageProblem(f"--rejects {path} is an input file; choose another path")
         self.path = path
+        self.broken = False
         try:
-            self.output = OutputFile(path, suffix=".part", newline="")
+            self.output = OutputFile(str(name), suffix=".part", newline="")
         except OSError as exc:
-            raise InputFileError(
-                f"{path}: cannot write the rejects file ({exc.strerror})"
-            ) from None
+            raise self._cannot_write(exc) from None
         self.writer = csv.writer(self.output.handle)
-        self.writer.writerow(["file", "line", key_name, "outcome", "reason"])
         self.written = 0
+        self._write(["file", "line", key_name, "outcome", "reason"])
 
     def write(self, file: str, row: Rejected) -> None:
         from bnplctl.validators import spreadsheet_safe
 
         self.written += 1
-        self.writer.writerow(
+        self._write(
             [spreadsheet_safe(file), row.line, spreadsheet_safe(row.key), row.outcome,
              spreadsheet_safe(row.reason)]
         )  # fmt: skip
+
+    def _write(self, cells: list[Any]) -> None:
+        try:
+            self.writer.writerow(cells)
+        except OSError as exc:
+            self.broken = True
+            self.output.abandon()
+            raise self._cannot_write(exc) from None
+
+    def _cannot_write(self, exc: OSError) -> OutputError:
+        why = exc.strerror or type(exc).__name__
+        return OutputError(f"{self.path}: cannot write the rejects file ({why})")
 
     def discard(self) -> None:
         """Leave the target as it was (a run that has nothing to report)."""
@@ -393,6 +442,8 @@ class RejectsFile:
     def finish(self, failed: bool) -> None:
         """At the command's end: put the file in place, or, when the run failed before it
         rejected anything, leave the target as it was."""
+        if self.broken:
+            return
         if failed and not self.written:
             self.discard()
         else:
@@ -400,9 +451,10 @@ class RejectsFile:
 
     def close(self) -> None:
         """Put the file in place (what was rejected so far, also after a failure)."""
+        if self.broken:
+            return
         try:
             self.output.put_in_place()
         except OSError as exc:
-            raise InputFileError(
-                f"{self.path}: cannot write the rejects file ({exc.strerror})"
-            ) from None
+            self.broken = True
+            raise self._cannot_write(exc) from None

@@ -167,9 +167,7 @@ def import_stream(
 
     def committed(result: tuple[ParsedChunk, list[Rejected]]) -> None:
         chunk, refused = result
-        report.add_applied(chunk.valid + len(chunk.invalid) - len(refused))
-        for item in refused:
-            report.add(item.outcome, item)
+        report.add_chunk(chunk.valid + len(chunk.invalid) - len(refused), refused)
 
     report.file = name
     apply_chunks(ramped_chunks(rows, CHUNK_ROWS), stage_chunk, apply, committed, dry_run=dry_run)

@@ -460,10 +460,9 @@ def _rejected(rows: list[tuple[int, str, str, str | None]]) -> list[Rejected]:
 
 
 def _count(chunk: ParsedChunk, rejected: list[Rejected], reports: tuple[IngestReport, ...]) -> None:
+    not_applied = sorted(chunk.invalid + rejected, key=lambda r: r.line)
     for report in reports:
-        report.add_applied(chunk.valid - len(rejected))
-        for item in sorted(chunk.invalid + rejected, key=lambda r: r.line):
-            report.add(item.outcome, item)
+        report.add_chunk(chunk.valid - len(rejected), not_applied)
 
 
 def _record_counts(connection: Executor, file_id: int, counts: Counter[str]) -> None:
