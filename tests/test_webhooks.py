@@ -278,9 +278,9 @@ def test_input_errors(cli: Cli, engine: Engine, refunds: int, tmp_path: Path) ->
 
     broken = tmp_path / "broken.json"
     broken.write_text('[{"refund_id": "REF-002", "status": "rejected"},\n{oops}]')
-    result = cli("webhooks", "ingest", str(broken))
+    result = cli("webhooks", "ingest", str(good), str(broken))
     assert result.exit_code == 65
-    assert "line 2" in result.stderr
+    assert f"error: {broken}: line 2: invalid JSON" in result.stderr  # which file, too
     no_header = tmp_path / "no-status.csv"
     no_header.write_text("refund_id\nREF-002\n")
     assert "missing column(s): status" in cli("webhooks", "ingest", str(no_header)).stderr

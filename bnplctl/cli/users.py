@@ -196,13 +196,17 @@ def import_(
     from bnplctl.cli.batch import finish_batch, note_what_stays, progress_size
     from bnplctl.cli.output import byte_progress, warning
     from bnplctl.importing.batch import BatchReport, RejectsFile
-    from bnplctl.importing.readers import HashingReader, detect_format, open_input
+    from bnplctl.importing.readers import HashingReader, detect_format, faults_named, open_input
     from bnplctl.importing.users import USER_OUTCOMES, import_users, user_chunks
 
     rejects_file = RejectsFile(rejects, "user_id", [source]) if rejects is not None else None
     report = BatchReport(USER_OUTCOMES)
     try:
-        with open_input(source) as raw, byte_progress(progress_size(source), source) as advance:
+        with (
+            faults_named(source),
+            open_input(source) as raw,
+            byte_progress(progress_size(source), source) as advance,
+        ):
             stream = raw if advance is None else HashingReader(raw, on_bytes=advance).buffered()
             fmt = detect_format(source, stream, input_format.value)
             import_users(

@@ -184,12 +184,18 @@ def import_files(
 ) -> None:
     """Import each (name, size for a progress bar or None) in turn."""
     from bnplctl.db import dry_run_scope
-    from bnplctl.importing.readers import HashingReader, detect_format, open_input, read_rows
+    from bnplctl.importing.readers import (
+        HashingReader,
+        detect_format,
+        faults_named,
+        open_input,
+        read_rows,
+    )
 
     with dry_run_scope(dry_run):  # a dry run's files see each other, as the real run's do
         for index, (name, size) in enumerate(sources):
             report.file_index = index
-            with open_input(name) as raw, progress(size, name) as advance:
+            with faults_named(name), open_input(name) as raw, progress(size, name) as advance:
                 stream = HashingReader(raw, on_bytes=advance).buffered()
                 fmt = detect_format(name, stream, input_format)
                 rows = read_rows(stream, fmt, PAYMENT_COLUMNS)

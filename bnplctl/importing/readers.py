@@ -122,6 +122,17 @@ def _peek(stream: IO[bytes]) -> bytes:
     return b""
 
 
+@contextmanager
+def faults_named(name: str) -> Iterator[None]:
+    """A fault of the file (``InvalidInput``: a line it cannot read, a missing column)
+    names the file: with several files, "line 5" alone does not say which."""
+    try:
+        yield
+    except InvalidInput as exc:
+        label = "standard input" if name == "-" else name
+        raise InvalidInput(f"{label}: {exc.message}") from None
+
+
 def read_rows(stream: IO[bytes], fmt: Format, required: Iterable[str] = ()) -> Iterator[RawRow]:
     """Rows of ``stream`` in ``fmt``; CSV headers must name every ``required`` column."""
     if fmt == "csv":

@@ -438,13 +438,13 @@ def ingest_files(
     ``progress(size, name)`` is a context manager yielding a byte counter or None.
     """
     from bnplctl.db import dry_run_scope
-    from bnplctl.importing.readers import detect_format, open_input, read_rows
+    from bnplctl.importing.readers import detect_format, faults_named, open_input, read_rows
 
     files: list[dict[str, Any]] = []
     with dry_run_scope(dry_run):  # a dry run's files see each other, as the real run's do
         for index, (name, size) in enumerate(sources):
             report.file_index = index
-            with open_input(name) as raw, progress(size, name) as advance:
+            with faults_named(name), open_input(name) as raw, progress(size, name) as advance:
                 reader = HashingReader(raw, on_bytes=advance)
                 stream = reader.buffered()
                 fmt = detect_format(name, stream, input_format)
