@@ -271,6 +271,27 @@ def test_webhook_files_show_their_checksum_in_every_format(
     assert {r["applied"] for r in records} == {"1", "0"}  # a count per column, not folded
 
 
+def test_rejects_at_80_columns_keep_the_line_the_key_and_the_outcome(
+    cli: Cli, tmp_path: object
+) -> None:
+    """A processor's long reference: the reason may go, the key folds rather than
+    pushes the outcome off the table, and no hint points at -o wide (which changes
+    nothing on stderr)."""
+    from pathlib import Path
+
+    reference = "SETTLEMENT-2026-12-03-" + "0123456789" * 5
+    source = Path(str(tmp_path)) / "settlement.csv"
+    source.write_text(f"reference,amount,user_id\n{reference},10.00,nobody\n")
+    code, shown = at_terminal(80, "payments", "import", str(source))
+
+    assert code == 5
+    assert max(len(line) for line in shown.splitlines()) <= 80, shown
+    assert "reference" in shown and "unknown_user" in shown and "outcome" in shown
+    cells = [line.split("│")[2].strip() for line in shown.splitlines() if line.count("│") == 4]
+    assert reference in "".join(cells[-2:])  # folded over two lines, whole
+    assert "-o wide" not in shown
+
+
 def test_rejects_of_several_files_say_which_file(
     cli: Cli, ledger: dict[str, object], tmp_path: object
 ) -> None:

@@ -61,6 +61,8 @@ def show_rejects(
             _rows(shown[:_REJECTS_SHOWN], key_name, files),
             [*columns, "line", key_name, "outcome", "reason"],
             title=title,
+            drop=["reason", *columns],
+            hint="-o json or --rejects FILE has every column",
         )
         if total > min(len(shown), _REJECTS_SHOWN):
             message(f"… and {total - min(len(shown), _REJECTS_SHOWN)} more; "

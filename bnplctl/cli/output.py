@@ -308,10 +308,12 @@ def _table(
     stderr: bool = False,
     drop: Sequence[str] | None = None,
     wide: bool = False,
+    hint: str = "-o wide shows all",
 ) -> None:
     """A table laid out by ``tables``: ids, statuses, dates and amounts never wrap; at a
     narrow terminal the columns of ``drop`` go first (by default the rightmost ones,
-    never the first); ``wide`` keeps them all, wider than the terminal if need be."""
+    never the first); ``wide`` keeps them all, wider than the terminal if need be. When
+    the columns that are left still do not fit, their values fold rather than be cut."""
     from rich.table import Table
 
     from bnplctl.cli import tables
@@ -326,6 +328,7 @@ def _table(
     layout = tables.fit(names, cells, terminal, order, wide=wide)
     if wide and layout.width > console.width:
         console = _console(stderr=stderr, width=layout.width)
+    squeezed = terminal is not None and layout.width > terminal
     table = Table()
     for name in layout.names:
         column = [record.get(name) for record in records]
@@ -333,8 +336,8 @@ def _table(
         table.add_column(
             _text(tables.header(name)),
             justify=tables.justify(name, column),  # type: ignore[arg-type]
-            no_wrap=not text,
-            min_width=None if text and not wide else layout.min_widths[name],
+            no_wrap=not text and not squeezed,
+            min_width=None if (text and not wide) or squeezed else layout.min_widths[name],
             overflow="fold",
         )
     for row in cells:
@@ -342,7 +345,8 @@ def _table(
     if not records:
         table.caption = "no rows"
     elif layout.dropped:
-        table.caption = f"not shown at this width: {', '.join(layout.dropped)} (-o wide shows all)"
+        shown_where = f" ({hint})" if hint else ""
+        table.caption = f"not shown at this width: {', '.join(layout.dropped)}{shown_where}"
     _print_table(console, table, title)
 
 
@@ -372,9 +376,18 @@ def _print_table(console: Console, table: Any, title: str | None) -> None:
     console.print(table)
 
 
-def table_to_stderr(records: Sequence[Record], names: Sequence[str], *, title: str) -> None:
-    """A table for the operator that is not data: rejects, notes."""
-    _table(records, names, title=title, stderr=True)
+def table_to_stderr(
+    records: Sequence[Record],
+    names: Sequence[str],
+    *,
+    title: str,
+    drop: Sequence[str] = (),
+    hint: str = "",
+) -> None:
+    """A table for the operator that is not data (rejects): only the columns of
+    ``drop`` may go at a narrow terminal (``hint`` says where they are); ``-o wide``
+    does not apply."""
+    _table(records, names, title=title, stderr=True, drop=drop, hint=hint)
 
 
 def _stderr_is_terminal() -> bool:
