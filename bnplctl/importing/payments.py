@@ -122,7 +122,7 @@ def stage_chunk(connection: Any, rows: list[RawRow]) -> tuple[ParsedChunk, Stage
     chunk = parse_chunk(rows)
     connection.execute(text(CHUNK_TABLES + INDEX_LOOKUPS_ONLY))
     if not chunk.valid:
-        return chunk, StagedPayments(0, [])
+        return chunk, StagedPayments(0, [], {})
     with dbapi_connection(connection).cursor() as cursor:
         cursor.copy_expert(
             f"COPY payment_rows ({', '.join(PAYMENT_ROW_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",

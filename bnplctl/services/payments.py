@@ -198,6 +198,7 @@ CHUNK_TABLES = """
         outcome text,
         reason text,
         after_seq integer,  -- the chunk's row before this one with the same reference
+        crosses boolean,  -- ... and that row is another payer's
         round integer,
         payment_id bigint
     ) ON COMMIT DELETE ROWS;
@@ -250,21 +251,29 @@ _PREPARE = text(
         LEFT JOIN users u ON u.user_id = r.user_id
     ), moved AS (
         INSERT INTO payment_moves (seq, line, reference, amount, user_id, installment_id,
-                                   paid_at, outcome, reason, after_seq, round, payment_id)
+                                   paid_at, outcome, reason, after_seq, crosses, round,
+                                   payment_id)
         SELECT seq, line, reference, amount, owner, installment_id, paid_at, outcome, reason,
-               CASE WHEN outcome IS NULL THEN lag(seq) OVER (
-                   PARTITION BY reference, outcome IS NULL ORDER BY seq) END,
+               CASE WHEN outcome IS NULL THEN lag(seq) OVER same_reference END,
+               CASE WHEN outcome IS NULL THEN lag(owner) OVER same_reference <> owner END,
                CASE WHEN outcome IS NULL THEN row_number() OVER (
                    PARTITION BY owner, outcome IS NULL ORDER BY seq) END,
                CASE WHEN outcome IS NULL
                     THEN nextval(pg_get_serial_sequence('payments', 'id')) END
         FROM resolved
-        RETURNING line, reference, outcome, reason, after_seq, round
+        WINDOW same_reference AS (PARTITION BY reference, outcome IS NULL ORDER BY seq)
+        RETURNING line, reference, outcome, reason, after_seq, crosses, round
     )
-    SELECT line, reference, outcome, reason, NULL AS rounds, NULL AS repeats
+    SELECT line, reference, outcome, reason, NULL AS crossing, NULL AS repeat_rounds,
+           NULL AS sizes
     FROM moved WHERE round IS NULL
     UNION ALL
-    SELECT NULL, NULL, NULL, NULL, coalesce(max(round), 0), count(after_seq) FROM moved
+    SELECT NULL, NULL, NULL, NULL, count(*) FILTER (WHERE crosses),
+           coalesce(array_agg(DISTINCT round) FILTER (WHERE after_seq IS NOT NULL), '{}'),
+           (SELECT coalesce(array_agg(rows ORDER BY round), '{}')
+            FROM (SELECT round, count(*) AS rows FROM moved WHERE round IS NOT NULL
+                  GROUP BY round) per_round)
+    FROM moved
     """
 )
 # The rows to put in rounds when references repeat (``services/rounds.py``), in file order.
@@ -327,33 +336,35 @@ class NotApplied:
 @dataclass(frozen=True)
 class StagedPayments:
     """A chunk staged in ``payment_moves`` (``stage_chunk``): its number of rounds, the
-    rows refused already, and, when references repeat inside the chunk, the rows of each
-    round and the rounds holding a row that repeats one (otherwise every round up to
-    ``rounds`` has rows, and none repeats a reference)."""
+    rows refused already, the rows of each round, and the rounds holding a row that
+    repeats a reference of the chunk."""
 
     rounds: int
     refused: list[NotApplied]
-    sizes: dict[int, int] | None = None
+    sizes: dict[int, int]
     repeat_rounds: frozenset[int] = frozenset()
 
 
 def stage_chunk(executor: Executor) -> StagedPayments:
     """Classify the chunk in ``payment_rows`` as far as no lock is needed (``_PREPARE``),
-    and put rows that repeat a reference of the chunk in rounds after the row they
-    repeat (``services/rounds.py``)."""
+    and put rows that repeat another payer's reference of the chunk in rounds after the
+    row they repeat (``services/rounds.py``)."""
     from collections import Counter
 
     from bnplctl.services.rounds import in_file_order
 
     refused: list[NotApplied] = []
-    rounds = repeats = 0
+    crossing = 0
+    repeat_rounds: frozenset[int] = frozenset()
+    sizes: dict[int, int] = {}
     for row in executor.execute(_PREPARE):
         if row.line is None:
-            rounds, repeats = int(row.rounds), int(row.repeats)
+            crossing, repeat_rounds = int(row.crossing), frozenset(row.repeat_rounds)
+            sizes = dict(enumerate(row.sizes, start=1))  # rounds 1, 2, … have no gap
         else:
             refused.append(NotApplied(int(row.line), row.reference, row.outcome, row.reason))
-    if not repeats:
-        return StagedPayments(rounds, refused)
+    if not crossing:  # a payer's own rounds already put its repeats after the first
+        return StagedPayments(len(sizes), refused, sizes, repeat_rounds)
     rows = executor.execute(_TO_ORDER).all()
     placed = in_file_order(
         (row.seq, ((("payer", row.user_id), 1), (("reference", row.reference), 1))) for row in rows
@@ -386,13 +397,12 @@ def apply_chunk(
     from bnplctl.services.debt_status import settle
 
     refused = list(staged.refused)
-    sizes = dict(staged.sizes) if staged.sizes is not None else None
+    sizes = dict(staged.sizes)
 
     def judge(round_number: int | None) -> None:
         for row, its_round in _recorded(executor, round_number):
             refused.append(row)
-            if sizes is not None:
-                sizes[its_round] -= 1
+            sizes[its_round] -= 1
 
     judge(None)
     applied = 0
@@ -401,7 +411,7 @@ def apply_chunk(
     for round_number in range(1, staged.rounds + 1):
         if round_number in staged.repeat_rounds:
             judge(round_number)
-        if sizes is not None and not sizes.get(round_number):
+        if not sizes.get(round_number):
             continue  # every row of the round was refused already
         result = _apply(executor, round_number=round_number, source=source, now=now, actor=actor)
         applied += len(result.payment_ids)
