@@ -209,7 +209,10 @@ def test_a_killed_sweep_leaves_no_trace_and_no_lock(cli: Cli, engine: Engine) ->
         doomed.join(10)
         blocker.rollback()
         held = observer.execute(
-            text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
         ).scalar_one()
     assert isinstance(doomed.error, Unavailable)
     assert held == 0
