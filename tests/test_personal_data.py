@@ -179,3 +179,19 @@ def test_withheld_server_details_span_every_line_of_a_quoted_row() -> None:
     assert "+998901234567" not in shown and "AA1234567" not in shown and "Lee" not in shown
     assert "QueryCanceled: canceling statement due to statement timeout" in shown
     assert "The above exception was the direct cause" in shown
+
+
+def test_what_c_code_prints_of_an_error_is_silenced_in_a_command(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """psycopg2 prints the server's error (with its CONTEXT line, the copied row's phone
+    number in it) through ``sys.excepthook`` when the connection dies during a COPY;
+    Typer's hook printed it whole. A command replaces it: nothing reaches stderr."""
+    import sys
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # put back after the test
+    assert cli("plans", "preview", "--amount", "500", "-o", "json").exit_code == 0
+    leak = RuntimeError('CONTEXT:  COPY user_rows, line 1: "0,u-1,"Ann",+998901234567"')
+    capsys.readouterr()
+    sys.excepthook(RuntimeError, leak, None)
+    assert capsys.readouterr().err == ""

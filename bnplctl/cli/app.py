@@ -216,6 +216,7 @@ class BoundaryGroup(TyperGroup):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: Any) -> Any:
+        sys.excepthook = _quiet_excepthook  # after Typer's own, which prints everything
         try:
             return super().invoke(ctx)
         except BnplError as exc:
@@ -337,6 +338,17 @@ def _terminate(signum: int, frame: object) -> None:
     """SIGTERM stops a command the way Ctrl-C does (the error boundary says so, exit 143)
     instead of killing it mid-write; the scheduler replaces this with its own clean stop."""
     raise Terminated
+
+
+def _quiet_excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    """What C code prints through ``PyErr_Print``: psycopg2 does, when the connection
+    dies during a COPY, and the server's error then carries a CONTEXT line quoting the
+    row being copied, phone number and all. The error boundary reports every failure of
+    a command in its one line; this adds nothing, but with --debug the traceback without
+    the server's details."""
+    if STATE.debug:
+        text = "".join(traceback.format_exception(kind, value, tb))
+        sys.stderr.write(withhold_server_details(text) + "\n")
 
 
 def main() -> None:
