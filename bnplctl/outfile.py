@@ -23,8 +23,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import IO
 
-# /proc/self/fd/N, /proc/<pid>/fd/N, /dev/fd/N
-_DESCRIPTOR = re.compile(r"^/(?:proc/(?P<pid>self|\d+)/fd|dev/fd)/(?P<fd>\d+)$")
+# /proc/<pid>/fd/N or /proc/<pid>/task/<tid>/fd/N, once /proc/self, /proc/thread-self
+# and /dev/fd (links) are followed.
+_DESCRIPTOR = re.compile(r"^/proc/(?P<pid>\d+)(?:/task/\d+)?/fd/(?P<fd>\d+)$")
 _MAX_LINKS = 40
 
 
@@ -33,7 +34,8 @@ class OutputFile:
     leaves the target as it was (for a pipe, as far as nothing was written yet)."""
 
     def __init__(self, name: str | Path, suffix: str, newline: str | None = None) -> None:
-        if str(name).endswith("/"):  # as a string: a Path drops the trailing slash
+        if str(name).endswith("/") or os.path.basename(str(name)) in (".", ".."):
+            # as a string: a Path drops a trailing slash and a final "."
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(name))
         target = Path(name).expanduser()
         self.draft: Path | None = None
@@ -76,19 +78,40 @@ class OutputFile:
 
 
 def _own_descriptor(path: Path) -> int | None:
-    """The descriptor of this process that ``path`` names through its links, if any."""
-    current = os.path.abspath(path)
-    for _ in range(_MAX_LINKS):
-        named = _DESCRIPTOR.match(current)
-        if named is not None:
-            pid = named.group("pid")
-            mine = pid in (None, "self") or int(pid) == os.getpid()
-            return int(named.group("fd")) if mine else None
+    """The descriptor of this process that ``path`` names, if any: its links are
+    followed one component at a time (``/dev/stderr``, ``/dev/fd``, ``/proc/self``,
+    ``/proc/thread-self`` and any link of the operator's to them), stopping at
+    ``/proc/<pid>[/task/<tid>]/fd/N`` before that last, magic link is followed."""
+    pending = list(Path(os.path.abspath(path)).parts[1:])
+    current = "/"
+    followed = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, part)
+        if not pending:
+            named = _DESCRIPTOR.match(candidate)
+            if named is not None:
+                mine = int(named.group("pid")) == os.getpid()
+                return int(named.group("fd")) if mine else None
         try:
-            link = os.readlink(current)
+            link = os.readlink(candidate)
         except OSError:  # not a link, or not there
+            current = candidate
+            continue
+        followed += 1
+        if followed > _MAX_LINKS:
             return None
-        current = os.path.normpath(os.path.join(os.path.dirname(current), link))
+        target = Path(link)
+        if target.is_absolute():
+            current = "/"
+            pending = list(target.parts[1:]) + pending
+        else:
+            pending = list(target.parts) + pending
     return None
 
 

@@ -84,7 +84,7 @@ def render(report: dict[str, Any], *, currency: str | None, generated_at: str) -
     return "\n".join(parts) + "\n"
 
 
-def write(path: Path, document: str) -> None:
+def write(path: str | Path, document: str) -> None:
     """Write the file beside its target (the file a link names), then rename it into
     place: a reader never sees half a report (``bnplctl.outfile``). An unwritable place
     is exit 74, naming the path."""

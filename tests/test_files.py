@@ -213,16 +213,18 @@ def test_rejects_to_dev_stderr_append_to_what_stderr_is_redirected_to(
     a file over the redirect target would), and the command's own lines stay in it."""
     updates = tmp_path / "updates.csv"
     updates.write_text(BAD_UPDATES)
-    log = tmp_path / "cron.log"
-    log.write_text("old log\n")
-    with log.open("a") as stderr:
-        done = _bnplctl("webhooks", "ingest", str(updates), "--rejects", "/dev/stderr",
-                        stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
-    assert done.returncode == 5
-    text = log.read_text()
-    assert text.startswith("old log\n")
-    assert "file,line,refund_id,outcome,reason" in text and "NOPE-2" in text
-    assert "2 row(s) written to /dev/stderr" in text  # the command's own line, after them
+    (tmp_path / "fds").symlink_to("/proc/self/fd")
+    for target in ("/dev/stderr", "//dev/fd/2", f"{tmp_path}/fds/2"):
+        log = tmp_path / "cron.log"
+        log.write_text("old log\n")
+        with log.open("a") as stderr:
+            done = _bnplctl("webhooks", "ingest", str(updates), "--rejects", target,
+                            stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+        assert done.returncode == 5
+        text = log.read_text()
+        assert text.startswith("old log\n"), target
+        assert "file,line,refund_id,outcome,reason" in text and "NOPE-2" in text
+        assert f"2 row(s) written to {target}" in text  # the command's own line, after them
     out = tmp_path / "out.json"
     with out.open("w") as stdout:
         done = _bnplctl("webhooks", "ingest", str(updates), "--rejects", "/dev/stdout",
@@ -232,7 +234,9 @@ def test_rejects_to_dev_stderr_append_to_what_stderr_is_redirected_to(
     assert "file,line,refund_id,outcome,reason" in out.read_text()
 
 
-@pytest.mark.parametrize("target", ["missing-dir/rejects.csv", "loop", "adir/", "newdir/"])
+@pytest.mark.parametrize(
+    "target", ["missing-dir/rejects.csv", "loop", "adir/", "newdir/", "ghost.csv/."]
+)
 def test_a_rejects_path_that_cannot_be_written_is_exit_74_before_anything(
     cli: Cli, engine: Engine, tmp_path: Path, target: str
 ) -> None:
@@ -297,3 +301,17 @@ def test_an_existing_rejects_file_keeps_its_permissions(
     assert cli("webhooks", "ingest", str(updates), "--rejects", str(private)).exit_code == 5
     assert private.stat().st_mode & 0o777 == 0o600
     assert "NOPE-1" in private.read_text()
+
+
+def test_a_rejects_file_that_fails_at_the_end_still_says_what_was_applied(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    """Every row was handled, only the rejects file could not be written (a full disk):
+    exit 74, and its one line says the rows stay handled."""
+    updates = tmp_path / "updates.csv"
+    updates.write_text(BAD_UPDATES)
+    result = cli("webhooks", "ingest", str(updates), "--rejects", "/dev/full")
+    assert result.exit_code == 74
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: /dev/full: cannot write the rejects file")
+    assert "; 2 row(s) of this run's finished chunks stay handled (0 applied, 2 not)" in line

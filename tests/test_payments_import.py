@@ -170,8 +170,8 @@ def test_a_bad_line_midway_says_what_was_applied_before_it(
     (error,) = result.stderr.strip().splitlines()  # one line, the note after the error
     assert error.startswith("error:") and "line 5" in error
     assert error.endswith(
-        "; 4 row(s) of finished chunks stay handled (4 applied, 0 not); run the file again"
-        " to finish it (rows applied already come back as duplicate)"
+        "; 4 row(s) of this run's finished chunks stay handled (4 applied, 0 not); run the"
+        " file again to finish it (rows applied already come back as duplicate)"
     )
     dry = cli("payments", "import", str(source), "--dry-run")
     assert dry.exit_code == 65 and "stay handled" not in dry.stderr  # a dry run keeps nothing

@@ -84,6 +84,22 @@ def test_an_unwritable_report_path_is_exit_74_and_leaves_nothing(
     assert not missing.parent.exists()
 
 
+@pytest.mark.parametrize(("target", "code"), [("-", 2), ("", 2), ("sub/", 74), ("sub/.", 74)])
+def test_a_report_path_that_names_no_file_is_refused(
+    cli: Cli,
+    portfolio: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    code: int,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = cli("debt", "report", "--as-of", "2026-12-01", "--html", target)
+    assert result.exit_code == code, result.stderr
+    assert "Debt aging" not in result.stdout or code == 74  # a usage error comes first
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_report_path_through_a_link_writes_the_file_it_names(
     cli: Cli, portfolio: None, tmp_path: Path
 ) -> None:

@@ -887,7 +887,9 @@ def test_ctrl_c_right_after_a_commit_still_counts_that_chunk(
     assert result.exit_code == 130, result.stderr
     (record,) = json.loads(cli("webhooks", "files", "-o", "json").stdout)
     assert record["rows"] == 2
-    assert "; 2 row(s) of finished chunks stay handled (0 applied, 2 not)" in result.stderr
+    assert (
+        "; 2 row(s) of this run's finished chunks stay handled (0 applied, 2 not)" in result.stderr
+    )
     assert list(_rejects(rejects)) == [2, 3]
 
 

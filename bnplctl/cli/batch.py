@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from bnplctl.cli.options import OutputFormat, for_people
-from bnplctl.errors import ExitCode
+from bnplctl.errors import BnplError, ExitCode
 from bnplctl.importing.batch import BatchReport, IngestReport, Rejected, RejectsFile
 
 _REJECTS_SHOWN = 20
@@ -107,9 +107,14 @@ def finish_batch(
     """The summary (with ``extra`` after the counts), the rejects (of ``source``), and
     exit 5 when any row was rejected."""
     if rejects is not None:
-        for row in report.rejected:
-            rejects.write(source, row)
-        rejects.close()
+        try:
+            for row in report.rejected:
+                rejects.write(source, row)
+            rejects.close()
+        except BnplError as exc:  # every row was handled; only the rejects file failed
+            if not (extra or {}).get("dry_run"):
+                note_what_stays(exc, report.rows, report.counts.get("created", 0), "created")
+            raise
     summary = report.summary() | (extra or {})
     render_summary(summary, report.rejected, output, key_name=key_name, files=[source], title=title)
     show_rejects(
@@ -129,7 +134,7 @@ def note_what_stays(exc: BaseException, rows: int, done: int, done_word: str) ->
     one line says how many rows that was (``BoundaryGroup`` adds the note)."""
     if rows:
         exc.add_note(
-            f"{rows} row(s) of finished chunks stay handled ({done} {done_word},"
+            f"{rows} row(s) of this run's finished chunks stay handled ({done} {done_word},"
             f" {rows - done} not); run the file again to finish it (rows {done_word}"
             " already come back as duplicate)"
         )
@@ -178,7 +183,12 @@ def run_files_command(
         raise
     finally:  # what was rejected so far, also when a file failed midway
         if rejects_file is not None:
-            rejects_file.finish(failed)
+            try:
+                rejects_file.finish(failed)
+            except BnplError as exc:  # the rejects file failed after every row was handled
+                if not dry_run:
+                    note_what_stays(exc, report.rows, report.counts.get("applied", 0), "applied")
+                raise
     summary = report.summary() | {"dry_run": dry_run} | extra
     title += " (dry run: nothing written)" if dry_run else ""
     if for_people(output):

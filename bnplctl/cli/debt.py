@@ -161,7 +161,7 @@ def sweep(
 def report(
     as_of: AsOfOption = None,
     html: Annotated[
-        Path | None,
+        str | None,  # as typed: a Path would turn "" into "." and drop a trailing "/"
         typer.Option(
             "--html",
             metavar="PATH",
@@ -187,6 +187,10 @@ def report(
     from bnplctl.services.debt import aging_report
     from bnplctl.validators import parse_date
 
+    if html is not None and html in ("", "-"):
+        from bnplctl.errors import UsageProblem
+
+        raise UsageProblem("--html needs a file name (/dev/stdout writes to standard output)")
     business_date = parse_date(as_of, "as-of") if as_of is not None else business_today()
     with read_scope() as connection:
         shown = aging_report(connection, business_date)
@@ -236,7 +240,7 @@ def portfolio_of(connection: Any, business_date: Any) -> dict[str, Any]:
     return portfolio(connection, business_date, get_settings().timezone)
 
 
-def write_report(path: Path, report_data: dict[str, Any]) -> None:
+def write_report(path: str | Path, report_data: dict[str, Any]) -> None:
     """Render the portfolio report (``report_html``, which loads matplotlib) to ``path``."""
     from bnplctl import clock, report_html
     from bnplctl.config import get_settings
