@@ -315,3 +315,20 @@ def test_a_rejects_file_that_fails_at_the_end_still_says_what_was_applied(
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: /dev/full: cannot write the rejects file")
     assert "; 2 row(s) of this run's finished chunks stay handled (0 applied, 2 not)" in line
+
+
+@pytest.mark.parametrize("stderr", ["closed", "full"])
+def test_a_command_keeps_its_exit_code_when_stderr_cannot_be_written(
+    cli: Cli, engine: Engine, stderr: str
+) -> None:
+    """``2>&-`` or a full disk under the log: the message is lost, the exit code is not
+    (it was 1, an internal error)."""
+    import os
+
+    if stderr == "closed":
+        done = _bnplctl("users", "show", "nobody", capture_output=False,
+                        stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(2))  # fmt: skip
+    else:
+        with open("/dev/full", "w") as full:
+            done = _bnplctl("users", "show", "nobody", stdout=subprocess.DEVNULL, stderr=full)
+    assert done.returncode == 4

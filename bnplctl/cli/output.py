@@ -7,15 +7,16 @@ lists and dicts of those). Data goes to stdout; messages to stderr.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache, wraps
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import IO, TYPE_CHECKING, Any, ParamSpec
 
 from bnplctl.cli.options import OutputFormat
 from bnplctl.cli.streams import silence_stdout, utf_capable
@@ -39,16 +40,37 @@ def _text(value: Any) -> Text:
     return Text(printable(value if isinstance(value, str) else _cell(value)))
 
 
+class _StderrThatNeverFails(io.TextIOBase):
+    """Standard error as messages reach it: when it is closed (``2>&-``) or cannot take
+    them (a full disk under the log), they are lost, and the command keeps its own exit
+    code instead of failing on its messages."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        with suppress(OSError, ValueError, AttributeError):
+            self.stream.write(text)  # type: ignore[union-attr]
+        return len(text)
+
+    def flush(self) -> None:
+        with suppress(OSError, ValueError, AttributeError):
+            self.stream.flush()  # type: ignore[union-attr]
+
+    def isatty(self) -> bool:
+        with suppress(OSError, ValueError, AttributeError):
+            return bool(self.stream.isatty())  # type: ignore[union-attr]
+        return False
+
+
 def _console(stderr: bool = False, width: int | None = None) -> Console:
-    stream = sys.stderr if stderr else sys.stdout
+    stream: Any = _StderrThatNeverFails(sys.stderr) if stderr else sys.stdout
     if width is None and not stream.isatty():
         # A file or a pipe: as wide as the rows need, unless COLUMNS says otherwise
         # (``COLUMNS=80 bnplctl users list | less``).
         columns = os.environ.get("COLUMNS", "")
         width = int(columns) if columns.isdigit() and int(columns) > 0 else _UNBOUNDED_WIDTH
-    return _console_class()(
-        file=stream, width=width, highlight=False, soft_wrap=stream is sys.stderr
-    )
+    return _console_class()(file=stream, width=width, highlight=False, soft_wrap=stderr)
 
 
 @cache
