@@ -323,20 +323,17 @@ def _keep_approvals_in_file_order(session: Executor) -> int:
     approval must not come in an earlier round than an approval of the same plan before
     it in the file (it would when that one is its refund's second row, say). Moves rows
     to later rounds where needed; returns the number of rounds."""
-    from bnplctl.services.rounds import in_file_order
+    from bnplctl.services.rounds import put_in_rounds
 
-    placed = in_file_order(
-        (
-            row.seq,
-            [
-                (("refund", row.refund_id), 1),
-                *([(("plan", row.plan_id), 0)] if row.target == "APPROVED" and row.plan_id else []),
-            ],
-        )
-        for row in session.execute(_TO_ORDER)
+    _, placed = put_in_rounds(
+        session,
+        _TO_ORDER,
+        _SET_ROUNDS,
+        lambda row: [
+            (("refund", row.refund_id), 1),
+            *([(("plan", row.plan_id), 0)] if row.target == "APPROVED" and row.plan_id else []),
+        ],
     )
-    seqs = list(placed)
-    session.execute(_SET_ROUNDS, {"seqs": seqs, "rounds": [placed[seq] for seq in seqs]})
     return max(placed.values(), default=0)
 
 

@@ -351,7 +351,7 @@ def stage_chunk(executor: Executor) -> StagedPayments:
     row they repeat (``services/rounds.py``)."""
     from collections import Counter
 
-    from bnplctl.services.rounds import in_file_order
+    from bnplctl.services.rounds import put_in_rounds
 
     refused: list[NotApplied] = []
     crossing = 0
@@ -365,12 +365,12 @@ def stage_chunk(executor: Executor) -> StagedPayments:
             refused.append(NotApplied(int(row.line), row.reference, row.outcome, row.reason))
     if not crossing:  # a payer's own rounds already put its repeats after the first
         return StagedPayments(len(sizes), refused, sizes, repeat_rounds)
-    rows = executor.execute(_TO_ORDER).all()
-    placed = in_file_order(
-        (row.seq, ((("payer", row.user_id), 1), (("reference", row.reference), 1))) for row in rows
+    rows, placed = put_in_rounds(
+        executor,
+        _TO_ORDER,
+        _SET_ROUNDS,
+        lambda row: ((("payer", row.user_id), 1), (("reference", row.reference), 1)),
     )
-    seqs = list(placed)
-    executor.execute(_SET_ROUNDS, {"seqs": seqs, "rounds": [placed[seq] for seq in seqs]})
     return StagedPayments(
         max(placed.values()),
         refused,
