@@ -21,6 +21,9 @@ from bnplctl.errors import ConfigError
 
 PREFIX = "BNPL_"
 ENV_FILE = ".env"
+# Names the dotenv file to read instead of ./.env (cron's working directory is $HOME):
+# where a crontab's jobs find a password they must not show (``scheduler crontab``).
+ENV_FILE_VARIABLE = "BNPL_ENV_FILE"
 LOG_FORMATS = ("text", "json")
 
 
@@ -37,6 +40,30 @@ def read_env_file(path: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         return {}
+    return parse_env_text(text)
+
+
+def named_env_file() -> Path | None:
+    """``BNPL_ENV_FILE`` (from the environment only), as an absolute path, or None."""
+    named = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    return Path(named).expanduser().absolute() if named else None
+
+
+def env_file_values() -> tuple[Path, dict[str, str]]:
+    """The dotenv file read under the environment, and its values: ``BNPL_ENV_FILE``,
+    which must be readable (else exit 78, naming it), or ``./.env`` when there is one."""
+    named = named_env_file()
+    if named is None:
+        return Path(ENV_FILE).absolute(), read_env_file(Path(ENV_FILE))
+    try:
+        return named, parse_env_text(named.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ConfigError(f"{ENV_FILE_VARIABLE}: cannot read {named} ({reason})") from None
+
+
+def parse_env_text(text: str) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of a dotenv file's text."""
     values: dict[str, str] = {}
     for raw in text.splitlines():
         line = raw.strip()
@@ -54,10 +81,10 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def _sources() -> dict[str, str]:
+def given_settings() -> dict[str, str]:
     """Every ``BNPL_*`` value, keyed by its lower-case name without the prefix."""
     merged: dict[str, str] = {}
-    for source in (read_env_file(Path(ENV_FILE)), os.environ):
+    for source in (env_file_values()[1], os.environ):
         for key, value in source.items():
             if key.upper().startswith(PREFIX):
                 merged[key[len(PREFIX) :].lower()] = value
@@ -66,7 +93,7 @@ def _sources() -> dict[str, str]:
 
 def setting_text(name: str) -> str | None:
     """One setting's text as given (environment over ``.env``), not yet checked."""
-    return _sources().get(name)
+    return given_settings().get(name)
 
 
 def _blank_is_unset(value: str) -> str | None:
@@ -144,7 +171,7 @@ class Settings:
     currency: str | None = None
 
     def __init__(self) -> None:
-        given = _sources()
+        given = given_settings()
         for name, parse in _PARSERS.items():
             if name not in given:
                 continue

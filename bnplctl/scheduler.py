@@ -20,6 +20,7 @@ import sys
 import threading
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -29,16 +30,38 @@ from bnplctl import clock
 LOGGER = logging.getLogger("bnplctl.scheduler")
 
 
+def event_of(record: logging.LogRecord) -> dict[str, Any]:
+    """A log record as the JSON object of its line."""
+    event: dict[str, Any] = {
+        "ts": datetime.fromtimestamp(record.created).astimezone().isoformat(),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "message": record.getMessage(),
+    }
+    return event | getattr(record, "fields", {})
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        event: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created).astimezone().isoformat(),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        event |= getattr(record, "fields", {})
-        return json.dumps(event, default=str)
+        return json.dumps(event_of(record), default=str)
+
+
+class LogFileHandler(logging.Handler):
+    """``--log-file``: each event appended to the file as a JSON line, the file opened
+    anew for each (logrotate may move it between two)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from bnplctl.joblog import append_json_line
+
+        try:
+            append_json_line(self.path, event_of(record))
+        except OSError as exc:  # said where cron sees it, never as logging's traceback
+            reason = exc.strerror or type(exc).__name__
+            sys.stderr.write(f"error: cannot write the log file {self.path}: {reason}\n")
 
 
 class TextFormatter(logging.Formatter):
@@ -49,10 +72,15 @@ class TextFormatter(logging.Formatter):
         return f"{stamp} {record.levelname} {record.getMessage()}{extra}"
 
 
-def configure_logging(log_format: str) -> None:
-    """One line per event on stderr; JSON lines with BNPL_LOG_FORMAT=json."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+def configure_logging(log_format: str, log_file: Path | None = None) -> None:
+    """One line per event on stderr (JSON lines with BNPL_LOG_FORMAT=json), or appended to
+    ``log_file`` as JSON lines."""
+    handler: logging.Handler
+    if log_file is not None:
+        handler = LogFileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(logging.INFO)
     LOGGER.propagate = False
@@ -63,8 +91,12 @@ def requested_log_format() -> str:
     bad value in another setting is then logged in the format asked for, so cron's JSON
     log keeps one shape. An unusable value of its own falls back to text."""
     from bnplctl.config import LOG_FORMATS, setting_text
+    from bnplctl.errors import ConfigError
 
-    requested = (setting_text("log_format") or "text").strip().lower()
+    try:
+        requested = (setting_text("log_format") or "text").strip().lower()
+    except ConfigError:  # an unreadable BNPL_ENV_FILE: Settings says so, in this format
+        return "text"
     return requested if requested in LOG_FORMATS else "text"
 
 
@@ -205,13 +237,13 @@ def build(actor: str) -> Scheduler:
     )
 
 
-def run(actor: str, *, once: bool) -> int:
-    """``bnplctl scheduler run``: every line it writes is a log line in BNPL_LOG_FORMAT,
-    a configuration error found at start included, so cron's log keeps one shape.
-    Returns the exit code: ``--once``'s first failed job's, else 0."""
+def run(actor: str, *, once: bool, log_file: Path | None = None) -> int:
+    """``bnplctl scheduler run``: every line it writes is a log line in BNPL_LOG_FORMAT
+    (in ``log_file``: JSON), a configuration error found at start included, so cron's log
+    keeps one shape. Returns the exit code: ``--once``'s first failed job's, else 0."""
     from bnplctl.errors import Terminated
 
-    configure_logging(requested_log_format())
+    configure_logging(requested_log_format(), log_file)
     try:
         scheduler = build(actor)
     except (Exception, Terminated, KeyboardInterrupt) as exc:

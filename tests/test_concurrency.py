@@ -297,8 +297,8 @@ def test_an_import_stopped_by_a_signal_says_so_in_one_line_and_keeps_whole_chunk
     assert importing.returncode == code, stderr
     counts = row_counts(engine)
     assert stderr.strip() == (
-        f"error: {said}: what was committed before stays (a batch: its finished chunks),"
-        f" the rest was rolled back; {counts['users']} row(s) of this run's finished chunks"
+        f"error: {said}: what was committed before stays, the rest was rolled back;"
+        f" {counts['users']} row(s) of this run's finished chunks"
         f" stay handled ({counts['users']} created, 0 not); run the file again to finish it"
         " (rows created already come back as duplicate)"
     )

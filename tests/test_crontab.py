@@ -1,6 +1,8 @@
-"""crontab.example, run as cron runs it: each job line through /bin/sh with the file's own
-environment, its logs moved into a temporary directory. Each log file holds one shape of
-line (``*.jsonl``: JSON objects; ``*.log``: text), whatever the database's state."""
+"""The crontab bnplctl prints for its installation, run as cron runs it: each job line under
+``env -i`` with cron's own few variables (``SHELL=/bin/sh``, ``PATH=/usr/bin:/bin``,
+``HOME``, ``LOGNAME``) and the crontab's environment lines, through ``/bin/sh``, from
+``$HOME``. Nothing is put on PATH for it: the crontab must name what it runs. Each job
+writes its own log file (``--log-file``), one JSON line a run with its exit code."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -19,22 +22,24 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from bnplctl.services.locks import DEBT_LOCK_ID
 from bnplctl.services.sweep import SWEEP_LOCK_ID
-from tests.conftest import DatabaseUnderTest
+from tests.conftest import Cli, DatabaseUnderTest
 from tests.test_sweep import seed
 
-CRONTAB = Path(__file__).resolve().parents[1] / "crontab.example"
-LOG_DIR = "/var/log/bnplctl/"
+ROOT = Path(__file__).resolve().parents[1]
+CRONTAB_EXAMPLE = ROOT / "crontab.example"
+EXAMPLE_EXECUTABLE = "/opt/bnplctl/bin/bnplctl"
+EXAMPLE_ENVIRONMENT = {
+    "BNPL_DATABASE_URL": "postgresql://bnpl@db.internal:5432/bnpl",
+    "BNPL_SECRET_KEY_FILE": "/etc/bnplctl/secret.key",
+    "BNPL_TIMEZONE": "Asia/Tashkent",
+}
+INSTALLED = Path(sys.executable).parent / "bnplctl"  # the console script pip installed
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"
 SEEDED_PHONE = "+998901234567"  # tests.test_sweep.seed's: no log may show it
-JSON_KEYS = {
-    "sweep.jsonl": {"run_id", "business_date", "installments_marked_overdue", "users_marked_debt"},
-    "verify.jsonl": {"ok", "checks"},
-    "scheduler.jsonl": {"ts", "level", "logger", "message"},
-}
 ASSIGNMENT = re.compile(r"([A-Za-z_]\w*)\s*=\s*(.*)")
 
 
@@ -58,44 +63,39 @@ def parse_crontab(source: str) -> Crontab:
             continue
         fields = stripped.split(None, 5)
         assert len(fields) == 6, f"not a job line of five schedule fields: {stripped}"
+        assert "%" not in fields[5]  # cron turns % into a line break
         commands.append(fields[5])
     return Crontab(environment, tuple(commands))
 
 
 @dataclass
 class CronHost:
-    """The crontab's job lines, run as cron would, with their logs under ``logs``."""
+    """A crontab's job lines, run as cron runs them, from ``home``."""
 
     crontab: Crontab
-    logs: Path
     home: Path
-    overrides: dict[str, str] = field(default_factory=dict)
+    changes: dict[str, str] = field(default_factory=dict)
 
     def line_running(self, words: str) -> str:
         [command] = [command for command in self.crontab.commands if words in command]
         return command
 
-    def environment(self, **changes: str) -> dict[str, str]:
-        """Cron's own few variables, then the file's, then the test's (database, key, the
-        venv's bnplctl first on PATH); nothing inherited from the test process."""
-        cron_defaults = {"HOME": str(self.home), "LOGNAME": "bnpl", "SHELL": "/bin/sh"}
-        path = f"{os.path.dirname(sys.executable)}:{self.crontab.environment['PATH']}"
-        return cron_defaults | self.crontab.environment | {"PATH": path} | self.overrides | changes
-
-    def shell_command(self, command: str) -> list[str]:
-        """``command`` with its logs moved here: it may log under LOG_DIR only, or the test
-        would write outside its own directory."""
-        assert LOG_DIR in command
-        moved = command.replace(LOG_DIR, f"{self.logs}/")
-        assert "/var/log" not in moved
-        assert "%" not in moved  # cron turns % into a newline
-        return ["/bin/sh", "-c", moved]
+    def argv(self, command: str, **changes: str) -> list[str]:
+        """``env -i``: cron's own variables, then the crontab's lines (what an operator
+        edited in them: ``changes``); nothing inherited from the test process."""
+        environment = (
+            {"HOME": str(self.home), "LOGNAME": "bnpl", "SHELL": "/bin/sh", "PATH": "/usr/bin:/bin"}
+            | self.crontab.environment
+            | self.changes
+            | changes
+        )
+        assignments = [f"{name}={value}" for name, value in environment.items()]
+        return ["/usr/bin/env", "-i", *assignments, "/bin/sh", "-c", command]
 
     def run(self, command: str, **changes: str) -> int:
         """The line's exit status; nothing may reach stdout or stderr (cron would mail it)."""
         done = subprocess.run(
-            self.shell_command(command),
-            env=self.environment(**changes),
+            self.argv(command, **changes),
             cwd=self.home,
             capture_output=True,
             text=True,
@@ -108,49 +108,73 @@ class CronHost:
         return [self.run(command, **changes) for command in self.crontab.commands]
 
     def start(self, command: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self.shell_command(command), env=self.environment(), cwd=self.home, text=True
-        )
+        return subprocess.Popen(self.argv(command), cwd=self.home, text=True)
 
 
-@pytest.fixture
-def cron(tmp_path: Path, test_database: DatabaseUnderTest, key_file: Path) -> CronHost:
-    logs = tmp_path / "log"
-    logs.mkdir()
-    return CronHost(
-        crontab=parse_crontab(CRONTAB.read_text(encoding="utf-8")),
-        logs=logs,
-        home=tmp_path,
-        overrides={"BNPL_DATABASE_URL": test_database.url, "BNPL_SECRET_KEY_FILE": str(key_file)},
+def operator_environment(**settings: str) -> dict[str, str]:
+    """The operator's shell: its own environment without BNPL_*, then ``settings``."""
+    kept = {name: value for name, value in os.environ.items() if not name.startswith("BNPL_")}
+    return kept | settings
+
+
+def print_crontab(home: Path, *options: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``bnplctl scheduler crontab`` as the installed console script, from ``home``."""
+    assert INSTALLED.exists(), f"no console script at {INSTALLED}: pip install the project"
+    return subprocess.run(
+        [str(INSTALLED), "scheduler", "crontab", *options],
+        env=operator_environment(**settings),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
 
 
-def _is_json(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict | list)
-    except ValueError:
-        return False
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path / "var" / "log" / "bnplctl"  # not there yet: the jobs make it
 
 
-def log_shapes(logs: Path) -> dict[str, list[Any]]:
-    """Each log file's lines, after checking its shape: a ``.jsonl`` line is an object with
-    the keys its file promises, a ``.log`` line is text, no line shows personal data."""
-    found: dict[str, list[Any]] = {}
-    for path in sorted(logs.iterdir()):
+@pytest.fixture
+def cron(
+    tmp_path: Path, test_database: DatabaseUnderTest, key_file: Path, log_dir: Path
+) -> CronHost:
+    home = tmp_path / "home"
+    home.mkdir()
+    printed = print_crontab(
+        home,
+        "--log-dir",
+        str(log_dir),
+        BNPL_DATABASE_URL=test_database.url,
+        BNPL_SECRET_KEY_FILE=str(key_file),
+    )
+    return CronHost(parse_crontab(printed.stdout), home)
+
+
+def log_lines(log_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each log file's lines, each checked to be a JSON object with the keys every line
+    has, and none showing personal data."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(log_dir.iterdir()):
         content = path.read_text(encoding="utf-8")
         assert SEEDED_PHONE not in content, path.name
-        assert content == "" or content.endswith("\n"), path.name
-        lines = content.splitlines()
-        if path.suffix == ".jsonl":
-            events = [json.loads(line) for line in lines]
-            assert all(isinstance(event, dict) for event in events), path.name
-            assert all(JSON_KEYS[path.name] <= event.keys() for event in events), path.name
-            found[path.name] = events
-        else:
-            assert path.suffix == ".log", path.name
-            assert not any(_is_json(line) for line in lines), path.name
-            found[path.name] = lines
+        assert content.endswith("\n"), path.name
+        events = [json.loads(line) for line in content.splitlines()]
+        assert all({"ts", "level", "message"} <= event.keys() for event in events), path.name
+        found[path.name] = events
     return found
+
+
+def ends(events: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    """The lines that end a command: (command, exit code)."""
+    return [(event["command"], event["exit_code"]) for event in events if "command" in event]
+
+
+def sweep_runs(engine: Engine) -> list[tuple[int, str]]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT id, outcome FROM sweep_runs ORDER BY id")).all()
+    return [(int(row.id), str(row.outcome)) for row in rows]
 
 
 def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
@@ -160,57 +184,111 @@ def wait_until(condition: Callable[[], bool], what: str, seconds: float = 30) ->
         time.sleep(0.05)
 
 
-def test_the_crontab_has_the_nightly_and_the_hourly_line() -> None:
-    crontab = parse_crontab(CRONTAB.read_text(encoding="utf-8"))
-    assert len(crontab.commands) == 2
-    assert "debt sweep -o jsonl" in crontab.commands[0]
-    assert "verify -o jsonl" in crontab.commands[0]
-    assert "BNPL_LOG_FORMAT=json" in crontab.commands[1]
-    assert "scheduler run --once" in crontab.commands[1]
-    needed = {"PATH", "BNPL_DATABASE_URL", "BNPL_SECRET_KEY_FILE", "BNPL_TIMEZONE"}
-    assert needed <= crontab.environment.keys()  # cron's own environment is nearly empty
+def test_crontab_example_is_what_the_command_prints_for_the_documented_installation(
+    no_database: None, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BNPL_DATA_DIR")
+    monkeypatch.delenv("BNPL_SECRET_KEY_FILE")
+    for name, value in EXAMPLE_ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    result = cli("scheduler", "crontab", "--executable", EXAMPLE_EXECUTABLE)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == CRONTAB_EXAMPLE.read_text(encoding="utf-8")
+    assert result.stderr == ""
 
 
-def test_each_line_exits_0_on_a_healthy_database_and_appends_one_shape(
-    cron: CronHost, engine: Engine
+def test_the_shipped_example_runs_under_cron_once_its_paths_are_this_installation(
+    tmp_path: Path, test_database: DatabaseUnderTest, key_file: Path, engine: Engine
+) -> None:
+    """crontab.example as an operator installs it, changing only what names their host:
+    the executable, the log directory, the database and key (the test's)."""
+    example = CRONTAB_EXAMPLE.read_text(encoding="utf-8")
+    logs = tmp_path / "logs"
+    installed = example.replace(EXAMPLE_EXECUTABLE, str(INSTALLED)).replace(
+        "/var/log/bnplctl/", f"{logs}/"
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    host = CronHost(
+        parse_crontab(installed),
+        home,
+        {"BNPL_DATABASE_URL": test_database.url, "BNPL_SECRET_KEY_FILE": str(key_file)},
+    )
+    seed(engine, 2, date(2024, 1, 1))
+    assert host.run_all() == [0, 0]
+    assert sweep_runs(engine) == [(1, "SUCCEEDED")]
+    assert sorted(log_lines(logs)) == ["scheduler.jsonl", "sweep.jsonl", "verify.jsonl"]
+
+
+def test_the_printed_crontab_names_this_installation(
+    cron: CronHost, test_database: DatabaseUnderTest, key_file: Path, log_dir: Path
+) -> None:
+    environment = cron.crontab.environment
+    assert environment["PATH"] == "/usr/bin:/bin"  # cron's: nothing of the venv
+    assert environment["BNPL_ACTOR"] == "cron"
+    assert environment["BNPL_DATABASE_URL"] == test_database.url
+    assert environment["BNPL_SECRET_KEY_FILE"] == str(key_file)
+    assert len(cron.crontab.commands) == 2
+    for command in cron.crontab.commands:
+        assert command.startswith(f"{INSTALLED} ")
+        assert ">" not in command  # bnplctl opens its logs itself: no shell redirect
+        assert f"--log-file {log_dir}/" in command
+
+
+def test_each_line_runs_under_cron_and_logs_one_json_line_a_run(
+    cron: CronHost, engine: Engine, log_dir: Path
 ) -> None:
     seed(engine, 2, date(2024, 1, 1))
+    assert not log_dir.exists()
     assert cron.run_all() == [0, 0]
     assert cron.run_all() == [0, 0]
-    logs = log_shapes(cron.logs)
-    assert sorted(logs) == [
-        "scheduler.jsonl",
-        "sweep.jsonl",
-        "sweep.log",
-        "verify.jsonl",
-        "verify.log",
-    ]
+    assert stat.S_IMODE(log_dir.stat().st_mode) == 0o750
+    assert stat.S_IMODE(log_dir.parent.stat().st_mode) == 0o750
+    assert sweep_runs(engine) == [(1, "SUCCEEDED"), (2, "SUCCEEDED")]
+    logs = log_lines(log_dir)
+    assert sorted(logs) == ["scheduler.jsonl", "sweep.jsonl", "verify.jsonl"]
     first, second = logs["sweep.jsonl"]
-    assert (first["installments_marked_overdue"], first["users_marked_debt"]) == (6, 2)
-    assert (second["installments_marked_overdue"], second["users_marked_debt"]) == (0, 0)
-    assert [report["ok"] for report in logs["verify.jsonl"]] == [True, True]
-    assert len(logs["sweep.log"]) == 1 and "nothing" in logs["sweep.log"][0]
-    assert logs["verify.log"] == []
-    messages = [event["message"] for event in logs["scheduler.jsonl"]]
-    assert messages.count("idempotency keys purged") == 2
-    assert all(event["level"] == "info" for event in logs["scheduler.jsonl"])
+    assert (first["exit_code"], first["run_id"], first["installments_marked_overdue"]) == (0, 1, 6)
+    assert (first["users_marked_debt"], first["level"]) == (2, "info")
+    assert (second["exit_code"], second["run_id"], second["installments_marked_overdue"]) == (
+        0,
+        2,
+        0,
+    )
+    assert second["message"].startswith("already swept for")
+    assert [(line["exit_code"], line["ok"]) for line in logs["verify.jsonl"]] == [
+        (0, True),
+        (0, True),
+    ]
+    scheduler = logs["scheduler.jsonl"]
+    assert [event["message"] for event in scheduler].count("idempotency keys purged") == 2
+    assert ends(scheduler) == [("scheduler run", 0), ("scheduler run", 0)]
+    with engine.connect() as connection:
+        actors = connection.execute(
+            text("SELECT DISTINCT actor FROM audit_events WHERE action = 'sweep.run'")
+        ).all()
+    assert actors == [("cron",)]
 
 
-def test_a_database_that_is_down_is_75_and_the_logs_keep_their_shapes(cron: CronHost) -> None:
+def test_a_database_that_is_down_is_75_with_the_error_in_each_log(cron: CronHost) -> None:
     assert cron.run_all() == [0, 0]
     assert cron.run_all(BNPL_DATABASE_URL=UNREACHABLE) == [75, 75]
-    logs = log_shapes(cron.logs)
-    assert len(logs["sweep.jsonl"]) == 1  # a failed sweep has no result to append
-    assert logs["sweep.log"][-1].startswith("error: database unavailable")
+    logs = log_lines(cron.home.parent / "var" / "log" / "bnplctl")
+    failed = logs["sweep.jsonl"][-1]
+    assert (failed["level"], failed["exit_code"]) == ("error", 75)
+    assert failed["message"].startswith("database unavailable")
     assert len(logs["verify.jsonl"]) == 1  # verify runs after a sweep that succeeded
-    failures = [event for event in logs["scheduler.jsonl"] if event["level"] == "error"]
+    failures = [event for event in logs["scheduler.jsonl"] if event.get("job")]
     assert [(event["job"], event["exit_code"]) for event in failures] == [
         ("sweep", 75),
         ("purge", 75),
     ]
+    assert ends(logs["scheduler.jsonl"])[-1] == ("scheduler run", 75)
 
 
-def test_another_sweep_holding_the_lock_is_75_on_both_lines(cron: CronHost, engine: Engine) -> None:
+def test_another_sweep_holding_the_lock_is_75_on_both_lines(
+    cron: CronHost, engine: Engine, log_dir: Path
+) -> None:
     with engine.connect() as holder:
         holder.execute(text("SELECT pg_advisory_lock(:id)"), {"id": SWEEP_LOCK_ID})
         try:
@@ -218,35 +296,119 @@ def test_another_sweep_holding_the_lock_is_75_on_both_lines(cron: CronHost, engi
         finally:
             holder.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": SWEEP_LOCK_ID})
     assert codes == [75, 75]
-    logs = log_shapes(cron.logs)
-    assert logs["sweep.log"] == ["error: another sweep holds the lock; retry later"]
+    logs = log_lines(log_dir)
+    [failed] = logs["sweep.jsonl"]
+    assert (failed["exit_code"], failed["message"]) == (
+        75,
+        "another sweep holds the lock; retry later",
+    )
     assert "verify.jsonl" not in logs
-    [failure] = [event for event in logs["scheduler.jsonl"] if event["level"] == "error"]
-    assert (failure["job"], failure["exit_code"]) == ("sweep", 75)
-    assert logs["scheduler.jsonl"][-1]["message"] == "idempotency keys purged"
+    [failure] = [event for event in logs["scheduler.jsonl"] if event.get("job") == "sweep"]
+    assert failure["exit_code"] == 75
+    assert ends(logs["scheduler.jsonl"]) == [("scheduler run", 75)]
 
 
-def test_a_configuration_error_is_78_and_the_scheduler_logs_it_as_json(cron: CronHost) -> None:
+def test_a_configuration_error_is_78_and_logged(cron: CronHost, log_dir: Path) -> None:
     assert cron.run_all(BNPL_TIMEZONE="Mars/Olympus_Mons") == [78, 78]
-    logs = log_shapes(cron.logs)
-    assert logs["sweep.jsonl"] == []
-    [message] = logs["sweep.log"]
-    assert message.startswith("error: BNPL_TIMEZONE")
-    [failure] = logs["scheduler.jsonl"]
-    assert (failure["job"], failure["error"], failure["exit_code"]) == ("start", "ConfigError", 78)
-    assert "BNPL_TIMEZONE" in failure["message"]
+    logs = log_lines(log_dir)
+    [failed] = logs["sweep.jsonl"]
+    assert failed["exit_code"] == 78
+    assert failed["message"].startswith("BNPL_TIMEZONE")
+    start, end = logs["scheduler.jsonl"]
+    assert (start["job"], start["error"], start["exit_code"]) == ("start", "ConfigError", 78)
+    assert end["exit_code"] == 78
 
 
-def test_a_broken_invariant_makes_the_nightly_line_69(cron: CronHost, engine: Engine) -> None:
+def test_a_broken_invariant_makes_the_nightly_line_69(
+    cron: CronHost, engine: Engine, log_dir: Path
+) -> None:
     seed(engine, 1, date(2024, 1, 1))
     with engine.begin() as connection:
         connection.execute(text("UPDATE plans SET total_amount = 301"))
     assert cron.run(cron.line_running("verify")) == 69
-    logs = log_shapes(cron.logs)
-    [report] = logs["verify.jsonl"]
+    [report] = log_lines(log_dir)["verify.jsonl"]
     broken = [check["check"] for check in report["checks"] if check["violations"]]
-    assert (report["ok"], broken) == (False, ["plan_totals"])
-    assert logs["verify.log"] == ["error: invariants broken: plan_totals"]
+    assert (report["ok"], broken, report["exit_code"]) == (False, ["plan_totals"], 69)
+    assert report["message"] == "invariants broken: plan_totals"
+
+
+def test_a_log_directory_that_cannot_be_made_is_74_on_stderr_for_cron_to_mail(
+    cron: CronHost, tmp_path: Path, engine: Engine
+) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    line = cron.line_running("debt sweep").replace(
+        str(tmp_path / "var" / "log" / "bnplctl"), str(blocked / "logs")
+    )
+    done = subprocess.run(cron.argv(line), cwd=cron.home, capture_output=True, text=True)
+    assert done.returncode == 74
+    assert done.stderr.startswith("error: cannot write the log file")
+    assert sweep_runs(engine) == []  # nothing done that nobody would hear of
+
+
+def test_a_password_is_never_printed_and_the_jobs_read_it_from_the_env_file(
+    tmp_path: Path, test_database: DatabaseUnderTest, key_file: Path, engine: Engine
+) -> None:
+    """The server trusts local connections, so a password in the URL is ignored by it:
+    the URL works from the env file exactly as the operator is told to write it."""
+    password = "pw-never-printed"  # noqa: S105
+    url = make_url(test_database.url).set(password=password).render_as_string(hide_password=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    env_file = tmp_path / "etc" / "bnplctl.env"
+    printed = print_crontab(
+        home,
+        "--env-file",
+        str(env_file),
+        "--log-dir",
+        str(tmp_path / "logs"),
+        BNPL_DATABASE_URL=url,
+        BNPL_SECRET_KEY_FILE=str(key_file),
+    )
+    assert password not in printed.stdout + printed.stderr
+    crontab = parse_crontab(printed.stdout)
+    assert "BNPL_DATABASE_URL" not in crontab.environment
+    assert crontab.environment["BNPL_ENV_FILE"] == str(env_file)
+    assert str(env_file) in printed.stderr
+    host = CronHost(crontab, home)
+    assert host.run(crontab.commands[0]) == 78  # not written yet: said in the log
+    [failed] = log_lines(tmp_path / "logs")["sweep.jsonl"]
+    assert failed["message"].startswith(f"BNPL_ENV_FILE: cannot read {env_file}")
+    env_file.parent.mkdir()
+    env_file.write_text(f"BNPL_DATABASE_URL={url}\n")
+    env_file.chmod(0o600)
+    assert host.run(crontab.commands[0]) == 0
+    assert sweep_runs(engine) == [(1, "SUCCEEDED")]
+    assert password not in (tmp_path / "logs" / "sweep.jsonl").read_text()
+
+
+def test_a_password_from_dotenv_is_read_from_that_file(
+    no_database: None, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BNPL_DATA_DIR")
+    (tmp_path / ".env").write_text("BNPL_DATABASE_URL=postgresql://bnpl:pw-in-dotenv@db/bnpl\n")
+    result = cli("scheduler", "crontab", "--executable", EXAMPLE_EXECUTABLE)
+    assert result.exit_code == 0, result.output
+    assert "pw-in-dotenv" not in result.output
+    crontab = parse_crontab(result.stdout)
+    assert crontab.environment["BNPL_ENV_FILE"] == str(tmp_path / ".env")
+    assert result.stderr == ""  # the file is there already: nothing to write
+
+
+def test_the_embedded_database_gets_its_data_directory_spelt_out(
+    no_database: None, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BNPL_SECRET_KEY_FILE")
+    monkeypatch.setenv("BNPL_DATA_DIR", "relative/data")
+    monkeypatch.setenv("BNPL_SWEEP_AT", "3:30")
+    result = cli("scheduler", "crontab", "--executable", EXAMPLE_EXECUTABLE)
+    assert result.exit_code == 0, result.output
+    crontab = parse_crontab(result.stdout)
+    assert crontab.environment["BNPL_DATA_DIR"] == str(tmp_path / "relative" / "data")
+    assert crontab.environment["BNPL_SWEEP_AT"] == "03:30"
+    assert "BNPL_DATABASE_URL" not in crontab.environment
+    schedules = [line.split()[:2] for line in result.stdout.splitlines() if "--log-file" in line]
+    assert schedules == [["30", "3"], ["45", "*"]]
 
 
 def _children(pid: int) -> list[int]:
@@ -265,20 +427,22 @@ def _sweep_waits_for_the_debt_lock(engine: Engine) -> bool:
 
 
 @pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task").exists(), reason="needs Linux /proc")
-def test_a_sigterm_during_the_hourly_line_is_143_and_logged_as_json(
-    cron: CronHost, engine: Engine
+def test_a_sigterm_during_the_hourly_line_is_143_and_logged(
+    cron: CronHost, engine: Engine, log_dir: Path
 ) -> None:
     with engine.connect() as holder:
         holder.execute(text("SELECT pg_advisory_xact_lock_shared(:id)"), {"id": DEBT_LOCK_ID})
         line = cron.start(cron.line_running("scheduler run"))
         try:
             wait_until(lambda: _sweep_waits_for_the_debt_lock(engine), "the sweep to wait")
-            for child in _children(line.pid):
+            shell = _children(line.pid)  # env execs sh, which runs bnplctl
+            for child in shell or [line.pid]:
                 os.kill(child, signal.SIGTERM)
         finally:
             holder.rollback()
             code = line.wait(timeout=60)
     assert code == 143
-    events = log_shapes(cron.logs)["scheduler.jsonl"]
-    assert [event["level"] for event in events] == ["info", "error"]  # no purge after it
-    assert (events[-1]["error"], events[-1]["exit_code"]) == ("Terminated", 143)
+    events = log_lines(log_dir)["scheduler.jsonl"]
+    assert [event["level"] for event in events] == ["info", "error", "error"]  # no purge after
+    assert (events[1]["error"], events[1]["exit_code"]) == ("Terminated", 143)
+    assert ends(events) == [("scheduler run", 143)]

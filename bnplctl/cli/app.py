@@ -13,7 +13,7 @@ import re
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -21,14 +21,45 @@ from typer.core import TyperGroup
 from bnplctl import __version__
 from bnplctl.errors import BnplError, ExitCode, Terminated
 
+if TYPE_CHECKING:
+    from bnplctl.joblog import JobLog
+
 
 @dataclass
 class CliState:
     debug: bool = False
     actor: str | None = None
+    job_log: "JobLog | None" = None  # --log-file: where this run's outcome goes
 
 
 STATE = CliState()
+
+
+def log_to(path_text: str | None, command: str) -> None:
+    """``--log-file PATH``: from here on, the command's result, messages and error go to
+    that file as one JSON line with the exit code, not to stdout or stderr."""
+    if path_text is not None:
+        from bnplctl.joblog import JobLog, opened
+
+        STATE.job_log = JobLog(opened(path_text), command)
+
+
+def _end_job_log(code: int) -> None:
+    """The run's line in its log file. A log that cannot be written is said on stderr,
+    with the run's own error; a run that succeeded then exits 74."""
+    log, STATE.job_log = STATE.job_log, None
+    if log is None:
+        return
+    try:
+        log.finish(code)
+    except OSError as exc:
+        from bnplctl.cli.output import error
+
+        if code and log.error:
+            error(log.error)
+        error(f"cannot write the log file {log.path}: {exc.strerror or type(exc).__name__}")
+        if not code:
+            raise typer.Exit(ExitCode.OUTPUT_FAILED) from None
 
 
 def current_actor() -> str:
@@ -216,6 +247,23 @@ class BoundaryGroup(TyperGroup):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: Any) -> Any:
+        """The command, within the error boundary; then its line in ``--log-file``'s
+        file, with the exit code, when it has one."""
+        code: int = ExitCode.INTERNAL
+        try:
+            outcome = self._invoke_within_boundary(ctx)
+            code = ExitCode.OK
+            return outcome
+        except typer.Exit as stop:
+            code = stop.exit_code
+            raise
+        except Exception as exc:
+            code = getattr(exc, "exit_code", ExitCode.INTERNAL)  # click's usage errors: 2
+            raise
+        finally:
+            _end_job_log(code)
+
+    def _invoke_within_boundary(self, ctx: Any) -> Any:
         sys.excepthook = _quiet_excepthook  # after Typer's own, which prints everything
         try:
             return super().invoke(ctx)
@@ -231,17 +279,15 @@ class BoundaryGroup(TyperGroup):
         except KeyboardInterrupt as exc:
             raise _fail(
                 _noted(
-                    "interrupted: what was committed before stays (a batch: its finished"
-                    " chunks), the rest was rolled back",
-                    exc,
+                    "interrupted: what was committed before stays, the rest was rolled back", exc
                 ),
                 ExitCode.INTERRUPTED,
             ) from None
         except Terminated as exc:
             raise _fail(
                 _noted(
-                    "terminated (SIGTERM): what was committed before stays (a batch: its"
-                    " finished chunks), the rest was rolled back",
+                    "terminated (SIGTERM): what was committed before stays, the rest was"
+                    " rolled back",
                     exc,
                 ),
                 ExitCode.TERMINATED,

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bnplctl.cli.options import OutputFormat, OutputOption, for_people
+from bnplctl.cli.options import LogFileOption, OutputFormat, OutputOption, for_people
 
 app = typer.Typer(
     help="Debt: what a user owes.\n\nExample: bnplctl debt show usr-001",
@@ -109,6 +109,7 @@ def sweep(
         ),
     ] = None,
     output: OutputOption = OutputFormat.table,
+    log_file: LogFileOption = None,
 ) -> None:
     """The overdue sweep (rule 3): late installments become OVERDUE, their owners DEBT_USER.
 
@@ -126,13 +127,14 @@ def sweep(
 
     Example: bnplctl debt sweep --revert 41 --dry-run
     """
-    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.app import current_actor, log_to
     from bnplctl.cli.output import message, render_one
     from bnplctl.clock import business_today
     from bnplctl.errors import UsageProblem
     from bnplctl.jobs import revert_job, sweep_job
     from bnplctl.validators import parse_date
 
+    log_to(log_file, "debt sweep")
     if revert is not None:
         if as_of is not None or allow_future:
             raise UsageProblem("--revert undoes a run: --as-of and --allow-future do not apply")

@@ -95,3 +95,17 @@ def sort_option(fields: tuple[str, ...]) -> Any:
         metavar="FIELD",
         help=f"Order by {', '.join(fields)}; -FIELD for descending.",
     )
+
+
+# For cron: the command opens its log itself (a shell redirect fails when the directory is
+# missing); its outcome goes there, one JSON line a run, nothing to stdout or stderr.
+LogFileOption = Annotated[
+    str | None,  # as typed: a Path would turn "" into "." and drop a trailing "/"
+    typer.Option(
+        "--log-file",
+        metavar="PATH",
+        help="Append this run's outcome to PATH as one JSON line (ts, level, message,"
+        " exit_code, the result) instead of printing it; missing directories are made"
+        " (mode 0750). For cron.",
+    ),
+]

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
+    from bnplctl.joblog import JobLog
+
 Record = Mapping[str, Any]
 P = ParamSpec("P")
 # Wide enough that nothing is cut when stdout is a file or a pipe.
@@ -174,7 +176,12 @@ def _write_json_array(records: Iterator[Record]) -> None:
 
 @to_stdout
 def render_one(record: Record, fmt: OutputFormat, *, title: str | None = None) -> None:
-    """One entity or summary: a two-column table, a JSON object, one line, or CSV."""
+    """One entity or summary: a two-column table, a JSON object, one line, or CSV (with
+    ``--log-file``: into the run's line there)."""
+    log = _job_log()
+    if log is not None:
+        log.result = json.loads(_dumps(dict(record)))
+        return
     if fmt is OutputFormat.json:
         sys.stdout.write(_dumps(dict(record), indent=2) + "\n")
     elif fmt is OutputFormat.jsonl:
@@ -448,15 +455,34 @@ def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], Non
         yield advance
 
 
+def _job_log() -> JobLog | None:
+    """The run's ``--log-file``, when it has one: its result and messages go there."""
+    from bnplctl.cli.app import STATE
+
+    return STATE.job_log
+
+
 def message(text: str) -> None:
     """An informational line on stderr."""
+    log = _job_log()
+    if log is not None:
+        log.messages.append(printable(text))
+        return
     _console(stderr=True).print(printable(text), markup=False)
 
 
 def warning(text: str) -> None:
+    log = _job_log()
+    if log is not None:
+        log.messages.append(f"warning: {printable(text)}")
+        return
     _console(stderr=True).print(f"warning: {printable(text)}", style="yellow", markup=False)
 
 
 def error(text: str) -> None:
     """The one-line message of a refusal or an error, on stderr."""
+    log = _job_log()
+    if log is not None:
+        log.error = printable(text)
+        return
     _console(stderr=True).print(f"error: {printable(text)}", style="bold red", markup=False)

@@ -2,11 +2,11 @@
 
 import typer
 
-from bnplctl.cli.options import OutputFormat, OutputOption
+from bnplctl.cli.options import LogFileOption, OutputFormat, OutputOption
 from bnplctl.errors import ExitCode
 
 
-def verify(output: OutputOption = OutputFormat.table) -> None:
+def verify(output: OutputOption = OutputFormat.table, log_file: LogFileOption = None) -> None:
     """Check rule 9's invariants over the whole database, set-based.
 
     debt_status, plan_status, plan_totals, refund_cuts, refund_amounts and amounts,
@@ -15,13 +15,15 @@ def verify(output: OutputOption = OutputFormat.table) -> None:
 
     Example: bnplctl verify -o json
     """
+    from bnplctl.cli.app import log_to
     from bnplctl.cli.output import error, render_list, render_one
     from bnplctl.db import connection_scope
     from bnplctl.services.verify import report, run_checks
 
+    log_to(log_file, "verify")
     with connection_scope(commit=False) as connection:
         shown = report(run_checks(connection))
-    if output in (OutputFormat.json, OutputFormat.jsonl):
+    if output in (OutputFormat.json, OutputFormat.jsonl) or log_file is not None:
         render_one(shown, output)
     else:
         rows = [check | {"examples": " ".join(check["examples"])} for check in shown["checks"]]
