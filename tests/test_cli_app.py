@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from bnplctl import __version__
@@ -425,3 +428,25 @@ def test_a_failed_last_flush_sets_the_exit_code_only_of_a_success(
     monkeypatch.setattr(sys, "stdout", Stream())
     monkeypatch.setattr(sys, "stderr", None)
     assert _flush_standard_streams(before) == after
+
+
+def test_ctrl_c_in_a_single_command_says_nothing_of_chunks(engine: Engine) -> None:
+    """A sweep waiting for the debt lock, interrupted: one line, exit 130, no batch talk."""
+    from bnplctl.services.locks import DEBT_LOCK_ID
+    from tests.test_crontab import INSTALLED, _sweep_waits_for_the_debt_lock, wait_until
+
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_xact_lock_shared(:id)"), {"id": DEBT_LOCK_ID})
+        sweep = subprocess.Popen(
+            [str(INSTALLED), "debt", "sweep"], stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_until(lambda: _sweep_waits_for_the_debt_lock(engine), "the sweep to wait")
+            sweep.send_signal(signal.SIGINT)  # handled once the lock's wait returns
+        finally:
+            holder.rollback()
+        _, stderr = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130
+    assert stderr == (
+        "error: interrupted: what was committed before stays, the rest was rolled back\n"
+    )
