@@ -50,6 +50,17 @@ def _make_directories(directory: Path) -> None:
         os.chmod(made, DIRECTORY_MODE)
 
 
+def _is_the_secret_key(path: Path) -> bool:
+    from bnplctl.config import get_settings
+    from bnplctl.errors import ConfigError
+
+    try:
+        key_file = get_settings().key_file
+    except ConfigError:
+        return False  # the command says so itself, in the log
+    return os.path.realpath(key_file) == os.path.realpath(path)
+
+
 def opened(path_text: str) -> Path:
     """The log file ``path_text``, ready to append to: missing directories made, the file
     created. A path that cannot be a log file is exit 2; one that cannot be written, 74
@@ -57,6 +68,8 @@ def opened(path_text: str) -> Path:
     if path_text.strip() in ("", "-") or path_text.endswith("/"):
         raise UsageProblem("--log-file: a file path is needed (not '-', '' or a directory)")
     path = Path(path_text).expanduser().absolute()
+    if _is_the_secret_key(path):
+        raise UsageProblem("--log-file: that is the secret key file, which is never an output")
     try:
         _make_directories(path.parent)
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)

@@ -446,3 +446,17 @@ def test_a_sigterm_during_the_hourly_line_is_143_and_logged(
     assert [event["level"] for event in events] == ["info", "error", "error"]  # no purge after
     assert (events[1]["error"], events[1]["exit_code"]) == ("Terminated", 143)
     assert ends(events) == [("scheduler run", 143)]
+
+
+def test_the_secret_key_is_never_a_log_file(cli: Cli, key_file: Path) -> None:
+    before = key_file.read_bytes()
+    link = key_file.parent / "looks-like-a-log.jsonl"
+    link.symlink_to(key_file)
+    try:
+        for path in (str(key_file), str(link)):
+            result = cli("debt", "sweep", "--log-file", path)
+            assert result.exit_code == 2, result.output
+            assert "secret key" in result.stderr
+    finally:
+        link.unlink()
+    assert key_file.read_bytes() == before
