@@ -4,8 +4,10 @@ The database keeps a key check (``key_checks``: a keyed HMAC of a fixed label, n
 key). A command that protects or reads personal data takes its key from here:
 
 - ``BNPL_SECRET_KEY_FILE`` set to a path that does not exist: exit 78, nothing created;
-- unset, and the default key file missing: a key is generated only if the database has
-  never seen one (no key check, no user); otherwise exit 78;
+- unset with ``BNPL_DATABASE_URL`` set: exit 78 naming ``bnplctl keys init PATH``
+  (``Settings.key_file``); a key is never generated beside an external database;
+- unset for the embedded database, and the data directory's key file missing: a key is
+  generated only if the database has never seen one (no key check, no user); else 78;
 - a key whose check differs from the database's: exit 78;
 - a database without a check yet (set up before checks existed, or new): the key must
   decrypt a stored passport if there is one, and its check is then written, in the
@@ -36,8 +38,8 @@ VARIABLE = pii.KEY_VARIABLE
 class KeyState:
     """What ``status`` shows of the key: its file, and whether it matches the database."""
 
-    path: Path
-    state: str  # matches | mismatch | missing | unusable | unchecked | none yet
+    path: Path | None  # None: an external database without BNPL_SECRET_KEY_FILE
+    state: str  # matches | mismatch | missing | unusable | unchecked | none yet | not set
     exposed: bool
 
 
@@ -65,7 +67,7 @@ def mismatch(path: Path | None = None) -> ConfigError:
     """The error of a key that is not the database's."""
     from bnplctl.config import get_settings
 
-    path = path or get_settings().key_file
+    path = path or get_settings().required_key_file()
     return ConfigError(f"{VARIABLE}: {path} is not the key this database was set up with")
 
 
@@ -75,7 +77,7 @@ def checked_key(executor: Executor, *, warn: Callable[[str], None] | None = None
     from bnplctl.config import get_settings
 
     settings = get_settings()
-    path = settings.key_file
+    path = settings.required_key_file()
     stored = _stored_check(executor)
     master = pii.read_key(path)
     if master is None:
@@ -113,6 +115,8 @@ def key_state(executor: Executor) -> KeyState:
 
     path = get_settings().key_file
     stored = _stored_check(executor)
+    if path is None:
+        return KeyState(None, "not set", exposed=False)
     try:
         master = pii.read_key(path)
     except ConfigError:
