@@ -14,19 +14,24 @@ key). A command that protects or reads personal data takes its key from here:
   caller's transaction, with the first protected value.
 
 Every refusal happens before the caller writes anything.
+
+``bnplctl keys init`` records a new key's check in a database that has seen no key
+(``record_new_key``), so that a second new key for the same database is refused (3).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
 from bnplctl import pii
-from bnplctl.errors import ConfigError
+from bnplctl.errors import ConfigError, Refused
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
@@ -128,3 +133,38 @@ def key_state(executor: Executor) -> KeyState:
         return KeyState(path, "unchecked", exposed=pii.exposed(path))
     state = "matches" if stored == pii.Keyring(master).key_check() else "mismatch"
     return KeyState(path, state, exposed=pii.exposed(path))
+
+
+def record_new_key(
+    executor: Executor, master: bytes, *, path: Path, actor: str, now: datetime
+) -> None:
+    """Make ``master`` (a key just generated, not yet written) this database's key: its
+    check and a ``key.initialized`` audit event (the file's path, never the key or its
+    check), in the caller's transaction. Refused (3) when the database already has a key
+    check or a stored passport, which a new key could never match. The insert holds the
+    check's row until the caller commits: a concurrent ``keys init`` waits, then is
+    refused."""
+    recorded = executor.execute(
+        text(
+            "INSERT INTO key_checks (id, key_check) VALUES (1, :check)"
+            " ON CONFLICT (id) DO NOTHING RETURNING id"
+        ),
+        {"check": pii.Keyring(master).key_check()},
+    ).first()
+    if recorded is None:
+        raise Refused(
+            f"this database already has a secret key (its check in key_checks), which a new"
+            f" key would not match: set {VARIABLE} to the file of the key it was set up with"
+        )
+    if _sample_passport(executor) is not None:
+        raise Refused(
+            f"this database holds passports protected with a secret key, which a new key"
+            f" would not open: set {VARIABLE} to the file of the key it was set up with"
+        )
+    executor.execute(
+        text(
+            "INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, details)"
+            " VALUES (:now, :actor, 'key.initialized', 'key', '0', CAST(:details AS jsonb))"
+        ),
+        {"now": now, "actor": actor, "details": json.dumps({"file": str(path)})},
+    )
