@@ -211,3 +211,15 @@ def test_keys_init_help_has_an_example(cli: Cli) -> None:
     shown = cli("keys", "init", "--help").stdout
     assert "Example: bnplctl keys init" in shown
     assert "PATH" in shown
+
+
+def test_keys_init_names_the_file_by_its_absolute_path(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BNPL_SECRET_KEY_FILE must name the file wherever a command runs: what keys init
+    says to set is absolute, whatever PATH was given."""
+    monkeypatch.delenv("BNPL_DATABASE_URL")
+    (tmp_path / "secrets").mkdir()
+    result = cli("keys", "init", "secrets/bnpl.key")  # the working directory is tmp_path
+    assert result.exit_code == 0, result.stderr
+    assert f"BNPL_SECRET_KEY_FILE={tmp_path / 'secrets' / 'bnpl.key'} " in result.stderr

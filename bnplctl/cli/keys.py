@@ -56,8 +56,8 @@ def init(
 
 
 def _new_key_path(given: str) -> Path:
-    """Where ``keys init`` may create a key: a file name in a directory that exists, with
-    nothing (not even a dangling link) there yet; never standard output."""
+    """Where ``keys init`` may create a key, made absolute: a file name in a directory that
+    exists, with nothing (not even a dangling link) there yet; never standard output."""
     from bnplctl.errors import UsageProblem
 
     if given in ("", "-"):
@@ -66,7 +66,7 @@ def _new_key_path(given: str) -> Path:
         )
     if given.endswith(("/", "/.")) or given in (".", ".."):
         raise UsageProblem(f"keys init: {given} names a directory; give the key file's PATH")
-    path = Path(given)
+    path = Path(given).absolute()  # as BNPL_SECRET_KEY_FILE must name it, from anywhere
     if os.path.lexists(path):
         raise UsageProblem(f"{path} already exists: keys init never overwrites anything")
     if not path.parent.is_dir():
