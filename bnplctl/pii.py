@@ -387,25 +387,41 @@ def exposed(path: Path) -> bool:
         return False
 
 
+def new_key() -> bytes:
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def write_key(path: Path, key: bytes) -> None:
+    """Write ``key`` as ``read_key`` reads it to a new file at ``path`` (mode 0600): to a
+    private draft beside it, then linked into place, so the file appears whole or not at
+    all. Never replaces anything (a file, a directory, a link, even a dangling one):
+    ``FileExistsError``. Other ``OSError``: the file cannot be written there."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # whatever the umask
+            handle.write(key.hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(draft, path, follow_symlinks=False)
+    finally:
+        draft.unlink()
+
+
 def create_key(path: Path) -> bytes:
-    """Write a new key to a private temp file (mode 0600), then link it into place
-    atomically; another process that created it first wins, and its key is returned."""
-    key = secrets.token_bytes(KEY_BYTES)
+    """Generate the embedded database's key (its data directory made if need be); another
+    process that created it first wins, and its key is returned."""
+    key = new_key()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(key.hex() + "\n")
         try:
-            os.link(draft, path)
+            write_key(path, key)
         except FileExistsError:
             theirs = read_key(path)
             if theirs is None:
                 raise OSError("the key file vanished") from None
             return theirs
-        finally:
-            draft.unlink()
     except OSError:
         raise ConfigError(f"secret key file {path} cannot be created") from None
     return key

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from bnplctl import pii
-from tests.conftest import Cli, row_counts
+from bnplctl import db, pii
+from tests.conftest import TABLES, Cli, row_counts
 from tests.helpers import JOHN, MALIKA, SAMPLE_CSV, add_args
 
 
@@ -36,25 +37,6 @@ def test_a_missing_key_file_that_is_set_is_refused_and_not_created(
     users.write_text(SAMPLE_CSV)
     _refused(cli("users", "import", str(users)), "does not exist")
     assert not (tmp_path / "no").exists()  # neither the key nor its directory
-    assert row_counts(engine) == before
-
-
-def test_a_key_moved_away_is_not_replaced(
-    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With the variable unset, the default key file is generated on first use only: once
-    the database has seen a key, a missing file is an error, not a new key."""
-    monkeypatch.delenv("BNPL_SECRET_KEY_FILE")
-    default = tmp_path / "data" / "secret.key"
-    assert cli(*add_args(JOHN)).exit_code == 0
-    assert stat.S_IMODE(default.stat().st_mode) == 0o600
-    default.rename(tmp_path / "moved.key")
-    before = row_counts(engine)
-
-    _refused(cli(*add_args(MALIKA)), "was set up with a secret key")
-    assert not default.exists()
-    # The same passport again under a fresh key: refused before it could be onboarded twice.
-    _refused(cli(*add_args(JOHN | {"user_id": "usr-009"})))
     assert row_counts(engine) == before
 
 
@@ -127,16 +109,96 @@ def test_status_says_an_unusable_key_file_is_unusable(
     _refused(cli(*add_args(JOHN)), "must hold 32 bytes as hex")
 
 
-def test_a_first_run_generates_the_key_and_writes_the_check(
+KEYS_INIT_HINT = "bnplctl keys init PATH"
+
+
+def test_with_a_url_and_no_key_file_a_key_is_never_generated(
     cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A key generated beside an external database lives and dies with its container:
+    exit 78 naming the variable and the command that makes a key, nothing written."""
     monkeypatch.delenv("BNPL_SECRET_KEY_FILE")
+    users = tmp_path / "users.csv"
+    users.write_text(SAMPLE_CSV)
+    before = row_counts(engine)
+
+    for args in (add_args(JOHN), ["users", "import", str(users)]):
+        result = cli(*args)
+        _refused(result, KEYS_INIT_HINT)
+        assert result.stderr.count("\n") == 1  # one line
+    assert row_counts(engine) == before  # no user, no key check
+    assert not (tmp_path / "data").exists()  # neither a key nor its directory
+    assert cli("users", "list").exit_code == 0  # a command without the key still works
+
+    report = json.loads(cli("status", "-o", "json").stdout)
+    assert report["secret_key"] == {"file": None, "state": "not set", "exposed": False}
+
+
+def test_with_a_url_a_key_left_in_the_data_directory_is_named_not_used(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_file: Path
+) -> None:
+    """An earlier version generated the key in the data directory under a URL too: the
+    refusal points at it, and the operator sets the variable to it."""
+    monkeypatch.delenv("BNPL_SECRET_KEY_FILE")
+    left = tmp_path / "data" / "secret.key"
+    left.parent.mkdir()
+    left.write_bytes(key_file.read_bytes())
+    left.chmod(0o600)
+    _refused(cli(*add_args(JOHN)), KEYS_INIT_HINT, str(left))
+    assert row_counts(engine)["users"] == 0
+    monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(left))
+    assert cli(*add_args(JOHN)).exit_code == 0
+
+
+@pytest.fixture
+def embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """The embedded database (no BNPL_DATABASE_URL, no BNPL_SECRET_KEY_FILE) in a data
+    directory of the test's own; yields that directory."""
+    data_dir = tmp_path / "data"
+    monkeypatch.delenv("BNPL_DATABASE_URL")
+    monkeypatch.delenv("BNPL_SECRET_KEY_FILE")
+    monkeypatch.setenv("BNPL_DATA_DIR", str(data_dir))
+    try:
+        yield data_dir
+    finally:
+        db.dispose_engine()
+        db.stop_embedded(data_dir)
+
+
+def _embedded_counts(data_dir: Path) -> dict[str, int]:
+    engine = create_engine(db.normalize_url(db.start_embedded(data_dir)))
+    try:
+        return row_counts(engine)
+    finally:
+        engine.dispose()
+
+
+def test_the_embedded_database_generates_its_key_on_first_use_and_never_again(
+    cli: Cli, embedded: Path, tmp_path: Path
+) -> None:
+    """The one case a key is generated: the embedded database, no variable, no key seen
+    yet. Once the database has seen a key, a missing file is an error, not a new key."""
     assert json.loads(cli("status", "-o", "json").stdout)["secret_key"]["state"] == "none yet"
     users = tmp_path / "users.csv"
     users.write_text(SAMPLE_CSV)
     assert cli("users", "import", str(users)).exit_code == 5  # two rows invalid on purpose
-    key = pii.read_key(tmp_path / "data" / "secret.key")
+    default = embedded / "secret.key"
+    assert stat.S_IMODE(default.stat().st_mode) == 0o600
+    key = pii.read_key(default)
     assert key is not None
-    with engine.connect() as connection:
-        stored = connection.execute(text("SELECT key_check FROM key_checks")).scalar_one()
+    engine = create_engine(db.normalize_url(db.start_embedded(embedded)))
+    try:
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT key_check FROM key_checks")).scalar_one()
+    finally:
+        engine.dispose()
     assert stored == pii.Keyring(key).key_check()
+
+    default.rename(tmp_path / "moved.key")
+    before = _embedded_counts(embedded)
+    _refused(cli(*add_args(MALIKA | {"user_id": "usr-009"})), "was set up with a secret key")
+    assert not default.exists()
+    # The same passport again under a fresh key: refused before it could be onboarded twice.
+    _refused(cli(*add_args(JOHN | {"user_id": "usr-010"})))
+    assert _embedded_counts(embedded) == before
+    assert set(before) == set(TABLES)

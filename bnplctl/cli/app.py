@@ -158,6 +158,7 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
     ),
     "db": ("bnplctl.cli.db", "Schema migrations and the embedded PostgreSQL server."),
     "audit": ("bnplctl.cli.audit", "The audit trail: who changed what, and when."),
+    "keys": ("bnplctl.cli.keys", "The secret key: create the key file of an external database."),
 }
 
 

@@ -39,6 +39,7 @@ class Entity(StrEnum):
     payment = "payment"
     sweep = "sweep"
     file = "file"
+    key = "key"
 
 
 @app.command("list")

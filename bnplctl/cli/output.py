@@ -298,9 +298,8 @@ def render_dashboard(report: Record) -> None:
         key = report["secret_key"]
         style = "green" if key["state"] in ("matches", "none yet") else "yellow"
         exposed = ", [yellow]readable by others[/yellow]" if key["exposed"] else ""
-        grid.add_row(
-            "secret key", f"[{style}]{key['state']}[/{style}] ({escape(key['file'])}){exposed}"
-        )
+        where = escape(key["file"]) if key["file"] else "BNPL_SECRET_KEY_FILE unset"
+        grid.add_row("secret key", f"[{style}]{key['state']}[/{style}] ({where}){exposed}")
     for problem in report.get("problems", []):
         grid.add_row("[red]problem[/red]", escape(problem))
     healthy = report.get("healthy")

@@ -135,7 +135,7 @@ def import_users(
     from bnplctl.clock import business_today
     from bnplctl.config import get_settings
 
-    master = pii.read_key(get_settings().key_file)
+    master = pii.read_key(get_settings().required_key_file())
     if master is None:  # the database decides whether one may be generated
         from bnplctl.db import connection_scope
         from bnplctl.services.keys import checked_key

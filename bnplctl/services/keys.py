@@ -4,27 +4,34 @@ The database keeps a key check (``key_checks``: a keyed HMAC of a fixed label, n
 key). A command that protects or reads personal data takes its key from here:
 
 - ``BNPL_SECRET_KEY_FILE`` set to a path that does not exist: exit 78, nothing created;
-- unset, and the default key file missing: a key is generated only if the database has
-  never seen one (no key check, no user); otherwise exit 78;
+- unset with ``BNPL_DATABASE_URL`` set: exit 78 naming ``bnplctl keys init PATH``
+  (``Settings.key_file``); a key is never generated beside an external database;
+- unset for the embedded database, and the data directory's key file missing: a key is
+  generated only if the database has never seen one (no key check, no user); else 78;
 - a key whose check differs from the database's: exit 78;
 - a database without a check yet (set up before checks existed, or new): the key must
   decrypt a stored passport if there is one, and its check is then written, in the
   caller's transaction, with the first protected value.
 
 Every refusal happens before the caller writes anything.
+
+``bnplctl keys init`` records a new key's check in a database that has seen no key
+(``record_new_key``), so that a second new key for the same database is refused (3).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
 from bnplctl import pii
-from bnplctl.errors import ConfigError
+from bnplctl.errors import ConfigError, Refused
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
@@ -36,8 +43,8 @@ VARIABLE = pii.KEY_VARIABLE
 class KeyState:
     """What ``status`` shows of the key: its file, and whether it matches the database."""
 
-    path: Path
-    state: str  # matches | mismatch | missing | unusable | unchecked | none yet
+    path: Path | None  # None: an external database without BNPL_SECRET_KEY_FILE
+    state: str  # matches | mismatch | missing | unusable | unchecked | none yet | not set
     exposed: bool
 
 
@@ -65,7 +72,7 @@ def mismatch(path: Path | None = None) -> ConfigError:
     """The error of a key that is not the database's."""
     from bnplctl.config import get_settings
 
-    path = path or get_settings().key_file
+    path = path or get_settings().required_key_file()
     return ConfigError(f"{VARIABLE}: {path} is not the key this database was set up with")
 
 
@@ -75,7 +82,7 @@ def checked_key(executor: Executor, *, warn: Callable[[str], None] | None = None
     from bnplctl.config import get_settings
 
     settings = get_settings()
-    path = settings.key_file
+    path = settings.required_key_file()
     stored = _stored_check(executor)
     master = pii.read_key(path)
     if master is None:
@@ -113,6 +120,8 @@ def key_state(executor: Executor) -> KeyState:
 
     path = get_settings().key_file
     stored = _stored_check(executor)
+    if path is None:
+        return KeyState(None, "not set", exposed=False)
     try:
         master = pii.read_key(path)
     except ConfigError:
@@ -124,3 +133,38 @@ def key_state(executor: Executor) -> KeyState:
         return KeyState(path, "unchecked", exposed=pii.exposed(path))
     state = "matches" if stored == pii.Keyring(master).key_check() else "mismatch"
     return KeyState(path, state, exposed=pii.exposed(path))
+
+
+def record_new_key(
+    executor: Executor, master: bytes, *, path: Path, actor: str, now: datetime
+) -> None:
+    """Make ``master`` (a key just generated, not yet written) this database's key: its
+    check and a ``key.initialized`` audit event (the file's path, never the key or its
+    check), in the caller's transaction. Refused (3) when the database already has a key
+    check or a stored passport, which a new key could never match. The insert holds the
+    check's row until the caller commits: a concurrent ``keys init`` waits, then is
+    refused."""
+    recorded = executor.execute(
+        text(
+            "INSERT INTO key_checks (id, key_check) VALUES (1, :check)"
+            " ON CONFLICT (id) DO NOTHING RETURNING id"
+        ),
+        {"check": pii.Keyring(master).key_check()},
+    ).first()
+    if recorded is None:
+        raise Refused(
+            f"this database already has a secret key (its check in key_checks), which a new"
+            f" key would not match: set {VARIABLE} to the file of the key it was set up with"
+        )
+    if _sample_passport(executor) is not None:
+        raise Refused(
+            f"this database holds passports protected with a secret key, which a new key"
+            f" would not open: set {VARIABLE} to the file of the key it was set up with"
+        )
+    executor.execute(
+        text(
+            "INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, details)"
+            " VALUES (:now, :actor, 'key.initialized', 'key', '0', CAST(:details AS jsonb))"
+        ),
+        {"now": now, "actor": actor, "details": json.dumps({"file": str(path)})},
+    )

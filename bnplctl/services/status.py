@@ -125,7 +125,8 @@ def _secret_key(connection: Connection) -> dict[str, Any]:
     from bnplctl.services.keys import key_state
 
     state = key_state(connection)
-    return {"file": str(state.path), "state": state.state, "exposed": state.exposed}
+    file = None if state.path is None else str(state.path)
+    return {"file": file, "state": state.state, "exposed": state.exposed}
 
 
 def unreachable(message: str, head: str) -> dict[str, Any]:
