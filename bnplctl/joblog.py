@@ -58,7 +58,7 @@ def _is_the_secret_key(path: Path) -> bool:
         key_file = get_settings().key_file
     except ConfigError:
         return False  # the command says so itself, in the log
-    return os.path.realpath(key_file) == os.path.realpath(path)
+    return key_file is not None and os.path.realpath(key_file) == os.path.realpath(path)
 
 
 def opened(path_text: str) -> Path:
