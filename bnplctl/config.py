@@ -27,7 +27,7 @@ ENV_FILE_VARIABLE = "BNPL_ENV_FILE"
 LOG_FORMATS = ("text", "json")
 
 
-def _default_data_dir() -> Path:
+def default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("bnplctl", appauthor=False))
@@ -141,14 +141,19 @@ def _currency(value: str) -> str | None:
     return code
 
 
+def _path(value: str) -> Path:
+    """A path as a person writes it in an env file: ``~`` is their home."""
+    return Path(value.strip()).expanduser()
+
+
 def _path_or_unset(value: str) -> Path | None:
-    return Path(value.strip()) if value.strip() else None
+    return _path(value) if value.strip() else None
 
 
 # Each setting: how its text becomes a value (ValueError: why not).
 _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "database_url": _blank_is_unset,
-    "data_dir": lambda value: Path(value.strip()),
+    "data_dir": _path,
     "secret_key_file": _path_or_unset,
     "timezone": _timezone,
     "grace_days": _grace_days,
@@ -180,7 +185,14 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{PREFIX}{name.upper()}: {exc}") from None
         if "data_dir" not in self.__dict__:
-            self.data_dir = _default_data_dir()
+            self.data_dir = default_data_dir()
+        if self.database_url is None and named_env_file() is not None:
+            # An env file is a deployment's: it names its server. Without one the jobs
+            # would start an empty embedded database and report success on it.
+            raise ConfigError(
+                f"{ENV_FILE_VARIABLE}: {named_env_file()} sets no {PREFIX}DATABASE_URL (nor"
+                " does the environment): write the line BNPL_DATABASE_URL=... there"
+            )
 
     @property
     def key_file(self) -> Path | None:

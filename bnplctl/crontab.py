@@ -34,6 +34,8 @@ PRINTED = (
     "key_max_age_days",
 )
 PATH_SETTINGS = ("data_dir", "secret_key_file")
+PINNED = ("timezone", "grace_days", "sweep_at")  # printed even when they are the defaults
+LONGEST_COMMAND = 998  # cron refuses a longer line (1,000 characters with the newline)
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,13 @@ def running_executable() -> str:
 
 
 def _has_password(url: str) -> bool:
-    from sqlalchemy.engine import make_url
+    """Whether the URL carries a secret: a password, or an option naming one
+    (``sslpassword``); a malformed URL is a configuration error (78), as for any job."""
+    from psycopg2.extensions import parse_dsn
 
-    parsed = make_url(url)
-    return bool(parsed.password) or "password" in parsed.query
+    from bnplctl.db import libpq_url
+
+    return any("password" in name and value for name, value in parse_dsn(libpq_url(url)).items())
 
 
 def _value(settings: Settings, name: str, given: str) -> str:
@@ -90,8 +95,8 @@ def environment_lines(
     if url is not None and _has_password(url):
         source, values = env_file_values()
         name = f"{PREFIX}DATABASE_URL"
-        from_file = any(key.upper() == name for key in values) and not any(
-            key.upper() == name for key in os.environ
+        from_file = any(
+            key.upper() == name and value.strip() == url for key, value in values.items()
         )
         target = (env_file or (source if from_file else DEFAULT_ENV_FILE)).absolute()
         lines.append(_assignment(ENV_FILE_VARIABLE, str(target)))
@@ -100,7 +105,9 @@ def environment_lines(
     elif url is not None:
         lines.append(_assignment(f"{PREFIX}DATABASE_URL", url))
     for name in PRINTED:
-        if name in given or (name == "data_dir" and settings.embedded):
+        # What the job's own settings would otherwise default to is spelt out too: an
+        # env file in cron's $HOME could change it.
+        if name in given or name in PINNED or (name == "data_dir" and settings.embedded):
             value = _value(settings, name, given.get(name, ""))
             lines.append(_assignment(f"{PREFIX}{name.upper()}", value))
     return lines, to_write
@@ -132,22 +139,28 @@ def build(
     )
     if "%" in nightly + catch_up:
         raise UsageProblem("a path holds '%', which cron turns into a line break")
+    if max(len(nightly), len(catch_up)) > LONGEST_COMMAND:
+        raise UsageProblem("a job line would be longer than cron accepts: use shorter paths")
     header = [
         "# bnplctl's jobs, printed by `bnplctl scheduler crontab` for this installation.",
         "# Install as the user the jobs run as: bnplctl scheduler crontab > bnplctl.cron",
         "# && crontab bnplctl.cron (this replaces that user's crontab: merge by hand if",
         "# it has one).",
         "#",
-        "# Every run appends one JSON line to its log file (bnplctl makes the directory,",
-        "# mode 0750): ts, level, message, exit_code and the result. exit_code 0: done;",
-        "# 75: another sweep holds the lock or the database is down (the hourly line",
-        "# retries the sweep); 78: configuration or schema behind (`bnplctl db upgrade`);",
-        "# 69: verify found a broken invariant (see its checks); 1: a bug (--debug).",
+        "# Nothing goes to stdout or stderr: each job appends JSON lines to its log file",
+        "# (bnplctl makes the directory, mode 0750), the last line of a run with its",
+        "# exit_code and, when it failed, the error as its message. 0: done; 75: another",
+        "# sweep holds the lock or the database is down (the hourly line retries the",
+        "# sweep); 78: configuration, or schema behind (`bnplctl db upgrade`); 69: verify",
+        "# found a broken invariant (see its checks); 2: a bad option; 130, 143: stopped",
+        "# by a signal; 1: a bug (--debug). Failures: jq 'select((.exit_code // 0) != 0)'.",
+        "# Cron mails only a log that cannot be written (exit 74), given a mail agent.",
         "# `bnplctl status` is unhealthy (69) while the day's sweep is missing after",
         "# BNPL_SWEEP_AT: point your monitoring at it.",
         "#",
-        "# The schedule is in CRON_TZ where cron supports it (cronie), else in the host's",
-        "# time zone; the business date always comes from BNPL_TIMEZONE.",
+        "# CRON_TZ puts the schedule in BNPL_TIMEZONE where cron supports it (cronie);",
+        "# Debian's cron ignores it and runs the lines in the host's time zone. The",
+        "# business date always comes from BNPL_TIMEZONE.",
     ]
     if to_write is not None:
         header += [
@@ -160,9 +173,9 @@ def build(
         "",
         *environment,
         "",
-        f"# {hour:02d}:{minute:02d} every night (BNPL_SWEEP_AT): late installments OVERDUE,"
-        " their owners",
-        "# DEBT_USER; then rule 9's invariants, when the sweep succeeded.",
+        f"# {hour:02d}:{minute:02d} every night (BNPL_SWEEP_AT, in CRON_TZ): late installments"
+        " OVERDUE,",
+        "# their owners DEBT_USER; then rule 9's invariants, when the sweep succeeded.",
         nightly,
         "",
         "# Hourly: purge expired idempotency keys, and sweep the day when its sweep has not",

@@ -144,6 +144,10 @@ def libpq_url(url: str) -> str:
         reason = str(exc).strip().splitlines()[0].removeprefix("invalid dsn: ")
         reason = reason.split(': "postgres', 1)[0]  # never echo the URL (its password)
         raise ConfigError(f"BNPL_DATABASE_URL: {reason}") from None
+    if "@" in options.get("host", ""):  # libpq would look the rest of the password up
+        raise ConfigError(
+            "BNPL_DATABASE_URL: the host holds '@': percent-encode an '@' in the password (%40)"
+        )
     port = options.get("port")
     if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
         raise ConfigError("BNPL_DATABASE_URL: the port must be a number from 1 to 65535")

@@ -26,10 +26,18 @@ DIRECTORY_MODE = 0o750
 FILE_MODE = 0o640
 
 
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
+
+
 def append_json_line(path: Path, record: dict[str, Any]) -> None:
-    """``record`` as one line at the end of ``path``, in a single write."""
+    """``record`` as one line at the end of ``path``, in a single write; a directory
+    removed since the run began is made again."""
     line = (json.dumps(record, default=str, ensure_ascii=False) + "\n").encode("utf-8")
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        descriptor = os.open(path, _OPEN_FLAGS, FILE_MODE)
+    except FileNotFoundError:
+        _make_directories(path.parent)
+        descriptor = os.open(path, _OPEN_FLAGS, FILE_MODE)
     try:
         os.write(descriptor, line)
     finally:
@@ -50,30 +58,58 @@ def _make_directories(directory: Path) -> None:
         os.chmod(made, DIRECTORY_MODE)
 
 
-def _is_the_secret_key(path: Path) -> bool:
-    from bnplctl.config import get_settings
+def _protected_files() -> list[Path]:
+    """The files no log may be appended to: the secret key (where the settings put it,
+    and where the embedded database's is generated) and the env files, read from the raw
+    settings so that a bad value elsewhere (itself logged) does not lift the guard."""
+    from bnplctl.config import ENV_FILE, PREFIX, default_data_dir, given_settings, named_env_file
     from bnplctl.errors import ConfigError
 
     try:
-        key_file = get_settings().key_file
-    except ConfigError:
-        return False  # the command says so itself, in the log
-    return key_file is not None and os.path.realpath(key_file) == os.path.realpath(path)
+        given = given_settings()
+    except ConfigError:  # an unreadable BNPL_ENV_FILE: the environment alone
+        given = {
+            key[len(PREFIX) :].lower(): value
+            for key, value in os.environ.items()
+            if key.upper().startswith(PREFIX)
+        }
+    protected = [Path(ENV_FILE)]
+    named = named_env_file()
+    if named is not None:
+        protected.append(named)
+    key_file = given.get("secret_key_file", "").strip()
+    if key_file:
+        protected.append(Path(key_file).expanduser())
+    data_dir = given.get("data_dir", "").strip()
+    protected.append(
+        (Path(data_dir).expanduser() if data_dir else default_data_dir()) / "secret.key"
+    )
+    return protected
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    """The same file, by any name: a symbolic or a hard link included."""
+    try:
+        mine, theirs = path.stat(), other.stat()
+    except OSError:
+        return os.path.realpath(path) == os.path.realpath(other)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 def opened(path_text: str) -> Path:
     """The log file ``path_text``, ready to append to: missing directories made, the file
     created. A path that cannot be a log file is exit 2; one that cannot be written, 74
-    (on stderr: there is no log to say it in)."""
+    (on stderr: there is no log to say it in). A FIFO without a reader is not waited for."""
     if path_text.strip() in ("", "-") or path_text.endswith("/"):
         raise UsageProblem("--log-file: a file path is needed (not '-', '' or a directory)")
     path = Path(path_text).expanduser().absolute()
-    if _is_the_secret_key(path):
-        raise UsageProblem("--log-file: that is the secret key file, which is never an output")
+    if any(_same_file(path, protected) for protected in _protected_files()):
+        raise UsageProblem(
+            "--log-file: that is the secret key or an env file, which are never an output"
+        )
     try:
         _make_directories(path.parent)
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        os.close(descriptor)
+        os.close(os.open(path, _OPEN_FLAGS, FILE_MODE))
     except OSError as exc:
         reason = exc.strerror or errno.errorcode.get(exc.errno or 0, type(exc).__name__)
         raise OutputError(f"cannot write the log file {path}: {reason}") from None

@@ -32,8 +32,9 @@ from tests.test_sweep import seed
 ROOT = Path(__file__).resolve().parents[1]
 CRONTAB_EXAMPLE = ROOT / "crontab.example"
 EXAMPLE_EXECUTABLE = "/opt/bnplctl/bin/bnplctl"
+EXAMPLE_ENV_FILE = "/etc/bnplctl/bnplctl.env"
 EXAMPLE_ENVIRONMENT = {
-    "BNPL_DATABASE_URL": "postgresql://bnpl@db.internal:5432/bnpl",
+    "BNPL_DATABASE_URL": "postgresql://bnpl:change-me@db.internal:5432/bnpl",
     "BNPL_SECRET_KEY_FILE": "/etc/bnplctl/secret.key",
     "BNPL_TIMEZONE": "Asia/Tashkent",
 }
@@ -194,26 +195,30 @@ def test_crontab_example_is_what_the_command_prints_for_the_documented_installat
     result = cli("scheduler", "crontab", "--executable", EXAMPLE_EXECUTABLE)
     assert result.exit_code == 0, result.output
     assert result.stdout == CRONTAB_EXAMPLE.read_text(encoding="utf-8")
-    assert result.stderr == ""
+    assert "change-me" not in result.output
+    assert f"into {EXAMPLE_ENV_FILE} (mode 0600)" in result.stderr
 
 
 def test_the_shipped_example_runs_under_cron_once_its_paths_are_this_installation(
     tmp_path: Path, test_database: DatabaseUnderTest, key_file: Path, engine: Engine
 ) -> None:
     """crontab.example as an operator installs it, changing only what names their host:
-    the executable, the log directory, the database and key (the test's)."""
+    the executable, the log directory, the env file (holding the test's database) and
+    the key."""
     example = CRONTAB_EXAMPLE.read_text(encoding="utf-8")
     logs = tmp_path / "logs"
-    installed = example.replace(EXAMPLE_EXECUTABLE, str(INSTALLED)).replace(
-        "/var/log/bnplctl/", f"{logs}/"
+    env_file = tmp_path / "bnplctl.env"
+    env_file.write_text(f"BNPL_DATABASE_URL={test_database.url}\n")
+    installed = (
+        example.replace(EXAMPLE_EXECUTABLE, str(INSTALLED))
+        .replace("/var/log/bnplctl/", f"{logs}/")
+        .replace(EXAMPLE_ENV_FILE, str(env_file))
+        .replace("/etc/bnplctl/secret.key", str(key_file))
     )
+    assert "/etc/" not in installed and "/opt/" not in installed
     home = tmp_path / "home"
     home.mkdir()
-    host = CronHost(
-        parse_crontab(installed),
-        home,
-        {"BNPL_DATABASE_URL": test_database.url, "BNPL_SECRET_KEY_FILE": str(key_file)},
-    )
+    host = CronHost(parse_crontab(installed), home)
     seed(engine, 2, date(2024, 1, 1))
     assert host.run_all() == [0, 0]
     assert sweep_runs(engine) == [(1, "SUCCEEDED")]
@@ -460,3 +465,120 @@ def test_the_secret_key_is_never_a_log_file(cli: Cli, key_file: Path) -> None:
     finally:
         link.unlink()
     assert key_file.read_bytes() == before
+
+
+def test_an_env_file_without_the_database_is_78_never_an_empty_embedded_one(
+    cron: CronHost, tmp_path: Path, log_dir: Path
+) -> None:
+    """The URL line not written yet (or misspelt): the jobs must not start an embedded
+    database of their own and report success on it."""
+    env_file = tmp_path / "bnplctl.env"
+    env_file.write_text("BNPL_DATABASE_URI=postgresql://typo@db/bnpl\n")
+    environment = {name: value for name, value in cron.crontab.environment.items()}
+    del environment["BNPL_DATABASE_URL"]
+    host = CronHost(Crontab(environment, cron.crontab.commands), cron.home)
+    assert host.run(cron.line_running("debt sweep"), BNPL_ENV_FILE=str(env_file)) == 78
+    [failed] = log_lines(log_dir)["sweep.jsonl"]
+    assert failed["message"].startswith(f"BNPL_ENV_FILE: {env_file} sets no BNPL_DATABASE_URL")
+    assert not (cron.home / ".local").exists()  # no embedded server was made
+
+
+def test_the_key_is_never_a_log_by_a_hard_link_nor_under_a_bad_setting(
+    cli: Cli, key_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = key_file.read_bytes()
+    hard_link = key_file.parent / f"{tmp_path.name}.jsonl"
+    os.link(key_file, hard_link)
+    try:
+        assert cli("verify", "--log-file", str(hard_link)).exit_code == 2
+        monkeypatch.setenv("BNPL_SWEEP_AT", "25:00")  # the settings cannot be read
+        assert cli("debt", "sweep", "--log-file", str(key_file)).exit_code == 2
+        monkeypatch.setenv("BNPL_ENV_FILE", str(tmp_path / "missing.env"))
+        assert cli("debt", "sweep", "--log-file", str(key_file)).exit_code == 2
+        env_file = tmp_path / "bnplctl.env"
+        env_file.write_text("BNPL_GRACE_DAYS=0\n")
+        monkeypatch.setenv("BNPL_ENV_FILE", str(env_file))
+        assert cli("verify", "--log-file", str(env_file)).exit_code == 2
+        assert env_file.read_text() == "BNPL_GRACE_DAYS=0\n"
+    finally:
+        hard_link.unlink()
+    assert key_file.read_bytes() == before
+
+
+def test_a_fifo_without_a_reader_is_74_at_once(cli: Cli, tmp_path: Path) -> None:
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    result = cli("verify", "--log-file", str(fifo))
+    assert result.exit_code == 74
+    assert "cannot write the log file" in result.stderr
+
+
+def test_a_log_directory_removed_during_the_run_is_made_again(tmp_path: Path) -> None:
+    from bnplctl.joblog import append_json_line
+
+    path = tmp_path / "gone" / "sweep.jsonl"
+    append_json_line(path, {"n": 1})
+    path.unlink()
+    path.parent.rmdir()
+    append_json_line(path, {"n": 2})
+    assert path.read_text() == '{"n": 2}\n'
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o750
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://bnpl:p@ss-secret@db.internal:5432/bnpl",  # an '@' not percent-encoded
+        "postgresql://bnpl@db.internal:54x2/bnpl",
+        "host=db.internal password=ss-secret",
+    ],
+)
+def test_a_malformed_url_is_78_and_never_shows_the_password(
+    no_database: None, cli: Cli, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("BNPL_DATABASE_URL", url)
+    for argv in (("scheduler", "crontab"), ("verify",)):
+        result = cli(*argv)
+        assert result.exit_code == 78, result.output
+        assert "ss-secret" not in result.output
+        assert result.stderr.startswith("error: BNPL_DATABASE_URL")
+
+
+def test_a_secret_in_the_urls_options_is_never_printed(
+    no_database: None, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BNPL_DATABASE_URL", "postgresql://bnpl@db/bnpl?sslpassword=tls-secret")
+    result = cli("scheduler", "crontab", "--executable", EXAMPLE_EXECUTABLE)
+    assert result.exit_code == 0, result.output
+    assert "tls-secret" not in result.output
+    assert "BNPL_ENV_FILE" in parse_crontab(result.stdout).environment
+
+
+def test_the_env_file_holding_the_url_is_kept_even_when_the_url_is_exported_too(
+    no_database: None, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql://bnpl:pw-both@db/bnpl"
+    env_file = tmp_path / "prod.env"
+    env_file.write_text(f"BNPL_DATABASE_URL={url}\n")
+    monkeypatch.setenv("BNPL_ENV_FILE", str(env_file))
+    monkeypatch.setenv("BNPL_DATABASE_URL", url)
+    result = cli("scheduler", "crontab", "--executable", EXAMPLE_EXECUTABLE)
+    assert result.exit_code == 0, result.output
+    assert parse_crontab(result.stdout).environment["BNPL_ENV_FILE"] == str(env_file)
+    assert result.stderr == ""
+
+
+def test_settings_left_at_their_defaults_are_pinned_against_an_env_file_in_home(
+    no_database: None, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BNPL_DATABASE_URL", "postgresql://bnpl@db/bnpl")
+    result = cli("scheduler", "crontab", "--executable", EXAMPLE_EXECUTABLE)
+    environment = parse_crontab(result.stdout).environment
+    assert (environment["BNPL_TIMEZONE"], environment["BNPL_GRACE_DAYS"]) == ("UTC", "0")
+    assert environment["BNPL_SWEEP_AT"] == "02:00"
+
+
+def test_a_path_too_long_for_cron_is_refused(no_database: None, cli: Cli) -> None:
+    result = cli("scheduler", "crontab", "--log-dir", "/var/log/" + "x" * 900)
+    assert result.exit_code == 2
+    assert "longer than cron accepts" in result.stderr
