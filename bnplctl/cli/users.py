@@ -195,12 +195,17 @@ def import_(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import finish_batch, note_what_stays, progress_size
     from bnplctl.cli.output import byte_progress, warning
-    from bnplctl.importing.batch import BatchReport, RejectsFile
+    from bnplctl.importing.batch import RejectsFile
     from bnplctl.importing.readers import HashingReader, detect_format, faults_named, open_input
-    from bnplctl.importing.users import USER_OUTCOMES, import_users, user_chunks
+    from bnplctl.importing.users import (
+        USER_OUTCOMES,
+        UserImportReport,
+        import_users,
+        user_chunks,
+    )
 
     rejects_file = RejectsFile(rejects, "user_id", [source]) if rejects is not None else None
-    report = BatchReport(USER_OUTCOMES)
+    report = UserImportReport(USER_OUTCOMES)
     try:
         with (
             faults_named(source),
@@ -233,6 +238,11 @@ def import_(
         key_name="user_id",
         title=title,
         extra={"dry_run": dry_run},
+        created=[
+            # A dry run creates no one: an id it would have generated names nothing.
+            {"line": line, "user_id": None if user_id in report.generated else user_id}
+            for user_id, line in report.created.items()
+        ],
     )
 
 
