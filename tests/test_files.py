@@ -195,8 +195,8 @@ def test_dates_of_birth_are_exactly_yyyy_mm_dd(cli: Cli, engine: Engine, dob: st
     }  # fmt: skip
     before = row_counts(engine)
     result = cli(*add_args(user))
-    assert result.exit_code == 65
-    assert "dob: must be a date written YYYY-MM-DD" in result.stderr
+    assert result.exit_code == 2  # an option: a usage error (a file's row: invalid)
+    assert "Invalid value for '--dob': must be a date written YYYY-MM-DD" in result.stderr
     assert row_counts(engine) == before
 
 

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bnplctl.cli.options import OutputFormat, OutputOption, for_people
+from bnplctl.cli.options import AsOfOption, OutputFormat, OutputOption, for_people
 
 app = typer.Typer(
     help="Debt: what a user owes.\n\nExample: bnplctl debt show usr-001",
@@ -84,12 +84,6 @@ def explain(
     )
 
 
-AsOfOption = Annotated[
-    str | None,
-    typer.Option("--as-of", help="Business date YYYY-MM-DD (default: today in BNPL_TIMEZONE)."),
-]
-
-
 @app.command("sweep")
 def sweep(
     as_of: AsOfOption = None,
@@ -131,7 +125,6 @@ def sweep(
     from bnplctl.clock import business_today
     from bnplctl.errors import UsageProblem
     from bnplctl.jobs import revert_job, sweep_job
-    from bnplctl.validators import parse_date
 
     if revert is not None:
         if as_of is not None or allow_future:
@@ -141,7 +134,7 @@ def sweep(
         render_one(undone.public(), output, title=title)
         return
 
-    business_date = parse_date(as_of, "as-of") if as_of is not None else None
+    business_date = as_of
     if business_date is not None and not allow_future and business_date > business_today():
         raise UsageProblem(
             f"--as-of {business_date} is after today ({business_today()} in BNPL_TIMEZONE);"
@@ -185,13 +178,12 @@ def report(
     from bnplctl.clock import business_today
     from bnplctl.db import read_scope
     from bnplctl.services.debt import aging_report
-    from bnplctl.validators import parse_date
 
     if html is not None and html in ("", "-"):
         from bnplctl.errors import UsageProblem
 
         raise UsageProblem("--html needs a file name (/dev/stdout writes to standard output)")
-    business_date = parse_date(as_of, "as-of") if as_of is not None else business_today()
+    business_date = as_of if as_of is not None else business_today()
     with read_scope() as connection:
         shown = aging_report(connection, business_date)
         report_data = portfolio_of(connection, business_date) if html is not None else None

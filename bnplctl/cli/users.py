@@ -1,5 +1,6 @@
 """``bnplctl users``: onboard, import, list and show users (always masked)."""
 
+from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from bnplctl.cli.options import (
     LimitOption,
     OutputFormat,
     OutputOption,
+    checked_option,
     sort_option,
 )
 from bnplctl.sorting import USER_SORT
@@ -48,7 +50,9 @@ class StatusFilter(StrEnum):
 @app.command("add")
 def add(
     name: Annotated[str, typer.Option("--name", help="Full name.")],
-    dob: Annotated[str, typer.Option("--dob", help="Date of birth, YYYY-MM-DD (age >= 18).")],
+    dob: Annotated[
+        date, checked_option("--dob", "birth_date", "Date of birth, YYYY-MM-DD (age >= 18).")
+    ],
     phone: Annotated[
         str | None,
         typer.Option("--phone", help="International format, e.g. +998901234567; omit to be asked."),
@@ -62,7 +66,7 @@ def add(
         typer.Option("--card", help="12-19 digits, Luhn; omit to be asked (no echo)."),
     ] = None,
     user_id: Annotated[
-        str | None, typer.Option("--user-id", help="Generated (usr-…) when absent.")
+        str | None, checked_option("--user-id", "new_user", "Generated (usr-…) when absent.")
     ] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -174,7 +178,9 @@ def import_(
     rejects: Annotated[
         str | None,
         typer.Option(
-            "--rejects", help="Write rejected rows (line, user_id, outcome, reason) here."
+            "--rejects",
+            metavar="PATH",
+            help="Write rejected rows (line, user_id, outcome, reason) here.",
         ),
     ] = None,
     dry_run: Annotated[
