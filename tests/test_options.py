@@ -125,3 +125,28 @@ def test_every_option_value_is_named_for_what_it_takes(no_database: None) -> Non
                     f"{name} {long_name} {shown} (expected {expected or 'a word of VALUE_WORDS'})"
                 )
     assert not wrong, "\n".join(wrong)
+
+
+def test_status_choices_are_the_model_enums_themselves(no_database: None) -> None:
+    # One list per status: the model's enum, never a copy that can drift from it.
+    import typing
+
+    from bnplctl import models
+    from tests.helpers import command_tree
+
+    expected = {
+        "users list": models.UserStatus,
+        "plans list": models.PlanStatus,
+        "installments list": models.InstallmentStatus,
+        "refunds list": models.RefundStatus,
+    }
+    found = {}
+    for name, command in command_tree().items():
+        if any("--status" in param.opts for param in command.params):  # type: ignore[attr-defined]
+            callback = command.callback  # type: ignore[attr-defined]
+            hint = typing.get_type_hints(callback)["status"]
+            (enum,) = [kind for kind in typing.get_args(hint) if kind is not type(None)]
+            found[name] = enum
+            choices = next(p for p in command.params if "--status" in p.opts).type.choices  # type: ignore[attr-defined]
+            assert [str(choice) for choice in choices] == [member.value for member in enum]
+    assert found == expected

@@ -2,7 +2,6 @@
 
 from datetime import date
 from decimal import Decimal
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +16,7 @@ from bnplctl.cli.options import (
     sort_option,
 )
 from bnplctl.sorting import INSTALLMENT_SORT
+from bnplctl.statuses import InstallmentStatus
 
 app = typer.Typer(
     help="Installments: list them, record payments.\n\n"
@@ -31,12 +31,6 @@ INSTALLMENT_COLUMNS = (
 INSTALLMENT_DROP = ("paid_at", "sequence", "user_id")
 
 
-class InstallmentStatusFilter(StrEnum):
-    UPCOMING = "UPCOMING"
-    OVERDUE = "OVERDUE"
-    PAID = "PAID"
-
-
 @app.command("list")
 def list_(
     user: Annotated[str | None, checked_option("--user", "user", "Only this user's.")] = None,
@@ -44,7 +38,7 @@ def list_(
         int | None, typer.Option("--plan", metavar="PLAN_ID", help="Only this plan's.")
     ] = None,
     status: Annotated[
-        InstallmentStatusFilter | None, typer.Option("--status", help="Only in this status.")
+        InstallmentStatus | None, typer.Option("--status", help="Only in this status.")
     ] = None,
     due_before: Annotated[
         date | None,
@@ -68,7 +62,6 @@ def list_(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
-    from bnplctl.models import InstallmentStatus
     from bnplctl.services.plans import list_installments, public_installment
 
     request = list_request(limit, every, sort)
@@ -78,7 +71,7 @@ def list_(
             session,
             user_id=user,
             plan_id=plan,
-            status=InstallmentStatus(status.value) if status else None,
+            status=status,
             due_before=before,
             due_after=after,
             request=request,

@@ -2,7 +2,6 @@
 
 from datetime import date
 from decimal import Decimal
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +16,7 @@ from bnplctl.cli.options import (
     sort_option,
 )
 from bnplctl.sorting import PLAN_SORT
+from bnplctl.statuses import PlanStatus
 
 app = typer.Typer(
     help="Installment plans: preview the schedule, create, list, show.\n\n"
@@ -38,11 +38,6 @@ PLAN_LIST_COLUMNS = (
     "created_at",
 )
 PLAN_DROP = ("created_at", "start_date", "merchant_reference", "paid", "installments", "user_id")
-
-
-class PlanStatusFilter(StrEnum):
-    ACTIVE = "ACTIVE"
-    COMPLETED = "COMPLETED"
 
 
 AmountOption = Annotated[
@@ -171,7 +166,7 @@ def create(
 def list_(
     user: Annotated[str | None, checked_option("--user", "user", "Only this user's plans.")] = None,
     status: Annotated[
-        PlanStatusFilter | None, typer.Option("--status", help="Only plans in this status.")
+        PlanStatus | None, typer.Option("--status", help="Only plans in this status.")
     ] = None,
     limit: LimitOption = None,
     every: AllOption = False,
@@ -188,12 +183,11 @@ def list_(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
-    from bnplctl.models import PlanStatus
     from bnplctl.services.plans import iter_public_plans, list_plans
 
     request = list_request(limit, every, sort)
     with session_scope() as session:  # rendered as the plans arrive
-        chosen = PlanStatus(status.value) if status else None
+        chosen = status
         plans = list_plans(session, user_id=user, status=chosen, request=request)
         shown = iter_public_plans(session, plans)
         if output in (OutputFormat.json, OutputFormat.jsonl):

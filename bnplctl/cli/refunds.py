@@ -1,7 +1,6 @@
 """``bnplctl refunds``: create refunds and move them through their states."""
 
 from decimal import Decimal
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +15,7 @@ from bnplctl.cli.options import (
     sort_option,
 )
 from bnplctl.sorting import REFUND_SORT
+from bnplctl.statuses import RefundStatus
 
 app = typer.Typer(
     help="Refunds: create, approve, reject, cancel, list, show.\n\n"
@@ -49,14 +49,6 @@ REFUND_DROP = (
     "plan_id",
     "user_id",
 )
-
-
-class RefundStatusFilter(StrEnum):
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"
-    REJECTED = "REJECTED"
-    CANCELLED = "CANCELLED"
-    COMPLETED = "COMPLETED"
 
 
 RefOption = Annotated[
@@ -177,7 +169,7 @@ def list_(
         str | None, checked_option("--user", "user", "Only this user's refunds.")
     ] = None,
     status: Annotated[
-        RefundStatusFilter | None, typer.Option("--status", help="Only refunds in this status.")
+        RefundStatus | None, typer.Option("--status", help="Only refunds in this status.")
     ] = None,
     limit: LimitOption = None,
     every: AllOption = False,
@@ -193,12 +185,11 @@ def list_(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
-    from bnplctl.models import RefundStatus
     from bnplctl.services.refunds import list_refunds, public_refund
 
     request = list_request(limit, every, sort)
     with session_scope() as session:
-        chosen = RefundStatus(status.value) if status else None
+        chosen = status
         refunds = list_refunds(session, user_id=user, status=chosen, request=request)
         shown = (public_refund(refund) for refund in refunds)  # rendered as they arrive
         render_list(shown, output, columns=REFUND_COLUMNS, title="Refunds", drop=REFUND_DROP)

@@ -1,7 +1,6 @@
 """``bnplctl users``: onboard, import, list and show users (always masked)."""
 
 from datetime import date
-from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -17,6 +16,7 @@ from bnplctl.cli.options import (
     sort_option,
 )
 from bnplctl.sorting import USER_SORT
+from bnplctl.statuses import UserStatus
 
 app = typer.Typer(
     help="Onboard and look up users. Phone, passport and card are always masked.\n\n"
@@ -40,11 +40,6 @@ USER_LIST_COLUMNS = (
 USER_DROP = (
     "created_at", "card_brand", "card_number", "passport_number", "date_of_birth", "phone_number"
 )  # fmt: skip
-
-
-class StatusFilter(StrEnum):
-    NORMAL = "NORMAL"
-    DEBT_USER = "DEBT_USER"
 
 
 @app.command("add")
@@ -255,7 +250,7 @@ def import_(
 @app.command("list")
 def list_(
     status: Annotated[
-        StatusFilter | None, typer.Option("--status", help="Only users in this status.")
+        UserStatus | None, typer.Option("--status", help="Only users in this status.")
     ] = None,
     search: Annotated[
         str | None,
@@ -279,12 +274,11 @@ def list_(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
-    from bnplctl.models import UserStatus
     from bnplctl.services.users import list_users, public_user
 
     request = list_request(limit, every, sort)
     with session_scope() as session:  # rendered as the rows arrive
-        chosen = UserStatus(status.value) if status else None
+        chosen = status
         users = list_users(session, status=chosen, search=search, request=request)
         shown = (public_user(user) for user in users)
         render_list(shown, output, columns=USER_LIST_COLUMNS, title="Users", drop=USER_DROP)
