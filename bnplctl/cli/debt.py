@@ -174,15 +174,30 @@ def report(
 
     Example: bnplctl debt report --html portfolio.html
     """
+    if html is not None and html in ("", "-"):
+        from bnplctl.errors import UsageProblem
+
+        raise UsageProblem("--html needs a file name (/dev/stdout writes to standard output)")
+    report_file = None
+    if html is not None:  # an unwritable place fails before anything is printed
+        from bnplctl.report_html import open_target
+
+        report_file = open_target(html)
+    try:
+        _report(as_of, html, output, report_file)
+    except BaseException:
+        if report_file is not None:
+            report_file.abandon()
+        raise
+
+
+def _report(as_of: Any, html: str | None, output: OutputFormat, report_file: Any) -> None:
+    """The aging report on stdout, then the HTML report into ``report_file``."""
     from bnplctl.cli.output import message, render_nested
     from bnplctl.clock import business_today
     from bnplctl.db import read_scope
     from bnplctl.services.debt import aging_report
 
-    if html is not None and html in ("", "-"):
-        from bnplctl.errors import UsageProblem
-
-        raise UsageProblem("--html needs a file name (/dev/stdout writes to standard output)")
     business_date = as_of if as_of is not None else business_today()
     with read_scope() as connection:
         shown = aging_report(connection, business_date)
@@ -204,7 +219,7 @@ def report(
         parent=("business_date", shown["business_date"]),
     )
     if html is not None and report_data is not None:
-        write_report(html, report_data)
+        write_report(html, report_data, report_file)
         message(f"portfolio report written to {html}")
 
 
@@ -232,7 +247,7 @@ def portfolio_of(connection: Any, business_date: Any) -> dict[str, Any]:
     return portfolio(connection, business_date, get_settings().timezone)
 
 
-def write_report(path: str | Path, report_data: dict[str, Any]) -> None:
+def write_report(path: str | Path, report_data: dict[str, Any], target: Any = None) -> None:
     """Render the portfolio report (``report_html``, which loads matplotlib) to ``path``."""
     from bnplctl import clock, report_html
     from bnplctl.config import get_settings
@@ -241,4 +256,4 @@ def write_report(path: str | Path, report_data: dict[str, Any]) -> None:
     document = report_html.render(
         report_data, currency=get_settings().currency, generated_at=generated
     )
-    report_html.write(path, document)
+    report_html.write(path, document, target)
