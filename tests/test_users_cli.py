@@ -842,3 +842,26 @@ def test_a_duplicate_of_an_earlier_line_names_that_line_across_chunks(
     assert len(created) == summary["created"] == 11_997
     generated = [entry for entry in created if entry["line"] == 4]
     assert generated and generated[0]["user_id"] in _names_by_id(engine)
+
+
+def test_a_dry_run_lists_the_rows_it_would_create_without_made_up_ids(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(_NO_IDS_CSV + _NO_IDS_CSV.splitlines(keepends=True)[2])  # line 6 = line 3
+    result = cli("users", "import", str(source), "--dry-run", "-o", "json")
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["dry_run"] is True
+    # Ids given in the file are shown; an id the run would have generated names nothing.
+    assert summary["created_users"] == [
+        {"line": 2, "user_id": "usr-001"},
+        {"line": 3, "user_id": None},
+        {"line": 5, "user_id": None},
+    ]
+    assert [(r["line"], r["reason"]) for r in summary["rejected"]] == [
+        (4, "card: fails the Luhn check"),
+        (6, "duplicate of line 3 (same passport)"),
+    ]
+    assert row_counts(engine)["users"] == 0
