@@ -154,14 +154,14 @@ def test_duplicate_passport_is_refused(cli: Cli, engine: Engine) -> None:
     assert row_counts(engine) == before
 
 
-def test_invalid_field_exits_65_naming_the_field(cli: Cli, engine: Engine) -> None:
+def test_invalid_field_exits_65_naming_the_field_and_a_bad_option_2(
+    cli: Cli, engine: Engine
+) -> None:
     cases = {
         "phone": ("+99890", "phone:"),
         "card": ("4111111111111112", "card: fails the Luhn check"),
         "passport": ("1234567AA", "passport: must be letters followed by digits"),
-        "dob": ("2015-06-01", "dob: the user must be at least 18"),
         "name": ("", "name:"),
-        "user_id": ("bad id!", "user_id:"),
     }
     cases_with_control = [("name", "John\x07Doe", "name: must not contain control characters")]
     for field, value, expected in [(f, v, e) for f, (v, e) in cases.items()] + cases_with_control:
@@ -169,6 +169,16 @@ def test_invalid_field_exits_65_naming_the_field(cli: Cli, engine: Engine) -> No
         assert result.exit_code == 65, (field, result.stderr)
         assert expected in result.stderr, field
         assert len(result.stderr.strip().splitlines()) == 1, field
+    # The date of birth and the user id are option values: a malformed one is a usage error.
+    options = {
+        "dob": ("2015-06-01", "the user must be at least 18"),
+        "user_id": ("bad id!", "1-64"),
+    }
+    for field, (value, expected) in options.items():
+        result = cli(*add_args(dict(JOHN, **{field: value})))
+        option = "--" + field.replace("_", "-")
+        assert result.exit_code == 2, (field, result.stderr)
+        assert f"Invalid value for '{option}': {expected}" in result.stderr, field
     assert row_counts(engine)["users"] == 0
 
 
