@@ -174,7 +174,7 @@ def _show_created(created: list[dict[str, Any]], key_name: str) -> None:
     """The first created rows as a table on stderr, and where the rest are."""
     from bnplctl.cli.output import message, table_to_stderr
 
-    table_to_stderr(created[:_REJECTS_SHOWN], ["line", key_name], title="Created")
+    table_to_stderr(created[:_REJECTS_SHOWN], ["line", key_name], title="Created rows")
     if len(created) > _REJECTS_SHOWN:
         message(f"… and {len(created) - _REJECTS_SHOWN} more; -o csv or -o json lists them all")
 
