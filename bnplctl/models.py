@@ -32,6 +32,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSON, JSONB
 from sqlmodel import Field, SQLModel
 
+from bnplctl.statuses import InstallmentStatus as InstallmentStatus  # the one list of each
+from bnplctl.statuses import PlanStatus as PlanStatus
+from bnplctl.statuses import RefundStatus as RefundStatus
+from bnplctl.statuses import SweepOutcome as SweepOutcome
+from bnplctl.statuses import UserStatus as UserStatus
+
 MONEY = Numeric(12, 2)
 
 SQLModel.metadata.naming_convention = {
@@ -41,37 +47,6 @@ SQLModel.metadata.naming_convention = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-class UserStatus(StrEnum):
-    NORMAL = "NORMAL"
-    DEBT_USER = "DEBT_USER"
-
-
-class PlanStatus(StrEnum):
-    ACTIVE = "ACTIVE"
-    COMPLETED = "COMPLETED"
-
-
-class InstallmentStatus(StrEnum):
-    UPCOMING = "UPCOMING"
-    OVERDUE = "OVERDUE"
-    PAID = "PAID"
-
-
-class RefundStatus(StrEnum):
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"
-    REJECTED = "REJECTED"
-    CANCELLED = "CANCELLED"
-    COMPLETED = "COMPLETED"
-
-
-class SweepOutcome(StrEnum):
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    REVERTED = "REVERTED"  # rule 11: a successful run undone by ``debt sweep --revert``
 
 
 def _one_of(column: str, values: type[StrEnum]) -> str:

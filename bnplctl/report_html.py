@@ -14,7 +14,11 @@ import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bnplctl.errors import OutputError
+    from bnplctl.outfile import OutputFile
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem;
@@ -84,15 +88,23 @@ def render(report: dict[str, Any], *, currency: str | None, generated_at: str) -
     return "\n".join(parts) + "\n"
 
 
-def write(path: str | Path, document: str) -> None:
-    """Write the file beside its target (the file a link names), then rename it into
-    place: a reader never sees half a report (``bnplctl.outfile``). An unwritable place
-    is exit 74, naming the path."""
-    from bnplctl.errors import OutputError
+def open_target(path: str | Path) -> OutputFile:
+    """The report's file, opened beside its target (the file a link names) before any
+    work is done, so that an unwritable place is exit 74, naming the path, before
+    anything is printed."""
     from bnplctl.outfile import OutputFile
 
     try:
-        output = OutputFile(path, suffix=".tmp")
+        return OutputFile(path, suffix=".tmp")
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+
+
+def write(path: str | Path, document: str, output: OutputFile | None = None) -> None:
+    """Write the document into ``output`` (opened by :func:`open_target`, else now), then
+    rename it into place: a reader never sees half a report (``bnplctl.outfile``)."""
+    output = output if output is not None else open_target(path)
+    try:
         try:
             output.handle.write(document)
         except OSError:
@@ -100,9 +112,13 @@ def write(path: str | Path, document: str) -> None:
             raise
         output.put_in_place()
     except OSError as exc:
-        raise OutputError(
-            f"cannot write the report to {path} ({exc.strerror or type(exc).__name__})"
-        ) from None
+        raise _cannot_write(path, exc) from None
+
+
+def _cannot_write(path: str | Path, exc: OSError) -> OutputError:
+    from bnplctl.errors import OutputError
+
+    return OutputError(f"cannot write the report to {path} ({exc.strerror or type(exc).__name__})")
 
 
 # --- pieces ------------------------------------------------------------------------------

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -23,11 +22,10 @@ from pydantic import (
 from bnplctl import pii
 from bnplctl.errors import InvalidInput
 from bnplctl.validators import (
-    USER_ID_PATTERN,
     id_field,
+    new_user_id,
     parse_date,
     person_name,
-    reference,
     required_id,
     text_field,
     timestamp,
@@ -43,16 +41,6 @@ def validated(model: type[M], fields: dict[str, Any], context: dict[str, Any] | 
         return model.model_validate(fields, context=context)
     except ValidationError as exc:
         raise InvalidInput(validation_message(exc)) from None
-
-
-def _amount(value: Any) -> Decimal:
-    from bnplctl.money import parse_amount
-
-    return parse_amount(value)
-
-
-# An option's amount: digits and an optional point, more than zero (``money.parse_amount``).
-Amount = Annotated[Decimal, BeforeValidator(_amount)]
 
 
 def validation_message(exc: ValidationError) -> str:
@@ -107,11 +95,9 @@ class UserCreate(BaseModel):
     def _user_id(cls, value: Any) -> Any:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
-        if not isinstance(value, str) or not USER_ID_PATTERN.fullmatch(value.strip()):
-            raise InvalidInput(
-                "user_id: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
-            )
-        return value.strip()
+        if not isinstance(value, str):
+            return new_user_id("")  # the same message
+        return new_user_id(value)
 
     @field_validator("name")
     @classmethod
@@ -171,29 +157,6 @@ class UserUpdate(BaseModel):
     @classmethod
     def _phone(cls, value: str | None) -> str | None:
         return None if value is None else pii.normalize_phone(value)
-
-
-class _Request(BaseModel):
-    """A command's options, validated at the edge by the same functions as the rows of a
-    file; the first failure becomes ``InvalidInput`` (65) naming the option."""
-
-    model_config = ConfigDict(hide_input_in_errors=True, frozen=True, extra="forbid")
-
-    @classmethod
-    def parse(cls, **fields: Any) -> Self:
-        return validated(cls, fields)
-
-
-class RefundRequest(_Request):
-    """``refunds create``: the merchant's transaction id and the amount."""
-
-    transaction_id: str
-    amount: Amount
-
-    @field_validator("transaction_id", mode="before")
-    @classmethod
-    def _transaction_id(cls, value: Any) -> str:
-        return reference(value, "transaction-id")
 
 
 class WebhookRow(BaseModel):

@@ -218,34 +218,60 @@ def timestamp(value: Any, name: str) -> datetime | None:
         raise InvalidInput(f"{name}: out of range") from None
 
 
+# --- option values (``cli/options.py`` makes a failure of these a usage error, exit 2) ----
+
+# Business and event dates from any input lie in this range (PRODUCT.md, "Strict input").
+LATEST_DATE = date(2100, 12, 31)
+MAX_KEY_LENGTH = 200  # an idempotency key
+
+
+def event_date(raw: Any, field: str) -> date:
+    """A business or event date: exactly ``YYYY-MM-DD``, from 2000-01-01 to 2100-12-31."""
+    parsed = parse_date(raw, field)
+    if not EARLIEST_START <= parsed <= LATEST_DATE:
+        raise InvalidInput(f"{field}: must be from {EARLIEST_START} to {LATEST_DATE}")
+    return parsed
+
+
+def since_moment(raw: str, field: str = "since") -> datetime:
+    """An ISO date (its midnight UTC) or a timestamp that starts with one (UTC when it has
+    no offset), from 2000-01-01 to 2100-12-31."""
+    text = raw.strip()
+    if not _DATE.fullmatch(text[:10]) or (len(text) > 10 and text[10] not in "T "):
+        raise InvalidInput(f"{field}: must be an ISO date or timestamp")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{field}: must be an ISO date or timestamp") from None
+    event_date(parsed.date(), field)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def idempotency_key(raw: str) -> str:
+    """A request's idempotency key: 1 to 200 characters, no control characters."""
+    key = raw.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidInput(f"idempotency-key: 1 to {MAX_KEY_LENGTH} characters")
+    return no_control_characters(key, "idempotency-key")
+
+
+def new_user_id(raw: str) -> str:
+    """A user id chosen at onboarding (``--user-id``, a file's ``user_id``)."""
+    value = raw.strip()
+    if not USER_ID_PATTERN.fullmatch(value):
+        raise InvalidInput(
+            "user_id: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class PlanTerms:
-    """``plans preview`` and ``plans create``'s options, checked: amount, installments,
-    start (None: today, decided by the caller), the merchant's reference."""
+    """``plans preview`` and ``plans create``'s options (each checked as it was parsed,
+    ``cli/options.py``): amount, installments, start (None: today, decided by the
+    caller), the merchant's reference."""
 
     amount: Decimal
     installments: int
     start: date | None
     merchant_reference: str | None
-
-
-def plan_terms(
-    amount: str, installments: int, start: str | None, merchant_reference: str | None
-) -> PlanTerms:
-    """The options of a plan, the first failure as ``InvalidInput`` (65) naming the
-    option. Plain functions, no pydantic: ``plans preview`` answers at the terminal
-    without loading it. The count's range is rule 1's (``money.split_amount``)."""
-    from bnplctl.money import parse_amount
-
-    parsed_start = None
-    if start is not None:
-        parsed_start = parse_date(start, "start")
-        if parsed_start < EARLIEST_START:
-            raise InvalidInput(f"start: must be {EARLIEST_START} or later")
-    blank = merchant_reference is None or not merchant_reference.strip()
-    return PlanTerms(
-        amount=parse_amount(amount),
-        installments=installments,
-        start=parsed_start,
-        merchant_reference=None if blank else reference(merchant_reference, "merchant-reference"),
-    )

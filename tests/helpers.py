@@ -53,3 +53,26 @@ def add_args(user: dict[str, str]) -> list[str]:
         "--dob",
         user["dob"],
     ]
+
+
+def command_tree() -> dict[str, object]:
+    """Every command of the CLI by its full name (``users import``; the root commands and
+    each group of ``LAZY_GROUPS``, built as ``bnplctl`` builds them), as click commands."""
+    import typer
+
+    from bnplctl.cli.app import app
+
+    root = typer.main.get_command(app)
+    context = typer.Context(root, info_name="bnplctl")
+    found: dict[str, object] = {}
+
+    def walk(command: object, path: list[str], parent: typer.Context) -> None:
+        if hasattr(command, "list_commands"):
+            for name in command.list_commands(parent):
+                sub = command.get_command(parent, name)  # type: ignore[attr-defined]
+                walk(sub, [*path, name], typer.Context(sub, parent=parent, info_name=name))
+        else:
+            found[" ".join(path)] = command
+
+    walk(root, [], context)
+    return found

@@ -280,10 +280,10 @@ def test_usage_errors_exit_2(cli: Cli) -> None:
     assert cli("nope").exit_code == 2
 
 
-def test_bad_since_exits_65(cli: Cli) -> None:
+def test_bad_since_is_a_usage_error(cli: Cli) -> None:
     result = cli("audit", "list", "--since", "yesterday")
-    assert result.exit_code == 65
-    assert "since: must be an ISO date or timestamp" in result.stderr
+    assert result.exit_code == 2
+    assert "Invalid value for '--since': must be an ISO date or timestamp" in result.stderr
 
 
 def test_debug_traceback_withholds_server_detail_lines(

@@ -195,8 +195,8 @@ def test_dates_of_birth_are_exactly_yyyy_mm_dd(cli: Cli, engine: Engine, dob: st
     }  # fmt: skip
     before = row_counts(engine)
     result = cli(*add_args(user))
-    assert result.exit_code == 65
-    assert "dob: must be a date written YYYY-MM-DD" in result.stderr
+    assert result.exit_code == 2  # an option: a usage error (a file's row: invalid)
+    assert "Invalid value for '--dob': must be a date written YYYY-MM-DD" in result.stderr
     assert row_counts(engine) == before
 
 
@@ -332,3 +332,29 @@ def test_a_command_keeps_its_exit_code_when_stderr_cannot_be_written(
         with open("/dev/full", "w") as full:
             done = _bnplctl("users", "show", "nobody", stdout=subprocess.DEVNULL, stderr=full)
     assert done.returncode == 4
+
+
+@pytest.mark.parametrize(
+    ("command", "header"),
+    [
+        (["users", "import"], "user_id;name;phone;passport;card;dob"),
+        (["webhooks", "ingest"], "refund_id;status;merchant_reference"),
+        (["payments", "import"], "reference;amount;user_id"),
+    ],
+)
+def test_a_csv_header_split_by_semicolons_gets_a_hint_about_the_separator(
+    cli: Cli, engine: Engine, tmp_path: Path, command: list[str], header: str
+) -> None:
+    source = tmp_path / "rows.csv"
+    source.write_text(f"{header}\nsomething;else\n")
+    before = row_counts(engine)
+    result = cli(*command, str(source))
+
+    assert result.exit_code == 65
+    (line,) = result.stderr.strip().splitlines()
+    assert "line 1: missing column(s)" in line
+    assert "the header is separated by ';': bnplctl reads comma-separated CSV" in line
+    after = row_counts(engine)
+    assert [after[t] for t in ("users", "payments", "webhook_events")] == [
+        before[t] for t in ("users", "payments", "webhook_events")
+    ]

@@ -226,23 +226,45 @@ def test_csv_carries_the_fields_of_json(cli: Cli, ledger: dict[str, object], ent
     assert set().union(*(record.keys() for record in as_json)) == set(header)
 
 
-def test_batch_summaries_in_csv_are_one_row_of_counts(cli: Cli, tmp_path: object) -> None:
+def test_batch_summaries_in_csv_are_one_row_of_counts(
+    cli: Cli, ledger: dict[str, object], tmp_path: object
+) -> None:
     from pathlib import Path
 
-    source = Path(str(tmp_path)) / "users.csv"
+    source = Path(str(tmp_path)) / "updates.csv"
+    source.write_text("refund_id,status\nREF-000003,approved\nREF-404,approved\nREF-1,bogus\n")
+    done = cli("webhooks", "ingest", str(source), "-o", "csv")
+    assert done.exit_code == 5
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(rows) == 1
+    assert {k: rows[0][k] for k in ("rows", "applied", "unknown_refund", "invalid")} == {
+        "rows": "3",
+        "applied": "1",
+        "unknown_refund": "1",
+        "invalid": "1",
+    }
+    assert all("[" not in value and "{" not in value for value in rows[0].values())
+
+
+def test_users_import_in_csv_is_one_row_per_line_of_the_file(cli: Cli, tmp_path: object) -> None:
+    # The exception: the ids of the users it created, which a summary cannot carry.
+    from pathlib import Path
+
     from tests.helpers import SAMPLE_CSV
 
+    source = Path(str(tmp_path)) / "users.csv"
     source.write_text(SAMPLE_CSV)
     done = cli("users", "import", str(source), "-o", "csv")
     assert done.exit_code == 5
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
-    assert len(rows) == 1
-    assert {k: rows[0][k] for k in ("rows", "created", "invalid")} == {
-        "rows": "5",
-        "created": "3",
-        "invalid": "2",
-    }
-    assert all("[" not in value and "{" not in value for value in rows[0].values())
+    assert [(row["line"], row["user_id"], row["outcome"]) for row in rows] == [
+        ("2", "usr-001", "created"),
+        ("3", "usr-002", "created"),
+        ("4", "usr-003", "created"),
+        ("5", "usr-004", "invalid"),
+        ("6", "usr-005", "invalid"),
+    ]
+    assert "5 row(s): 3 created, 0 duplicate, 2 invalid" in done.stderr
 
 
 def test_webhook_files_show_their_checksum_in_every_format(

@@ -115,17 +115,21 @@ def test_december_start_rolls_into_the_next_year(cli: Cli, john: str) -> None:
         (["--amount", "100", "--start", "2025-02-30"], "start: 2025-02-30 is not a calendar date"),
         (["--amount", "100", "--start", "20250201"], "start: must be a date written YYYY-MM-DD"),
         (["--amount", "100", "--start", "2025-W05-1"], "start: must be a date written YYYY-MM-DD"),
-        (["--amount", "100", "--start", "0001-01-01"], "start: must be 2000-01-01 or later"),
+        (
+            ["--amount", "100", "--start", "0001-01-01"],
+            "start: must be from 2000-01-01 to 2100-12-31",
+        ),
     ],
 )
-def test_bad_plan_input_exits_65_and_changes_nothing(
+def test_bad_plan_options_are_usage_errors_and_change_nothing(
     cli: Cli, engine: Engine, john: str, args: list[str], message: str
 ) -> None:
     before = row_counts(engine)
     result = cli("plans", "create", "--user", john, *args)
 
-    assert result.exit_code == 65
-    assert message in result.stderr
+    option, _, reason = message.partition(": ")
+    assert result.exit_code == 2
+    assert f"Invalid value for '--{option}': {reason}" in result.stderr
     assert row_counts(engine) == before
 
 
@@ -321,37 +325,40 @@ def test_expired_keys_are_purged_and_can_be_reused(cli: Cli, engine: Engine, joh
     assert row_counts(engine)["idempotency_keys"] == 0
 
 
-def test_a_schedule_past_the_last_representable_date_is_invalid_input(cli: Cli) -> None:
+def test_a_start_after_2100_is_a_usage_error(cli: Cli) -> None:
+    # Plan starts lie from 2000-01-01 to 2100-12-31 (PRODUCT.md, strict input); the last
+    # one still gives a schedule.
     result = cli("plans", "preview", "--amount", "100.00", "--start", "9999-11-30")
-    assert result.exit_code == 65
-    assert result.stderr.strip() == "error: start: the installments would fall due after 9999-12-31"
-    last_month = cli("plans", "preview", "--amount", "100.00", "--start", "9999-11-30",
-                     "--installments", "1", "-o", "json")  # fmt: skip
-    assert last_month.exit_code == 0
-    assert [row["due_date"] for row in json.loads(last_month.stdout)["installments"]] == [
-        "9999-12-30"
+    assert result.exit_code == 2
+    assert "Invalid value for '--start': must be from 2000-01-01 to 2100-12-31" in result.stderr
+    last = cli("plans", "preview", "--amount", "100.00", "--start", "2100-12-31",
+               "--installments", "2", "-o", "json")  # fmt: skip
+    assert last.exit_code == 0
+    assert [row["due_date"] for row in json.loads(last.stdout)["installments"]] == [
+        "2101-01-31",
+        "2101-02-28",
     ]
 
 
-def test_a_merchant_reference_over_100_characters_is_invalid_input(
+def test_a_merchant_reference_over_100_characters_is_a_usage_error(
     cli: Cli, engine: Engine
 ) -> None:
     assert cli(*add_args(JOHN)).exit_code == 0
     result = cli("plans", "create", "--user", "usr-001", "--amount", "100.00",
                  "--merchant-reference", "M" * 101)  # fmt: skip
-    assert result.exit_code == 65
-    assert result.stderr.strip() == "error: merchant-reference: must be 1 to 100 characters"
+    assert result.exit_code == 2
+    assert "Invalid value for '--merchant-reference': must be 1 to 100 characters" in result.stderr
     assert row_counts(engine)["plans"] == 0
 
 
-def test_an_idempotency_key_with_control_characters_is_invalid_input(
+def test_an_idempotency_key_with_control_characters_is_a_usage_error(
     cli: Cli, engine: Engine
 ) -> None:
     assert cli(*add_args(JOHN)).exit_code == 0
     result = cli("plans", "create", "--user", "usr-001", "--amount", "100.00",
                  "--idempotency-key", "order\x0742")  # fmt: skip
-    assert result.exit_code == 65
-    assert "idempotency-key: must not contain control characters" in result.stderr
+    assert result.exit_code == 2
+    assert "'--idempotency-key': must not contain control characters" in result.stderr
     assert row_counts(engine)["plans"] == 0
 
 

@@ -82,10 +82,10 @@ def test_create_is_idempotent_by_transaction_id(cli: Cli, engine: Engine, plan_i
         (["--user", "usr-404"], 4, "user usr-404 not found"),
         (["--plan", "999"], 4, "plan 999 not found"),
         (["--user", "usr-002", "--plan", "PLAN"], 3, "does not belong to user usr-002"),
-        (["--amount", "0"], 65, "amount: must be greater than 0"),
-        (["--transaction-id", " "], 65, "transaction-id: must be 1 to 100 characters"),
-        (["--transaction-id", "R" * 101], 65, "transaction-id: must be 1 to 100 characters"),
-        (["--transaction-id", "REF\x1b[2J"], 65, "transaction-id: must be printable text"),
+        (["--amount", "0"], 2, "'--amount': must be greater than 0"),
+        (["--transaction-id", " "], 2, "'--transaction-id': must be 1 to 100 characters"),
+        (["--transaction-id", "R" * 101], 2, "'--transaction-id': must be 1 to 100 characters"),
+        (["--transaction-id", "REF\x1b[2J"], 2, "'--transaction-id': must be printable text"),
     ],
 )
 def test_create_refusals_change_nothing(

@@ -139,7 +139,7 @@ def test_duplicate_user_id_is_refused_and_changes_nothing(cli: Cli, engine: Engi
     result = cli(*add_args(again))
 
     assert result.exit_code == 3
-    assert "usr-001: user_id already exists" in result.stderr
+    assert "duplicate of user usr-001 (same user_id)" in result.stderr
     assert row_counts(engine) == before
 
 
@@ -150,18 +150,18 @@ def test_duplicate_passport_is_refused(cli: Cli, engine: Engine) -> None:
     result = cli(*add_args(same_passport))
 
     assert result.exit_code == 3
-    assert "passport already onboarded" in result.stderr
+    assert "duplicate of user usr-001 (same passport)" in result.stderr
     assert row_counts(engine) == before
 
 
-def test_invalid_field_exits_65_naming_the_field(cli: Cli, engine: Engine) -> None:
+def test_invalid_field_exits_65_naming_the_field_and_a_bad_option_2(
+    cli: Cli, engine: Engine
+) -> None:
     cases = {
         "phone": ("+99890", "phone:"),
         "card": ("4111111111111112", "card: fails the Luhn check"),
         "passport": ("1234567AA", "passport: must be letters followed by digits"),
-        "dob": ("2015-06-01", "dob: the user must be at least 18"),
         "name": ("", "name:"),
-        "user_id": ("bad id!", "user_id:"),
     }
     cases_with_control = [("name", "John\x07Doe", "name: must not contain control characters")]
     for field, value, expected in [(f, v, e) for f, (v, e) in cases.items()] + cases_with_control:
@@ -169,6 +169,16 @@ def test_invalid_field_exits_65_naming_the_field(cli: Cli, engine: Engine) -> No
         assert result.exit_code == 65, (field, result.stderr)
         assert expected in result.stderr, field
         assert len(result.stderr.strip().splitlines()) == 1, field
+    # The date of birth and the user id are option values: a malformed one is a usage error.
+    options = {
+        "dob": ("2015-06-01", "the user must be at least 18"),
+        "user_id": ("bad id!", "1-64"),
+    }
+    for field, (value, expected) in options.items():
+        result = cli(*add_args(dict(JOHN, **{field: value})))
+        option = "--" + field.replace("_", "-")
+        assert result.exit_code == 2, (field, result.stderr)
+        assert f"Invalid value for '{option}': {expected}" in result.stderr, field
     assert row_counts(engine)["users"] == 0
 
 
@@ -214,9 +224,10 @@ def test_reimport_reports_duplicates_and_changes_nothing(
     assert result.exit_code == 5
     summary = json.loads(result.stdout)
     assert (summary["created"], summary["duplicate"], summary["invalid"]) == (0, 3, 2)
-    assert {r["reason"] for r in summary["rejected"] if r["outcome"] == "duplicate"} == {
-        "user_id already exists"
-    }
+    assert [r["reason"] for r in summary["rejected"] if r["outcome"] == "duplicate"] == [
+        f"duplicate of user {user_id} (same user_id)"
+        for user_id in ("usr-001", "usr-002", "usr-003")
+    ]
     assert row_counts(engine) == before
 
 
@@ -230,8 +241,8 @@ def test_import_duplicates_inside_one_file(cli: Cli, engine: Engine, tmp_path: P
     summary = json.loads(result.stdout)
     assert (summary["created"], summary["duplicate"]) == (1, 2)
     assert [(r["line"], r["reason"]) for r in summary["rejected"]] == [
-        (2, "user_id already exists"),
-        (3, "passport already onboarded for another user"),
+        (2, "duplicate of line 1 (same user_id)"),
+        (3, "duplicate of line 1 (same passport)"),
     ]
     assert [row[0] for row in _users(engine)] == ["usr-001"]
 
@@ -442,8 +453,8 @@ def test_import_chunks_after_a_duplicate_fall_back_and_recover(
     summary = json.loads(result.stdout)
     assert (summary["created"], summary["duplicate"]) == (19_998, 2)
     assert [(r["line"], r["outcome"], r["reason"]) for r in summary["rejected"]] == [
-        (6_002, "duplicate", "passport already onboarded for another user"),
-        (19_000, "duplicate", "user_id already exists"),
+        (6_002, "duplicate", "duplicate of line 6001 (same passport)"),
+        (19_000, "duplicate", "duplicate of line 2 (same user_id)"),
     ]
     with engine.connect() as connection:
         users, audits, line_2_name = connection.execute(
@@ -612,8 +623,8 @@ def test_rows_of_a_json_array_on_one_line_keep_their_own_outcomes(cli: Cli, engi
     summary = json.loads(result.stdout)
     assert (summary["created"], summary["duplicate"]) == (2, 2)
     assert [(r["line"], r["user_id"], r["reason"]) for r in summary["rejected"]] == [
-        (1, "usr-001", "user_id already exists"),
-        (1, "usr-003", "passport already onboarded for another user"),
+        (1, "usr-001", "duplicate of line 1 (same user_id)"),
+        (1, "usr-003", "duplicate of line 1 (same passport)"),
     ]
     assert [row[0] for row in _users(engine)] == ["usr-001", "usr-002"]
 
@@ -700,3 +711,167 @@ def test_a_bad_line_midway_says_what_was_created_before_it(
     assert f"{stays} ({created} created, 1 not)" in result.stderr
     with rejects.open() as handle:
         assert [row["user_id"] for row in csv.DictReader(handle)] == ["u0000003"]
+
+
+# --- batch results that point at real rows (issue 24, section 5) -----------------------
+
+_NO_IDS_CSV = (
+    "user_id,name,phone,passport,card,dob\n"
+    "usr-001,John Doe,+998901234567,AA1234567,4111111111111111,1990-05-20\n"
+    ",Malika Karimova,+998935551234,AB7654321,5555555555554444,1985-11-02\n"
+    ",Bad Card,+998901110000,AD0000001,4111111111111112,1990-01-01\n"
+    ",Timur Rashidov,+998971112233,AC1112223,378282246310005,1999-02-28\n"
+)
+_RAW_VALUES = ("AB7654321", "AC1112223", "5555555555554444", "378282246310005", "935551234")
+
+
+def _names_by_id(engine: Engine) -> dict[str, str]:
+    with engine.connect() as connection:
+        return dict(connection.execute(text("SELECT user_id, full_name FROM users")).all())
+
+
+def test_import_lists_every_created_user_with_its_line_in_json(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(_NO_IDS_CSV)
+    result = cli("users", "import", str(source), "-o", "json")
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["created"], summary["invalid"]) == (4, 3, 1)
+    created = summary["created_users"]
+    assert [entry["line"] for entry in created] == [2, 3, 5]
+    names = _names_by_id(engine)
+    # Each id is a real row, the one made from that line.
+    assert [names[entry["user_id"]] for entry in created] == [
+        "John Doe",
+        "Malika Karimova",
+        "Timur Rashidov",
+    ]
+    assert created[0]["user_id"] == "usr-001"
+    assert all(entry["user_id"].startswith("usr-") for entry in created)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_import_in_row_formats_gives_each_line_its_outcome_and_user(
+    cli: Cli, engine: Engine, tmp_path: Path, fmt: str
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(_NO_IDS_CSV)
+    result = cli("users", "import", str(source), "-o", fmt)
+
+    assert result.exit_code == 5, result.stderr
+    if fmt == "jsonl":
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+    else:
+        records = list(csv.DictReader(result.stdout.splitlines()))
+    assert [(str(r["line"]), r["outcome"]) for r in records] == [
+        ("2", "created"),
+        ("3", "created"),
+        ("4", "invalid"),
+        ("5", "created"),
+    ]
+    names = _names_by_id(engine)
+    assert [names[r["user_id"]] for r in records if r["outcome"] == "created"] == [
+        "John Doe",
+        "Malika Karimova",
+        "Timur Rashidov",
+    ]
+    assert records[2]["reason"] == "card: fails the Luhn check"
+    assert not any(raw in result.stdout + result.stderr for raw in _RAW_VALUES)
+
+
+def test_import_as_a_table_shows_the_created_users_on_stderr(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(_NO_IDS_CSV)
+    result = cli("users", "import", str(source))
+
+    assert result.exit_code == 5
+    for user_id in _names_by_id(engine):
+        assert user_id in result.stderr
+
+
+def test_a_reimported_row_names_the_stored_user_it_duplicates(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(_NO_IDS_CSV)
+    first = json.loads(cli("users", "import", str(source), "-o", "json").stdout)
+    by_line = {entry["line"]: entry["user_id"] for entry in first["created_users"]}
+    before = row_counts(engine)
+    again = cli("users", "import", str(source), "-o", "json")
+
+    assert again.exit_code == 5
+    summary = json.loads(again.stdout)
+    assert summary["created_users"] == []
+    duplicates = [r for r in summary["rejected"] if r["outcome"] == "duplicate"]
+    assert [(r["line"], r["user_id"], r["reason"]) for r in duplicates] == [
+        (2, "usr-001", "duplicate of user usr-001 (same user_id)"),
+        # No id in the file: no made-up id in the key; the reason names the stored user.
+        (3, "", f"duplicate of user {by_line[3]} (same passport)"),
+        (5, "", f"duplicate of user {by_line[5]} (same passport)"),
+    ]
+    assert row_counts(engine) == before
+    assert not any(raw in again.stdout + again.stderr for raw in _RAW_VALUES)
+
+
+def test_a_duplicate_of_an_earlier_line_names_that_line_across_chunks(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    from bench.run import write_users
+
+    source = tmp_path / "many.csv"
+    write_users(source, 12_000)  # three chunks of up to 5,000: the worker pool
+    lines = source.read_text().splitlines()
+    header = lines[0].split(",")
+    passport, user_id = header.index("passport"), header.index("user_id")
+
+    def with_field(line: str, column: int, value: str) -> str:
+        fields = line.split(",")
+        fields[column] = value
+        return ",".join(fields)
+
+    lines[3] = with_field(lines[3], user_id, "")  # line 4: an id generated
+    lines[9_000] = with_field(lines[9_000], passport, lines[3].split(",")[passport])
+    lines[9_001] = with_field(lines[9_001], user_id, lines[1].split(",")[user_id])
+    lines[9_002] = with_field(lines[9_002], passport, lines[8_999].split(",")[passport])
+    source.write_text("\n".join(lines) + "\n")
+    result = cli("users", "import", str(source), "-o", "json")
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert [(r["line"], r["reason"]) for r in summary["rejected"]] == [
+        (9_001, "duplicate of line 4 (same passport)"),
+        (9_002, "duplicate of line 2 (same user_id)"),
+        (9_003, "duplicate of line 9000 (same passport)"),
+    ]
+    created = summary["created_users"]
+    assert len(created) == summary["created"] == 11_997
+    generated = [entry for entry in created if entry["line"] == 4]
+    assert generated and generated[0]["user_id"] in _names_by_id(engine)
+
+
+def test_a_dry_run_lists_the_rows_it_would_create_without_made_up_ids(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(_NO_IDS_CSV + _NO_IDS_CSV.splitlines(keepends=True)[2])  # line 6 = line 3
+    result = cli("users", "import", str(source), "--dry-run", "-o", "json")
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["dry_run"] is True
+    # Ids given in the file are shown; an id the run would have generated names nothing.
+    assert summary["created_users"] == [
+        {"line": 2, "user_id": "usr-001"},
+        {"line": 3, "user_id": None},
+        {"line": 5, "user_id": None},
+    ]
+    assert [(r["line"], r["reason"]) for r in summary["rejected"]] == [
+        (4, "card: fails the Luhn check"),
+        (6, "duplicate of line 3 (same passport)"),
+    ]
+    assert row_counts(engine)["users"] == 0

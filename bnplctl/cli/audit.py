@@ -1,5 +1,6 @@
 """``bnplctl audit``: the audit trail."""
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from bnplctl.cli.options import (
     LimitOption,
     OutputFormat,
     OutputOption,
+    checked_option,
     for_people,
     sort_option,
 )
@@ -49,10 +51,13 @@ def list_(
     ] = None,
     user: Annotated[
         str | None,
-        typer.Option("--user", help="Only events about this user and their plans and refunds."),
+        checked_option(
+            "--user", "user", "Only events about this user and their plans and refunds."
+        ),
     ] = None,
     since: Annotated[
-        str | None, typer.Option("--since", help="ISO date or timestamp, e.g. 2026-11-01.")
+        datetime | None,
+        checked_option("--since", "since", "ISO date or timestamp, e.g. 2026-11-01."),
     ] = None,
     limit: LimitOption = None,
     every: AllOption = False,
@@ -68,10 +73,10 @@ def list_(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
-    from bnplctl.services.audit import list_events, parse_since, public_event
+    from bnplctl.services.audit import list_events, public_event
 
     request = list_request(limit, every, sort)
-    since_at = parse_since(since) if since else None
+    since_at = since
     with session_scope() as session:
         events = list_events(
             session,

@@ -103,9 +103,15 @@ def finish_batch(
     title: str,
     exit_on_rejects: bool = True,
     extra: dict[str, Any] | None = None,
+    created: list[dict[str, Any]] | None = None,
 ) -> None:
     """The summary (with ``extra`` after the counts), the rejects (of ``source``), and
-    exit 5 when any row was rejected."""
+    exit 5 when any row was rejected.
+
+    ``created`` (``users import``: each created row's ``line`` and ``user_id``) changes
+    the formats for programs: JSON adds ``created_users``; JSON lines and CSV give one
+    record per row instead of the summary (``line``, the key, ``outcome``, ``reason``),
+    the counts on stderr; a table lists the first created users on stderr."""
     if rejects is not None:
         try:
             for row in report.rejected:
@@ -116,7 +122,16 @@ def finish_batch(
                 note_what_stays(exc, report.rows, report.counts.get("created", 0), "created")
             raise
     summary = report.summary() | (extra or {})
-    render_summary(summary, report.rejected, output, key_name=key_name, files=[source], title=title)
+    if created is not None and output in (OutputFormat.jsonl, OutputFormat.csv):
+        _render_row_outcomes(created, report, output, key_name=key_name, source=source)
+    else:
+        if created is not None and output is OutputFormat.json:
+            summary["created_users"] = created
+        render_summary(
+            summary, report.rejected, output, key_name=key_name, files=[source], title=title
+        )
+    if created and for_people(output):
+        _show_created(created, key_name)
     show_rejects(
         report.rejected if for_people(output) else [],
         len(report.rejected),
@@ -127,6 +142,41 @@ def finish_batch(
     )
     if exit_on_rejects and report.has_rejections:
         raise typer.Exit(code=ExitCode.BATCH_REJECTED)
+
+
+def _render_row_outcomes(
+    created: list[dict[str, Any]],
+    report: BatchReport,
+    output: OutputFormat,
+    *,
+    key_name: str,
+    source: str,
+) -> None:
+    """Every row's outcome in file order, the rows created with their key; the counts
+    as a message on stderr."""
+    from bnplctl.cli.output import message, render_list
+
+    records = [
+        {"line": entry["line"], key_name: entry[key_name], "outcome": "created", "reason": ""}
+        for entry in created
+    ]
+    records += [
+        {name: value for name, value in row.items() if name != "file"}
+        for row in _rows(report.rejected, key_name, [source])
+    ]
+    records.sort(key=lambda record: record["line"])
+    render_list(records, output, columns=["line", key_name, "outcome", "reason"])
+    counts = ", ".join(f"{report.counts.get(name, 0)} {name}" for name in report.outcomes)
+    message(f"{report.rows} row(s): {counts}")
+
+
+def _show_created(created: list[dict[str, Any]], key_name: str) -> None:
+    """The first created rows as a table on stderr, and where the rest are."""
+    from bnplctl.cli.output import message, table_to_stderr
+
+    table_to_stderr(created[:_REJECTS_SHOWN], ["line", key_name], title="Created rows")
+    if len(created) > _REJECTS_SHOWN:
+        message(f"… and {len(created) - _REJECTS_SHOWN} more; -o csv or -o json lists them all")
 
 
 def note_what_stays(exc: BaseException, rows: int, done: int, done_word: str) -> None:

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bnplctl.cli.options import LogFileOption, OutputFormat, OutputOption, for_people
+from bnplctl.cli.options import AsOfOption, LogFileOption, OutputFormat, OutputOption, for_people
 
 app = typer.Typer(
     help="Debt: what a user owes.\n\nExample: bnplctl debt show usr-001",
@@ -84,12 +84,6 @@ def explain(
     )
 
 
-AsOfOption = Annotated[
-    str | None,
-    typer.Option("--as-of", help="Business date YYYY-MM-DD (default: today in BNPL_TIMEZONE)."),
-]
-
-
 @app.command("sweep")
 def sweep(
     as_of: AsOfOption = None,
@@ -132,7 +126,6 @@ def sweep(
     from bnplctl.clock import business_today
     from bnplctl.errors import UsageProblem
     from bnplctl.jobs import revert_job, sweep_job
-    from bnplctl.validators import parse_date
 
     log_to(log_file, "debt sweep")
     if revert is not None:
@@ -143,7 +136,7 @@ def sweep(
         render_one(undone.public(), output, title=title)
         return
 
-    business_date = parse_date(as_of, "as-of") if as_of is not None else None
+    business_date = as_of
     if business_date is not None and not allow_future and business_date > business_today():
         raise UsageProblem(
             f"--as-of {business_date} is after today ({business_today()} in BNPL_TIMEZONE);"
@@ -183,17 +176,31 @@ def report(
 
     Example: bnplctl debt report --html portfolio.html
     """
-    from bnplctl.cli.output import message, render_nested
-    from bnplctl.clock import business_today
-    from bnplctl.db import read_scope
-    from bnplctl.services.debt import aging_report
-    from bnplctl.validators import parse_date
-
     if html is not None and html in ("", "-"):
         from bnplctl.errors import UsageProblem
 
         raise UsageProblem("--html needs a file name (/dev/stdout writes to standard output)")
-    business_date = parse_date(as_of, "as-of") if as_of is not None else business_today()
+    report_file = None
+    if html is not None:  # an unwritable place fails before anything is printed
+        from bnplctl.report_html import open_target
+
+        report_file = open_target(html)
+    try:
+        _report(as_of, html, output, report_file)
+    except BaseException:
+        if report_file is not None:
+            report_file.abandon()
+        raise
+
+
+def _report(as_of: Any, html: str | None, output: OutputFormat, report_file: Any) -> None:
+    """The aging report on stdout, then the HTML report into ``report_file``."""
+    from bnplctl.cli.output import message, render_nested
+    from bnplctl.clock import business_today
+    from bnplctl.db import read_scope
+    from bnplctl.services.debt import aging_report
+
+    business_date = as_of if as_of is not None else business_today()
     with read_scope() as connection:
         shown = aging_report(connection, business_date)
         report_data = portfolio_of(connection, business_date) if html is not None else None
@@ -214,7 +221,7 @@ def report(
         parent=("business_date", shown["business_date"]),
     )
     if html is not None and report_data is not None:
-        write_report(html, report_data)
+        write_report(html, report_data, report_file)
         message(f"portfolio report written to {html}")
 
 
@@ -242,7 +249,7 @@ def portfolio_of(connection: Any, business_date: Any) -> dict[str, Any]:
     return portfolio(connection, business_date, get_settings().timezone)
 
 
-def write_report(path: str | Path, report_data: dict[str, Any]) -> None:
+def write_report(path: str | Path, report_data: dict[str, Any], target: Any = None) -> None:
     """Render the portfolio report (``report_html``, which loads matplotlib) to ``path``."""
     from bnplctl import clock, report_html
     from bnplctl.config import get_settings
@@ -251,4 +258,4 @@ def write_report(path: str | Path, report_data: dict[str, Any]) -> None:
     document = report_html.render(
         report_data, currency=get_settings().currency, generated_at=generated
     )
-    report_html.write(path, document)
+    report_html.write(path, document, target)

@@ -1,6 +1,7 @@
 """``bnplctl installments``: list installments, record payments."""
 
-from enum import StrEnum
+from datetime import date
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -11,9 +12,11 @@ from bnplctl.cli.options import (
     LimitOption,
     OutputFormat,
     OutputOption,
+    checked_option,
     sort_option,
 )
 from bnplctl.sorting import INSTALLMENT_SORT
+from bnplctl.statuses import InstallmentStatus
 
 app = typer.Typer(
     help="Installments: list them, record payments.\n\n"
@@ -28,30 +31,22 @@ INSTALLMENT_COLUMNS = (
 INSTALLMENT_DROP = ("paid_at", "sequence", "user_id")
 
 
-class InstallmentStatusFilter(StrEnum):
-    UPCOMING = "UPCOMING"
-    OVERDUE = "OVERDUE"
-    PAID = "PAID"
-
-
 @app.command("list")
 def list_(
-    user: Annotated[
-        str | None, typer.Option("--user", metavar="USER_ID", help="Only this user's.")
-    ] = None,
+    user: Annotated[str | None, checked_option("--user", "user", "Only this user's.")] = None,
     plan: Annotated[
         int | None, typer.Option("--plan", metavar="PLAN_ID", help="Only this plan's.")
     ] = None,
     status: Annotated[
-        InstallmentStatusFilter | None, typer.Option("--status", help="Only in this status.")
+        InstallmentStatus | None, typer.Option("--status", help="Only in this status.")
     ] = None,
     due_before: Annotated[
-        str | None,
-        typer.Option("--due-before", metavar="DATE", help="Only due before DATE (YYYY-MM-DD)."),
+        date | None,
+        checked_option("--due-before", "date", "Only due before DATE (YYYY-MM-DD)."),
     ] = None,
     due_after: Annotated[
-        str | None,
-        typer.Option("--due-after", metavar="DATE", help="Only due after DATE (YYYY-MM-DD)."),
+        date | None,
+        checked_option("--due-after", "date", "Only due after DATE (YYYY-MM-DD)."),
     ] = None,
     limit: LimitOption = None,
     every: AllOption = False,
@@ -67,19 +62,16 @@ def list_(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
-    from bnplctl.models import InstallmentStatus
     from bnplctl.services.plans import list_installments, public_installment
-    from bnplctl.validators import parse_date
 
     request = list_request(limit, every, sort)
-    before = parse_date(due_before, "due-before") if due_before is not None else None
-    after = parse_date(due_after, "due-after") if due_after is not None else None
+    before, after = due_before, due_after
     with session_scope() as session:
         installments = list_installments(
             session,
             user_id=user,
             plan_id=plan,
-            status=InstallmentStatus(status.value) if status else None,
+            status=status,
             due_before=before,
             due_after=after,
             request=request,
@@ -101,19 +93,19 @@ def pay(
         list[int], typer.Argument(metavar="INSTALLMENT_ID", help="One or more installment ids.")
     ],
     amount: Annotated[
-        str | None,
-        typer.Option(
+        Decimal | None,
+        checked_option(
             "--amount",
-            metavar="AMOUNT",
-            help="Pay this much of one installment (2 decimals); default: all that is due.",
+            "amount",
+            "Pay this much of one installment (2 decimals); default: all that is due.",
         ),
     ] = None,
     reference: Annotated[
         str | None,
-        typer.Option(
+        checked_option(
             "--reference",
-            metavar="REFERENCE",
-            help="The payment's reference (e.g. the bank transfer's id), one installment:"
+            "reference",
+            "The payment's reference (e.g. the bank transfer's id), one installment:"
             " the same payment again returns the first, another one with it is refused.",
         ),
     ] = None,
@@ -136,10 +128,8 @@ def pay(
     from bnplctl.cli.output import message, render_list, render_one
     from bnplctl.db import session_scope
     from bnplctl.errors import UsageProblem
-    from bnplctl.money import parse_amount
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.installments import pay as pay_installments
-    from bnplctl.validators import reference as check_reference
 
     wanted = sorted(set(installment_ids))
     if (amount is not None or reference is not None) and len(wanted) != 1:
@@ -148,8 +138,7 @@ def pay(
         )
         raise UsageProblem(f"{given} pay{'s' if ' and ' not in given else ''} one installment:"
                            " name only one")  # fmt: skip
-    parsed = parse_amount(amount) if amount is not None else None
-    checked = check_reference(reference, "reference") if reference is not None else None
+    parsed, checked = amount, reference
     request = {
         "installment_ids": wanted,
         "amount": str(parsed) if parsed is not None else None,

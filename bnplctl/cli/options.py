@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -71,14 +73,6 @@ FormatOption = Annotated[
     ),
 ]
 
-IdempotencyKeyOption = Annotated[
-    str | None,
-    typer.Option(
-        "--idempotency-key",
-        help="Run this request once: a repeat with the same key returns the first result.",
-    ),
-]
-
 # Checked by cli.lists.list_request (1 to MAX_LIMIT): a range here would put Python's
 # "1<=x<=1000000000" into the help.
 LimitOption = Annotated[
@@ -96,6 +90,132 @@ def sort_option(fields: tuple[str, ...]) -> Any:
         help=f"Order by {', '.join(fields)}; -FIELD for descending.",
     )
 
+
+# --- option values, checked as they are parsed ------------------------------------------
+#
+# Each checker is the same function that checks a file's field (``validators``,
+# ``money``); here its failure is a usage error, exit 2, that click words with the
+# option's name: "Invalid value for '--as-of': must be a date written YYYY-MM-DD". The
+# reason never carries the value (no personal data goes through these options anyway).
+
+
+def _checked(check: Callable[[str], Any], word: str) -> Callable[[Any], Any]:
+    """``check`` as a click parser: its ``InvalidInput`` becomes ``BadParameter``."""
+
+    def parse(raw: Any) -> Any:
+        if not isinstance(raw, str):  # a default, or a value parsed already
+            return raw
+        from bnplctl.errors import InvalidInput
+
+        try:
+            return check(raw)
+        except InvalidInput as exc:
+            _, _, reason = exc.message.partition(": ")
+            raise typer.BadParameter(reason or exc.message) from None
+
+    parse.__name__ = word.lower()
+    return parse
+
+
+def _event_date(raw: str) -> Any:
+    from bnplctl.validators import event_date
+
+    return event_date(raw, "date")
+
+
+def _birth_date(raw: str) -> Any:
+    from bnplctl import pii
+    from bnplctl.clock import business_today
+    from bnplctl.validators import parse_date
+
+    return pii.check_adult(parse_date(raw, "dob"), business_today())
+
+
+def _since(raw: str) -> Any:
+    from bnplctl.validators import since_moment
+
+    return since_moment(raw)
+
+
+def _amount(raw: str) -> Any:
+    from bnplctl.money import parse_amount
+
+    return parse_amount(raw)
+
+
+def _installments(raw: str) -> int:
+    from bnplctl.errors import InvalidInput
+    from bnplctl.money import MAX_INSTALLMENTS
+
+    if not raw.strip().isascii() or not raw.strip().isdigit():
+        raise InvalidInput("installments: a whole number")
+    count = int(raw)
+    if not 1 <= count <= MAX_INSTALLMENTS:
+        raise InvalidInput(f"installments: must be between 1 and {MAX_INSTALLMENTS}")
+    return count
+
+
+def _reference(raw: str) -> str:
+    from bnplctl.validators import reference
+
+    return reference(raw, "id")
+
+
+def _optional_reference(raw: str) -> str | None:
+    """A reference that may be left blank (``--merchant-reference ""``: none)."""
+    return _reference(raw) if raw.strip() else None
+
+
+def _idempotency_key(raw: str) -> str:
+    from bnplctl.validators import idempotency_key
+
+    return idempotency_key(raw)
+
+
+def _new_user_id(raw: str) -> str | None:
+    from bnplctl.validators import new_user_id
+
+    return new_user_id(raw) if raw.strip() else None
+
+
+_KINDS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "date": (_event_date, "DATE"),
+    "birth_date": (_birth_date, "DATE"),
+    "since": (_since, "WHEN"),
+    "amount": (_amount, "AMOUNT"),
+    "installments": (_installments, "N"),
+    "user": (_reference, "USER_ID"),
+    "new_user": (_new_user_id, "USER_ID"),
+    "transaction_id": (_reference, "TRANSACTION_ID"),
+    "reference": (_reference, "REFERENCE"),
+    "merchant_reference": (_optional_reference, "REFERENCE"),
+    "idempotency_key": (_idempotency_key, "KEY"),
+}
+
+
+def checked_option(name: str, kind: str, help: str, **settings: Any) -> Any:
+    """``typer.Option(name)`` whose value is checked as it is parsed (a malformed one is
+    exit 2 naming the option) and shown in help as what it takes (``DATE``, ``AMOUNT``).
+    ``kind``: one of ``_KINDS``; the parameter gets the checked value (``date``,
+    ``datetime``, ``Decimal``, ``int`` or ``str``)."""
+    check, word = _KINDS[kind]
+    return typer.Option(name, parser=_checked(check, word), metavar=word, help=help, **settings)
+
+
+IdempotencyKeyOption = Annotated[
+    str | None,
+    checked_option(
+        "--idempotency-key",
+        "idempotency_key",
+        "Run this request once: a repeat with the same key returns the first result.",
+    ),
+]
+AsOfOption = Annotated[
+    date | None,
+    checked_option(
+        "--as-of", "date", "Business date YYYY-MM-DD (default: today in BNPL_TIMEZONE)."
+    ),
+]
 
 # For cron: the command opens its log itself (a shell redirect fails when the directory is
 # missing); its outcome goes there, one JSON line a run, nothing to stdout or stderr.

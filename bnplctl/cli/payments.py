@@ -1,5 +1,6 @@
 """``bnplctl payments``: the payments received (rule 10)."""
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +14,7 @@ from bnplctl.cli.options import (
     LimitOption,
     OutputFormat,
     OutputOption,
+    checked_option,
     rejects_option,
     sort_option,
 )
@@ -32,12 +34,10 @@ PAYMENT_DROP = ("source", "id")
 
 @app.command("list")
 def list_(
-    user: Annotated[
-        str | None, typer.Option("--user", metavar="USER_ID", help="Only this user's.")
-    ] = None,
+    user: Annotated[str | None, checked_option("--user", "user", "Only this user's.")] = None,
     since: Annotated[
-        str | None,
-        typer.Option("--since", metavar="WHEN", help="Paid at or after: ISO date or timestamp."),
+        datetime | None,
+        checked_option("--since", "since", "Paid at or after: ISO date or timestamp."),
     ] = None,
     limit: LimitOption = None,
     every: AllOption = False,
@@ -53,11 +53,10 @@ def list_(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
-    from bnplctl.services.audit import parse_since
     from bnplctl.services.payments import iter_public_payments, list_payments
 
     request = list_request(limit, every, sort)
-    since_at = parse_since(since) if since else None
+    since_at = since
     with session_scope() as session:
         payments = list_payments(session, user_id=user, since=since_at, request=request)
         shown = iter_public_payments(session, payments)

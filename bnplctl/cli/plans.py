@@ -1,6 +1,7 @@
 """``bnplctl plans``: preview, create, list and show installment plans."""
 
-from enum import StrEnum
+from datetime import date
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -11,9 +12,11 @@ from bnplctl.cli.options import (
     LimitOption,
     OutputFormat,
     OutputOption,
+    checked_option,
     sort_option,
 )
 from bnplctl.sorting import PLAN_SORT
+from bnplctl.statuses import PlanStatus
 
 app = typer.Typer(
     help="Installment plans: preview the schedule, create, list, show.\n\n"
@@ -37,18 +40,15 @@ PLAN_LIST_COLUMNS = (
 PLAN_DROP = ("created_at", "start_date", "merchant_reference", "paid", "installments", "user_id")
 
 
-class PlanStatusFilter(StrEnum):
-    ACTIVE = "ACTIVE"
-    COMPLETED = "COMPLETED"
-
-
-AmountOption = Annotated[str, typer.Option("--amount", help="Total, e.g. 500.00 (2 decimals).")]
+AmountOption = Annotated[
+    Decimal, checked_option("--amount", "amount", "Total, e.g. 500.00 (2 decimals).")
+]
 InstallmentsOption = Annotated[
-    int, typer.Option("--installments", help="Number of monthly installments, 1-24.")
+    int, checked_option("--installments", "installments", "Number of monthly installments, 1-24.")
 ]
 StartOption = Annotated[
-    str | None,
-    typer.Option("--start", help="Start date YYYY-MM-DD (default: today in BNPL_TIMEZONE)."),
+    date | None,
+    checked_option("--start", "date", "Start date YYYY-MM-DD (default: today in BNPL_TIMEZONE)."),
 ]
 
 
@@ -66,15 +66,12 @@ def render_plan(plan: dict[str, Any], output: OutputFormat) -> None:
     )
 
 
-def _request(amount: str, installments: int, start: str | None, reference: str | None) -> Any:
-    """The options, checked once (``validators.plan_terms``); the start defaults to today."""
-    from dataclasses import replace
-
+def _request(amount: Decimal, installments: int, start: date | None, reference: str | None) -> Any:
+    """The options (each checked as it was parsed); the start defaults to today."""
     from bnplctl.clock import business_today
-    from bnplctl.validators import plan_terms
+    from bnplctl.validators import PlanTerms
 
-    terms = plan_terms(amount, installments, start, reference)
-    return replace(terms, start=terms.start or business_today())
+    return PlanTerms(amount, installments, start or business_today(), reference)
 
 
 @app.command("preview")
@@ -107,12 +104,15 @@ def preview(
 
 @app.command("create")
 def create(
-    user: Annotated[str, typer.Option("--user", help="The user's id.")],
+    user: Annotated[str, checked_option("--user", "user", "The user's id.")],
     amount: AmountOption,
     installments: InstallmentsOption = 3,
     start: StartOption = None,
     merchant_reference: Annotated[
-        str | None, typer.Option("--merchant-reference", help="The merchant's order reference.")
+        str | None,
+        checked_option(
+            "--merchant-reference", "merchant_reference", "The merchant's order reference."
+        ),
     ] = None,
     idempotency_key: IdempotencyKeyOption = None,
     output: OutputOption = OutputFormat.table,
@@ -164,11 +164,9 @@ def create(
 
 @app.command("list")
 def list_(
-    user: Annotated[
-        str | None, typer.Option("--user", metavar="USER_ID", help="Only this user's plans.")
-    ] = None,
+    user: Annotated[str | None, checked_option("--user", "user", "Only this user's plans.")] = None,
     status: Annotated[
-        PlanStatusFilter | None, typer.Option("--status", help="Only plans in this status.")
+        PlanStatus | None, typer.Option("--status", help="Only plans in this status.")
     ] = None,
     limit: LimitOption = None,
     every: AllOption = False,
@@ -185,12 +183,11 @@ def list_(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
-    from bnplctl.models import PlanStatus
     from bnplctl.services.plans import iter_public_plans, list_plans
 
     request = list_request(limit, every, sort)
     with session_scope() as session:  # rendered as the plans arrive
-        chosen = PlanStatus(status.value) if status else None
+        chosen = status
         plans = list_plans(session, user_id=user, status=chosen, request=request)
         shown = iter_public_plans(session, plans)
         if output in (OutputFormat.json, OutputFormat.jsonl):

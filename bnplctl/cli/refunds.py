@@ -1,6 +1,6 @@
 """``bnplctl refunds``: create refunds and move them through their states."""
 
-from enum import StrEnum
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -11,9 +11,11 @@ from bnplctl.cli.options import (
     LimitOption,
     OutputFormat,
     OutputOption,
+    checked_option,
     sort_option,
 )
 from bnplctl.sorting import REFUND_SORT
+from bnplctl.statuses import RefundStatus
 
 app = typer.Typer(
     help="Refunds: create, approve, reject, cancel, list, show.\n\n"
@@ -49,29 +51,27 @@ REFUND_DROP = (
 )
 
 
-class RefundStatusFilter(StrEnum):
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"
-    REJECTED = "REJECTED"
-    CANCELLED = "CANCELLED"
-    COMPLETED = "COMPLETED"
-
-
 RefOption = Annotated[
     str, typer.Argument(metavar="REF", help="The refund's transaction_id or its numeric id.")
 ]
-ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why (kept on the refund).")]
+ReasonOption = Annotated[
+    str | None, typer.Option("--reason", metavar="TEXT", help="Why (kept on the refund).")
+]
 
 
 @app.command("create")
 def create(
-    user: Annotated[str, typer.Option("--user", help="The user's id.")],
+    user: Annotated[str, checked_option("--user", "user", "The user's id.")],
     transaction_id: Annotated[
-        str, typer.Option("--transaction-id", help="The merchant's refund reference (unique).")
+        str,
+        checked_option(
+            "--transaction-id", "transaction_id", "The merchant's refund reference (unique)."
+        ),
     ],
-    amount: Annotated[str, typer.Option("--amount", help="Amount, e.g. 75.50.")],
+    amount: Annotated[Decimal, checked_option("--amount", "amount", "Amount, e.g. 75.50.")],
     plan: Annotated[
-        int | None, typer.Option("--plan", help="The user's plan the refund reduces.")
+        int | None,
+        typer.Option("--plan", metavar="PLAN_ID", help="The user's plan the refund reduces."),
     ] = None,
     reason: ReasonOption = None,
     idempotency_key: IdempotencyKeyOption = None,
@@ -85,12 +85,10 @@ def create(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message, render_one
     from bnplctl.db import session_scope
-    from bnplctl.schemas import RefundRequest
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.refunds import create_refund, public_refund
 
-    parsed = RefundRequest.parse(transaction_id=transaction_id, amount=amount)
-    total, reference = parsed.amount, parsed.transaction_id
+    total, reference = amount, transaction_id
     request = {"user": user, "transaction_id": reference, "amount": str(total), "plan": plan}
     existed = False
     with session_scope() as session:
@@ -168,10 +166,10 @@ def cancel(
 @app.command("list")
 def list_(
     user: Annotated[
-        str | None, typer.Option("--user", metavar="USER_ID", help="Only this user's refunds.")
+        str | None, checked_option("--user", "user", "Only this user's refunds.")
     ] = None,
     status: Annotated[
-        RefundStatusFilter | None, typer.Option("--status", help="Only refunds in this status.")
+        RefundStatus | None, typer.Option("--status", help="Only refunds in this status.")
     ] = None,
     limit: LimitOption = None,
     every: AllOption = False,
@@ -187,12 +185,11 @@ def list_(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
-    from bnplctl.models import RefundStatus
     from bnplctl.services.refunds import list_refunds, public_refund
 
     request = list_request(limit, every, sort)
     with session_scope() as session:
-        chosen = RefundStatus(status.value) if status else None
+        chosen = status
         refunds = list_refunds(session, user_id=user, status=chosen, request=request)
         shown = (public_refund(refund) for refund in refunds)  # rendered as they arrive
         render_list(shown, output, columns=REFUND_COLUMNS, title="Refunds", drop=REFUND_DROP)

@@ -1,6 +1,6 @@
 """``bnplctl users``: onboard, import, list and show users (always masked)."""
 
-from enum import StrEnum
+from datetime import date
 from typing import Annotated
 
 import typer
@@ -12,9 +12,11 @@ from bnplctl.cli.options import (
     LimitOption,
     OutputFormat,
     OutputOption,
+    checked_option,
     sort_option,
 )
 from bnplctl.sorting import USER_SORT
+from bnplctl.statuses import UserStatus
 
 app = typer.Typer(
     help="Onboard and look up users. Phone, passport and card are always masked.\n\n"
@@ -40,15 +42,12 @@ USER_DROP = (
 )  # fmt: skip
 
 
-class StatusFilter(StrEnum):
-    NORMAL = "NORMAL"
-    DEBT_USER = "DEBT_USER"
-
-
 @app.command("add")
 def add(
     name: Annotated[str, typer.Option("--name", help="Full name.")],
-    dob: Annotated[str, typer.Option("--dob", help="Date of birth, YYYY-MM-DD (age >= 18).")],
+    dob: Annotated[
+        date, checked_option("--dob", "birth_date", "Date of birth, YYYY-MM-DD (age >= 18).")
+    ],
     phone: Annotated[
         str | None,
         typer.Option("--phone", help="International format, e.g. +998901234567; omit to be asked."),
@@ -62,7 +61,7 @@ def add(
         typer.Option("--card", help="12-19 digits, Luhn; omit to be asked (no echo)."),
     ] = None,
     user_id: Annotated[
-        str | None, typer.Option("--user-id", help="Generated (usr-…) when absent.")
+        str | None, checked_option("--user-id", "new_user", "Generated (usr-…) when absent.")
     ] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
@@ -174,7 +173,9 @@ def import_(
     rejects: Annotated[
         str | None,
         typer.Option(
-            "--rejects", help="Write rejected rows (line, user_id, outcome, reason) here."
+            "--rejects",
+            metavar="PATH",
+            help="Write rejected rows (line, user_id, outcome, reason) here.",
         ),
     ] = None,
     dry_run: Annotated[
@@ -195,12 +196,17 @@ def import_(
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import finish_batch, note_what_stays, progress_size
     from bnplctl.cli.output import byte_progress, warning
-    from bnplctl.importing.batch import BatchReport, RejectsFile
+    from bnplctl.importing.batch import RejectsFile
     from bnplctl.importing.readers import HashingReader, detect_format, faults_named, open_input
-    from bnplctl.importing.users import USER_OUTCOMES, import_users, user_chunks
+    from bnplctl.importing.users import (
+        USER_OUTCOMES,
+        UserImportReport,
+        import_users,
+        user_chunks,
+    )
 
     rejects_file = RejectsFile(rejects, "user_id", [source]) if rejects is not None else None
-    report = BatchReport(USER_OUTCOMES)
+    report = UserImportReport(USER_OUTCOMES)
     try:
         with (
             faults_named(source),
@@ -233,13 +239,18 @@ def import_(
         key_name="user_id",
         title=title,
         extra={"dry_run": dry_run},
+        created=[
+            # A dry run creates no one: an id it would have generated names nothing.
+            {"line": line, "user_id": None if user_id in report.generated else user_id}
+            for user_id, line in report.created.items()
+        ],
     )
 
 
 @app.command("list")
 def list_(
     status: Annotated[
-        StatusFilter | None, typer.Option("--status", help="Only users in this status.")
+        UserStatus | None, typer.Option("--status", help="Only users in this status.")
     ] = None,
     search: Annotated[
         str | None,
@@ -263,12 +274,11 @@ def list_(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import session_scope
-    from bnplctl.models import UserStatus
     from bnplctl.services.users import list_users, public_user
 
     request = list_request(limit, every, sort)
     with session_scope() as session:  # rendered as the rows arrive
-        chosen = UserStatus(status.value) if status else None
+        chosen = status
         users = list_users(session, status=chosen, search=search, request=request)
         shown = (public_user(user) for user in users)
         render_list(shown, output, columns=USER_LIST_COLUMNS, title="Users", drop=USER_DROP)

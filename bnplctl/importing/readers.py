@@ -182,6 +182,7 @@ def _read_csv(
                 if missing:
                     raise InvalidInput(
                         f"line {line_of(start)}: missing column(s): {', '.join(missing)}"
+                        + _separator_hint(header)
                     )
                 continue
             if len(record) > len(header):
@@ -194,6 +195,18 @@ def _read_csv(
         raise InvalidInput(f"line {line_of(reader.line_num)}: malformed CSV ({exc})") from None
     if header is None:
         raise InvalidInput("line 1: the file is empty (a header row is required)")
+
+
+def _separator_hint(header: list[str]) -> str:
+    """A header that holds ``;`` or a tab was written with another separator (a
+    spreadsheet's export in many locales): say so, since the columns look missing."""
+    for separator, name in ((";", "';'"), ("\t", "tabs")):
+        if any(separator in cell for cell in header):
+            return (
+                f"; the header is separated by {name}: bnplctl reads comma-separated CSV"
+                " (export the file with ',' as the separator)"
+            )
+    return ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import IO, Any
 
@@ -27,11 +27,22 @@ USER_COLUMNS = ("name", "phone", "passport", "card", "dob")
 
 @dataclass(frozen=True)
 class PreparedChunk:
-    """A chunk validated and protected: COPY text, the staged keys, the invalid rows."""
+    """A chunk validated and protected: COPY text, the staged keys, the invalid rows, and
+    the places (``seq``) of the rows whose user_id was generated."""
 
     copy_text: str
     keys: list[tuple[int, str, str]]
     invalid: list[Rejected]
+    generated: frozenset[int] = frozenset()
+
+
+@dataclass
+class UserImportReport(BatchReport):
+    """A users import's outcomes, and the users it created: user_id -> file line, in file
+    order (``generated``: the ids made up for rows without one)."""
+
+    created: dict[str, int] = field(default_factory=dict)
+    generated: set[str] = field(default_factory=set)
 
 
 def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChunk:
@@ -46,6 +57,7 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
     lines: list[str] = []
     keys: list[tuple[int, str, str]] = []
     invalid: list[Rejected] = []
+    generated: set[int] = set()
     for row in rows:
         if row.error is not None:
             key = printable(str(row.fields.get("user_id") or "")[:64])
@@ -63,12 +75,14 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
                 continue
             parsed = (user.user_id, user.name, user.phone, user.passport, user.card, user.dob)
         user_id, name, phone, passport, card, dob = parsed
+        if user_id is None:
+            generated.add(len(keys))
         values = protected_values(
             user_id or new_user_id(), name, phone, passport, card, dob, keyring
         )
         lines.append(copy_line(len(keys), values))
         keys.append((row.line, values[0], values[4]))
-    return PreparedChunk("".join(lines), keys, invalid)
+    return PreparedChunk("".join(lines), keys, invalid, frozenset(generated))
 
 
 _WORKER_KEYRING: Any = None
@@ -116,8 +130,8 @@ def import_users(
     source: str = "import",
     dry_run: bool = False,
     warn: Callable[[str], None] | None = None,
-    report: BatchReport | None = None,
-) -> BatchReport:
+    report: UserImportReport | None = None,
+) -> UserImportReport:
     """Validate, protect and insert users, one transaction per chunk (a dry run: one
     transaction for the whole file, rolled back, so that its outcomes are the real ones).
     The outcomes go to ``report`` (a new one by default), which after an error holds
@@ -145,7 +159,7 @@ def import_users(
         warn = None  # said once
     keyring = pii.Keyring(master)
     today = business_today()
-    report = report if report is not None else BatchReport(USER_OUTCOMES)
+    report = report if report is not None else UserImportReport(USER_OUTCOMES)
     chunk_inserter = functools.partial(
         _chunk_inserter, report, actor=actor, source=source, dry_run=dry_run, master=master
     )
@@ -201,7 +215,7 @@ def import_users(
 
 @contextmanager
 def _chunk_inserter(
-    report: BatchReport,
+    report: UserImportReport,
     *,
     actor: str,
     source: str,
@@ -239,11 +253,31 @@ def _chunk_inserter(
                     expect_new=expect_new,
                 )
             expect_new = not duplicates
-            report.counts["created"] += len(prepared.keys) - len(duplicates)
-            for outcome in duplicates:
-                reason = outcome.reason or "duplicate"
-                report.add(
-                    "duplicate", Rejected(outcome.line, outcome.user_id, "duplicate", reason)
-                )
+            _record(report, prepared, duplicates, dry_run=dry_run)
 
         yield insert
+
+
+def _record(
+    report: UserImportReport, prepared: PreparedChunk, duplicates: list[Any], *, dry_run: bool
+) -> None:
+    """A chunk's outcomes: its created users (in file order) and its duplicates, each
+    naming what it duplicates: an earlier line of this run when that line created the
+    user, else the stored user. A generated id is never a duplicate's key (it names
+    nothing the operator knows)."""
+    from bnplctl.services.onboarding import duplicate_reason
+
+    refused = {outcome.seq for outcome in duplicates}
+    for seq, (line, user_id, _) in enumerate(prepared.keys):
+        if seq not in refused:
+            report.created[user_id] = line
+            if dry_run and seq in prepared.generated:
+                report.generated.add(user_id)
+    report.counts["created"] += len(prepared.keys) - len(duplicates)
+    for outcome in duplicates:
+        earlier = report.created.get(outcome.duplicate_of) if outcome.duplicate_of else None
+        reason = duplicate_reason(
+            outcome.same or "passport", user_id=outcome.duplicate_of, line=earlier
+        )
+        key = "" if outcome.seq in prepared.generated else outcome.user_id
+        report.add("duplicate", Rejected(outcome.line, key, "duplicate", reason))

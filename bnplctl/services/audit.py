@@ -64,19 +64,6 @@ def list_events(
     return page(session, query.order_by(*order), request)
 
 
-def parse_since(raw: str) -> datetime:
-    """An ISO date (midnight UTC) or timestamp (UTC when it has no offset)."""
-    from datetime import UTC
-
-    from bnplctl.errors import InvalidInput
-
-    try:
-        parsed = datetime.fromisoformat(raw.strip())
-    except ValueError:
-        raise InvalidInput("since: must be an ISO date or timestamp") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def public_event(event: AuditEvent) -> dict[str, Any]:
     return {
         "id": event.id,

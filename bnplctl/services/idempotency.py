@@ -19,11 +19,10 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from bnplctl import clock
-from bnplctl.errors import Conflict, InvalidInput
-from bnplctl.validators import no_control_characters
+from bnplctl.errors import Conflict
+from bnplctl.validators import idempotency_key
 
 KEY_TTL = timedelta(hours=24)
-MAX_KEY_LENGTH = 200
 
 
 def fingerprint(command: str, request: dict[str, Any]) -> str:
@@ -66,10 +65,7 @@ def run_once(
     """Run ``work`` unless ``key`` was used before; returns (result, replayed)."""
     if key is None:
         return work(), False
-    key = key.strip()
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise InvalidInput(f"idempotency-key: 1 to {MAX_KEY_LENGTH} characters")
-    no_control_characters(key, "idempotency-key")
+    key = idempotency_key(key)
     request_fingerprint = fingerprint(command, request)
     if not _claim(session, key, command, request_fingerprint):
         stored = session.execute(

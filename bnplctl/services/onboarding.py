@@ -83,8 +83,17 @@ _INSERT_COLUMNS = (
     "card_fingerprint",
     "date_of_birth",
 )
-DUPLICATE_USER_ID = "user_id already exists"
-DUPLICATE_PASSPORT = "passport already onboarded for another user"
+
+
+def duplicate_reason(same: str, *, user_id: str | None = None, line: int | None = None) -> str:
+    """Why a row is a duplicate, naming what it duplicates: an earlier ``line`` of the
+    same file, else the stored user (``same``: the field they share). Never a value of a
+    personal field."""
+    if line is not None:
+        return f"duplicate of line {line} (same {same})"
+    if user_id is not None:
+        return f"duplicate of user {user_id} (same {same})"
+    return f"duplicate of another user (same {same})"
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,9 @@ class InsertOutcome:
     user_id: str
     created: bool
     reason: str | None = None
+    seq: int = -1  # the row's place in its chunk
+    duplicate_of: str | None = None  # the stored user it duplicates
+    same: str | None = None  # the field it shares with that user: user_id or passport
 
 
 _STAGE = (
@@ -140,9 +152,9 @@ def insert_staged(
 ) -> list[InsertOutcome]:
     """COPY the rows to a staging table, then one statement inserts them and writes their
     audit events. ``keys`` holds each row's (line, user_id, passport blind index), in the
-    order of the rows' ``seq``. Returns the rows not created: a row whose user_id or
-    passport exists (or came earlier in the chunk) is a duplicate; every other row was
-    created.
+    order of the rows' ``seq``. Returns the rows not created, each naming the stored
+    user it duplicates: a row whose user_id or passport exists (or came earlier in the
+    chunk) is a duplicate; every other row was created.
 
     ``expect_new`` first tries a plain INSERT, about 15 % cheaper for the server than
     ``ON CONFLICT DO NOTHING``; a duplicate anywhere in the chunk undoes it (to a
@@ -176,18 +188,25 @@ def insert_staged(
             if (user_id, blind_index) in inserted:
                 inserted.discard((user_id, blind_index))
                 created.add(seq)
-        rejected_ids = [user_id for seq, (_, user_id, _) in enumerate(keys) if seq not in created]
-        existing_ids: set[str] = set()
-        if rejected_ids:
-            cursor.execute("SELECT user_id FROM users WHERE user_id = ANY(%s)", (rejected_ids,))
-            existing_ids = {row[0] for row in cursor.fetchall()}
-    return [
-        InsertOutcome(
-            line,
-            user_id,
-            False,
-            DUPLICATE_USER_ID if user_id in existing_ids else DUPLICATE_PASSPORT,
+        rejected = [(seq, key) for seq, key in enumerate(keys) if seq not in created]
+        if not rejected:
+            return []
+        # One query per chunk with duplicates: the stored user each of them duplicates.
+        cursor.execute(
+            "SELECT user_id, passport_blind_index FROM users"
+            " WHERE user_id = ANY(%s) OR passport_blind_index = ANY(%s)",
+            ([key[1] for _, key in rejected], [key[2] for _, key in rejected]),
         )
-        for seq, (line, user_id, _) in enumerate(keys)
-        if seq not in created
-    ]
+        stored = cursor.fetchall()
+    by_id = {row[0] for row in stored}
+    by_passport = {row[1]: row[0] for row in stored}
+    outcomes = []
+    for seq, (line, user_id, blind_index) in rejected:
+        existing: str | None = user_id
+        if user_id in by_id:
+            same = "user_id"
+        else:
+            same, existing = "passport", by_passport.get(blind_index)
+        reason = duplicate_reason(same, user_id=existing)
+        outcomes.append(InsertOutcome(line, user_id, False, reason, seq, existing, same))
+    return outcomes

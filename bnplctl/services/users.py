@@ -81,7 +81,7 @@ def onboard(
     protected = protect(user, pii.Keyring(checked_key(session, warn=warn)), line=1)
     (outcome,) = insert_users(session, [protected], actor=actor, source="add")
     if not outcome.created:
-        raise Conflict(f"user {outcome.user_id}: {outcome.reason}")
+        raise Conflict(outcome.reason or "duplicate")
     return get_user(session, outcome.user_id)
 
 
