@@ -50,7 +50,7 @@ def crontab(
         Path,
         typer.Option(
             "--log-dir",
-            metavar="DIR",
+            metavar="PATH",
             help="Where the jobs append their JSON log lines (made when missing, mode 0750).",
         ),
     ] = Path("/var/log/bnplctl"),
