@@ -367,8 +367,9 @@ def _table(
     if not records:
         table.caption = "no rows"
     elif layout.dropped:
+        # The hint first: a long list of columns wraps, and the hint must stay whole.
         shown_where = f" ({hint})" if hint else ""
-        table.caption = f"not shown at this width: {', '.join(layout.dropped)}{shown_where}"
+        table.caption = f"not shown at this width{shown_where}: {', '.join(layout.dropped)}"
     _print_table(console, table, title)
 
 

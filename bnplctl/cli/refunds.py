@@ -34,6 +34,7 @@ REFUND_COLUMNS = (
     "payout_amount",
     "processed_at",
     "reason",
+    "decision_reason",
     "merchant_reference",
     "created_at",
 )
@@ -41,6 +42,7 @@ REFUND_DROP = (
     "merchant_reference",
     "created_at",
     "reason",
+    "decision_reason",
     "payout_amount",
     "applied_amount",
     "processed_at",
@@ -61,6 +63,13 @@ RefOption = Annotated[
     str, typer.Argument(metavar="REF", help="The refund's transaction_id or its numeric id.")
 ]
 ReasonOption = Annotated[str | None, typer.Option("--reason", help="Why (kept on the refund).")]
+DecisionReasonOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reason",
+        help="Why this decision (kept as decision_reason, beside the reason given at creation).",
+    ),
+]
 
 
 @app.command("create")
@@ -132,7 +141,7 @@ def _move(ref: str, command: str, reason: str | None, output: OutputFormat) -> N
 
 @app.command("approve")
 def approve(
-    ref: RefOption, reason: ReasonOption = None, output: OutputOption = OutputFormat.table
+    ref: RefOption, reason: DecisionReasonOption = None, output: OutputOption = OutputFormat.table
 ) -> None:
     """Approve a PENDING refund. Linked to a plan, it is applied at once (rule 7): the
     unpaid installments are reduced from the last one backwards, the excess is the
@@ -145,7 +154,7 @@ def approve(
 
 @app.command("reject")
 def reject(
-    ref: RefOption, reason: ReasonOption = None, output: OutputOption = OutputFormat.table
+    ref: RefOption, reason: DecisionReasonOption = None, output: OutputOption = OutputFormat.table
 ) -> None:
     """Reject a PENDING refund (final).
 
@@ -156,7 +165,7 @@ def reject(
 
 @app.command("cancel")
 def cancel(
-    ref: RefOption, reason: ReasonOption = None, output: OutputOption = OutputFormat.table
+    ref: RefOption, reason: DecisionReasonOption = None, output: OutputOption = OutputFormat.table
 ) -> None:
     """Cancel a PENDING refund (final).
 
