@@ -291,3 +291,25 @@ def test_a_future_business_date_needs_allow_future(cli: Cli, engine: Engine) -> 
     _sweep(cli)  # today's sweep does not hide it
     status = cli("status", "-o", "json")
     assert status.exit_code == 69 and problem in json.loads(status.stdout)["problems"]
+
+
+@freeze_time("2026-03-10 12:00:00")
+def test_a_dry_run_may_look_ahead_without_allow_future(cli: Cli, engine: Engine) -> None:
+    """A dry run writes nothing, so it is a forecast (rule 3 amended); a real sweep for
+    the same date still needs --allow-future."""
+    seed(engine, 2, date(2026, 3, 20))  # due 03-20, 04-19, 05-19
+    before, counts = statuses(engine), row_counts(engine)
+
+    forecast = _sweep(cli, "--as-of", "2026-04-25", "--dry-run")
+
+    assert (forecast["business_date"], forecast["dry_run"], forecast["run_id"]) == (
+        "2026-04-25",
+        True,
+        None,
+    )
+    assert (forecast["installments_marked_overdue"], forecast["users_marked_debt"]) == (4, 2)
+    assert statuses(engine) == before and row_counts(engine) == counts
+    assert cli("debt", "sweep", "--as-of", "2026-04-25").exit_code == 2
+    real = _sweep(cli, "--as-of", "2026-04-25", "--allow-future")
+    assert (real["installments_marked_overdue"], real["users_marked_debt"]) == (4, 2)
+    assert real["run_id"] == 1  # the dry run used no run id
