@@ -281,7 +281,7 @@ def render_dashboard(report: Record) -> None:
         if last is None:
             grid.add_row("last sweep", "[yellow]never[/yellow]")
         else:
-            style = "green" if last["outcome"] == "SUCCEEDED" and not last["stale"] else "yellow"
+            style = "green" if last["outcome"] == "SUCCEEDED" else "yellow"
             grid.add_row(
                 "last sweep",
                 f"[{style}]{last['outcome']}[/{style}] for {last['business_date']}, "
@@ -296,6 +296,8 @@ def render_dashboard(report: Record) -> None:
         )
     for problem in report.get("problems", []):
         grid.add_row("[red]problem[/red]", escape(problem))
+    for note in report.get("notes", []):
+        grid.add_row("[yellow]note[/yellow]", escape(note))
     healthy = report.get("healthy")
     title = "[green]healthy[/green]" if healthy else "[red]unhealthy[/red]"
     _console().print(Panel(grid, title=f"bnplctl status: {title}", expand=False))
