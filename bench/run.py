@@ -348,8 +348,10 @@ def drop_tables(engine: Engine, prefix: str, tables: tuple[str, ...]) -> None:
 
 
 def reference_sweep(engine: Engine, cutoff: date) -> float:
-    """The two plain UPDATEs, one transaction, on identical copies of the tables."""
-    copy_tables(engine, "ref_", ("users", "installments"))
+    """The two plain UPDATEs, the second with one ``user.status_changed`` audit row per
+    user it marks (rule 3), one transaction, on identical copies of the tables."""
+    filled = ("users", "installments", "audit_events")
+    copy_tables(engine, "ref_", filled)
     with engine.begin() as connection:
         started = time.perf_counter()
         connection.execute(
@@ -362,12 +364,21 @@ def reference_sweep(engine: Engine, cutoff: date) -> float:
         )
         connection.execute(
             text(
-                "UPDATE ref_users SET status = 'DEBT_USER' WHERE status = 'NORMAL' AND user_id IN"
-                " (SELECT user_id FROM ref_installments WHERE status = 'OVERDUE')"
-            )
+                "WITH marked AS ("
+                " UPDATE ref_users SET status = 'DEBT_USER' WHERE status = 'NORMAL' AND user_id IN"
+                "  (SELECT user_id FROM ref_installments WHERE status = 'OVERDUE')"
+                " RETURNING user_id)"
+                " INSERT INTO ref_audit_events (occurred_at, actor, action, entity, entity_id,"
+                "  user_id, details)"
+                " SELECT now(), 'bench', 'user.status_changed', 'user', user_id, user_id,"
+                "  jsonb_build_object('from', 'NORMAL', 'to', 'DEBT_USER', 'run_id', 1,"
+                "  'business_date', CAST(:cutoff AS date))"
+                " FROM marked"
+            ),
+            {"cutoff": cutoff},
         )
     elapsed = time.perf_counter() - started
-    drop_tables(engine, "ref_", ("users", "installments"))
+    drop_tables(engine, "ref_", filled)
     return elapsed
 
 

@@ -14,9 +14,10 @@ if TYPE_CHECKING:
 def sweep_job(*, as_of: date | None, dry_run: bool, actor: str) -> SweepResult:
     """Rule 3 for ``as_of`` (default: today in BNPL_TIMEZONE), on a connection of its own.
 
-    The units of work: take the one-sweep lock; (dry run: count, roll back) close runs a
-    crash left RUNNING and record this one; mark, under the exclusive debt lock, and
-    finish the run; refresh the planner's statistics. A failure marks the run FAILED.
+    The units of work: take the one-sweep lock; close runs a crash left RUNNING and
+    record this one; mark, under the exclusive debt lock, and finish the run; refresh the
+    planner's statistics. A failure marks the run FAILED. A dry run is the marking unit
+    rolled back (no run recorded, so no run id), which keeps its counts the real ones.
     """
     import time
 
@@ -35,8 +36,12 @@ def sweep_job(*, as_of: date | None, dry_run: bool, actor: str) -> SweepResult:
         try:
             with connection.begin() as unit:
                 already = sweep.last_success(connection, business_date) is not None
-                if dry_run:
-                    installments, users = sweep.preview(connection, cutoff)
+                now = clock.now()
+                if dry_run:  # the marking statements themselves, rolled back
+                    installments, users = sweep.mark_overdue(
+                        connection, cutoff, now, business_date=business_date, run_id=None,
+                        actor=actor,
+                    )  # fmt: skip
                     unit.rollback()
                     return SweepResult(
                         None,
@@ -47,14 +52,14 @@ def sweep_job(*, as_of: date | None, dry_run: bool, actor: str) -> SweepResult:
                         time.perf_counter() - started,
                         already,
                     )
-                now = clock.now()
                 sweep.close_interrupted(connection, now)
                 run_id = sweep.start_run(connection, business_date, actor, now)
             try:
                 with connection.begin():
                     installments, users = sweep.mark_overdue(
-                        connection, cutoff, now, business_date=business_date, run_id=run_id
-                    )
+                        connection, cutoff, now, business_date=business_date, run_id=run_id,
+                        actor=actor,
+                    )  # fmt: skip
                     sweep.finish_run(connection, run_id, installments, users, actor, clock.now())
             except BaseException as exc:
                 _record_failure(connection, run_id, type(exc).__name__)
@@ -77,8 +82,8 @@ def sweep_job(*, as_of: date | None, dry_run: bool, actor: str) -> SweepResult:
 
 def revert_job(*, run_id: int, dry_run: bool, actor: str) -> RevertResult:
     """Rule 11 on a connection of its own: under the one-sweep lock (a sweep running: 75),
-    check the run can be undone, then undo it in one transaction (a dry run: count what
-    would change, write nothing)."""
+    check the run can be undone, then undo it in one transaction (a dry run: the same
+    transaction, rolled back)."""
     from bnplctl import clock
     from bnplctl.db import connect, get_engine
     from bnplctl.services import sweep
@@ -89,12 +94,12 @@ def revert_job(*, run_id: int, dry_run: bool, actor: str) -> RevertResult:
         try:
             with connection.begin() as unit:
                 sweep.check_revertible(connection, run_id)
+                installments, users, with_it = sweep.revert(
+                    connection, run_id, now=clock.now(), actor=actor
+                )
                 if dry_run:
-                    installments, users = sweep.preview_revert(connection, run_id)
                     unit.rollback()
-                    return RevertResult(run_id, True, installments, users)
-                installments, users = sweep.revert(connection, run_id, now=clock.now(), actor=actor)
-            return RevertResult(run_id, False, installments, users)
+            return RevertResult(run_id, dry_run, installments, users, with_it)
         finally:
             _unlock_quietly(connection)
 

@@ -196,7 +196,9 @@ class Refund(SQLModel, table=True):
     transaction_id: str = Field(sa_column=Column(String(100), nullable=False))
     merchant_reference: str | None = Field(default=None, sa_column=Column(String(100)))
     amount: Decimal = Field(sa_column=Column(MONEY, nullable=False))
-    reason: str | None = Field(default=None, sa_column=Column(Text))
+    reason: str | None = Field(default=None, sa_column=Column(Text))  # given at creation
+    # The --reason of approve, reject or cancel (a webhook's decision: NULL).
+    decision_reason: str | None = Field(default=None, sa_column=Column(Text))
     status: str = Field(
         default=RefundStatus.PENDING.value,
         sa_column=Column(String(16), nullable=False, server_default=RefundStatus.PENDING.value),

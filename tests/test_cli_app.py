@@ -450,3 +450,38 @@ def test_ctrl_c_in_a_single_command_says_nothing_of_chunks(engine: Engine) -> No
     assert stderr == (
         "error: interrupted: what was committed before stays, the rest was rolled back\n"
     )
+
+
+def test_the_actor_comes_from_bnpl_actor_or_actor_anywhere_on_the_line(
+    cli: Cli, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--actor`` is the root's option; cron lines and scripts put it after the command
+    too (``bnplctl debt sweep --actor cron``)."""
+    from sqlalchemy import text
+
+    def last_actor() -> str:
+        with engine.connect() as connection:
+            actor: str = connection.execute(
+                text("SELECT actor FROM audit_events ORDER BY id DESC LIMIT 1")
+            ).scalar_one()
+        return actor
+
+    for line, expected in (
+        (("debt", "sweep", "--actor", "cron"), "cron"),
+        (("debt", "sweep", "--actor=cron-2", "-o", "json"), "cron-2"),
+        (("--actor", "ops", "debt", "sweep"), "ops"),
+        (("debt", "sweep", "--as-of", "2026-01-01", "--actor", "late"), "late"),
+    ):
+        result = cli(*line)
+        assert result.exit_code == 0, (line, result.stderr)
+        assert last_actor() == expected, line
+    monkeypatch.setenv("BNPL_ACTOR", "nightly")
+    assert cli("debt", "sweep").exit_code == 0
+    assert last_actor() == "nightly"
+    assert cli("debt", "sweep", "--actor", "by-hand").exit_code == 0  # the option wins
+    assert last_actor() == "by-hand"
+    missing = cli("debt", "sweep", "--actor")
+    assert missing.exit_code == 2 and "--actor" in missing.stderr
+    # A value that merely looks like the option stays the value of the option before it.
+    assert cli("refunds", "create", "--user", "nobody", "--transaction-id", "T",
+               "--amount", "1", "--reason", "--actor").exit_code == 4  # fmt: skip

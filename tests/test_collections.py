@@ -304,10 +304,12 @@ def test_reverting_the_latest_run_undoes_what_it_marked(cli: Cli, engine: Engine
     dry = _json(cli, "debt", "sweep", "--revert", str(second.run_id), "--dry-run")
 
     assert early.exit_code == 3
-    assert f"not the latest successful run (that is run {second.run_id})" in early.stderr
+    assert f"not the latest run that marked something (that is run {second.run_id})" in (
+        early.stderr
+    )
     assert dry == {
         "run_id": second.run_id, "dry_run": True, "installments_restored": 1,
-        "users_restored": 0,
+        "users_restored": 0, "runs_reverted_with_it": [],
     }  # fmt: skip
     assert statuses(engine) == before
 
@@ -481,3 +483,121 @@ def test_audit_events_of_the_orm_paths_take_the_one_clock(cli: Cli, engine: Engi
         ("user.updated", frozen),
     ]
     assert updated_at == frozen
+
+
+# --- undo, and what the audit trail and the views say after it (issue 24) ---------------
+
+
+def _status_changes(engine: Engine) -> list[tuple[str, str, dict[str, Any], Any]]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT entity_id, actor, details, occurred_at FROM audit_events"
+                " WHERE action = 'user.status_changed' ORDER BY id"
+            )
+        ).all()
+    return [(str(row[0]), str(row[1]), dict(row[2]), row[3]) for row in rows]
+
+
+def test_runs_that_marked_nothing_do_not_stand_in_the_way_of_a_revert(
+    cli: Cli, engine: Engine
+) -> None:
+    seed(engine, 2, date(2026, 1, 1))
+    worked = sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="t")
+    again = sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="t")  # already swept
+    earlier = sweep_job(as_of=date(2026, 1, 5), dry_run=False, actor="t")
+    later = sweep_job(as_of=date(2026, 1, 11), dry_run=False, actor="t")  # nothing due since
+    assert worked.installments_marked_overdue == 2
+    assert [run.installments_marked_overdue for run in (again, earlier, later)] == [0, 0, 0]
+
+    nothing = cli("debt", "sweep", "--revert", str(again.run_id))
+    undone = _json(cli, "debt", "sweep", "--revert", str(worked.run_id))
+
+    assert nothing.exit_code == 3 and "it marked nothing" in nothing.stderr
+    assert (undone["installments_restored"], undone["users_restored"]) == (2, 2)
+    installments, users = statuses(engine)
+    assert {status for _, status in installments} == {"UPCOMING"}
+    assert {status for _, status in users} == {"NORMAL"}
+    # The no-op runs stood on the reverted one's work: their dates are reverted with it.
+    assert undone["runs_reverted_with_it"] == [again.run_id, earlier.run_id, later.run_id]
+    assert {outcome for _, outcome in _runs(engine)} == {"REVERTED"}
+    _verify_clean(cli)
+
+    # A later run that did mark something still stands in the way (exit 3).
+    redone = sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="t")
+    further = sweep_job(as_of=date(2026, 2, 5), dry_run=False, actor="t")
+    refused = cli("debt", "sweep", "--revert", str(redone.run_id))
+    assert refused.exit_code == 3
+    assert f"not the latest run that marked something (that is run {further.run_id})" in (
+        refused.stderr
+    )
+    _verify_clean(cli)
+
+
+def test_the_sweep_and_its_revert_audit_each_user_they_mark_and_restore(
+    cli: Cli, engine: Engine
+) -> None:
+    from datetime import UTC, datetime
+
+    from freezegun import freeze_time
+
+    seed(engine, 2, date(2026, 1, 1))
+    with engine.begin() as connection:  # u-2 is a debtor already: no event for them
+        connection.execute(
+            text(
+                "UPDATE installments SET status = 'OVERDUE', overdue_since = '2026-01-02'"
+                " WHERE user_id = 'u-2' AND sequence = 1;"
+                " UPDATE users SET status = 'DEBT_USER' WHERE user_id = 'u-2'"
+            )
+        )
+    marked_at = datetime(2026, 1, 10, 2, 0, tzinfo=UTC)
+    with freeze_time(marked_at):
+        run = sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="cron")
+        sweep_job(as_of=date(2026, 2, 5), dry_run=False, actor="cron")  # u-1 already marked
+    reverting = [str(run.run_id)]
+
+    marked = _status_changes(engine)
+    assert marked == [
+        ("u-1", "cron", {"from": "NORMAL", "to": "DEBT_USER", "run_id": run.run_id,
+                         "business_date": "2026-01-10"}, marked_at),
+    ]  # fmt: skip
+    assert run.run_id is not None
+    assert cli("debt", "sweep", "--revert", str(run.run_id + 1)).exit_code == 0
+    undone = cli("--actor", "ops", "debt", "sweep", "--revert", *reverting)
+    assert undone.exit_code == 0, undone.stderr
+
+    restored = _status_changes(engine)[1:]
+    assert [(user, actor, details) for user, actor, details, _ in restored] == [
+        ("u-1", "ops", {"from": "DEBT_USER", "to": "NORMAL", "run_id": run.run_id,
+                        "business_date": "2026-01-10"}),
+    ]  # fmt: skip
+    history = _json(cli, "debt", "explain", "u-1")["history"]
+    changes = [
+        (event["details"]["from"], event["details"]["to"])
+        for event in history
+        if event["action"] == "user.status_changed"
+    ]
+    assert changes == [("DEBT_USER", "NORMAL"), ("NORMAL", "DEBT_USER")]  # newest first
+    _verify_clean(cli)
+
+
+def test_after_a_sweep_for_a_future_date_nothing_is_overdue_by_negative_days(
+    cli: Cli, engine: Engine
+) -> None:
+    from freezegun import freeze_time
+
+    seed(engine, 1, date(2026, 3, 20))
+    with freeze_time("2026-03-10 12:00:00"):
+        run = _json(cli, "debt", "sweep", "--as-of", "2026-04-01", "--allow-future")
+        shown = _json(cli, "debt", "show", "u-1")
+        explained = _json(cli, "debt", "explain", "u-1")
+        told = cli("debt", "explain", "u-1").stdout
+        table = cli("debt", "show", "u-1").stdout
+
+    assert [i["days_overdue"] for i in shown["overdue_installments"]] == [0]
+    assert [i["days_overdue"] for i in explained["overdue_installments"]] == [0]
+    assert explained["marked_ahead"] == {
+        "run_id": run["run_id"], "business_date": "2026-04-01", "installments": [1],
+    }  # fmt: skip
+    assert f"marked by a sweep for a future date (2026-04-01, run {run['run_id']})" in told, told
+    assert "-10" not in table

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 
 import pytest
 from freezegun import freeze_time
@@ -202,27 +202,69 @@ def test_status_is_unhealthy_until_a_sweep_runs(cli: Cli, engine: Engine) -> Non
     assert report["installments"] == {"overdue": 6, "overdue_amount": "600.00"}
     assert report["refunds"]["PENDING"] == 0
     assert report["last_sweep"]["outcome"] == "SUCCEEDED"
-    assert report["last_sweep"]["stale"] is False
     table = cli("status")
     assert "healthy" in table.stdout and "600.00" in table.stdout
 
 
-def test_status_warns_when_the_last_sweep_is_older_than_26_hours(cli: Cli, engine: Engine) -> None:
-    with freeze_time(datetime(2026, 3, 1, 2, 0, tzinfo=UTC)):
-        assert cli("debt", "sweep").exit_code == 0
-    with engine.begin() as connection:
-        connection.execute(text("UPDATE sweep_runs SET finished_at = '2026-03-01T02:00:00Z'"))
-    with freeze_time(datetime(2026, 3, 2, 3, 59, tzinfo=UTC)):
-        fresh = json.loads(cli("status", "-o", "json").stdout)
-    with freeze_time(datetime(2026, 3, 2, 4, 1, tzinfo=UTC)):
-        stale = cli("status", "-o", "json")
+def _status_at(cli: Cli, moment: str) -> tuple[int, dict[str, object]]:
+    with freeze_time(moment):
+        result = cli("status", "-o", "json")
+    report: dict[str, object] = json.loads(result.stdout)
+    return result.exit_code, report
+
+
+def test_status_is_unhealthy_once_the_business_dates_sweep_is_overdue(
+    cli: Cli, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep of 2026-03-10 is due at 02:00 in Tashkent (21:00 UTC on the 9th); a
+    healthcheck gives it 30 minutes, so as not to flap while the job runs."""
+    monkeypatch.setenv("BNPL_TIMEZONE", "Asia/Tashkent")
+    with freeze_time("2026-03-09T00:00:00Z"):
+        assert cli("debt", "sweep").exit_code == 0  # 2026-03-09
+    with engine.begin() as connection:  # tonight's run, still going
+        connection.execute(
+            text(
+                "INSERT INTO sweep_runs (business_date, dry_run, started_at, outcome, actor)"
+                " VALUES ('2026-03-10', false, '2026-03-09T21:00:00Z', 'RUNNING', 'cron')"
+            )
+        )
+
+    running = _status_at(cli, "2026-03-09T21:29:00Z")
+    late = _status_at(cli, "2026-03-09T21:31:00Z")
+
+    assert running[0] == 0, running[1]["problems"]
+    assert late[0] == 69
+    assert late[1]["problems"] == [
+        "no successful sweep for business date 2026-03-10 (due at 02:00 Asia/Tashkent,"
+        " 30 min grace): check the cron job or run `bnplctl debt sweep`"
+    ]
+    with freeze_time("2026-03-09T21:31:00Z"):
+        assert cli("debt", "sweep").exit_code == 0  # closes the RUNNING one, sweeps 03-10
+    assert _status_at(cli, "2026-03-09T21:32:00Z")[0] == 0
+    # A day later with no sweep: the next date is missing (this replaces the 26 h check).
+    assert _status_at(cli, "2026-03-10T21:31:00Z")[0] == 69
+
+
+def test_status_is_healthy_after_a_clean_revert_and_says_how_to_sweep_again(
+    cli: Cli, engine: Engine
+) -> None:
+    seed(engine, 2, date(2026, 3, 1))
+    with freeze_time("2026-03-10T03:00:00Z"):
+        swept = json.loads(cli("debt", "sweep", "-o", "json").stdout)
+        assert cli("debt", "sweep", "--revert", str(swept["run_id"])).exit_code == 0
+        result = cli("status", "-o", "json")
         table = cli("status")
-    assert fresh["healthy"] is True
-    assert stale.exit_code == 69
-    report = json.loads(stale.stdout)
-    assert report["last_sweep"]["stale"] is True
-    assert report["problems"] == ["the last successful sweep is 26.0 h old (more than 26 h)"]
-    assert "unhealthy" in table.stdout
+
+    assert result.exit_code == 0, result.stdout
+    report = json.loads(result.stdout)
+    assert report["healthy"] is True and report["problems"] == []
+    note = (
+        "the sweep for 2026-03-10 was reverted (run 1); sweep it again with"
+        " `bnplctl debt sweep --as-of 2026-03-10`"
+    )
+    assert report["notes"] == [note]
+    assert table.exit_code == 0 and "bnplctl debt sweep --as-of 2026-03-10" in table.stdout
+    assert json.loads(cli("verify", "-o", "json").stdout)["ok"] is True
 
 
 def test_status_reports_a_failed_last_sweep(cli: Cli, engine: Engine) -> None:
@@ -236,7 +278,7 @@ def test_status_reports_a_failed_last_sweep(cli: Cli, engine: Engine) -> None:
         )
     result = cli("status", "-o", "json")
     assert result.exit_code == 69
-    assert json.loads(result.stdout)["problems"] == ["the last sweep FAILED"]
+    assert json.loads(result.stdout)["problems"][0] == "the last sweep FAILED"
 
 
 def test_scheduler_once_tells_cron_when_every_job_failed(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,7 +139,8 @@ def test_state_machine_moves_forward_only(cli: Cli, engine: Engine, plan_id: int
         assert cli("refunds", "create", "--user", "usr-002", "--transaction-id", ref,
                    "--amount", "5").exit_code == 0  # fmt: skip
     code, rejected = _refund(cli, "reject", "A", "--reason", "not returned")
-    assert (code, rejected["status"], rejected["reason"]) == (0, "REJECTED", "not returned")
+    assert (code, rejected["status"]) == (0, "REJECTED")
+    assert (rejected["reason"], rejected["decision_reason"]) == (None, "not returned")
     assert rejected["processed_at"]
     code, cancelled = _refund(cli, "cancel", "2")  # by numeric id
     assert (code, cancelled["transaction_id"], cancelled["status"]) == (0, "B", "CANCELLED")
@@ -278,3 +280,67 @@ def test_a_refund_created_beside_a_batch_chunk_waits_for_it(
     assert worker.error is None, worker.error
     assert worker.result > 0
     assert cli("verify").exit_code == 0
+
+
+def test_a_decision_keeps_the_reason_given_at_creation(
+    cli: Cli, engine: Engine, plan_id: int, tmp_path: Path
+) -> None:
+    for ref in ("A", "B", "C"):
+        assert cli("refunds", "create", "--user", "usr-001", "--transaction-id", ref,
+                   "--amount", "5", "--plan", str(plan_id), "--reason", f"damaged {ref}",
+                   ).exit_code == 0  # fmt: skip
+    decided = {
+        "A": _refund(cli, "reject", "A", "--reason", "goods not returned")[1],
+        "B": _refund(cli, "cancel", "B", "--reason", "customer withdrew")[1],
+        "C": _refund(cli, "approve", "C", "--reason", "checked by ops")[1],
+    }
+
+    assert {ref: (r["reason"], r["decision_reason"]) for ref, r in decided.items()} == {
+        "A": ("damaged A", "goods not returned"),
+        "B": ("damaged B", "customer withdrew"),
+        "C": ("damaged C", "checked by ops"),
+    }
+    shown = json.loads(cli("refunds", "show", "A", "-o", "json").stdout)
+    assert (shown["reason"], shown["decision_reason"]) == ("damaged A", "goods not returned")
+    line = json.loads(cli("refunds", "show", "A", "-o", "jsonl").stdout)
+    assert line["decision_reason"] == "goods not returned"
+    header, row = cli("refunds", "show", "A", "-o", "csv").stdout.splitlines()
+    assert "decision_reason" in header.split(",") and "goods not returned" in row
+    assert "goods not returned" in cli("refunds", "show", "A").stdout
+    listed = json.loads(cli("refunds", "list", "-o", "json").stdout)
+    assert [r["decision_reason"] for r in listed] == [
+        "goods not returned", "customer withdrew", "checked by ops",
+    ]  # fmt: skip
+    with engine.connect() as connection:
+        audited: dict[str, str] = dict(
+            connection.execute(
+                text(
+                    "SELECT r.transaction_id, e.details ->> 'decision_reason' FROM audit_events e"
+                    " JOIN refunds r ON e.entity_id = r.id::text"
+                    " WHERE e.action = 'refund.status_changed'"
+                )
+            ).all()
+        )
+    assert audited == {
+        "A": "goods not returned",
+        "B": "customer withdrew",
+        "C": "checked by ops",
+    }
+    no_reason = cli("refunds", "create", "--user", "usr-002", "--transaction-id", "D",
+                    "--amount", "5", "--reason", "late")  # fmt: skip
+    assert no_reason.exit_code == 0
+    _, plain = _refund(cli, "reject", "D")
+    assert (plain["reason"], plain["decision_reason"]) == ("late", None)
+    # A merchant's webhook decides without a reason of ours: it stays null.
+    assert cli("refunds", "create", "--user", "usr-002", "--transaction-id", "E",
+               "--amount", "5", "--reason", "wrong size").exit_code == 0  # fmt: skip
+    updates = tmp_path / "updates.csv"
+    updates.write_text(
+        "refund_id,status,merchant_reference,event_id,occurred_at\n"
+        "E,rejected,M-E,evt-e,2026-01-05T10:00:00Z\n"
+    )
+    assert cli("webhooks", "ingest", str(updates)).exit_code == 0
+    _, hooked = _refund(cli, "show", "E")
+    assert (hooked["status"], hooked["reason"], hooked["decision_reason"]) == (
+        "REJECTED", "wrong size", None,
+    )  # fmt: skip

@@ -291,3 +291,51 @@ def test_a_future_business_date_needs_allow_future(cli: Cli, engine: Engine) -> 
     _sweep(cli)  # today's sweep does not hide it
     status = cli("status", "-o", "json")
     assert status.exit_code == 69 and problem in json.loads(status.stdout)["problems"]
+
+
+@freeze_time("2026-03-10 12:00:00")
+def test_a_dry_run_may_look_ahead_without_allow_future(cli: Cli, engine: Engine) -> None:
+    """A dry run writes nothing, so it is a forecast (rule 3 amended); a real sweep for
+    the same date still needs --allow-future."""
+    seed(engine, 2, date(2026, 3, 20))  # due 03-20, 04-19, 05-19
+    before, counts = statuses(engine), row_counts(engine)
+
+    forecast = _sweep(cli, "--as-of", "2026-04-25", "--dry-run")
+
+    assert (forecast["business_date"], forecast["dry_run"], forecast["run_id"]) == (
+        "2026-04-25",
+        True,
+        None,
+    )
+    assert (forecast["installments_marked_overdue"], forecast["users_marked_debt"]) == (4, 2)
+    assert statuses(engine) == before and row_counts(engine) == counts
+    assert cli("debt", "sweep", "--as-of", "2026-04-25").exit_code == 2
+    real = _sweep(cli, "--as-of", "2026-04-25", "--allow-future")
+    assert (real["installments_marked_overdue"], real["users_marked_debt"]) == (4, 2)
+    assert real["run_id"] == 1  # the dry run used no run id
+
+
+def test_a_dry_run_waits_for_a_payment_in_flight_and_counts_what_it_committed(
+    cli: Cli, engine: Engine
+) -> None:
+    """A dry run is the marking transaction rolled back: it takes the exclusive debt lock
+    as the real sweep does, so its counts are those of committed data (the former preview
+    counted around a payment in flight)."""
+    from bnplctl.db import session_scope
+    from bnplctl.services.installments import pay
+
+    seed(engine, 1, date(2026, 1, 1))  # due 01-01, 01-31, 03-02
+    with session_scope() as session:
+        pay(session, [1], actor="a", amount=None)  # holds the shared debt lock
+        forecast = Worker(lambda: sweep_job(as_of=date(2026, 2, 15), dry_run=True, actor="t"))
+        forecast.start()
+        with engine.connect() as watcher:
+            _wait_until_blocked(watcher)
+    forecast.join(timeout=30)
+
+    assert forecast.error is None
+    counts = (forecast.result.installments_marked_overdue, forecast.result.users_marked_debt)
+    assert counts == (1, 1)  # installment 2; 1 was paid meanwhile
+    assert [status for _, status in statuses(engine)[0]] == ["PAID", "UPCOMING", "UPCOMING"]
+    verified = cli("verify", "-o", "json")
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["ok"] is True

@@ -205,6 +205,35 @@ def _plain_argument(param: Any) -> None:
     param.make_metavar = lambda *args, **kwargs: shown
 
 
+def accept_actor_after_the_command(command: Any) -> Any:
+    """``command`` (and its subcommands) taking ``--actor NAME`` too, hidden from its help:
+    the option is the root's (``bnplctl --actor cron debt sweep``), but cron lines and
+    scripts write it after the command (``bnplctl debt sweep --actor cron``). Click parses
+    it as the command's own option, so a value that merely looks like it (``--reason
+    --actor``) stays a value; given there, it wins over the root's and ``BNPL_ACTOR``."""
+    from typer.core import TyperOption
+
+    for sub in getattr(command, "commands", {}).values():
+        accept_actor_after_the_command(sub)
+    if not any(param.name == "actor_after_the_command" for param in command.params):
+        command.params.append(
+            TyperOption(
+                param_decls=["--actor", "actor_after_the_command"],
+                metavar="NAME",
+                hidden=True,
+                expose_value=False,
+                callback=_actor_after_the_command,
+                help="Who is acting, as the root's --actor.",
+            )
+        )
+    return command
+
+
+def _actor_after_the_command(ctx: Any, param: Any, value: str | None) -> None:
+    if value is not None:
+        STATE.actor = _checked_actor(value)
+
+
 class BoundaryGroup(TyperGroup):
     """The root group: maps what a command raises to a message and an exit code, and
     loads a command group only when it is named (``LAZY_GROUPS``)."""
@@ -220,7 +249,9 @@ class BoundaryGroup(TyperGroup):
         if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
             self.commands[cmd_name] = load_group(cmd_name)
         command = super().get_command(ctx, cmd_name)
-        return readable(command) if command is not None else None
+        if command is None:
+            return None
+        return readable(accept_actor_after_the_command(command))
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         """Typer's, with its "Did you mean" drawn from every command, loaded or not."""

@@ -99,7 +99,7 @@ def sweep(
         typer.Option(
             "--revert",
             metavar="RUN_ID",
-            help="Undo this run (the latest successful one) instead of sweeping.",
+            help="Undo this run (the latest one that marked something) instead of sweeping.",
         ),
     ] = None,
     output: OutputOption = OutputFormat.table,
@@ -109,13 +109,17 @@ def sweep(
 
     Installments due before the business date minus BNPL_GRACE_DAYS are late. An
     --as-of after today in BNPL_TIMEZONE is refused (exit 2) unless --allow-future:
-    a typo must not put customers into debt.
+    a typo must not put customers into debt. A --dry-run writes nothing, so it may
+    look ahead without it (a forecast). Each user marked gets a user.status_changed
+    audit event with the run id and the business date.
     Only one sweep runs at a time: a second one exits 75 at once. Running it again
     for the same date changes nothing. This is the cron job.
 
-    --revert RUN_ID undoes the latest successful run (rule 11; any other: exit 3):
-    its installments still OVERDUE become UPCOMING, users with no OVERDUE installment
-    left become NORMAL, the run is REVERTED. With --dry-run it only counts.
+    --revert RUN_ID undoes the latest successful run that marked something (rule 11;
+    later runs that marked nothing do not count; any other run: exit 3): its
+    installments still OVERDUE become UPCOMING, users with no OVERDUE installment left
+    become NORMAL (audited), the run is REVERTED, and so are the later runs that marked
+    nothing (their dates stood on it). With --dry-run it only counts.
 
     Example: bnplctl debt sweep --as-of 2026-11-27 --dry-run
 
@@ -137,7 +141,8 @@ def sweep(
         return
 
     business_date = as_of
-    if business_date is not None and not allow_future and business_date > business_today():
+    future = business_date is not None and business_date > business_today()
+    if future and not (allow_future or dry_run):  # a dry run writes nothing: a forecast
         raise UsageProblem(
             f"--as-of {business_date} is after today ({business_today()} in BNPL_TIMEZONE);"
             " add --allow-future if that is meant"

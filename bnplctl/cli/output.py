@@ -288,7 +288,7 @@ def render_dashboard(report: Record) -> None:
         if last is None:
             grid.add_row("last sweep", "[yellow]never[/yellow]")
         else:
-            style = "green" if last["outcome"] == "SUCCEEDED" and not last["stale"] else "yellow"
+            style = "green" if last["outcome"] == "SUCCEEDED" else "yellow"
             grid.add_row(
                 "last sweep",
                 f"[{style}]{last['outcome']}[/{style}] for {last['business_date']}, "
@@ -302,6 +302,8 @@ def render_dashboard(report: Record) -> None:
         grid.add_row("secret key", f"[{style}]{key['state']}[/{style}] ({where}){exposed}")
     for problem in report.get("problems", []):
         grid.add_row("[red]problem[/red]", escape(problem))
+    for note in report.get("notes", []):
+        grid.add_row("[yellow]note[/yellow]", escape(note))
     healthy = report.get("healthy")
     title = "[green]healthy[/green]" if healthy else "[red]unhealthy[/red]"
     _console().print(Panel(grid, title=f"bnplctl status: {title}", expand=False))
@@ -373,8 +375,9 @@ def _table(
     if not records:
         table.caption = "no rows"
     elif layout.dropped:
+        # The hint first: a long list of columns wraps, and the hint must stay whole.
         shown_where = f" ({hint})" if hint else ""
-        table.caption = f"not shown at this width: {', '.join(layout.dropped)}{shown_where}"
+        table.caption = f"not shown at this width{shown_where}: {', '.join(layout.dropped)}"
     _print_table(console, table, title)
 
 

@@ -36,6 +36,7 @@ REFUND_COLUMNS = (
     "payout_amount",
     "processed_at",
     "reason",
+    "decision_reason",
     "merchant_reference",
     "created_at",
 )
@@ -43,6 +44,7 @@ REFUND_DROP = (
     "merchant_reference",
     "created_at",
     "reason",
+    "decision_reason",
     "payout_amount",
     "applied_amount",
     "processed_at",
@@ -56,6 +58,14 @@ RefOption = Annotated[
 ]
 ReasonOption = Annotated[
     str | None, typer.Option("--reason", metavar="TEXT", help="Why (kept on the refund).")
+]
+DecisionReasonOption = Annotated[
+    str | None,
+    typer.Option(
+        "--reason",
+        metavar="TEXT",
+        help="Why this decision (kept as decision_reason, beside the reason given at creation).",
+    ),
 ]
 
 
@@ -130,7 +140,7 @@ def _move(ref: str, command: str, reason: str | None, output: OutputFormat) -> N
 
 @app.command("approve")
 def approve(
-    ref: RefOption, reason: ReasonOption = None, output: OutputOption = OutputFormat.table
+    ref: RefOption, reason: DecisionReasonOption = None, output: OutputOption = OutputFormat.table
 ) -> None:
     """Approve a PENDING refund. Linked to a plan, it is applied at once (rule 7): the
     unpaid installments are reduced from the last one backwards, the excess is the
@@ -143,7 +153,7 @@ def approve(
 
 @app.command("reject")
 def reject(
-    ref: RefOption, reason: ReasonOption = None, output: OutputOption = OutputFormat.table
+    ref: RefOption, reason: DecisionReasonOption = None, output: OutputOption = OutputFormat.table
 ) -> None:
     """Reject a PENDING refund (final).
 
@@ -154,7 +164,7 @@ def reject(
 
 @app.command("cancel")
 def cancel(
-    ref: RefOption, reason: ReasonOption = None, output: OutputOption = OutputFormat.table
+    ref: RefOption, reason: DecisionReasonOption = None, output: OutputOption = OutputFormat.table
 ) -> None:
     """Cancel a PENDING refund (final).
 

@@ -9,13 +9,16 @@ from bnplctl.errors import ExitCode
 def status(output: OutputOption = OutputFormat.table) -> None:
     """Health: database and version, migrations, users, plans, debt, refunds, last sweep.
 
-    Exit 0 healthy, 69 unhealthy (schema behind, no recent successful sweep),
-    75 database unreachable. The Docker HEALTHCHECK runs it.
+    Exit 0 healthy, 69 unhealthy (schema behind, no successful sweep for the business
+    date 30 minutes after BNPL_SWEEP_AT in BNPL_TIMEZONE, the last sweep failed), 75
+    database unreachable. A date whose sweep was reverted counts as handled: a note says
+    how to sweep it again. The Docker HEALTHCHECK runs it.
 
     Example: bnplctl status -o json
     """
     from bnplctl import clock
     from bnplctl.cli.output import render_dashboard, render_one
+    from bnplctl.config import get_settings
     from bnplctl.db import SCHEMA_HEAD, connect, current_revision, get_engine
     from bnplctl.errors import Unavailable
     from bnplctl.services.status import gather, unreachable
@@ -29,6 +32,8 @@ def status(output: OutputOption = OutputFormat.table) -> None:
                 head=SCHEMA_HEAD,
                 now=clock.now(),
                 business_date=clock.business_today(),
+                timezone=get_settings().timezone,
+                sweep_at=get_settings().sweep_at,
             )
     except Unavailable as exc:
         report = unreachable(exc.message, SCHEMA_HEAD)

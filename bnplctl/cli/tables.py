@@ -20,6 +20,7 @@ TEXT_FIELDS = frozenset(
     {
         "full_name",
         "reason",
+        "decision_reason",
         "details",
         "merchant_reference",
         "file",

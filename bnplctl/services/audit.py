@@ -1,15 +1,34 @@
-"""Audit events: who did what to which entity, never with raw personal data."""
+"""Audit events: who did what to which entity, never with raw personal data.
+
+``record`` writes one event through the ORM; ``USER_STATUS_CHANGED`` is the one spelling
+of a set of ``user.status_changed`` events for the statements that change users' status
+in a set (the sweep marking debtors, rule 4 restoring them). The ORM is imported only by
+the functions that use it: the sweep and the batch paths run on SQLAlchemy Core.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlmodel import Session, col, select
-
-from bnplctl.models import AuditEvent
 from bnplctl.services.listing import ListRequest, Page, ordering, page
 from bnplctl.sorting import AUDIT_SORT
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+    from bnplctl.models import AuditEvent
+
+# A user's status changed, one event per user, as a data-modifying CTE: the statement that
+# includes it names a CTE ``status_changes (user_id, from_status, to_status, details)``
+# (``details``: jsonb added to ``from`` and ``to``, e.g. the sweep run) and binds ``:now``
+# (the unit of work's clock) and ``:actor``.
+USER_STATUS_CHANGED = """
+    INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id, details)
+    SELECT :now, :actor, 'user.status_changed', 'user', user_id, user_id,
+           jsonb_build_object('from', from_status, 'to', to_status) || details
+    FROM status_changes
+"""
 
 
 def record(
@@ -27,6 +46,7 @@ def record(
     (``clock.now()``, as every statement that writes an event binds ``:now``), never the
     server's own ``now()``."""
     from bnplctl import clock
+    from bnplctl.models import AuditEvent
 
     session.add(
         AuditEvent(
@@ -51,6 +71,10 @@ def list_events(
 ) -> Page[AuditEvent]:
     """Newest first unless sorted, fetched in batches; ``user_id`` keeps the events about
     that user and what they own."""
+    from sqlmodel import col, select
+
+    from bnplctl.models import AuditEvent
+
     query = select(AuditEvent)
     if entity is not None:
         query = query.where(AuditEvent.entity == entity)

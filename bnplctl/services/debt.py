@@ -39,13 +39,19 @@ def debt_of(connection: Any, user_id: str, business_date: date) -> dict[str, Any
                 "plan_id": row["plan_id"],
                 "amount_due": format_amount(row["amount_due"]),
                 "due_date": row["due_date"].isoformat(),
-                "days_overdue": (business_date - row["due_date"]).days,
+                "days_overdue": days_overdue(row["due_date"], business_date),
             }
             for row in overdue
         ],
         "total_overdue_count": len(overdue),
         "user_status": rows[0]["status"],
     }
+
+
+def days_overdue(due_date: date, business_date: date) -> int:
+    """Days from the due date to the business date, never below 0: a sweep for a future
+    date (``--allow-future``) marks installments not yet due today."""
+    return max((business_date - due_date).days, 0)
 
 
 # The user and their unpaid installments, in the order a payment to them pays (rule 10),
@@ -84,12 +90,24 @@ def explain(connection: Any, user_id: str, business_date: date) -> dict[str, Any
     upcoming = [row for row in unpaid if row["status"] == "UPCOMING"]
     earliest = min(overdue, key=lambda row: (row["overdue_since"], row["id"]), default=None)
     since = earliest["overdue_since"] if earliest else None
+    ahead = [row for row in overdue if row["overdue_since"] > business_date]
+    furthest = max(ahead, key=lambda row: (row["overdue_since"], row["id"]), default=None)
     history = fetch_all(connection, _HISTORY_SQL, {"user_id": user_id, "limit": HISTORY_EVENTS})
     return {
         "user_id": user_id,
         "user_status": rows[0]["user_status"],
         "overdue_since": since.isoformat() if since else None,
         "marked_by_run": earliest["overdue_run_id"] if earliest else None,
+        # Installments marked by a sweep for a date after today (--allow-future).
+        "marked_ahead": (
+            {
+                "run_id": furthest["overdue_run_id"],
+                "business_date": furthest["overdue_since"].isoformat(),
+                "installments": [row["id"] for row in ahead],
+            }
+            if furthest
+            else None
+        ),
         "to_clear": format_amount(sum((row["amount_due"] for row in overdue), Decimal("0"))),
         "overdue_installments": [
             {
@@ -98,7 +116,7 @@ def explain(connection: Any, user_id: str, business_date: date) -> dict[str, Any
                 "amount_due": format_amount(row["amount_due"]),
                 "due_date": row["due_date"].isoformat(),
                 "overdue_since": row["overdue_since"].isoformat(),
-                "days_overdue": (business_date - row["due_date"]).days,
+                "days_overdue": days_overdue(row["due_date"], business_date),
                 "sweep_run": row["overdue_run_id"],
             }
             for row in overdue
@@ -139,6 +157,15 @@ def narrative(explained: dict[str, Any]) -> str:
             run = explained["marked_by_run"]
             since = f" since {explained['overdue_since']}" + (f" (sweep run {run})" if run else "")
         text = f"{user} is {status}{since}: {count}; paying {explained['to_clear']} clears it."
+        ahead = explained["marked_ahead"]
+        if ahead:
+            ids = ", ".join(str(installment) for installment in ahead["installments"])
+            plural = "s" if len(ahead["installments"]) != 1 else ""
+            text += (
+                f" Installment{plural} {ids} {'were' if plural else 'was'} marked by a sweep"
+                f" for a future date ({ahead['business_date']}, run {ahead['run_id']}):"
+                " not yet due today."
+            )
     else:
         text = f"{user} is {status}: nothing is overdue."
     upcoming = explained["next_due"]

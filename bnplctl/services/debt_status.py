@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
+
+from bnplctl.services.audit import USER_STATUS_CHANGED
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
@@ -38,14 +40,16 @@ _SETTLE = text(
               WHERE i.user_id = users.user_id AND i.status = 'OVERDUE'
           )
         RETURNING user_id
-    ), audited AS (
+    ), status_changes AS (
+        SELECT user_id, 'DEBT_USER' AS from_status, 'NORMAL' AS to_status,
+               CAST(:cause AS jsonb) AS details
+        FROM restored_users
+    ), audited_users AS ("""  # noqa: S608 - a fixed fragment, no input
+    + USER_STATUS_CHANGED
+    + """), audited_plans AS (
         INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id, details)
         SELECT :now, :actor, 'plan.completed', 'plan', id::text, user_id, '{}'::jsonb
         FROM completed_plans
-        UNION ALL
-        SELECT :now, :actor, 'user.status_changed', 'user', user_id, user_id,
-               '{"from": "DEBT_USER", "to": "NORMAL"}'::jsonb
-        FROM restored_users
     )
     SELECT 'plan' AS kind, id::text AS entity_id FROM completed_plans
     UNION ALL
@@ -67,13 +71,24 @@ def settle(
     user_ids: Iterable[str],
     now: datetime,
     actor: str,
+    cause: dict[str, Any] | None = None,
 ) -> Settled:
-    """Rule 4 for the plans and users a write may have paid off."""
+    """Rule 4 for the plans and users a write may have paid off; ``cause`` goes into each
+    restored user's event (a sweep's revert names the run)."""
+    import json
+
     plans, users = sorted(set(plan_ids)), sorted(set(user_ids))
     if not plans and not users:
         return Settled([], [])
     rows = executor.execute(
-        _SETTLE, {"plan_ids": plans, "user_ids": users, "now": now, "actor": actor}
+        _SETTLE,
+        {
+            "plan_ids": plans,
+            "user_ids": users,
+            "now": now,
+            "actor": actor,
+            "cause": json.dumps(cause or {}),
+        },
     ).all()
     return Settled(
         plans_completed=sorted(int(row.entity_id) for row in rows if row.kind == "plan"),

@@ -114,11 +114,11 @@ _APPLY = text(
             payout_amount = r.amount - s.applied, processed_at = :now, updated_at = :now,
             last_event_at = coalesce(s.occurred_at, r.last_event_at),
             merchant_reference = coalesce(s.merchant_reference, r.merchant_reference),
-            reason = coalesce(s.note, r.reason)
+            decision_reason = s.note
         FROM settled s
         WHERE r.id = s.refund_id AND r.status = 'PENDING'
         RETURNING r.id, r.user_id, r.plan_id, r.applied_amount, r.payout_amount,
-                  s.line, s.event_id
+                  s.line, s.event_id, r.decision_reason
     ), audited AS (
         INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
                                   details)
@@ -127,7 +127,8 @@ _APPLY = text(
                    'from', 'PENDING', 'to', 'COMPLETED', 'source', CAST(:source AS text),
                    'applied_amount', applied_amount::text,
                    'payout_amount', payout_amount::text, 'plan_id', plan_id,
-                   'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id))
+                   'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id,
+                   'decision_reason', decision_reason))
         FROM completed
     ), emptied AS (
         DELETE FROM refunds_approved

@@ -97,18 +97,19 @@ _MOVE = text(
         SET status = c.target, processed_at = :now, updated_at = :now,
             last_event_at = coalesce(c.occurred_at, r.last_event_at),
             merchant_reference = coalesce(c.merchant_reference, r.merchant_reference),
-            reason = coalesce(c.note, r.reason)
+            decision_reason = c.note
         FROM classified c
         WHERE r.id = c.refund_id AND c.outcome = 'applied'
           AND c.target IN ('REJECTED', 'CANCELLED')
-        RETURNING r.id, r.user_id, r.status, c.line, c.event_id
+        RETURNING r.id, r.user_id, r.status, c.line, c.event_id, r.decision_reason
     ), audited AS (
         INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
                                   details)
         SELECT :now, :actor, 'refund.status_changed', 'refund', id::text, user_id,
                jsonb_strip_nulls(jsonb_build_object(
                    'from', 'PENDING', 'to', status, 'source', CAST(:source AS text),
-                   'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id))
+                   'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id,
+                   'decision_reason', decision_reason))
         FROM moved
     ), recorded AS (
         INSERT INTO webhook_events (event_id, refund_id, user_id, status, outcome,

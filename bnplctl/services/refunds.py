@@ -156,6 +156,7 @@ def public_refund(refund: Refund) -> dict[str, Any]:
         "amount": format_amount(refund.amount),
         "status": refund.status,
         "reason": refund.reason,
+        "decision_reason": refund.decision_reason,
         "merchant_reference": refund.merchant_reference,
         "processed_at": refund.processed_at.isoformat() if refund.processed_at else None,
         "created_at": refund.created_at.isoformat() if refund.created_at else None,

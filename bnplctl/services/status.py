@@ -1,4 +1,12 @@
-"""The health dashboard: is the database there, migrated, and was the last sweep recent?"""
+"""The health dashboard: is the database there, migrated, and is the due sweep done?
+
+The sweep is due for a business date once ``BNPL_SWEEP_AT`` has passed in
+``BNPL_TIMEZONE`` (``scheduler.due_business_date``), plus ``SWEEP_GRACE`` so that a
+healthcheck does not flap while the nightly job runs. The date counts as handled when a
+standing sweep ran for it or a later date (it marks everything that one would), or when
+an operator reverted its sweep (``status`` then says how to sweep it again). This
+replaces the former "last successful sweep older than 26 h" check: a missed night now
+shows 30 minutes after its slot instead of a day later."""
 
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from bnplctl.money import format_amount
 
-STALE_SWEEP = timedelta(hours=26)
+SWEEP_GRACE = timedelta(minutes=30)
 
 
 def _counts(connection: Connection, table: str, names: tuple[str, ...]) -> dict[str, int]:
@@ -30,6 +38,8 @@ def gather(
     head: str,
     now: datetime,
     business_date: date | None = None,
+    timezone: str = "UTC",
+    sweep_at: str = "02:00",
 ) -> dict[str, Any]:
     """Everything the dashboard shows, from a reachable database."""
     version = str(connection.execute(text("SHOW server_version")).scalar_one())
@@ -38,6 +48,7 @@ def gather(
         "database": {"reachable": True, "version": version},
         "migrations": {"revision": revision, "head": head, "at_head": revision == head},
         "problems": [],
+        "notes": [],
     }
     if revision != head:
         report["problems"].append(
@@ -74,12 +85,10 @@ def gather(
     last = report["last_sweep"]
     if last is None:
         report["problems"].append("no sweep has run yet")
-    elif last["outcome"] != "SUCCEEDED":
-        report["problems"].append(f"the last sweep {last['outcome']}")
-    elif last["stale"]:
-        report["problems"].append(
-            f"the last successful sweep is {last['age_hours']} h old (more than 26 h)"
-        )
+    else:
+        if last["outcome"] == "FAILED":  # RUNNING: the due-date check below waits for it
+            report["problems"].append(f"the last sweep {last['outcome']}")
+        _check_due_sweep(connection, report, now=now, timezone=timezone, sweep_at=sweep_at)
     if business_date is not None:
         latest = connection.execute(
             text(
@@ -94,6 +103,47 @@ def gather(
             )
     report["healthy"] = not report["problems"]
     return report
+
+
+# Whether the due business date was swept: a standing run for it or a later date; else
+# its latest reverted run.
+_DUE_SWEEP = text(
+    """
+    SELECT
+        EXISTS (SELECT 1 FROM sweep_runs
+                WHERE outcome = 'SUCCEEDED' AND NOT dry_run
+                  AND business_date >= :due) AS swept,
+        (SELECT max(id) FROM sweep_runs
+         WHERE outcome = 'REVERTED' AND NOT dry_run AND business_date = :due) AS reverted_run
+    """
+)
+
+
+def _check_due_sweep(
+    connection: Connection, report: dict[str, Any], *, now: datetime, timezone: str, sweep_at: str
+) -> None:
+    from bnplctl.scheduler import due_business_date
+
+    due = due_business_date(now - SWEEP_GRACE, timezone, sweep_at)
+    swept, reverted_run = connection.execute(_DUE_SWEEP, {"due": due}).one()
+    grace = int(SWEEP_GRACE / timedelta(minutes=1))
+    report["due_sweep"] = {
+        "business_date": due.isoformat(),
+        "state": "swept" if swept else "reverted" if reverted_run else "missing",
+    }
+    if swept:
+        return
+    day = due.isoformat()
+    if reverted_run is not None:
+        report["notes"].append(
+            f"the sweep for {day} was reverted (run {reverted_run}); sweep it again with"
+            f" `bnplctl debt sweep --as-of {day}`"
+        )
+        return
+    report["problems"].append(
+        f"no successful sweep for business date {day} (due at {sweep_at} {timezone},"
+        f" {grace} min grace): check the cron job or run `bnplctl debt sweep`"
+    )
 
 
 def _last_sweep(connection: Connection, now: datetime) -> dict[str, Any] | None:
@@ -117,7 +167,6 @@ def _last_sweep(connection: Connection, now: datetime) -> dict[str, Any] | None:
         "installments_marked_overdue": row.installments_marked_overdue,
         "users_marked_debt": row.users_marked_debt,
         "age_hours": round(age / timedelta(hours=1), 1),
-        "stale": age > STALE_SWEEP,
     }
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from bnplctl.errors import Unavailable
+from bnplctl.services.audit import USER_STATUS_CHANGED
 
 SWEEP_LOCK_ID = 0x62_6E_70_6C_5357  # "bnpl" + "SW"
 
@@ -29,18 +30,25 @@ _MARK_INSTALLMENTS = text(
     WHERE status = 'UPCOMING' AND due_date < :cutoff
     """
 )
+# Each user marked gets one ``user.status_changed`` event (rule 3), written by the same
+# statement, at the unit's clock.
 _MARK_USERS = text(
-    "UPDATE users SET status = 'DEBT_USER', updated_at = :now"
-    " WHERE status = 'NORMAL' AND user_id IN ("
-    "  SELECT user_id FROM installments WHERE status = 'OVERDUE')"
-)
-_PREVIEW = text(
-    "SELECT"
-    " (SELECT count(*) FROM installments WHERE status = 'UPCOMING' AND due_date < :cutoff),"
-    " (SELECT count(*) FROM users WHERE status = 'NORMAL' AND user_id IN ("
-    "   SELECT user_id FROM installments WHERE status = 'OVERDUE'"
-    "   UNION ALL"
-    "   SELECT user_id FROM installments WHERE status = 'UPCOMING' AND due_date < :cutoff))"
+    """
+    WITH marked AS (
+        UPDATE users SET status = 'DEBT_USER', updated_at = :now
+        WHERE status = 'NORMAL'
+          AND user_id IN (SELECT user_id FROM installments WHERE status = 'OVERDUE')
+        RETURNING user_id
+    ), status_changes AS (
+        SELECT user_id, 'NORMAL' AS from_status, 'DEBT_USER' AS to_status,
+               jsonb_build_object('run_id', CAST(:run_id AS bigint),
+                                  'business_date', CAST(:business_date AS date)) AS details
+        FROM marked
+    ), audited AS ("""  # noqa: S608 - a fixed fragment, no input
+    + USER_STATUS_CHANGED
+    + """)
+    SELECT count(*) FROM marked
+    """
 )
 
 
@@ -75,11 +83,6 @@ def try_lock(connection: Connection) -> None:
 
 def unlock(connection: Connection) -> None:
     connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": SWEEP_LOCK_ID})
-
-
-def preview(connection: Connection, cutoff: date) -> tuple[int, int]:
-    installments, users = connection.execute(_PREVIEW, {"cutoff": cutoff}).one()
-    return int(installments), int(users)
 
 
 def handled(connection: Connection, business_date: date) -> str | None:
@@ -129,11 +132,18 @@ def start_run(connection: Connection, business_date: date, actor: str, now: date
 
 
 def mark_overdue(
-    connection: Connection, cutoff: date, now: datetime, *, business_date: date, run_id: int
+    connection: Connection,
+    cutoff: date,
+    now: datetime,
+    *,
+    business_date: date,
+    run_id: int | None,
+    actor: str,
 ) -> tuple[int, int]:
     """The two set-based statements of rule 3, under the exclusive debt lock; returns
     (installments, users) changed. Each installment marked remembers the business date
-    and the run (``overdue_since``, ``overdue_run_id``)."""
+    and the run (``overdue_since``, ``overdue_run_id``; a dry run has no run), each user
+    marked gets its audit event."""
     from bnplctl.services import locks
 
     locks.for_sweep(connection)
@@ -141,7 +151,10 @@ def mark_overdue(
         _MARK_INSTALLMENTS,
         {"cutoff": cutoff, "business_date": business_date, "run_id": run_id},
     ).rowcount
-    users = connection.execute(_MARK_USERS, {"now": now}).rowcount
+    users = connection.execute(
+        _MARK_USERS,
+        {"now": now, "actor": actor, "run_id": run_id, "business_date": business_date},
+    ).scalar_one()
     return int(installments), int(users)
 
 
@@ -196,29 +209,16 @@ def fail_run(connection: Connection, run_id: int, error_class: str, now: datetim
 
 # --- undoing a run (rule 11) -------------------------------------------------------------
 
-_LATEST_SUCCESS = text(
+# A run that marked nothing (a re-run for a date already swept, an earlier date, a night
+# with nothing newly late) changed nothing that a revert could undo: it neither is the run
+# to revert nor stands in its way.
+_LATEST_MARKING = text(
     """
     SELECT id FROM sweep_runs
     WHERE outcome = 'SUCCEEDED' AND NOT dry_run
+      AND (installments_marked_overdue > 0 OR users_marked_debt > 0)
     ORDER BY id DESC
     LIMIT 1
-    """
-)
-_REVERT_PREVIEW = text(
-    """
-    WITH marked AS (
-        SELECT id, user_id FROM installments
-        WHERE status = 'OVERDUE' AND overdue_run_id = :run_id
-    )
-    SELECT (SELECT count(*) FROM marked) AS installments,
-           (SELECT count(*) FROM users u
-             WHERE u.status = 'DEBT_USER'
-               AND u.user_id IN (SELECT user_id FROM marked)
-               AND NOT EXISTS (
-                   SELECT 1 FROM installments i
-                   WHERE i.user_id = u.user_id AND i.status = 'OVERDUE'
-                     AND i.overdue_run_id IS DISTINCT FROM :run_id
-               )) AS users
     """
 )
 _UNMARK = text(
@@ -229,18 +229,31 @@ _UNMARK = text(
     RETURNING user_id
     """
 )
+# The run becomes REVERTED, and so do the runs after it that marked nothing: their dates
+# stood on its work (a re-run found its installments OVERDUE already), so once it is
+# undone they are not swept either, and the scheduler and ``status`` say so.
 _MARK_REVERTED = text(
     """
     WITH reverted AS (
         UPDATE sweep_runs SET outcome = 'REVERTED', reverted_at = :now
         WHERE id = :run_id
+           OR (id > :run_id AND outcome = 'SUCCEEDED' AND NOT dry_run
+               AND installments_marked_overdue = 0 AND users_marked_debt = 0)
         RETURNING id, business_date
+    ), audited AS (
+        INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, details)
+        SELECT :now, :actor, 'sweep.reverted', 'sweep', id::text,
+               CASE WHEN id = :run_id
+                   THEN jsonb_build_object(
+                       'business_date', business_date, 'installments_restored', :installments,
+                       'users_restored', :users)
+                   ELSE jsonb_build_object(
+                       'business_date', business_date, 'installments_restored', 0,
+                       'users_restored', 0, 'with_run', :run_id)
+               END
+        FROM reverted
     )
-    INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, details)
-    SELECT :now, :actor, 'sweep.reverted', 'sweep', id::text, jsonb_build_object(
-        'business_date', business_date, 'installments_restored', :installments,
-        'users_restored', :users)
-    FROM reverted
+    SELECT id FROM reverted WHERE id <> :run_id ORDER BY id
     """
 )
 
@@ -251,49 +264,68 @@ class RevertResult:
     dry_run: bool
     installments_restored: int
     users_restored: int
+    runs_reverted_with_it: list[int]
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def check_revertible(connection: Connection, run_id: int) -> None:
-    """Only the latest successful run not yet reverted can be undone (exit 3 otherwise;
-    4 for a run that does not exist)."""
+    """Only the latest successful run that marked something, not yet reverted, can be
+    undone (exit 3 otherwise; 4 for a run that does not exist). Later runs that marked
+    nothing do not count."""
     from bnplctl.errors import NotFound, Refused
 
-    outcome = connection.execute(
-        text("SELECT outcome FROM sweep_runs WHERE id = :run_id AND NOT dry_run"),
+    run = connection.execute(
+        text(
+            "SELECT outcome, installments_marked_overdue, users_marked_debt FROM sweep_runs"
+            " WHERE id = :run_id AND NOT dry_run"
+        ),
         {"run_id": run_id},
-    ).scalar()
-    if outcome is None:
+    ).first()
+    if run is None:
         raise NotFound(f"sweep run {run_id} not found")
-    latest = connection.execute(_LATEST_SUCCESS).scalar()
-    if outcome != "SUCCEEDED" or latest != run_id:
-        why = "already reverted" if outcome == "REVERTED" else f"{outcome}"
-        if outcome == "SUCCEEDED":
-            why = f"not the latest successful run (that is run {latest})"
-        raise Refused(f"sweep run {run_id} cannot be reverted: {why}")
+    latest = connection.execute(_LATEST_MARKING).scalar()
+    if run.outcome == "REVERTED":
+        why = "already reverted"
+    elif run.outcome != "SUCCEEDED":
+        why = str(run.outcome)
+    elif not (run.installments_marked_overdue or run.users_marked_debt):
+        why = "it marked nothing (there is nothing to undo)"
+    elif latest != run_id:
+        why = f"not the latest run that marked something (that is run {latest})"
+    else:
+        return
+    raise Refused(f"sweep run {run_id} cannot be reverted: {why}")
 
 
-def preview_revert(connection: Connection, run_id: int) -> tuple[int, int]:
-    installments, users = connection.execute(_REVERT_PREVIEW, {"run_id": run_id}).one()
-    return int(installments), int(users)
-
-
-def revert(connection: Connection, run_id: int, *, now: datetime, actor: str) -> tuple[int, int]:
+def revert(
+    connection: Connection, run_id: int, *, now: datetime, actor: str
+) -> tuple[int, int, list[int]]:
     """Rule 11, under the exclusive debt lock: the run's installments still OVERDUE become
-    UPCOMING, rule 4 restores their owners, the run is REVERTED; returns (installments,
-    users) restored."""
+    UPCOMING, rule 4 restores their owners (each restoration audited with the run), the
+    run and the runs after it that marked nothing are REVERTED; returns (installments,
+    users) restored and the ids of those later runs."""
     from bnplctl.services import locks
     from bnplctl.services.debt_status import settle
 
     locks.for_sweep(connection)
+    business_date = connection.execute(
+        text("SELECT business_date FROM sweep_runs WHERE id = :run_id"), {"run_id": run_id}
+    ).scalar_one()
     owners = [str(row.user_id) for row in connection.execute(_UNMARK, {"run_id": run_id})]
-    settled = settle(connection, plan_ids=[], user_ids=owners, now=now, actor=actor)
+    settled = settle(
+        connection,
+        plan_ids=[],
+        user_ids=owners,
+        now=now,
+        actor=actor,
+        cause={"run_id": run_id, "business_date": business_date.isoformat()},
+    )
     installments, users = len(owners), len(settled.users_restored)
-    connection.execute(
+    with_it = connection.execute(
         _MARK_REVERTED,
         {"run_id": run_id, "now": now, "actor": actor, "installments": installments,
          "users": users},
-    )  # fmt: skip
-    return installments, users
+    ).scalars().all()  # fmt: skip
+    return installments, users, [int(other) for other in with_it]
