@@ -43,7 +43,7 @@ USER 10001:10001
 # generated key live there (with BNPL_DATABASE_URL nothing is written there).
 VOLUME ["/var/lib/bnplctl"]
 
-# Healthy: database reachable, schema at head, a successful sweep in the last 26 h.
+# Healthy: database reachable, schema at head, the business date's sweep done (30 min after BNPL_SWEEP_AT).
 HEALTHCHECK --interval=5m --timeout=30s --start-period=2m --retries=2 \
     CMD ["bnplctl", "status", "-o", "json"]
 

@@ -582,3 +582,30 @@ def test_a_path_too_long_for_cron_is_refused(no_database: None, cli: Cli) -> Non
     result = cli("scheduler", "crontab", "--log-dir", "/var/log/" + "x" * 900)
     assert result.exit_code == 2
     assert "longer than cron accepts" in result.stderr
+
+
+def test_a_nightly_line_that_failed_makes_status_unhealthy_until_a_line_sweeps(
+    cron: CronHost, engine: Engine
+) -> None:
+    """What a monitor sees under the same cron environment: the day's sweep is due (its
+    BNPL_SWEEP_AT an hour ago, past the grace), the 02:00 line failed (lock held), so
+    `status` is 69 naming the missing sweep; the catch-up line sweeps, `status` is 0."""
+    from datetime import UTC, datetime, timedelta
+
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%H:%M")
+    due = {"BNPL_TIMEZONE": "UTC", "BNPL_SWEEP_AT": an_hour_ago}
+    status = f"{INSTALLED} status -o json"
+    seed(engine, 1, date(2024, 1, 1))
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:id)"), {"id": SWEEP_LOCK_ID})
+        try:
+            assert cron.run(cron.line_running("debt sweep"), **due) == 75
+        finally:
+            holder.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": SWEEP_LOCK_ID})
+    unhealthy = subprocess.run(cron.argv(status, **due), capture_output=True, text=True)
+    assert unhealthy.returncode == 69, unhealthy.stderr
+    report = json.loads(unhealthy.stdout)
+    assert any("sweep" in problem for problem in report["problems"]), report["problems"]
+    assert cron.run(cron.line_running("scheduler run"), **due) == 0
+    healthy = subprocess.run(cron.argv(status, **due), capture_output=True, text=True)
+    assert healthy.returncode == 0, healthy.stdout

@@ -82,10 +82,12 @@ def _shown_value(param: Any) -> str | None:
 
 
 def _options(command: Any) -> dict[str, Any]:
+    """A command's options as its help shows them: hidden ones (the root's ``--actor``,
+    also taken after the command) are documented with the root's."""
     return {
         max(param.opts, key=len): param
         for param in command.params
-        if param.param_type_name == "option"
+        if param.param_type_name == "option" and not getattr(param, "hidden", False)
     }
 
 

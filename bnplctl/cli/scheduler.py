@@ -82,7 +82,9 @@ def crontab(
     printed: the jobs read it from an env file (BNPL_ENV_FILE), and stderr says which
     file to write when it is not there yet.
 
-    Example: bnplctl scheduler crontab > bnplctl.cron && crontab bnplctl.cron
+    Install it: bnplctl scheduler crontab > bnplctl.cron, then crontab bnplctl.cron.
+
+    Example: bnplctl scheduler crontab --log-dir /var/log/bnplctl
     """
     import shlex
 
