@@ -57,6 +57,26 @@ def person_name(value: str, field: str = "name") -> str:
     return value
 
 
+# Embedding, override and isolate controls: text that reads otherwise than it is stored.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+MAX_FREE_TEXT = 500
+
+
+def free_text(value: str, field: str, limit: int = MAX_FREE_TEXT) -> str | None:
+    """An operator's free text (a refund's reason): what a name may hold, no bidi
+    controls, at most ``limit`` characters; blank is none. It is shown and audited as
+    typed, so a card, passport or phone number must not get in."""
+    cleaned = value.strip()
+    if not cleaned:
+        return None
+    person_name(cleaned, field)
+    if BIDI_CONTROLS.search(cleaned):
+        raise InvalidInput(f"{field}: must not contain bidirectional control characters")
+    if len(cleaned) > limit:
+        raise InvalidInput(f"{field}: at most {limit} characters")
+    return cleaned
+
+
 def no_control_characters(value: str, field: str) -> str:
     if CONTROL_CHARACTERS.search(value):
         raise InvalidInput(f"{field}: must not contain control characters")

@@ -344,3 +344,42 @@ def test_a_decision_keeps_the_reason_given_at_creation(
     assert (hooked["status"], hooked["reason"], hooked["decision_reason"]) == (
         "REJECTED", "wrong size", None,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "card 4111111111111111",  # a card, passport or phone number in free text
+        "passport AA1234567",
+        "phone +998901234567",
+        "red \x1b[31mtext\x07",  # would drive the terminal of whoever cats the CSV
+        "\u202etxet desrever",  # bidi override
+        "x" * 501,
+    ],
+)
+def test_a_reason_is_free_text_with_the_guard_names_have(
+    cli: Cli, engine: Engine, plan_id: int, reason: str
+) -> None:
+    """Creation's and the decision's --reason: refused before anything is written, exit
+    2 naming the option, the value never echoed."""
+    assert cli("refunds", "create", "--user", "usr-001", "--transaction-id", "R-1",
+               "--amount", "5", "--plan", str(plan_id)).exit_code == 0  # fmt: skip
+    before = row_counts(engine)
+    for argv in (
+        ("refunds", "create", "--user", "usr-001", "--transaction-id", "R-2", "--amount", "5",
+         "--reason", reason),
+        ("refunds", "reject", "R-1", "--reason", reason),
+    ):  # fmt: skip
+        result = cli(*argv)
+        assert result.exit_code == 2, (argv, result.output)
+        assert "'--reason'" in result.stderr
+        assert reason not in result.output
+    assert row_counts(engine) == before
+    assert _status(engine, "refunds") == "PENDING"
+
+
+def test_an_empty_decision_reason_is_no_reason(cli: Cli, engine: Engine, plan_id: int) -> None:
+    assert cli("refunds", "create", "--user", "usr-001", "--transaction-id", "R-1",
+               "--amount", "5", "--plan", str(plan_id)).exit_code == 0  # fmt: skip
+    rejected = _refund(cli, "reject", "R-1", "--reason", "  ")[1]
+    assert rejected["decision_reason"] is None

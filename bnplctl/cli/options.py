@@ -178,6 +178,12 @@ def _new_user_id(raw: str) -> str | None:
     return new_user_id(raw) if raw.strip() else None
 
 
+def _free_text(raw: str) -> str | None:
+    from bnplctl.validators import free_text
+
+    return free_text(raw, "reason")
+
+
 _KINDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "date": (_event_date, "DATE"),
     "birth_date": (_birth_date, "DATE"),
@@ -190,6 +196,7 @@ _KINDS: dict[str, tuple[Callable[[str], Any], str]] = {
     "reference": (_reference, "REFERENCE"),
     "merchant_reference": (_optional_reference, "REFERENCE"),
     "idempotency_key": (_idempotency_key, "KEY"),
+    "free_text": (_free_text, "TEXT"),
 }
 
 

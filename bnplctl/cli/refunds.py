@@ -57,14 +57,14 @@ RefOption = Annotated[
     str, typer.Argument(metavar="REF", help="The refund's transaction_id or its numeric id.")
 ]
 ReasonOption = Annotated[
-    str | None, typer.Option("--reason", metavar="TEXT", help="Why (kept on the refund).")
+    str | None, checked_option("--reason", "free_text", "Why (kept on the refund).")
 ]
 DecisionReasonOption = Annotated[
     str | None,
-    typer.Option(
+    checked_option(
         "--reason",
-        metavar="TEXT",
-        help="Why this decision (kept as decision_reason, beside the reason given at creation).",
+        "free_text",
+        "Why this decision (kept as decision_reason, beside the reason given at creation).",
     ),
 ]
 
