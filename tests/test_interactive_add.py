@@ -224,3 +224,16 @@ def test_piped_values_are_still_checked_together_and_not_asked_again(
     assert (result.exit_code, result.stderr) == (65, f"error: {PASSPORT_REASON}\n")
     assert result.stdout == ""
     assert row_counts(engine)["users"] == 0
+
+
+def test_no_secret_is_asked_for_when_there_is_no_key_to_keep_it(
+    terminal: Callable[..., Terminal], engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database URL without BNPL_SECRET_KEY_FILE: exit 78 before the first question."""
+    monkeypatch.delenv("BNPL_SECRET_KEY_FILE")
+    add = terminal("users", "add", "--name", "Ann Lee", "--dob", "1990-01-01")
+    code, rest = add.finish()
+    assert code == 78
+    assert rest.startswith("error: BNPL_SECRET_KEY_FILE is not set")
+    assert "Phone: " not in rest and "Passport: " not in rest
+    assert row_counts(engine)["users"] == 0

@@ -88,7 +88,11 @@ def add(
     given = {"user_id": user_id, "name": name, "dob": dob}
     personal = {"phone": phone, "passport": passport, "card": card}
     if None in personal.values() and _stdin_is_terminal():
-        # The options that fail are reported before anyone types a secret for nothing.
+        # What fails anyway is reported before anyone types a secret for nothing: no key
+        # to encrypt the passport with, then the options given.
+        from bnplctl.config import get_settings
+
+        get_settings().required_key_file()
         options = {field: value for field, value in personal.items() if value is not None}
         problems = user_problems(given | options)
         if problems:
