@@ -309,11 +309,28 @@ def test_a_limit_beyond_any_list_is_a_usage_error(cli: Cli, noun: str) -> None:
     assert "--limit" in result.stderr
 
 
-def test_an_actor_the_audit_trail_cannot_hold_is_invalid_input(cli: Cli, engine: object) -> None:
-    for actor in ("x" * 101, "ops\x1b[2J"):
-        result = cli("--actor", actor, "debt", "report")
-        assert result.exit_code == 65, result.stderr
-        assert result.stderr.strip() == "error: actor: 1 to 100 characters, no control characters"
+@pytest.mark.parametrize(
+    "actor", ["x" * 101, "ops\x1b[2J", "", "  ", "4111111111111111", "ops\u202eadmin"]
+)
+def test_an_actor_the_audit_trail_cannot_hold_is_a_usage_error_or_a_setting_error(
+    cli: Cli, engine: object, monkeypatch: pytest.MonkeyPatch, actor: str
+) -> None:
+    """Too long, a control or bidi character, a card number, nothing at all: as an option
+    (before or after the command) exit 2 naming it; as BNPL_ACTOR exit 78 naming that,
+    except a blank one, which is unset as every blank setting is. Never echoed."""
+    for argv in (("--actor", actor, "debt", "report"), ("debt", "report", "--actor", actor)):
+        result = cli(*argv)
+        assert result.exit_code == 2, (argv, result.stderr)
+        assert "Invalid value for '--actor'" in result.stderr
+        assert actor.strip() == "" or actor not in result.output
+    monkeypatch.setenv("BNPL_ACTOR", actor)
+    result = cli("debt", "report")
+    if actor.strip():
+        assert result.exit_code == 78, result.stderr
+        assert result.stderr.startswith("error: BNPL_ACTOR: ")
+        assert actor not in result.output
+    else:
+        assert result.exit_code == 0, result.stderr
 
 
 # --- the quick exit of the console script ------------------------------------------------

@@ -231,7 +231,7 @@ def accept_actor_after_the_command(command: Any) -> Any:
 
 def _actor_after_the_command(ctx: Any, param: Any, value: str | None) -> None:
     if value is not None:
-        STATE.actor = _checked_actor(value)
+        STATE.actor = _actor_option_value(value)
 
 
 class BoundaryGroup(TyperGroup):
@@ -367,6 +367,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     debug: Annotated[
         bool, typer.Option("--debug", help="Print the traceback of an internal error.")
     ] = False,
@@ -385,20 +386,45 @@ def root(
 ) -> None:
     """Operator CLI and batch tool of a Buy-Now-Pay-Later debt & refund service."""
     STATE.debug = debug
-    STATE.actor = _checked_actor(actor)
+    if actor is None:
+        STATE.actor = None
+        return
+    source = ctx.get_parameter_source("actor")
+    if source is not None and source.name == "ENVIRONMENT":
+        from bnplctl.errors import ConfigError, InvalidInput
+
+        try:  # a blank BNPL_ACTOR is unset, as for every setting
+            STATE.actor = checked_actor(actor) if actor.strip() else None
+        except InvalidInput as exc:
+            raise ConfigError(f"BNPL_ACTOR: {exc.message.partition(': ')[2]}") from None
+    else:
+        STATE.actor = _actor_option_value(actor)
 
 
-def _checked_actor(actor: str | None) -> str | None:
-    """The audit trail's actor: at most 100 characters (its column), no control ones."""
-    if actor is None or not actor.strip():
-        return None
+def checked_actor(actor: str) -> str:
+    """The audit trail's actor, a person's or a job's name: 1 to 100 characters (its
+    column), with the guard names have (no control characters, no number of 5 or more
+    digits: a card or passport number never goes in it), no bidi controls."""
     from bnplctl.errors import InvalidInput
-    from bnplctl.validators import CONTROL_CHARACTERS
+    from bnplctl.validators import BIDI_CONTROLS, person_name
 
     value = actor.strip()
-    if len(value) > 100 or CONTROL_CHARACTERS.search(value):
-        raise InvalidInput("actor: 1 to 100 characters, no control characters")
+    if not value or len(value) > 100:
+        raise InvalidInput("actor: 1 to 100 characters")
+    person_name(value, "actor")
+    if BIDI_CONTROLS.search(value):
+        raise InvalidInput("actor: must not contain bidirectional control characters")
     return value
+
+
+def _actor_option_value(actor: str) -> str:
+    """``--actor``'s value, checked: malformed, a usage error (exit 2) naming the option."""
+    from bnplctl.errors import InvalidInput
+
+    try:
+        return checked_actor(actor)
+    except InvalidInput as exc:
+        raise typer.BadParameter(exc.message.partition(": ")[2], param_hint="'--actor'") from None
 
 
 def _register() -> None:
