@@ -229,8 +229,13 @@ def test_status_is_unhealthy_once_the_business_dates_sweep_is_overdue(
             )
         )
 
-    running = _status_at(cli, "2026-03-09T21:29:00Z")
-    late = _status_at(cli, "2026-03-09T21:31:00Z")
+    from bnplctl.services.sweep import SWEEP_LOCK_ID
+
+    with engine.connect() as job:  # the run at work holds the one-sweep lock
+        job.execute(text("SELECT pg_advisory_lock(:id)"), {"id": SWEEP_LOCK_ID})
+        running = _status_at(cli, "2026-03-09T21:29:00Z")
+        late = _status_at(cli, "2026-03-09T21:31:00Z")
+        job.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": SWEEP_LOCK_ID})
 
     assert running[0] == 0, running[1]["problems"]
     assert late[0] == 69
@@ -325,3 +330,44 @@ def test_status_of_a_schema_behind_is_unhealthy(
         with admin.connect() as connection:
             connection.execute(text('DROP DATABASE "bnpl_status_behind" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_the_revert_note_names_the_run_the_operator_reverted(cli: Cli, engine: Engine) -> None:
+    """A no-op re-run of the day is reverted with the run that did the work; the note
+    names the latter, the one `--revert` was given."""
+    seed(engine, 2, date(2026, 3, 1))
+    with freeze_time("2026-03-10T03:00:00Z"):
+        swept = json.loads(cli("debt", "sweep", "-o", "json").stdout)
+        again = json.loads(cli("debt", "sweep", "-o", "json").stdout)
+        assert again["installments_marked_overdue"] == 0
+        assert cli("debt", "sweep", "--revert", str(swept["run_id"])).exit_code == 0
+        report = json.loads(cli("status", "-o", "json").stdout)
+    assert report["notes"] == [
+        f"the sweep for 2026-03-10 was reverted (run {swept['run_id']}); sweep it again with"
+        " `bnplctl debt sweep --as-of 2026-03-10`"
+    ]
+
+
+def test_a_run_left_running_by_a_killed_sweep_is_a_problem(cli: Cli, engine: Engine) -> None:
+    """RUNNING while a sweep holds the lock is the 02:00 job at work; RUNNING with nobody
+    holding it is a sweep that died (kill -9), until the next one closes it."""
+    from bnplctl.services.sweep import SWEEP_LOCK_ID
+
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO sweep_runs (business_date, dry_run, started_at, outcome, actor)"
+                " VALUES (current_date, false, now(), 'RUNNING', 'cron')"
+            )
+        )
+    report = json.loads(cli("status", "-o", "json").stdout)
+    assert "sweep run 1 is RUNNING but no sweep holds the lock: it died" in " ".join(
+        report["problems"]
+    )
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_lock(:id)"), {"id": SWEEP_LOCK_ID})
+        try:
+            at_work = json.loads(cli("status", "-o", "json").stdout)
+        finally:
+            holder.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": SWEEP_LOCK_ID})
+    assert not any("RUNNING" in problem for problem in at_work["problems"])

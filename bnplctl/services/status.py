@@ -86,8 +86,14 @@ def gather(
     if last is None:
         report["problems"].append("no sweep has run yet")
     else:
-        if last["outcome"] == "FAILED":  # RUNNING: the due-date check below waits for it
+        if last["outcome"] == "FAILED":
             report["problems"].append(f"the last sweep {last['outcome']}")
+        elif last["outcome"] == "RUNNING" and not _sweep_lock_held(connection):
+            # RUNNING under the lock is the 02:00 job at work, left to the due-date check
+            report["problems"].append(
+                f"sweep run {last['run_id']} is RUNNING but no sweep holds the lock: it died"
+                " (killed?); the next sweep closes it as FAILED: run `bnplctl debt sweep`"
+            )
         _check_due_sweep(connection, report, now=now, timezone=timezone, sweep_at=sweep_at)
     if business_date is not None:
         latest = connection.execute(
@@ -113,8 +119,11 @@ _DUE_SWEEP = text(
         EXISTS (SELECT 1 FROM sweep_runs
                 WHERE outcome = 'SUCCEEDED' AND NOT dry_run
                   AND business_date >= :due) AS swept,
-        (SELECT max(id) FROM sweep_runs
-         WHERE outcome = 'REVERTED' AND NOT dry_run AND business_date = :due) AS reverted_run
+        (SELECT id FROM sweep_runs
+         WHERE outcome = 'REVERTED' AND NOT dry_run AND business_date = :due
+         -- the run --revert was given, not a no-op re-run reverted with it
+         ORDER BY installments_marked_overdue + users_marked_debt > 0 DESC, id DESC
+         LIMIT 1) AS reverted_run
     """
 )
 
@@ -143,6 +152,29 @@ def _check_due_sweep(
     report["problems"].append(
         f"no successful sweep for business date {day} (due at {sweep_at} {timezone},"
         f" {grace} min grace): check the cron job or run `bnplctl debt sweep`"
+    )
+
+
+def _sweep_lock_held(connection: Connection) -> bool:
+    """Whether a session of this database holds the one-sweep lock (read from pg_locks,
+    never by taking it: a sweep starting that moment would be turned away)."""
+    from bnplctl.services.sweep import SWEEP_LOCK_ID
+
+    return bool(
+        connection.execute(
+            text(
+                """
+                SELECT EXISTS (
+                    SELECT 1 FROM pg_locks
+                    WHERE locktype = 'advisory' AND granted
+                      AND database = (SELECT oid FROM pg_database
+                                      WHERE datname = current_database())
+                      AND ((classid::bigint << 32) | objid::bigint) = :id
+                )
+                """
+            ),
+            {"id": SWEEP_LOCK_ID},
+        ).scalar_one()
     )
 
 
