@@ -202,3 +202,22 @@ def test_the_embedded_database_generates_its_key_on_first_use_and_never_again(
     _refused(cli(*add_args(JOHN | {"user_id": "usr-010"})))
     assert _embedded_counts(embedded) == before
     assert set(before) == set(TABLES)
+
+
+def test_a_wrong_key_with_an_invalid_row_is_one_line_with_nothing_said_to_stay(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The invalid row's chunk was never committed: nothing stays, and running the file
+    again with the wrong key finishes nothing."""
+    assert cli(*add_args(JOHN)).exit_code == 0
+    other = tmp_path / "other.key"
+    pii.create_key(other)
+    monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(other))
+    users = tmp_path / "users.csv"
+    users.write_text(SAMPLE_CSV)  # two of its rows are invalid
+    before = row_counts(engine)
+    result = cli("users", "import", str(users))
+    _refused(result, "is not the key this database was set up with")
+    assert "stay" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert row_counts(engine) == before

@@ -237,8 +237,6 @@ def _chunk_inserter(
 
         def insert(prepared: PreparedChunk) -> None:
             nonlocal expect_new, key_checked
-            for rejected in prepared.invalid:
-                report.add("invalid", rejected)
             with chunk() as connection:
                 if not key_checked:
                     if checked_key(connection, warn=warn) != master:  # changed meanwhile
@@ -253,6 +251,8 @@ def _chunk_inserter(
                     expect_new=expect_new,
                 )
             expect_new = not duplicates
+            for rejected in prepared.invalid:  # counted once their chunk is committed
+                report.add("invalid", rejected)
             _record(report, prepared, duplicates, dry_run=dry_run)
 
         yield insert
