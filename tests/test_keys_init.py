@@ -111,6 +111,7 @@ def test_keys_init_refuses_a_path_it_may_not_use(cli: Cli, tmp_path: Path, given
     assert result.exit_code == 2
     assert result.stdout == ""
     assert "keys init" in _one_line(result)
+    assert ("PATH is empty" in result.stderr) == (given == "")
     assert list(tmp_path.iterdir()) == []
 
 

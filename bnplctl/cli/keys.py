@@ -60,7 +60,9 @@ def _new_key_path(given: str) -> Path:
     exists, with nothing (not even a dangling link) there yet; never standard output."""
     from bnplctl.errors import UsageProblem
 
-    if given in ("", "-"):
+    if not given.strip():
+        raise UsageProblem("keys init: the PATH is empty: give the key file's path")
+    if given == "-":
         raise UsageProblem(
             "keys init writes the key to a file, never to standard output: give a PATH"
         )
