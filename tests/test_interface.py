@@ -15,10 +15,11 @@ import struct
 import subprocess
 import sys
 import termios
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from bnplctl.cli.app import LAZY_GROUPS, app, readable
 from tests.conftest import Cli
@@ -469,3 +470,19 @@ def test_the_raw_read_path_keeps_the_exit_codes(cli: Cli, engine: object) -> Non
             [sys.executable, "-m", "bnplctl", *command], capture_output=True, text=True
         )
         assert done.returncode == 4
+
+
+def test_explain_at_80_columns_shows_the_sweeps_event_with_its_date_whole(
+    cli: Cli, engine: Engine
+) -> None:
+    """The audit details of the sweep's per-user event (from, to, run, business date)
+    stay at 80 columns ("about" goes first), a date never broken inside."""
+    from tests.test_sweep import seed
+
+    seed(engine, 1, date(2026, 1, 1))
+    assert cli("debt", "sweep", "--as-of", "2026-06-01").exit_code == 0
+    code, shown = at_terminal(80, "debt", "explain", "u-1")
+    assert code == 0, shown
+    assert max(len(line) for line in shown.splitlines()) <= 80, shown
+    assert "to: DEBT_USER" in shown and "from: NORMAL" in shown
+    assert "2026-06-01" in shown  # the business date, whole on its line

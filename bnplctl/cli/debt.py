@@ -45,7 +45,7 @@ def show(
 
 
 EXPLAINED_COLUMNS = ("id", "plan_id", "amount_due", "due_date", "overdue_since", "days_overdue")
-HISTORY_COLUMNS = ("occurred_at", "action", "about", "details")
+HISTORY_COLUMNS = ("occurred_at", "action", "details", "about")  # "about" goes first
 
 
 @app.command("explain")

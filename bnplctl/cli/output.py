@@ -382,9 +382,10 @@ def _table(
 
 
 def _plain(value: Any) -> str:
-    """A cell for a person: a mapping (audit details) one ``key=value`` per line."""
+    """A cell for a person: a mapping (audit details) one ``key: value`` per line (a
+    narrow column breaks at the space, keeping a date or an amount whole)."""
     if isinstance(value, dict):
-        return "\n".join(f"{key}={printable(_cell(item))}" for key, item in value.items())
+        return "\n".join(f"{key}: {printable(_cell(item))}" for key, item in value.items())
     return printable(value if isinstance(value, str) else _cell(value))
 
 
