@@ -4,9 +4,60 @@ split rule's message."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.pool import Pool
 
 from tests.conftest import Cli
+from tests.helpers import JOHN, MALIKA, add_args
+
+
+@pytest.fixture
+def statement_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """What the server writes to its statement log for every connection bnplctl opens:
+    ``log_statement=all``, its LOG lines sent to the client as well, where psycopg2
+    collects them (``notices``)."""
+    lines: list[str] = []
+
+    class Collector:  # not a list: psycopg2 keeps only the last 50 lines of a list
+        append = lines.append
+
+    def collect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.notices = Collector()  # anything with append() (psycopg2 >= 2.7)
+
+    monkeypatch.setenv("PGOPTIONS", "-c log_statement=all -c client_min_messages=log")
+    event.listen(Pool, "connect", collect)
+    try:
+        yield lines
+    finally:
+        event.remove(Pool, "connect", collect)
+
+
+def test_no_write_path_puts_a_phone_into_the_servers_statement_log(
+    cli: Cli, tmp_path: Path, statement_log: list[str]
+) -> None:
+    users = tmp_path / "users.json"
+    users.write_text(json.dumps([dict(MALIKA, user_id="usr-002")]))
+    new_phone = "+998971112233"
+
+    assert cli(*add_args(JOHN)).exit_code == 0
+    assert cli("users", "import", str(users)).exit_code == 0
+    updated = cli("users", "update", "usr-001", "--phone", new_phone, "--name", "John Q Doe")
+    assert updated.exit_code == 0, updated.stderr
+    assert cli("users", "update", "usr-002", "--phone", "+998 90 123 45 67").exit_code == 0
+
+    logged = "".join(statement_log)
+    assert "statement: " in logged and "UPDATE users" in logged  # the log is on
+    for phone in (JOHN["phone"], MALIKA["phone"], new_phone):
+        assert phone.lstrip("+") not in logged, phone
+    shown = cli("users", "show", "usr-001", "-o", "json")
+    assert json.loads(shown.stdout)["phone_number"] == "+998****2233"
+    assert json.loads(shown.stdout)["full_name"] == "John Q Doe"
 
 
 def test_a_split_whose_last_installment_would_be_nothing_says_the_real_rule(cli: Cli) -> None:
