@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
 from sqlalchemy.pool import Pool
 
-from tests.conftest import Cli
+from tests.conftest import Cli, row_counts
 from tests.helpers import JOHN, MALIKA, add_args
 
 
@@ -81,3 +82,191 @@ def test_the_docs_state_the_split_rule_the_code_applies() -> None:
 
     assert "too small to\ngive every installment at least one cent" not in docs
     assert "2.76 in 24" in docs
+
+
+# --- item 3: a user_id never holds a card number or the user's own passport --------------
+
+CARD_IDS = ["4111111111111111", "4111-1111-1111-1111", "c-5555555555554444", "x378282246310005y"]
+
+
+@pytest.mark.parametrize("user_id", CARD_IDS)
+def test_a_user_id_holding_a_card_number_is_refused_as_an_option(
+    cli: Cli, engine: Engine, user_id: str
+) -> None:
+    result = cli(*add_args(dict(JOHN, user_id=user_id)))
+
+    assert result.exit_code == 2, result.stderr
+    assert "--user-id" in result.stderr and "card number" in result.stderr
+    assert user_id not in result.stdout + result.stderr
+    assert row_counts(engine)["users"] == 0
+
+
+@pytest.mark.parametrize("user_id", ["AA1234567", "aa1234567", "usr-AA-1234567", "u.aa_123.4567"])
+def test_a_user_id_holding_the_users_own_passport_is_refused(
+    cli: Cli, engine: Engine, user_id: str
+) -> None:
+    result = cli(*add_args(dict(JOHN, user_id=user_id)))
+
+    assert result.exit_code == 65, result.stderr
+    assert "user_id: must not contain the user's passport number" in result.stderr
+    assert user_id not in result.stdout + result.stderr
+    assert row_counts(engine)["users"] == 0
+
+
+def test_numbers_that_are_no_card_stay_valid_user_ids(cli: Cli, engine: Engine) -> None:
+    # 12 digits failing the Luhn check; a passport that is not this user's.
+    for user_id, passport in (("usr-411111111112", "AB1000001"), ("AA7654321", "AB1000002")):
+        result = cli(*add_args(dict(JOHN, user_id=user_id, passport=passport)))
+        assert result.exit_code == 0, result.stderr
+
+
+def test_an_invalid_user_id_in_a_file_is_never_echoed(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    rows = [
+        dict(JOHN, user_id="4111111111111111"),
+        dict(JOHN, user_id="AA1234567"),  # John's own passport
+        dict(JOHN, user_id="aa-1234567", card="4111111111111112"),  # and a bad card
+        dict(JOHN, user_id="+998901234567"),
+        dict(MALIKA, user_id="usr-002"),
+    ]
+    rejects = tmp_path / "rejects.csv"
+    result = cli("users", "import", "-", "-o", "json", "--rejects", str(rejects),
+                 input=json.dumps(rows))  # fmt: skip
+    table = cli("users", "import", "-", input=json.dumps(rows[:4]))
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["created"], summary["invalid"]) == (1, 4)
+    assert [row["user_id"] for row in summary["rejected"]] == ["<withheld>"] * 4
+    everything = result.stdout + result.stderr + rejects.read_text() + table.stderr
+    for raw in ("4111111111111111", "1234567", "998901234567"):
+        assert raw not in everything, raw
+    assert "user_id: must not contain a card number" in everything
+    assert "user_id: must not contain the user's passport number" in everything
+
+
+@pytest.mark.parametrize(
+    ("typed", "shown"),
+    [
+        ("usr-404", "user usr-404 not found"),
+        ("AA1234567", "user AA******* not found (masked: it reads as a passport)"),
+        ("4111111111111111", "user <withheld> not found"),
+        ("4111 1111 1111 1111", "user <withheld> not found"),
+        ("+998901234567", "user <withheld> not found"),
+    ],
+)
+def test_a_not_found_message_never_repeats_a_number_typed_as_a_user_id(
+    cli: Cli, engine: Engine, typed: str, shown: str
+) -> None:
+    for command in (["users", "show"], ["debt", "show"], ["debt", "explain"]):
+        result = cli(*command, typed)
+        assert result.exit_code == 4, result.stderr
+        assert result.stderr.strip() == f"error: {shown}"
+    plan = cli("plans", "create", "--user", typed, "--amount", "100")
+    assert plan.exit_code == 4 and shown in plan.stderr
+
+
+def test_names_and_reasons_refuse_a_card_or_phone_number_written_with_spaces(
+    no_database: None,
+) -> None:
+    from bnplctl.errors import InvalidInput
+    from bnplctl.validators import free_text, person_name
+
+    for typed in ("John 4111 1111 1111 1111", "Ann +998 90 123 45 67", "Bo 4111-1111-1111-1111"):
+        with pytest.raises(InvalidInput) as refused:
+            person_name(typed)
+        assert "1111" not in refused.value.message and "123" not in refused.value.message
+        with pytest.raises(InvalidInput):
+            free_text(f"refund: {typed}", "reason")
+    assert person_name("Louis 14 de Bourbon") == "Louis 14 de Bourbon"
+    assert free_text("order 2026-12-01, 12.50 back", "reason") == "order 2026-12-01, 12.50 back"
+
+
+def test_references_keep_a_processors_numbers(no_database: None) -> None:
+    # A payment processor's or merchant's reference is theirs (Adyen's are 16 digits, one
+    # in ten of them Luhn-valid): only ids bnplctl gives a person are held to the card rule.
+    from bnplctl.validators import reference, required_id
+
+    assert reference("4111111111111111", "transaction_id") == "4111111111111111"
+    assert required_id("8825408195409505", "reference") == "8825408195409505"
+
+
+# --- item 16: bidi controls ----------------------------------------------------------------
+
+BIDI = ["\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"]
+
+
+@pytest.mark.parametrize("control", BIDI)
+def test_a_bidi_control_in_a_name_is_refused(cli: Cli, engine: Engine, control: str) -> None:
+    added = cli(*add_args(dict(JOHN, name=f"Ann{control}eeL")))
+    assert added.exit_code == 65, added.stderr
+    assert "name: must not contain bidirectional control characters" in added.stderr
+    assert control not in added.stdout + added.stderr
+
+    assert cli(*add_args(JOHN)).exit_code == 0
+    renamed = cli("users", "update", "usr-001", "--name", f"Ann{control}eeL")
+    assert renamed.exit_code == 65 and control not in renamed.stderr
+
+
+def test_joiners_stay_allowed_in_names(cli: Cli, engine: Engine) -> None:
+    name = "Mehr\u200cnoush Ra\u200dvi"  # zero-width non-joiner and joiner
+    result = cli(*add_args(dict(JOHN, name=name)), "-o", "json")
+
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["full_name"] == name
+    assert name in cli("users", "list").stdout  # shown as spelled
+
+
+def test_bidi_controls_in_a_files_names_and_references_make_invalid_rows(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    rejects = tmp_path / "rejects.csv"
+    users = [dict(JOHN, name="Ann\u202eeeL"), dict(MALIKA, user_id="usr-\u2066002")]
+    result = cli("users", "import", "-", "-o", "json", "--rejects", str(rejects),
+                 input=json.dumps(users))  # fmt: skip
+    assert result.exit_code == 5, result.stderr
+    assert json.loads(result.stdout)["invalid"] == 2
+    everything = result.stdout + result.stderr + rejects.read_text()
+    assert "\u202e" not in everything and "\u2066" not in everything
+
+    hooks = tmp_path / "hooks.jsonl"
+    hooks.write_text(
+        json.dumps({"refund_id": "R-1", "status": "approved", "merchant_reference": "M\u202e1"})
+        + "\n"
+        + json.dumps({"refund_id": "R\u202e2", "status": "approved"})
+        + "\n"
+    )
+    ingested = cli("webhooks", "ingest", str(hooks), "-o", "json")
+    assert ingested.exit_code == 5, ingested.stderr
+    assert json.loads(ingested.stdout)["invalid"] == 2
+    assert "\u202e" not in ingested.stdout + ingested.stderr
+
+
+def test_format_characters_from_input_are_shown_escaped(cli: Cli, engine: Engine) -> None:
+    # Stored before names were checked (or by SQL): tables and messages show them escaped.
+    assert cli(*add_args(JOHN)).exit_code == 0
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE users SET full_name = :name"),
+            {"name": "Ann\u202eeeL\u200b\ufeff Mehr\u200cnoush"},
+        )
+
+    for fmt in ("table", "wide"):
+        shown = cli("users", "list", "-o", fmt)
+        assert shown.exit_code == 0, shown.stderr
+        assert "Ann\\u202eeeL\\u200b\\ufeff" in shown.stdout
+        assert "Mehr\u200cnoush" in shown.stdout  # a joiner belongs to the spelling
+    missing = cli("users", "show", "usr-\u202e1")
+    assert missing.exit_code == 4 and "usr-\\u202e1" in missing.stderr
+    assert "\u202e" not in missing.stderr
+
+
+def test_printable_escapes_every_format_character_but_the_joiners(no_database: None) -> None:
+    from bnplctl.validators import printable
+
+    assert printable("a\u202eb\u2069c\u200ed\u00ade\u2060f") == (
+        "a\\u202eb\\u2069c\\u200ed\\xade\\u2060f"
+    )
+    assert printable("x\u200cy\u200dz") == "x\u200cy\u200dz"
+    assert printable("plain é ü 名前") == "plain é ü 名前"

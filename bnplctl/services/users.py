@@ -24,6 +24,7 @@ from bnplctl.services.onboarding import (
 )
 from bnplctl.services.user_summary import USER_FIELDS, public_user_values
 from bnplctl.sorting import USER_SORT
+from bnplctl.validators import user_not_found
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def update_user(
     from bnplctl.services import locks
 
     if not locks.for_user_writes(session, [user_id]):
-        raise NotFound(f"user {user_id} not found")
+        raise NotFound(user_not_found(user_id))
     user = get_user(session, user_id)
     changed = []
     if change.name is not None and change.name != user.full_name:
@@ -153,7 +154,7 @@ def _write_phone(session: Session, user_id: str, phone_e164: str) -> None:
 def get_user(session: Session, user_id: str) -> User:
     user = session.get(User, user_id)
     if user is None:
-        raise NotFound(f"user {user_id} not found")
+        raise NotFound(user_not_found(user_id))
     return user
 
 
