@@ -131,6 +131,8 @@ def no_control_characters(value: str, field: str) -> str:
 
 # Plans start no earlier than this: a start in year 1 would make a plan ~740,000 days late.
 EARLIEST_START = date(2000, 1, 1)
+# Business and event dates from any input lie in this range (PRODUCT.md, "Strict input").
+LATEST_DATE = date(2100, 12, 31)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -273,7 +275,8 @@ def webhook_status(value: Any) -> str:
 
 
 def timestamp(value: Any, name: str) -> datetime | None:
-    """An ISO 8601 timestamp, in UTC (no offset: UTC); None if blank."""
+    """An ISO 8601 timestamp, in UTC (no offset: UTC), its UTC date from 2000-01-01 to
+    2100-12-31 (``in_window``); None if blank."""
     raw = text_field(value, name, 40)
     if raw is None:
         return None
@@ -284,15 +287,22 @@ def timestamp(value: Any, name: str) -> datetime | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     try:  # in UTC: PostgreSQL takes offsets up to 15:59 only, Python up to 23:59
-        return moment.astimezone(UTC)
+        in_utc = moment.astimezone(UTC)
     except OverflowError:
-        raise InvalidInput(f"{name}: out of range") from None
+        in_utc = None
+    if in_utc is None or not in_window(in_utc):
+        raise InvalidInput(f"{name}: must be from {EARLIEST_START} to {LATEST_DATE}")
+    return in_utc
+
+
+def in_window(moment: datetime) -> bool:
+    """Whether a timestamp in UTC falls from 2000-01-01 to 2100-12-31 (its UTC date): every
+    zone's rendering of it then stays within Python's years 1 to 9999."""
+    return EARLIEST_START <= moment.date() <= LATEST_DATE
 
 
 # --- option values (``cli/options.py`` makes a failure of these a usage error, exit 2) ----
 
-# Business and event dates from any input lie in this range (PRODUCT.md, "Strict input").
-LATEST_DATE = date(2100, 12, 31)
 MAX_KEY_LENGTH = 200  # an idempotency key
 
 

@@ -270,3 +270,113 @@ def test_printable_escapes_every_format_character_but_the_joiners(no_database: N
     )
     assert printable("x\u200cy\u200dz") == "x\u200cy\u200dz"
     assert printable("plain é ü 名前") == "plain é ü 名前"
+
+
+# --- item 5: dates at the ends of time ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("paid_at", "reason"),
+    [
+        ("9999-12-31T23:59:59Z", "paid_at: must be from 2000-01-01 to 2100-12-31"),
+        ("0001-01-01T00:00:00Z", "paid_at: must be from 2000-01-01 to 2100-12-31"),
+        ("1999-12-31T23:59:59Z", "paid_at: must be from 2000-01-01 to 2100-12-31"),
+        ("2100-12-31T23:00:00-05:00", "paid_at: must be from 2000-01-01 to 2100-12-31"),
+        ("2090-01-01T00:00:00Z", "paid_at: must be no later than a day from now"),
+    ],
+)
+def test_a_payments_paid_at_outside_its_window_is_invalid(
+    cli: Cli, engine: Engine, paid_at: str, reason: str
+) -> None:
+    from datetime import date
+
+    from tests.test_sweep import seed
+
+    seed(engine, 1, date(2026, 1, 1))
+    rows = [
+        {"reference": "P-1", "amount": "10", "installment_id": 1, "paid_at": paid_at},
+        {"reference": "P-2", "amount": "10", "installment_id": 1, "paid_at": "2026-01-02T10:00Z"},
+    ]
+    result = cli("payments", "import", "-", "--format", "jsonl", "-o", "json",
+                 input="".join(json.dumps(row) + "\n" for row in rows))  # fmt: skip
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["applied"], summary["invalid"]) == (1, 1)
+    assert reason in result.stdout
+
+
+@pytest.mark.parametrize(
+    "occurred_at", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00+00:00", "2101-01-01T00:00:00"]
+)
+def test_a_webhooks_occurred_at_outside_the_window_is_invalid(
+    cli: Cli, engine: Engine, occurred_at: str
+) -> None:
+    row = {"refund_id": "R-1", "status": "approved", "occurred_at": occurred_at}
+    result = cli("webhooks", "ingest", "-", "--format", "jsonl", "-o", "json",
+                 input=json.dumps(row) + "\n")  # fmt: skip
+
+    assert result.exit_code == 5, result.stderr
+    assert json.loads(result.stdout)["invalid"] == 1
+    assert "occurred_at: must be from 2000-01-01 to 2100-12-31" in result.stdout
+
+
+def test_a_date_of_birth_lies_between_1900_and_18_years_ago(cli: Cli, engine: Engine) -> None:
+    rows = [dict(JOHN, dob="1899-12-31"), dict(MALIKA, dob="1900-01-01")]
+    result = cli("users", "import", "-", "-o", "json", input=json.dumps(rows))
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["created"], summary["invalid"]) == (1, 1)
+    assert "dob: is before 1900" in result.stdout
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Tashkent", "Pacific/Kiritimati", "America/Adak"])
+def test_stored_dates_at_the_ends_of_time_never_make_a_listing_fail(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zone: str
+) -> None:
+    from datetime import date
+
+    from bnplctl.jobs import sweep_job
+    from tests.test_sweep import seed
+
+    seed(engine, 1, date(2026, 1, 1))
+    assert cli("installments", "pay", "1", "2").exit_code == 0
+    sweep_job(as_of=date(2026, 3, 15), dry_run=False, actor="t")
+    with engine.begin() as connection:  # as a restore, another tool or an old bug left them
+        for statement in (
+            "UPDATE payments SET paid_at = '9999-12-31 23:59:59.999999+00' WHERE id = 1",
+            "UPDATE payments SET paid_at = '0001-01-01 00:00:00+00' WHERE id = 2",
+            "UPDATE installments SET paid_at = '9999-12-31 23:59:59+00', due_date = '0001-01-01'"
+            " WHERE id = 1",
+            "UPDATE installments SET paid_at = '0001-01-01 00:00:00+00', due_date = '9999-12-31'"
+            " WHERE id = 2",
+            "UPDATE installments SET due_date = '0001-01-01', overdue_since = '0001-01-01'"
+            " WHERE id = 3",
+            "UPDATE plans SET start_date = '0001-01-01', created_at = '0001-01-01 00:00+00',"
+            " updated_at = '9999-12-31 23:59:59+00'",
+            "UPDATE users SET created_at = '9999-12-31 23:59:59+00'",
+        ):
+            connection.execute(text(statement))
+    monkeypatch.setenv("BNPL_TIMEZONE", zone)
+
+    for args in (
+        ["payments", "list"],
+        ["payments", "list", "--since", "2000-01-01"],
+        ["installments", "list"],
+        ["installments", "list", "--due-before", "2100-12-31"],
+        ["plans", "list"],
+        ["plans", "show", "1"],
+        ["users", "list"],
+        ["users", "show", "u-1"],
+        ["debt", "show", "u-1"],
+        ["debt", "explain", "u-1"],
+        ["debt", "report", "--as-of", "2026-03-15"],
+        ["debt", "report", "--as-of", "2026-03-15", "--html", str(tmp_path / "r.html")],
+    ):
+        for fmt in ("table", "json", "csv"):
+            result = cli(*args, "-o", fmt)
+            assert result.exit_code == 0, (args, fmt, result.stderr)
+    shown = cli("payments", "list", "-o", "wide").stdout
+    assert "9999-12-31" in shown and "0001-01-01" in shown
+    assert "Portfolio report" in (tmp_path / "r.html").read_text()

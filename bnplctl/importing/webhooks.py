@@ -38,6 +38,7 @@ from bnplctl.validators import (
     CONTROL_CHARACTERS,
     WEBHOOK_STATUSES,
     id_field,
+    in_window,
     required_id,
     text_field,
     timestamp,
@@ -264,6 +265,8 @@ def _plain_columns(row: RawRow) -> tuple[object, ...] | None:
                 moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
             ).astimezone(UTC)
         except (ValueError, OverflowError):
+            return None
+        if not in_window(occurred_at):
             return None
     return (
         row.line,
