@@ -329,10 +329,13 @@ def since_moment(raw: str, field: str = "since") -> datetime:
 
 
 def idempotency_key(raw: str) -> str:
-    """A request's idempotency key: 1 to 200 characters, no control characters."""
+    """A request's idempotency key: 1 to 200 characters, no control characters and no
+    bidi controls (an id, shown back in messages)."""
     key = raw.strip()
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(f"idempotency-key: 1 to {MAX_KEY_LENGTH} characters")
+    if BIDI_CONTROLS.search(key):
+        raise InvalidInput("idempotency-key: must not contain bidirectional control characters")
     return no_control_characters(key, "idempotency-key")
 
 

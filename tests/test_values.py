@@ -165,6 +165,8 @@ def test_a_not_found_message_never_repeats_a_number_typed_as_a_user_id(
         assert result.stderr.strip() == f"error: {shown}"
     plan = cli("plans", "create", "--user", typed, "--amount", "100")
     assert plan.exit_code == 4 and shown in plan.stderr
+    refund = cli("refunds", "create", "--user", typed, "--transaction-id", "T-1", "--amount", "5")
+    assert refund.exit_code == 4 and shown in refund.stderr
 
 
 def test_names_and_reasons_refuse_a_card_or_phone_number_written_with_spaces(
@@ -207,6 +209,31 @@ def test_a_bidi_control_in_a_name_is_refused(cli: Cli, engine: Engine, control: 
     assert cli(*add_args(JOHN)).exit_code == 0
     renamed = cli("users", "update", "usr-001", "--name", f"Ann{control}eeL")
     assert renamed.exit_code == 65 and control not in renamed.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["plans", "create", "--user", "u-1", "--amount", "5", "--idempotency-key", "k\u202e1"],
+         "--idempotency-key"),
+        (["plans", "create", "--user", "u-1", "--amount", "5", "--merchant-reference", "M\u2066"],
+         "--merchant-reference"),
+        (["refunds", "create", "--user", "u-1", "--transaction-id", "T\u202e", "--amount", "5"],
+         "--transaction-id"),
+        (["refunds", "create", "--user", "u-1", "--transaction-id", "T", "--amount", "5",
+          "--reason", "late\u202e"], "--reason"),
+        (["--actor", "ops\u202e", "users", "list"], "--actor"),
+        (["installments", "pay", "1", "--reference", "P\u2067"], "--reference"),
+    ],
+)  # fmt: skip
+def test_a_bidi_control_in_an_id_reference_or_key_option_is_a_usage_error(
+    cli: Cli, engine: Engine, args: list[str], option: str
+) -> None:
+    result = cli(*args)
+
+    assert result.exit_code == 2, result.stderr
+    assert option in result.stderr
+    assert not any(char in result.stderr for char in BIDI)
 
 
 def test_joiners_stay_allowed_in_names(cli: Cli, engine: Engine) -> None:
