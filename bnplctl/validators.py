@@ -60,8 +60,8 @@ def spreadsheet_safe(value: object) -> object:
 # A run of digits this long in a name is a phone, card or passport number typed into the
 # wrong field: it would then be shown unmasked wherever the name is.
 _DIGIT_RUN = re.compile(r"\d{5,}")
-# Digits with single spaces or dashes between them, as a card number is written.
-_SPACED_DIGITS = re.compile(r"[0-9](?:[ -]?[0-9])+")
+# 12 or more digits with single spaces or dashes between them, as a card number is written.
+_SPACED_DIGITS = re.compile(r"[0-9](?:[ -]?[0-9]){11,}")
 # A phone in international format, its digits grouped: "+998 90 123-45-67".
 _SPACED_PHONE = re.compile(r"\+[0-9](?:[ \-().]{0,2}[0-9]){6,}")
 CARD_DIGITS = (12, 19)
