@@ -407,3 +407,18 @@ def test_stored_dates_at_the_ends_of_time_never_make_a_listing_fail(
     shown = cli("payments", "list", "-o", "wide").stdout
     assert "9999-12-31" in shown and "0001-01-01" in shown
     assert "Portfolio report" in (tmp_path / "r.html").read_text()
+
+
+def test_a_rejects_file_shows_a_file_name_with_format_characters_escaped(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    hooks = tmp_path / "hooks\u202eldc.jsonl"
+    hooks.write_text(json.dumps({"refund_id": "R-1", "status": "sideways"}) + "\n")
+    rejects = tmp_path / "rejects.csv"
+
+    result = cli("webhooks", "ingest", str(hooks), "--rejects", str(rejects))
+
+    assert result.exit_code == 5, result.stderr
+    written = rejects.read_text()
+    assert "hooks\\u202eldc.jsonl" in written and "\u202e" not in written
+    assert "\u202e" not in result.stderr
