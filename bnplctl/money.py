@@ -54,9 +54,19 @@ def split_amount(total: Decimal, count: int) -> list[Decimal]:
         )
     share = (total / count).quantize(CENT, rounding=ROUND_HALF_UP)
     last = total - share * (count - 1)
-    if share <= 0 or last <= 0:
-        # Only reachable for tiny totals: fewer cents than installments, or rounding up.
-        raise InvalidInput(f"amount: {total} cannot be split into {count} positive installments")
+    if share <= 0:  # fewer cents than installments
+        raise InvalidInput(
+            f"amount: {total} is too small for {count} installments: the first"
+            f" {count - 1} would be {share} each ({total}/{count} rounded half-up to cents)"
+        )
+    if last <= 0:
+        # The shares rounded up can take the whole total (2.76 in 24: 23 of 0.12): the last
+        # installment, which takes the remainder, must stay above zero too.
+        raise InvalidInput(
+            f"amount: {total} in {count} installments: the first {count - 1} are {share} each"
+            f" ({total}/{count} rounded half-up to cents), which leaves {last} for the last"
+            " one; every installment must be more than 0 (rule 1)"
+        )
     return [share] * (count - 1) + [last]
 
 

@@ -17,6 +17,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from bnplctl import pii
@@ -24,6 +25,7 @@ from bnplctl.errors import InvalidInput
 from bnplctl.validators import (
     id_field,
     new_user_id,
+    own_passport_checked,
     parse_date,
     person_name,
     required_id,
@@ -129,6 +131,11 @@ class UserCreate(BaseModel):
             today = business_today()
         return pii.check_adult(parse_date(value, "dob"), today)
 
+    @model_validator(mode="after")
+    def _user_id_holds_no_passport(self) -> UserCreate:
+        own_passport_checked(self.user_id, self.passport)
+        return self
+
     @classmethod
     def parse(cls, fields: dict[str, Any], today: date | None = None) -> UserCreate:
         """Validate, turning the first failure into ``InvalidInput`` (exit 65).
@@ -203,7 +210,7 @@ class WebhookRow(BaseModel):
     @field_validator("merchant_reference", mode="before")
     @classmethod
     def _merchant_reference(cls, value: Any) -> str | None:
-        return text_field(value, "merchant_reference", 100)
+        return id_field(value, "merchant_reference")
 
     @classmethod
     def parse(cls, fields: dict[str, Any]) -> WebhookRow:

@@ -23,10 +23,26 @@ USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+# Format characters (Unicode category Cf) that belong to a spelling: the zero-width
+# non-joiner and joiner (Persian, Indic scripts, emoji sequences).
+SPELLING_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
+
+
 def printable(text: str) -> str:
-    """``text`` with its control characters shown escaped (``\\x1b``): safe for a terminal
-    and a rejects file, whatever a merchant's file held."""
-    return CONTROL_CHARACTERS.sub(lambda found: repr(found.group())[1:-1], text)
+    """``text`` with its control characters (``\\x1b``) and format characters (``\\u202e``,
+    but for the joiners of ``SPELLING_FORMAT_CHARACTERS``) shown escaped: safe for a
+    terminal and a rejects file, whatever a merchant's file held. Bidi controls would
+    otherwise make the text read otherwise than it is."""
+    if text.isprintable():  # neither Cc nor Cf (nor a line separator) in it
+        return text
+    import unicodedata
+
+    return "".join(
+        repr(char)[1:-1]
+        if char not in SPELLING_FORMAT_CHARACTERS and unicodedata.category(char) in ("Cc", "Cf")
+        else char
+        for char in text
+    )
 
 
 # A spreadsheet opening a CSV runs a cell that starts with one of these as a formula.
@@ -44,22 +60,54 @@ def spreadsheet_safe(value: object) -> object:
 # A run of digits this long in a name is a phone, card or passport number typed into the
 # wrong field: it would then be shown unmasked wherever the name is.
 _DIGIT_RUN = re.compile(r"\d{5,}")
+# 12 or more digits with single spaces or dashes between them, as a card number is written.
+_SPACED_DIGITS = re.compile(r"[0-9](?:[ -]?[0-9]){11,}")
+# A phone in international format, its digits grouped: "+998 90 123-45-67".
+_SPACED_PHONE = re.compile(r"\+[0-9](?:[ \-().]{0,2}[0-9]){6,}")
+CARD_DIGITS = (12, 19)
 
 
-def person_name(value: str, field: str = "name") -> str:
-    """A person's name: no control characters, no number of 5 or more digits."""
-    no_control_characters(value, field)
-    if _DIGIT_RUN.search(value):
-        raise InvalidInput(
-            f"{field}: must not contain a number of 5 or more digits"
-            " (a phone, card or passport number never goes in a name)"
-        )
-    return value
+def holds_card_number(text: str) -> bool:
+    """Whether ``text`` holds a card-number-like run: 12 to 19 digits (spaces or dashes
+    between them allowed) that pass the Luhn check, alone or inside a longer run."""
+    shortest, longest = CARD_DIGITS
+    for found in _SPACED_DIGITS.finditer(text):
+        digits = found.group().replace(" ", "").replace("-", "")
+        for length in range(shortest, min(longest, len(digits)) + 1):
+            for start in range(len(digits) - length + 1):
+                if pii.luhn_valid(digits[start : start + length]):
+                    return True
+    return False
+
+
+def holds_phone_number(text: str) -> bool:
+    """Whether ``text`` holds an international phone number: ``+`` and 7 or more digits,
+    grouped or not."""
+    return _SPACED_PHONE.search(text) is not None
 
 
 # Embedding, override and isolate controls: text that reads otherwise than it is stored.
 BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 MAX_FREE_TEXT = 500
+
+
+def person_name(value: str, field: str = "name") -> str:
+    """A person's name: no control characters, no bidi controls (the joiners stay), no
+    number of 5 or more digits, no card or phone number however it is spaced."""
+    no_control_characters(value, field)
+    if BIDI_CONTROLS.search(value):
+        raise InvalidInput(f"{field}: must not contain bidirectional control characters")
+    if _DIGIT_RUN.search(value):
+        raise InvalidInput(
+            f"{field}: must not contain a number of 5 or more digits"
+            " (a phone, card or passport number never goes in a name)"
+        )
+    if holds_card_number(value) or holds_phone_number(value):
+        raise InvalidInput(
+            f"{field}: must not contain a card or phone number"
+            " (a phone, card or passport number never goes in a name)"
+        )
+    return value
 
 
 def free_text(value: str, field: str, limit: int = MAX_FREE_TEXT) -> str | None:
@@ -70,8 +118,6 @@ def free_text(value: str, field: str, limit: int = MAX_FREE_TEXT) -> str | None:
     if not cleaned:
         return None
     person_name(cleaned, field)
-    if BIDI_CONTROLS.search(cleaned):
-        raise InvalidInput(f"{field}: must not contain bidirectional control characters")
     if len(cleaned) > limit:
         raise InvalidInput(f"{field}: at most {limit} characters")
     return cleaned
@@ -85,6 +131,8 @@ def no_control_characters(value: str, field: str) -> str:
 
 # Plans start no earlier than this: a start in year 1 would make a plan ~740,000 days late.
 EARLIEST_START = date(2000, 1, 1)
+# Business and event dates from any input lie in this range (PRODUCT.md, "Strict input").
+LATEST_DATE = date(2100, 12, 31)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -152,16 +200,21 @@ def quick_user(fields: dict[str, Any], today: date) -> UserValues | None:
     dob = fields.get("dob")
     if name is None or phone is None or passport is None or card is None:
         return None
-    if not 1 <= len(name) <= 200 or type(dob) is not str or CONTROL_CHARACTERS.search(name):
-        return None
-    if _DIGIT_RUN.search(name):
+    if not 1 <= len(name) <= 200 or type(dob) is not str or not name.isprintable():
+        return None  # (a joiner is not printable: such a name takes the model's path)
+    if _DIGIT_RUN.search(name) or holds_card_number(name) or holds_phone_number(name):
         return None
     try:
+        if user_id is not None and holds_card_number(user_id):
+            return None
+        normalized_passport = pii.normalize_passport(passport)
+        if user_id is not None and holds_passport(user_id, normalized_passport):
+            return None
         return (
             user_id,
             name,
             pii.normalize_phone(phone),
-            pii.normalize_passport(passport),
+            normalized_passport,
             pii.normalize_card(card),
             pii.check_adult(parse_date(dob, "dob"), today),
         )
@@ -222,7 +275,8 @@ def webhook_status(value: Any) -> str:
 
 
 def timestamp(value: Any, name: str) -> datetime | None:
-    """An ISO 8601 timestamp, in UTC (no offset: UTC); None if blank."""
+    """An ISO 8601 timestamp, in UTC (no offset: UTC), its UTC date from 2000-01-01 to
+    2100-12-31 (``in_window``); None if blank."""
     raw = text_field(value, name, 40)
     if raw is None:
         return None
@@ -233,15 +287,22 @@ def timestamp(value: Any, name: str) -> datetime | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     try:  # in UTC: PostgreSQL takes offsets up to 15:59 only, Python up to 23:59
-        return moment.astimezone(UTC)
+        in_utc = moment.astimezone(UTC)
     except OverflowError:
-        raise InvalidInput(f"{name}: out of range") from None
+        in_utc = None
+    if in_utc is None or not in_window(in_utc):
+        raise InvalidInput(f"{name}: must be from {EARLIEST_START} to {LATEST_DATE}")
+    return in_utc
+
+
+def in_window(moment: datetime) -> bool:
+    """Whether a timestamp in UTC falls from 2000-01-01 to 2100-12-31 (its UTC date): every
+    zone's rendering of it then stays within Python's years 1 to 9999."""
+    return EARLIEST_START <= moment.date() <= LATEST_DATE
 
 
 # --- option values (``cli/options.py`` makes a failure of these a usage error, exit 2) ----
 
-# Business and event dates from any input lie in this range (PRODUCT.md, "Strict input").
-LATEST_DATE = date(2100, 12, 31)
 MAX_KEY_LENGTH = 200  # an idempotency key
 
 
@@ -268,21 +329,72 @@ def since_moment(raw: str, field: str = "since") -> datetime:
 
 
 def idempotency_key(raw: str) -> str:
-    """A request's idempotency key: 1 to 200 characters, no control characters."""
+    """A request's idempotency key: 1 to 200 characters, no control characters and no
+    bidi controls (an id, shown back in messages)."""
     key = raw.strip()
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidInput(f"idempotency-key: 1 to {MAX_KEY_LENGTH} characters")
+    if BIDI_CONTROLS.search(key):
+        raise InvalidInput("idempotency-key: must not contain bidirectional control characters")
     return no_control_characters(key, "idempotency-key")
 
 
 def new_user_id(raw: str) -> str:
-    """A user id chosen at onboarding (``--user-id``, a file's ``user_id``)."""
+    """A user id chosen at onboarding (``--user-id``, a file's ``user_id``): shown and
+    audited everywhere, so it never holds a card number (nor, ``own_passport``, the
+    user's passport)."""
     value = raw.strip()
     if not USER_ID_PATTERN.fullmatch(value):
         raise InvalidInput(
             "user_id: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
+    if holds_card_number(value):
+        raise InvalidInput(
+            "user_id: must not contain a card number (12 to 19 digits passing the Luhn check)"
+        )
     return value
+
+
+_ID_SEPARATORS = re.compile(r"[._\- ]")
+
+
+def holds_passport(user_id: str, passport: str) -> bool:
+    """Whether ``user_id`` holds ``passport`` (as typed or normalised), in any case, with
+    or without separators (``aa-1234567`` holds ``AA1234567``)."""
+    wanted = _ID_SEPARATORS.sub("", passport).upper()
+    return len(wanted) >= 6 and wanted in _ID_SEPARATORS.sub("", user_id).upper()
+
+
+def own_passport_checked(user_id: str | None, passport: str) -> str | None:
+    """``user_id``, unless it holds the user's own ``passport``."""
+    if user_id is not None and holds_passport(user_id, passport):
+        raise InvalidInput("user_id: must not contain the user's passport number")
+    return user_id
+
+
+WITHHELD = "<withheld>"
+_PASSPORT_FORM = re.compile(r"[A-Za-z]+[0-9]+")
+
+
+def shown_id(value: Any, passport: Any = None) -> str:
+    """An id from input (a file's row) as a rejects file or a message shows it: escaped;
+    ``<withheld>`` when it holds a card or phone number or (``passport``) the row's own
+    passport."""
+    text = str(value if value is not None else "")[:100]
+    if holds_card_number(text) or holds_phone_number(text):
+        return WITHHELD
+    if isinstance(passport, str) and holds_passport(text, passport):
+        return WITHHELD
+    return printable(text)
+
+
+def user_not_found(user_id: str) -> str:
+    """The message for a user id that names no user, which may be a number typed into the
+    wrong place: ``shown_id``, and masked as a passport when it has a passport's form."""
+    shown = shown_id(user_id)
+    if shown != WITHHELD and 6 <= len(user_id) <= 20 and _PASSPORT_FORM.fullmatch(user_id):
+        return f"user {pii.mask_passport(user_id)} not found (masked: it reads as a passport)"
+    return f"user {shown} not found"
 
 
 @dataclass(frozen=True)

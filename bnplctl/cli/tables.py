@@ -113,7 +113,8 @@ def header(name: str) -> str:
 
 def local_minute(value: str) -> str:
     """An ISO 8601 timestamp as ``2026-12-02 11:55`` in the business time zone; anything
-    else unchanged."""
+    else unchanged, and so is a moment that zone cannot show (9999-12-31 23:59 UTC is
+    year 10000 in Pacific/Kiritimati): a stored value never makes a table fail."""
     from zoneinfo import ZoneInfo
 
     try:
@@ -122,7 +123,11 @@ def local_minute(value: str) -> str:
         return value
     if moment.tzinfo is None:
         return value
-    return moment.astimezone(ZoneInfo(_settings()[0])).strftime("%Y-%m-%d %H:%M")
+    try:
+        local = moment.astimezone(ZoneInfo(_settings()[0]))
+    except (OverflowError, ValueError):
+        return value
+    return f"{local.date().isoformat()} {local:%H:%M}"  # strftime writes year 1 as "1"
 
 
 def cell_text(name: str, value: Any, plain: str) -> str:

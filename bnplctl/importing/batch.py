@@ -415,12 +415,12 @@ class RejectsFile:
         self._write(["file", "line", key_name, "outcome", "reason"])
 
     def write(self, file: str, row: Rejected) -> None:
-        from bnplctl.validators import spreadsheet_safe
+        from bnplctl.validators import printable, spreadsheet_safe
 
         self.written += 1
         self._write(
-            [spreadsheet_safe(file), row.line, spreadsheet_safe(row.key), row.outcome,
-             spreadsheet_safe(row.reason)]
+            [spreadsheet_safe(printable(file)), row.line, spreadsheet_safe(row.key),
+             row.outcome, spreadsheet_safe(printable(row.reason))]
         )  # fmt: skip
 
     def _write(self, cells: list[Any]) -> None:

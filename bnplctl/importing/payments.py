@@ -16,7 +16,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,9 @@ OUTCOMES = (
     "invalid",
 )
 PAYMENT_COLUMNS = ("reference", "amount")
+# A payment's paid_at may run ahead of this machine's clock by a day (another time zone,
+# a processor's clock), never more: a typo would otherwise date a payment in 2090.
+PAID_AT_AHEAD = timedelta(days=1)
 CHUNK_ROWS = 5000
 
 
@@ -63,6 +66,7 @@ class PaymentRow:
 def parse_payment(row: RawRow) -> PaymentRow:
     """One row of a payments file, validated; ``InvalidInput`` names the field. The
     same checks as ``schemas.PaymentRow`` (which is built on this function)."""
+    from bnplctl import clock
     from bnplctl.money import parse_amount
 
     if row.error is not None:
@@ -84,13 +88,16 @@ def parse_payment(row: RawRow) -> PaymentRow:
             raise InvalidInput("installment_id: out of range")
     if user_id is None and installment_id is None:
         raise InvalidInput("user_id or installment_id: one of them is required")
+    paid_at = timestamp(fields.get("paid_at"), "paid_at")
+    if paid_at is not None and paid_at > clock.now() + PAID_AT_AHEAD:
+        raise InvalidInput("paid_at: must be no later than a day from now")
     return PaymentRow(
         line=row.line,
         reference=reference,
         amount=amount,
         user_id=user_id,
         installment_id=installment_id,
-        paid_at=timestamp(fields.get("paid_at"), "paid_at"),
+        paid_at=paid_at,
     )
 
 

@@ -52,7 +52,7 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
     gives its result or the canonical error message.
     """
     from bnplctl.services.onboarding import copy_line, new_user_id, protected_values
-    from bnplctl.validators import printable, quick_user
+    from bnplctl.validators import quick_user, shown_id
 
     lines: list[str] = []
     keys: list[tuple[int, str, str]] = []
@@ -60,7 +60,7 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
     generated: set[int] = set()
     for row in rows:
         if row.error is not None:
-            key = printable(str(row.fields.get("user_id") or "")[:64])
+            key = shown_id(row.fields.get("user_id"), row.fields.get("passport"))
             invalid.append(Rejected(row.line, key, "invalid", row.error))
             continue
         parsed = quick_user(row.fields, today)
@@ -70,7 +70,7 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
             try:
                 user = UserCreate.parse(row.fields, today)
             except InvalidInput as exc:
-                key = printable(str(row.fields.get("user_id") or "")[:64])
+                key = shown_id(row.fields.get("user_id"), row.fields.get("passport"))
                 invalid.append(Rejected(row.line, key, "invalid", exc.message))
                 continue
             parsed = (user.user_id, user.name, user.phone, user.passport, user.card, user.dob)

@@ -38,6 +38,7 @@ from bnplctl.validators import (
     CONTROL_CHARACTERS,
     WEBHOOK_STATUSES,
     id_field,
+    in_window,
     required_id,
     text_field,
     timestamp,
@@ -110,7 +111,7 @@ def _quick_update(row: RawRow) -> WebhookUpdate:
         event_id=event_id,
         occurred_at=occurred_at,
         amount=parse_amount(amount_raw) if amount_raw is not None else None,
-        merchant_reference=text_field(fields.get("merchant_reference"), "merchant_reference", 100),
+        merchant_reference=id_field(fields.get("merchant_reference"), "merchant_reference"),
     )
 
 
@@ -252,6 +253,7 @@ def _plain_columns(row: RawRow) -> tuple[object, ...] | None:
         or len(event_id) > 100
         or not event_id.isprintable()
         or len(merchant_reference) > 100
+        or not merchant_reference.isprintable()
         or len(raw_moment) > 40
     ):
         return None
@@ -263,6 +265,8 @@ def _plain_columns(row: RawRow) -> tuple[object, ...] | None:
                 moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
             ).astimezone(UTC)
         except (ValueError, OverflowError):
+            return None
+        if not in_window(occurred_at):
             return None
     return (
         row.line,

@@ -8,6 +8,7 @@ from typing import Any
 
 from bnplctl.errors import NotFound
 from bnplctl.money import format_amount
+from bnplctl.validators import user_not_found
 
 # One query, served by the partial index ix_installments_user_id_overdue.
 _DEBT_SQL = """
@@ -26,7 +27,7 @@ def debt_of(connection: Any, user_id: str, business_date: date) -> dict[str, Any
 
     rows = fetch_all(connection, _DEBT_SQL, {"user_id": user_id})
     if not rows:
-        raise NotFound(f"user {user_id} not found")
+        raise NotFound(user_not_found(user_id))
     overdue = [row for row in rows if row["id"] is not None]
     total = sum((Decimal(row["amount_due"]) for row in overdue), Decimal("0"))
     return {
@@ -84,7 +85,7 @@ def explain(connection: Any, user_id: str, business_date: date) -> dict[str, Any
 
     rows = fetch_all(connection, _EXPLAIN_SQL, {"user_id": user_id})
     if not rows:
-        raise NotFound(f"user {user_id} not found")
+        raise NotFound(user_not_found(user_id))
     unpaid = [row for row in rows if row["id"] is not None]
     overdue = [row for row in unpaid if row["status"] == "OVERDUE"]
     upcoming = [row for row in unpaid if row["status"] == "UPCOMING"]

@@ -17,6 +17,7 @@ from bnplctl.services import audit
 from bnplctl.services.listing import ListRequest, Page, in_batches, ordering, page
 from bnplctl.services.schedule import schedule
 from bnplctl.sorting import INSTALLMENT_SORT, PLAN_SORT
+from bnplctl.validators import user_not_found
 
 
 def lock_user(session: Session, user_id: str) -> User:
@@ -25,7 +26,7 @@ def lock_user(session: Session, user_id: str) -> User:
     from bnplctl.services import locks
 
     if not locks.for_user_writes(session, [user_id]):
-        raise NotFound(f"user {user_id} not found")
+        raise NotFound(user_not_found(user_id))
     user = session.exec(select(User).where(User.user_id == user_id)).one()
     session.refresh(user)
     return user

@@ -30,6 +30,7 @@ _PAYMENTS_SQL = """
     SELECT (paid_at AT TIME ZONE %(tz)s)::date AS day, count(*) AS count, sum(amount) AS amount
     FROM payments
     WHERE paid_at >= %(since)s::date AT TIME ZONE %(tz)s
+      AND paid_at < %(after)s::date AT TIME ZONE %(tz)s
     GROUP BY 1
 """
 _REFUNDS_SQL = """
@@ -37,6 +38,7 @@ _REFUNDS_SQL = """
            sum(amount) AS amount
     FROM refunds
     WHERE status = 'COMPLETED' AND processed_at >= %(since)s::date AT TIME ZONE %(tz)s
+      AND processed_at < %(after)s::date AT TIME ZONE %(tz)s
     GROUP BY 1
 """
 # The partial index on OVERDUE installments by user serves the grouping.
@@ -63,7 +65,9 @@ def portfolio(connection: Any, business_date: date, timezone: str) -> dict[str, 
     from bnplctl.services.debt import aging_report
 
     since = business_date - timedelta(days=DAYS_SHOWN - 1)
-    window = {"tz": timezone, "since": since}
+    # Only the days shown: a moment stored far ahead (year 9999) is no day Python can
+    # hold in every zone, and no day of this report either.
+    window = {"tz": timezone, "since": since, "after": business_date + timedelta(days=1)}
     history = fetch_all(connection, _HISTORY_SQL, {"limit": SWEEPS_SHOWN})
     payments = {row["day"]: row for row in fetch_all(connection, _PAYMENTS_SQL, window)}
     refunds = {row["day"]: row for row in fetch_all(connection, _REFUNDS_SQL, window)}

@@ -10,6 +10,7 @@ from typing import Any
 from bnplctl import pii
 from bnplctl.errors import NotFound
 from bnplctl.money import format_amount
+from bnplctl.validators import user_not_found
 
 USER_FIELDS = (
     "user_id",
@@ -72,7 +73,7 @@ def user_summary(connection: Any, user_id: str) -> dict[str, Any]:
 
     rows = fetch_all(connection, _SUMMARY_SQL, {"user_id": user_id})
     if not rows:
-        raise NotFound(f"user {user_id} not found")
+        raise NotFound(user_not_found(user_id))
     row = rows[0]
     return public_user_values(row) | {
         "plans_active": int(row["plans_active"]),
