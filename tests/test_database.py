@@ -229,6 +229,39 @@ def test_bad_key_file_exits_78(cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert "must hold 32 bytes" in result.stderr
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "large"])
+def test_a_key_file_that_is_not_a_small_regular_file_exits_78_at_once(
+    engine: Engine, tmp_path: Path, kind: str
+) -> None:
+    """A FIFO would wait for a writer for ever, /dev/zero would be read without end: the
+    key file is a regular file of a key's size, or the command stops (78), reading nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import JOHN, add_args
+
+    key = {"fifo": tmp_path / "key.fifo", "device": Path("/dev/zero"), "large": tmp_path / "k"}
+    if kind == "fifo":
+        os.mkfifo(key[kind])
+    if kind == "large":
+        key[kind].write_text("00" * 10_000_000)
+    environment = {**os.environ, "BNPL_SECRET_KEY_FILE": str(key[kind])}
+    done = subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "bnplctl", *add_args(JOHN)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 78, done.stderr
+    assert done.stderr.startswith(f"error: BNPL_SECRET_KEY_FILE: {key[kind]} is ")
+    assert len(done.stderr.splitlines()) == 1
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM users")).scalar_one() == 0
+
+
 def test_embedded_server_starts_migrates_and_stops(
     cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
