@@ -244,6 +244,10 @@ def translate_db_errors() -> Iterator[None]:
         yield
     except kinds as exc:
         raise database_error(exc) from exc
+    except Exception as exc:
+        if not read_only(exc):
+            raise
+        raise database_error(exc) from exc
 
 
 @contextmanager
@@ -301,6 +305,8 @@ def database_error(exc: BaseException) -> ConfigError | Unavailable:
     """What a lost, refused or cancelled connection means for the operator (its first
     line only, never the server's DETAIL or CONTEXT): a URL that must change (78), or a
     server to retry later (75)."""
+    if read_only(exc):
+        return Unavailable(READ_ONLY_MESSAGE)
     reason = str(getattr(exc, "orig", exc)).strip()
     if reason.startswith(_BAD_OPTION):  # libpq refused an option before connecting
         return ConfigError(f"BNPL_DATABASE_URL: {reason.splitlines()[0]}")
@@ -308,6 +314,36 @@ def database_error(exc: BaseException) -> ConfigError | Unavailable:
     if refused is not None:  # retrying will not help: the URL must change
         return ConfigError(f"BNPL_DATABASE_URL: {refused}")
     return Unavailable(unavailable_message(exc))
+
+
+READ_ONLY_MESSAGE = (
+    "the database is read-only (a standby, or default_transaction_read_only is on):"
+    " nothing was written; retry later, against the primary"
+)
+
+
+def read_only(exc: BaseException) -> bool:
+    """Whether the server refused a write because it is read-only (SQLSTATE 25006: a hot
+    standby, ``default_transaction_read_only``), from psycopg2 or wrapped by SQLAlchemy."""
+    return getattr(getattr(exc, "orig", exc), "pgcode", None) == "25006"
+
+
+def recognised_database_error(exc: BaseException) -> ConfigError | Unavailable | None:
+    """What ``database_error`` makes of ``exc`` when it is about the database itself (a
+    lost, refused or cancelled connection, a read-only server), from SQLAlchemy or from
+    the raw DB-API cursor (COPY), recognised without importing either; else None."""
+    import sys
+
+    kinds: tuple[type[BaseException], ...] = ()
+    sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_errors is not None:
+        kinds += (sqlalchemy_errors.OperationalError, sqlalchemy_errors.InterfaceError)
+    psycopg2 = sys.modules.get("psycopg2")
+    if psycopg2 is not None:
+        kinds += (psycopg2.OperationalError, psycopg2.InterfaceError)
+    if (kinds and isinstance(exc, kinds)) or read_only(exc):
+        return database_error(exc)
+    return None
 
 
 # What a server says at connection time about the URL itself (not about its own state).

