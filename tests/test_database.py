@@ -452,3 +452,66 @@ def test_the_scheduler_logs_a_read_only_database_as_75(
     assert (sweep["exit_code"], purge["exit_code"], run["exit_code"]) == (75, 75, 75)
     assert sweep["message"].startswith("sweep failed: the database is read-only")
     assert purge["message"].startswith("purge failed: the database is read-only")
+
+
+def _migrated(url: str, *statements: str) -> None:
+    engine = create_engine(db.normalize_url(url))
+    try:
+        with engine.begin() as connection:
+            db.upgrade(connection)
+            for statement in statements:
+                connection.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def test_a_database_newer_than_this_bnplctl_says_so_with_78(
+    cli: Cli, empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgraded by a later bnplctl: `db upgrade` cannot help (it exited 1), and the
+    message must not send the operator to it."""
+    _migrated(empty_database, "UPDATE alembic_version SET version_num = '0099'")
+    monkeypatch.setenv("BNPL_DATABASE_URL", empty_database)
+
+    for command in (["users", "list"], ["debt", "show", "usr-1"], ["db", "upgrade"]):
+        result = cli(*command)
+        assert result.exit_code == 78, (command, result.stderr)
+        assert result.stderr == (
+            "error: database schema is at revision 0099, which this bnplctl does not know"
+            f" (its head is {db.SCHEMA_HEAD}): the database is newer than this bnplctl;"
+            " use the bnplctl that upgraded it\n"
+        ), command
+
+
+def test_two_rows_in_alembic_version_are_refused_with_78(
+    cli: Cli, empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _migrated(empty_database, "INSERT INTO alembic_version VALUES ('0005')")
+    monkeypatch.setenv("BNPL_DATABASE_URL", empty_database)
+
+    for command in (["users", "list"], ["debt", "show", "usr-1"], ["db", "upgrade"]):
+        result = cli(*command)
+        assert result.exit_code == 78, (command, result.stderr)
+        assert result.stderr == (
+            "error: database schema: alembic_version holds 2 revisions (0005, "
+            f"{db.SCHEMA_HEAD}), where there is one; put the right one back by hand\n"
+        ), command
+
+
+def test_verify_names_a_missing_table_with_69(
+    cli: Cli, empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _migrated(empty_database, "DROP TABLE payment_allocations")
+    monkeypatch.setenv("BNPL_DATABASE_URL", empty_database)
+
+    result = cli("verify", "-o", "json")
+
+    assert result.exit_code == 69, result.stderr
+    assert result.stderr == (
+        "error: the schema lacks the table payment_allocations: the invariants cannot be checked\n"
+    )
+    assert json.loads(result.stdout) == {
+        "ok": False,
+        "missing_tables": ["payment_allocations"],
+        "checks": [],
+    }
