@@ -441,3 +441,24 @@ def test_a_replaced_file_keeps_its_permissions_but_never_setuid_or_setgid(
     assert _written_by(cli, tmp_path, target, what).exit_code in (0, 5)
     assert target.read_text() != "old\n"
     assert oct(target.stat().st_mode & 0o7777) == oct(0o755)
+
+
+@pytest.mark.parametrize(
+    "command", [("users", "import"), ("webhooks", "ingest"), ("payments", "import")]
+)
+@pytest.mark.parametrize("fmt", ["auto", "csv", "jsonl", "json"])
+def test_an_input_that_fails_to_read_is_66_in_one_line(
+    cli: Cli, engine: Engine, command: tuple[str, str], fmt: str
+) -> None:
+    """/proc/self/mem opens but every read fails (EIO), as a failing disk does: the
+    input is unreadable (66), not a bug (1)."""
+    before = row_counts(engine)
+
+    result = cli(*command, "/proc/self/mem", "--format", fmt)
+
+    assert result.exit_code == 66, result.stderr
+    assert result.stderr == "error: /proc/self/mem: cannot be read (Input/output error)\n"
+    after = row_counts(engine)
+    assert after.pop("ingested_files") <= 1  # a webhook file's record, left unfinished
+    before.pop("ingested_files")
+    assert after == before
