@@ -366,3 +366,49 @@ def test_an_import_terminated_at_any_moment_ends_in_one_line_without_hanging(
             assert len(stderr.splitlines()) == 1, (delay, stderr)
             assert stderr.startswith("error: terminated (SIGTERM)"), (delay, stderr)
     assert sum(code == 143 for _, code, _ in outcomes) >= 4, outcomes
+
+
+def test_a_signal_while_the_workers_start_leaves_none_behind(no_database: None) -> None:
+    """A SIGTERM that arrives while the workers are forked waits until they all are,
+    then stops the import, and every worker is gone: one left running would ignore the
+    SIGTERM multiprocessing sends at exit, and the exit would wait for it for ever."""
+    import multiprocessing
+    import os
+    import signal
+
+    from bnplctl.errors import Terminated
+    from bnplctl.importing.users import _Workers
+
+    context = multiprocessing.get_context("fork")
+
+    class SignalledAtEachStart:
+        """The fork context, with a SIGTERM to this process as each worker starts."""
+
+        Pipe = staticmethod(context.Pipe)
+
+        @staticmethod
+        def Process(**kwargs: Any) -> Any:  # noqa: N802 - the context's own name
+            process = context.Process(**kwargs)
+            start = process.start
+
+            def start_then_signal() -> None:
+                start()
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            process.start = start_then_signal  # type: ignore[method-assign]
+            return process
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        with pytest.raises(Terminated):
+            _Workers(SignalledAtEachStart(), 3, bytes(32))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    left = multiprocessing.active_children()
+    for process in left:  # so that a failure here does not hang the test run's exit
+        process.kill()
+        process.join()
+    assert left == []

@@ -101,27 +101,25 @@ class _Workers:
     a worker that died on the group's signal could hold the task queue's lock, or leave
     half a result in the shared result pipe, and ``Pool.terminate()`` then waited for
     ever; one that outlived this process printed a BrokenPipeError traceback. The
-    signals wait while the workers are forked, so none starts with this process's
-    handlers or is left behind by a stop during the forks."""
+    signals wait while the workers are forked (``_signals_held``), so none starts with
+    this process's handlers or is left behind by a stop during the forks."""
 
     def __init__(self, context: Any, count: int, master: bytes) -> None:
         self.links: list[Any] = []
         self.processes: list[Any] = []
         self.handed_out = 0
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            for _ in range(count):
-                mine, theirs = context.Pipe()
-                process = context.Process(target=_serve, args=(theirs, master), daemon=True)
-                self.processes.append(process)
-                process.start()
-                theirs.close()
-                self.links.append(mine)
-        except BaseException:
-            self.stop()
+            with _signals_held():
+                for _ in range(count):
+                    mine, theirs = context.Pipe()
+                    process = context.Process(target=_serve, args=(theirs, master), daemon=True)
+                    self.processes.append(process)
+                    process.start()
+                    theirs.close()
+                    self.links.append(mine)
+        except BaseException:  # a signal that came meanwhile is raised as they are let in
+            self.__exit__()
             raise
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def submit(self, item: WorkItem, today: date) -> _Pending:
         """Hand ``item`` to the next worker in turn; its result is ``.get()``."""
@@ -145,11 +143,20 @@ class _Workers:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-        try:
+        with _signals_held():  # a signal that comes meanwhile is raised once they are gone
             self.stop()
-        finally:  # a signal that came meanwhile is raised now, once they are gone
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (then the one that came is raised):
+    the workers are never left half made or half stopped. Left running, they would
+    ignore the SIGTERM that multiprocessing's exit sends them, and the exit would wait."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 @dataclass(frozen=True)
