@@ -201,7 +201,9 @@ def get_engine(check_schema: bool = True) -> Engine:
         )
         if get_settings().embedded:
             with connect(engine) as connection:
-                if current_revision(connection) != SCHEMA_HEAD:
+                revision = current_revision(connection)
+                if revision != SCHEMA_HEAD:
+                    refuse_unknown_revision(revision)
                     upgrade(connection)
                     connection.commit()
             _engine = engine
@@ -244,6 +246,10 @@ def translate_db_errors() -> Iterator[None]:
         yield
     except kinds as exc:
         raise database_error(exc) from exc
+    except Exception as exc:
+        if not read_only(exc):
+            raise
+        raise database_error(exc) from exc
 
 
 @contextmanager
@@ -269,12 +275,11 @@ def read_scope() -> Iterator[Any]:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
                 row = cursor.fetchone()
+                versions: list[str] = []
                 if row and row[0]:
-                    cursor.execute("SELECT max(version_num) FROM alembic_version")
-                    row = cursor.fetchone()
-                else:
-                    row = None
-            _check_revision(row[0] if row else None)
+                    cursor.execute("SELECT version_num FROM alembic_version")
+                    versions = [str(found[0]) for found in cursor.fetchall()]
+            _check_revision(_one_revision(versions))
             yield connection
         finally:
             connection.rollback()
@@ -290,17 +295,53 @@ def fetch_all(connection: Any, sql: str, params: dict[str, Any]) -> list[dict[st
 
 
 def _check_revision(revision: str | None) -> None:
-    if revision != SCHEMA_HEAD:
+    if revision == SCHEMA_HEAD:
+        return
+    refuse_unknown_revision(revision)
+    raise ConfigError(
+        f"database schema is at revision {revision or 'none'}, head is {SCHEMA_HEAD}: "
+        "run `bnplctl db upgrade`"
+    )
+
+
+def refuse_unknown_revision(revision: str | None) -> None:
+    """78 for a revision none of this bnplctl's migrations has: a later bnplctl upgraded
+    the database, and ``db upgrade`` cannot help (it has no way back)."""
+    if revision is None or revision == SCHEMA_HEAD:
+        return
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        known = ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    except CommandError:
+        known = None
+    if known is None:
         raise ConfigError(
-            f"database schema is at revision {revision or 'none'}, head is {SCHEMA_HEAD}: "
-            "run `bnplctl db upgrade`"
+            f"database schema is at revision {revision}, which this bnplctl does not know"
+            f" (its head is {SCHEMA_HEAD}): the database is newer than this bnplctl;"
+            " use the bnplctl that upgraded it"
         )
+
+
+def _one_revision(versions: list[str]) -> str | None:
+    """The schema's revision from ``alembic_version``'s rows: one line of migrations has
+    one row; more is a table edited by hand, which no command guesses its way past (78)."""
+    if len(versions) > 1:
+        raise ConfigError(
+            f"database schema: alembic_version holds {len(versions)} revisions"
+            f" ({', '.join(sorted(versions))}), where there is one; put the right one back"
+            " by hand"
+        )
+    return versions[0] if versions else None
 
 
 def database_error(exc: BaseException) -> ConfigError | Unavailable:
     """What a lost, refused or cancelled connection means for the operator (its first
     line only, never the server's DETAIL or CONTEXT): a URL that must change (78), or a
     server to retry later (75)."""
+    if read_only(exc):
+        return Unavailable(READ_ONLY_MESSAGE)
     reason = str(getattr(exc, "orig", exc)).strip()
     if reason.startswith(_BAD_OPTION):  # libpq refused an option before connecting
         return ConfigError(f"BNPL_DATABASE_URL: {reason.splitlines()[0]}")
@@ -308,6 +349,36 @@ def database_error(exc: BaseException) -> ConfigError | Unavailable:
     if refused is not None:  # retrying will not help: the URL must change
         return ConfigError(f"BNPL_DATABASE_URL: {refused}")
     return Unavailable(unavailable_message(exc))
+
+
+READ_ONLY_MESSAGE = (
+    "the database is read-only (a standby, or default_transaction_read_only is on):"
+    " nothing was written; retry later, against the primary"
+)
+
+
+def read_only(exc: BaseException) -> bool:
+    """Whether the server refused a write because it is read-only (SQLSTATE 25006: a hot
+    standby, ``default_transaction_read_only``), from psycopg2 or wrapped by SQLAlchemy."""
+    return getattr(getattr(exc, "orig", exc), "pgcode", None) == "25006"
+
+
+def recognised_database_error(exc: BaseException) -> ConfigError | Unavailable | None:
+    """What ``database_error`` makes of ``exc`` when it is about the database itself (a
+    lost, refused or cancelled connection, a read-only server), from SQLAlchemy or from
+    the raw DB-API cursor (COPY), recognised without importing either; else None."""
+    import sys
+
+    kinds: tuple[type[BaseException], ...] = ()
+    sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
+    if sqlalchemy_errors is not None:
+        kinds += (sqlalchemy_errors.OperationalError, sqlalchemy_errors.InterfaceError)
+    psycopg2 = sys.modules.get("psycopg2")
+    if psycopg2 is not None:
+        kinds += (psycopg2.OperationalError, psycopg2.InterfaceError)
+    if (kinds and isinstance(exc, kinds)) or read_only(exc):
+        return database_error(exc)
+    return None
 
 
 # What a server says at connection time about the URL itself (not about its own state).
@@ -480,8 +551,8 @@ def current_revision(connection: Connection) -> str | None:
     exists = connection.execute(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
     if not exists.scalar_one():
         return None
-    revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    return str(revision) if revision is not None else None
+    versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    return _one_revision([str(version) for version in versions])
 
 
 def upgrade(connection: Connection) -> None:

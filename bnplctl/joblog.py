@@ -58,55 +58,16 @@ def _make_directories(directory: Path) -> None:
         os.chmod(made, DIRECTORY_MODE)
 
 
-def _protected_files() -> list[Path]:
-    """The files no log may be appended to: the secret key (where the settings put it,
-    and where the embedded database's is generated) and the env files, read from the raw
-    settings so that a bad value elsewhere (itself logged) does not lift the guard."""
-    from bnplctl.config import ENV_FILE, PREFIX, default_data_dir, given_settings, named_env_file
-    from bnplctl.errors import ConfigError
-
-    try:
-        given = given_settings()
-    except ConfigError:  # an unreadable BNPL_ENV_FILE: the environment alone
-        given = {
-            key[len(PREFIX) :].lower(): value
-            for key, value in os.environ.items()
-            if key.upper().startswith(PREFIX)
-        }
-    protected = [Path(ENV_FILE)]
-    named = named_env_file()
-    if named is not None:
-        protected.append(named)
-    key_file = given.get("secret_key_file", "").strip()
-    if key_file:
-        protected.append(Path(key_file).expanduser())
-    data_dir = given.get("data_dir", "").strip()
-    protected.append(
-        (Path(data_dir).expanduser() if data_dir else default_data_dir()) / "secret.key"
-    )
-    return protected
-
-
-def _same_file(path: Path, other: Path) -> bool:
-    """The same file, by any name: a symbolic or a hard link included."""
-    try:
-        mine, theirs = path.stat(), other.stat()
-    except OSError:
-        return os.path.realpath(path) == os.path.realpath(other)
-    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
-
-
 def opened(path_text: str) -> Path:
     """The log file ``path_text``, ready to append to: missing directories made, the file
     created. A path that cannot be a log file is exit 2; one that cannot be written, 74
     (on stderr: there is no log to say it in). A FIFO without a reader is not waited for."""
     if path_text.strip() in ("", "-") or path_text.endswith("/"):
         raise UsageProblem("--log-file: a file path is needed (not '-', '' or a directory)")
+    from bnplctl.outfile import refuse_unsafe_target
+
     path = Path(path_text).expanduser().absolute()
-    if any(_same_file(path, protected) for protected in _protected_files()):
-        raise UsageProblem(
-            "--log-file: that is the secret key or an env file, which are never an output"
-        )
+    refuse_unsafe_target(path, "--log-file")
     try:
         _make_directories(path.parent)
         os.close(os.open(path, _OPEN_FLAGS, FILE_MODE))

@@ -11,6 +11,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 from collections.abc import Callable
 from datetime import date
 from functools import cache
@@ -361,15 +362,34 @@ class Keyring:
 KEY_VARIABLE = "BNPL_SECRET_KEY_FILE"
 
 
+# The most a key file holds: the key as hex, with room for whitespace around it.
+KEY_FILE_MAX_BYTES = 4 * KEY_BYTES
+
+
 def read_key(path: Path) -> bytes | None:
     """The hex key in ``path``; None when there is no such file. A file that cannot be
-    read or does not hold a key is a configuration error (78) naming the variable."""
+    read or does not hold a key is a configuration error (78) naming the variable; so is
+    anything but a regular file of a key's size (a FIFO, a device), found before a read
+    that could wait for a writer or never end."""
     try:
-        text = path.read_text(encoding="ascii").strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError:
+        raise ConfigError(f"{KEY_VARIABLE}: {path} cannot be read") from None
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise ConfigError(f"{KEY_VARIABLE}: {path} is not a regular file")
+        if found.st_size > KEY_FILE_MAX_BYTES:
+            raise ConfigError(
+                f"{KEY_VARIABLE}: {path} is too large for a key file ({KEY_BYTES} bytes as hex)"
+            )
+        text = os.read(fd, KEY_FILE_MAX_BYTES + 1).decode("ascii").strip()
     except (OSError, UnicodeDecodeError):
         raise ConfigError(f"{KEY_VARIABLE}: {path} cannot be read") from None
+    finally:
+        os.close(fd)
     try:
         key = bytes.fromhex(text)
     except ValueError:

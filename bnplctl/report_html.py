@@ -95,7 +95,7 @@ def open_target(path: str | Path) -> OutputFile:
     from bnplctl.outfile import OutputFile
 
     try:
-        return OutputFile(path, suffix=".tmp")
+        return OutputFile(path, suffix=".tmp", option="--html")
     except OSError as exc:
         raise _cannot_write(path, exc) from None
 

@@ -108,8 +108,10 @@ def logged_failure(name: str, exc: BaseException) -> int:
     """Log why ``name`` stopped, in one line: a domain error's message (written for the
     operator), never another exception's text (it may quote data). Returns the exit code
     the failure has as a command (1 for a bug)."""
+    from bnplctl.db import recognised_database_error
     from bnplctl.errors import BnplError, ExitCode, Terminated
 
+    exc = recognised_database_error(exc) or exc
     if isinstance(exc, BnplError):
         code, message = exc.exit_code, f"{name} failed: {exc.message}"
     elif isinstance(exc, Terminated | KeyboardInterrupt):

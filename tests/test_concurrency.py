@@ -260,6 +260,10 @@ def test_a_file_killed_outright_keeps_the_counts_of_its_committed_chunks(
         # kill, timeout or a service manager signal the main process only: its workers
         # lose their reader and must not print a traceback either.
         ("SIGTERM to the command", 143, "terminated (SIGTERM)"),
+        # timeout(1) and `kill -TERM -- -PGID` signal the group: the workers ignore it,
+        # and the main process ends them (a worker dying on its own could take the task
+        # queue's lock with it, and the pool's terminate() then waited for ever).
+        ("SIGTERM to the group", 143, "terminated (SIGTERM)"),
     ],
 )
 def test_an_import_stopped_by_a_signal_says_so_in_one_line_and_keeps_whole_chunks(
@@ -290,6 +294,8 @@ def test_an_import_stopped_by_a_signal_says_so_in_one_line_and_keeps_whole_chunk
         time.sleep(0.05)  # the first chunk is in: the workers are busy with the next ones
     if stop == "SIGINT to the group":
         os.killpg(importing.pid, signal.SIGINT)
+    elif stop == "SIGTERM to the group":
+        os.killpg(importing.pid, signal.SIGTERM)
     else:
         os.kill(importing.pid, signal.SIGTERM)
     stdout, stderr = importing.communicate(timeout=60)
@@ -306,3 +312,103 @@ def test_an_import_stopped_by_a_signal_says_so_in_one_line_and_keeps_whole_chunk
     assert counts["users"] % 5_000 == 0
     assert counts["audit_events"] == counts["users"]
     assert cli("verify").exit_code == 0  # rule 9 holds after the race
+
+
+@pytest.mark.parametrize("to_the_group", [True, False], ids=["group", "command"])
+def test_an_import_terminated_at_any_moment_ends_in_one_line_without_hanging(
+    engine: Engine, tmp_path: Any, to_the_group: bool
+) -> None:
+    """SIGTERM at moments spread over an import's start (the pool forking its workers,
+    the first chunks in flight, inserts): every run ends at once with the one error line;
+    no worker prints a traceback (one run in 20 printed 66 lines of BrokenPipeError),
+    none is left behind, and none hangs the pool's shutdown."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from bench.run import write_users
+
+    source = tmp_path / "many.csv"
+    write_users(source, 60_000)
+    command = [sys.executable, "-m", "bnplctl", "users", "import", str(source)]
+    outcomes = []
+    for delay in (0.35, 0.45, 0.55, 0.65, 0.8, 1.0, 1.3, 1.7):
+        with engine.begin() as connection:
+            connection.execute(text("TRUNCATE users, audit_events CASCADE"))
+        importing = subprocess.Popen(  # noqa: S603 - our own CLI
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        time.sleep(delay)
+        if to_the_group:
+            os.killpg(importing.pid, signal.SIGTERM)
+        else:
+            importing.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = importing.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(importing.pid, signal.SIGKILL)
+            importing.communicate()
+            pytest.fail(f"SIGTERM after {delay} s: the import hung")
+        outcomes.append((delay, importing.returncode, stderr))
+        with pytest.raises(ProcessLookupError):  # no worker outlives the import
+            os.killpg(importing.pid, 0)
+    for delay, code, stderr in outcomes:
+        if code == -signal.SIGTERM:  # before the handler was installed: Python's start
+            assert stderr == "", (delay, stderr)
+            continue
+        assert code in (0, 143), (delay, code, stderr)
+        if code == 143:
+            assert len(stderr.splitlines()) == 1, (delay, stderr)
+            assert stderr.startswith("error: terminated (SIGTERM)"), (delay, stderr)
+    assert sum(code == 143 for _, code, _ in outcomes) >= 4, outcomes
+
+
+def test_a_signal_while_the_workers_start_leaves_none_behind(no_database: None) -> None:
+    """A SIGTERM that arrives while the workers are forked waits until they all are,
+    then stops the import, and every worker is gone: one left running would ignore the
+    SIGTERM multiprocessing sends at exit, and the exit would wait for it for ever."""
+    import multiprocessing
+    import os
+    import signal
+
+    from bnplctl.errors import Terminated
+    from bnplctl.importing.users import _Workers
+
+    context = multiprocessing.get_context("fork")
+
+    class SignalledAtEachStart:
+        """The fork context, with a SIGTERM to this process as each worker starts."""
+
+        Pipe = staticmethod(context.Pipe)
+
+        @staticmethod
+        def Process(**kwargs: Any) -> Any:  # noqa: N802 - the context's own name
+            process = context.Process(**kwargs)
+            start = process.start
+
+            def start_then_signal() -> None:
+                start()
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            process.start = start_then_signal  # type: ignore[method-assign]
+            return process
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        with pytest.raises(Terminated):
+            _Workers(SignalledAtEachStart(), 3, bytes(32))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    left = multiprocessing.active_children()
+    for process in left:  # so that a failure here does not hang the test run's exit
+        process.kill()
+        process.join()
+    assert left == []

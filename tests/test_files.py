@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -358,3 +359,106 @@ def test_a_csv_header_split_by_semicolons_gets_a_hint_about_the_separator(
     assert [after[t] for t in ("users", "payments", "webhook_events")] == [
         before[t] for t in ("users", "payments", "webhook_events")
     ]
+
+
+def _written_by(cli: Cli, tmp_path: Path, target: Path, what: str) -> Any:
+    """One of the files a command writes itself, at ``target``."""
+    updates = tmp_path / "updates.csv"
+    updates.write_text(BAD_UPDATES)
+    if what == "--rejects":
+        return cli("webhooks", "ingest", str(updates), "--rejects", str(target))
+    if what == "--html":
+        return cli("debt", "report", "--as-of", "2026-12-01", "--html", str(target))
+    return cli("verify", "--log-file", str(target))
+
+
+@pytest.mark.parametrize("what", ["--rejects", "--html", "--log-file"])
+def test_the_secret_key_is_never_an_output_by_any_name(
+    cli: Cli, engine: Engine, key_file: Path, tmp_path: Path, what: str
+) -> None:
+    before = key_file.read_bytes()
+    link = tmp_path / "report.out"
+    link.symlink_to(key_file)
+    hard_link = key_file.parent / f"{tmp_path.name}.out"
+    os.link(key_file, hard_link)
+    try:
+        for target in (key_file, link, hard_link):
+            result = _written_by(cli, tmp_path, target, what)
+            assert result.exit_code == 2, result.stderr
+            assert "that is the secret key or an env file, which are never an output" in (
+                result.stderr
+            )
+            assert key_file.read_bytes() == before
+    finally:
+        hard_link.unlink()
+    assert not [p for p in key_file.parent.iterdir() if p.name.startswith(".")]  # no draft
+
+
+@pytest.mark.parametrize("what", ["--rejects", "--html", "--log-file"])
+def test_a_link_planted_in_a_sticky_directory_is_not_followed(
+    cli: Cli, engine: Engine, tmp_path: Path, what: str
+) -> None:
+    """As the kernel's protected_symlinks: in a sticky world-writable directory (/tmp), a
+    link owned neither by the caller nor by the directory's owner is not followed, even
+    by root, whose files it would let another user replace."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    victim = private / "shadow"
+    victim.write_text("root only\n")
+    victim.chmod(0o600)
+    planted = shared / "report.out"
+    planted.symlink_to(victim)
+    os.chown(planted, 4242, 4242, follow_symlinks=False)  # another user's link
+
+    result = _written_by(cli, tmp_path, planted, what)
+
+    assert result.exit_code == 2, result.stderr
+    assert f"{planted} is a link another user made in a sticky world-writable" in result.stderr
+    assert victim.read_text() == "root only\n"
+    assert victim.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in shared.iterdir()) == ["report.out"]
+    # the caller's own link there, and a link in a directory that is not sticky, are followed
+    own = shared / "own.out"
+    own.symlink_to(private / "own.out")
+    assert _written_by(cli, tmp_path, own, what).exit_code in (0, 5)
+    assert (private / "own.out").stat().st_size > 0
+    shared.chmod(0o777)
+    assert _written_by(cli, tmp_path, planted, what).exit_code in (0, 5)
+    assert victim.read_text() != "root only\n"
+
+
+@pytest.mark.parametrize("what", ["--rejects", "--html"])
+def test_a_replaced_file_keeps_its_permissions_but_never_setuid_or_setgid(
+    cli: Cli, engine: Engine, tmp_path: Path, what: str
+) -> None:
+    target = tmp_path / "out.file"
+    target.write_text("old\n")
+    target.chmod(0o6755)
+    assert target.stat().st_mode & 0o6000 == 0o6000
+    assert _written_by(cli, tmp_path, target, what).exit_code in (0, 5)
+    assert target.read_text() != "old\n"
+    assert oct(target.stat().st_mode & 0o7777) == oct(0o755)
+
+
+@pytest.mark.parametrize(
+    "command", [("users", "import"), ("webhooks", "ingest"), ("payments", "import")]
+)
+@pytest.mark.parametrize("fmt", ["auto", "csv", "jsonl", "json"])
+def test_an_input_that_fails_to_read_is_66_in_one_line(
+    cli: Cli, engine: Engine, command: tuple[str, str], fmt: str
+) -> None:
+    """/proc/self/mem opens but every read fails (EIO), as a failing disk does: the
+    input is unreadable (66), not a bug (1)."""
+    before = row_counts(engine)
+
+    result = cli(*command, "/proc/self/mem", "--format", fmt)
+
+    assert result.exit_code == 66, result.stderr
+    assert result.stderr == "error: /proc/self/mem: cannot be read (Input/output error)\n"
+    after = row_counts(engine)
+    assert after.pop("ingested_files") <= 1  # a webhook file's record, left unfinished
+    before.pop("ingested_files")
+    assert after == before

@@ -78,24 +78,6 @@ def _fail(text: str, code: int) -> typer.Exit:
     return typer.Exit(code=code)
 
 
-def _database_error(exc: BaseException) -> BnplError | None:
-    """A lost or refused database connection, a statement timeout or a cancelled query,
-    from SQLAlchemy or from the raw DB-API cursor (COPY), recognised without importing
-    either, and mapped as ``db.translate_db_errors`` maps it (``db.database_error``)."""
-    kinds: tuple[type[BaseException], ...] = ()
-    sqlalchemy_errors = sys.modules.get("sqlalchemy.exc")
-    if sqlalchemy_errors is not None:
-        kinds += (sqlalchemy_errors.OperationalError, sqlalchemy_errors.InterfaceError)
-    psycopg2 = sys.modules.get("psycopg2")
-    if psycopg2 is not None:
-        kinds += (psycopg2.OperationalError, psycopg2.InterfaceError)
-    if kinds and isinstance(exc, kinds):
-        from bnplctl.db import database_error
-
-        return database_error(exc)
-    return None
-
-
 _SERVER_DETAILS = ("DETAIL:", "CONTEXT:", "HINT:")
 # Where a withheld block ends: the traceback's own lines and SQLAlchemy's annotations.
 _TRACEBACK_LINE = re.compile(
@@ -328,7 +310,9 @@ class BoundaryGroup(TyperGroup):
             if _is_cli_signal(exc):
                 raise
             self._maybe_traceback()
-            database = _database_error(exc)
+            from bnplctl.db import recognised_database_error
+
+            database = recognised_database_error(exc)
             if database is not None:
                 raise _fail(_noted(database.message, exc), database.exit_code) from None
             raise _fail(

@@ -19,11 +19,12 @@ def upgrade() -> None:
     Example: BNPL_DATABASE_URL=postgresql://bnpl@db/bnpl bnplctl db upgrade
     """
     from bnplctl.cli.output import message
-    from bnplctl.db import connect, current_revision, get_engine, upgrade
+    from bnplctl.db import connect, current_revision, get_engine, refuse_unknown_revision, upgrade
 
     engine = get_engine(check_schema=False)
     with connect(engine) as connection:
         before = current_revision(connection)
+        refuse_unknown_revision(before)
         upgrade(connection)
         connection.commit()
         after = current_revision(connection)

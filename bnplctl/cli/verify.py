@@ -18,11 +18,20 @@ def verify(output: OutputOption = OutputFormat.table, log_file: LogFileOption = 
     from bnplctl.cli.app import log_to
     from bnplctl.cli.output import error, render_list, render_one
     from bnplctl.db import connection_scope
-    from bnplctl.services.verify import report, run_checks
+    from bnplctl.services.verify import report, schema_and_checks
 
     log_to(log_file, "verify")
     with connection_scope(commit=False) as connection:
-        shown = report(run_checks(connection))
+        missing, results = schema_and_checks(connection)
+    if missing:
+        if output in (OutputFormat.json, OutputFormat.jsonl) or log_file is not None:
+            render_one({"ok": False, "missing_tables": missing, "checks": []}, output)
+        tables = "table" + ("s" if len(missing) > 1 else "")
+        error(
+            f"the schema lacks the {tables} {', '.join(missing)}: the invariants cannot be checked"
+        )
+        raise typer.Exit(ExitCode.UNHEALTHY)
+    shown = report(results)
     if output in (OutputFormat.json, OutputFormat.jsonl) or log_file is not None:
         render_one(shown, output)
     else:

@@ -407,7 +407,7 @@ class RejectsFile:
         self.path = path
         self.broken = False
         try:
-            self.output = OutputFile(str(name), suffix=".part", newline="")
+            self.output = OutputFile(str(name), suffix=".part", newline="", option="--rejects")
         except OSError as exc:
             raise self._cannot_write(exc) from None
         self.writer = csv.writer(self.output.handle)

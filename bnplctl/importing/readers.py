@@ -98,9 +98,8 @@ def open_input(name: str) -> Iterator[IO[bytes]]:
         # Format detection peeks at the first bytes; give a plain stream a buffer that can.
         yield stdin if hasattr(stdin, "peek") else io.BufferedReader(stdin)  # type: ignore[type-var]
         return
-    path = Path(name)
     try:
-        handle = path.open("rb")
+        handle = io.BufferedReader(_InputFile(name))
     except FileNotFoundError:
         raise InputFileError(f"{name}: no such file") from None
     except IsADirectoryError:
@@ -109,6 +108,36 @@ def open_input(name: str) -> Iterator[IO[bytes]]:
         raise InputFileError(f"{name}: cannot be read ({exc.strerror or 'error'})") from None
     with handle:
         yield handle
+
+
+class _InputFile(io.FileIO):
+    """An input file whose reads that fail (EIO from a failing disk, ``/proc/self/mem``)
+    are exit 66 naming it, wherever the readers meet them, not an internal error."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, "rb")
+        self.label = name
+
+    def readinto(self, buffer: Any) -> int | None:
+        with self._failures_named():
+            return super().readinto(buffer)
+
+    def read(self, size: int | None = -1) -> bytes:
+        with self._failures_named():
+            return super().read(size)
+
+    def readall(self) -> bytes:
+        with self._failures_named():
+            return super().readall()
+
+    @contextmanager
+    def _failures_named(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise InputFileError(
+                f"{self.label}: cannot be read ({exc.strerror or 'error'})"
+            ) from None
 
 
 def detect_format(name: str, stream: IO[bytes], requested: str = "auto") -> Format:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -85,23 +86,124 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
     return PreparedChunk("".join(lines), keys, invalid, frozenset(generated))
 
 
-_WORKER_KEYRING: Any = None
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
-def _init_worker(master_key: bytes) -> None:
-    global _WORKER_KEYRING
-    import signal
+class _Workers:
+    """Worker processes that prepare chunks, each fed through a pipe of its own, in turn:
+    a worker's results come back in the order it was given its chunks, so results taken
+    in the order the chunks were handed out are in file order.
+
+    Nothing is shared between the processes (no queue, no lock), so a stop at any moment
+    ends at once: the workers ignore SIGINT and SIGTERM, even sent to the whole process
+    group (a terminal, timeout(1), ``kill -- -PGID``), and this process, which reports
+    the stop, kills them (``stop``). A ``multiprocessing.Pool`` could not promise that:
+    a worker that died on the group's signal could hold the task queue's lock, or leave
+    half a result in the shared result pipe, and ``Pool.terminate()`` then waited for
+    ever; one that outlived this process printed a BrokenPipeError traceback. The
+    signals wait while the workers are forked (``_signals_held``), so none starts with
+    this process's handlers or is left behind by a stop during the forks."""
+
+    def __init__(self, context: Any, count: int, master: bytes) -> None:
+        self.links: list[Any] = []
+        self.processes: list[Any] = []
+        self.handed_out = 0
+        try:
+            with _signals_held():
+                for _ in range(count):
+                    mine, theirs = context.Pipe()
+                    process = context.Process(target=_serve, args=(theirs, master), daemon=True)
+                    self.processes.append(process)
+                    process.start()
+                    theirs.close()
+                    self.links.append(mine)
+        except BaseException:  # a signal that came meanwhile is raised as they are let in
+            self.__exit__()
+            raise
+
+    def submit(self, item: WorkItem, today: date) -> _Pending:
+        """Hand ``item`` to the next worker in turn; its result is ``.get()``."""
+        link = self.links[self.handed_out % len(self.links)]
+        self.handed_out += 1
+        link.send((item, today))
+        return _Pending(link)
+
+    def stop(self) -> None:
+        """Kill the workers and reap them: they hold nothing (no connection, no lock)."""
+        for process in self.processes:
+            if process.pid is not None and process.exitcode is None:
+                process.kill()
+        for process in self.processes:
+            if process.pid is not None:
+                process.join()
+        for link in self.links:
+            link.close()
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with _signals_held():  # a signal that comes meanwhile is raised once they are gone
+            self.stop()
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (then the one that came is raised):
+    the workers are never left half made or half stopped. Left running, they would
+    ignore the SIGTERM that multiprocessing's exit sends them, and the exit would wait."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    link: Any
+
+    def get(self) -> PreparedChunk:
+        """The chunk prepared, or what preparing it raised (an unreadable CSV slice)."""
+        outcome = self.link.recv()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
+
+
+def _serve(link: Any, master_key: bytes) -> None:
+    """A worker: prepares the chunks ``link`` brings, in order, and sends each result
+    back. A thread reads ahead, so that this process never blocks the main one's
+    ``send``s while it sends a result. Ends quietly when the main process goes away."""
+    import queue
+    import threading
 
     from bnplctl.pii import Keyring
 
-    # Ctrl-C reaches the whole process group: the main process stops the import and
-    # terminates the pool; a worker printing its own KeyboardInterrupt traceback would
-    # break the one-line rule.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # And SIGTERM ends a worker at once (the pool's own way to stop it), not through the
-    # main process's handler it inherited.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _WORKER_KEYRING = Keyring(master_key)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    keyring = Keyring(master_key)
+    received: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def read_ahead() -> None:
+        try:
+            while True:
+                received.put(link.recv())
+        except (EOFError, OSError):
+            received.put(None)
+
+    threading.Thread(target=read_ahead, daemon=True).start()
+    while (work := received.get()) is not None:
+        item, today = work
+        try:
+            outcome: Any = _prepare(item, today, keyring)
+        except Exception as exc:  # re-raised in the main process, as its own
+            outcome = exc
+        try:
+            link.send(outcome)
+        except OSError:  # the main process went away
+            return
 
 
 WorkItem = list[RawRow] | CsvSlice
@@ -117,10 +219,6 @@ def user_chunks(stream: IO[bytes], fmt: Format) -> Iterator[WorkItem]:
 def _prepare(item: WorkItem, today: date, keyring: Any) -> PreparedChunk:
     rows = list(item.rows(USER_COLUMNS)) if isinstance(item, CsvSlice) else item
     return prepare_chunk(rows, today, keyring)
-
-
-def _prepare_in_worker(item: WorkItem, today: date) -> PreparedChunk:
-    return _prepare(item, today, _WORKER_KEYRING)
 
 
 def import_users(
@@ -182,15 +280,14 @@ def import_users(
         # order (psycopg2 releases the GIL while the server works).
         with (
             ExitStack() as stack,  # closes the inserter's connection last
-            context.Pool(workers, initializer=_init_worker, initargs=(master,)) as pool,
+            _Workers(context, workers, master) as pool,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-insert") as inserter,
         ):
             # The first chunks go to the workers before this process loads the database
             # layer and connects (in _chunk_inserter), so the two overlap.
-            ahead = itertools.chain((first, second), itertools.islice(chunks, 3 * workers - 2))
-            in_flight: deque[Any] = deque(
-                pool.apply_async(_prepare_in_worker, (chunk, today)) for chunk in ahead
-            )
+            started = [chunk for chunk in (first, second) if chunk is not None]
+            ahead = itertools.chain(started, itertools.islice(chunks, 3 * workers - 2))
+            in_flight: deque[Any] = deque(pool.submit(chunk, today) for chunk in ahead)
             insert = stack.enter_context(chunk_inserter(warn=warn))
             inserts: deque[Any] = deque()
 
@@ -204,7 +301,7 @@ def import_users(
 
             hand_over(workers)
             for chunk in chunks:
-                in_flight.append(pool.apply_async(_prepare_in_worker, (chunk, today)))
+                in_flight.append(pool.submit(chunk, today))
                 hand_over(workers)
             hand_over(0)
             while inserts:

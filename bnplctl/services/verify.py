@@ -152,11 +152,36 @@ class CheckResult:
     examples: list[str]
 
 
+# The tables the checks read.
+CHECKED_TABLES = ("users", "plans", "installments", "refunds", "payments", "payment_allocations")
+
+_MISSING_TABLES = text(
+    "SELECT name FROM unnest(CAST(:names AS text[])) AS name WHERE to_regclass(name) IS NULL"
+)
+
+
 def run_checks(connection: Connection) -> list[CheckResult]:
     """Every check of rule 9, in one read-only snapshot; the caller owns the connection."""
+    _begin_snapshot(connection)
+    return _checks(connection)
+
+
+def schema_and_checks(connection: Connection) -> tuple[list[str], list[CheckResult]]:
+    """The tables the checks read that the schema lacks (dropped by hand, a restore that
+    left one out), and, when there is none, every check (``run_checks``)."""
+    _begin_snapshot(connection)
+    found = connection.execute(_MISSING_TABLES, {"names": list(CHECKED_TABLES)})
+    missing = [str(name) for name in found.scalars()]
+    return missing, [] if missing else _checks(connection)
+
+
+def _begin_snapshot(connection: Connection) -> None:
     connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
     # Whole-table aggregates compile nothing worth JIT's start-up time.
     connection.execute(text("SET LOCAL jit = off"))
+
+
+def _checks(connection: Connection) -> list[CheckResult]:
     found: dict[str, CheckResult] = {}
     for statement in (_DEBT_STATUS, _PLANS, _REFUND_AMOUNTS, _PAYMENT_CUTS, _AMOUNTS):
         for row in connection.execute(statement):
