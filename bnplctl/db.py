@@ -8,6 +8,7 @@ head (``bnplctl db upgrade``), otherwise commands exit 78.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterator
@@ -184,20 +185,36 @@ def resolve_url() -> str:
     return normalize_url(start_embedded(settings.data_dir))
 
 
+def session_options(options: str | None) -> str:
+    """libpq's ``options`` for every connection: the URL's own (else ``PGOPTIONS``, which
+    an explicit value would replace), then the session's time zone set to UTC, so that a
+    server or role in a zone ahead of UTC never hands psycopg2 a stored 9999-12-31 23:59
+    UTC as year 10000 (times are shown in BNPL_TIMEZONE by bnplctl itself)."""
+    given = options if options is not None else os.environ.get("PGOPTIONS", "")
+    return f"{given} -c TimeZone=UTC".strip()
+
+
 def get_engine(check_schema: bool = True) -> Engine:
     """The process-wide engine; the first call checks (external) or upgrades (embedded)
     the schema."""
     global _engine
     if _engine is None:
         from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
 
         from bnplctl.config import get_settings
 
+        url = resolve_url()
+        options = make_url(url).query.get("options")
         engine = create_engine(
-            resolve_url(),
+            url,
             pool_pre_ping=True,
             hide_parameters=True,  # errors never echo bound values (they may be personal)
-            connect_args={"application_name": "bnplctl", "connect_timeout": 10},
+            connect_args={
+                "application_name": "bnplctl",
+                "connect_timeout": 10,
+                "options": session_options(options if isinstance(options, str) else None),
+            },
         )
         if get_settings().embedded:
             with connect(engine) as connection:
@@ -266,10 +283,14 @@ def read_scope() -> Iterator[Any]:
             yield dbapi_connection(connection)
         return
     import psycopg2
+    from psycopg2.extensions import parse_dsn
 
     url = libpq_url(settings.database_url or "")
+    options = session_options(parse_dsn(url).get("options"))
     with translate_db_errors():
-        connection = psycopg2.connect(url, application_name="bnplctl", connect_timeout=10)
+        connection = psycopg2.connect(
+            url, application_name="bnplctl", connect_timeout=10, options=options
+        )
         try:
             connection.set_session(readonly=True)
             with connection.cursor() as cursor:

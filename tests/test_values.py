@@ -422,3 +422,24 @@ def test_a_rejects_file_shows_a_file_name_with_format_characters_escaped(
     written = rejects.read_text()
     assert "hooks\\u202eldc.jsonl" in written and "\u202e" not in written
     assert "\u202e" not in result.stderr
+
+
+def test_a_server_session_in_another_time_zone_cannot_make_a_stored_date_fail(
+    cli: Cli, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server (or role) whose TimeZone is ahead of UTC would hand psycopg2 9999-12-31
+    23:59 UTC as year 10000: bnplctl's sessions read time in UTC, and the operator's own
+    PGOPTIONS are kept."""
+    from datetime import date
+
+    from tests.test_sweep import seed
+
+    seed(engine, 1, date(2026, 1, 1))
+    assert cli("installments", "pay", "1").exit_code == 0
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE payments SET paid_at = '9999-12-31 23:59:59+00'"))
+    monkeypatch.setenv("PGOPTIONS", "-c TimeZone=Pacific/Kiritimati -c work_mem=8MB")
+    listed = cli("payments", "list", "-o", "json")
+    assert listed.exit_code == 0, listed.stderr
+    assert json.loads(listed.stdout)[0]["paid_at"].startswith("9999-12-31T23:59:59")
+    assert cli("debt", "show", "u-1", "-o", "json").exit_code == 0  # the raw read path too
