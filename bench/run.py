@@ -8,7 +8,9 @@ refunds and an N-row webhook file. It times the sweep and the ingest as
 of the tables, ``debt show`` in process, and the CLI at the terminal: ``--help``
 beside a bare ``import typer``, and ``plans preview``, ``users show``, ``debt show``
 and ``plans create`` as whole processes (start-up included). Peak memory is each
-step's own child-process accounting (``RUSAGE_CHILDREN`` in a wrapper).
+step's own child-process accounting (``RUSAGE_CHILDREN`` in a wrapper). The payments
+file is also timed on copies of W(N) as bulk-loaded, in each state of the planner's
+statistics (``payments_statistics``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -160,8 +162,9 @@ def measured(args: list[str], env: dict[str, str]) -> dict[str, Any]:
     return result
 
 
-def bulk_setup(engine: Engine, users: int) -> None:
-    """Plans, installments (half past due at AS_OF) and PENDING refunds, in bulk SQL."""
+def bulk_setup(engine: Engine, users: int, *, analyse: bool = True) -> None:
+    """Plans, installments (half past due at AS_OF) and PENDING refunds, in bulk SQL; then
+    ``ANALYZE``, unless ``analyse`` is false (the tables then have no statistics at all)."""
     plans = -(-10 * users // 3)
     with engine.begin() as connection:
         connection.execute(
@@ -190,7 +193,8 @@ def bulk_setup(engine: Engine, users: int) -> None:
             ),
             {"users": users},
         )
-        connection.execute(text("ANALYZE"))
+        if analyse:
+            connection.execute(text("ANALYZE"))
 
 
 def no_autovacuum(engine: Engine) -> None:
@@ -545,6 +549,76 @@ def reference_payment_writes(engine: Engine, payments_file: Path) -> float:
         drop_tables(engine, "refp_", (*filled, "payment_allocations", "payments"))
 
 
+@contextmanager
+def database_copy(server_url: str, template: str, name: str) -> Iterator[str]:
+    """A copy of the database ``template`` (nobody connected to it) named ``name``, dropped
+    at the end; yields its URL. The copy has the template's statistics, or none, as it has."""
+    from bnplctl.db import normalize_url
+
+    server = normalize_url(server_url)
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        try:
+            yield make_url(server).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+# The states of the planner's statistics a payments file is timed in (issue 28, item 9):
+# ``analysed`` as the bench's main run (``ANALYZE`` after the bulk load); ``unanalysed``, a
+# fresh bulk load that nothing has analysed yet (autovacuum is off for the workload's
+# tables); ``stale``, statistics taken after a ``--dry-run`` of the same file, when the
+# payments table held rolled-back rows only (ANALYZE then records pages without live rows,
+# and the planner takes the table for empty however much it grows).
+STATISTICS_STATES = ("analysed", "unanalysed", "stale")
+STATISTICS_RATIO_TARGET = 3.0
+
+
+def payments_statistics(
+    server_url: str, template: str, payments_file: Path, env: dict[str, str]
+) -> dict[str, Any]:
+    """The ``payments_statistics`` block: the payments file imported on copies of the
+    workload (``template``: W(N) bulk-loaded, never analysed), one per state of
+    ``STATISTICS_STATES``, one after the other; each state's seconds and its ratio to the
+    analysed run, and whether every copy applied the same rows."""
+    bnplctl = [sys.executable, "-m", "bnplctl"]
+    seconds: dict[str, float] = {}
+    applied: dict[str, int] = {}
+    for state in STATISTICS_STATES:
+        with database_copy(server_url, template, f"{template}_{state}") as url:
+            copy_env = dict(env, BNPL_DATABASE_URL=url)
+            command = [*bnplctl, "payments", "import", str(payments_file), "-o", "json"]
+            if state == "stale":  # 5: some rows not applied, as the workload has
+                measured([*command, "--dry-run"], copy_env)
+            engine = create_engine(url)
+            try:
+                if state != "unanalysed":
+                    with engine.begin() as connection:
+                        connection.execute(text("ANALYZE"))
+                settle(engine)
+                run = measured(command, copy_env)
+            finally:
+                engine.dispose()
+        seconds[state] = run["seconds"]
+        applied[state] = json.loads(run["stdout"])["applied"]
+    figures: dict[str, Any] = {"applied": applied["analysed"]}
+    figures["same_outcome"] = len(set(applied.values())) == 1
+    for state in STATISTICS_STATES:
+        figures[f"{state}_seconds"] = round(seconds[state], 3)
+    for state in STATISTICS_STATES[1:]:
+        figures[f"{state}_ratio"] = round(seconds[state] / seconds["analysed"], 2)
+    figures["targets"] = {
+        f"{state}_ratio": figures[f"{state}_ratio"] <= STATISTICS_RATIO_TARGET
+        for state in STATISTICS_STATES[1:]
+    }
+    return figures
+
+
 def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float]:
     os.environ["BNPL_DATABASE_URL"] = url
     from bnplctl.db import read_scope
@@ -727,13 +801,17 @@ def fresh_database(
 def run(users: int, server_url: str, workdir: Path) -> dict[str, Any]:
     byte_compile()
     with fresh_database(server_url, "bnpl_bench", workdir) as (url, env):
-        return measure(users, url, env, workdir)
+        return measure(users, url, env, workdir, server_url)
 
 
-def measure(users: int, url: str, env: dict[str, str], workdir: Path) -> dict[str, Any]:
-    """Build W(``users``) in the database at ``url`` and time every step."""
+def measure(
+    users: int, url: str, env: dict[str, str], workdir: Path, server_url: str
+) -> dict[str, Any]:
+    """Build W(``users``) in the database at ``url`` (on the server at ``server_url``) and
+    time every step."""
     engine = create_engine(url)
     bnplctl = [sys.executable, "-m", "bnplctl"]
+    copies = ExitStack()
     try:
         # Start-up first, once the machine is quiet (no writes of an earlier run or of
         # another database still being flushed).
@@ -750,7 +828,15 @@ def measure(users: int, url: str, env: dict[str, str], workdir: Path) -> dict[st
         imported = measured([*bnplctl, "users", "import", str(users_file), "-o", "json"], env)
         created = json.loads(imported["stdout"])["created"]
 
-        bulk_setup(engine, users)
+        # W(N) as bulk-loaded, before anything analyses it: the template of the copies
+        # ``payments_statistics`` times the payments file on.
+        bulk_setup(engine, users, analyse=False)
+        engine.dispose()
+        database = make_url(url).database
+        unanalysed = f"{database}_w"
+        copies.enter_context(database_copy(server_url, str(database), unanalysed))
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
         cutoff = AS_OF
         sweep_reference = reference_sweep(engine, cutoff)
         settle(engine)
@@ -772,6 +858,7 @@ def measure(users: int, url: str, env: dict[str, str], workdir: Path) -> dict[st
         settle(engine)
         paid = measured([*bnplctl, "payments", "import", str(payments_file), "-o", "json"], env)
         paid_summary = json.loads(paid["stdout"])
+        statistics_figures = payments_statistics(server_url, unanalysed, payments_file, env)
 
         verify_s, count_s, verify_ok = verify_timings(engine)
         latencies = debt_show_latencies(url, users)
@@ -804,6 +891,7 @@ def measure(users: int, url: str, env: dict[str, str], workdir: Path) -> dict[st
         from bnplctl.db import dispose_engine
 
         dispose_engine()
+        copies.close()
 
     return {
         "users": users,
@@ -839,6 +927,7 @@ def measure(users: int, url: str, env: dict[str, str], workdir: Path) -> dict[st
             "writes_reference_seconds": round(payment_writes, 3),
             "writes_ratio": round(paid["seconds"] / payment_writes, 2),
         },
+        "payments_statistics": statistics_figures,
         "verify": {
             "ok": verify_ok,
             "seconds": round(verify_s, 3),
@@ -885,7 +974,9 @@ def _figure(value: Any) -> str:
 
 def render_table(report: dict[str, Any]) -> str:
     lines = [f"bnplctl benchmark, N = {report['users']} ({report['machine']}, {report['date']})"]
-    for step in ("import_users", "sweep", "ingest", "payments", "verify", "debt_show", "cli"):
+    steps = ("import_users", "sweep", "ingest", "payments", "payments_statistics", "verify",
+             "debt_show", "cli")  # fmt: skip
+    for step in steps:
         figures = ", ".join(f"{key} {_figure(value)}" for key, value in report[step].items())
         lines.append(f"  {step:<13} {figures}")
     return "\n".join(lines)

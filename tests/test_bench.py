@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from bench.run import (
     CLI_RUNS,
     CLI_TARGETS_S,
     HELP_RATIO_TARGET,
+    STATISTICS_RATIO_TARGET,
+    STATISTICS_STATES,
     cli_figures,
     copy_tables,
     drop_tables,
@@ -84,7 +86,7 @@ def test_a_small_bench_reports_the_terminal_figures(
     with fresh_database(test_database.server_url, "bnpl_bench_test", tmp_path) as (url, env):
         monkeypatch.setenv("BNPL_DATABASE_URL", url)  # ``debt show`` is also timed in process
         reset_process_state()
-        report = measure(2000, url, env, tmp_path)
+        report = measure(2000, url, env, tmp_path, test_database.server_url)
         engine = create_engine(url)
         try:
             with engine.connect() as connection:
@@ -114,6 +116,30 @@ def test_a_small_bench_reports_the_terminal_figures(
     )
     assert report["verify"]["ok"] is True  # after the payments too
 
+    # The same file on copies of W(N) bulk-loaded: analysed, never analysed, and analysed
+    # after a dry run (the payments table held only rolled-back rows): the same outcome,
+    # each state's ratio to the analysed run judged on the figures reported.
+    planner = report["payments_statistics"]
+    assert (planner["applied"], planner["same_outcome"]) == (1920, True)
+    for state in STATISTICS_STATES[1:]:
+        assert _within_rounding(
+            planner[f"{state}_ratio"], planner[f"{state}_seconds"], planner["analysed_seconds"]
+        )
+    assert planner["targets"] == {
+        f"{state}_ratio": planner[f"{state}_ratio"] <= STATISTICS_RATIO_TARGET
+        for state in STATISTICS_STATES[1:]
+    }
+    server = create_engine(test_database.server_url)
+    try:
+        with server.connect() as connection:
+            copies_left = connection.execute(
+                text("SELECT count(*) FROM pg_database WHERE starts_with(datname, :name)"),
+                {"name": make_url(url).database},
+            ).scalar_one()
+    finally:
+        server.dispose()
+    assert copies_left == 0  # the copies are dropped with the bench's database
+
     cli = report["cli"]
     timed = ["help_s", "typer_import_s", "help_ratio", *CLI_TARGETS_S]
     for name in timed:
@@ -130,3 +156,4 @@ def test_a_small_bench_reports_the_terminal_figures(
     assert debtor_overdue > 0  # ``debt show``'s subject has something to show
     table = render_table(report)
     assert "plans_create_s" in table and "help_ratio" in table and "targets (" in table
+    assert "unanalysed_ratio" in table
