@@ -26,6 +26,8 @@ def parse_amount(raw: str | Decimal | int, field: str = "amount") -> Decimal:
         raise InvalidInput(
             f"{field}: must be a number written with digits and an optional point, like 120.50"
         )
+    if isinstance(raw, str) and len(raw.strip().partition(".")[2]) > 2:
+        raise InvalidInput(f"{field}: at most 2 decimal places")  # as written: 1.000 too
     try:
         amount = raw if isinstance(raw, Decimal) else Decimal(str(raw).strip())
     except InvalidOperation:

@@ -20,7 +20,7 @@ from bnplctl.errors import InvalidInput
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Control characters (Unicode category Cc): never part of a name or a reference, and
 # PostgreSQL cannot store NUL in text at all.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 # Format characters (Unicode category Cf) that belong to a spelling: the zero-width
@@ -39,7 +39,8 @@ def printable(text: str) -> str:
 
     return "".join(
         repr(char)[1:-1]
-        if char not in SPELLING_FORMAT_CHARACTERS and unicodedata.category(char) in ("Cc", "Cf")
+        if char not in SPELLING_FORMAT_CHARACTERS
+        and unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
         else char
         for char in text
     )
@@ -60,8 +61,13 @@ def spreadsheet_safe(value: object) -> object:
 # A run of digits this long in a name is a phone, card or passport number typed into the
 # wrong field: it would then be shown unmasked wherever the name is.
 _DIGIT_RUN = re.compile(r"\d{5,}")
-# 12 or more digits with single spaces or dashes between them, as a card number is written.
-_SPACED_DIGITS = re.compile(r"[0-9](?:[ -]?[0-9]){11,}")
+# 12 or more digits (of any script: full-width, Arabic-Indic...) with up to three
+# separators of any kind between them (spaces, dashes, dots, underscores, slashes), as a
+# card number is written, or disguised.
+_SPACED_DIGITS = re.compile(r"\d(?:[\W_]{0,3}\d){11,}")
+# A run of 10 or more digits, however separated: a phone (with or without its +) or a
+# card; an id from input holding one is withheld when shown.
+_LONG_NUMBER = re.compile(r"\d(?:[\W_]{0,3}\d){9,}")
 # A phone in international format, its digits grouped: "+998 90 123-45-67".
 _SPACED_PHONE = re.compile(r"\+[0-9](?:[ \-().]{0,2}[0-9]){6,}")
 CARD_DIGITS = (12, 19)
@@ -72,7 +78,7 @@ def holds_card_number(text: str) -> bool:
     between them allowed) that pass the Luhn check, alone or inside a longer run."""
     shortest, longest = CARD_DIGITS
     for found in _SPACED_DIGITS.finditer(text):
-        digits = found.group().replace(" ", "").replace("-", "")
+        digits = "".join(str(int(char)) for char in found.group() if char.isdecimal())
         for length in range(shortest, min(longest, len(digits)) + 1):
             for start in range(len(digits) - length + 1):
                 if pii.luhn_valid(digits[start : start + length]):
@@ -380,12 +386,12 @@ def shown_id(value: Any, passport: Any = None) -> str:
     """An id from input (a file's row) as a rejects file or a message shows it: escaped;
     ``<withheld>`` when it holds a card or phone number or (``passport``) the row's own
     passport."""
-    text = str(value if value is not None else "")[:100]
-    if holds_card_number(text) or holds_phone_number(text):
-        return WITHHELD
+    text = str(value if value is not None else "")
+    if holds_card_number(text) or holds_phone_number(text) or _LONG_NUMBER.search(text):
+        return WITHHELD  # judged whole: a cut could keep part of a number
     if isinstance(passport, str) and holds_passport(text, passport):
         return WITHHELD
-    return printable(text)
+    return printable(text[:100])
 
 
 def user_not_found(user_id: str) -> str:

@@ -86,7 +86,16 @@ def test_the_docs_state_the_split_rule_the_code_applies() -> None:
 
 # --- item 3: a user_id never holds a card number or the user's own passport --------------
 
-CARD_IDS = ["4111111111111111", "4111-1111-1111-1111", "c-5555555555554444", "x378282246310005y"]
+CARD_IDS = [
+    "4111111111111111",
+    "4111-1111-1111-1111",
+    "c-5555555555554444",
+    "x378282246310005y",
+    # any separator a user id may hold, doubled ones, and digits of other scripts
+    "4111.1111.1111.1111x",
+    "4111_1111_1111_1111",
+    "4111--1111--1111--1111",
+]
 
 
 @pytest.mark.parametrize("user_id", CARD_IDS)
@@ -443,3 +452,77 @@ def test_a_server_session_in_another_time_zone_cannot_make_a_stored_date_fail(
     assert listed.exit_code == 0, listed.stderr
     assert json.loads(listed.stdout)[0]["paid_at"].startswith("9999-12-31T23:59:59")
     assert cli("debt", "show", "u-1", "-o", "json").exit_code == 0  # the raw read path too
+
+
+# --- after the attacker pass: separators, other scripts, withheld before truncation ----
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111.1111.1111.1111",
+        "4111_1111_1111_1111",
+        "4111  1111  1111  1111",
+        "4111/1111/1111/1111",
+        "\uff14\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11\uff11"
+        "\uff11\uff11\uff11\uff11",  # full-width digits
+        "\u0664\u0661\u0661\u0661 \u0661\u0661\u0661\u0661 \u0661\u0661\u0661\u0661 "
+        "\u0661\u0661\u0661\u0661",  # Arabic-Indic digits
+    ],
+)
+def test_a_card_number_however_written_is_found(no_database: None, text: str) -> None:
+    from bnplctl.errors import InvalidInput
+    from bnplctl.validators import WITHHELD, free_text, holds_card_number, person_name, shown_id
+
+    assert holds_card_number(text)
+    assert shown_id(text) == WITHHELD
+    with pytest.raises(InvalidInput):
+        person_name(f"John {text}")
+    with pytest.raises(InvalidInput):
+        free_text(f"card {text}", "reason")
+
+
+def test_an_id_is_withheld_before_it_is_cut_and_a_phone_without_its_plus_too(
+    no_database: None,
+) -> None:
+    from bnplctl.validators import WITHHELD, shown_id
+
+    assert shown_id("x" * 90 + "4111111111111111") == WITHHELD
+    assert shown_id("x" * 95 + "AE1230025", "AE1230025") == WITHHELD
+    assert shown_id("998901230009") == WITHHELD
+    assert shown_id("99890-123-0029") == WITHHELD
+    assert shown_id("usr-000123") == "usr-000123"
+
+
+def test_line_and_paragraph_separators_are_shown_escaped_and_refused_in_names(
+    no_database: None,
+) -> None:
+    from bnplctl.errors import InvalidInput
+    from bnplctl.validators import person_name, printable
+
+    assert printable("Ann\u2028Lee\u2029") == "Ann\\u2028Lee\\u2029"
+    with pytest.raises(InvalidInput):
+        person_name("Ann\u2028Lee")
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_json_constants_that_are_no_json_make_the_row_invalid(
+    cli: Cli, engine: Engine, constant: str
+) -> None:
+    line = f'{{"reference": {constant}, "user_id": "u-1", "amount": "1.00"}}\n'
+    result = cli("payments", "import", "-", "--format", "jsonl", "-o", "json", input=line)
+    assert result.exit_code == 5, result.stderr
+    assert json.loads(result.stdout)["invalid"] == 1
+
+
+@pytest.mark.parametrize("amount", ["1.000", "1.0000000", "1.50000"])
+def test_an_amount_written_with_more_than_two_decimals_is_refused_even_as_zeros(
+    no_database: None, amount: str
+) -> None:
+    from bnplctl.errors import InvalidInput
+    from bnplctl.money import parse_amount
+
+    with pytest.raises(InvalidInput) as refused:
+        parse_amount(amount)
+    assert "at most 2 decimal places" in refused.value.message
+    assert parse_amount("1.5") == parse_amount("1.50")

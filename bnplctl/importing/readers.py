@@ -453,6 +453,14 @@ class _TooManyDigits(Exception):
     """A JSON integer Python will not read (``MAX_INTEGER_DIGITS``)."""
 
 
+class _NotJsonConstant(Exception):
+    """``NaN``, ``Infinity`` or ``-Infinity``: Python's decoder takes them, JSON has none."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJsonConstant(name)
+
+
 def _json_integer(text: str) -> int | float:
     if len(text) - text.startswith("-") > MAX_INTEGER_DIGITS:
         raise _TooManyDigits
@@ -487,7 +495,10 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _decoder() -> json.JSONDecoder:
     return json.JSONDecoder(
-        object_pairs_hook=_json_object, parse_float=JsonFloat, parse_int=_json_integer
+        object_pairs_hook=_json_object,
+        parse_float=JsonFloat,
+        parse_int=_json_integer,
+        parse_constant=_no_constant,
     )
 
 
@@ -521,6 +532,9 @@ def _read_json_lines(stream: IO[bytes]) -> Iterator[RawRow]:
             continue
         except _TooManyDigits:
             yield RawRow(number, {}, f"invalid JSON ({_TOO_MANY_DIGITS})")
+            continue
+        except _NotJsonConstant as exc:
+            yield RawRow(number, {}, f"invalid JSON ({exc} is not a JSON value)")
             continue
         yield _row_from_json(number, element)
 
@@ -647,6 +661,9 @@ def _decode(
         found = _LONG_NUMBER.search(window.text, position)
         line = window.line_at(found.start() if found else position)
         raise InvalidInput(f"line {line}: {_TOO_MANY_DIGITS}") from None
+    except _NotJsonConstant as exc:
+        line = window.line_at(window.text.find(str(exc), position))
+        raise InvalidInput(f"line {line}: invalid JSON ({exc} is not a JSON value)") from None
 
 
 _LONG_NUMBER = re.compile("[0-9]{%d}" % (MAX_INTEGER_DIGITS + 1))  # noqa: UP031 - braces
