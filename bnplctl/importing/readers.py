@@ -380,7 +380,7 @@ def csv_slices(stream: IO[bytes], records: int) -> Iterator[CsvSlice]:
         if not raw:
             break
         if header_line == 0 or quoted and not pending:
-            if header_line == 0 and not raw.strip():
+            if header_line == 0 and _blank_record(raw, number):
                 continue
             header_line = header_line or number
             header += raw
@@ -400,6 +400,17 @@ def csv_slices(stream: IO[bytes], records: int) -> Iterator[CsvSlice]:
         raise InvalidInput("line 1: the file is empty (a header row is required)")
     if pending or not sent:
         yield CsvSlice(header, header_line, first_line or header_line + 1, b"".join(pending))
+
+
+def _blank_record(raw: bytes, number: int) -> bool:
+    """Whether a line before the header is one ``_read_csv`` skips: every cell blank once
+    stripped (``,,,``, a no-break space, a byte-order mark alone). A line with a quote is
+    left to the reader (it may open a field that goes on)."""
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+    except UnicodeDecodeError:
+        return False
+    return '"' not in text and not any(cell.strip() for cell in text.split(","))
 
 
 def _quoted_after(line: bytes, quoted: bool) -> bool:
