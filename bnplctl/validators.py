@@ -280,6 +280,15 @@ def webhook_status(value: Any) -> str:
     return WEBHOOK_STATUSES[raw]
 
 
+# ISO 8601's extended form, as processors and merchants write it: a date, then
+# optionally a time to the minute, second or microsecond and an offset (``Z``, ``±HH:MM``).
+# Python also reads the basic form, week dates and a bare hour; files may not use them.
+ISO_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?(?:Z|[+-][0-9]{2}:[0-9]{2})?)?"
+)
+
+
 def timestamp(value: Any, name: str) -> datetime | None:
     """An ISO 8601 timestamp, in UTC (no offset: UTC), its UTC date from 2000-01-01 to
     2100-12-31 (``in_window``); None if blank."""
@@ -287,9 +296,14 @@ def timestamp(value: Any, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
+        if not ISO_TIMESTAMP.fullmatch(raw):
+            raise ValueError(raw)
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"{name}: not an ISO 8601 timestamp") from None
+        raise InvalidInput(
+            f"{name}: not an ISO 8601 timestamp (YYYY-MM-DD, then [T]HH:MM[:SS[.ffffff]]"
+            " and Z or ±HH:MM)"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     try:  # in UTC: PostgreSQL takes offsets up to 15:59 only, Python up to 23:59

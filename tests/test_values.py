@@ -526,3 +526,36 @@ def test_an_amount_written_with_more_than_two_decimals_is_refused_even_as_zeros(
         parse_amount(amount)
     assert "at most 2 decimal places" in refused.value.message
     assert parse_amount("1.5") == parse_amount("1.50")
+
+
+@pytest.mark.parametrize(
+    ("paid_at", "valid"),
+    [
+        ("2026-12-01T10:00:00Z", True),
+        ("2026-12-01 10:00", True),
+        ("2026-12-01", True),
+        ("2026-12-01T10:00:00.5+05:00", True),
+        ("20261201T100000Z", False),  # the basic format
+        ("2026-W49-1", False),  # a week date
+        ("2026-12-01T10Z", False),  # hours alone
+        ("2026-12-01T10:00:00+05:00:30", False),  # an offset with seconds
+        ("2026-12-01T10:00:00.123456789Z", False),  # nanoseconds
+    ],
+)
+def test_a_files_timestamp_is_the_extended_iso_form_only(
+    cli: Cli, engine: Engine, paid_at: str, valid: bool
+) -> None:
+    from datetime import date
+
+    from tests.test_sweep import seed
+
+    seed(engine, 1, date(2026, 1, 1))
+    row = {"reference": "P-1", "amount": "10", "installment_id": 1, "paid_at": paid_at}
+    result = cli("payments", "import", "-", "--format", "jsonl", "-o", "json",
+                 input=json.dumps(row) + "\n")  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert (summary["applied"], summary["invalid"]) == ((1, 0) if valid else (0, 1)), paid_at
+    hook = {"refund_id": "R-1", "status": "processing", "occurred_at": paid_at}
+    ingested = cli("webhooks", "ingest", "-", "--format", "jsonl", "-o", "json",
+                   input=json.dumps(hook) + "\n")  # fmt: skip
+    assert (json.loads(ingested.stdout)["invalid"] == 0) == valid, paid_at

@@ -36,6 +36,7 @@ from bnplctl.services.listing import ListRequest, Page
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
 from bnplctl.validators import (
     CONTROL_CHARACTERS,
+    ISO_TIMESTAMP,
     WEBHOOK_STATUSES,
     id_field,
     in_window,
@@ -259,6 +260,8 @@ def _plain_columns(row: RawRow) -> tuple[object, ...] | None:
         return None
     occurred_at = None
     if raw_moment:
+        if not ISO_TIMESTAMP.fullmatch(raw_moment):
+            return None  # the full parse says why
         try:
             moment = datetime.fromisoformat(raw_moment.replace("Z", "+00:00"))
             occurred_at = (
