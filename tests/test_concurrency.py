@@ -316,7 +316,7 @@ def test_an_import_stopped_by_a_signal_says_so_in_one_line_and_keeps_whole_chunk
 
 @pytest.mark.parametrize("to_the_group", [True, False], ids=["group", "command"])
 def test_an_import_terminated_at_any_moment_ends_in_one_line_without_hanging(
-    engine: Engine, tmp_path: Any, to_the_group: bool
+    cli: Cli, engine: Engine, tmp_path: Any, to_the_group: bool
 ) -> None:
     """SIGTERM at moments spread over an import's start (the pool forking its workers,
     the first chunks in flight, inserts): every run ends at once with the one error line;
@@ -366,6 +366,7 @@ def test_an_import_terminated_at_any_moment_ends_in_one_line_without_hanging(
             assert len(stderr.splitlines()) == 1, (delay, stderr)
             assert stderr.startswith("error: terminated (SIGTERM)"), (delay, stderr)
     assert sum(code == 143 for _, code, _ in outcomes) >= 4, outcomes
+    assert cli("verify").exit_code == 0  # rule 9 holds after the last one's kept chunks
 
 
 def test_a_signal_while_the_workers_start_leaves_none_behind(no_database: None) -> None:
