@@ -25,6 +25,7 @@ import os
 import re
 import stat
 import tempfile
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import IO
@@ -88,11 +89,10 @@ class OutputFile:
             self.draft.unlink(missing_ok=True)
 
 
-def _own_descriptor(path: Path) -> int | None:
-    """The descriptor of this process that ``path`` names, if any: its links are
-    followed one component at a time (``/dev/stderr``, ``/dev/fd``, ``/proc/self``,
-    ``/proc/thread-self`` and any link of the operator's to them), stopping at
-    ``/proc/<pid>[/task/<tid>]/fd/N`` before that last, magic link is followed."""
+def _walk(path: Path) -> Iterator[tuple[str, str, bool]]:
+    """Each component on the way to ``path``, links followed one at a time as the kernel
+    follows them: ``(directory, candidate, last)``, given before ``candidate`` (if a
+    link) is followed, so that a caller may stop there. Ends after ``_MAX_LINKS``."""
     pending = list(Path(os.path.abspath(path)).parts[1:])
     current = "/"
     followed = 0
@@ -104,11 +104,7 @@ def _own_descriptor(path: Path) -> int | None:
             current = os.path.dirname(current)
             continue
         candidate = os.path.join(current, part)
-        if not pending:
-            named = _DESCRIPTOR.match(candidate)
-            if named is not None:
-                mine = int(named.group("pid")) == os.getpid()
-                return int(named.group("fd")) if mine else None
+        yield current, candidate, not pending
         try:
             link = os.readlink(candidate)
         except OSError:  # not a link, or not there
@@ -116,13 +112,24 @@ def _own_descriptor(path: Path) -> int | None:
             continue
         followed += 1
         if followed > _MAX_LINKS:
-            return None
+            return
         target = Path(link)
         if target.is_absolute():
             current = "/"
             pending = list(target.parts[1:]) + pending
         else:
             pending = list(target.parts) + pending
+
+
+def _own_descriptor(path: Path) -> int | None:
+    """The descriptor of this process that ``path`` names, if any: its links are
+    followed one component at a time (``/dev/stderr``, ``/dev/fd``, ``/proc/self``,
+    ``/proc/thread-self`` and any link of the operator's to them), stopping at
+    ``/proc/<pid>[/task/<tid>]/fd/N`` before that last, magic link is followed."""
+    for _, candidate, last in _walk(path):
+        named = _DESCRIPTOR.match(candidate) if last else None
+        if named is not None:
+            return int(named.group("fd")) if int(named.group("pid")) == os.getpid() else None
     return None
 
 
@@ -196,33 +203,15 @@ def _planted_link(path: Path) -> str | None:
     """The first link on the way to ``path`` that the kernel's ``protected_symlinks``
     would not follow: in a sticky world-writable directory, owned neither by this
     process's user nor by the directory's owner."""
-    pending = list(Path(os.path.abspath(path)).parts[1:])
-    current = "/"
-    followed = 0
-    while pending and followed <= _MAX_LINKS:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            current = os.path.dirname(current)
-            continue
-        candidate = os.path.join(current, part)
+    for directory_path, candidate, _ in _walk(path):
         try:
             link = os.lstat(candidate)
             if not stat.S_ISLNK(link.st_mode):
-                current = candidate
                 continue
-            directory = os.stat(current)
-            target = Path(os.readlink(candidate))
+            directory = os.stat(directory_path)
         except OSError:  # not there (yet): nothing further to follow
             return None
         sticky_shared = directory.st_mode & stat.S_ISVTX and directory.st_mode & stat.S_IWOTH
         if sticky_shared and link.st_uid not in (os.geteuid(), directory.st_uid):
             return candidate
-        followed += 1
-        if target.is_absolute():
-            current = "/"
-            pending = list(target.parts[1:]) + pending
-        else:
-            pending = list(target.parts) + pending
     return None
