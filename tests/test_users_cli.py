@@ -875,3 +875,70 @@ def test_a_dry_run_lists_the_rows_it_would_create_without_made_up_ids(
         (6, "duplicate of line 3 (same passport)"),
     ]
     assert row_counts(engine)["users"] == 0
+
+
+# --- memory that stays flat however many rows are rejected (issue 28) -------------------
+
+
+def test_json_lists_the_first_rejected_rows_and_the_rejects_file_every_one(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for webhook and payment files: the report keeps the first rows rejected (JSON
+    carries them), the counts count them all and --rejects gets every one, written as
+    their chunks are done, so a file of a million bad rows takes no more memory than a
+    file of a thousand."""
+    from bench.run import USER_FIELDS, user_row
+    from bnplctl.importing import batch
+    from bnplctl.importing import users as users_import
+
+    monkeypatch.setattr(users_import, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(batch, "SHOWN_REJECTS", 4)
+    rows = [dict(zip(USER_FIELDS, user_row(n), strict=True)) for n in range(20)]
+    for row in rows[::2]:
+        row["dob"] = "2020-01-01"  # too young
+    source = tmp_path / "users.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rejects = tmp_path / "rejects.csv"
+
+    result = cli("users", "import", str(source), "--rejects", str(rejects), "-o", "json")
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["created"], summary["invalid"]) == (20, 10, 10)
+    assert [r["line"] for r in summary["rejected"]] == [1, 3, 5, 7]  # the first four
+    with rejects.open() as handle:
+        assert [int(r["line"]) for r in csv.DictReader(handle)] == list(range(1, 21, 2))
+    assert row_counts(engine)["users"] == 10
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_row_outcomes_stream_in_file_order_and_stop_with_the_last_committed_chunk(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """-o jsonl/csv writes each row's outcome once its chunk is committed, in file order
+    (created, duplicate and invalid rows interleaved): a run stopped by a fault midway
+    has still said what became of every row it committed."""
+    from bench.run import USER_FIELDS, user_row
+    from bnplctl.importing import users as users_import
+
+    monkeypatch.setattr(users_import, "CHUNK_ROWS", 2)
+    rows = [dict(zip(USER_FIELDS, user_row(n), strict=True)) for n in range(40)]
+    rows[3]["dob"] = "2020-01-01"  # invalid
+    rows[6]["user_id"] = rows[1]["user_id"]  # a duplicate of line 2, in a later chunk
+    source = tmp_path / "cut.json"
+    source.write_text("[" + "".join(json.dumps(row) + ",\n" for row in rows) + "{oops}]")
+
+    result = cli("users", "import", str(source), "-o", fmt)
+
+    assert result.exit_code == 65
+    if fmt == "jsonl":
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+    else:
+        records = list(csv.DictReader(result.stdout.splitlines()))
+    created = row_counts(engine)["users"]
+    assert len(records) == created + 2  # every committed row, and only those
+    assert [int(r["line"]) for r in records] == list(range(1, len(records) + 1))
+    assert (records[3]["outcome"], records[6]["outcome"]) == ("invalid", "duplicate")
+    assert records[6]["reason"] == "duplicate of line 2 (same user_id)"
+    names = _names_by_id(engine)
+    assert {r["user_id"] for r in records if r["outcome"] == "created"} == set(names)

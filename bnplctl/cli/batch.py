@@ -10,7 +10,7 @@ import typer
 
 from bnplctl.cli.options import OutputFormat, for_people
 from bnplctl.errors import BnplError, ExitCode
-from bnplctl.importing.batch import BatchReport, IngestReport, Rejected, RejectsFile
+from bnplctl.importing.batch import IngestReport, Rejected, RejectsFile
 
 _REJECTS_SHOWN = 20
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -94,7 +94,7 @@ def render_summary(
 
 
 def finish_batch(
-    report: BatchReport,
+    report: IngestReport,
     output: OutputFormat,
     *,
     rejects: RejectsFile | None,
@@ -104,70 +104,47 @@ def finish_batch(
     exit_on_rejects: bool = True,
     extra: dict[str, Any] | None = None,
     created: list[dict[str, Any]] | None = None,
+    rows_streamed: bool = False,
 ) -> None:
-    """The summary (with ``extra`` after the counts), the rejects (of ``source``), and
-    exit 5 when any row was rejected.
+    """A one-file batch's end (``users import``): the rejects file put in place (its rows
+    were written as their chunks were committed), the summary (with ``extra`` after the
+    counts), the first rejects, and exit 5 when any row was rejected.
 
-    ``created`` (``users import``: each created row's ``line`` and ``user_id``) changes
-    the formats for programs: JSON adds ``created_users``; JSON lines and CSV give one
-    record per row instead of the summary (``line``, the key, ``outcome``, ``reason``),
-    the counts on stderr; a table lists the first created users on stderr."""
+    ``created`` (each created row's ``line`` and ``user_id``) is added to JSON as
+    ``created_users``, and its first rows are listed on stderr under a table. With
+    ``rows_streamed`` every row's outcome went to stdout already (``-o jsonl``/``csv``):
+    the counts go to stderr instead of the summary."""
+    from bnplctl.cli.output import message
+
     if rejects is not None:
         try:
-            for row in report.rejected:
-                rejects.write(source, row)
             rejects.close()
         except BnplError as exc:  # every row was handled; only the rejects file failed
             if not (extra or {}).get("dry_run"):
-                note_what_stays(exc, report.rows, report.counts.get("created", 0), "created")
+                note_what_stays(exc, report.rows, report.applied, report.applied_as)
             raise
     summary = report.summary() | (extra or {})
-    if created is not None and output in (OutputFormat.jsonl, OutputFormat.csv):
-        _render_row_outcomes(created, report, output, key_name=key_name, source=source)
+    if rows_streamed:
+        counts = ", ".join(f"{report.counts.get(name, 0)} {name}" for name in report.outcomes)
+        message(f"{report.rows} row(s): {counts}")
     else:
         if created is not None and output is OutputFormat.json:
             summary["created_users"] = created
         render_summary(
-            summary, report.rejected, output, key_name=key_name, files=[source], title=title
+            summary, report.shown, output, key_name=key_name, files=[source], title=title
         )
     if created and for_people(output):
         _show_created(created, key_name)
     show_rejects(
-        report.rejected if for_people(output) else [],
-        len(report.rejected),
+        report.shown if for_people(output) else [],
+        report.rejected_total,
         key_name=key_name,
         rejects=rejects.path if rejects is not None else None,
         title="Rejected rows",
         files=[source],
     )
-    if exit_on_rejects and report.has_rejections:
+    if exit_on_rejects and report.rejected_total:
         raise typer.Exit(code=ExitCode.BATCH_REJECTED)
-
-
-def _render_row_outcomes(
-    created: list[dict[str, Any]],
-    report: BatchReport,
-    output: OutputFormat,
-    *,
-    key_name: str,
-    source: str,
-) -> None:
-    """Every row's outcome in file order, the rows created with their key; the counts
-    as a message on stderr."""
-    from bnplctl.cli.output import message, render_list
-
-    records = [
-        {"line": entry["line"], key_name: entry[key_name], "outcome": "created", "reason": ""}
-        for entry in created
-    ]
-    records += [
-        {name: value for name, value in row.items() if name != "file"}
-        for row in _rows(report.rejected, key_name, [source])
-    ]
-    records.sort(key=lambda record: record["line"])
-    render_list(records, output, columns=["line", key_name, "outcome", "reason"])
-    counts = ", ".join(f"{report.counts.get(name, 0)} {name}" for name in report.outcomes)
-    message(f"{report.rows} row(s): {counts}")
 
 
 def _show_created(created: list[dict[str, Any]], key_name: str) -> None:

@@ -156,13 +156,45 @@ def render_list(
     stream = itertools.chain([first], rows) if first is not None else iter(())
     if fmt is OutputFormat.json:
         _write_json_array(stream)
-    elif fmt is OutputFormat.jsonl:
-        for record in stream:
-            sys.stdout.write(_dumps(dict(record)) + "\n")
-    elif fmt is OutputFormat.csv:
-        _write_csv(stream, names)
+    elif fmt in (OutputFormat.jsonl, OutputFormat.csv):
+        record_writer(fmt, names)(stream)
     else:
         _table(list(stream), names, title=title, drop=drop, wide=fmt is OutputFormat.wide)
+
+
+def record_writer(fmt: OutputFormat, names: Sequence[str]) -> Callable[[Iterable[Record]], None]:
+    """A writer of records to stdout, as JSON lines or CSV (its header before the first
+    records), called as often as records come: a batch streams each chunk's rows."""
+    from bnplctl.validators import spreadsheet_safe
+
+    if fmt is OutputFormat.jsonl:
+
+        @to_stdout
+        def write_lines(records: Iterable[Record]) -> None:
+            for record in records:
+                sys.stdout.write(_dumps(dict(record)) + "\n")
+
+        return write_lines
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    safe = [name not in _FIXED_FORMAT for name in names]
+    header = [list(names)]
+
+    @to_stdout
+    def write_rows(records: Iterable[Record]) -> None:
+        """CSV for a spreadsheet as much as for a script: a text cell that a spreadsheet
+        would run as a formula gets a leading ``'`` (PRODUCT.md, "CSV the tool writes")."""
+        if header:
+            writer.writerow(header.pop())
+        for record in records:
+            writer.writerow(
+                [
+                    spreadsheet_safe(_cell(record.get(name))) if neutralise
+                    else _cell(record.get(name))
+                    for name, neutralise in zip(names, safe, strict=True)
+                ]
+            )  # fmt: skip
+
+    return write_rows
 
 
 def _write_json_array(records: Iterator[Record]) -> None:
@@ -314,20 +346,7 @@ _FIXED_FORMAT = frozenset({"phone_number"})
 
 
 def _write_csv(records: Iterable[Record], names: Sequence[str]) -> None:
-    """CSV for a spreadsheet as much as for a script: a text cell that a spreadsheet would
-    run as a formula gets a leading ``'`` (PRODUCT.md, "CSV the tool writes")."""
-    from bnplctl.validators import spreadsheet_safe
-
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(names)
-    safe = [name not in _FIXED_FORMAT for name in names]
-    for record in records:
-        writer.writerow(
-            [
-                spreadsheet_safe(_cell(record.get(name))) if neutralise else _cell(record.get(name))
-                for name, neutralise in zip(names, safe, strict=True)
-            ]
-        )
+    record_writer(OutputFormat.csv, names)(records)
 
 
 def _table(

@@ -199,18 +199,16 @@ def import_(
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import finish_batch, note_what_stays, progress_size
-    from bnplctl.cli.output import byte_progress, warning
+    from bnplctl.cli.output import byte_progress, record_writer, warning
     from bnplctl.importing.batch import RejectsFile
     from bnplctl.importing.readers import HashingReader, detect_format, faults_named, open_input
-    from bnplctl.importing.users import (
-        USER_OUTCOMES,
-        UserImportReport,
-        import_users,
-        user_chunks,
-    )
+    from bnplctl.importing.users import UserImportReport, import_users, user_chunks
 
     rejects_file = RejectsFile(rejects, "user_id", [source]) if rejects is not None else None
-    report = UserImportReport(USER_OUTCOMES)
+    # -o jsonl/csv: each row's outcome as its chunk is committed, in file order.
+    streamed = output in (OutputFormat.jsonl, OutputFormat.csv)
+    write_rows = record_writer(output, _ROW_OUTCOME) if streamed else None
+    report = UserImportReport(sink=rejects_file, file=source, row_outcomes=write_rows)
     try:
         with (
             faults_named(source),
@@ -228,12 +226,12 @@ def import_(
             )
     except BaseException as exc:
         if not dry_run:  # the chunks inserted before the error stay, and their rejects
-            note_what_stays(exc, report.rows, report.counts.get("created", 0), "created")
+            note_what_stays(exc, report.rows, report.applied, "created")
         if rejects_file is not None:
-            for row in sorted(report.rejected if not dry_run else [], key=lambda r: r.line):
-                rejects_file.write(source, row)
             rejects_file.finish(failed=True)
         raise
+    if write_rows is not None:
+        write_rows([])  # a CSV's header, when no row came
     title = "Users import" + (" (dry run: nothing written)" if dry_run else "")
     finish_batch(
         report,
@@ -243,12 +241,18 @@ def import_(
         key_name="user_id",
         title=title,
         extra={"dry_run": dry_run},
-        created=[
+        created=None
+        if streamed
+        else [
             # A dry run creates no one: an id it would have generated names nothing.
             {"line": line, "user_id": None if user_id in report.generated else user_id}
             for user_id, line in report.created.items()
         ],
+        rows_streamed=streamed,
     )
+
+
+_ROW_OUTCOME = ("line", "user_id", "outcome", "reason")
 
 
 @app.command("list")

@@ -39,29 +39,6 @@ class Rejected:
     file_index: int = 0  # which of a command's input files (webhooks ingest takes several)
 
 
-@dataclass
-class BatchReport:
-    outcomes: tuple[str, ...]
-    counts: Counter[str] = field(default_factory=Counter)
-    rejected: list[Rejected] = field(default_factory=list)
-
-    @property
-    def rows(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def has_rejections(self) -> bool:
-        return bool(self.rejected)
-
-    def add(self, outcome: str, rejected: Rejected | None = None) -> None:
-        self.counts[outcome] += 1
-        if rejected is not None:
-            self.rejected.append(rejected)
-
-    def summary(self) -> dict[str, Any]:
-        return {"rows": self.rows} | {name: self.counts.get(name, 0) for name in self.outcomes}
-
-
 def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     """``items``, produced by a background thread up to ``depth`` ahead of the consumer.
 
@@ -348,8 +325,9 @@ INDEX_LOOKUPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoi
 
 @dataclass
 class IngestReport:
-    """A batch file command's report (webhook files, payment files): counts per outcome,
-    the first rows not applied, the rest streamed to the rejects file."""
+    """A batch file command's report (users, webhook and payment files): counts per
+    outcome, the first rows not applied (``shown``), every one streamed to the rejects
+    file as its chunk is committed: memory stays flat however many rows are rejected."""
 
     outcomes: tuple[str, ...]  # the outcomes a row of this kind of file can have
     counts: Counter[str] = field(default_factory=Counter)
@@ -358,11 +336,12 @@ class IngestReport:
     sink: RejectsFile | None = None
     file: str = "-"  # the file being ingested, for the rejects file
     file_index: int = 0  # its place among the command's files, for the report
+    applied_as: str = "applied"  # the outcome of a row applied (users: ``created``)
 
     def add_chunk(self, applied: int, not_applied: list[Rejected]) -> None:
         """A committed chunk: every row counted first (the counts stay true if the
         rejects file then fails), then the rows not applied kept and written out."""
-        self.counts["applied"] += applied
+        self.counts[self.applied_as] += applied
         self.counts.update(item.outcome for item in not_applied)
         self.rejected_total += len(not_applied)
         for item in not_applied:
@@ -374,6 +353,10 @@ class IngestReport:
     @property
     def rows(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def applied(self) -> int:
+        return self.counts.get(self.applied_as, 0)
 
     def summary(self) -> dict[str, Any]:
         return {"rows": self.rows} | {name: self.counts.get(name, 0) for name in self.outcomes}

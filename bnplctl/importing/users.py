@@ -18,11 +18,10 @@ from datetime import date
 from typing import IO, Any
 
 from bnplctl.errors import InvalidInput
-from bnplctl.importing.batch import BatchReport, Rejected, chunked
+from bnplctl.importing.batch import IngestReport, Rejected, chunked
 from bnplctl.importing.readers import CsvSlice, Format, RawRow, csv_slices, read_rows
 
 CHUNK_ROWS = 5000
-USER_OUTCOMES = ("created", "duplicate", "invalid")
 USER_COLUMNS = ("name", "phone", "passport", "card", "dob")
 
 
@@ -37,13 +36,22 @@ class PreparedChunk:
     generated: frozenset[int] = frozenset()
 
 
-@dataclass
-class UserImportReport(BatchReport):
-    """A users import's outcomes, and the users it created: user_id -> file line, in file
-    order (``generated``: the ids made up for rows without one)."""
+RowOutcome = dict[str, Any]
 
+
+@dataclass
+class UserImportReport(IngestReport):
+    """A users import's outcomes (the first rows rejected, every one to the rejects
+    file), and the users it created: user_id -> file line, in file order (naming the
+    line a later duplicate repeats; ``generated``: the ids a dry run made up).
+    ``row_outcomes``, when set, is given each committed chunk's rows in file order
+    (``line``, ``user_id``, ``outcome``, ``reason``): ``-o jsonl``/``csv`` stream them."""
+
+    outcomes: tuple[str, ...] = ("created", "duplicate", "invalid")
+    applied_as: str = "created"
     created: dict[str, int] = field(default_factory=dict)
     generated: set[str] = field(default_factory=set)
+    row_outcomes: Callable[[list[RowOutcome]], None] | None = None
 
 
 def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChunk:
@@ -257,7 +265,7 @@ def import_users(
         warn = None  # said once
     keyring = pii.Keyring(master)
     today = business_today()
-    report = report if report is not None else UserImportReport(USER_OUTCOMES)
+    report = report if report is not None else UserImportReport()
     chunk_inserter = functools.partial(
         _chunk_inserter, report, actor=actor, source=source, dry_run=dry_run, master=master
     )
@@ -306,7 +314,6 @@ def import_users(
             hand_over(0)
             while inserts:
                 inserts.popleft().result()
-    report.rejected.sort(key=lambda item: item.line)
     return report
 
 
@@ -348,9 +355,7 @@ def _chunk_inserter(
                     expect_new=expect_new,
                 )
             expect_new = not duplicates
-            for rejected in prepared.invalid:  # counted once their chunk is committed
-                report.add("invalid", rejected)
-            _record(report, prepared, duplicates, dry_run=dry_run)
+            _record(report, prepared, duplicates, dry_run=dry_run)  # once committed
 
         yield insert
 
@@ -358,23 +363,40 @@ def _chunk_inserter(
 def _record(
     report: UserImportReport, prepared: PreparedChunk, duplicates: list[Any], *, dry_run: bool
 ) -> None:
-    """A chunk's outcomes: its created users (in file order) and its duplicates, each
-    naming what it duplicates: an earlier line of this run when that line created the
-    user, else the stored user. A generated id is never a duplicate's key (it names
-    nothing the operator knows)."""
+    """A committed chunk's outcomes: its created users (in file order), its invalid rows
+    and its duplicates, each naming what it duplicates: an earlier line of this run when
+    that line created the user, else the stored user. A generated id is never a
+    duplicate's key (it names nothing the operator knows)."""
     from bnplctl.services.onboarding import duplicate_reason
 
     refused = {outcome.seq for outcome in duplicates}
+    created: list[tuple[int, str]] = []
     for seq, (line, user_id, _) in enumerate(prepared.keys):
         if seq not in refused:
             report.created[user_id] = line
+            created.append((line, user_id))
             if dry_run and seq in prepared.generated:
                 report.generated.add(user_id)
-    report.counts["created"] += len(prepared.keys) - len(duplicates)
+    not_applied = list(prepared.invalid)
     for outcome in duplicates:
         earlier = report.created.get(outcome.duplicate_of) if outcome.duplicate_of else None
         reason = duplicate_reason(
             outcome.same or "passport", user_id=outcome.duplicate_of, line=earlier
         )
         key = "" if outcome.seq in prepared.generated else outcome.user_id
-        report.add("duplicate", Rejected(outcome.line, key, "duplicate", reason))
+        not_applied.append(Rejected(outcome.line, key, "duplicate", reason))
+    not_applied.sort(key=lambda item: item.line)
+    report.add_chunk(len(created), not_applied)
+    if report.row_outcomes is not None:
+        rows: list[RowOutcome] = [
+            {"line": line, "user_id": None if user_id in report.generated else user_id,
+             "outcome": "created", "reason": ""}
+            for line, user_id in created
+        ]  # fmt: skip
+        rows += [
+            {"line": item.line, "user_id": item.key, "outcome": item.outcome,
+             "reason": item.reason}
+            for item in not_applied
+        ]  # fmt: skip
+        rows.sort(key=lambda row: row["line"])
+        report.row_outcomes(rows)
