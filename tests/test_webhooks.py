@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -497,17 +498,28 @@ def test_the_plain_row_path_agrees_with_parse_update(fields: dict[str, Any]) -> 
     if plain is None:
         return
     update = webhooks.parse_update(row)  # raises if the plain path took a row it refuses
-    assert plain == (
+    *columns, moment, amount, reference = plain
+    assert (*columns, amount, reference) == (
         1, update.transaction_id, update.target, update.event_id,
-        update.occurred_at.isoformat() if update.occurred_at else None,
         update.amount, update.merchant_reference,
     )  # fmt: skip
+    # The same instant, as the server reads the text (an ISO form, in UTC).
+    if update.occurred_at is None:
+        assert moment is None
+    else:
+        assert isinstance(moment, str)
+        assert datetime.fromisoformat(moment) == update.occurred_at
 
 
 def test_plain_rows_take_the_plain_path() -> None:
     fields = {"refund_id": " R-1 ", "status": "Approved", "occurred_at": "2025-08-15T19:59:25Z"}
     assert webhooks._plain_columns(RawRow(7, fields)) == (
-        7, "R-1", "APPROVED", None, "2025-08-15T19:59:25+00:00", None, None,
+        7, "R-1", "APPROVED", None, "2025-08-15T19:59:25Z", None, None,
+    )  # fmt: skip
+    # Another offset is converted (the server reads offsets only up to 15:59).
+    elsewhere = fields | {"occurred_at": "2025-08-15 19:59-23:59"}
+    assert webhooks._plain_columns(RawRow(7, elsewhere)) == (
+        7, "R-1", "APPROVED", None, "2025-08-16T19:58:00+00:00", None, None,
     )  # fmt: skip
     assert webhooks._plain_columns(RawRow(7, fields | {"amount": "10.00"})) is None
 
@@ -729,6 +741,40 @@ def test_timestamps_with_any_offset_python_accepts_get_a_row_outcome(
             text("SELECT last_event_at FROM refunds WHERE transaction_id = 'REF-002'")
         ).scalar_one()
     assert stored.isoformat() == "2026-01-01T23:59:00+00:00"
+
+
+def test_every_form_of_a_timestamp_is_stored_as_the_instant_python_reads(
+    cli: Cli, engine: Engine, refunds: int
+) -> None:
+    """A plain row's time in UTC reaches the server as its own text: each form the rows
+    may use is stored as the instant Python reads (no offset: UTC)."""
+    forms = [
+        "2026-03-01T10:20:30Z",
+        "2026-03-01 10:20:30.123456+00:00",
+        "2026-03-01T10:20-00:00",
+        "2026-03-01T10:20:30",
+        "2100-12-31T23:59:59Z",
+        "2000-01-01T00:00",
+        "2026-03-01T10:20:30+15:59",
+        "2026-03-01",
+    ]
+    expected = [
+        (lambda moment: moment if moment.tzinfo else moment.replace(tzinfo=UTC))(
+            datetime.fromisoformat(form)
+        )
+        for form in forms
+    ]
+    rows = [
+        {"refund_id": "REF-002", "status": "processing", "occurred_at": form, "event_id": f"t{n}"}
+        for n, form in enumerate(forms)
+    ]
+    result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
+    assert result.exit_code == 0, result.stdout
+    with engine.connect() as connection:
+        stored = dict(
+            connection.execute(text("SELECT event_id, occurred_at FROM webhook_events")).all()
+        )
+    assert [stored[f"t{n}"] for n in range(len(forms))] == expected
 
 
 # --- chunks applied while the next is staged -------------------------------------------

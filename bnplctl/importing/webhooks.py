@@ -263,20 +263,32 @@ def _plain_columns(row: RawRow) -> tuple[object, ...] | None:
         if not ISO_TIMESTAMP.fullmatch(raw_moment):
             return None  # the full parse says why
         try:
-            moment = datetime.fromisoformat(raw_moment.replace("Z", "+00:00"))
-            occurred_at = (
-                moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-            ).astimezone(UTC)
-        except (ValueError, OverflowError):
+            moment = datetime.fromisoformat(raw_moment)
+        except ValueError:
             return None
-        if not in_window(occurred_at):
-            return None
+        offset = moment.utcoffset()
+        if len(raw_moment) > 10 and not offset and "2000" <= raw_moment[:4] <= "2100":
+            # A time in UTC (``Z``, ``+00:00`` or no offset) within the window: the
+            # server reads the text Python has just read as the same instant
+            # (``ISO_TIMESTAMP`` keeps to the forms both read alike), with no conversion
+            # here. Other offsets are converted: the server takes only up to 15:59.
+            occurred_at = raw_moment if offset is not None else raw_moment + "+00:00"
+        else:  # a date alone, another offset, a year at the window's ends
+            try:
+                utc = (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).astimezone(
+                    UTC
+                )
+            except OverflowError:
+                return None
+            if not in_window(utc):
+                return None
+            occurred_at = utc.isoformat()
     return (
         row.line,
         transaction_id,
         target,
         event_id or None,
-        occurred_at.isoformat() if occurred_at else None,
+        occurred_at,
         None,
         merchant_reference or None,
     )
