@@ -400,8 +400,9 @@ def timed_file_load(
     ``file_rows`` table, run ``statements``, commit. Each chunk's transaction has the
     product's planner settings (index lookups, no hash of a whole table per chunk), so
     that a reference is not slower than the floor it stands for."""
-    from bnplctl.importing.batch import INDEX_LOOKUPS_ONLY, ramped_chunks
+    from bnplctl.importing.batch import ramped_chunks
     from bnplctl.importing.webhooks import CHUNK_ROWS
+    from bnplctl.tuning import INDEX_LOOKUPS_ONLY
 
     with webhook_file.open(newline="") as handle:
         header, *rows = list(csv.reader(handle))
@@ -786,10 +787,10 @@ def fresh_database(
     url = make_url(server).set(database=name).render_as_string(hide_password=False)
     env = dict(os.environ, BNPL_DATABASE_URL=url, BNPL_DATA_DIR=str(workdir))
     env["BNPL_SECRET_KEY_FILE"] = str(workdir / "secret.key")
-    from bnplctl import pii
+    from bnplctl import crypto
 
-    if pii.read_key(workdir / "secret.key") is None:  # the operator's key, provided up front
-        pii.create_key(workdir / "secret.key")
+    if crypto.read_key(workdir / "secret.key") is None:  # the operator's key, provided up front
+        crypto.create_key(workdir / "secret.key")
     try:
         yield url, env
     finally:

@@ -226,7 +226,7 @@ class IdempotencyKey(SQLModel, table=True):
 
 class KeyCheck(SQLModel, table=True):
     """The database's one record of the secret key: a keyed HMAC of a fixed label, never
-    the key (``services/keys.py``)."""
+    the key (``services/secret_key.py``)."""
 
     __tablename__ = "key_checks"
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)

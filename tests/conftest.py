@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from typer.testing import CliRunner, Result
 
-from bnplctl import db, pii
+from bnplctl import crypto, db
 from bnplctl.cli.app import STATE, app
 from bnplctl.config import get_settings
 
@@ -116,7 +116,7 @@ def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The session's secret key, as an operator provides one (BNPL_SECRET_KEY_FILE)."""
     path = tmp_path_factory.mktemp("keys") / "secret.key"
-    pii.create_key(path)
+    crypto.create_key(path)
     return path
 
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from bnplctl import db, pii
+from bnplctl import crypto, db
 from tests.conftest import TABLES, Cli, row_counts
 from tests.helpers import JOHN, MALIKA, SAMPLE_CSV, add_args
 
@@ -45,7 +45,7 @@ def test_a_different_key_is_refused_before_any_write(
 ) -> None:
     assert cli(*add_args(JOHN)).exit_code == 0
     other = tmp_path / "other.key"
-    pii.create_key(other)
+    crypto.create_key(other)
     monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(other))
     before = row_counts(engine)
 
@@ -69,7 +69,7 @@ def test_a_database_without_a_check_gets_one_from_the_right_key_only(
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM key_checks"))
     other = tmp_path / "other.key"
-    pii.create_key(other)
+    crypto.create_key(other)
     monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(other))
     _refused(cli(*add_args(MALIKA)), "is not the key this database was set up with")
     monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(key_file))
@@ -78,8 +78,8 @@ def test_a_database_without_a_check_gets_one_from_the_right_key_only(
     assert cli(*add_args(MALIKA)).exit_code == 0
     with engine.connect() as connection:
         stored = connection.execute(text("SELECT key_check FROM key_checks")).scalar_one()
-    assert stored == pii.Keyring(pii.read_key(key_file) or b"").key_check()
-    assert stored != (pii.read_key(key_file) or b"").hex()  # a check, never the key
+    assert stored == crypto.Keyring(crypto.read_key(key_file) or b"").key_check()
+    assert stored != (crypto.read_key(key_file) or b"").hex()  # a check, never the key
     assert json.loads(cli("status", "-o", "json").stdout)["secret_key"]["state"] == "matches"
 
 
@@ -184,7 +184,7 @@ def test_the_embedded_database_generates_its_key_on_first_use_and_never_again(
     assert cli("users", "import", str(users)).exit_code == 5  # two rows invalid on purpose
     default = embedded / "secret.key"
     assert stat.S_IMODE(default.stat().st_mode) == 0o600
-    key = pii.read_key(default)
+    key = crypto.read_key(default)
     assert key is not None
     engine = create_engine(db.normalize_url(db.start_embedded(embedded)))
     try:
@@ -192,7 +192,7 @@ def test_the_embedded_database_generates_its_key_on_first_use_and_never_again(
             stored = connection.execute(text("SELECT key_check FROM key_checks")).scalar_one()
     finally:
         engine.dispose()
-    assert stored == pii.Keyring(key).key_check()
+    assert stored == crypto.Keyring(key).key_check()
 
     default.rename(tmp_path / "moved.key")
     before = _embedded_counts(embedded)
@@ -211,7 +211,7 @@ def test_a_wrong_key_with_an_invalid_row_is_one_line_with_nothing_said_to_stay(
     again with the wrong key finishes nothing."""
     assert cli(*add_args(JOHN)).exit_code == 0
     other = tmp_path / "other.key"
-    pii.create_key(other)
+    crypto.create_key(other)
     monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(other))
     users = tmp_path / "users.csv"
     users.write_text(SAMPLE_CSV)  # two of its rows are invalid

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from typer.testing import Result
 
-from bnplctl import pii
+from bnplctl import crypto
 from tests.conftest import Cli, DatabaseUnderTest, row_counts
 from tests.helpers import JOHN, MALIKA, add_args
 
@@ -48,16 +48,16 @@ def test_keys_init_creates_a_private_key_file_that_the_database_then_accepts(
     assert str(path) in _one_line(result)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in path.parent.iterdir()] == ["bnpl.key"]  # no draft left behind
-    key = pii.read_key(path)
-    assert key is not None and len(key) == pii.KEY_BYTES
-    assert _key_check(engine) == pii.Keyring(key).key_check()
+    key = crypto.read_key(path)
+    assert key is not None and len(key) == crypto.KEY_BYTES
+    assert _key_check(engine) == crypto.Keyring(key).key_check()
     with engine.connect() as connection:
         events = connection.execute(
             text("SELECT actor, action, entity, entity_id, details::text FROM audit_events")
         ).all()
     assert [tuple(event[:4]) for event in events] == [("ops", "key.initialized", "key", "0")]
     for shown in (result.stderr, events[0][4]):
-        assert key.hex() not in shown and pii.Keyring(key).key_check() not in shown
+        assert key.hex() not in shown and crypto.Keyring(key).key_check() not in shown
 
     audited = json.loads(cli("audit", "list", "--entity", "key", "-o", "json").stdout)
     assert [(event["action"], event["details"]) for event in audited] == [
@@ -150,7 +150,7 @@ def test_keys_init_twice_the_second_key_is_refused(
     result = cli("keys", "init", str(second))
     assert result.exit_code == 3
     assert not second.exists()
-    assert _key_check(engine) == pii.Keyring(pii.read_key(first) or b"").key_check()
+    assert _key_check(engine) == crypto.Keyring(crypto.read_key(first) or b"").key_check()
     monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(first))
     assert cli(*add_args(MALIKA)).exit_code == 0
 
@@ -165,7 +165,7 @@ def test_keys_init_without_a_database_url_checks_no_database(
     result = cli("keys", "init", str(path))
     assert result.exit_code == 0, result.stderr
     assert "no database was checked" in result.stderr
-    assert pii.read_key(path) is not None
+    assert crypto.read_key(path) is not None
     assert not (tmp_path / "data").exists()  # no embedded server started or set up
 
 

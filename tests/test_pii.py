@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bnplctl import pii
+from bnplctl import crypto, pii
 from bnplctl.errors import ConfigError, InvalidInput
 from bnplctl.schemas import UserCreate
 
@@ -167,7 +167,7 @@ def test_user_model_repr_hides_the_sensitive_fields() -> None:
 
 
 def test_passport_encryption_round_trip_is_bound_to_the_user() -> None:
-    keyring = pii.Keyring(KEY)
+    keyring = crypto.Keyring(KEY)
     sealed = keyring.encrypt_passport("AA1234567", "usr-001")
     assert b"AA1234567" not in sealed
     assert sealed != keyring.encrypt_passport("AA1234567", "usr-001")  # random nonce
@@ -175,13 +175,13 @@ def test_passport_encryption_round_trip_is_bound_to_the_user() -> None:
     with pytest.raises(ConfigError, match="cannot be decrypted"):
         keyring.decrypt_passport(sealed, "usr-002")
     with pytest.raises(ConfigError, match="cannot be decrypted"):
-        pii.Keyring(bytes(32)).decrypt_passport(sealed, "usr-001")
+        crypto.Keyring(bytes(32)).decrypt_passport(sealed, "usr-001")
     with pytest.raises(ConfigError, match="unknown format"):
         keyring.decrypt_passport(b"\x09" + sealed[1:], "usr-001")
 
 
 def test_blind_index_and_card_fingerprint_are_keyed_and_stable() -> None:
-    keyring, other = pii.Keyring(KEY), pii.Keyring(bytes(32))
+    keyring, other = crypto.Keyring(KEY), crypto.Keyring(bytes(32))
     assert keyring.passport_index("AA1234567") == keyring.passport_index("AA1234567")
     assert keyring.passport_index("AA1234567") != other.passport_index("AA1234567")
     assert keyring.passport_index("AA1234567") != keyring.passport_index("AA1234568")
@@ -191,7 +191,7 @@ def test_blind_index_and_card_fingerprint_are_keyed_and_stable() -> None:
     assert "4111111111111111" not in fingerprint
     assert pii.mask_card("411111", "1111") == "4111 **** **** 1111"
     with pytest.raises(ConfigError):
-        pii.Keyring(b"short")
+        crypto.Keyring(b"short")
 
 
 def test_the_keyed_digests_are_plain_hmac_sha256_of_derived_keys() -> None:
@@ -203,7 +203,7 @@ def test_the_keyed_digests_are_plain_hmac_sha256_of_derived_keys() -> None:
         derived = hmac.digest(KEY, label, hashlib.sha256)
         return hmac.new(derived, value.encode(), hashlib.sha256).hexdigest()
 
-    keyring = pii.Keyring(KEY)
+    keyring = crypto.Keyring(KEY)
     for _ in range(2):  # each digest starts afresh from the keyed state
         assert keyring.passport_index("AA1234567") == expected(
             b"bnplctl/passport-blind-index/v1", "AA1234567"
@@ -215,13 +215,13 @@ def test_the_keyed_digests_are_plain_hmac_sha256_of_derived_keys() -> None:
 
 def test_key_file_is_generated_private_and_reused(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "secret.key"
-    assert pii.read_key(path) is None
-    first = pii.create_key(path)
+    assert crypto.read_key(path) is None
+    first = crypto.create_key(path)
 
     assert len(first) == 32
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert pii.read_key(path) == first
-    assert pii.create_key(path) == first  # another process's key, already there, wins
+    assert crypto.read_key(path) == first
+    assert crypto.create_key(path) == first  # another process's key, already there, wins
     assert [p.name for p in path.parent.iterdir()] == ["secret.key"]
 
 
@@ -230,12 +230,12 @@ def test_bad_key_file_is_a_configuration_error(tmp_path: Path, content: str) -> 
     path = tmp_path / "secret.key"
     path.write_text(content)
     with pytest.raises(ConfigError, match="must hold 32 bytes"):
-        pii.read_key(path)
+        crypto.read_key(path)
 
 
 def test_unreadable_key_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is not a regular file"):
-        pii.read_key(tmp_path)  # a directory
+        crypto.read_key(tmp_path)  # a directory
 
 
 @given(st.from_regex(r"[0-9]{1,25}", fullmatch=True))

@@ -466,8 +466,6 @@ def run() -> NoReturn:
     tearing the interpreter down one object at a time: with SQLAlchemy and pydantic
     loaded that teardown takes 0.1-0.25 s on a two-core machine, longer than the work of
     most commands. A non-daemon thread still running gets the usual exit, which waits."""
-    import atexit
-    import os
     import threading
 
     try:
@@ -481,9 +479,9 @@ def run() -> NoReturn:
         if thread is not threading.main_thread()
     ):
         sys.exit(code)
-    code = _flush_standard_streams(code)
-    atexit._run_exitfuncs()
-    os._exit(code)
+    from bnplctl.tuning import end_process
+
+    end_process(_flush_standard_streams(code))
 
 
 def _exit_status(code: object) -> int:

@@ -28,13 +28,13 @@ def init(
 
     Example: bnplctl keys init /etc/bnplctl/secret.key
     """
-    from bnplctl import clock, pii
+    from bnplctl import clock, crypto
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message
     from bnplctl.config import get_settings
 
     target = _new_key_path(path)
-    master = pii.new_key()
+    master = crypto.new_key()
     if get_settings().database_url is None:
         _write(target, master)
         checked = (
@@ -43,7 +43,7 @@ def init(
         )
     else:
         from bnplctl.db import connection_scope
-        from bnplctl.services.keys import record_new_key
+        from bnplctl.services.secret_key import record_new_key
 
         with connection_scope() as connection:
             record_new_key(connection, master, path=target, actor=current_actor(), now=clock.now())
@@ -79,11 +79,11 @@ def _new_key_path(given: str) -> Path:
 
 
 def _write(path: Path, master: bytes) -> None:
-    from bnplctl import pii
+    from bnplctl import crypto
     from bnplctl.errors import OutputError, UsageProblem
 
     try:
-        pii.write_key(path, master)
+        crypto.write_key(path, master)
     except FileExistsError:  # made meanwhile
         raise UsageProblem(f"{path} already exists: keys init never overwrites anything") from None
     except OSError as exc:

@@ -86,7 +86,7 @@ def preview(
     Example: bnplctl plans preview --amount 500.00 --installments 3 --start 2026-01-31
     """
     from bnplctl.cli.output import message, render_nested
-    from bnplctl.services.schedule import public_schedule, schedule
+    from bnplctl.services.installment_schedule import public_schedule, schedule
 
     request = _request(amount, installments, start, None)
     total, start_date = request.amount, request.start

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from bnplctl.errors import OutputError
+from bnplctl.tuning import quick_thread_switches
 
 T = TypeVar("T")
 S = TypeVar("S")  # a chunk staged (``apply_chunks``)
@@ -152,21 +153,6 @@ def _in_chunks(items: Iterable[T], sizes: Iterable[int]) -> Iterator[list[T]]:
 
 # --- the chunks of a batch file, applied in order ---------------------------------------
 
-# While the stager's thread parses a chunk (pure Python, holding the interpreter lock), the
-# applying thread needs the lock back after each of its round trips to the server; at
-# Python's default switch interval (5 ms) every one of them could wait that long.
-_SWITCH_INTERVAL_S = 0.0002
-
-
-@contextmanager
-def _quick_thread_switches() -> Iterator[None]:
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous, _SWITCH_INTERVAL_S))
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
-
 
 @contextmanager
 def signals_held() -> Iterator[None]:
@@ -256,7 +242,7 @@ def _apply_pipelined(
         stager = stack.enter_context(
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-stage")
         )
-        stack.enter_context(_quick_thread_switches())
+        stack.enter_context(quick_thread_switches())
 
         def begin(number: int, chunk: list[Any]) -> _Staging[S]:
             unit = ExitStack()
@@ -315,12 +301,6 @@ def same_file(path: Path, source: str) -> bool:
 # The first rows not applied kept for the report (-o json carries them); the rest go to
 # --rejects.
 SHOWN_REJECTS = 1000
-
-# A chunk joins a few thousand rows to tables that grow without bound (refunds, the
-# event log, payments). Without statistics on the temporary tables, and with the logs
-# growing during the run, the planner would hash whole tables for every chunk; index
-# lookups keep a chunk's cost independent of the tables' sizes.
-INDEX_LOOKUPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
 
 
 @dataclass

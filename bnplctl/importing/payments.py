@@ -122,9 +122,9 @@ def stage_chunk(connection: Any, rows: list[RawRow]) -> tuple[ParsedChunk, Stage
     """Parse a chunk, copy its valid rows in and classify what needs no lock (rule 10's
     ``stage_chunk``)."""
     from bnplctl.db import dbapi_connection
-    from bnplctl.importing.batch import INDEX_LOOKUPS_ONLY
     from bnplctl.services.payments import CHUNK_TABLES, PAYMENT_ROW_COLUMNS, StagedPayments
     from bnplctl.services.payments import stage_chunk as classify
+    from bnplctl.tuning import INDEX_LOOKUPS_ONLY
 
     chunk = parse_chunk(rows)
     connection.execute(text(CHUNK_TABLES + INDEX_LOOKUPS_ONLY))

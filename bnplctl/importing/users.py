@@ -186,7 +186,7 @@ def _serve(link: Any, master_key: bytes) -> None:
     import queue
     import threading
 
-    from bnplctl.pii import Keyring
+    from bnplctl.crypto import Keyring
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -248,22 +248,22 @@ def import_users(
     inserts the chunks in file order; at most a few chunks are in flight, so memory
     stays flat. The workers are started first, on the first chunks, while this process
     loads the database layer and connects (about half a second of a command's start).
-    The key is checked against the database (``services/keys.py``) in the first chunk's
+    The key is checked against the database (``services/secret_key.py``) in the first chunk's
     transaction, before its insert; without a key file yet, before anything else.
     """
-    from bnplctl import pii
+    from bnplctl import crypto
     from bnplctl.clock import business_today
     from bnplctl.config import get_settings
 
-    master = pii.read_key(get_settings().required_key_file())
+    master = crypto.read_key(get_settings().required_key_file())
     if master is None:  # the database decides whether one may be generated
         from bnplctl.db import connection_scope
-        from bnplctl.services.keys import checked_key
+        from bnplctl.services.secret_key import checked_key
 
         with connection_scope(commit=not dry_run) as connection:
             master = checked_key(connection, warn=warn)
         warn = None  # said once
-    keyring = pii.Keyring(master)
+    keyring = crypto.Keyring(master)
     today = business_today()
     report = report if report is not None else UserImportReport()
     chunk_inserter = functools.partial(
@@ -332,8 +332,8 @@ def _chunk_inserter(
     (``db.chunk_transactions``), and records its outcomes. The first chunk's unit
     checks ``master`` against the database's key check before it inserts."""
     from bnplctl.db import chunk_transactions
-    from bnplctl.services.keys import checked_key, mismatch
     from bnplctl.services.onboarding import insert_staged
+    from bnplctl.services.secret_key import checked_key, mismatch
 
     expect_new = True  # until a chunk meets a duplicate
     key_checked = False

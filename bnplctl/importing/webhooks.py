@@ -23,7 +23,6 @@ from sqlalchemy import text
 
 from bnplctl.errors import InvalidInput
 from bnplctl.importing.batch import (
-    INDEX_LOOKUPS_ONLY,
     IngestReport,
     ParsedChunk,
     Rejected,
@@ -34,6 +33,7 @@ from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.services.listing import ListRequest, Page
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
+from bnplctl.tuning import INDEX_LOOKUPS_ONLY
 from bnplctl.validators import (
     CONTROL_CHARACTERS,
     ISO_TIMESTAMP,

@@ -15,9 +15,9 @@ from bnplctl.errors import NotFound, Refused
 from bnplctl.models import Installment, InstallmentStatus
 from bnplctl.money import format_amount
 from bnplctl.services import locks
-from bnplctl.services.debt_status import settle
 from bnplctl.services.payments import PaymentRequest, apply_round, payments_by_id
 from bnplctl.services.plans import public_installment
+from bnplctl.services.settlement import settle
 
 COMMAND_SOURCE = "command"
 

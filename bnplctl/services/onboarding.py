@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bnplctl import pii
 
 if TYPE_CHECKING:
-    from bnplctl.pii import Keyring
+    from bnplctl.crypto import Keyring
 
 
 def new_user_id() -> str:

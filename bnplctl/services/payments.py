@@ -3,7 +3,7 @@
 A payment goes to one installment, or to a user: then to the user's unpaid installments
 oldest due first (due date, then plan id, then sequence). Each allocation lowers the
 installment's ``amount_due``; one brought to zero is PAID (rule 4 then follows, through
-``debt_status.settle``). A payment larger than what is still due where it goes is refused
+``settlement.settle``). A payment larger than what is still due where it goes is refused
 whole (``overpayment``): nothing of it is applied.
 
 Every channel (``installments pay``, a payments file) stages its payments in the
@@ -414,7 +414,7 @@ def apply_chunk(
     then the payments a round at a time (a round's repeated references judged first),
     then rule 4 for what they paid off. Returns how many were applied and the rows that
     were not (those refused at staging included). The caller holds the chunk's locks."""
-    from bnplctl.services.debt_status import settle
+    from bnplctl.services.settlement import settle
 
     refused = list(staged.refused)
     sizes = dict(staged.sizes)

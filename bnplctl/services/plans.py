@@ -14,8 +14,8 @@ from bnplctl.errors import DebtUserRefused, NotFound
 from bnplctl.models import Installment, InstallmentStatus, Plan, PlanStatus, User, UserStatus
 from bnplctl.money import format_amount
 from bnplctl.services import audit
+from bnplctl.services.installment_schedule import schedule
 from bnplctl.services.listing import ListRequest, Page, in_batches, ordering, page
-from bnplctl.services.schedule import schedule
 from bnplctl.sorting import INSTALLMENT_SORT, PLAN_SORT
 from bnplctl.validators import user_not_found
 

@@ -161,7 +161,7 @@ def apply_approved_and_settle(
     executor: Executor, *, source: str, file_id: int | None, now: datetime, actor: str
 ) -> None:
     """Rule 7 for the transaction's approvals, then rule 4 for what they paid off."""
-    from bnplctl.services.debt_status import settle
+    from bnplctl.services.settlement import settle
 
     paid_off = apply_approved(executor, source=source, file_id=file_id, now=now, actor=actor)
     settle(

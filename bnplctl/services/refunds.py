@@ -1,6 +1,6 @@
 """Refunds: idempotent creation (rule 5), lookups, and the commands' moves, which go
 through rule 6 (``refund_states``), rule 7 (``refund_application``) and rule 4
-(``debt_status``) exactly as a webhook file's rows do."""
+(``settlement``) exactly as a webhook file's rows do."""
 
 from __future__ import annotations
 

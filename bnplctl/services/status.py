@@ -203,7 +203,7 @@ def _last_sweep(connection: Connection, now: datetime) -> dict[str, Any] | None:
 
 
 def _secret_key(connection: Connection) -> dict[str, Any]:
-    from bnplctl.services.keys import key_state
+    from bnplctl.services.secret_key import key_state
 
     state = key_state(connection)
     file = None if state.path is None else str(state.path)

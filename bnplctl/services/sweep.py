@@ -307,7 +307,7 @@ def revert(
     run and the runs after it that marked nothing are REVERTED; returns (installments,
     users) restored and the ids of those later runs."""
     from bnplctl.services import locks
-    from bnplctl.services.debt_status import settle
+    from bnplctl.services.settlement import settle
 
     locks.for_sweep(connection)
     business_date = connection.execute(

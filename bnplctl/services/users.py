@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from bnplctl import pii
+from bnplctl import crypto
 from bnplctl.errors import Conflict, NotFound
 from bnplctl.models import User, UserStatus
 from bnplctl.schemas import UserCreate, UserUpdate
@@ -39,7 +39,7 @@ class ProtectedUser:
         return str(self.values[0])
 
 
-def protect(user: UserCreate, keyring: pii.Keyring, line: int = 0) -> ProtectedUser:
+def protect(user: UserCreate, keyring: crypto.Keyring, line: int = 0) -> ProtectedUser:
     """Encrypt the passport, fingerprint the card, and drop both raw values."""
     user_id = user.user_id or new_user_id()
     values = protected_values(
@@ -76,10 +76,10 @@ def onboard(
     session: Session, user: UserCreate, *, actor: str, warn: Callable[[str], None] | None = None
 ) -> User:
     """Onboard one user; a duplicate user_id or passport is a conflict (exit 3). The key
-    is checked against the database first (``services/keys.py``)."""
-    from bnplctl.services.keys import checked_key
+    is checked against the database first (``services/secret_key.py``)."""
+    from bnplctl.services.secret_key import checked_key
 
-    protected = protect(user, pii.Keyring(checked_key(session, warn=warn)), line=1)
+    protected = protect(user, crypto.Keyring(checked_key(session, warn=warn)), line=1)
     (outcome,) = insert_users(session, [protected], actor=actor, source="add")
     if not outcome.created:
         raise Conflict(outcome.reason or "duplicate")

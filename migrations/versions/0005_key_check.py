@@ -5,7 +5,7 @@ that protects or reads personal data compares the key it was given with it befor
 writes, so a missing, replaced or wrong key file stops the command (exit 78) instead of
 onboarding the same passport again under a new key. A database upgraded from 0004 gets
 its row from the first such command, once that command's key has decrypted a stored
-passport (``services/keys.py``).
+passport (``services/secret_key.py``).
 
 Revision ID: 0005
 Revises: 0004

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
-from bnplctl import pii
+from bnplctl import crypto
 from bnplctl.errors import ConfigError, Refused
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
 
-VARIABLE = pii.KEY_VARIABLE
+VARIABLE = crypto.KEY_VARIABLE
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _sample_passport(executor: Executor) -> tuple[str, bytes] | None:
     return None if row is None else (str(row[0]), bytes(row[1]))
 
 
-def _decrypts(keyring: pii.Keyring, sample: tuple[str, bytes]) -> bool:
+def _decrypts(keyring: crypto.Keyring, sample: tuple[str, bytes]) -> bool:
     try:
         keyring.decrypt_passport(sample[1], sample[0])
     except ConfigError:
@@ -84,7 +84,7 @@ def checked_key(executor: Executor, *, warn: Callable[[str], None] | None = None
     settings = get_settings()
     path = settings.required_key_file()
     stored = _stored_check(executor)
-    master = pii.read_key(path)
+    master = crypto.read_key(path)
     if master is None:
         if settings.secret_key_file is not None:
             raise ConfigError(f"{VARIABLE}: {path} does not exist")
@@ -93,8 +93,8 @@ def checked_key(executor: Executor, *, warn: Callable[[str], None] | None = None
                 f"{VARIABLE}: this database was set up with a secret key and {path} does not"
                 f" exist; set {VARIABLE} to that key's file"
             )
-        master = pii.create_key(path)
-    keyring = pii.Keyring(master)
+        master = crypto.create_key(path)
+    keyring = crypto.Keyring(master)
     if stored is None:
         sample = _sample_passport(executor)
         if sample is not None and not _decrypts(keyring, sample):
@@ -109,7 +109,7 @@ def checked_key(executor: Executor, *, warn: Callable[[str], None] | None = None
         stored = _stored_check(executor)  # another process's, if it was first
     if stored != keyring.key_check():
         raise mismatch(path)
-    if warn is not None and pii.exposed(path):
+    if warn is not None and crypto.exposed(path):
         warn(f"{VARIABLE}: {path} can be read by group or others; chmod 600 it")
     return master
 
@@ -123,16 +123,16 @@ def key_state(executor: Executor) -> KeyState:
     if path is None:
         return KeyState(None, "not set", exposed=False)
     try:
-        master = pii.read_key(path)
+        master = crypto.read_key(path)
     except ConfigError:
         return KeyState(path, "unusable", exposed=False)
     if master is None:
         has_data = stored is not None or _sample_passport(executor) is not None
         return KeyState(path, "missing" if has_data else "none yet", exposed=False)
     if stored is None:  # the next command that protects data checks it, and records it
-        return KeyState(path, "unchecked", exposed=pii.exposed(path))
-    state = "matches" if stored == pii.Keyring(master).key_check() else "mismatch"
-    return KeyState(path, state, exposed=pii.exposed(path))
+        return KeyState(path, "unchecked", exposed=crypto.exposed(path))
+    state = "matches" if stored == crypto.Keyring(master).key_check() else "mismatch"
+    return KeyState(path, state, exposed=crypto.exposed(path))
 
 
 def record_new_key(
@@ -149,7 +149,7 @@ def record_new_key(
             "INSERT INTO key_checks (id, key_check) VALUES (1, :check)"
             " ON CONFLICT (id) DO NOTHING RETURNING id"
         ),
-        {"check": pii.Keyring(master).key_check()},
+        {"check": crypto.Keyring(master).key_check()},
     ).first()
     if recorded is None:
         raise Refused(
