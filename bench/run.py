@@ -622,12 +622,13 @@ def payments_statistics(
 
 def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float]:
     os.environ["BNPL_DATABASE_URL"] = url
-    from bnplctl.db import read_scope
+    from bnplctl.db import unit
     from bnplctl.services.debt import debt_of
 
     picker = random.Random(11)  # noqa: S311 - sampling, not security
     timings: list[float] = []
-    with read_scope() as connection:  # the connection `debt show` reads on
+    with unit(readonly=True) as work:  # the connection `debt show` reads on
+        connection = work.dbapi
         debt_of(connection, "u0000000", AS_OF)  # warm the connection
         for _ in range(samples):
             user_id = f"u{picker.randrange(users):07d}"

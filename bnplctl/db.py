@@ -1,4 +1,5 @@
-"""The database: engine and ``session_scope()``, migrations, and the embedded server.
+"""The database: the engine and the units of work (``unit``, ``units``), migrations, and
+the embedded server.
 
 With ``BNPL_DATABASE_URL`` unset, the first command initialises an embedded
 PostgreSQL in ``BNPL_DATA_DIR/pgdata``, starts it, migrates it and leaves it
@@ -16,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from bnplctl.errors import ConfigError, Unavailable
 
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
     # What plain-SQL services run on: a Core connection or an ORM session.
     Executor = Connection | OrmSession
+    # What the reads people run all day take (``Unit.dbapi``): psycopg2's connection,
+    # with ``%(name)s`` parameters (psycopg2 ships no types: a name for the reader).
+    DbapiConnection: TypeAlias = Any
 
 # Rows fetched per round trip when a list command streams its output (server-side cursor).
 LIST_BATCH = 1000
@@ -269,45 +273,38 @@ def translate_db_errors() -> Iterator[None]:
         raise database_error(exc) from exc
 
 
-@contextmanager
-def read_scope() -> Iterator[Any]:
-    """A read-only unit of work on the raw psycopg2 connection (a DB-API connection),
-    for the commands people run all day (``debt show``, ``users show``): neither
-    SQLAlchemy nor the models are imported, ~0.3 s of a start. The schema must be at head
-    as for any command; the embedded server goes the usual way (it may need starting)."""
-    from bnplctl.config import get_settings
-
-    settings = get_settings()
-    if settings.embedded or _engine is not None:
-        with connection_scope(commit=False) as connection:
-            yield dbapi_connection(connection)
-        return
+def _read_connection() -> Any:
+    """The raw psycopg2 connection of a read unit on an external server: read-only, its
+    schema checked at head, SQLAlchemy never imported."""
     import psycopg2
     from psycopg2.extensions import parse_dsn
 
-    url = libpq_url(settings.database_url or "")
+    from bnplctl.config import get_settings
+
+    url = libpq_url(get_settings().database_url or "")
     options = session_options(parse_dsn(url).get("options"))
-    with translate_db_errors():
-        connection = psycopg2.connect(
-            url, application_name="bnplctl", connect_timeout=10, options=options
-        )
-        try:
-            connection.set_session(readonly=True)
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
-                row = cursor.fetchone()
-                versions: list[str] = []
-                if row and row[0]:
-                    cursor.execute("SELECT version_num FROM alembic_version")
-                    versions = [str(found[0]) for found in cursor.fetchall()]
-            _check_revision(_one_revision(versions))
-            yield connection
-        finally:
-            connection.rollback()
-            connection.close()
+    connection = psycopg2.connect(
+        url, application_name="bnplctl", connect_timeout=10, options=options
+    )
+    try:
+        connection.set_session(readonly=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
+            row = cursor.fetchone()
+            versions: list[str] = []
+            if row and row[0]:
+                cursor.execute("SELECT version_num FROM alembic_version")
+                versions = [str(found[0]) for found in cursor.fetchall()]
+        _check_revision(_one_revision(versions))
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
-def fetch_all(connection: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def fetch_all(
+    connection: DbapiConnection, sql: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
     """The rows of ``sql`` (``%(name)s`` parameters) on a DB-API connection, as dicts."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -425,39 +422,109 @@ def unavailable_message(exc: BaseException) -> str:
     return f"database unavailable, retry later: {detail}"
 
 
-@contextmanager
-def session_scope() -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any error."""
-    from sqlmodel import Session
+class Unit:
+    """One transaction on one connection, and every way of working in it: ``connection``
+    (SQLAlchemy Core), ``session`` (the ORM, made the first time it is asked for, on the
+    same connection and transaction: the ORM and the models stay unloaded for a command
+    that runs plain SQL, a third of a second of a start), ``dbapi`` (the psycopg2
+    connection, for COPY), and ``savepoint()``. Opened by ``unit()`` or ``units()``, which
+    alone begin, commit and roll back.
 
-    engine = get_engine()
-    with translate_db_errors():
-        with Session(engine, expire_on_commit=False) as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+    A read unit (``unit(readonly=True)``) on an external server holds the raw psycopg2
+    connection only (``dbapi``): the reads people run all day (``debt show``, ``users
+    show``) never import SQLAlchemy, ~0.3 s of a start."""
 
+    def __init__(self, connection: Connection | None, dbapi: Any = None) -> None:
+        self._connection = connection
+        self._dbapi = dbapi
+        self._session: Session | None = None
 
-@contextmanager
-def connection_scope(*, commit: bool = True) -> Iterator[Connection]:
-    """One unit of work on SQLAlchemy Core, for commands that only run plain SQL (the ORM
-    and the models stay unloaded: a third of a second of a command's start). Commits on
-    success (rolls back instead with ``commit=False``: a dry run), rolls back on any error.
-    """
-    engine = get_engine()
-    with translate_db_errors(), engine.connect() as connection:
-        try:
-            yield connection
-        except BaseException:
-            connection.rollback()
-            raise
-        if commit:
-            connection.commit()
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            raise TypeError("a read unit on the raw driver has no Core connection: use .dbapi")
+        return self._connection
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            from sqlmodel import Session
+
+            # The session joins the unit's transaction: its commit() flushes and leaves
+            # the transaction to the unit; its rollback() rolls the unit back.
+            self._session = Session(
+                bind=self.connection, join_transaction_mode="rollback_only", expire_on_commit=False
+            )
+        return self._session
+
+    @property
+    def dbapi(self) -> Any:
+        if self._dbapi is None:
+            self._dbapi = self.connection.connection.driver_connection
+        return self._dbapi
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A savepoint in this unit (``db.savepoint``)."""
+        if self._session is not None:
+            self._session.flush()
+        return savepoint(self.connection)
+
+    def _finish(self, commit: bool) -> None:
+        if self._session is not None:
+            if commit:
+                self._session.flush()
+            self._session.close()
+            self._session = None
+        if self._connection is not None:
+            if commit:
+                self._connection.commit()
+            else:
+                self._connection.rollback()
+        elif commit:
+            self._dbapi.commit()
         else:
-            connection.rollback()
+            self._dbapi.rollback()
+
+
+@contextmanager
+def savepoint(connection: Connection) -> Iterator[None]:
+    """A savepoint in the unit of work ``connection`` belongs to: rolled back to when the
+    block raises (the error goes on), released when it ends well. The one way code outside
+    this module undoes part of a transaction (``services/onboarding.py``'s optimistic
+    insert)."""
+    with connection.begin_nested():
+        yield
+
+
+@contextmanager
+def unit(
+    *, commit: bool = True, readonly: bool = False, check_schema: bool = True
+) -> Iterator[Unit]:
+    """One unit of work, the only way into the database (with ``units`` for a series on
+    one connection): committed when the block ends, rolled back on any error, or rolled
+    back whatever happens with ``commit=False`` (a dry run: the real statements, then
+    nothing stays). ``readonly``: a read (rolled back; on an external server, the raw
+    driver only, see ``Unit``). ``check_schema=False``: for the commands that work on a
+    schema not at head (``db upgrade``, ``db status``, ``status``)."""
+    from bnplctl.config import get_settings
+
+    if readonly and check_schema and not get_settings().embedded and _engine is None:
+        with translate_db_errors():
+            raw = _read_connection()
+            try:
+                work = Unit(None, raw)
+                try:
+                    yield work
+                finally:
+                    work._finish(commit=False)
+            finally:
+                raw.close()
+        return
+    with (
+        units(check_schema=check_schema) as next_unit,
+        next_unit(commit=commit and not readonly) as work,
+    ):
+        yield work
 
 
 # The one connection of a dry run over several files (``dry_run_scope``).
@@ -465,10 +532,51 @@ _DRY_RUN: ContextVar[Connection | None] = ContextVar("bnpl_dry_run", default=Non
 
 
 @contextmanager
+def units(
+    *, dry_run: bool = False, check_schema: bool = True
+) -> Iterator[Callable[..., AbstractContextManager[Unit]]]:
+    """A series of units of work on one connection (a batch file's chunks, a job's steps,
+    the sweep's lock held between them): yields ``next_unit``; each ``with
+    next_unit(commit=True) as work:`` is one transaction, committed when its block ends
+    (rolled back on any error, or at its end with ``commit=False``). A ``dry_run`` series
+    keeps every unit in one transaction, rolled back at the end (inside ``dry_run_scope``,
+    at the scope's end), so that its outcomes are the real ones (a row repeating an
+    earlier chunk's is still a duplicate) and nothing stays."""
+    shared = _DRY_RUN.get() if dry_run else None
+
+    def on(connection: Connection) -> Callable[..., AbstractContextManager[Unit]]:
+        @contextmanager
+        def next_unit(*, commit: bool = True) -> Iterator[Unit]:
+            with translate_db_errors():
+                if not connection.in_transaction():
+                    connection.begin()
+                work = Unit(connection)
+                try:
+                    yield work
+                except BaseException:
+                    work._finish(commit=False)
+                    raise
+                if dry_run:  # the series' one transaction goes on
+                    if work._session is not None:
+                        work._session.flush()
+                        work._session.close()
+                else:
+                    work._finish(commit=commit)
+
+        return next_unit
+
+    if shared is not None:
+        yield on(shared)
+        return
+    with _connection_kept(check_schema) as connection:
+        yield on(connection)
+
+
+@contextmanager
 def dry_run_scope(active: bool = True) -> Iterator[None]:
-    """A dry run over several files: every ``chunk_transactions(dry_run=True)`` inside
-    works in one transaction on one connection, rolled back when the scope ends, so
-    each file sees what the files before it would have written, as in the real run."""
+    """A dry run over several files: every ``units(dry_run=True)`` inside works in one
+    transaction on one connection, rolled back when the scope ends, so each file sees
+    what the files before it would have written, as in the real run."""
     if not active or _DRY_RUN.get() is not None:
         yield
         return
@@ -481,52 +589,17 @@ def dry_run_scope(active: bool = True) -> Iterator[None]:
 
 
 @contextmanager
-def _connection_kept() -> Iterator[Connection]:
-    engine = get_engine()  # Core only: the ORM and the models stay unloaded
+def _connection_kept(check_schema: bool = True) -> Iterator[Connection]:
+    engine = get_engine(check_schema)  # Core only: the ORM and the models stay unloaded
     with translate_db_errors():
         connection = engine.connect()
     try:
         yield connection
     finally:
         with translate_db_errors():
-            connection.rollback()  # a dry run's rows; nothing otherwise
+            if connection.in_transaction():
+                connection.rollback()  # a dry run's rows; nothing otherwise
             connection.close()
-
-
-@contextmanager
-def chunk_transactions(
-    *, dry_run: bool = False
-) -> Iterator[Callable[[], AbstractContextManager[Connection]]]:
-    """The units of work of a batch file, on one connection: yields ``chunk``, and each
-    ``with chunk() as connection:`` is one chunk's transaction, committed when its block
-    ends (rolled back on any error). A dry run keeps every chunk in one transaction,
-    rolled back at the end (inside ``dry_run_scope``, at the scope's end), so that its
-    outcomes are the real ones (a row repeating an earlier chunk's is still a duplicate)
-    and nothing stays.
-    """
-    shared = _DRY_RUN.get() if dry_run else None
-
-    def chunks_on(connection: Connection) -> Callable[[], AbstractContextManager[Connection]]:
-        @contextmanager
-        def chunk() -> Iterator[Connection]:
-            with translate_db_errors():
-                if not connection.in_transaction():
-                    connection.begin()
-                try:
-                    yield connection
-                except BaseException:
-                    connection.rollback()
-                    raise
-                if not dry_run:
-                    connection.commit()
-
-        return chunk
-
-    if shared is not None:
-        yield chunks_on(shared)
-        return
-    with _connection_kept() as connection:
-        yield chunks_on(connection)
 
 
 def dbapi_connection(executor: Executor) -> Any:

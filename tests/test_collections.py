@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from bnplctl.db import session_scope
+from bnplctl.db import unit
 from bnplctl.errors import Refused
 from bnplctl.jobs import sweep_job
 from bnplctl.services import locks
@@ -191,7 +191,8 @@ def test_the_same_new_reference_from_two_writers_records_one_payment(
     cli: Cli, engine: Engine
 ) -> None:
     seed(engine, 2, date(2026, 1, 1))
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         first = pay(session, [1], actor="a", reference="TRX-9")
         # The other user's payment with the same reference waits for this one to commit.
         theirs = _ids(engine, "u-2")[0]
@@ -209,7 +210,8 @@ def test_the_same_new_reference_from_two_writers_records_one_payment(
 
 
 def _pay_in_own_unit(ids: list[int], **options: Any) -> dict[str, Any]:
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         return pay(session, ids, actor="b", **options)
 
 
@@ -218,7 +220,8 @@ def test_a_sweep_waits_for_a_partial_payment_and_verify_stays_clean(
 ) -> None:
     seed(engine, 1, date(2026, 1, 1))
     sweep_job(as_of=date(2026, 1, 15), dry_run=False, actor="t")
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         pay(session, [1], actor="a", amount=None)  # clears the OVERDUE one, holds the lock
         sweeper = Worker(lambda: sweep_job(as_of=date(2026, 2, 15), dry_run=False, actor="t"))
         sweeper.start()

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from bnplctl.db import session_scope
+from bnplctl.db import unit
 from bnplctl.errors import DebtUserRefused
 from bnplctl.services import idempotency
 from bnplctl.services.plans import create_plan, lock_user, public_plans
@@ -55,7 +55,8 @@ class Worker(threading.Thread):
 
 
 def _create(key: str | None = None, before: Callable[[], None] | None = None) -> dict[str, Any]:
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
 
         def work() -> dict[str, Any]:
             if before is not None:

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bench.soak import Soak
-from bnplctl.db import session_scope
+from bnplctl.db import unit
 from bnplctl.jobs import sweep_job
 from bnplctl.services import locks
 from bnplctl.services.installments import pay
@@ -35,7 +35,8 @@ def _violations(cli: Cli) -> dict[str, tuple[int, list[str]]]:
 
 
 def _pay(*installment_ids: int) -> dict[str, Any]:
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         return pay(session, list(installment_ids), actor="test")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -33,32 +34,69 @@ def test_services_import_neither_the_batch_files_nor_the_cli(path: Path) -> None
     assert not outside, f"{path.name} imports {sorted(outside)}"
 
 
-@pytest.mark.parametrize("path", SERVICES, ids=lambda path: path.name)
-def test_services_never_begin_commit_or_roll_back(path: Path) -> None:
-    """One unit of work: transactions are owned by db.session_scope, connection_scope,
-    chunk_transactions and the jobs, never by a service."""
-    calls = [
-        node.func.attr
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr in {"begin", "commit", "rollback", "begin_nested"}
-    ]
-    assert not calls, f"{path.name} calls {calls}"
+# Every module but db.py, where the one unit-of-work API lives (``unit``, ``units``,
+# ``savepoint``, ``Unit``).
+MODULES = sorted(path for path in PACKAGE.rglob("*.py") if path != PACKAGE / "db.py")
+_TRANSACTION_CALLS = {"begin", "commit", "rollback", "begin_nested", "connect", "Session"}
+_TRANSACTION_SQL = re.compile(
+    r"(?:^|;)\s*(SAVEPOINT|ROLLBACK|COMMIT|BEGIN|RELEASE|START\s+TRANSACTION|END)\b"
+)
+_GONE = {"session_scope", "connection_scope", "read_scope", "chunk_transactions"}
 
 
-def test_importing_code_owns_no_transaction() -> None:
-    """Batch files receive their connections from db.chunk_transactions."""
-    for path in sorted((PACKAGE / "importing").glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        calls = [
-            node.func.attr
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr in {"begin", "commit", "rollback", "connect"}
-        ]
-        assert not calls, f"{path.name} calls {calls}"
+def transaction_idioms(source: str) -> list[str]:
+    """Every way ``source`` could own a transaction without ``db.unit``/``db.units``: a
+    begin, commit, rollback, savepoint or connect call, an ORM ``Session`` made by hand,
+    transaction control in SQL text, or one of the retired scopes."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in _TRANSACTION_CALLS:
+                found.append(f"line {node.lineno}: {name}()")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _TRANSACTION_SQL.search(node.value):
+                found.append(f"line {node.lineno}: SQL {node.value.strip()[:40]!r}")
+        elif isinstance(node, ast.ImportFrom) and node.module == "bnplctl.db":
+            found += [f"line {node.lineno}: {a.name}" for a in node.names if a.name in _GONE]
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_only_the_unit_of_work_owns_a_transaction(path: Path) -> None:
+    """One unit of work (issue 25): every command, job and batch path opens its
+    transactions with ``db.unit()`` or ``db.units()`` and undoes part of one only with
+    ``db.savepoint``; nothing else begins, commits, rolls back or connects."""
+    assert not transaction_idioms(path.read_text(encoding="utf-8")), path.name
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "connection.commit()",
+        "with engine.begin() as c: pass",
+        "conn.begin_nested()",
+        "session.rollback()",
+        "engine.connect()",
+        "Session(engine)",
+        "cursor.execute('SAVEPOINT s')",
+        "cursor.execute('SELECT 1; COMMIT')",
+        "from bnplctl.db import session_scope",
+    ],
+)
+def test_the_transaction_rule_sees_every_idiom(snippet: str) -> None:
+    assert transaction_idioms(snippet)
+
+
+def test_the_transaction_rule_leaves_prose_and_units_alone() -> None:
+    source = (
+        '"""Each chunk commits; a rollback undoes it."""\n'
+        "from bnplctl.db import savepoint, unit\n"
+        "with unit() as work, savepoint(work.connection):\n"
+        "    work.connection.execute(text('SELECT 1'))\n"
+    )
+    assert transaction_idioms(source) == []
 
 
 def test_the_batch_fast_path_loads_neither_pydantic_nor_the_orm() -> None:

@@ -309,7 +309,7 @@ def test_idempotent_pay_repeat_is_not_a_double_payment(cli: Cli, engine: Engine,
 
 
 def test_expired_keys_are_purged_and_can_be_reused(cli: Cli, engine: Engine, john: str) -> None:
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.idempotency import purge_expired
 
     _create(cli, "--user", john, "--amount", "300", "--idempotency-key", "old")
@@ -320,7 +320,8 @@ def test_expired_keys_are_purged_and_can_be_reused(cli: Cli, engine: Engine, joh
     assert reused["total_amount"] == "999.00"
 
     _set(engine, "UPDATE idempotency_keys SET expires_at = now() - interval '1 second'")
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         assert purge_expired(session) == 2
     assert row_counts(engine)["idempotency_keys"] == 0
 

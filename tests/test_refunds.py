@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from bnplctl.db import session_scope
+from bnplctl.db import unit
 from bnplctl.services.refunds import create_refund
 from tests.conftest import Cli, row_counts
 from tests.helpers import JOHN, MALIKA, add_args
@@ -108,7 +108,8 @@ def test_racing_creators_make_one_refund(cli: Cli, engine: Engine, plan_id: int)
     started, release = threading.Event(), threading.Event()
 
     def create(hold: bool) -> tuple[int | None, bool]:
-        with session_scope() as session:
+        with unit() as work:
+            session = work.session
             refund, existed = create_refund(
                 session, user_id="usr-001", transaction_id="RACE", amount=Decimal("10.00"),
                 plan_id=None, reason=None, actor="t",
@@ -257,12 +258,13 @@ def test_a_refund_created_beside_a_batch_chunk_waits_for_it(
 ) -> None:
     """A batch chunk locks ``users`` then ``refunds``; ``refunds create`` must take the
     user first too, or the two wait on each other (the server ends one: exit 75)."""
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.refunds import create_refund
     from tests.test_concurrency import Worker, _wait_until_blocked
 
     def create() -> int:
-        with session_scope() as session:
+        with unit() as work:
+            session = work.session
             refund, _ = create_refund(
                 session, user_id="usr-001", transaction_id="BESIDE-1",
                 amount=Decimal("10.00"), plan_id=plan_id, reason=None, actor="t",

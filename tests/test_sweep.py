@@ -321,11 +321,12 @@ def test_a_dry_run_waits_for_a_payment_in_flight_and_counts_what_it_committed(
     """A dry run is the marking transaction rolled back: it takes the exclusive debt lock
     as the real sweep does, so its counts are those of committed data (the former preview
     counted around a payment in flight)."""
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.installments import pay
 
     seed(engine, 1, date(2026, 1, 1))  # due 01-01, 01-31, 03-02
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         pay(session, [1], actor="a", amount=None)  # holds the shared debt lock
         forecast = Worker(lambda: sweep_job(as_of=date(2026, 2, 15), dry_run=True, actor="t"))
         forecast.start()

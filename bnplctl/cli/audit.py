@@ -72,12 +72,13 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.audit import list_events, public_event
 
     request = list_request(limit, every, sort)
     since_at = since
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         events = list_events(
             session,
             entity=entity.value if entity is not None else None,

@@ -19,15 +19,13 @@ def upgrade() -> None:
     Example: BNPL_DATABASE_URL=postgresql://bnpl@db/bnpl bnplctl db upgrade
     """
     from bnplctl.cli.output import message
-    from bnplctl.db import connect, current_revision, get_engine, refuse_unknown_revision, upgrade
+    from bnplctl.db import current_revision, refuse_unknown_revision, unit, upgrade
 
-    engine = get_engine(check_schema=False)
-    with connect(engine) as connection:
-        before = current_revision(connection)
+    with unit(check_schema=False) as work:
+        before = current_revision(work.connection)
         refuse_unknown_revision(before)
-        upgrade(connection)
-        connection.commit()
-        after = current_revision(connection)
+        upgrade(work.connection)
+        after = current_revision(work.connection)
     if before == after:
         message(f"schema already at head ({after})")
     else:
@@ -42,14 +40,7 @@ def status(output: OutputOption = OutputFormat.table) -> None:
     """
     from bnplctl.cli.output import render_one
     from bnplctl.config import get_settings
-    from bnplctl.db import (
-        SCHEMA_HEAD,
-        connect,
-        current_revision,
-        embedded_state,
-        get_engine,
-        masked_url,
-    )
+    from bnplctl.db import SCHEMA_HEAD, current_revision, embedded_state, masked_url, unit
 
     settings = get_settings()
     report: dict[str, Any] = {"mode": "embedded" if settings.embedded else "external"}
@@ -63,10 +54,9 @@ def status(output: OutputOption = OutputFormat.table) -> None:
         }
         reachable = state.running
     if reachable:
-        engine = get_engine(check_schema=False)
-        report["url"] = masked_url(str(engine.url))
-        with connect(engine) as connection:
-            revision = current_revision(connection)
+        with unit(commit=False, check_schema=False) as work:
+            report["url"] = masked_url(str(work.connection.engine.url))
+            revision = current_revision(work.connection)
         report |= {"revision": revision, "head": SCHEMA_HEAD, "at_head": revision == SCHEMA_HEAD}
     else:
         report |= {"revision": None, "head": SCHEMA_HEAD, "at_head": None}

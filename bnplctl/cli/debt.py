@@ -1,11 +1,14 @@
 """``bnplctl debt``: the debt view of a user."""
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from bnplctl.cli.options import AsOfOption, LogFileOption, OutputFormat, OutputOption, for_people
+
+if TYPE_CHECKING:
+    from bnplctl.db import DbapiConnection
 
 app = typer.Typer(
     help="Debt: what a user owes.\n\nExample: bnplctl debt show usr-001",
@@ -28,10 +31,11 @@ def show(
     """
     from bnplctl.cli.output import render_nested
     from bnplctl.clock import business_today
-    from bnplctl.db import read_scope
+    from bnplctl.db import unit
     from bnplctl.services.debt import debt_of
 
-    with read_scope() as connection:
+    with unit(readonly=True) as work:
+        connection = work.dbapi
         shown = debt_of(connection, user_id, business_today())
     render_nested(
         shown,
@@ -62,11 +66,12 @@ def explain(
     """
     from bnplctl.cli.output import render_story
     from bnplctl.clock import business_today
-    from bnplctl.db import read_scope
+    from bnplctl.db import unit
     from bnplctl.services.debt import explain as explain_debt
     from bnplctl.services.debt import narrative
 
-    with read_scope() as connection:
+    with unit(readonly=True) as work:
+        connection = work.dbapi
         explained = explain_debt(connection, user_id, business_today())
     history = [
         {**event, "about": f"{event['entity']} {event['entity_id']}"}
@@ -202,11 +207,12 @@ def _report(as_of: Any, html: str | None, output: OutputFormat, report_file: Any
     """The aging report on stdout, then the HTML report into ``report_file``."""
     from bnplctl.cli.output import message, render_nested
     from bnplctl.clock import business_today
-    from bnplctl.db import read_scope
+    from bnplctl.db import unit
     from bnplctl.services.debt import aging_report
 
     business_date = as_of if as_of is not None else business_today()
-    with read_scope() as connection:
+    with unit(readonly=True) as work:
+        connection = work.dbapi
         shown = aging_report(connection, business_date)
         report_data = portfolio_of(connection, business_date) if html is not None else None
     people = for_people(output)
@@ -247,7 +253,7 @@ def _with_bars(shown: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def portfolio_of(connection: Any, business_date: Any) -> dict[str, Any]:
+def portfolio_of(connection: "DbapiConnection", business_date: Any) -> dict[str, Any]:
     from bnplctl.config import get_settings
     from bnplctl.services.portfolio import portfolio
 

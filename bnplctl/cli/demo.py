@@ -79,11 +79,12 @@ def _html_report(today: date) -> None:
     from bnplctl.cli.debt import portfolio_of, write_report
     from bnplctl.cli.output import message
     from bnplctl.config import get_settings
-    from bnplctl.db import read_scope
+    from bnplctl.db import unit
 
     path = get_settings().data_dir / "portfolio-report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with read_scope() as connection:
+    with unit(readonly=True) as work:
+        connection = work.dbapi
         report = portfolio_of(connection, today)
     write_report(path, report)
     message(f"portfolio report: {path}")
@@ -100,10 +101,11 @@ def _partial_payment(actor: str) -> None:
     from sqlalchemy import text
 
     from bnplctl.cli.output import message
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.installments import pay
 
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         if session.execute(
             text("SELECT 1 FROM payments WHERE reference = :reference"), {"reference": DEMO_PAYMENT}
         ).first():
@@ -151,12 +153,13 @@ def _load_users(actor: str) -> None:
 def _plans_and_sweep(actor: str) -> date:
     from bnplctl.cli.output import message
     from bnplctl.clock import business_today
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.jobs import already_swept, sweep_job
     from bnplctl.services.demo import seed_plans
 
     today = business_today()
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         message(f"demo plans created: {len(seed_plans(session, today, actor=actor))}")
     if already_swept(today) == "SUCCEEDED":  # a reverted day is swept again
         message(f"already swept for {today}")
@@ -174,14 +177,15 @@ def _refunds_and_webhooks(actor: str) -> None:
     from importlib.resources import files
 
     from bnplctl.cli.output import message, render_one
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.importing.batch import IngestReport
     from bnplctl.importing.readers import HashingReader, read_rows
     from bnplctl.importing.webhooks import OUTCOMES, WEBHOOK_COLUMNS, ingest_stream
     from bnplctl.services.demo import already_ingested, seed_refunds
 
     sample = files("bnplctl.data").joinpath("webhooks.csv")
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         message(f"demo refunds created: {seed_refunds(session, actor=actor)}")
         done = already_ingested(session, hashlib.sha256(sample.read_bytes()).hexdigest())
     if done:
@@ -203,13 +207,14 @@ def _show(today: date) -> None:
     from bnplctl.cli.refunds import REFUND_COLUMNS
     from bnplctl.cli.status import status as status_command
     from bnplctl.cli.users import USER_LIST_COLUMNS
-    from bnplctl.db import dbapi_connection, session_scope
+    from bnplctl.db import dbapi_connection, unit
     from bnplctl.services.debt import explain, narrative
     from bnplctl.services.listing import ListRequest
     from bnplctl.services.refunds import list_refunds, public_refund
     from bnplctl.services.users import list_users, public_user
 
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         users = [public_user(user) for user in list_users(session, request=ListRequest(limit=20))]
         refunds = [public_refund(r) for r in list_refunds(session, request=ListRequest(limit=20))]
         explained = explain(dbapi_connection(session), "usr-001", today)

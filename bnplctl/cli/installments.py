@@ -61,12 +61,13 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.plans import list_installments, public_installment
 
     request = list_request(limit, every, sort)
     before, after = due_before, due_after
-    with session_scope() as session:
+    with unit() as tx:
+        session = tx.session
         installments = list_installments(
             session,
             user_id=user,
@@ -126,7 +127,7 @@ def pay(
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message, render_list, render_one
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.errors import UsageProblem
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.installments import pay as pay_installments
@@ -144,7 +145,8 @@ def pay(
         "amount": str(parsed) if parsed is not None else None,
         "reference": checked,
     }
-    with session_scope() as session:
+    with unit() as tx:
+        session = tx.session
 
         def work() -> dict[str, Any]:
             return pay_installments(

@@ -42,10 +42,11 @@ def init(
             " that uses the key records its check"
         )
     else:
-        from bnplctl.db import connection_scope
+        from bnplctl.db import unit
         from bnplctl.services.secret_key import record_new_key
 
-        with connection_scope() as connection:
+        with unit() as work:
+            connection = work.connection
             record_new_key(connection, master, path=target, actor=current_actor(), now=clock.now())
             _write(target, master)  # before the commit: a check is never left without its file
         checked = "the database now records its check"

@@ -52,12 +52,13 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.payments import iter_public_payments, list_payments
 
     request = list_request(limit, every, sort)
     since_at = since
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         payments = list_payments(session, user_id=user, since=since_at, request=request)
         shown = iter_public_payments(session, payments)
         if output in (OutputFormat.json, OutputFormat.jsonl):

@@ -126,7 +126,7 @@ def create(
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.plans import create_plan, public_plans
 
@@ -140,7 +140,8 @@ def create(
         "merchant_reference": reference,
     }
 
-    with session_scope() as session:
+    with unit() as tx:
+        session = tx.session
 
         def work() -> dict[str, Any]:
             plan = create_plan(
@@ -182,11 +183,12 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.plans import iter_public_plans, list_plans
 
     request = list_request(limit, every, sort)
-    with session_scope() as session:  # rendered as the plans arrive
+    with unit() as tx:  # rendered as the plans arrive
+        session = tx.session
         chosen = status
         plans = list_plans(session, user_id=user, status=chosen, request=request)
         shown = iter_public_plans(session, plans)
@@ -224,9 +226,10 @@ def show(
 
     Example: bnplctl plans show 42 -o json
     """
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.plans import get_plan, public_plans
 
-    with session_scope() as session:
+    with unit() as tx:
+        session = tx.session
         shown = public_plans(session, [get_plan(session, plan_id)])[0]
     render_plan(shown, output)

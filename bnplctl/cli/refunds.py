@@ -94,14 +94,15 @@ def create(
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message, render_one
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.refunds import create_refund, public_refund
 
     total, reference = amount, transaction_id
     request = {"user": user, "transaction_id": reference, "amount": str(total), "plan": plan}
     existed = False
-    with session_scope() as session:
+    with unit() as tx:
+        session = tx.session
 
         def work() -> dict[str, Any]:
             nonlocal existed
@@ -129,10 +130,11 @@ def create(
 def _move(ref: str, command: str, reason: str | None, output: OutputFormat) -> None:
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import render_one
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.refunds import public_refund, transition
 
-    with session_scope() as session:
+    with unit() as tx:
+        session = tx.session
         refund = transition(session, ref, command, reason=reason, actor=current_actor())
         shown = public_refund(refund)
     render_one(shown, output, title=f"Refund {shown['transaction_id']}")
@@ -194,11 +196,12 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.refunds import list_refunds, public_refund
 
     request = list_request(limit, every, sort)
-    with session_scope() as session:
+    with unit() as tx:
+        session = tx.session
         chosen = status
         refunds = list_refunds(session, user_id=user, status=chosen, request=request)
         shown = (public_refund(refund) for refund in refunds)  # rendered as they arrive
@@ -213,9 +216,10 @@ def show(ref: RefOption, output: OutputOption = OutputFormat.table) -> None:
     Example: bnplctl refunds show REF-001 -o json
     """
     from bnplctl.cli.output import render_one
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.refunds import find_refund, public_refund
 
-    with session_scope() as session:
+    with unit() as tx:
+        session = tx.session
         shown = public_refund(find_refund(session, ref))
     render_one(shown, output, title=f"Refund {shown['transaction_id']}")

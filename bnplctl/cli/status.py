@@ -19,15 +19,15 @@ def status(output: OutputOption = OutputFormat.table) -> None:
     from bnplctl import clock
     from bnplctl.cli.output import render_dashboard, render_one
     from bnplctl.config import get_settings
-    from bnplctl.db import SCHEMA_HEAD, connect, current_revision, get_engine
+    from bnplctl.db import SCHEMA_HEAD, current_revision, unit
     from bnplctl.errors import Unavailable
     from bnplctl.services.status import gather, unreachable
 
     try:
-        with connect(get_engine(check_schema=False)) as connection:
-            revision = current_revision(connection)
+        with unit(commit=False, check_schema=False) as work:
+            revision = current_revision(work.connection)
             report = gather(
-                connection,
+                work.connection,
                 revision=revision,
                 head=SCHEMA_HEAD,
                 now=clock.now(),

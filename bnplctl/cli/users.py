@@ -80,7 +80,7 @@ def add(
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import render_one, warning
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.errors import InvalidInput
     from bnplctl.schemas import UserCreate, user_problems
     from bnplctl.services.users import onboard, public_user
@@ -101,7 +101,8 @@ def add(
     passport = _asked(passport, "--passport", "Passport", secret=True)
     card = _asked(card, "--card", "Card", secret=True)
     candidate = UserCreate.parse(given | {"phone": phone, "passport": passport, "card": card})
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         user = onboard(session, candidate, actor=current_actor(), warn=warning)
         shown = public_user(user)
     render_one(shown, output, title=f"User {shown['user_id']}")
@@ -281,11 +282,12 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.services.users import list_users, public_user
 
     request = list_request(limit, every, sort)
-    with session_scope() as session:  # rendered as the rows arrive
+    with unit() as work:  # rendered as the rows arrive
+        session = work.session
         chosen = status
         users = list_users(session, status=chosen, search=search, request=request)
         shown = (public_user(user) for user in users)
@@ -312,7 +314,7 @@ def update(
     """
     from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message, render_one
-    from bnplctl.db import session_scope
+    from bnplctl.db import unit
     from bnplctl.errors import UsageProblem
     from bnplctl.schemas import UserUpdate, validated
     from bnplctl.services.users import public_user, update_user
@@ -321,7 +323,8 @@ def update(
         raise UsageProblem("nothing to change: give --name, --phone or both")
     given = {key: value for key, value in (("name", name), ("phone", phone)) if value is not None}
     change = validated(UserUpdate, given)
-    with session_scope() as session:
+    with unit() as work:
+        session = work.session
         user, changed = update_user(session, user_id, change, actor=current_actor())
         shown = public_user(user)
     if not changed:
@@ -339,9 +342,10 @@ def show(
     Example: bnplctl users show usr-001
     """
     from bnplctl.cli.output import render_one
-    from bnplctl.db import read_scope
+    from bnplctl.db import unit
     from bnplctl.services.user_summary import user_summary
 
-    with read_scope() as connection:
+    with unit(readonly=True) as work:
+        connection = work.dbapi
         shown = user_summary(connection, user_id)
     render_one(shown, output, title=f"User {user_id}")

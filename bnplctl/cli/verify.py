@@ -17,11 +17,12 @@ def verify(output: OutputOption = OutputFormat.table, log_file: LogFileOption = 
     """
     from bnplctl.cli.app import log_to
     from bnplctl.cli.output import error, render_list, render_one
-    from bnplctl.db import connection_scope
+    from bnplctl.db import unit
     from bnplctl.services.verify import report, schema_and_checks
 
     log_to(log_file, "verify")
-    with connection_scope(commit=False) as connection:
+    with unit(commit=False) as work:
+        connection = work.connection
         missing, results = schema_and_checks(connection)
     if missing:
         if output in (OutputFormat.json, OutputFormat.jsonl) or log_file is not None:

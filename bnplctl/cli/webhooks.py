@@ -99,10 +99,11 @@ def files(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import connection_scope
+    from bnplctl.db import unit
     from bnplctl.importing.webhooks import list_files
 
-    with connection_scope() as connection:
+    with unit() as work:
+        connection = work.connection
         shown = list_files(connection, list_request(limit, every, None))
         render_list(
             shown, output, columns=FILE_COLUMNS, title="Ingested webhook files", drop=FILE_DROP

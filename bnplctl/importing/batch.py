@@ -204,16 +204,16 @@ def apply_chunks(
 
     A dry run stages and applies every chunk in one transaction, rolled back at the end.
     """
-    from bnplctl.db import chunk_transactions
+    from bnplctl.db import units
 
     raw_chunks = read_ahead(chunks)
     if not dry_run:
         _apply_pipelined(raw_chunks, stage, apply, committed)
         return
-    with chunk_transactions(dry_run=True) as unit:
+    with units(dry_run=True) as next_unit:
         for chunk in raw_chunks:
-            with unit() as connection:
-                result = apply(connection, stage(connection, chunk))
+            with next_unit() as work:
+                result = apply(work.connection, stage(work.connection, chunk))
             committed(result)
 
 
@@ -235,18 +235,18 @@ def _apply_pipelined(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from bnplctl.db import chunk_transactions, translate_db_errors
+    from bnplctl.db import translate_db_errors, units
 
     with ExitStack() as stack:
-        units = [stack.enter_context(chunk_transactions()) for _ in range(2)]
+        series = [stack.enter_context(units()) for _ in range(2)]
         stager = stack.enter_context(
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-stage")
         )
         stack.enter_context(quick_thread_switches())
 
-        def begin(number: int, chunk: list[Any]) -> _Staging[S]:
+        def stage_ahead(number: int, chunk: list[Any]) -> _Staging[S]:
             unit = ExitStack()
-            connection = unit.enter_context(units[number % 2]())
+            connection = unit.enter_context(series[number % 2]()).connection
             return _Staging(unit, connection, stager.submit(stage, connection, chunk))
 
         def finish(staging: _Staging[S]) -> None:
@@ -266,7 +266,7 @@ def _apply_pipelined(
                     chunk = next(chunks, None)
                 except Exception as exc:  # a fault of the file, in its place in the file:
                     chunk, failure = None, exc  # the chunks before it are still applied
-                applying, ahead = ahead, (begin(number, chunk) if chunk is not None else None)
+                applying, ahead = ahead, (stage_ahead(number, chunk) if chunk is not None else None)
                 if applying is not None:
                     finish(applying)
                 if failure is not None:

@@ -257,10 +257,11 @@ def import_users(
 
     master = crypto.read_key(get_settings().required_key_file())
     if master is None:  # the database decides whether one may be generated
-        from bnplctl.db import connection_scope
+        from bnplctl.db import unit
         from bnplctl.services.secret_key import checked_key
 
-        with connection_scope(commit=not dry_run) as connection:
+        with unit(commit=not dry_run) as work:
+            connection = work.connection
             master = checked_key(connection, warn=warn)
         warn = None  # said once
     keyring = crypto.Keyring(master)
@@ -329,25 +330,25 @@ def _chunk_inserter(
 ) -> Iterator[Callable[[PreparedChunk], None]]:
     """Connects (and checks the schema: before any row is written) and yields the
     function that inserts one prepared chunk, in a unit of work of its own
-    (``db.chunk_transactions``), and records its outcomes. The first chunk's unit
-    checks ``master`` against the database's key check before it inserts."""
-    from bnplctl.db import chunk_transactions
+    (``db.units``), and records its outcomes. The first chunk's unit checks ``master``
+    against the database's key check before it inserts."""
+    from bnplctl.db import units
     from bnplctl.services.onboarding import insert_staged
     from bnplctl.services.secret_key import checked_key, mismatch
 
     expect_new = True  # until a chunk meets a duplicate
     key_checked = False
-    with chunk_transactions(dry_run=dry_run) as chunk:
+    with units(dry_run=dry_run) as next_unit:
 
         def insert(prepared: PreparedChunk) -> None:
             nonlocal expect_new, key_checked
-            with chunk() as connection:
+            with next_unit() as work:
                 if not key_checked:
-                    if checked_key(connection, warn=warn) != master:  # changed meanwhile
+                    if checked_key(work.connection, warn=warn) != master:  # changed meanwhile
                         raise mismatch()
                     key_checked = True
                 duplicates = insert_staged(
-                    connection.connection.driver_connection,
+                    work.connection,
                     prepared.copy_text,
                     prepared.keys,
                     actor=actor,

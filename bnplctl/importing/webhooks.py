@@ -501,9 +501,10 @@ def _record_counts(connection: Executor, file_id: int, counts: Counter[str]) -> 
 
 def _start_file(name: str, actor: str) -> int:
     from bnplctl import clock
-    from bnplctl.db import connection_scope
+    from bnplctl.db import unit
 
-    with connection_scope() as connection:
+    with unit() as work:
+        connection = work.connection
         file_id: int = connection.execute(
             text(
                 "INSERT INTO ingested_files (file_name, sha256, rows, counts, started_at, actor)"
@@ -518,10 +519,11 @@ def _finish_file(file_id: int, summary: dict[str, Any], actor: str) -> None:
     import json
 
     from bnplctl import clock
-    from bnplctl.db import connection_scope
+    from bnplctl.db import unit
 
     counts = {name: summary[name] for name in OUTCOMES}
-    with connection_scope() as connection:
+    with unit() as work:
+        connection = work.connection
         connection.execute(
             text(
                 "WITH finished AS ("

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bnplctl.errors import NotFound
 from bnplctl.money import format_amount
 from bnplctl.validators import user_not_found
+
+if TYPE_CHECKING:
+    from bnplctl.db import DbapiConnection
 
 # One query, served by the partial index ix_installments_user_id_overdue.
 _DEBT_SQL = """
@@ -20,9 +23,9 @@ _DEBT_SQL = """
 """
 
 
-def debt_of(connection: Any, user_id: str, business_date: date) -> dict[str, Any]:
+def debt_of(connection: DbapiConnection, user_id: str, business_date: date) -> dict[str, Any]:
     """What ``user_id`` owes at ``business_date``, read on a DB-API ``connection``
-    (``db.read_scope``: this is the read a terminal waits for)."""
+    (``db.unit(readonly=True)``: this is the read a terminal waits for)."""
     from bnplctl.db import fetch_all
 
     rows = fetch_all(connection, _DEBT_SQL, {"user_id": user_id})
@@ -78,7 +81,7 @@ _HISTORY_SQL = """
 HISTORY_EVENTS = 10
 
 
-def explain(connection: Any, user_id: str, business_date: date) -> dict[str, Any]:
+def explain(connection: DbapiConnection, user_id: str, business_date: date) -> dict[str, Any]:
     """Why ``user_id`` has their status (``debt explain``): since when they are in debt,
     what clears it, what is due next, and their latest audit events."""
     from bnplctl.db import fetch_all
@@ -200,7 +203,7 @@ _AGING_SQL = """
 """
 
 
-def aging_report(connection: Any, business_date: date) -> dict[str, Any]:
+def aging_report(connection: DbapiConnection, business_date: date) -> dict[str, Any]:
     """Overdue installments by days overdue: users, installments and amount per bucket,
     read on a DB-API ``connection``."""
     from bnplctl.db import fetch_all

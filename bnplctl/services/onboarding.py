@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from bnplctl import pii
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from bnplctl.crypto import Keyring
 
 
@@ -142,7 +144,7 @@ _INSERT_NEW_SQL = (  # noqa: S608
 
 
 def insert_staged(
-    connection: Any,
+    connection: Connection,
     copy_text: str,
     keys: Sequence[tuple[int, str, str]],
     *,
@@ -158,28 +160,31 @@ def insert_staged(
 
     ``expect_new`` first tries a plain INSERT, about 15 % cheaper for the server than
     ``ON CONFLICT DO NOTHING``; a duplicate anywhere in the chunk undoes it (to a
-    savepoint) and the chunk takes the general path. ``connection`` is the DB-API
-    (psycopg2) connection of the caller's transaction.
+    savepoint) and the chunk takes the general path. ``connection``: the caller's unit of
+    work (its DB-API connection does the COPY).
     """
     from psycopg2.errors import UniqueViolation
 
     if not keys:
         return []
     params = {"actor": actor, "source": source}
-    with connection.cursor() as cursor:
+    dbapi = connection.connection.driver_connection
+    assert dbapi is not None  # noqa: S101 - a live connection always has one
+    with dbapi.cursor() as cursor:
         cursor.execute(_STAGE)
         cursor.execute("TRUNCATE user_rows")
         cursor.copy_expert(
             "COPY user_rows FROM STDIN WITH (FORMAT csv)", io.StringIO(copy_text), size=1 << 20
         )
         if expect_new:
-            cursor.execute("SAVEPOINT expect_new")
+            from bnplctl.db import savepoint
+
             try:
-                cursor.execute(_INSERT_NEW_SQL, params)
+                with savepoint(connection):  # rolled back to on a duplicate
+                    cursor.execute(_INSERT_NEW_SQL, params)
             except UniqueViolation:
-                cursor.execute("ROLLBACK TO SAVEPOINT expect_new")
+                pass
             else:
-                cursor.execute("RELEASE SAVEPOINT expect_new")
                 return []
         cursor.execute(_INSERT_SQL, params)
         inserted = {(row[0], row[1]) for row in cursor.fetchall()}

@@ -1,14 +1,17 @@
 """The portfolio at a glance (``debt report --html``): aging, the debt over the last
 sweeps, payments and refunds per day, the largest debtors. Plain reads on a DB-API
-connection (``db.read_scope``); personal data leaves masked."""
+connection (``db.unit(readonly=True)``); personal data leaves masked."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bnplctl.money import format_amount
+
+if TYPE_CHECKING:
+    from bnplctl.db import DbapiConnection
 
 SWEEPS_SHOWN = 30
 DAYS_SHOWN = 30
@@ -58,7 +61,7 @@ _DEBTORS_SQL = """
 """
 
 
-def portfolio(connection: Any, business_date: date, timezone: str) -> dict[str, Any]:
+def portfolio(connection: DbapiConnection, business_date: date, timezone: str) -> dict[str, Any]:
     """Everything the report draws, amounts as strings (``Decimal`` never a float)."""
     from bnplctl.db import fetch_all
     from bnplctl.pii import mask_phone

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bnplctl import pii
 from bnplctl.errors import NotFound
 from bnplctl.money import format_amount
 from bnplctl.validators import user_not_found
+
+if TYPE_CHECKING:
+    from bnplctl.db import DbapiConnection
 
 USER_FIELDS = (
     "user_id",
@@ -66,9 +69,9 @@ _SUMMARY_SQL = f"""
 """  # noqa: S608 - the column names are the constants above
 
 
-def user_summary(connection: Any, user_id: str) -> dict[str, Any]:
+def user_summary(connection: DbapiConnection, user_id: str) -> dict[str, Any]:
     """One user, masked, with counts of their plans and what they owe, read on a DB-API
-    ``connection`` (``db.read_scope``)."""
+    ``connection`` (``db.unit(readonly=True)``)."""
     from bnplctl.db import fetch_all
 
     rows = fetch_all(connection, _SUMMARY_SQL, {"user_id": user_id})

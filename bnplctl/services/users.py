@@ -62,13 +62,9 @@ def insert_users(
     session: Session, users: Sequence[ProtectedUser], *, actor: str, source: str
 ) -> list[InsertOutcome]:
     """Insert protected users; one outcome per user, in order (see ``insert_staged``)."""
-    connection = session.connection().connection.driver_connection
-    assert connection is not None  # noqa: S101 - a live session always has one
     keys = staged_keys(users)
-    duplicates = {
-        outcome.line: outcome
-        for outcome in insert_staged(connection, copy_rows(users), keys, actor=actor, source=source)
-    }
+    staged = insert_staged(session.connection(), copy_rows(users), keys, actor=actor, source=source)
+    duplicates = {outcome.line: outcome for outcome in staged}
     return [duplicates.get(line) or InsertOutcome(line, user_id, True) for line, user_id, _ in keys]
 
 
