@@ -63,8 +63,8 @@ def sweep_job(*, as_of: date | None, dry_run: bool, actor: str) -> SweepResult:
                     sweep.finish_run(
                         work.connection, run_id, installments, users, actor, clock.now()
                     )
-            except BaseException as exc:
-                _record_failure(next_unit, run_id, type(exc).__name__)
+            except BaseException as exc:  # the driver's error, under the exit code it became
+                _record_failure(next_unit, run_id, type(exc.__cause__ or exc).__name__)
                 raise
             if installments:
                 with next_unit() as work:

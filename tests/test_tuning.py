@@ -25,7 +25,7 @@ def test_quick_thread_switches_never_slows_an_interval_already_quicker() -> None
     sys.setswitchinterval(0.0001)
     try:
         with tuning.quick_thread_switches():
-            assert sys.getswitchinterval() == pytest.approx(0.0001)
+            assert sys.getswitchinterval() == pytest.approx(0.0001, rel=0.05)
     finally:
         sys.setswitchinterval(before)
 
