@@ -51,7 +51,7 @@ MAX_INTEGER_DIGITS = 4300  # a JSON integer (Python's own limit for reading one)
 _WINDOW_BYTES = 64 * 1024  # what a JSON array's reader reads at a time
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RawRow:
     """One input row: its line number, its fields, or why it could not be read."""
 
