@@ -159,7 +159,7 @@ def _ddl_calls(markdown: str) -> list[str]:
     """The ``create_distributed_table`` / ``create_reference_table`` calls of the first
     SQL block that has any (the placement's DDL)."""
     for block in re.findall(r"```sql\n(.*?)```", markdown, re.DOTALL):
-        calls = [line.strip() for line in block.splitlines() if "create_" in line]
+        calls = [line for line in block.splitlines() if line.startswith("SELECT create_")]
         if calls:
             return calls
     raise AssertionError("docs/scaling.md has no SQL block of create_*_table calls")
