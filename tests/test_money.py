@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Callable
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import Phase, assume, example, given, settings
 from hypothesis import strategies as st
 
 from bnplctl.errors import InvalidInput
@@ -114,11 +115,111 @@ def test_due_dates_clamp_to_month_ends() -> None:
     assert add_months(date(2025, 11, 30), 3) == date(2026, 2, 28)
 
 
-@given(st.dates(min_value=date(2000, 1, 1), max_value=date(2090, 1, 1)), st.integers(1, 24))
-def test_due_dates_strictly_increase_one_month_apart(start: date, count: int) -> None:
+def _months_later(start: date, months: int) -> tuple[int, int]:
+    """The (year, month) ``months`` calendar months after ``start``'s."""
+    year, month_index = divmod(start.month - 1 + months, 12)
+    return start.year + year, month_index + 1
+
+
+def _last_day(year: int, month: int) -> int:
+    """The month's last day, counted back from the next month's first (not
+    ``calendar.monthrange``, which ``add_months`` uses)."""
+    next_year, next_month_index = divmod(month, 12)
+    return (date(year + next_year, next_month_index + 1, 1) - timedelta(days=1)).day
+
+
+def _check_due_dates(impl: Callable[[date, int], list[date]], start: date, count: int) -> None:
+    """Rule 1's calendar, exactly: the n-th due date is ``start``'s day n months later, or
+    that month's last day when the month is shorter (each from ``start``, never from the
+    due date before it: Jan 31 gives Feb 28, then Mar 31)."""
+    dates = impl(start, count)
+    assert len(dates) == count
+    for months, due in enumerate(dates, start=1):
+        year, month = _months_later(start, months)
+        assert due == date(year, month, min(start.day, _last_day(year, month))), (months, due)
+
+
+_STARTS = st.dates(min_value=date(2000, 1, 1), max_value=date(2090, 1, 1))
+# The clamp, pinned whatever hypothesis draws: month ends of 31, 30, 29 (a leap year) and
+# 28 days, from a 31st, a 30th and a 29th, across the year's end.
+_PINNED = [
+    (date(2025, 1, 31), 4),  # Feb 28, Mar 31, Apr 30, May 31
+    (date(2024, 1, 31), 2),  # Feb 29, Mar 31
+    (date(2024, 1, 29), 13),  # Feb 29 2024, ..., Feb 28 2025
+    (date(2025, 8, 30), 7),  # ..., Feb 28 2026, Mar 30
+    (date(2025, 11, 30), 3),  # Dec 30, Jan 30, Feb 28
+    (date(2025, 12, 15), 2),  # Jan 15 2026, Feb 15 2026
+]
+
+
+@example(*_PINNED[0])
+@example(*_PINNED[1])
+@example(*_PINNED[2])
+@example(*_PINNED[3])
+@example(*_PINNED[4])
+@example(*_PINNED[5])
+@given(_STARTS, st.integers(1, 24))
+def test_each_due_date_is_the_start_day_or_that_months_last_day(start: date, count: int) -> None:
+    _check_due_dates(due_dates, start, count)
     dates = due_dates(start, count)
     assert all(a < b for a, b in zip(dates, dates[1:], strict=False))
-    for months, due in enumerate(dates, start=1):
-        expected_month = (start.month - 1 + months) % 12 + 1
-        assert due.month == expected_month
-        assert due.day == start.day or due.day < start.day
+
+
+# A broken subject only has to fail: no shrinking of the example.
+_NO_SHRINKING = (Phase.explicit, Phase.generate)
+
+
+def _clamped_to_28(start: date, count: int) -> list[date]:
+    """Broken: every month ends on the 28th."""
+    return [due.replace(day=min(due.day, 28)) for due in due_dates(start, count)]
+
+
+def _no_leap_years(start: date, count: int) -> list[date]:
+    """Broken: February has 28 days, leap year or not."""
+    return [
+        due.replace(day=min(due.day, 28)) if due.month == 2 else due
+        for due in due_dates(start, count)
+    ]
+
+
+def _each_from_the_one_before(start: date, count: int) -> list[date]:
+    """Broken: each due date a month after the one before (Jan 31, Feb 28, Mar 28)."""
+    dates = [add_months(start, 1)]
+    while len(dates) < count:
+        dates.append(add_months(dates[-1], 1))
+    return dates
+
+
+def _a_day_short(start: date, count: int) -> list[date]:
+    """Broken: a day the month lacks falls on the day before the month's last."""
+    return [
+        due if due.day == start.day else due - timedelta(days=1) for due in due_dates(start, count)
+    ]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        _clamped_to_28,
+        _no_leap_years,
+        _each_from_the_one_before,
+        _a_day_short,
+    ],
+    ids=lambda broken: broken.__name__,
+)
+def test_the_calendar_property_fails_on_a_broken_calendar(
+    broken: Callable[[date, int], list[date]],
+) -> None:
+    """The property above on a calendar broken on purpose: it must fail (CONVENTIONS.md:
+    a property test must fail on a deliberately broken subject)."""
+
+    def check(start: date, count: int) -> None:
+        _check_due_dates(broken, start, count)
+
+    run = given(_STARTS, st.integers(1, 24))(check)
+    for start, count in _PINNED:
+        run = example(start, count)(run)
+    with pytest.raises(AssertionError):
+        settings(database=None, derandomize=True, report_multiple_bugs=False, phases=_NO_SHRINKING)(
+            run
+        )()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
 from bnplctl import crypto, pii
@@ -381,13 +382,178 @@ _USER_ROWS = _user_rows()
 @settings(max_examples=500)
 @given(_USER_ROWS)
 def test_the_batch_fast_path_agrees_with_the_model(fields: dict[str, object]) -> None:
+    """Every row the fast path takes, it takes as the model does. That it takes the rows
+    it must is the next test's."""
     from bnplctl.validators import quick_user
 
+    _agrees(quick_user, fields)
+
+
+def _agrees(quick_user: Callable[..., object], fields: dict[str, object]) -> None:
     quick = quick_user(fields, TODAY)
     if quick is None:
         return  # not plainly valid: the batch takes UserCreate.parse
     user = UserCreate.parse(fields, TODAY)
     assert quick == (user.user_id, user.name, user.phone, user.passport, user.card, user.dob)
+
+
+def _plain(core: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """``core`` with the ends the fast path strips as the model does (spaces, tabs)."""
+    ends = st.sampled_from(["", " ", "\t", " \t "])
+    return st.builds(lambda left, middle, right: left + middle + right, ends, core, ends)
+
+
+def _grouped(digits: str) -> str:
+    return " ".join(digits[start : start + 4] for start in range(0, len(digits), 4))
+
+
+def _plain_phones() -> list[str]:
+    """The valid examples, in E.164 and as people write them (``+998 90 123 45 67``)."""
+    import phonenumbers
+
+    written = set()
+    for raw in EXAMPLES:
+        number = phonenumbers.parse(raw, None)
+        written |= {
+            raw,
+            phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL),
+        }
+    return sorted(phone for phone in written if _ours(phone) is not None)
+
+
+_PLAIN_PHONES = _plain_phones()
+# Words of letters of any script, with the apostrophes and hyphens names have.
+_NAME_WORDS = st.text(
+    st.one_of(st.characters(categories=("Lu", "Ll", "Lo")), st.sampled_from("'-")),
+    min_size=1,
+    max_size=12,
+)
+# Plainly valid rows: text fields, valid values, ordinary ends. The fast path must take
+# every one, with the model's values.
+_PLAIN_USER_ROWS = st.fixed_dictionaries(
+    {
+        "name": _plain(st.lists(_NAME_WORDS, min_size=1, max_size=4).map(" ".join)),
+        "phone": _plain(st.sampled_from(_PLAIN_PHONES)),
+        "passport": _plain(st.from_regex(r"[A-Za-z]{1,3} ?[0-9]{5,16}", fullmatch=True)),
+        "card": _plain(
+            st.from_regex(r"[0-9]{11,18}", fullmatch=True)
+            .map(_luhn_completed)
+            .flatmap(lambda digits: st.sampled_from([digits, _grouped(digits)]))
+        ),
+        "dob": _plain(st.dates(min_value=date(1900, 1, 1), max_value=date(2008, 1, 1)).map(str)),
+    },
+    optional={
+        "user_id": st.one_of(
+            st.none(),
+            st.just(""),
+            _plain(st.from_regex(r"[a-z]{1,8}(-[0-9]{1,3})?", fullmatch=True)),
+        )
+    },
+)
+
+
+def _check_takes_plain_row(quick_user: Callable[..., object], fields: dict[str, object]) -> None:
+    user = UserCreate.parse(fields, TODAY)  # a plain row is valid
+    quick = quick_user(fields, TODAY)
+    assert quick is not None, "the fast path declined a plainly valid row"
+    assert quick == (user.user_id, user.name, user.phone, user.passport, user.card, user.dob)
+
+
+# Each kind of plain row, whatever hypothesis draws.
+_PINNED_PLAIN_ROWS: list[dict[str, object]] = [
+    {
+        "name": "José O'Brien",
+        "phone": "+998901234567",
+        "passport": "AB1234567",
+        "card": "4111111111111111",
+        "dob": "1990-05-17",
+    },
+    {
+        "user_id": " usr-001 ",
+        "name": "\tАнна Петрова-Иванова ",
+        "phone": " +998 90 123 45 67",
+        "passport": "ab 1234567\t",
+        "card": "4111 1111 1111 1111",
+        "dob": " 1990-05-17\t",
+    },
+    {
+        "user_id": None,
+        "name": "李雷",
+        "phone": "+998901234567",
+        "passport": "X12345",
+        "card": "5500005555555559",
+        "dob": "2008-01-01",
+    },
+]
+
+
+def _pinned(test: Callable[..., None]) -> Callable[..., None]:
+    for fields in _PINNED_PLAIN_ROWS:
+        test = example(fields)(test)
+    return test
+
+
+@_pinned
+@settings(max_examples=300)
+@given(_PLAIN_USER_ROWS)
+def test_the_batch_fast_path_takes_every_plainly_valid_row(fields: dict[str, object]) -> None:
+    from bnplctl.validators import quick_user
+
+    _check_takes_plain_row(quick_user, fields)
+
+
+# A broken subject only has to fail: no shrinking of the example.
+_NO_SHRINKING = (Phase.explicit, Phase.generate)
+
+
+def _declines_all(fields: dict[str, object], today: date) -> object:
+    return None
+
+
+def _declines_names_beyond_ascii(fields: dict[str, object], today: date) -> object:
+    from bnplctl.validators import quick_user
+
+    return quick_user(fields, today) if str(fields.get("name", "")).isascii() else None
+
+
+def _declines_rows_without_a_user_id(fields: dict[str, object], today: date) -> object:
+    from bnplctl.validators import quick_user
+
+    return quick_user(fields, today) if fields.get("user_id") else None
+
+
+def _declines_ends(fields: dict[str, object], today: date) -> object:
+    from bnplctl.validators import quick_user
+
+    stripped = all(value == str(value).strip() for value in fields.values() if value)
+    return quick_user(fields, today) if stripped else None
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [_declines_all, _declines_names_beyond_ascii, _declines_rows_without_a_user_id, _declines_ends],
+    ids=lambda broken: broken.__name__,
+)
+def test_the_fast_path_properties_fail_on_a_fast_path_that_declines_plain_rows(
+    broken: Callable[..., object],
+) -> None:
+    """A fast path that declines plainly valid rows (every row, or a kind of them) passes
+    the agreement property, and must fail the plain-rows property."""
+
+    @settings(database=None, derandomize=True, max_examples=100)
+    @given(_USER_ROWS)
+    def agreement(fields: dict[str, object]) -> None:
+        _agrees(broken, fields)
+
+    @_pinned
+    @settings(database=None, derandomize=True, report_multiple_bugs=False, phases=_NO_SHRINKING)
+    @given(_PLAIN_USER_ROWS)
+    def plain_rows(fields: dict[str, object]) -> None:
+        _check_takes_plain_row(broken, fields)
+
+    agreement()  # passes: it never sees a row the fast path declined
+    with pytest.raises(AssertionError, match="declined a plainly valid row"):
+        plain_rows()
 
 
 def test_the_batch_fast_path_takes_plainly_valid_rows() -> None:

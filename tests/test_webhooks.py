@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -492,15 +493,26 @@ def test_the_fast_path_agrees_with_the_webhook_row_model(fields: dict[str, Any])
 @settings(max_examples=400, deadline=None)
 @given(ROW_FIELDS)
 def test_the_plain_row_path_agrees_with_parse_update(fields: dict[str, Any]) -> None:
-    """``_plain_columns`` takes only rows ``parse_update`` accepts, with the same values."""
+    """``_plain_columns`` takes only rows ``parse_update`` accepts, with the same values.
+    That it takes the rows it must is the next test's."""
+    _agrees_with_parse_update(webhooks._plain_columns, fields)
+
+
+def _agrees_with_parse_update(
+    plain_columns: Callable[[RawRow], tuple[object, ...] | None], fields: dict[str, Any]
+) -> None:
     row = RawRow(1, fields)
-    plain = webhooks._plain_columns(row)
+    plain = plain_columns(row)
     if plain is None:
-        return
+        return  # not plain: the row takes parse_update
+    _assert_as_parse_update_gives(plain, row)
+
+
+def _assert_as_parse_update_gives(plain: tuple[object, ...], row: RawRow) -> None:
     update = webhooks.parse_update(row)  # raises if the plain path took a row it refuses
     *columns, moment, amount, reference = plain
     assert (*columns, amount, reference) == (
-        1, update.transaction_id, update.target, update.event_id,
+        row.line, update.transaction_id, update.target, update.event_id,
         update.amount, update.merchant_reference,
     )  # fmt: skip
     # The same instant, as the server reads the text (an ISO form, in UTC).
@@ -509,6 +521,165 @@ def test_the_plain_row_path_agrees_with_parse_update(fields: dict[str, Any]) -> 
     else:
         assert isinstance(moment, str)
         assert datetime.fromisoformat(moment) == update.occurred_at
+
+
+def _spaced(core: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """``core`` with spaces around, as a CSV cell may have them (a tab is a control
+    character: not plain)."""
+    ends = st.sampled_from(["", " ", "  "])
+    return st.builds(lambda left, middle, right: left + middle + right, ends, core, ends)
+
+
+_PLAIN_IDS = _spaced(
+    st.text(
+        st.one_of(st.characters(categories=("L", "Nd")), st.sampled_from("-_.:/#")),
+        min_size=1,
+        max_size=40,
+    )
+)
+_OFFSETS = ["", "Z", "+00:00", "-00:00", "+05:00", "-03:30", "+14:00", "-15:59", "+23:59"]
+_CLOCK_FORMS = ["%H:%M", "%H:%M:%S", "%H:%M:%S.%f"]
+
+
+@st.composite
+def _plain_moments(draw: st.DrawFn) -> str:
+    """An ISO timestamp in one of the forms files use, well inside the window."""
+    moment = draw(st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2100, 12, 30)))
+    if draw(st.integers(0, 3)) == 0:
+        return moment.date().isoformat()
+    separator = draw(st.sampled_from("T "))
+    clock = moment.strftime(draw(st.sampled_from(_CLOCK_FORMS)))
+    return f"{moment.date().isoformat()}{separator}{clock}{draw(st.sampled_from(_OFFSETS))}"
+
+
+def _optional(value: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(st.just(""), value)  # a CSV's empty cell
+
+
+# Plainly valid webhook rows: every field text, a known status in any case, ids
+# printable and within their limits, no amount, a timestamp in a form files use. The
+# plain path must take every one.
+PLAIN_ROW_FIELDS = st.fixed_dictionaries(
+    {
+        "refund_id": _PLAIN_IDS,
+        "status": _spaced(
+            st.builds(
+                lambda status, case: case(status),
+                st.sampled_from(["approved", "rejected", "failed", "processing"]),
+                st.sampled_from([str.lower, str.upper, str.title]),
+            )
+        ),
+        "occurred_at": _optional(_spaced(_plain_moments())),  # "": as if absent
+    },
+    optional={
+        "event_id": _optional(_PLAIN_IDS),
+        "merchant_reference": _optional(_PLAIN_IDS),
+        "amount": st.just(""),
+    },
+)
+
+
+def _check_takes_plain_row(
+    plain_columns: Callable[[RawRow], tuple[object, ...] | None], fields: dict[str, Any]
+) -> None:
+    row = RawRow(1, fields)
+    plain = plain_columns(row)
+    assert plain is not None, "the plain path declined a plainly valid row"
+    _assert_as_parse_update_gives(plain, row)
+
+
+# Each kind of plain row, whatever hypothesis draws.
+PINNED_PLAIN_ROWS: list[dict[str, Any]] = [
+    {"refund_id": "R-1", "status": "approved", "occurred_at": "2025-08-15T19:59:25Z"},
+    {
+        "refund_id": " R-2 ",
+        "status": " Rejected ",
+        "event_id": "evt-2",
+        "merchant_reference": "M-2",
+        "occurred_at": "2025-08-15 19:59:25.123456+00:00",
+        "amount": "",
+    },
+    {"refund_id": "R-3", "status": "FAILED", "occurred_at": "2025-08-15T19:59"},
+    {"refund_id": "R-4", "status": "processing", "occurred_at": " 2025-08-15 "},
+    {
+        "refund_id": "Ré-5",
+        "status": "Approved",
+        "event_id": "é-5",
+        "occurred_at": "2025-08-15T23:59-15:59",
+    },
+    {"refund_id": "R-6", "status": "approved", "event_id": "", "occurred_at": ""},
+]
+
+
+def _pinned(test: Callable[..., None]) -> Callable[..., None]:
+    for fields in PINNED_PLAIN_ROWS:
+        test = example(fields)(test)
+    return test
+
+
+@_pinned
+@settings(max_examples=400, deadline=None)
+@given(PLAIN_ROW_FIELDS)
+def test_plainly_valid_rows_all_take_the_plain_path(fields: dict[str, Any]) -> None:
+    _check_takes_plain_row(webhooks._plain_columns, fields)
+
+
+# A broken subject only has to fail: no shrinking of the example.
+_NO_SHRINKING = (Phase.explicit, Phase.generate)
+
+
+def _declines_all(row: RawRow) -> tuple[object, ...] | None:
+    return None
+
+
+def _declines_event_ids(row: RawRow) -> tuple[object, ...] | None:
+    plain = webhooks._plain_columns(row)
+    return None if plain is None or plain[3] is not None else plain
+
+
+def _declines_utc_offsets(row: RawRow) -> tuple[object, ...] | None:
+    plain = webhooks._plain_columns(row)  # when plain, every field is text
+    utc = plain is not None and row.fields.get("occurred_at", "").strip().endswith(("Z", "+00:00"))
+    return None if utc else plain
+
+
+def _declines_capitals(row: RawRow) -> tuple[object, ...] | None:
+    plain = webhooks._plain_columns(row)  # when plain, every field is text
+    lower = plain is not None and row.fields["status"] == row.fields["status"].lower()
+    return plain if lower else None
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [_declines_all, _declines_event_ids, _declines_utc_offsets, _declines_capitals],
+    ids=lambda broken: broken.__name__,
+)
+def test_the_plain_path_properties_fail_on_a_plain_path_that_declines_plain_rows(
+    broken: Callable[[RawRow], tuple[object, ...] | None],
+) -> None:
+    """A plain path that declines plainly valid rows (every row, or a kind of them) passes
+    the agreement property, and must fail the plain-rows property."""
+
+    @settings(database=None, derandomize=True, max_examples=100, deadline=None)
+    @given(ROW_FIELDS)
+    def agreement(fields: dict[str, Any]) -> None:
+        _agrees_with_parse_update(broken, fields)
+
+    @_pinned
+    @settings(
+        database=None,
+        derandomize=True,
+        deadline=None,
+        report_multiple_bugs=False,
+        phases=_NO_SHRINKING,
+    )
+    @given(PLAIN_ROW_FIELDS)
+    def plain_rows(fields: dict[str, Any]) -> None:
+        _check_takes_plain_row(broken, fields)
+
+    agreement()  # passes: it never sees a row the plain path declined
+    with pytest.raises(AssertionError, match="declined a plainly valid row"):
+        plain_rows()
 
 
 def test_plain_rows_take_the_plain_path() -> None:
