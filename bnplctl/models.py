@@ -348,7 +348,9 @@ class AuditEvent(SQLModel, table=True):
     )
 
     id: int | None = _id_column()
-    occurred_at: datetime | None = _created_at()
+    # No default: every writer binds the unit of work's clock (``services/audit.py``); a
+    # row without a time fails loudly instead of taking the server's.
+    occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     actor: str = Field(sa_column=Column(String(100), nullable=False))
     action: str = Field(sa_column=Column(String(50), nullable=False))
     # Keys, compared only for equality: byte order ("C"), not the locale's.

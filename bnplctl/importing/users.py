@@ -332,6 +332,7 @@ def _chunk_inserter(
     function that inserts one prepared chunk, in a unit of work of its own
     (``db.units``), and records its outcomes. The first chunk's unit checks ``master``
     against the database's key check before it inserts."""
+    from bnplctl import clock
     from bnplctl.db import units
     from bnplctl.services.onboarding import insert_staged
     from bnplctl.services.secret_key import checked_key, mismatch
@@ -351,6 +352,7 @@ def _chunk_inserter(
                     work.connection,
                     prepared.copy_text,
                     prepared.keys,
+                    now=clock.now(),
                     actor=actor,
                     source=source,
                     expect_new=expect_new,

@@ -520,26 +520,28 @@ def _finish_file(file_id: int, summary: dict[str, Any], actor: str) -> None:
 
     from bnplctl import clock
     from bnplctl.db import unit
+    from bnplctl.services.audit import insert_events
 
     counts = {name: summary[name] for name in OUTCOMES}
     with unit() as work:
         connection = work.connection
         connection.execute(
             text(
-                "WITH finished AS ("
+                "WITH finished AS ("  # noqa: S608 - fixed fragments, no input
                 " UPDATE ingested_files SET sha256 = :sha256, rows = :rows,"
-                "  counts = CAST(:counts AS jsonb), finished_at = :finished_at"
-                " WHERE id = :id RETURNING id, file_name)"
-                " INSERT INTO audit_events (actor, action, entity, entity_id, details)"
-                " SELECT :actor, 'webhooks.ingested', 'file', id::text,"
-                "  CAST(:details AS jsonb) FROM finished"
+                "  counts = CAST(:counts AS jsonb), finished_at = :now"
+                " WHERE id = :id RETURNING id, file_name) "
+                + insert_events(
+                    "SELECT :now, :actor, 'webhooks.ingested', 'file', id::text, NULL,"
+                    " CAST(:details AS jsonb) FROM finished"
+                )
             ),
             {
                 "id": file_id,
                 "sha256": summary["sha256"],
                 "rows": summary["rows"],
                 "counts": json.dumps(counts),
-                "finished_at": clock.now(),
+                "now": clock.now(),
                 "actor": actor,
                 "details": json.dumps(
                     {"file": summary["file"], "sha256": summary["sha256"], "rows": summary["rows"]}

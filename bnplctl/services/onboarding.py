@@ -17,8 +17,11 @@ from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from bnplctl import pii
+from bnplctl.services.audit import insert_events
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.engine import Connection
 
     from bnplctl.crypto import Keyring
@@ -118,28 +121,31 @@ _STAGE = (
 # Only constant column names are formatted in; every value arrives through COPY or
 # as a parameter. Rows are taken in file order (``seq``: a row's place in its chunk; not
 # the line, which rows of a JSON array written on one line share), so the first one wins.
-_INSERT_SQL = (  # noqa: S608
-    "WITH inserted AS ("
+_INSERT_SQL = (
+    "WITH inserted AS ("  # noqa: S608 - fixed fragments, no input
     " INSERT INTO users ({columns})"
     " SELECT {columns} FROM user_rows ORDER BY seq"
     " ON CONFLICT DO NOTHING"
     " RETURNING user_id, passport_blind_index"
     "), audited AS ("
-    " INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
-    " SELECT %(actor)s, 'user.created', 'user', user_id, user_id,"
-    "  jsonb_build_object('source', CAST(%(source)s AS text)) FROM inserted"
-    ") SELECT user_id, passport_blind_index FROM inserted"
+    + insert_events(
+        " SELECT %(now)s, %(actor)s, 'user.created', 'user', user_id, user_id,"
+        "  jsonb_build_object('source', CAST(%(source)s AS text)) FROM inserted"
+    )
+    + ") SELECT user_id, passport_blind_index FROM inserted"
 ).format(columns=", ".join(_INSERT_COLUMNS))
 # The same for a chunk expected to hold only new users: a plain INSERT (no speculative
 # insertion), which fails as a whole on the first duplicate.
-_INSERT_NEW_SQL = (  # noqa: S608
-    "WITH inserted AS ("
+_INSERT_NEW_SQL = (
+    "WITH inserted AS ("  # noqa: S608 - fixed fragments, no input
     " INSERT INTO users ({columns})"
     " SELECT {columns} FROM user_rows ORDER BY seq"
     " RETURNING user_id"
-    ") INSERT INTO audit_events (actor, action, entity, entity_id, user_id, details)"
-    " SELECT %(actor)s, 'user.created', 'user', user_id, user_id,"
-    "  jsonb_build_object('source', CAST(%(source)s AS text)) FROM inserted"
+    ") "
+    + insert_events(
+        " SELECT %(now)s, %(actor)s, 'user.created', 'user', user_id, user_id,"
+        "  jsonb_build_object('source', CAST(%(source)s AS text)) FROM inserted"
+    )
 ).format(columns=", ".join(_INSERT_COLUMNS))
 
 
@@ -150,6 +156,7 @@ def insert_staged(
     *,
     actor: str,
     source: str,
+    now: datetime,
     expect_new: bool = False,
 ) -> list[InsertOutcome]:
     """COPY the rows to a staging table, then one statement inserts them and writes their
@@ -167,7 +174,7 @@ def insert_staged(
 
     if not keys:
         return []
-    params = {"actor": actor, "source": source}
+    params = {"actor": actor, "source": source, "now": now}
     dbapi = connection.connection.driver_connection
     assert dbapi is not None  # noqa: S101 - a live connection always has one
     with dbapi.cursor() as cursor:

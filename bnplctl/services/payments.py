@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 
 from bnplctl.money import format_amount
+from bnplctl.services.audit import insert_events
 from bnplctl.services.listing import ListRequest
 
 if TYPE_CHECKING:
@@ -103,9 +104,9 @@ _APPLY = text(
             paid_at = CASE WHEN s.share = i.amount_due THEN s.paid_at ELSE i.paid_at END
         FROM shares s
         WHERE i.id = s.installment_id
-    ), audited AS (
-        INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
-                                  details)
+    ), audited AS ("""  # noqa: S608 - fixed fragments, no input
+    + insert_events(
+        """
         SELECT :now, :actor, 'payment.recorded', 'payment', payment_id::text, user_id,
                jsonb_build_object('amount', amount::text, 'source', :source)
                || jsonb_strip_nulls(jsonb_build_object(
@@ -116,7 +117,9 @@ _APPLY = text(
                jsonb_build_object('plan_id', plan_id, 'amount', share::text, 'was', status,
                                   'payment_id', payment_id)
         FROM shares
-        WHERE share = amount_due
+        WHERE share = amount_due"""
+    )
+    + """
     )
     SELECT seq AS line, CASE WHEN amount <= due_in_all THEN payment_id END AS payment_id,
            due_in_all AS due, NULL::bigint AS plan_id, NULL::text AS overdue_owner

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
+from bnplctl.services.audit import insert_events
+
 if TYPE_CHECKING:
     from bnplctl.db import Executor
 
@@ -119,9 +121,9 @@ _APPLY = text(
         WHERE r.id = s.refund_id AND r.status = 'PENDING'
         RETURNING r.id, r.user_id, r.plan_id, r.applied_amount, r.payout_amount,
                   s.line, s.event_id, r.decision_reason
-    ), audited AS (
-        INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
-                                  details)
+    ), audited AS ("""  # noqa: S608 - fixed fragments, no input
+    + insert_events(
+        """
         SELECT :now, :actor, 'refund.status_changed', 'refund', id::text, user_id,
                jsonb_strip_nulls(jsonb_build_object(
                    'from', 'PENDING', 'to', 'COMPLETED', 'source', CAST(:source AS text),
@@ -129,7 +131,9 @@ _APPLY = text(
                    'payout_amount', payout_amount::text, 'plan_id', plan_id,
                    'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id,
                    'decision_reason', decision_reason))
-        FROM completed
+        FROM completed"""
+    )
+    + """
     ), emptied AS (
         DELETE FROM refunds_approved
     )

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 
+from bnplctl.services.audit import insert_events
+
 if TYPE_CHECKING:
     from bnplctl.db import Executor
 
@@ -102,15 +104,17 @@ _MOVE = text(
         WHERE r.id = c.refund_id AND c.outcome = 'applied'
           AND c.target IN ('REJECTED', 'CANCELLED')
         RETURNING r.id, r.user_id, r.status, c.line, c.event_id, r.decision_reason
-    ), audited AS (
-        INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id,
-                                  details)
+    ), audited AS ("""  # noqa: S608 - fixed fragments, no input
+    + insert_events(
+        """
         SELECT :now, :actor, 'refund.status_changed', 'refund', id::text, user_id,
                jsonb_strip_nulls(jsonb_build_object(
                    'from', 'PENDING', 'to', status, 'source', CAST(:source AS text),
                    'file_id', CAST(:file_id AS bigint), 'line', line, 'event_id', event_id,
                    'decision_reason', decision_reason))
-        FROM moved
+        FROM moved"""
+    )
+    + """
     ), recorded AS (
         INSERT INTO webhook_events (event_id, refund_id, user_id, status, outcome,
                                     occurred_at, file_id)

@@ -32,6 +32,7 @@ from sqlalchemy import text
 
 from bnplctl import crypto
 from bnplctl.errors import ConfigError, Refused
+from bnplctl.services.audit import insert_events
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
@@ -163,8 +164,10 @@ def record_new_key(
         )
     executor.execute(
         text(
-            "INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, details)"
-            " VALUES (:now, :actor, 'key.initialized', 'key', '0', CAST(:details AS jsonb))"
+            insert_events(
+                "VALUES (:now, :actor, 'key.initialized', 'key', '0', NULL,"
+                " CAST(:details AS jsonb))"
+            )
         ),
         {"now": now, "actor": actor, "details": json.dumps({"file": str(path)})},
     )

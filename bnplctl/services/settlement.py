@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
-from bnplctl.services.audit import USER_STATUS_CHANGED
+from bnplctl.services.audit import USER_STATUS_CHANGED, insert_events
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
@@ -46,10 +46,13 @@ _SETTLE = text(
         FROM restored_users
     ), audited_users AS ("""  # noqa: S608 - a fixed fragment, no input
     + USER_STATUS_CHANGED
-    + """), audited_plans AS (
-        INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, user_id, details)
+    + """), audited_plans AS ("""
+    + insert_events(
+        """
         SELECT :now, :actor, 'plan.completed', 'plan', id::text, user_id, '{}'::jsonb
-        FROM completed_plans
+        FROM completed_plans"""
+    )
+    + """
     )
     SELECT 'plan' AS kind, id::text AS entity_id FROM completed_plans
     UNION ALL

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from bnplctl.errors import Unavailable
-from bnplctl.services.audit import USER_STATUS_CHANGED
+from bnplctl.services.audit import USER_STATUS_CHANGED, insert_events
 
 SWEEP_LOCK_ID = 0x62_6E_70_6C_5357  # "bnpl" + "SW"
 
@@ -163,17 +163,18 @@ def finish_run(
 ) -> None:
     connection.execute(
         text(
-            "WITH finished AS ("
+            "WITH finished AS ("  # noqa: S608 - fixed fragments, no input
             " UPDATE sweep_runs SET outcome = 'SUCCEEDED', finished_at = :finished_at,"
             "  installments_marked_overdue = :installments, users_marked_debt = :users,"
             "  overdue_amount = (SELECT coalesce(sum(amount_due), 0) FROM installments"
             "   WHERE status = 'OVERDUE'),"
             "  debt_users = (SELECT count(*) FROM users WHERE status = 'DEBT_USER')"
-            " WHERE id = :run_id RETURNING id, business_date)"
-            " INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, details)"
-            " SELECT :now, :actor, 'sweep.run', 'sweep', id::text, jsonb_build_object("
-            "  'business_date', business_date, 'installments_marked_overdue', :installments,"
-            "  'users_marked_debt', :users) FROM finished"
+            " WHERE id = :run_id RETURNING id, business_date) "
+            + insert_events(
+                "SELECT :now, :actor, 'sweep.run', 'sweep', id::text, NULL, jsonb_build_object("
+                " 'business_date', business_date, 'installments_marked_overdue', :installments,"
+                " 'users_marked_debt', :users) FROM finished"
+            )
         ),
         {
             "run_id": run_id,
@@ -240,9 +241,10 @@ _MARK_REVERTED = text(
            OR (id > :run_id AND outcome = 'SUCCEEDED' AND NOT dry_run
                AND installments_marked_overdue = 0 AND users_marked_debt = 0)
         RETURNING id, business_date
-    ), audited AS (
-        INSERT INTO audit_events (occurred_at, actor, action, entity, entity_id, details)
-        SELECT :now, :actor, 'sweep.reverted', 'sweep', id::text,
+    ), audited AS ("""  # noqa: S608 - fixed fragments, no input
+    + insert_events(
+        """
+        SELECT :now, :actor, 'sweep.reverted', 'sweep', id::text, NULL,
                CASE WHEN id = :run_id
                    THEN jsonb_build_object(
                        'business_date', business_date, 'installments_restored', :installments,
@@ -251,7 +253,9 @@ _MARK_REVERTED = text(
                        'business_date', business_date, 'installments_restored', 0,
                        'users_restored', 0, 'with_run', :run_id)
                END
-        FROM reverted
+        FROM reverted"""
+    )
+    + """
     )
     SELECT id FROM reverted WHERE id <> :run_id ORDER BY id
     """

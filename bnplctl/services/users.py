@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from bnplctl import crypto
+from bnplctl import clock, crypto
 from bnplctl.errors import Conflict, NotFound
 from bnplctl.models import User, UserStatus
 from bnplctl.schemas import UserCreate, UserUpdate
@@ -63,7 +63,9 @@ def insert_users(
 ) -> list[InsertOutcome]:
     """Insert protected users; one outcome per user, in order (see ``insert_staged``)."""
     keys = staged_keys(users)
-    staged = insert_staged(session.connection(), copy_rows(users), keys, actor=actor, source=source)
+    staged = insert_staged(
+        session.connection(), copy_rows(users), keys, actor=actor, source=source, now=clock.now()
+    )
     duplicates = {outcome.line: outcome for outcome in staged}
     return [duplicates.get(line) or InsertOutcome(line, user_id, True) for line, user_id, _ in keys]
 
