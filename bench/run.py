@@ -465,8 +465,8 @@ _WRITES = (
     "UPDATE refw_installments i SET amount_due = i.amount_due - m.amount"
     " FROM refw_moved m WHERE m.status = 'COMPLETED' AND i.plan_id = m.plan_id"
     " AND i.sequence = 3",
-    "INSERT INTO refw_audit_events (actor, action, entity, entity_id, user_id, details)"
-    " SELECT 'bench', 'refund.status_changed', 'refund', id::text, user_id,"
+    "INSERT INTO refw_audit_events (occurred_at, actor, action, entity, entity_id, user_id,"
+    " details) SELECT now(), 'bench', 'refund.status_changed', 'refund', id::text, user_id,"
     " jsonb_build_object('from', 'PENDING', 'to', status, 'event_id', event_id,"
     " 'plan_id', plan_id, 'applied_amount', amount) FROM refw_moved",
     "INSERT INTO refw_webhook_events (event_id, refund_id, user_id, status, outcome,"
