@@ -32,7 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSON, JSONB
 from sqlmodel import Field, SQLModel
 
-from bnplctl.statuses import InstallmentStatus as InstallmentStatus  # the one list of each
+from bnplctl.statuses import FileKind as FileKind  # the one list of each
+from bnplctl.statuses import InstallmentStatus as InstallmentStatus
 from bnplctl.statuses import PlanStatus as PlanStatus
 from bnplctl.statuses import RefundStatus as RefundStatus
 from bnplctl.statuses import SweepOutcome as SweepOutcome
@@ -307,12 +308,17 @@ class PaymentAllocation(SQLModel, table=True):
 
 
 class IngestedFile(SQLModel, table=True):
-    """One row per webhook file ingested: what was loaded, when, and with what result."""
+    """One row per batch file (webhooks, payments) loaded: what, when, with what result.
+    Written only by ``importing/ledger.py``, which names the kind (no default)."""
 
     __tablename__ = "ingested_files"
-    __table_args__ = (Index(None, "sha256"),)
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", FileKind), name="kind"),
+        Index(None, "sha256"),
+    )
 
     id: int | None = _id_column()
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
     file_name: str = Field(sa_column=Column(Text, nullable=False))
     sha256: str = Field(sa_column=Column(String(64), nullable=False))
     rows: int = 0

@@ -1,7 +1,10 @@
-"""The statuses of users, plans, installments, refunds and sweep runs: one list each.
+"""The statuses of users, plans, installments, refunds and sweep runs, and the kinds of
+batch files: one list each.
 
-The models' columns and the commands' ``--status`` choices are these enums, so the two
-cannot drift. Nothing else is imported here: ``--help`` loads this module.
+The models' columns (their checks) and the commands' ``--status`` choices are these
+enums, so the two cannot drift; ``tests/test_options.py`` holds the choices to them and
+``tests/test_database.py`` the database's checks. Nothing else is imported here:
+``--help`` loads this module.
 """
 
 from __future__ import annotations
@@ -38,3 +41,10 @@ class SweepOutcome(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     REVERTED = "REVERTED"  # rule 11: a successful run undone by ``debt sweep --revert``
+
+
+class FileKind(StrEnum):
+    """What a batch file recorded in ``ingested_files`` held (``importing/ledger.py``)."""
+
+    WEBHOOKS = "webhooks"  # merchant refund-status updates: ``webhooks ingest``
+    PAYMENTS = "payments"  # the processor's settlement files: ``payments import``

@@ -25,18 +25,22 @@ def test_every_writer_of_a_batch_takes_the_units_clock(
     cli: Cli, engine: Engine, tmp_path: Path
 ) -> None:
     """Under a frozen clock, the events of a users import (``user.created``, written by
-    the COPY path's statement) and of a webhook file (``webhooks.ingested``) carry the
-    frozen time, as every other event does, never the server's ``now()``."""
+    the COPY path's statement), of a webhook file (``webhooks.ingested``) and of a
+    payments file (``payments.imported``, the same file ledger) carry the frozen time, as
+    every other event does, never the server's ``now()``."""
     from freezegun import freeze_time
 
     users = tmp_path / "users.jsonl"
     users.write_text(json.dumps(MALIKA) + "\n")
     hooks = tmp_path / "hooks.jsonl"
     hooks.write_text(json.dumps({"refund_id": "nope", "status": "approved"}) + "\n")
+    settlement = tmp_path / "settlement.jsonl"
+    settlement.write_text(json.dumps({"reference": "P", "amount": "1", "user_id": "nope"}) + "\n")
     assert cli(*add_args(JOHN)).exit_code == 0  # (the models are built outside the freeze)
     with freeze_time(FROZEN):
         assert cli("users", "import", str(users)).exit_code == 0
         assert cli("webhooks", "ingest", str(hooks)).exit_code == 5  # an unknown refund
+        assert cli("payments", "import", str(settlement)).exit_code == 5  # an unknown user
     with engine.connect() as connection:
         moments = connection.execute(
             text("SELECT action, occurred_at FROM audit_events ORDER BY id")
@@ -45,8 +49,17 @@ def test_every_writer_of_a_batch_takes_the_units_clock(
         "user.created",
         "user.created",
         "webhooks.ingested",
+        "payments.imported",
     ]
     assert {moment for _, moment in moments[1:]} == {FROZEN}
+    with engine.connect() as connection:
+        started = connection.execute(
+            text("SELECT kind, started_at, finished_at FROM ingested_files ORDER BY id")
+        ).all()
+    assert [tuple(row) for row in started] == [
+        ("webhooks", FROZEN, FROZEN),
+        ("payments", FROZEN, FROZEN),
+    ]
 
 
 def test_an_event_without_a_time_is_refused_by_the_database(engine: Engine) -> None:

@@ -21,7 +21,19 @@ HEAVY = ("sqlalchemy", "sqlmodel", "phonenumbers", "cryptography", "psycopg2", "
 
 
 @pytest.mark.usefixtures("no_database")
-@pytest.mark.parametrize("argv", [["--help"], ["users", "--help"], ["users", "import", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["users", "--help"],
+        ["users", "import", "--help"],
+        # The --status choices are the status enums: built without the models or the ORM.
+        ["users", "list", "--help"],
+        ["plans", "list", "--help"],
+        ["installments", "list", "--help"],
+        ["refunds", "list", "--help"],
+    ],
+)
 def test_help_imports_nothing_heavy(argv: list[str]) -> None:
     probe = (
         "import sys\n"
@@ -94,6 +106,7 @@ _ONE_USER = (
         (["debt", "sweep", "--dry-run"], "", 0),
         (["webhooks", "files"], "", 0),
         (["webhooks", "ingest", "-", "--dry-run"], '[{"refund_id": "R-1", "status": "failed"}]', 5),
+        (["payments", "import", "-"], '[{"reference": "P-1", "amount": "1", "user_id": "u"}]', 5),
         (["users", "import", "-"], _ONE_USER, 0),
     ],
 )

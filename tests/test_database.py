@@ -41,6 +41,11 @@ def test_schema_head_constant_matches_the_migrations() -> None:
         "INSERT INTO refunds (user_id, transaction_id, amount) VALUES ('usr-x', 't', -1)",
         "INSERT INTO installments (plan_id, user_id, sequence, original_amount, amount_due,"
         " due_date, status) VALUES (1, 'usr-x', 1, 10, 0, '2026-01-01', 'UPCOMING')",
+        # A file record names its kind, one the ledger knows (no default: migration 0009).
+        "INSERT INTO ingested_files (kind, file_name, sha256, rows, counts, started_at, actor)"
+        " VALUES ('users', 'f', '', 0, '{}', now(), 't')",
+        "INSERT INTO ingested_files (file_name, sha256, rows, counts, started_at, actor)"
+        " VALUES ('f', '', 0, '{}', now(), 't')",
     ],
 )
 def test_constraints_refuse_bad_rows(engine: Engine, statement: str) -> None:
@@ -55,6 +60,39 @@ def test_constraints_refuse_bad_rows(engine: Engine, statement: str) -> None:
         )
         with pytest.raises(IntegrityError):
             connection.execute(text(statement))
+
+
+def test_every_check_on_a_list_of_values_is_its_enum(engine: Engine) -> None:
+    """A column that holds one of a list (a status, a sweep's outcome, a file's kind) is
+    checked in the database against exactly the enum the models and the CLI's choices
+    use. Autogenerate does not compare checks: a value added to an enum without a
+    migration would be offered by the CLI and refused by the database."""
+    import re
+
+    from bnplctl import statuses
+
+    checked = {
+        "ck_users_status": statuses.UserStatus,
+        "ck_plans_status": statuses.PlanStatus,
+        "ck_installments_status": statuses.InstallmentStatus,
+        "ck_refunds_status": statuses.RefundStatus,
+        "ck_sweep_runs_outcome": statuses.SweepOutcome,
+        "ck_ingested_files_kind": statuses.FileKind,
+    }
+    with engine.connect() as connection:
+        definitions = dict(
+            connection.execute(
+                text(
+                    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                    " WHERE conname = ANY(:names)"
+                ),
+                {"names": list(checked)},
+            ).all()
+        )
+    in_database = {
+        name: set(re.findall(r"'([^']*)'", text_)) for name, text_ in definitions.items()
+    }
+    assert in_database == {name: {m.value for m in enum} for name, enum in checked.items()}
 
 
 def test_indexes_the_later_work_needs_exist(engine: Engine) -> None:
@@ -372,6 +410,44 @@ def test_migration_0006_keeps_earlier_payments_and_overdue_dates(empty_database:
                 text("SELECT amount_due::text FROM installments ORDER BY id")
             ).scalars()
             assert list(restored) == ["100.00", "100.00", "100.00"]
+    finally:
+        engine.dispose()
+
+
+def test_migration_0009_makes_every_earlier_file_a_webhook_file(empty_database: str) -> None:
+    """Files recorded before the payments files were are webhook files; the kind has no
+    default after the upgrade (the ledger names it), and a downgrade drops it."""
+    from alembic import command
+
+    engine = create_engine(db.normalize_url(empty_database))
+    try:
+        with engine.begin() as connection:
+            command.upgrade(db.alembic_config(connection), "0008")
+            connection.execute(
+                text(
+                    "INSERT INTO ingested_files (file_name, sha256, rows, counts, started_at,"
+                    " actor) VALUES ('old.csv', '', 3, '{}', now(), 't')"
+                )
+            )
+            db.upgrade(connection)
+            assert db.current_revision(connection) == "0009"
+            kinds = connection.execute(text("SELECT file_name, kind FROM ingested_files")).all()
+            assert [tuple(row) for row in kinds] == [("old.csv", "webhooks")]
+            default = connection.execute(
+                text(
+                    "SELECT column_default FROM information_schema.columns"
+                    " WHERE table_name = 'ingested_files' AND column_name = 'kind'"
+                )
+            ).scalar_one()
+            assert default is None
+            command.downgrade(db.alembic_config(connection), "0008")
+            columns = connection.execute(
+                text(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_name = 'ingested_files'"
+                )
+            ).scalars()
+            assert "kind" not in set(columns)
     finally:
         engine.dispose()
 

@@ -34,7 +34,9 @@ def test_demo_twice_changes_nothing_the_second_time(cli: Cli, engine: Engine) ->
             connection.execute(text("SELECT transaction_id, status FROM refunds")).all()
         )
     assert refunds == {"REF-001": "COMPLETED", "REF-002": "REJECTED", "REF-003": "PENDING"}
-    assert after_first["ingested_files"] == 1
+    with engine.connect() as connection:
+        kinds = connection.execute(text("SELECT kind FROM ingested_files ORDER BY id")).scalars()
+        assert list(kinds) == ["webhooks", "payments"]  # both sample files, in the ledger
 
     second = cli("demo", "--allow-external")
     assert second.exit_code == 0
@@ -43,6 +45,7 @@ def test_demo_twice_changes_nothing_the_second_time(cli: Cli, engine: Engine) ->
     assert "already swept for" in second.stderr
     assert "the sample webhook file was ingested before" in second.stderr
     assert "DEMO-PART-1 was recorded before" in second.stderr
+    assert "the sample payments file was imported before" in second.stderr
 
 
 def test_demo_refuses_an_external_database_without_the_flag(cli: Cli, engine: Engine) -> None:

@@ -55,20 +55,30 @@ def demo(
 
 
 def _payments_file(actor: str) -> None:
-    """The sample settlement file (``payments import``): two payments and an unknown user;
-    run again, its payments come back as duplicates."""
+    """The sample settlement file (``payments import``): two payments and an unknown user,
+    recorded in the file ledger; a file recorded before is not imported again."""
+    import hashlib
     from importlib.resources import files
 
-    from bnplctl.cli.output import render_one
+    from bnplctl.cli.output import message, render_one
+    from bnplctl.db import unit
     from bnplctl.importing.batch import IngestReport
-    from bnplctl.importing.payments import OUTCOMES, PAYMENT_COLUMNS, import_stream
-    from bnplctl.importing.readers import read_rows
+    from bnplctl.importing.payments import FILES, OUTCOMES, PAYMENT_COLUMNS, import_stream
+    from bnplctl.importing.readers import HashingReader, read_rows
+    from bnplctl.services.demo import already_ingested
 
     sample = files("bnplctl.data").joinpath("payments.csv")
+    checksum = hashlib.sha256(sample.read_bytes()).hexdigest()
+    with unit() as work:
+        done = already_ingested(work.session, FILES.kind.value, checksum)
+    if done:
+        message("the sample payments file was imported before")
+        return
     report = IngestReport(OUTCOMES)
     with sample.open("rb") as raw:
-        rows = read_rows(raw, "csv", PAYMENT_COLUMNS)
-        import_stream("demo:payments.csv", rows, report, actor=actor, dry_run=False)
+        reader = HashingReader(raw)
+        rows = read_rows(reader.buffered(), "csv", PAYMENT_COLUMNS)
+        import_stream("demo:payments.csv", rows, reader, report, actor=actor, dry_run=False)
     summary = report.summary()
     render_one({name: summary[name] for name in ("rows", *OUTCOMES)}, OutputFormat.table,
                title="Sample payments file")  # fmt: skip
@@ -180,14 +190,16 @@ def _refunds_and_webhooks(actor: str) -> None:
     from bnplctl.db import unit
     from bnplctl.importing.batch import IngestReport
     from bnplctl.importing.readers import HashingReader, read_rows
-    from bnplctl.importing.webhooks import OUTCOMES, WEBHOOK_COLUMNS, ingest_stream
+    from bnplctl.importing.webhooks import FILES, OUTCOMES, WEBHOOK_COLUMNS, ingest_stream
     from bnplctl.services.demo import already_ingested, seed_refunds
 
     sample = files("bnplctl.data").joinpath("webhooks.csv")
     with unit() as work:
         session = work.session
         message(f"demo refunds created: {seed_refunds(session, actor=actor)}")
-        done = already_ingested(session, hashlib.sha256(sample.read_bytes()).hexdigest())
+        done = already_ingested(
+            session, FILES.kind.value, hashlib.sha256(sample.read_bytes()).hexdigest()
+        )
     if done:
         message("the sample webhook file was ingested before")
         return

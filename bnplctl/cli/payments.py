@@ -94,7 +94,7 @@ def import_(
     from bnplctl.importing.payments import OUTCOMES, import_files
 
     def run(report: Any, sized: list[tuple[str, int | None]]) -> dict[str, Any]:
-        import_files(
+        files = import_files(
             sized,
             input_format.value,
             report,
@@ -102,7 +102,7 @@ def import_(
             dry_run=dry_run,
             progress=byte_progress,
         )
-        return {}
+        return {"files": files}
 
     run_files_command(
         sources,

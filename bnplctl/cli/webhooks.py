@@ -91,7 +91,7 @@ def files(
     every: AllOption = False,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """The files ingested so far, newest first: name, counts, when, who, checksum.
+    """The webhook files ingested so far, newest first: name, counts, when, who, checksum.
 
     Example: bnplctl webhooks files --limit 5
 
@@ -100,11 +100,12 @@ def files(
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.db import unit
-    from bnplctl.importing.webhooks import list_files
+    from bnplctl.importing.ledger import list_files
+    from bnplctl.importing.webhooks import FILES
 
     with unit() as work:
         connection = work.connection
-        shown = list_files(connection, list_request(limit, every, None))
+        shown = list_files(connection, FILES, list_request(limit, every, None))
         render_list(
             shown, output, columns=FILE_COLUMNS, title="Ingested webhook files", drop=FILE_DROP
         )

@@ -8,12 +8,15 @@ references recorded before and record the payments a round at a time; rule 4 fol
 and the chunk commits.
 A payment's ``reference`` is required in a file: running a file again after a crash
 finds the payments of the committed chunks (``duplicate``) and applies the rest, so it
-ends in the same state as one clean run.
+ends in the same state as one clean run. Each file is recorded in the file ledger
+(``importing/ledger.py``), as a webhook file is: its counts per committed chunk, its
+checksum and a ``payments.imported`` audit event at the end.
 """
 
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +34,9 @@ from bnplctl.importing.batch import (
     ramped_chunks,
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
-from bnplctl.importing.readers import RawRow
+from bnplctl.importing.ledger import LedgerKind, finish_file, record_counts, start_file
+from bnplctl.importing.readers import HashingReader, RawRow
+from bnplctl.statuses import FileKind
 from bnplctl.validators import id_field, required_id, text_field, timestamp
 
 if TYPE_CHECKING:
@@ -46,6 +51,8 @@ OUTCOMES = (
     "overpayment",
     "invalid",
 )
+# How the file ledger keeps a payments file (``importing/ledger.py``).
+FILES = LedgerKind(FileKind.PAYMENTS, "payments.imported", OUTCOMES)
 PAYMENT_COLUMNS = ("reference", "amount")
 # A payment's paid_at may run ahead of this machine's clock by a day (another time zone,
 # a processor's clock), never more: a typo would otherwise date a payment in 2090.
@@ -162,22 +169,48 @@ def apply_staged(
 
 
 def import_stream(
-    name: str, rows: Iterable[RawRow], report: IngestReport, *, actor: str, dry_run: bool
-) -> None:
+    name: str,
+    rows: Iterable[RawRow],
+    reader: HashingReader,
+    report: IngestReport,
+    *,
+    actor: str,
+    dry_run: bool,
+) -> dict[str, Any]:
     """Import one file's rows, a chunk per transaction (a dry run: one, rolled back); the
-    next chunk is staged while one is applied (``batch.apply_chunks``)."""
+    next chunk is staged while one is applied (``batch.apply_chunks``). The file is
+    recorded in the file ledger as a webhook file is (not in a dry run); returns its own
+    summary (with its checksum)."""
+    file_report = IngestReport(report.outcomes)
+    report.file = name
+    file_id = None if dry_run else start_file(FILES, name, actor)
 
     def apply(
         connection: Any, staged: tuple[ParsedChunk, StagedPayments]
     ) -> tuple[ParsedChunk, list[Rejected]]:
-        return apply_staged(connection, staged, source=name, actor=actor)
+        chunk, refused = apply_staged(connection, staged, source=name, actor=actor)
+        if file_id is not None:  # in the chunk's transaction: kill -9 cannot lose them
+            counts = Counter(file_report.counts)
+            counts["applied"] += _applied(chunk, refused)
+            counts.update(item.outcome for item in refused)
+            record_counts(connection, FILES, file_id, counts)
+        return chunk, refused
 
     def committed(result: tuple[ParsedChunk, list[Rejected]]) -> None:
         chunk, refused = result
-        report.add_chunk(chunk.valid + len(chunk.invalid) - len(refused), refused)
+        for each in (report, file_report):
+            each.add_chunk(_applied(chunk, refused), refused)
 
-    report.file = name
     apply_chunks(ramped_chunks(rows, CHUNK_ROWS), stage_chunk, apply, committed, dry_run=dry_run)
+    summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
+    if file_id is not None:
+        finish_file(FILES, file_id, summary, actor)
+    return summary
+
+
+def _applied(chunk: ParsedChunk, refused: list[Rejected]) -> int:
+    """The rows of a chunk applied: ``refused`` holds the invalid ones too."""
+    return chunk.valid + len(chunk.invalid) - len(refused)
 
 
 def import_files(
@@ -188,22 +221,22 @@ def import_files(
     actor: str,
     dry_run: bool,
     progress: Callable[[int | None, str], Any],
-) -> None:
-    """Import each (name, size for a progress bar or None) in turn."""
+) -> list[dict[str, Any]]:
+    """Import each (name, size for a progress bar or None) in turn; returns their
+    summaries."""
     from bnplctl.db import dry_run_scope
-    from bnplctl.importing.readers import (
-        HashingReader,
-        detect_format,
-        faults_named,
-        open_input,
-        read_rows,
-    )
+    from bnplctl.importing.readers import detect_format, faults_named, open_input, read_rows
 
+    files: list[dict[str, Any]] = []
     with dry_run_scope(dry_run):  # a dry run's files see each other, as the real run's do
         for index, (name, size) in enumerate(sources):
             report.file_index = index
             with faults_named(name), open_input(name) as raw, progress(size, name) as advance:
-                stream = HashingReader(raw, on_bytes=advance).buffered()
+                reader = HashingReader(raw, on_bytes=advance)
+                stream = reader.buffered()
                 fmt = detect_format(name, stream, input_format)
                 rows = read_rows(stream, fmt, PAYMENT_COLUMNS)
-                import_stream(name, rows, report, actor=actor, dry_run=dry_run)
+                files.append(
+                    import_stream(name, rows, reader, report, actor=actor, dry_run=dry_run)
+                )
+    return files

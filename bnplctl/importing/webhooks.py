@@ -30,9 +30,10 @@ from bnplctl.importing.batch import (
     ramped_chunks,
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
+from bnplctl.importing.ledger import LedgerKind, finish_file, record_counts, start_file
 from bnplctl.importing.readers import HashingReader, RawRow
-from bnplctl.services.listing import ListRequest, Page
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
+from bnplctl.statuses import FileKind
 from bnplctl.tuning import INDEX_LOOKUPS_ONLY
 from bnplctl.validators import (
     CONTROL_CHARACTERS,
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from bnplctl.db import Executor
 
 OUTCOMES = ("applied", "duplicate", "stale", "conflict", "unknown_refund", "invalid")
+# How the file ledger keeps a webhook file (``importing/ledger.py``; ``webhooks files``).
+FILES = LedgerKind(FileKind.WEBHOOKS, "webhooks.ingested", OUTCOMES)
 WEBHOOK_COLUMNS = ("refund_id", "status")
 CHUNK_ROWS = 5000
 _COPY_COLUMNS = (
@@ -411,7 +414,7 @@ def ingest_stream(
     file order (``batch.apply_chunks``)."""
     file_report = IngestReport(report.outcomes)
     report.file = name
-    file_id = None if dry_run else _start_file(name, actor)
+    file_id = None if dry_run else start_file(FILES, name, actor)
     reports = (report, file_report)
 
     def stage(connection: Executor, rows: list[RawRow]) -> tuple[ParsedChunk, StagedChunk]:
@@ -427,7 +430,7 @@ def ingest_stream(
             counts = Counter(file_report.counts)
             counts["applied"] += chunk.valid - len(rejected)
             counts.update(item.outcome for item in chunk.invalid + rejected)
-            _record_counts(connection, file_id, counts)
+            record_counts(connection, FILES, file_id, counts)
         return chunk, rejected
 
     def committed(result: tuple[ParsedChunk, list[Rejected]]) -> None:
@@ -436,7 +439,7 @@ def ingest_stream(
     apply_chunks(ramped_chunks(rows, CHUNK_ROWS), stage, apply, committed, dry_run=dry_run)
     summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
     if file_id is not None:
-        _finish_file(file_id, summary, actor)
+        finish_file(FILES, file_id, summary, actor)
     return summary
 
 
@@ -479,104 +482,3 @@ def _count(chunk: ParsedChunk, rejected: list[Rejected], reports: tuple[IngestRe
     not_applied = sorted(chunk.invalid + rejected, key=lambda r: r.line)
     for report in reports:
         report.add_chunk(chunk.valid - len(rejected), not_applied)
-
-
-def _record_counts(connection: Executor, file_id: int, counts: Counter[str]) -> None:
-    """The file's record holds the counts of its chunks up to the one committing: an
-    ingest that stops early (interrupted, killed, a fault later in the file, the database
-    gone) leaves it with what was committed, and no ``finished_at``."""
-    import json
-
-    connection.execute(
-        text(
-            "UPDATE ingested_files SET rows = :rows, counts = CAST(:counts AS jsonb) WHERE id = :id"
-        ),
-        {
-            "id": file_id,
-            "rows": sum(counts.values()),
-            "counts": json.dumps({name: counts[name] for name in OUTCOMES}),
-        },
-    )
-
-
-def _start_file(name: str, actor: str) -> int:
-    from bnplctl import clock
-    from bnplctl.db import unit
-
-    with unit() as work:
-        connection = work.connection
-        file_id: int = connection.execute(
-            text(
-                "INSERT INTO ingested_files (file_name, sha256, rows, counts, started_at, actor)"
-                " VALUES (:name, '', 0, '{}', :started_at, :actor) RETURNING id"
-            ),
-            {"name": name, "started_at": clock.now(), "actor": actor},
-        ).scalar_one()
-    return file_id
-
-
-def _finish_file(file_id: int, summary: dict[str, Any], actor: str) -> None:
-    import json
-
-    from bnplctl import clock
-    from bnplctl.db import unit
-    from bnplctl.services.audit import insert_events
-
-    counts = {name: summary[name] for name in OUTCOMES}
-    with unit() as work:
-        connection = work.connection
-        connection.execute(
-            text(
-                "WITH finished AS ("  # noqa: S608 - fixed fragments, no input
-                " UPDATE ingested_files SET sha256 = :sha256, rows = :rows,"
-                "  counts = CAST(:counts AS jsonb), finished_at = :now"
-                " WHERE id = :id RETURNING id, file_name) "
-                + insert_events(
-                    "SELECT :now, :actor, 'webhooks.ingested', 'file', id::text, NULL,"
-                    " CAST(:details AS jsonb) FROM finished"
-                )
-            ),
-            {
-                "id": file_id,
-                "sha256": summary["sha256"],
-                "rows": summary["rows"],
-                "counts": json.dumps(counts),
-                "now": clock.now(),
-                "actor": actor,
-                "details": json.dumps(
-                    {"file": summary["file"], "sha256": summary["sha256"], "rows": summary["rows"]}
-                    | counts
-                ),
-            },
-        )
-
-
-def list_files(connection: Executor, request: ListRequest) -> Page[dict[str, Any]]:
-    """The ingested files, newest first; counts one field per outcome, as an ingest's
-    summary has them."""
-    limit = None if request.limit is None else request.limit + 1  # LIMIT NULL: all
-    rows = connection.execute(
-        text(
-            "SELECT id, file_name, sha256, rows, counts, started_at, finished_at, actor"
-            " FROM ingested_files ORDER BY id DESC LIMIT :limit"
-        ),
-        {"limit": limit},
-    )
-    shown = (
-        {
-            "id": row.id,
-            "file": row.file_name,
-            "rows": row.rows,
-            **{name: row.counts.get(name, 0) for name in OUTCOMES},
-            "started_at": row.started_at.isoformat(),
-            "finished_at": row.finished_at.isoformat() if row.finished_at else None,
-            "actor": row.actor,
-            "sha256": row.sha256,
-        }
-        for row in rows
-    )
-
-    def count() -> int:
-        return int(connection.execute(text("SELECT count(*) FROM ingested_files")).scalar_one())
-
-    return Page(rows=shown, limit=request.limit, count=count)

@@ -79,11 +79,16 @@ def seed_refunds(session: Session, *, actor: str) -> int:
     return created
 
 
-def already_ingested(session: Session, sha256: str) -> bool:
+def already_ingested(session: Session, kind: str, sha256: str) -> bool:
+    """Whether a file of this kind (``statuses.FileKind``) and content was loaded to
+    its end before."""
     from sqlalchemy import text
 
     found = session.execute(
-        text("SELECT 1 FROM ingested_files WHERE sha256 = :sha256 AND finished_at IS NOT NULL"),
-        {"sha256": sha256},
+        text(
+            "SELECT 1 FROM ingested_files"
+            " WHERE kind = :kind AND sha256 = :sha256 AND finished_at IS NOT NULL"
+        ),
+        {"kind": kind, "sha256": sha256},
     ).first()
     return found is not None

@@ -1,0 +1,158 @@
+"""The file ledger: one row per batch file in ``ingested_files``, and its audit event.
+
+The one writer of ``ingested_files`` (``tests/test_ledger.py`` holds every other module
+to it): a webhook file (``webhooks ingest``) and a payments file (``payments import``)
+are recorded alike, their kind apart (``statuses.FileKind``). A file is started in a
+unit of its own before its first chunk; each chunk writes the file's counts so far in
+the chunk's own transaction, so a run that stops early (interrupted, killed, a fault
+later in the file, the database gone) leaves what was committed, without a checksum or
+a finish; the finish writes the checksum, the counts and the finished time with the
+file's audit event (``webhooks.ingested``, ``payments.imported``) in one statement. A
+dry run records nothing: its callers never start a file. Times are the unit's clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+
+from bnplctl.services.audit import insert_events
+from bnplctl.services.listing import ListRequest, Page
+from bnplctl.statuses import FileKind
+
+if TYPE_CHECKING:
+    from bnplctl.db import Executor
+
+
+@dataclass(frozen=True)
+class LedgerKind:
+    """How the ledger keeps one kind of file: its kind, the action of the audit event of
+    a finished file, and the outcomes its rows can have (one count each, in this order)."""
+
+    kind: FileKind
+    action: str
+    outcomes: tuple[str, ...]
+
+    def counts(self, counts: Mapping[str, int]) -> dict[str, int]:
+        return {name: counts.get(name, 0) for name in self.outcomes}
+
+
+_START = """
+INSERT INTO ingested_files (kind, file_name, sha256, rows, counts, started_at, actor)
+VALUES (:kind, :name, '', 0, '{}', :now, :actor)
+RETURNING id
+"""
+
+_COUNTS = """
+UPDATE ingested_files
+SET rows = :rows, counts = CAST(:counts AS jsonb)
+WHERE id = :id
+"""
+
+
+# The file finished and its audit event, one statement: a file is never finished without
+# its event, nor an event written for a file left unfinished.
+_FINISH = """
+WITH finished AS (
+    UPDATE ingested_files
+    SET sha256 = :sha256, rows = :rows, counts = CAST(:counts AS jsonb), finished_at = :now
+    WHERE id = :id
+    RETURNING id
+)
+""" + insert_events(  # noqa: S608 - fixed fragments, no input
+    """
+SELECT :now, :actor, :action, 'file', id::text, NULL, CAST(:details AS jsonb)
+FROM finished
+"""
+)
+
+
+def start_file(kind: LedgerKind, name: str, actor: str) -> int:
+    """Record that ``name`` is being loaded, in a unit of its own (so the record stays
+    whatever happens to the chunks); returns the file's id."""
+    from bnplctl import clock
+    from bnplctl.db import unit
+
+    with unit() as work:
+        file_id: int = work.connection.execute(
+            text(_START),
+            {"kind": kind.kind.value, "name": name, "now": clock.now(), "actor": actor},
+        ).scalar_one()
+    return file_id
+
+
+def record_counts(
+    connection: Executor, kind: LedgerKind, file_id: int, counts: Mapping[str, int]
+) -> None:
+    """The file's counts up to the chunk committing, in that chunk's transaction: a run
+    that stops early leaves the record with what was committed, and no ``finished_at``."""
+    shown = kind.counts(counts)
+    connection.execute(
+        text(_COUNTS), {"id": file_id, "rows": sum(shown.values()), "counts": json.dumps(shown)}
+    )
+
+
+def finish_file(kind: LedgerKind, file_id: int, summary: Mapping[str, Any], actor: str) -> None:
+    """The file's checksum, counts and finished time, and its audit event (``file``,
+    ``sha256``, ``rows`` and a count per outcome), in one statement of one unit."""
+    from bnplctl import clock
+    from bnplctl.db import unit
+
+    counts = kind.counts(summary)
+    details = {"file": summary["file"], "sha256": summary["sha256"], "rows": summary["rows"]}
+    with unit() as work:
+        work.connection.execute(
+            text(_FINISH),
+            {
+                "id": file_id,
+                "sha256": summary["sha256"],
+                "rows": summary["rows"],
+                "counts": json.dumps(counts),
+                "now": clock.now(),
+                "actor": actor,
+                "action": kind.action,
+                "details": json.dumps(details | counts),
+            },
+        )
+
+
+def list_files(
+    connection: Executor, kind: LedgerKind, request: ListRequest
+) -> Page[dict[str, Any]]:
+    """The files of one kind, newest first; counts one field per outcome, as a run's
+    summary has them."""
+    limit = None if request.limit is None else request.limit + 1  # LIMIT NULL: all
+    rows = connection.execute(
+        text(
+            "SELECT id, file_name, sha256, rows, counts, started_at, finished_at, actor"
+            " FROM ingested_files WHERE kind = :kind ORDER BY id DESC LIMIT :limit"
+        ),
+        {"kind": kind.kind.value, "limit": limit},
+    )
+    shown = (
+        {
+            "id": row.id,
+            "file": row.file_name,
+            "rows": row.rows,
+            **kind.counts(row.counts),
+            "started_at": row.started_at.isoformat(),
+            "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+            "actor": row.actor,
+            "sha256": row.sha256,
+        }
+        for row in rows
+    )
+
+    def count() -> int:
+        return int(
+            connection.execute(
+                text("SELECT count(*) FROM ingested_files WHERE kind = :kind"),
+                {"kind": kind.kind.value},
+            ).scalar_one()
+        )
+
+    return Page(rows=shown, limit=request.limit, count=count)
