@@ -268,7 +268,7 @@ def translate_db_errors() -> Iterator[None]:
     except kinds as exc:
         raise database_error(exc) from exc
     except Exception as exc:
-        if not read_only(exc):
+        if not (read_only(exc) or missing_table(exc)):
             raise
         raise database_error(exc) from exc
 
@@ -361,6 +361,13 @@ def database_error(exc: BaseException) -> ConfigError | Unavailable:
     if read_only(exc):
         return Unavailable(READ_ONLY_MESSAGE)
     reason = str(getattr(exc, "orig", exc)).strip()
+    if missing_table(exc):
+        table = _MISSING_TABLE.search(reason)
+        name = table.group(1) if table else "of its own"
+        return ConfigError(
+            f"the database lacks the table {name}, which this bnplctl needs (its schema"
+            " revision says it is there): restore it from a backup"
+        )
     if reason.startswith(_BAD_OPTION):  # libpq refused an option before connecting
         return ConfigError(f"BNPL_DATABASE_URL: {reason.splitlines()[0]}")
     refused = _refused_by_server(reason)
@@ -381,6 +388,15 @@ def read_only(exc: BaseException) -> bool:
     return getattr(getattr(exc, "orig", exc), "pgcode", None) == "25006"
 
 
+_MISSING_TABLE = re.compile(r'relation "([^"]+)" does not exist')
+
+
+def missing_table(exc: BaseException) -> bool:
+    """Whether a statement named a table the database lacks (SQLSTATE 42P01): a schema
+    damaged by hand or by a partial restore, its revision at head all the same."""
+    return getattr(getattr(exc, "orig", exc), "pgcode", None) == "42P01"
+
+
 def recognised_database_error(exc: BaseException) -> ConfigError | Unavailable | None:
     """What ``database_error`` makes of ``exc`` when it is about the database itself (a
     lost, refused or cancelled connection, a read-only server), from SQLAlchemy or from
@@ -394,7 +410,7 @@ def recognised_database_error(exc: BaseException) -> ConfigError | Unavailable |
     psycopg2 = sys.modules.get("psycopg2")
     if psycopg2 is not None:
         kinds += (psycopg2.OperationalError, psycopg2.InterfaceError)
-    if (kinds and isinstance(exc, kinds)) or read_only(exc):
+    if (kinds and isinstance(exc, kinds)) or read_only(exc) or missing_table(exc):
         return database_error(exc)
     return None
 

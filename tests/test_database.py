@@ -591,3 +591,28 @@ def test_verify_names_a_missing_table_with_69(
         "missing_tables": ["payment_allocations"],
         "checks": [],
     }
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["refunds", "list"],
+        ["payments", "list"],
+        ["debt", "show", "usr-1"],
+        ["users", "import", "-"],
+    ],
+)
+def test_a_missing_table_is_a_damaged_schema_78_for_every_command(
+    cli: Cli, empty_database: str, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """Not "an internal error": the database lacks a table this bnplctl needs (dropped by
+    hand, a restore gone wrong) while its revision says it has it. One line, 78."""
+    _migrated(empty_database, "DROP TABLE refunds, payments, users CASCADE")
+    monkeypatch.setenv("BNPL_DATABASE_URL", empty_database)
+    rows = "user_id,name,phone,passport,card,dob\nu1,Ann Lee,+998901234567,AA1234567,,1990-01-01\n"
+
+    result = cli(*command, input=rows)
+
+    assert result.exit_code == 78, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "lacks the table" in result.stderr and "restore" in result.stderr
