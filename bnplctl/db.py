@@ -13,7 +13,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -532,7 +532,8 @@ def unit(
                 try:
                     yield work
                 finally:
-                    work._finish(commit=False)
+                    with suppress(Exception):  # a read keeps nothing; a dead link is gone
+                        work._finish(commit=False)
             finally:
                 raw.close()
         return
@@ -569,15 +570,18 @@ def units(
                 work = Unit(connection)
                 try:
                     yield work
-                except BaseException:
-                    work._finish(commit=False)
+                    if dry_run:  # the series' one transaction goes on
+                        if work._session is not None:
+                            work._session.flush()
+                            work._session.close()
+                    else:
+                        work._finish(commit=commit)
+                except BaseException:  # the block, or its commit (a deferred constraint)
+                    try:
+                        work._finish(commit=False)
+                    except Exception:  # noqa: S110 - a dead connection: the error goes on
+                        pass
                     raise
-                if dry_run:  # the series' one transaction goes on
-                    if work._session is not None:
-                        work._session.flush()
-                        work._session.close()
-                else:
-                    work._finish(commit=commit)
 
         return next_unit
 
