@@ -146,7 +146,7 @@ _BEGIN_CHUNK = (
 # chunk's rows for the same refund, in file order; ``stage_chunk`` then keeps the
 # approvals of one plan in file order too). It needs no lock, so it runs while
 # the chunk before is still being applied (``ingest_stream``); events ingested before
-# are rule 6's ``MOVE`` to find, once that chunk has committed. File order is ``seq``,
+# are rule 6's ``_MOVE`` to find, once that chunk has committed. File order is ``seq``,
 # the row's place in the chunk: ``line`` is only reported, and rows of a JSON array
 # written on one line share it.
 _PREPARE = text(

@@ -1,7 +1,7 @@
 """Rule 7, the one place it is written: an approved refund is applied to its plan's
 unpaid installments from the last one backwards, and the refund is COMPLETED.
 
-The approvals of the transaction (``refunds_approved``, filled by rule 6's ``MOVE``) are
+The approvals of the transaction (``refunds_approved``, filled by rule 6's ``_MOVE``) are
 applied together, in one statement, whichever channel made them: ``refunds approve``
 (one row) or a webhook chunk (thousands). Per plan, the approved refunds share the
 plan's unpaid balance in file order (by ``seq``, the row's place in its chunk; a
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # Sibling CTEs read the state before the UPDATEs. No CTE is joined to another (the
 # planner cannot estimate a CTE's rows, and a batch chunk runs with nested loops only).
 #
-# ``approvals``: what rule 6's ``MOVE`` handed over (each refund with its owner, plan and
+# ``approvals``: what rule 6's ``_MOVE`` handed over (each refund with its owner, plan and
 # amount), each beside its plan's last unpaid installment. An approval alone in its plan
 # that this installment covers (``within_last``, nearly every one: a refund is usually
 # smaller than an installment) is cut from it whole; that is what the general pass below

@@ -3,7 +3,7 @@
 PENDING -> APPROVED | REJECTED | CANCELLED, and APPROVED -> COMPLETED once rule 7 has
 applied it; a final state is never overwritten. Commands (``refunds approve|reject|
 cancel``) and webhook rows are both *moves* (a refund and a target state) written to the
-transaction's ``refund_moves`` table and decided by one statement, ``MOVE``: each move is
+transaction's ``refund_moves`` table and decided by one statement, ``_MOVE``: each move is
 ``applied``, ``duplicate`` (the refund is in that state already), ``stale`` (older than
 the last update applied) or ``conflict`` (a final state, another target). An approval is
 not moved here but handed to rule 7 (``services/refund_application.py``) through the
