@@ -101,12 +101,16 @@ def user_row(n: int) -> list[str]:
     ]
 
 
-def write_users(path: Path, count: int) -> None:
+def write_users(path: Path, count: int, *, minors: bool = False) -> None:
+    """``count`` users; with ``minors``, every one born last year: each row rejected."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(USER_FIELDS)
         for n in range(count):
-            writer.writerow(user_row(n))
+            row = user_row(n)
+            if minors:
+                row[-1] = date(date.today().year - 1, 1, 1).isoformat()
+            writer.writerow(row)
 
 
 def write_webhooks(path: Path, refunds: int, unknown_start: int) -> int:
@@ -829,6 +833,16 @@ def measure(
         settle(engine)
         imported = measured([*bnplctl, "users", "import", str(users_file), "-o", "json"], env)
         created = json.loads(imported["stdout"])["created"]
+        # The same number of rows, every one rejected: the report keeps the first 1,000,
+        # the rest stream to --rejects, so the peak is the valid file's, not N rows'.
+        minors_file = workdir / "minors.csv"
+        write_users(minors_file, users, minors=True)
+        refused = measured(
+            [*bnplctl, "users", "import", str(minors_file), "-o", "json",
+             "--rejects", str(workdir / "minors-rejects.csv")],
+            env,
+        )  # fmt: skip
+        refused_summary = json.loads(refused["stdout"])
 
         # W(N) as bulk-loaded, before anything analyses it: the template of the copies
         # ``payments_statistics`` times the payments file on.
@@ -904,6 +918,13 @@ def measure(
             "rows": created,
             "seconds": round(imported["seconds"], 3),
             "rows_per_s": round(created / imported["seconds"]),
+            "peak_rss_mb": round(imported["peak_kb"] / 1024, 1),
+        },
+        "import_users_rejected": {
+            "rows": refused_summary["invalid"],
+            "rejected_listed": len(refused_summary["rejected"]),
+            "seconds": round(refused["seconds"], 3),
+            "peak_rss_mb": round(refused["peak_kb"] / 1024, 1),
         },
         "sweep": {
             "installments_marked_overdue": marked,
@@ -976,8 +997,8 @@ def _figure(value: Any) -> str:
 
 def render_table(report: dict[str, Any]) -> str:
     lines = [f"bnplctl benchmark, N = {report['users']} ({report['machine']}, {report['date']})"]
-    steps = ("import_users", "sweep", "ingest", "payments", "payments_statistics", "verify",
-             "debt_show", "cli")  # fmt: skip
+    steps = ("import_users", "import_users_rejected", "sweep", "ingest", "payments",
+             "payments_statistics", "verify", "debt_show", "cli")  # fmt: skip
     for step in steps:
         figures = ", ".join(f"{key} {_figure(value)}" for key, value in report[step].items())
         lines.append(f"  {step:<13} {figures}")

@@ -107,6 +107,11 @@ def test_a_small_bench_reports_the_terminal_figures(
         finally:
             engine.dispose()
 
+    # The users file again, every row a minor: all rejected, the first 1,000 listed.
+    refused = report["import_users_rejected"]
+    assert (refused["rows"], refused["rejected_listed"]) == (2000, 1000)
+    assert refused["peak_rss_mb"] > 0
+
     # The payments file: one per user but 2 % repeated rows and 2 % unknown users.
     payments = report["payments"]
     assert (payments["rows"], payments["applied"]) == (2000, 1920)
