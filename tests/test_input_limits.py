@@ -65,6 +65,7 @@ def test_a_webhook_row_naming_status_twice_is_invalid_and_changes_nothing(
     assert summary["rejected"][0]["reason"] == (
         "status: the field appears twice (names are compared without case or spaces)"
     )
+    assert summary["rejected"][0]["refund_id"] == "REF-1"  # the row's key, said once
     assert _refund_status(engine) == "PENDING"
 
 
@@ -93,6 +94,7 @@ def test_a_payment_naming_amount_twice_or_as_a_loose_number_is_invalid(
     assert result.exit_code == 5, result.stderr
     summary = json.loads(result.stdout)
     assert (summary["applied"], summary["invalid"]) == (1, 3)
+    assert summary["rejected"][0]["reference"] == "P-1"
     assert [row["reason"] for row in summary["rejected"]] == [
         "amount: the field appears twice (names are compared without case or spaces)",
         "amount: must be a number written with digits and an optional point, like 120.50",

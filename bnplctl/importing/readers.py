@@ -691,8 +691,16 @@ def _row_from_json(line: int, element: Any) -> RawRow:
     if isinstance(element, _RepeatedKey):
         name = element.repeated
         field = f"{name}: the field" if _FIELD_NAME.fullmatch(name) else "a field name"
+        # The other fields stay, so that the report can name the row by its key (shown
+        # as any key is: printable, personal values withheld); the repeated one does not.
+        kept = {
+            key: value
+            for key, value in element.items()
+            if key != name and not _SURROGATE.search(key)
+            and not (isinstance(value, str) and _SURROGATE.search(value))
+        }  # fmt: skip
         return RawRow(
-            line, {}, f"{field} appears twice (names are compared without case or spaces)"
+            line, kept, f"{field} appears twice (names are compared without case or spaces)"
         )
     for name, value in element.items():
         if _SURROGATE.search(name) or isinstance(value, str) and _SURROGATE.search(value):
