@@ -417,3 +417,58 @@ def test_a_signal_while_the_workers_start_leaves_none_behind(no_database: None) 
         process.kill()
         process.join()
     assert left == []
+
+
+def test_an_import_killed_outright_leaves_no_worker_behind_and_no_pipe_open(
+    cli: Cli, engine: Engine, tmp_path: Any
+) -> None:
+    """kill -9 (an OOM kill, an operator) of the main process: its worker processes must
+    not outlive it (they ignore SIGTERM and SIGINT), nor keep the pipeline it writes into
+    open: a `bnplctl users import … -o jsonl | reader` must end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bench.run import write_users
+
+    source = tmp_path / "many.csv"
+    write_users(source, 300_000)
+    reader = subprocess.Popen(
+        ["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
+    )
+    assert reader.stdin is not None
+    importing = subprocess.Popen(
+        [sys.executable, "-m", "bnplctl", "users", "import", str(source), "-o", "jsonl"],
+        stdout=reader.stdin,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    reader.stdin.close()  # the pipe's write end is the importer's (and its workers') now
+    deadline = time.monotonic() + 60
+    while row_counts(engine)["users"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = subprocess.run(
+        ["pgrep", "-P", str(importing.pid)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert children  # the worker processes
+    importing.send_signal(signal.SIGKILL)
+    importing.wait(timeout=10)
+    try:
+        reader.wait(timeout=10)  # end of file: no worker holds the pipe
+    finally:
+        leftover = [pid for pid in children if os.path.exists(f"/proc/{pid}")]
+        for pid in leftover:
+            os.kill(int(pid), signal.SIGKILL)
+        reader.kill()
+    assert leftover == [] or all(_is_zombie(pid) for pid in leftover)
+    assert cli("verify").exit_code == 0
+
+
+def _is_zombie(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True

@@ -120,7 +120,13 @@ class _Workers:
             with _signals_held():
                 for _ in range(count):
                     mine, theirs = context.Pipe()
-                    process = context.Process(target=_serve, args=(theirs, master), daemon=True)
+                    # The worker closes its copies of this process's ends (of its own pipe
+                    # and of the workers' before it): killed outright (-9, an OOM kill),
+                    # this process then leaves every worker an end of file.
+                    ours = [*self.links, mine]
+                    process = context.Process(
+                        target=_serve, args=(theirs, master, ours, os.getpid()), daemon=True
+                    )
                     self.processes.append(process)
                     process.start()
                     theirs.close()
@@ -179,10 +185,13 @@ class _Pending:
         return outcome  # type: ignore[no-any-return]
 
 
-def _serve(link: Any, master_key: bytes) -> None:
+def _serve(link: Any, master_key: bytes, parent_ends: list[Any], parent: int) -> None:
     """A worker: prepares the chunks ``link`` brings, in order, and sends each result
     back. A thread reads ahead, so that this process never blocks the main one's
-    ``send``s while it sends a result. Ends quietly when the main process goes away."""
+    ``send``s while it sends a result. Ends quietly when the main process goes away,
+    however it goes: it holds none of that process's pipe ends (``parent_ends``) nor its
+    standard streams (a pipeline it writes into ends with it), and the kernel kills it
+    when that process dies (``_die_with``)."""
     import queue
     import threading
 
@@ -190,6 +199,13 @@ def _serve(link: Any, master_key: bytes) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for end in parent_ends:
+        end.close()
+    quiet = os.open(os.devnull, os.O_RDWR)
+    for stream in (0, 1, 2):
+        os.dup2(quiet, stream)
+    os.close(quiet)
+    _die_with(parent)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     keyring = Keyring(master_key)
     received: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -212,6 +228,20 @@ def _serve(link: Any, master_key: bytes) -> None:
             link.send(outcome)
         except OSError:  # the main process went away
             return
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL to this process when ``parent`` dies (Linux's ``PR_SET_PDEATHSIG``; a
+    no-op elsewhere), and an end at once if it died already."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pipes' end of file suffices
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
 
 
 WorkItem = list[RawRow] | CsvSlice
