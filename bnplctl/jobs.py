@@ -9,7 +9,13 @@ from typing import Any
 from bnplctl.services.sweep import RevertResult, SweepResult
 
 
-def sweep_job(*, as_of: date | None, dry_run: bool, actor: str) -> SweepResult:
+def sweep_job(
+    *,
+    as_of: date | None,
+    dry_run: bool,
+    actor: str,
+    warn: Callable[[str], None] | None = None,
+) -> SweepResult:
     """Rule 3 for ``as_of`` (default: today in BNPL_TIMEZONE), on a connection of its own.
 
     The units of work, in turn on that connection (``db.units``): take the one-sweep lock;
@@ -67,8 +73,7 @@ def sweep_job(*, as_of: date | None, dry_run: bool, actor: str) -> SweepResult:
                 _record_failure(next_unit, run_id, type(exc.__cause__ or exc).__name__)
                 raise
             if installments:
-                with next_unit() as work:
-                    sweep.refresh_statistics(work.connection)
+                _refresh_statistics(next_unit, run_id, warn)
             return SweepResult(
                 run_id,
                 business_date,
@@ -102,6 +107,30 @@ def revert_job(*, run_id: int, dry_run: bool, actor: str) -> RevertResult:
             return RevertResult(run_id, dry_run, installments, users, with_it)
         finally:
             _unlock_quietly(next_unit)
+
+
+def _refresh_statistics(
+    next_unit: Callable[..., Any], run_id: int, warn: Callable[[str], None] | None
+) -> None:
+    """The planner's statistics after a marking (``sweep.refresh_statistics``): an
+    optimisation, so a failure (the connection lost, a lock timeout) is said, not raised:
+    the run has committed and stands."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bnplctl.errors import BnplError
+    from bnplctl.services import sweep
+
+    try:
+        with next_unit() as work:
+            sweep.refresh_statistics(work.connection)
+    except (SQLAlchemyError, BnplError) as exc:
+        why = exc.message if isinstance(exc, BnplError) else type(exc).__name__
+        if warn is not None:
+            warn(
+                f"sweep run {run_id} committed; refreshing the planner's statistics failed"
+                f" ({why}): autovacuum will refresh them, or run"
+                " ANALYZE users, installments"
+            )
 
 
 def _record_failure(next_unit: Callable[..., Any], run_id: int, error_class: str) -> None:

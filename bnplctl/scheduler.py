@@ -233,7 +233,12 @@ def build(actor: str) -> Scheduler:
     return Scheduler(
         timezone=settings.timezone,
         sweep_at=settings.sweep_at,
-        sweep=lambda business_date: sweep_job(as_of=business_date, dry_run=False, actor=actor),
+        sweep=lambda business_date: sweep_job(
+            as_of=business_date,
+            dry_run=False,
+            actor=actor,
+            warn=lambda text: log(logging.WARNING, text),
+        ),
         swept=already_swept,
         purge=purge_job,
     )

@@ -340,3 +340,37 @@ def test_a_dry_run_waits_for_a_payment_in_flight_and_counts_what_it_committed(
     assert [status for _, status in statuses(engine)[0]] == ["PAID", "UPCOMING", "UPCOMING"]
     verified = cli("verify", "-o", "json")
     assert verified.exit_code == 0 and json.loads(verified.stdout)["ok"] is True
+
+
+def test_a_sweep_that_committed_is_not_failed_by_its_statistics_refresh(engine: Engine) -> None:
+    """The refresh of the planner's statistics after the marking is an optimisation: when
+    it fails (here its connection is terminated while ANALYZE waits for a lock), the
+    sweep has committed and says so, with a warning, instead of exit 75 "retry later"."""
+    seed(engine, 3, date(2026, 1, 1))
+    warnings: list[str] = []
+    with engine.connect() as blocker, engine.connect() as observer:
+        blocker.execute(text("LOCK TABLE users IN SHARE UPDATE EXCLUSIVE MODE"))  # not UPDATE
+        sweeping = Worker(
+            lambda: sweep_job(
+                as_of=date(2026, 4, 1), dry_run=False, actor="x", warn=warnings.append
+            )
+        )
+        sweeping.start()
+        _wait_until_blocked(observer)  # in ANALYZE: the marking needs no such lock
+        observer.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                " AND pid <> pg_backend_pid()"
+            )
+        )
+        observer.commit()
+        sweeping.join(10)
+        blocker.rollback()
+    assert sweeping.error is None, sweeping.error
+    assert sweeping.result.installments_marked_overdue == 9
+    assert len(warnings) == 1
+    assert f"sweep run {sweeping.result.run_id} committed" in warnings[0]
+    with engine.connect() as connection:
+        runs = connection.execute(text("SELECT outcome FROM sweep_runs")).scalars().all()
+    assert runs == ["SUCCEEDED"]

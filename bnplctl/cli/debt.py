@@ -131,7 +131,7 @@ def sweep(
     Example: bnplctl debt sweep --revert 41 --dry-run
     """
     from bnplctl.cli.app import current_actor, log_to
-    from bnplctl.cli.output import message, render_one
+    from bnplctl.cli.output import message, render_one, warning
     from bnplctl.clock import business_today
     from bnplctl.errors import UsageProblem
     from bnplctl.jobs import revert_job, sweep_job
@@ -152,7 +152,7 @@ def sweep(
             f"--as-of {business_date} is after today ({business_today()} in BNPL_TIMEZONE);"
             " add --allow-future if that is meant"
         )
-    result = sweep_job(as_of=business_date, dry_run=dry_run, actor=current_actor())
+    result = sweep_job(as_of=business_date, dry_run=dry_run, actor=current_actor(), warn=warning)
     shown = result.public()
     render_one(shown, output, title="Overdue sweep" + (" (dry run)" if dry_run else ""))
     nothing = not (result.installments_marked_overdue or result.users_marked_debt)

@@ -161,7 +161,7 @@ def _load_users(actor: str) -> None:
 
 
 def _plans_and_sweep(actor: str) -> date:
-    from bnplctl.cli.output import message
+    from bnplctl.cli.output import message, warning
     from bnplctl.clock import business_today
     from bnplctl.db import unit
     from bnplctl.jobs import already_swept, sweep_job
@@ -174,7 +174,7 @@ def _plans_and_sweep(actor: str) -> date:
     if already_swept(today) == "SUCCEEDED":  # a reverted day is swept again
         message(f"already swept for {today}")
     else:
-        sweep = sweep_job(as_of=today, dry_run=False, actor=actor)
+        sweep = sweep_job(as_of=today, dry_run=False, actor=actor, warn=warning)
         message(
             f"overdue sweep for {today}: {sweep.installments_marked_overdue} "
             f"installment(s) OVERDUE, {sweep.users_marked_debt} user(s) DEBT_USER"
