@@ -313,10 +313,22 @@ def fetch_all(
 
 
 def _check_revision(revision: str | None) -> None:
+    problem = schema_problem(revision)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def schema_problem(revision: str | None) -> str | None:
+    """What is wrong with a schema at ``revision`` for this bnplctl (None: at head): newer
+    than this bnplctl, or behind (``db upgrade``). What every command exits 78 with, and
+    what ``status`` shows."""
     if revision == SCHEMA_HEAD:
-        return
-    refuse_unknown_revision(revision)
-    raise ConfigError(
+        return None
+    try:
+        refuse_unknown_revision(revision)
+    except ConfigError as exc:
+        return exc.message
+    return (
         f"database schema is at revision {revision or 'none'}, head is {SCHEMA_HEAD}: "
         "run `bnplctl db upgrade`"
     )
@@ -656,6 +668,16 @@ def head_revision() -> str:
 
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     return str(head)
+
+
+def revision_or_problem(connection: Connection) -> tuple[str | None, str | None]:
+    """The schema's revision, and what is wrong with it (``schema_problem``; also an
+    ``alembic_version`` of several rows, whose revision is then None)."""
+    try:
+        revision = current_revision(connection)
+    except ConfigError as exc:
+        return None, exc.message
+    return revision, schema_problem(revision)
 
 
 def current_revision(connection: Connection) -> str | None:

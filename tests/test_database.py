@@ -616,3 +616,53 @@ def test_a_missing_table_is_a_damaged_schema_78_for_every_command(
     assert result.exit_code == 78, result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert "lacks the table" in result.stderr and "restore" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "problem", "shown"),
+    [
+        (
+            "UPDATE alembic_version SET version_num = '9999'",
+            "is newer than this bnplctl",
+            "9999 / head",
+        ),
+        (
+            "INSERT INTO alembic_version VALUES ('0005')",
+            "alembic_version holds 2 revisions",
+            "none / head",
+        ),
+    ],
+    ids=["newer", "two-rows"],
+)
+def test_status_says_what_is_wrong_with_a_schema_not_at_head(
+    cli: Cli,
+    empty_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    setup: str,
+    problem: str,
+    shown: str,
+) -> None:
+    """The dashboard's answer for a schema not at head is the one every other command
+    gives (78's message), as an unhealthy status (69): never "run db upgrade" for a
+    database newer than this bnplctl, never a bare 78 instead of the dashboard."""
+    _migrated(empty_database, setup)
+    monkeypatch.setenv("BNPL_DATABASE_URL", empty_database)
+
+    result = cli("status", "-o", "json")
+    table = cli("status")
+
+    assert result.exit_code == 69, result.stderr
+    report = json.loads(result.stdout)
+    assert report["migrations"]["at_head"] is False
+    assert problem in report["problems"][0]
+    assert "db upgrade" not in report["problems"][0]
+    assert table.exit_code == 69 and shown in table.stdout and "None" not in table.stdout
+
+
+def test_status_of_a_database_without_a_schema_says_none(
+    cli: Cli, empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BNPL_DATABASE_URL", empty_database)
+    table = cli("status")
+    assert table.exit_code == 69
+    assert "none / head" in table.stdout and "None" not in table.stdout

@@ -305,9 +305,10 @@ def render_dashboard(report: Record) -> None:
     else:
         grid.add_row("database", f"[red]unreachable[/red]: {escape(str(database.get('error')))}")
     migrations = report["migrations"]
-    at_head = "[green]at head[/green]" if migrations.get("at_head") else "[red]behind[/red]"
+    at_head = "[green]at head[/green]" if migrations.get("at_head") else "[red]not at head[/red]"
     grid.add_row(
-        "migrations", f"{migrations.get('revision')} / head {migrations.get('head')}: {at_head}"
+        "migrations",
+        f"{migrations.get('revision') or 'none'} / head {migrations.get('head')}: {at_head}",
     )
     for area in ("users", "plans", "refunds"):
         if area in report:

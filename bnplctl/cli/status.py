@@ -19,17 +19,18 @@ def status(output: OutputOption = OutputFormat.table) -> None:
     from bnplctl import clock
     from bnplctl.cli.output import render_dashboard, render_one
     from bnplctl.config import get_settings
-    from bnplctl.db import SCHEMA_HEAD, current_revision, unit
+    from bnplctl.db import SCHEMA_HEAD, revision_or_problem, unit
     from bnplctl.errors import Unavailable
     from bnplctl.services.status import gather, unreachable
 
     try:
         with unit(commit=False, check_schema=False) as work:
-            revision = current_revision(work.connection)
+            revision, problem = revision_or_problem(work.connection)
             report = gather(
                 work.connection,
                 revision=revision,
                 head=SCHEMA_HEAD,
+                schema_problem=problem,
                 now=clock.now(),
                 business_date=clock.business_today(),
                 timezone=get_settings().timezone,

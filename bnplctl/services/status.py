@@ -37,6 +37,7 @@ def gather(
     revision: str | None,
     head: str,
     now: datetime,
+    schema_problem: str | None = None,
     business_date: date | None = None,
     timezone: str = "UTC",
     sweep_at: str = "02:00",
@@ -50,9 +51,11 @@ def gather(
         "problems": [],
         "notes": [],
     }
-    if revision != head:
+    if revision != head or schema_problem is not None:
+        report["migrations"]["at_head"] = False
         report["problems"].append(
-            f"schema at {revision or 'none'}, head is {head}: run `bnplctl db upgrade`"
+            schema_problem
+            or f"schema at {revision or 'none'}, head is {head}: run `bnplctl db upgrade`"
         )
         return report
     overdue_count, overdue_amount = connection.execute(
