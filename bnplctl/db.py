@@ -372,6 +372,8 @@ def database_error(exc: BaseException) -> ConfigError | Unavailable:
     server to retry later (75)."""
     if read_only(exc):
         return Unavailable(READ_ONLY_MESSAGE)
+    if getattr(getattr(exc, "orig", exc), "pgcode", None) in _CONTENTION:
+        return Unavailable(CONTENTION_MESSAGE)
     reason = str(getattr(exc, "orig", exc)).strip()
     if missing_table(exc):
         table = _MISSING_TABLE.search(reason)
@@ -387,6 +389,14 @@ def database_error(exc: BaseException) -> ConfigError | Unavailable:
         return ConfigError(f"BNPL_DATABASE_URL: {refused}")
     return Unavailable(unavailable_message(exc))
 
+
+# The server aborted this transaction for another's sake: a deadlock (40P01) or a
+# serialization failure (40001). Nothing of it stays; the same command again succeeds.
+_CONTENTION = frozenset({"40P01", "40001"})
+CONTENTION_MESSAGE = (
+    "another writer held the rows this one needed at the same time (the server broke a"
+    " deadlock): nothing of this transaction was written; run the command again"
+)
 
 READ_ONLY_MESSAGE = (
     "the database is read-only (a standby, or default_transaction_read_only is on):"

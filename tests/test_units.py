@@ -73,3 +73,46 @@ def test_a_savepoint_undoes_its_part_only(engine: Engine, probe: object) -> None
             work.connection.execute(text("SET CONSTRAINTS ALL IMMEDIATE"))
         work.connection.execute(text("INSERT INTO unit_probe VALUES (2)"))
     assert _count(engine) == 2
+
+
+def test_a_deadlock_is_said_as_such_not_as_an_unavailable_database(engine: Engine) -> None:
+    """Two writers taking the same rows in opposite orders: the server aborts one. That
+    is 75 (run it again), said as what it is, not "database unavailable"."""
+    import threading
+
+    import psycopg2
+
+    from bnplctl.errors import Unavailable
+
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE deadlock_probe (n integer PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO deadlock_probe VALUES (1), (2)"))
+    dsn = engine.url.render_as_string(hide_password=False).replace("+psycopg2", "")
+    first, second = psycopg2.connect(dsn), psycopg2.connect(dsn)
+    errors: list[BaseException] = []
+
+    def update(connection: object, n: int) -> None:
+        try:
+            with connection.cursor() as cursor:  # type: ignore[attr-defined]
+                cursor.execute("UPDATE deadlock_probe SET n = n WHERE n = %s", (n,))
+        except psycopg2.Error as exc:
+            errors.append(exc)
+
+    try:
+        update(first, 1)
+        update(second, 2)
+        crossing = threading.Thread(target=update, args=(first, 2))
+        crossing.start()
+        update(second, 1)
+        crossing.join(30)
+    finally:
+        for connection in (first, second):
+            connection.rollback()
+            connection.close()
+        with engine.begin() as connection:
+            connection.execute(text("DROP TABLE deadlock_probe"))
+    assert len(errors) == 1
+    said = db.database_error(errors[0])
+    assert isinstance(said, Unavailable)
+    assert "deadlock" in said.message and "unavailable" not in said.message
+    assert "run the command again" in said.message
