@@ -222,10 +222,8 @@ def get_engine(check_schema: bool = True) -> Engine:
         )
         if get_settings().embedded:
             with connect(engine) as connection:
-                revision = current_revision(connection)
-                if revision != SCHEMA_HEAD:
-                    refuse_unknown_revision(revision)
-                    upgrade(connection)
+                if current_revision(connection) != SCHEMA_HEAD:
+                    upgrade_to_head(connection)
                     connection.commit()
             _engine = engine
         elif check_schema:
@@ -701,10 +699,29 @@ def current_revision(connection: Connection) -> str | None:
     return _one_revision([str(version) for version in versions])
 
 
+# Any fixed number: two processes migrating at once queue up instead of colliding
+# (``migrations/env.py`` takes it too: re-entrant within one transaction).
+MIGRATION_LOCK_ID = 0x626E706C  # "bnpl"
+
+
 def upgrade(connection: Connection) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(connection), "head")
+
+
+def upgrade_to_head(connection: Connection) -> tuple[str | None, str | None]:
+    """Migrate to head under the migration lock, taken before the revision is read: of
+    two upgrades at once, the second waits, then finds the schema at head. Returns the
+    revisions before and after. A revision this bnplctl does not know: 78."""
+    from sqlalchemy import text
+
+    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+    before = current_revision(connection)
+    refuse_unknown_revision(before)
+    if before != SCHEMA_HEAD:
+        upgrade(connection)
+    return before, current_revision(connection)
 
 
 def ensure_schema_at_head(engine: Engine) -> None:

@@ -12,9 +12,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 import bnplctl.models  # noqa: F401 - the tables, registered on SQLModel.metadata
-
-# Any fixed number: two processes migrating at once queue up instead of colliding.
-MIGRATION_LOCK_ID = 0x626E706C  # "bnpl"
+from bnplctl.db import MIGRATION_LOCK_ID
 
 target_metadata = SQLModel.metadata
 

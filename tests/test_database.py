@@ -666,3 +666,50 @@ def test_status_of_a_database_without_a_schema_says_none(
     table = cli("status")
     assert table.exit_code == 69
     assert "none / head" in table.stdout and "None" not in table.stdout
+
+
+def test_two_upgrades_at_once_each_say_what_they_did(empty_database: str) -> None:
+    """Both wait for the migration lock; the first migrates, the second then finds the
+    schema at head and says so (it read the revision before the lock, and claimed the
+    upgrade too)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from alembic import command
+
+    engine = create_engine(db.normalize_url(empty_database))
+    try:
+        with engine.begin() as connection:
+            command.upgrade(db.alembic_config(connection), "0007")
+        environment = dict(os.environ, BNPL_DATABASE_URL=empty_database)
+        with engine.connect() as holder:
+            holder.execute(text("SELECT pg_advisory_lock(:id)"), {"id": db.MIGRATION_LOCK_ID})
+            upgrades = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "bnplctl", "db", "upgrade"],
+                    env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                )
+                for _ in range(2)
+            ]  # fmt: skip
+            deadline = time.monotonic() + 30
+            waiting = 0
+            while waiting < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+                waiting = holder.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    )
+                ).scalar_one()
+                holder.commit()
+            holder.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": db.MIGRATION_LOCK_ID})
+            holder.commit()
+            said = sorted(upgrade.communicate(timeout=60)[1].strip() for upgrade in upgrades)
+    finally:
+        engine.dispose()
+    assert [upgrade.returncode for upgrade in upgrades] == [0, 0]
+    assert said == [
+        f"schema already at head ({db.SCHEMA_HEAD})",
+        f"schema upgraded from 0007 to {db.SCHEMA_HEAD}",
+    ]

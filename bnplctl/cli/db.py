@@ -19,13 +19,10 @@ def upgrade() -> None:
     Example: BNPL_DATABASE_URL=postgresql://bnpl@db/bnpl bnplctl db upgrade
     """
     from bnplctl.cli.output import message
-    from bnplctl.db import current_revision, refuse_unknown_revision, unit, upgrade
+    from bnplctl.db import unit, upgrade_to_head
 
     with unit(check_schema=False) as work:
-        before = current_revision(work.connection)
-        refuse_unknown_revision(before)
-        upgrade(work.connection)
-        after = current_revision(work.connection)
+        before, after = upgrade_to_head(work.connection)
     if before == after:
         message(f"schema already at head ({after})")
     else:
