@@ -472,3 +472,32 @@ def _is_zombie(pid: str) -> bool:
             return handle.read().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_an_import_whose_output_reader_goes_away_says_what_stays(
+    cli: Cli, engine: Engine, tmp_path: Any
+) -> None:
+    """`bnplctl users import … -o csv | head -1`: the reader leaves after the first line,
+    the import stops (141), and stderr, still open, says how many rows its committed
+    chunks hold, as for any other stop."""
+    import subprocess
+    import sys
+
+    from bench.run import write_users
+
+    source = tmp_path / "many.csv"
+    write_users(source, 60_000)
+    done = subprocess.run(  # noqa: S602 - a pipeline of our own, fixed text
+        f"{sys.executable} -m bnplctl users import {source} -o csv | head -1 > /dev/null",
+        shell=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    created = row_counts(engine)["users"]
+    lines = done.stderr.strip().splitlines()
+    assert created > 0
+    assert len(lines) == 1, done.stderr
+    assert f"{created} row(s) of this run's finished chunks stay handled" in lines[0]
+    assert cli("verify").exit_code == 0

@@ -284,11 +284,16 @@ class BoundaryGroup(TyperGroup):
         except BnplError as exc:
             self._maybe_traceback()
             raise _fail(_noted(exc.message, exc), exc.exit_code) from None
-        except BrokenPipeError:
-            # ``bnplctl users list -o csv | head``: stop quietly, as a shell tool does.
+        except BrokenPipeError as exc:
+            # ``bnplctl users list -o csv | head``: stop quietly, as a shell tool does;
+            # a batch that committed chunks says how many rows they hold (stderr).
             from bnplctl.cli.streams import silence_stdout
 
             silence_stdout()
+            if getattr(exc, "__notes__", None):
+                raise _fail(
+                    _noted("the output's reader went away", exc), ExitCode.BROKEN_PIPE
+                ) from None
             raise typer.Exit(code=ExitCode.BROKEN_PIPE) from None
         except KeyboardInterrupt as exc:
             raise _fail(
