@@ -501,3 +501,40 @@ def test_an_import_whose_output_reader_goes_away_says_what_stays(
     assert len(lines) == 1, done.stderr
     assert f"{created} row(s) of this run's finished chunks stay handled" in lines[0]
     assert cli("verify").exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["users", "payments"])
+def test_a_batch_whose_summary_cannot_be_written_says_what_it_did(
+    cli: Cli, engine: Engine, tmp_path: Any, command: str
+) -> None:
+    """Every row handled, then the summary cannot be written (a full disk): 74, and the
+    one line says the rows stay handled (re-running finds them as duplicates)."""
+    import subprocess
+    import sys
+
+    from bench.run import write_users
+
+    if command == "users":
+        source = tmp_path / "users.csv"
+        write_users(source, 20)
+        args = ["users", "import", str(source)]
+    else:
+        from tests.test_sweep import seed
+
+        seed(engine, 2, __import__("datetime").date(2026, 1, 1))
+        source = tmp_path / "payments.csv"
+        source.write_text("reference,user_id,amount\nP-1,u-1,10.00\nP-2,u-2,10.00\n")
+        args = ["payments", "import", str(source)]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "bnplctl", *args, "-o", "json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 74, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write the output" in lines[0]
+    assert "row(s) of this run's finished chunks stay handled" in lines[0]

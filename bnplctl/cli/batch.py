@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,19 @@ def _show_created(created: list[dict[str, Any]], key_name: str) -> None:
         message(f"… and {len(created) - _REJECTS_SHOWN} more; -o csv or -o json lists them all")
 
 
+@contextmanager
+def outcome_said(report: IngestReport, *, dry_run: bool) -> Iterator[None]:
+    """Around a batch's report, once every row is handled: when the report itself cannot
+    be written (a full disk: 74; its reader gone: 141), the one line still says the rows
+    stay handled, as for a stop midway."""
+    try:
+        yield
+    except (BnplError, BrokenPipeError) as exc:
+        if not dry_run and not getattr(exc, "__notes__", None):
+            note_what_stays(exc, report.rows, report.applied, report.applied_as)
+        raise
+
+
 def note_what_stays(exc: BaseException, rows: int, done: int, done_word: str) -> None:
     """A batch stopped by an error keeps the chunks it committed before it: the error's
     one line says how many rows that was (``BoundaryGroup`` adds the note)."""
@@ -220,14 +234,15 @@ def run_files_command(
     title += " (dry run: nothing written)" if dry_run else ""
     if for_people(output):
         summary = {name: summary[name] for name in ("rows", *outcomes)}
-    render_summary(summary, report.shown, output, key_name=key_name, files=sources, title=title)
-    show_rejects(
-        report.shown if for_people(output) else [],
-        report.rejected_total,
-        key_name=key_name,
-        rejects=rejects,
-        title="Rows not applied",
-        files=sources,
-    )
+    with outcome_said(report, dry_run=dry_run):
+        render_summary(summary, report.shown, output, key_name=key_name, files=sources, title=title)
+        show_rejects(
+            report.shown if for_people(output) else [],
+            report.rejected_total,
+            key_name=key_name,
+            rejects=rejects,
+            title="Rows not applied",
+            files=sources,
+        )
     if report.rejected_total:
         raise typer.Exit(ExitCode.BATCH_REJECTED)

@@ -199,7 +199,7 @@ def import_(
     Example: bnplctl users import users.csv --dry-run -o json
     """
     from bnplctl.cli.app import current_actor
-    from bnplctl.cli.batch import finish_batch, note_what_stays, progress_size
+    from bnplctl.cli.batch import finish_batch, note_what_stays, outcome_said, progress_size
     from bnplctl.cli.output import byte_progress, record_writer, warning
     from bnplctl.importing.batch import RejectsFile
     from bnplctl.importing.readers import HashingReader, detect_format, faults_named, open_input
@@ -231,26 +231,27 @@ def import_(
         if rejects_file is not None:
             rejects_file.finish(failed=True)
         raise
-    if write_rows is not None:
-        write_rows([])  # a CSV's header, when no row came
     title = "Users import" + (" (dry run: nothing written)" if dry_run else "")
-    finish_batch(
-        report,
-        output,
-        rejects=rejects_file,
-        source=source,
-        key_name="user_id",
-        title=title,
-        extra={"dry_run": dry_run},
-        created=None
-        if streamed
-        else [
-            # A dry run creates no one: an id it would have generated names nothing.
-            {"line": line, "user_id": None if user_id in report.generated else user_id}
-            for user_id, line in report.created.items()
-        ],
-        rows_streamed=streamed,
-    )
+    with outcome_said(report, dry_run=dry_run):
+        if write_rows is not None:
+            write_rows([])  # a CSV's header, when no row came
+        finish_batch(
+            report,
+            output,
+            rejects=rejects_file,
+            source=source,
+            key_name="user_id",
+            title=title,
+            extra={"dry_run": dry_run},
+            created=None
+            if streamed
+            else [
+                # A dry run creates no one: an id it would have generated names nothing.
+                {"line": line, "user_id": None if user_id in report.generated else user_id}
+                for user_id, line in report.created.items()
+            ],
+            rows_streamed=streamed,
+        )
 
 
 _ROW_OUTCOME = ("line", "user_id", "outcome", "reason")
