@@ -142,7 +142,7 @@ def list_files(
             "started_at": row.started_at.isoformat(),
             "finished_at": row.finished_at.isoformat() if row.finished_at else None,
             "actor": row.actor,
-            "sha256": row.sha256,
+            "sha256": row.sha256 or None,  # known once the file is read to its end
         }
         for row in rows
     )
