@@ -345,7 +345,7 @@ def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
     (unfinished,) = json.loads(cli("webhooks", "files", "-o", "json").stdout)
     outcomes = ("applied", "duplicate", "stale", "conflict", "unknown_refund", "invalid")
     assert (unfinished["rows"], sum(unfinished[k] for k in outcomes)) == (3, 3)
-    assert (unfinished["finished_at"], unfinished["sha256"]) == (None, "")
+    assert (unfinished["finished_at"], unfinished["sha256"]) == (None, None)
     partial = {row[0]: row[1] for row in _state(engine) if isinstance(row[0], str)}
     assert (partial["REF-001"], partial["REF-002"], partial["REF-003"]) == (
         "COMPLETED",  # lines 2-4: the first chunk, committed
