@@ -55,8 +55,8 @@ class Worker(threading.Thread):
 
 
 def _create(key: str | None = None, before: Callable[[], None] | None = None) -> dict[str, Any]:
-    with unit() as work:
-        session = work.session
+    with unit() as tx:
+        session = tx.session
 
         def work() -> dict[str, Any]:
             if before is not None:

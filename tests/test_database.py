@@ -80,15 +80,16 @@ def test_every_check_on_a_list_of_values_is_its_enum(engine: Engine) -> None:
         "ck_ingested_files_kind": statuses.FileKind,
     }
     with engine.connect() as connection:
-        definitions = dict(
-            connection.execute(
+        definitions: dict[str, str] = {
+            str(name): str(definition)
+            for name, definition in connection.execute(
                 text(
                     "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
                     " WHERE conname = ANY(:names)"
                 ),
                 {"names": list(checked)},
             ).all()
-        )
+        }
     in_database = {
         name: set(re.findall(r"'([^']*)'", text_)) for name, text_ in definitions.items()
     }

@@ -416,7 +416,7 @@ def test_a_new_distribution_column_problem_is_reported(engine: Engine) -> None:
 def _sql_block(markdown: str, marker: str) -> str:
     blocks = [b for b in re.findall(r"```sql\n(.*?)```", markdown, re.DOTALL) if marker in b]
     assert len(blocks) == 1, f"docs/scaling.md: one SQL block with {marker!r} expected"
-    return blocks[0]
+    return str(blocks[0])
 
 
 def _statements(block: str) -> list[str]:

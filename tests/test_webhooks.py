@@ -942,9 +942,12 @@ def test_every_form_of_a_timestamp_is_stored_as_the_instant_python_reads(
     result = cli("webhooks", "ingest", "-", "-o", "json", input=json.dumps(rows))
     assert result.exit_code == 0, result.stdout
     with engine.connect() as connection:
-        stored = dict(
-            connection.execute(text("SELECT event_id, occurred_at FROM webhook_events")).all()
-        )
+        stored = {
+            str(event): moment
+            for event, moment in connection.execute(
+                text("SELECT event_id, occurred_at FROM webhook_events")
+            ).all()
+        }
     assert [stored[f"t{n}"] for n in range(len(forms))] == expected
 
 
