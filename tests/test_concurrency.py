@@ -458,6 +458,11 @@ def test_an_import_killed_outright_leaves_no_worker_behind_and_no_pipe_open(
     importing.wait(timeout=10)
     try:
         reader.wait(timeout=10)  # end of file: no worker holds the pipe
+        deadline = time.monotonic() + 10  # the kernel's SIGKILL takes a moment to land
+        while time.monotonic() < deadline and not all(
+            _is_zombie(pid) for pid in children if os.path.exists(f"/proc/{pid}")
+        ):
+            time.sleep(0.05)
     finally:
         leftover = [pid for pid in children if os.path.exists(f"/proc/{pid}")]
         for pid in leftover:

@@ -1091,7 +1091,9 @@ def test_ctrl_c_right_after_a_commit_still_counts_that_chunk(
     source = tmp_path / "updates.csv"
     source.write_text(HEADER + "".join(f"NONE-{n},approved,M,,,\n" for n in range(3)))
     monkeypatch.setattr(webhooks, "CHUNK_ROWS", 1)
-    real = webhooks._count
+    from bnplctl.importing import ledger
+
+    real = ledger.count_chunk
     calls = {"n": 0}
 
     def interrupted_on_second(*args: Any) -> None:
@@ -1100,7 +1102,7 @@ def test_ctrl_c_right_after_a_commit_still_counts_that_chunk(
             signal.raise_signal(signal.SIGINT)
         real(*args)
 
-    monkeypatch.setattr(webhooks, "_count", interrupted_on_second)
+    monkeypatch.setattr(ledger, "count_chunk", interrupted_on_second)
     rejects = tmp_path / "rejects.csv"
     result = cli("webhooks", "ingest", str(source), "--rejects", str(rejects))
 

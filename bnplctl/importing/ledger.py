@@ -14,7 +14,8 @@ dry run records nothing: its callers never start a file. Times are the unit's cl
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ from bnplctl.statuses import FileKind
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
+    from bnplctl.importing.batch import IngestReport, ParsedChunk, Rejected
+    from bnplctl.importing.readers import HashingReader, RawRow
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,106 @@ def finish_file(kind: LedgerKind, file_id: int, summary: Mapping[str, Any], acto
                 "details": json.dumps(details | counts),
             },
         )
+
+
+# --- one recorded file, start to end (webhook files, payments files) -------------------
+
+# A chunk applied: the chunk parsed, and its rows not applied (the invalid ones included),
+# in line order.
+Applied = tuple["ParsedChunk", list["Rejected"]]
+
+
+def ingest_recorded(
+    kind: LedgerKind,
+    name: str,
+    rows: Iterable[RawRow],
+    reader: HashingReader,
+    report: IngestReport,
+    *,
+    stage: Callable[[Any, list[RawRow]], Any],
+    apply: Callable[[Any, Any, int | None], Applied],
+    chunk_rows: int,
+    actor: str,
+    dry_run: bool,
+) -> dict[str, Any]:
+    """One file's rows through ``batch.apply_chunks`` (``stage`` while the chunk before
+    is applied; ``apply(connection, staged, file_id)`` under the chunk's locks), recorded
+    in the ledger (not in a dry run): started before its first chunk, its counts written
+    in each chunk's transaction, finished with its checksum and audit event. Counts go
+    to ``report`` (the command's) and to the file's own; returns the file's summary."""
+    from bnplctl.importing.batch import IngestReport, apply_chunks, ramped_chunks
+
+    file_report = IngestReport(report.outcomes)
+    report.file = name
+    file_id = None if dry_run else start_file(kind, name, actor)
+
+    def apply_and_record(connection: Any, staged: Any) -> Applied:
+        chunk, not_applied = apply(connection, staged, file_id)
+        if file_id is not None:  # in the chunk's transaction: kill -9 cannot lose them
+            counts = Counter(file_report.counts)
+            counts["applied"] += applied_in(chunk, not_applied)
+            counts.update(item.outcome for item in not_applied)
+            record_counts(connection, kind, file_id, counts)
+        return chunk, not_applied
+
+    def committed(result: Applied) -> None:
+        count_chunk(*result, (report, file_report))
+
+    apply_chunks(
+        ramped_chunks(rows, chunk_rows), stage, apply_and_record, committed, dry_run=dry_run
+    )
+    summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
+    if file_id is not None:
+        finish_file(kind, file_id, summary, actor)
+    return summary
+
+
+def applied_in(chunk: ParsedChunk, not_applied: list[Rejected]) -> int:
+    """The rows of a chunk applied: ``not_applied`` holds the invalid ones too."""
+    return chunk.valid + len(chunk.invalid) - len(not_applied)
+
+
+def count_chunk(
+    chunk: ParsedChunk, not_applied: list[Rejected], reports: Iterable[IngestReport]
+) -> None:
+    """A committed chunk counted in each of ``reports``."""
+    for report in reports:
+        report.add_chunk(applied_in(chunk, not_applied), not_applied)
+
+
+def ingest_each(
+    sources: list[tuple[str, int | None]],
+    input_format: str,
+    columns: tuple[str, ...],
+    report: IngestReport,
+    *,
+    dry_run: bool,
+    progress: Callable[[int | None, str], Any],
+    one_file: Callable[[str, Iterable[RawRow], HashingReader], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Each (name, size for a progress bar or None) in turn, read with ``columns``
+    required, through ``one_file(name, rows, reader)``; returns their summaries. A dry
+    run's files see each other, as the real run's do (``db.dry_run_scope``).
+    ``progress(size, name)`` is a context manager yielding a byte counter or None."""
+    from bnplctl.db import dry_run_scope
+    from bnplctl.importing.readers import (
+        HashingReader,
+        detect_format,
+        faults_named,
+        open_input,
+        read_rows,
+    )
+
+    files: list[dict[str, Any]] = []
+    with dry_run_scope(dry_run):
+        for index, (name, size) in enumerate(sources):
+            report.file_index = index
+            with faults_named(name), open_input(name) as raw, progress(size, name) as advance:
+                reader = HashingReader(raw, on_bytes=advance)
+                stream = reader.buffered()
+                fmt = detect_format(name, stream, input_format)
+                files.append(one_file(name, read_rows(stream, fmt, columns), reader))
+    return files
 
 
 def list_files(

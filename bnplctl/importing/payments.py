@@ -16,7 +16,6 @@ checksum and a ``payments.imported`` audit event at the end.
 from __future__ import annotations
 
 import io
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,11 +29,9 @@ from bnplctl.importing.batch import (
     IngestReport,
     ParsedChunk,
     Rejected,
-    apply_chunks,
-    ramped_chunks,
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
-from bnplctl.importing.ledger import LedgerKind, finish_file, record_counts, start_file
+from bnplctl.importing.ledger import LedgerKind, ingest_each, ingest_recorded
 from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.statuses import FileKind
 from bnplctl.validators import id_field, required_id, text_field, timestamp
@@ -178,39 +175,15 @@ def import_stream(
     dry_run: bool,
 ) -> dict[str, Any]:
     """Import one file's rows, a chunk per transaction (a dry run: one, rolled back); the
-    next chunk is staged while one is applied (``batch.apply_chunks``). The file is
-    recorded in the file ledger as a webhook file is (not in a dry run); returns its own
-    summary (with its checksum)."""
-    file_report = IngestReport(report.outcomes)
-    report.file = name
-    file_id = None if dry_run else start_file(FILES, name, actor)
-
-    def apply(
-        connection: Any, staged: tuple[ParsedChunk, StagedPayments]
-    ) -> tuple[ParsedChunk, list[Rejected]]:
-        chunk, refused = apply_staged(connection, staged, source=name, actor=actor)
-        if file_id is not None:  # in the chunk's transaction: kill -9 cannot lose them
-            counts = Counter(file_report.counts)
-            counts["applied"] += _applied(chunk, refused)
-            counts.update(item.outcome for item in refused)
-            record_counts(connection, FILES, file_id, counts)
-        return chunk, refused
-
-    def committed(result: tuple[ParsedChunk, list[Rejected]]) -> None:
-        chunk, refused = result
-        for each in (report, file_report):
-            each.add_chunk(_applied(chunk, refused), refused)
-
-    apply_chunks(ramped_chunks(rows, CHUNK_ROWS), stage_chunk, apply, committed, dry_run=dry_run)
-    summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
-    if file_id is not None:
-        finish_file(FILES, file_id, summary, actor)
-    return summary
-
-
-def _applied(chunk: ParsedChunk, refused: list[Rejected]) -> int:
-    """The rows of a chunk applied: ``refused`` holds the invalid ones too."""
-    return chunk.valid + len(chunk.invalid) - len(refused)
+    next chunk is staged while one is applied, and the file is recorded in the ledger as
+    a webhook file is (``ledger.ingest_recorded``); returns its own summary."""
+    return ingest_recorded(
+        FILES, name, rows, reader, report, stage=stage_chunk,
+        apply=lambda connection, staged, _: apply_staged(
+            connection, staged, source=name, actor=actor
+        ),
+        chunk_rows=CHUNK_ROWS, actor=actor, dry_run=dry_run,
+    )  # fmt: skip
 
 
 def import_files(
@@ -223,20 +196,10 @@ def import_files(
     progress: Callable[[int | None, str], Any],
 ) -> list[dict[str, Any]]:
     """Import each (name, size for a progress bar or None) in turn; returns their
-    summaries."""
-    from bnplctl.db import dry_run_scope
-    from bnplctl.importing.readers import detect_format, faults_named, open_input, read_rows
-
-    files: list[dict[str, Any]] = []
-    with dry_run_scope(dry_run):  # a dry run's files see each other, as the real run's do
-        for index, (name, size) in enumerate(sources):
-            report.file_index = index
-            with faults_named(name), open_input(name) as raw, progress(size, name) as advance:
-                reader = HashingReader(raw, on_bytes=advance)
-                stream = reader.buffered()
-                fmt = detect_format(name, stream, input_format)
-                rows = read_rows(stream, fmt, PAYMENT_COLUMNS)
-                files.append(
-                    import_stream(name, rows, reader, report, actor=actor, dry_run=dry_run)
-                )
-    return files
+    summaries (``ledger.ingest_each``)."""
+    return ingest_each(
+        sources, input_format, PAYMENT_COLUMNS, report, dry_run=dry_run, progress=progress,
+        one_file=lambda name, rows, reader: import_stream(
+            name, rows, reader, report, actor=actor, dry_run=dry_run
+        ),
+    )  # fmt: skip

@@ -12,7 +12,6 @@ the rest stream to the ``--rejects`` file.
 from __future__ import annotations
 
 import io
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,11 +25,9 @@ from bnplctl.importing.batch import (
     IngestReport,
     ParsedChunk,
     Rejected,
-    apply_chunks,
-    ramped_chunks,
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
-from bnplctl.importing.ledger import LedgerKind, finish_file, record_counts, start_file
+from bnplctl.importing.ledger import LedgerKind, ingest_each, ingest_recorded
 from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
 from bnplctl.statuses import FileKind
@@ -411,36 +408,23 @@ def ingest_stream(
 
     Each chunk is staged (``stage_chunk``: parsed, copied in, classified as far as no
     lock is needed) while the one before is applied (``apply_staged``), and committed in
-    file order (``batch.apply_chunks``)."""
-    file_report = IngestReport(report.outcomes)
-    report.file = name
-    file_id = None if dry_run else start_file(FILES, name, actor)
-    reports = (report, file_report)
+    file order; the file is recorded in the ledger (``ledger.ingest_recorded``)."""
 
     def stage(connection: Executor, rows: list[RawRow]) -> tuple[ParsedChunk, StagedChunk]:
         chunk = parse_chunk(rows)
         return chunk, stage_chunk(connection, chunk)
 
     def apply(
-        connection: Executor, staged: tuple[ParsedChunk, StagedChunk]
+        connection: Executor, staged: tuple[ParsedChunk, StagedChunk], file_id: int | None
     ) -> tuple[ParsedChunk, list[Rejected]]:
         chunk, moves = staged
         rejected = _rejected(apply_staged(connection, moves, file_id=file_id, actor=actor))
-        if file_id is not None:  # in the chunk's transaction: kill -9 cannot lose them
-            counts = Counter(file_report.counts)
-            counts["applied"] += chunk.valid - len(rejected)
-            counts.update(item.outcome for item in chunk.invalid + rejected)
-            record_counts(connection, FILES, file_id, counts)
-        return chunk, rejected
+        return chunk, sorted(chunk.invalid + rejected, key=lambda item: item.line)
 
-    def committed(result: tuple[ParsedChunk, list[Rejected]]) -> None:
-        _count(*result, reports)
-
-    apply_chunks(ramped_chunks(rows, CHUNK_ROWS), stage, apply, committed, dry_run=dry_run)
-    summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
-    if file_id is not None:
-        finish_file(FILES, file_id, summary, actor)
-    return summary
+    return ingest_recorded(
+        FILES, name, rows, reader, report, stage=stage, apply=apply, chunk_rows=CHUNK_ROWS,
+        actor=actor, dry_run=dry_run,
+    )  # fmt: skip
 
 
 def ingest_files(
@@ -452,33 +436,16 @@ def ingest_files(
     dry_run: bool,
     progress: Callable[[int | None, str], Any],
 ) -> list[dict[str, Any]]:
-    """Ingest each (name, size for a progress bar or None) in turn; returns their summaries.
-
-    ``progress(size, name)`` is a context manager yielding a byte counter or None.
-    """
-    from bnplctl.db import dry_run_scope
-    from bnplctl.importing.readers import detect_format, faults_named, open_input, read_rows
-
-    files: list[dict[str, Any]] = []
-    with dry_run_scope(dry_run):  # a dry run's files see each other, as the real run's do
-        for index, (name, size) in enumerate(sources):
-            report.file_index = index
-            with faults_named(name), open_input(name) as raw, progress(size, name) as advance:
-                reader = HashingReader(raw, on_bytes=advance)
-                stream = reader.buffered()
-                fmt = detect_format(name, stream, input_format)
-                rows = read_rows(stream, fmt, WEBHOOK_COLUMNS)
-                files.append(
-                    ingest_stream(name, rows, reader, report, actor=actor, dry_run=dry_run)
-                )
-    return files
+    """Ingest each (name, size for a progress bar or None) in turn; returns their
+    summaries (``ledger.ingest_each``)."""
+    return ingest_each(
+        sources, input_format, WEBHOOK_COLUMNS, report, dry_run=dry_run,
+        progress=progress,
+        one_file=lambda name, rows, reader: ingest_stream(
+            name, rows, reader, report, actor=actor, dry_run=dry_run
+        ),
+    )  # fmt: skip
 
 
 def _rejected(rows: list[tuple[int, str, str, str | None]]) -> list[Rejected]:
     return [Rejected(line, key, outcome, reason or "") for line, key, outcome, reason in rows]
-
-
-def _count(chunk: ParsedChunk, rejected: list[Rejected], reports: tuple[IngestReport, ...]) -> None:
-    not_applied = sorted(chunk.invalid + rejected, key=lambda r: r.line)
-    for report in reports:
-        report.add_chunk(chunk.valid - len(rejected), not_applied)
