@@ -370,7 +370,7 @@ def database_error(exc: BaseException) -> ConfigError | Unavailable:
     server to retry later (75)."""
     if read_only(exc):
         return Unavailable(READ_ONLY_MESSAGE)
-    if getattr(getattr(exc, "orig", exc), "pgcode", None) in _CONTENTION:
+    if _sqlstate(exc) in _CONTENTION:
         return Unavailable(CONTENTION_MESSAGE)
     reason = str(getattr(exc, "orig", exc)).strip()
     if missing_table(exc):
@@ -402,10 +402,15 @@ READ_ONLY_MESSAGE = (
 )
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    """The server's SQLSTATE of ``exc``, from psycopg2 or wrapped by SQLAlchemy."""
+    return getattr(getattr(exc, "orig", exc), "pgcode", None)
+
+
 def read_only(exc: BaseException) -> bool:
     """Whether the server refused a write because it is read-only (SQLSTATE 25006: a hot
-    standby, ``default_transaction_read_only``), from psycopg2 or wrapped by SQLAlchemy."""
-    return getattr(getattr(exc, "orig", exc), "pgcode", None) == "25006"
+    standby, ``default_transaction_read_only``)."""
+    return _sqlstate(exc) == "25006"
 
 
 _MISSING_TABLE = re.compile(r'relation "([^"]+)" does not exist')
@@ -414,7 +419,7 @@ _MISSING_TABLE = re.compile(r'relation "([^"]+)" does not exist')
 def missing_table(exc: BaseException) -> bool:
     """Whether a statement named a table the database lacks (SQLSTATE 42P01): a schema
     damaged by hand or by a partial restore, its revision at head all the same."""
-    return getattr(getattr(exc, "orig", exc), "pgcode", None) == "42P01"
+    return _sqlstate(exc) == "42P01"
 
 
 def recognised_database_error(exc: BaseException) -> ConfigError | Unavailable | None:
@@ -496,7 +501,7 @@ class Unit:
     @property
     def dbapi(self) -> Any:
         if self._dbapi is None:
-            self._dbapi = self.connection.connection.driver_connection
+            self._dbapi = dbapi_connection(self.connection)
         return self._dbapi
 
     def savepoint(self) -> AbstractContextManager[None]:
@@ -505,12 +510,17 @@ class Unit:
             self._session.flush()
         return savepoint(self.connection)
 
-    def _finish(self, commit: bool) -> None:
+    def _release_session(self, flush: bool) -> None:
+        """The ORM session's part done (flushed, when kept), the session closed; the
+        transaction stays the unit's."""
         if self._session is not None:
-            if commit:
+            if flush:
                 self._session.flush()
             self._session.close()
             self._session = None
+
+    def _finish(self, commit: bool) -> None:
+        self._release_session(flush=commit)
         if self._connection is not None:
             if commit:
                 self._connection.commit()
@@ -591,9 +601,7 @@ def units(
                 try:
                     yield work
                     if dry_run:  # the series' one transaction goes on
-                        if work._session is not None:
-                            work._session.flush()
-                            work._session.close()
+                        work._release_session(flush=True)
                     else:
                         work._finish(commit=commit)
                 except BaseException:  # the block, or its commit (a deferred constraint)

@@ -115,50 +115,47 @@ def _refresh_statistics(
     """The planner's statistics after a marking (``sweep.refresh_statistics``): an
     optimisation, so a failure (the connection lost, a lock timeout) is said, not raised:
     the run has committed and stands."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from bnplctl.errors import BnplError
     from bnplctl.services import sweep
 
-    try:
-        with next_unit() as work:
-            sweep.refresh_statistics(work.connection)
-    except (SQLAlchemyError, BnplError) as exc:
-        why = exc.message if isinstance(exc, BnplError) else type(exc).__name__
-        if warn is not None:
-            warn(
-                f"sweep run {run_id} committed; refreshing the planner's statistics failed"
-                f" ({why}): autovacuum will refresh them, or run"
-                " ANALYZE users, installments"
-            )
+    why = _best_effort(next_unit, sweep.refresh_statistics)
+    if why is not None and warn is not None:
+        warn(
+            f"sweep run {run_id} committed; refreshing the planner's statistics failed"
+            f" ({why}): autovacuum will refresh them, or run ANALYZE users, installments"
+        )
 
 
 def _record_failure(next_unit: Callable[..., Any], run_id: int, error_class: str) -> None:
-    """Best effort: on a live connection, mark the run FAILED."""
-    from sqlalchemy.exc import SQLAlchemyError
-
+    """Best effort: on a live connection, mark the run FAILED (the connection gone, the
+    next sweep closes this run as Interrupted)."""
     from bnplctl import clock
-    from bnplctl.errors import BnplError
     from bnplctl.services.sweep import fail_run
 
-    try:
-        with next_unit() as work:
-            fail_run(work.connection, run_id, error_class, clock.now())
-    except (SQLAlchemyError, BnplError):
-        pass  # the connection is gone; the next sweep closes this run as Interrupted
+    _best_effort(
+        next_unit, lambda connection: fail_run(connection, run_id, error_class, clock.now())
+    )
 
 
 def _unlock_quietly(next_unit: Callable[..., Any]) -> None:
+    """Best effort: a dead connection has released its lock already."""
+    from bnplctl.services.sweep import unlock
+
+    _best_effort(next_unit, unlock)
+
+
+def _best_effort(next_unit: Callable[..., Any], step: Callable[[Any], object]) -> str | None:
+    """``step(connection)`` in a unit of its own, after the job's work: a failure of the
+    database (the connection lost, a lock) is returned as why, never raised."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from bnplctl.errors import BnplError
-    from bnplctl.services.sweep import unlock
 
     try:
         with next_unit() as work:
-            unlock(work.connection)
-    except (SQLAlchemyError, BnplError):
-        pass  # a dead connection has released its lock already
+            step(work.connection)
+    except (SQLAlchemyError, BnplError) as exc:
+        return exc.message if isinstance(exc, BnplError) else type(exc).__name__
+    return None
 
 
 def purge_job() -> int:
