@@ -76,3 +76,20 @@ def command_tree() -> dict[str, object]:
 
     walk(root, [], context)
     return found
+
+
+def table_writers(source: str, writes: tuple[str, ...], model: str) -> list[str]:
+    """Where ``source`` writes a table other than through its one writer: one of
+    ``writes`` (``"insert into audit_events"``, compared without case or spacing) in a
+    string, or the table's ``model`` made by hand."""
+    import ast
+
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            spelled = " ".join(node.value.lower().split())
+            if any(write in spelled for write in writes):
+                found.append(f"line {node.lineno}: SQL")
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == model:
+            found.append(f"line {node.lineno}: {model}()")
+    return found

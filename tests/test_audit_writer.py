@@ -3,7 +3,6 @@ actor, and no code but ``services/audit.py`` spells an insert into ``audit_event
 
 from __future__ import annotations
 
-import ast
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bnplctl.services import audit
 from tests.conftest import Cli
-from tests.helpers import JOHN, MALIKA, add_args
+from tests.helpers import JOHN, MALIKA, add_args, table_writers
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bnplctl"
 FROZEN = datetime(2021, 3, 4, 5, 6, 7, tzinfo=UTC)
@@ -105,14 +104,7 @@ def test_the_writer_spells_the_insert(engine: Engine) -> None:
 def audit_writers(source: str) -> list[str]:
     """Where ``source`` writes audit rows other than through ``services/audit.py``: an
     ``INSERT INTO audit_events`` in a string, or an ``AuditEvent`` made by hand."""
-    found: list[str] = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if "insert into audit_events" in " ".join(node.value.lower().split()):
-                found.append(f"line {node.lineno}: SQL")
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "AuditEvent":
-            found.append(f"line {node.lineno}: AuditEvent()")
-    return found
+    return table_writers(source, ("insert into audit_events",), "AuditEvent")
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,6 @@ times, actor) with an audit event, and ``importing/ledger.py`` is the one writer
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 from datetime import date
@@ -18,6 +17,7 @@ from sqlalchemy.engine import Engine
 from bnplctl.importing import payments as payments_import
 from bnplctl.services import payments as payment_rules
 from tests.conftest import Cli, row_counts
+from tests.helpers import table_writers
 from tests.test_sweep import seed
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bnplctl"
@@ -194,16 +194,8 @@ def test_a_killed_payments_import_leaves_the_counts_of_its_committed_chunks(
 def file_record_writers(source: str) -> list[str]:
     """Where ``source`` spells a write to ``ingested_files`` (an INSERT, UPDATE or
     DELETE in a string), or makes an ``IngestedFile`` by hand."""
-    found: list[str] = []
     writes = ("insert into ingested_files", "update ingested_files", "delete from ingested_files")
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            spelled = " ".join(node.value.lower().split())
-            if any(write in spelled for write in writes):
-                found.append(f"line {node.lineno}: SQL")
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "IngestedFile":
-            found.append(f"line {node.lineno}: IngestedFile()")
-    return found
+    return table_writers(source, writes, "IngestedFile")
 
 
 @pytest.mark.parametrize(
