@@ -404,8 +404,8 @@ def timed_file_load(
     ``file_rows`` table, run ``statements``, commit. Each chunk's transaction has the
     product's planner settings (index lookups, no hash of a whole table per chunk), so
     that a reference is not slower than the floor it stands for."""
+    from bnplctl.context import CHUNK_ROWS
     from bnplctl.importing.batch import ramped_chunks
-    from bnplctl.importing.webhooks import CHUNK_ROWS
     from bnplctl.tuning import INDEX_LOOKUPS_ONLY
 
     with webhook_file.open(newline="") as handle:
@@ -626,12 +626,13 @@ def payments_statistics(
 
 def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float]:
     os.environ["BNPL_DATABASE_URL"] = url
-    from bnplctl.db import unit
+    from bnplctl.context import Context
     from bnplctl.services.debt import debt_of
 
     picker = random.Random(11)  # noqa: S311 - sampling, not security
     timings: list[float] = []
-    with unit(readonly=True) as work:  # the connection `debt show` reads on
+    context = Context()  # the settings of the environment above, as the CLI's root reads them
+    with context.db.unit(readonly=True) as work:  # the connection `debt show` reads on
         connection = work.dbapi
         debt_of(connection, "u0000000", AS_OF)  # warm the connection
         for _ in range(samples):
@@ -639,6 +640,7 @@ def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float
             started = time.perf_counter()
             debt_of(connection, user_id, AS_OF)
             timings.append(time.perf_counter() - started)
+    context.close()
     return timings
 
 
@@ -904,9 +906,6 @@ def measure(
         check_created_plans(engine, timed["plans_create_s"][1], normal, create_amount)
     finally:
         engine.dispose()
-        from bnplctl.db import dispose_engine
-
-        dispose_engine()
         copies.close()
 
     return {

@@ -16,13 +16,6 @@ def today(timezone: str) -> date:
     return now().astimezone(ZoneInfo(timezone)).date()
 
 
-def business_today() -> date:
-    """Today in ``BNPL_TIMEZONE``."""
-    from bnplctl.config import get_settings
-
-    return today(get_settings().timezone)
-
-
 def age_on(birth: date, on: date) -> int:
     """Completed years between ``birth`` and ``on``."""
     years = on.year - birth.year

@@ -12,7 +12,6 @@ import getpass
 import os
 import re
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -230,12 +229,6 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.database_url is None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings; a bad value is a configuration error (exit 78)."""
-    return Settings()
 
 
 def os_actor() -> str:

@@ -14,7 +14,6 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -27,6 +26,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session as OrmSession
     from sqlmodel import Session
 
+    from bnplctl.config import Settings
+
     # What plain-SQL services run on: a Core connection or an ORM session.
     Executor = Connection | OrmSession
     # What the reads people run all day take (``Unit.dbapi``): psycopg2's connection,
@@ -38,8 +39,6 @@ LIST_BATCH = 1000
 
 # The newest Alembic revision; a test keeps it equal to the migrations' head.
 SCHEMA_HEAD = "0009"
-
-_engine: Engine | None = None
 
 
 @dataclass(frozen=True)
@@ -100,8 +99,8 @@ def embedded_state(data_dir: Path) -> EmbeddedState:
 
 
 def stop_embedded(data_dir: Path) -> bool:
-    """Stop the embedded server; False when it was not running."""
-    dispose_engine()
+    """Stop the embedded server; False when it was not running (the caller's engine is
+    disposed first: ``Database.dispose``)."""
     state = embedded_state(data_dir)
     if not state.running:
         return False
@@ -180,10 +179,8 @@ def masked_url(url: str) -> str:
     return str(make_url(url).render_as_string(hide_password=True))
 
 
-def resolve_url() -> str:
-    from bnplctl.config import get_settings
-
-    settings = get_settings()
+def resolve_url(settings: Settings) -> str:
+    """The database URL of ``settings``: theirs, or the embedded server's (started)."""
     if settings.database_url is not None:
         return normalize_url(settings.database_url)
     return normalize_url(start_embedded(settings.data_dir))
@@ -196,49 +193,6 @@ def session_options(options: str | None) -> str:
     UTC as year 10000 (times are shown in BNPL_TIMEZONE by bnplctl itself)."""
     given = options if options is not None else os.environ.get("PGOPTIONS", "")
     return f"{given} -c TimeZone=UTC".strip()
-
-
-def get_engine(check_schema: bool = True) -> Engine:
-    """The process-wide engine; the first call checks (external) or upgrades (embedded)
-    the schema."""
-    global _engine
-    if _engine is None:
-        from sqlalchemy import create_engine
-        from sqlalchemy.engine import make_url
-
-        from bnplctl.config import get_settings
-
-        url = resolve_url()
-        options = make_url(url).query.get("options")
-        engine = create_engine(
-            url,
-            pool_pre_ping=True,
-            hide_parameters=True,  # errors never echo bound values (they may be personal)
-            connect_args={
-                "application_name": "bnplctl",
-                "connect_timeout": 10,
-                "options": session_options(options if isinstance(options, str) else None),
-            },
-        )
-        if get_settings().embedded:
-            with connect(engine) as connection:
-                if current_revision(connection) != SCHEMA_HEAD:
-                    upgrade_to_head(connection)
-                    connection.commit()
-            _engine = engine
-        elif check_schema:
-            ensure_schema_at_head(engine)
-            _engine = engine
-        else:
-            return engine
-    return _engine
-
-
-def dispose_engine() -> None:
-    global _engine
-    if _engine is not None:
-        _engine.dispose()
-    _engine = None
 
 
 @contextmanager
@@ -271,15 +225,13 @@ def translate_db_errors() -> Iterator[None]:
         raise database_error(exc) from exc
 
 
-def _read_connection() -> Any:
+def _read_connection(database_url: str) -> Any:
     """The raw psycopg2 connection of a read unit on an external server: read-only, its
     schema checked at head, SQLAlchemy never imported."""
     import psycopg2
     from psycopg2.extensions import parse_dsn
 
-    from bnplctl.config import get_settings
-
-    url = libpq_url(get_settings().database_url or "")
+    url = libpq_url(database_url)
     options = session_options(parse_dsn(url).get("options"))
     connection = psycopg2.connect(
         url, application_name="bnplctl", connect_timeout=10, options=options
@@ -542,112 +494,156 @@ def savepoint(connection: Connection) -> Iterator[None]:
         yield
 
 
-@contextmanager
-def unit(
-    *, commit: bool = True, readonly: bool = False, check_schema: bool = True
-) -> Iterator[Unit]:
-    """One unit of work, the only way into the database (with ``units`` for a series on
-    one connection): committed when the block ends, rolled back on any error, or rolled
-    back whatever happens with ``commit=False`` (a dry run: the real statements, then
-    nothing stays). ``readonly``: a read (rolled back; on an external server, the raw
-    driver only, see ``Unit``). ``check_schema=False``: for the commands that work on a
-    schema not at head (``db upgrade``, ``db status``, ``status``)."""
-    from bnplctl.config import get_settings
+class Database:
+    """One database, as one run's settings name it: its engine, made on first use (the
+    embedded server started and migrated, or an external server's schema checked), and
+    the units of work on it, the only way into a transaction (``unit``, ``units``)."""
 
-    if readonly and check_schema and not get_settings().embedded and _engine is None:
-        with translate_db_errors():
-            raw = _read_connection()
-            try:
-                work = Unit(None, raw)
-                try:
-                    yield work
-                finally:
-                    with suppress(Exception):  # a read keeps nothing; a dead link is gone
-                        work._finish(commit=False)
-            finally:
-                raw.close()
-        return
-    with (
-        units(check_schema=check_schema) as next_unit,
-        next_unit(commit=commit and not readonly) as work,
-    ):
-        yield work
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._engine: Engine | None = None
+        # The one connection of a dry run over several files (``dry_run_scope``).
+        self._dry_run: Connection | None = None
 
+    def engine(self, check_schema: bool = True) -> Engine:
+        """The engine; the first call checks (external) or upgrades (embedded) the
+        schema. ``check_schema=False`` on an external server: an engine of the caller's
+        own, not kept (``db upgrade`` and ``db status`` work on a schema not at head)."""
+        if self._engine is not None:
+            return self._engine
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
 
-# The one connection of a dry run over several files (``dry_run_scope``).
-_DRY_RUN: ContextVar[Connection | None] = ContextVar("bnpl_dry_run", default=None)
+        url = resolve_url(self.settings)
+        options = make_url(url).query.get("options")
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            hide_parameters=True,  # errors never echo bound values (they may be personal)
+            connect_args={
+                "application_name": "bnplctl",
+                "connect_timeout": 10,
+                "options": session_options(options if isinstance(options, str) else None),
+            },
+        )
+        if self.settings.embedded:
+            with connect(engine) as connection:
+                if current_revision(connection) != SCHEMA_HEAD:
+                    upgrade_to_head(connection)
+                    connection.commit()
+        elif check_schema:
+            ensure_schema_at_head(engine)
+        else:
+            return engine
+        self._engine = engine
+        return engine
 
+    def dispose(self) -> None:
+        """Close the engine's connections (``db stop``, the end of a run)."""
+        if self._engine is not None:
+            self._engine.dispose()
+        self._engine = None
 
-@contextmanager
-def units(
-    *, dry_run: bool = False, check_schema: bool = True
-) -> Iterator[Callable[..., AbstractContextManager[Unit]]]:
-    """A series of units of work on one connection (a batch file's chunks, a job's steps,
-    the sweep's lock held between them): yields ``next_unit``; each ``with
-    next_unit(commit=True) as work:`` is one transaction, committed when its block ends
-    (rolled back on any error, or at its end with ``commit=False``). A ``dry_run`` series
-    keeps every unit in one transaction, rolled back at the end (inside ``dry_run_scope``,
-    at the scope's end), so that its outcomes are the real ones (a row repeating an
-    earlier chunk's is still a duplicate) and nothing stays."""
-    shared = _DRY_RUN.get() if dry_run else None
-
-    def on(connection: Connection) -> Callable[..., AbstractContextManager[Unit]]:
-        @contextmanager
-        def next_unit(*, commit: bool = True) -> Iterator[Unit]:
+    @contextmanager
+    def unit(
+        self, *, commit: bool = True, readonly: bool = False, check_schema: bool = True
+    ) -> Iterator[Unit]:
+        """One unit of work, the only way into the database (with ``units`` for a series
+        on one connection): committed when the block ends, rolled back on any error, or
+        rolled back whatever happens with ``commit=False`` (a dry run: the real
+        statements, then nothing stays). ``readonly``: a read (rolled back; on an
+        external server, the raw driver only, see ``Unit``). ``check_schema=False``: for
+        the commands that work on a schema not at head (``db upgrade``, ``db status``,
+        ``status``)."""
+        url = self.settings.database_url
+        if readonly and check_schema and url is not None and self._engine is None:
             with translate_db_errors():
-                if not connection.in_transaction():
-                    connection.begin()
-                work = Unit(connection)
+                raw = _read_connection(url)
                 try:
-                    yield work
-                    if dry_run:  # the series' one transaction goes on
-                        work._release_session(flush=True)
-                    else:
-                        work._finish(commit=commit)
-                except BaseException:  # the block, or its commit (a deferred constraint)
+                    work = Unit(None, raw)
                     try:
-                        work._finish(commit=False)
-                    except Exception:  # noqa: S110 - a dead connection: the error goes on
-                        pass
-                    raise
+                        yield work
+                    finally:
+                        with suppress(Exception):  # a read keeps nothing; a dead link is gone
+                            work._finish(commit=False)
+                finally:
+                    raw.close()
+            return
+        with (
+            self.units(check_schema=check_schema) as next_unit,
+            next_unit(commit=commit and not readonly) as work,
+        ):
+            yield work
 
-        return next_unit
+    @contextmanager
+    def units(
+        self, *, dry_run: bool = False, check_schema: bool = True
+    ) -> Iterator[Callable[..., AbstractContextManager[Unit]]]:
+        """A series of units of work on one connection (a batch file's chunks, a job's
+        steps, the sweep's lock held between them): yields ``next_unit``; each ``with
+        next_unit(commit=True) as work:`` is one transaction, committed when its block
+        ends (rolled back on any error, or at its end with ``commit=False``). A
+        ``dry_run`` series keeps every unit in one transaction, rolled back at the end
+        (inside ``dry_run_scope``, at the scope's end), so that its outcomes are the real
+        ones (a row repeating an earlier chunk's is still a duplicate) and nothing
+        stays."""
+        shared = self._dry_run if dry_run else None
 
-    if shared is not None:
-        yield on(shared)
-        return
-    with _connection_kept(check_schema) as connection:
-        yield on(connection)
+        def on(connection: Connection) -> Callable[..., AbstractContextManager[Unit]]:
+            @contextmanager
+            def next_unit(*, commit: bool = True) -> Iterator[Unit]:
+                with translate_db_errors():
+                    if not connection.in_transaction():
+                        connection.begin()
+                    work = Unit(connection)
+                    try:
+                        yield work
+                        if dry_run:  # the series' one transaction goes on
+                            work._release_session(flush=True)
+                        else:
+                            work._finish(commit=commit)
+                    except BaseException:  # the block, or its commit (a deferred constraint)
+                        try:
+                            work._finish(commit=False)
+                        except Exception:  # noqa: S110 - a dead connection: the error goes on
+                            pass
+                        raise
 
+            return next_unit
 
-@contextmanager
-def dry_run_scope(active: bool = True) -> Iterator[None]:
-    """A dry run over several files: every ``units(dry_run=True)`` inside works in one
-    transaction on one connection, rolled back when the scope ends, so each file sees
-    what the files before it would have written, as in the real run."""
-    if not active or _DRY_RUN.get() is not None:
-        yield
-        return
-    with _connection_kept() as connection:
-        token = _DRY_RUN.set(connection)
-        try:
+        if shared is not None:
+            yield on(shared)
+            return
+        with self._connection_kept(check_schema) as connection:
+            yield on(connection)
+
+    @contextmanager
+    def dry_run_scope(self, active: bool = True) -> Iterator[None]:
+        """A dry run over several files: every ``units(dry_run=True)`` inside works in one
+        transaction on one connection, rolled back when the scope ends, so each file sees
+        what the files before it would have written, as in the real run."""
+        if not active or self._dry_run is not None:
             yield
-        finally:
-            _DRY_RUN.reset(token)
+            return
+        with self._connection_kept() as connection:
+            self._dry_run = connection
+            try:
+                yield
+            finally:
+                self._dry_run = None
 
-
-@contextmanager
-def _connection_kept(check_schema: bool = True) -> Iterator[Connection]:
-    engine = get_engine(check_schema)  # Core only: the ORM and the models stay unloaded
-    with translate_db_errors():
-        connection = engine.connect()
-    try:
-        yield connection
-    finally:
+    @contextmanager
+    def _connection_kept(self, check_schema: bool = True) -> Iterator[Connection]:
+        engine = self.engine(check_schema)  # Core only: the ORM and the models stay unloaded
         with translate_db_errors():
-            if connection.in_transaction():
-                connection.rollback()  # a dry run's rows; nothing otherwise
-            connection.close()
+            connection = engine.connect()
+        try:
+            yield connection
+        finally:
+            with translate_db_errors():
+                if connection.in_transaction():
+                    connection.rollback()  # a dry run's rows; nothing otherwise
+                connection.close()
 
 
 def dbapi_connection(executor: Executor) -> Any:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bnplctl.services.sweep import RevertResult, SweepResult
 
+if TYPE_CHECKING:
+    from bnplctl.context import Context
+
 
 def sweep_job(
+    context: Context,
     *,
     as_of: date | None,
     dry_run: bool,
-    actor: str,
     warn: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Rule 3 for ``as_of`` (default: today in BNPL_TIMEZONE), on a connection of its own.
@@ -26,16 +29,13 @@ def sweep_job(
     """
     import time
 
-    from bnplctl import clock
-    from bnplctl.config import get_settings
-    from bnplctl.db import units
     from bnplctl.services import sweep
 
     started = time.perf_counter()
-    settings = get_settings()
-    business_date = as_of or clock.business_today()
-    cutoff = sweep.cutoff_for(business_date, settings.grace_days)
-    with units() as next_unit:
+    clock, actor = context.clock, context.acting
+    business_date = as_of or clock.today()
+    cutoff = sweep.cutoff_for(business_date, context.settings.grace_days)
+    with context.db.units() as next_unit:
         with next_unit() as work:
             sweep.try_lock(work.connection)
         try:
@@ -70,7 +70,7 @@ def sweep_job(
                         work.connection, run_id, installments, users, actor, clock.now()
                     )
             except BaseException as exc:  # the driver's error, under the exit code it became
-                _record_failure(next_unit, run_id, type(exc.__cause__ or exc).__name__)
+                _record_failure(next_unit, run_id, type(exc.__cause__ or exc).__name__, clock.now)
                 raise
             if installments:
                 _refresh_statistics(next_unit, run_id, warn)
@@ -87,22 +87,20 @@ def sweep_job(
             _unlock_quietly(next_unit)
 
 
-def revert_job(*, run_id: int, dry_run: bool, actor: str) -> RevertResult:
+def revert_job(context: Context, *, run_id: int, dry_run: bool) -> RevertResult:
     """Rule 11 on a connection of its own: under the one-sweep lock (a sweep running: 75),
     check the run can be undone, then undo it in one unit of work (a dry run: the same
     unit, rolled back)."""
-    from bnplctl import clock
-    from bnplctl.db import units
     from bnplctl.services import sweep
 
-    with units() as next_unit:
+    with context.db.units() as next_unit:
         with next_unit() as work:
             sweep.try_lock(work.connection)
         try:
             with next_unit(commit=not dry_run) as work:
                 sweep.check_revertible(work.connection, run_id)
                 installments, users, with_it = sweep.revert(
-                    work.connection, run_id, now=clock.now(), actor=actor
+                    work.connection, run_id, now=context.clock.now(), actor=context.acting
                 )
             return RevertResult(run_id, dry_run, installments, users, with_it)
         finally:
@@ -125,15 +123,14 @@ def _refresh_statistics(
         )
 
 
-def _record_failure(next_unit: Callable[..., Any], run_id: int, error_class: str) -> None:
+def _record_failure(
+    next_unit: Callable[..., Any], run_id: int, error_class: str, now: Callable[[], Any]
+) -> None:
     """Best effort: on a live connection, mark the run FAILED (the connection gone, the
     next sweep closes this run as Interrupted)."""
-    from bnplctl import clock
     from bnplctl.services.sweep import fail_run
 
-    _best_effort(
-        next_unit, lambda connection: fail_run(connection, run_id, error_class, clock.now())
-    )
+    _best_effort(next_unit, lambda connection: fail_run(connection, run_id, error_class, now()))
 
 
 def _unlock_quietly(next_unit: Callable[..., Any]) -> None:
@@ -158,21 +155,19 @@ def _best_effort(next_unit: Callable[..., Any], step: Callable[[Any], object]) -
     return None
 
 
-def purge_job() -> int:
+def purge_job(context: Context) -> int:
     """Delete expired idempotency keys; returns how many."""
-    from bnplctl.db import unit
     from bnplctl.services.idempotency import purge_expired
 
-    with unit() as work:
+    with context.db.unit() as work:
         session = work.session
         return purge_expired(session)
 
 
-def already_swept(business_date: date) -> str | None:
+def already_swept(context: Context, business_date: date) -> str | None:
     """What the ledger says was done for ``business_date``: ``SUCCEEDED`` (swept),
     ``REVERTED`` (swept, then undone by an operator), or None."""
-    from bnplctl.db import unit
     from bnplctl.services.sweep import handled
 
-    with unit(commit=False) as work:
+    with context.db.unit(commit=False) as work:
         return handled(work.connection, business_date)

@@ -16,18 +16,21 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
 from bnplctl import clock
 
+if TYPE_CHECKING:
+    from bnplctl.context import Context
+
 LOGGER = logging.getLogger("bnplctl.scheduler")
+LOGGER.propagate = False  # its lines go to the handler ``configure_logging`` gives it only
 
 
 def event_of(record: logging.LogRecord) -> dict[str, Any]:
@@ -50,9 +53,10 @@ class LogFileHandler(logging.Handler):
     """``--log-file``: each event appended to the file as a JSON line, the file opened
     anew for each (logrotate may move it between two)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, stderr: TextIO) -> None:
         super().__init__()
         self.path = path
+        self.stderr = stderr
 
     def emit(self, record: logging.LogRecord) -> None:
         from bnplctl.joblog import append_json_line
@@ -61,7 +65,7 @@ class LogFileHandler(logging.Handler):
             append_json_line(self.path, event_of(record))
         except OSError as exc:  # said where cron sees it, never as logging's traceback
             reason = exc.strerror or type(exc).__name__
-            sys.stderr.write(f"error: cannot write the log file {self.path}: {reason}\n")
+            self.stderr.write(f"error: cannot write the log file {self.path}: {reason}\n")
 
 
 class TextFormatter(logging.Formatter):
@@ -72,18 +76,17 @@ class TextFormatter(logging.Formatter):
         return f"{stamp} {record.levelname} {record.getMessage()}{extra}"
 
 
-def configure_logging(log_format: str, log_file: Path | None = None) -> None:
-    """One line per event on stderr (JSON lines with BNPL_LOG_FORMAT=json), or appended to
-    ``log_file`` as JSON lines."""
+def configure_logging(log_format: str, stderr: TextIO, log_file: Path | None = None) -> None:
+    """One line per event on ``stderr`` (JSON lines with BNPL_LOG_FORMAT=json), or appended
+    to ``log_file`` as JSON lines."""
     handler: logging.Handler
     if log_file is not None:
-        handler = LogFileHandler(log_file)
+        handler = LogFileHandler(log_file, stderr)
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(stderr)
         handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(logging.INFO)
-    LOGGER.propagate = False
 
 
 def requested_log_format() -> str:
@@ -224,35 +227,34 @@ class Scheduler:
         signal.signal(signal.SIGINT, stop)
 
 
-def build(actor: str) -> Scheduler:
-    """The scheduler wired to the real jobs and the ledger."""
-    from bnplctl.config import get_settings
+def build(context: Context) -> Scheduler:
+    """The scheduler wired to the real jobs and the ledger, in ``context``."""
     from bnplctl.jobs import already_swept, purge_job, sweep_job
 
-    settings = get_settings()
+    settings = context.settings
     return Scheduler(
         timezone=settings.timezone,
         sweep_at=settings.sweep_at,
         sweep=lambda business_date: sweep_job(
+            context,
             as_of=business_date,
             dry_run=False,
-            actor=actor,
             warn=lambda text: log(logging.WARNING, text),
         ),
-        swept=already_swept,
-        purge=purge_job,
+        swept=lambda business_date: already_swept(context, business_date),
+        purge=lambda: purge_job(context),
     )
 
 
-def run(actor: str, *, once: bool, log_file: Path | None = None) -> int:
+def run(context: Context, *, once: bool, log_file: Path | None = None) -> int:
     """``bnplctl scheduler run``: every line it writes is a log line in BNPL_LOG_FORMAT
     (in ``log_file``: JSON), a configuration error found at start included, so cron's log
     keeps one shape. Returns the exit code: ``--once``'s first failed job's, else 0."""
     from bnplctl.errors import Terminated
 
-    configure_logging(requested_log_format(), log_file)
+    configure_logging(requested_log_format(), context.err, log_file)
     try:
-        scheduler = build(actor)
+        scheduler = build(context)
     except (Exception, Terminated, KeyboardInterrupt) as exc:
         return logged_failure("start", exc)
     if once:

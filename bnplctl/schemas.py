@@ -125,10 +125,8 @@ class UserCreate(BaseModel):
     @classmethod
     def _dob(cls, value: Any, info: ValidationInfo) -> date:
         today = (info.context or {}).get("today")
-        if today is None:
-            from bnplctl.clock import business_today
-
-            today = business_today()
+        if today is None:  # the caller's business date: the clock is the root's to read
+            raise TypeError("UserCreate needs today's business date to check a dob")
         return pii.check_adult(parse_date(value, "dob"), today)
 
     @model_validator(mode="after")
@@ -137,11 +135,9 @@ class UserCreate(BaseModel):
         return self
 
     @classmethod
-    def parse(cls, fields: dict[str, Any], today: date | None = None) -> UserCreate:
-        """Validate, turning the first failure into ``InvalidInput`` (exit 65).
-
-        ``today`` (the business date for the age check) saves a batch a clock read per row.
-        """
+    def parse(cls, fields: dict[str, Any], today: date) -> UserCreate:
+        """Validate, turning the first failure into ``InvalidInput`` (exit 65); ``today``:
+        the business date of the age check."""
         return validated(cls, fields, {"today": today})
 
 

@@ -36,9 +36,11 @@ def run_migrations_online() -> None:
         return
     from sqlalchemy import create_engine
 
+    from bnplctl.context import load_settings
     from bnplctl.db import resolve_url
 
-    with create_engine(resolve_url()).connect() as own_connection:
+    # Alembic's own command line: a composition root of its own.
+    with create_engine(resolve_url(load_settings())).connect() as own_connection:
         _run(own_connection)
         own_connection.commit()
 

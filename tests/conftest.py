@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,8 @@ from sqlalchemy.engine import Engine, make_url
 from typer.testing import CliRunner, Result
 
 from bnplctl import crypto, db
-from bnplctl.cli.app import STATE, app
-from bnplctl.config import get_settings
+from bnplctl.cli.app import app
+from bnplctl.context import Context
 
 _OWN_BASETEMP = pytest.StashKey[Path]()
 
@@ -120,13 +120,6 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def reset_process_state() -> None:
-    get_settings.cache_clear()
-    db.dispose_engine()
-    STATE.debug = False
-    STATE.actor = None
-
-
 @pytest.fixture(autouse=True)
 def environment(
     request: pytest.FixtureRequest,
@@ -142,15 +135,11 @@ def environment(
     monkeypatch.setenv("BNPL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("BNPL_SECRET_KEY_FILE", str(key_file))
     if "no_database" in request.fixturenames:
-        reset_process_state()
         yield
-        reset_process_state()
         return
     database: DatabaseUnderTest = request.getfixturevalue("test_database")
     monkeypatch.setenv("BNPL_DATABASE_URL", database.url)
-    reset_process_state()
     yield
-    reset_process_state()
     engine = database.engine()
     with engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
@@ -169,16 +158,40 @@ def engine(test_database: DatabaseUnderTest) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture
+def context() -> Iterator[Context]:
+    """A context as the CLI's root builds one from the environment (the test database),
+    for the tests that call the layers below the CLI."""
+    built = Context()
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def database(context: Context) -> db.Database:
+    """The test database, as a command's context opens it."""
+    return context.db
+
+
 class Cli:
-    """The real CLI, in process."""
+    """The real CLI, in process: each call builds its context at the root, from the
+    environment, as a command does; ``context=`` gives one instead (chunk sizes, streams)."""
 
     def __init__(self) -> None:
         self.runner = CliRunner()
+        self.context: Context | None = None  # given to every run from here on
 
-    def __call__(self, *args: str, input: str | bytes | None = None) -> Result:
-        result = self.runner.invoke(app, list(args), input=input, catch_exceptions=False)
-        reset_process_state()
-        return result
+    def chunks(self, **rows: int) -> None:
+        """The batch files' chunk sizes of the runs from here on (``ChunkSizes``)."""
+        given = self.context or Context()
+        self.context = replace(given, chunks=replace(given.chunks, **rows))
+
+    def __call__(
+        self, *args: str, input: str | bytes | None = None, context: Context | None = None
+    ) -> Result:
+        return self.runner.invoke(
+            app, list(args), input=input, obj=context or self.context, catch_exceptions=False
+        )
 
 
 @pytest.fixture

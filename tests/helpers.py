@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datetime import date
+
+    from bnplctl.db import Unit
+    from bnplctl.services.sweep import SweepResult
+
 JOHN = {
     "user_id": "usr-001",
     "name": "John Doe",
@@ -93,3 +103,31 @@ def table_writers(source: str, writes: tuple[str, ...], model: str) -> list[str]
         elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == model:
             found.append(f"line {node.lineno}: {model}()")
     return found
+
+
+@contextmanager
+def unit(**options: Any) -> Iterator[Unit]:
+    """A unit of work on the test database in a context of its own, built from the
+    environment as a command's is (the threads of the race tests each have theirs)."""
+    from bnplctl.context import Context
+
+    context = Context()
+    try:
+        with context.db.unit(**options) as work:
+            yield work
+    finally:
+        context.close()
+
+
+def run_sweep(
+    *, as_of: date, dry_run: bool = False, actor: str = "t", **options: Any
+) -> SweepResult:
+    """``jobs.sweep_job`` for ``as_of`` in a context of its own, as ``debt sweep`` runs it."""
+    from bnplctl.context import Context
+    from bnplctl.jobs import sweep_job
+
+    context = Context(actor=actor)
+    try:
+        return sweep_job(context, as_of=as_of, dry_run=dry_run, **options)
+    finally:
+        context.close()

@@ -23,7 +23,7 @@ from bench.run import (
     render_table,
     table_shape,
 )
-from tests.conftest import DatabaseUnderTest, reset_process_state
+from tests.conftest import DatabaseUnderTest
 
 
 def _within_rounding(ratio: float, numerator: float, denominator: float) -> bool:
@@ -85,7 +85,6 @@ def test_a_small_bench_reports_the_terminal_figures(
     on a user the sweep left NORMAL (the timing is of a real plan, not of a refusal)."""
     with fresh_database(test_database.server_url, "bnpl_bench_test", tmp_path) as (url, env):
         monkeypatch.setenv("BNPL_DATABASE_URL", url)  # ``debt show`` is also timed in process
-        reset_process_state()
         report = measure(2000, url, env, tmp_path, test_database.server_url)
         engine = create_engine(url)
         try:

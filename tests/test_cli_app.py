@@ -444,7 +444,7 @@ def test_exit_status_as_the_interpreter_computes_it(
     [(BrokenPipeError, 0, 141), (OSError, 0, 74), (BrokenPipeError, 3, 3), (None, 0, 0)],
 )
 def test_a_failed_last_flush_sets_the_exit_code_only_of_a_success(
-    monkeypatch: pytest.MonkeyPatch, failure: type[OSError] | None, before: int, after: int
+    failure: type[OSError] | None, before: int, after: int
 ) -> None:
     import io
 
@@ -455,9 +455,7 @@ def test_a_failed_last_flush_sets_the_exit_code_only_of_a_success(
             if failure is not None:
                 raise failure
 
-    monkeypatch.setattr(sys, "stdout", Stream())
-    monkeypatch.setattr(sys, "stderr", None)
-    assert _flush_standard_streams(before) == after
+    assert _flush_standard_streams(before, (Stream(), None)) == after
 
 
 def test_ctrl_c_in_a_single_command_says_nothing_of_chunks(engine: Engine) -> None:

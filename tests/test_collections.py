@@ -12,13 +12,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from bnplctl.db import unit
 from bnplctl.errors import Refused
-from bnplctl.jobs import sweep_job
 from bnplctl.services import locks
 from bnplctl.services.installments import pay
 from tests.conftest import Cli, row_counts
-from tests.helpers import JOHN, add_args
+from tests.helpers import JOHN, add_args, run_sweep, unit
 from tests.test_concurrency import Worker, _wait_until_blocked
 from tests.test_sweep import seed, statuses
 
@@ -70,7 +68,7 @@ def test_a_partial_payment_lowers_what_is_due_and_keeps_the_status(
     cli: Cli, engine: Engine
 ) -> None:
     seed(engine, 1, date(2026, 1, 1))
-    sweep_job(as_of=date(2026, 1, 15), dry_run=False, actor="t")
+    run_sweep(as_of=date(2026, 1, 15), dry_run=False, actor="t")
     assert _installment(engine, 1) == ("100.00", "OVERDUE")
 
     part = _json(cli, "installments", "pay", "1", "--amount", "40")
@@ -139,7 +137,7 @@ def test_an_amount_or_a_reference_names_one_installment(cli: Cli, engine: Engine
 
 def test_paying_several_installments_records_a_payment_each(cli: Cli, engine: Engine) -> None:
     seed(engine, 2, date(2026, 1, 1))
-    sweep_job(as_of=date(2026, 2, 15), dry_run=False, actor="t")
+    run_sweep(as_of=date(2026, 2, 15), dry_run=False, actor="t")
 
     wanted = sorted([*_ids(engine, "u-1"), _ids(engine, "u-2")[0]])
 
@@ -219,11 +217,11 @@ def test_a_sweep_waits_for_a_partial_payment_and_verify_stays_clean(
     cli: Cli, engine: Engine
 ) -> None:
     seed(engine, 1, date(2026, 1, 1))
-    sweep_job(as_of=date(2026, 1, 15), dry_run=False, actor="t")
+    run_sweep(as_of=date(2026, 1, 15), dry_run=False, actor="t")
     with unit() as work:
         session = work.session
         pay(session, [1], actor="a", amount=None)  # clears the OVERDUE one, holds the lock
-        sweeper = Worker(lambda: sweep_job(as_of=date(2026, 2, 15), dry_run=False, actor="t"))
+        sweeper = Worker(lambda: run_sweep(as_of=date(2026, 2, 15), dry_run=False, actor="t"))
         sweeper.start()
         with engine.connect() as watcher:
             _wait_until_blocked(watcher)
@@ -242,8 +240,8 @@ def test_debt_explain_says_since_when_what_clears_it_and_what_is_next(
     cli: Cli, engine: Engine
 ) -> None:
     seed(engine, 1, date(2026, 1, 1))
-    sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="t")
-    sweep_job(as_of=date(2026, 2, 5), dry_run=False, actor="t")
+    run_sweep(as_of=date(2026, 1, 10), dry_run=False, actor="t")
+    run_sweep(as_of=date(2026, 2, 5), dry_run=False, actor="t")
     assert cli("installments", "pay", "1", "--amount", "30").exit_code == 0
 
     explained = _json(cli, "debt", "explain", "u-1")
@@ -298,8 +296,8 @@ def _runs(engine: Engine) -> list[tuple[int, str]]:
 def test_reverting_the_latest_run_undoes_what_it_marked(cli: Cli, engine: Engine) -> None:
     seed(engine, 2, date(2026, 1, 1))
     (one, two, _), (four, five, _) = _ids(engine, "u-1"), _ids(engine, "u-2")
-    first = sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="t")  # one and four
-    second = sweep_job(as_of=date(2026, 2, 5), dry_run=False, actor="t")  # two and five
+    first = run_sweep(as_of=date(2026, 1, 10), dry_run=False, actor="t")  # one and four
+    second = run_sweep(as_of=date(2026, 2, 5), dry_run=False, actor="t")  # two and five
     assert cli("installments", "pay", str(five)).exit_code == 0  # paid since: stays PAID
     before = statuses(engine)
 
@@ -359,7 +357,7 @@ def test_revert_of_an_unknown_run_is_not_found_and_a_running_sweep_makes_it_wait
     cli: Cli, engine: Engine
 ) -> None:
     seed(engine, 1, date(2026, 1, 1))
-    run = sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="t")
+    run = run_sweep(as_of=date(2026, 1, 10), dry_run=False, actor="t")
     assert cli("debt", "sweep", "--revert", "999").exit_code == 4
     assert cli("debt", "sweep", "--revert", "1", "--as-of", "2026-01-10").exit_code == 2
     with engine.connect() as holder:
@@ -506,10 +504,10 @@ def test_runs_that_marked_nothing_do_not_stand_in_the_way_of_a_revert(
     cli: Cli, engine: Engine
 ) -> None:
     seed(engine, 2, date(2026, 1, 1))
-    worked = sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="t")
-    again = sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="t")  # already swept
-    earlier = sweep_job(as_of=date(2026, 1, 5), dry_run=False, actor="t")
-    later = sweep_job(as_of=date(2026, 1, 11), dry_run=False, actor="t")  # nothing due since
+    worked = run_sweep(as_of=date(2026, 1, 10), dry_run=False, actor="t")
+    again = run_sweep(as_of=date(2026, 1, 10), dry_run=False, actor="t")  # already swept
+    earlier = run_sweep(as_of=date(2026, 1, 5), dry_run=False, actor="t")
+    later = run_sweep(as_of=date(2026, 1, 11), dry_run=False, actor="t")  # nothing due since
     assert worked.installments_marked_overdue == 2
     assert [run.installments_marked_overdue for run in (again, earlier, later)] == [0, 0, 0]
 
@@ -527,8 +525,8 @@ def test_runs_that_marked_nothing_do_not_stand_in_the_way_of_a_revert(
     _verify_clean(cli)
 
     # A later run that did mark something still stands in the way (exit 3).
-    redone = sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="t")
-    further = sweep_job(as_of=date(2026, 2, 5), dry_run=False, actor="t")
+    redone = run_sweep(as_of=date(2026, 1, 10), dry_run=False, actor="t")
+    further = run_sweep(as_of=date(2026, 2, 5), dry_run=False, actor="t")
     refused = cli("debt", "sweep", "--revert", str(redone.run_id))
     assert refused.exit_code == 3
     assert f"not the latest run that marked something (that is run {further.run_id})" in (
@@ -555,8 +553,8 @@ def test_the_sweep_and_its_revert_audit_each_user_they_mark_and_restore(
         )
     marked_at = datetime(2026, 1, 10, 2, 0, tzinfo=UTC)
     with freeze_time(marked_at):
-        run = sweep_job(as_of=date(2026, 1, 10), dry_run=False, actor="cron")
-        sweep_job(as_of=date(2026, 2, 5), dry_run=False, actor="cron")  # u-1 already marked
+        run = run_sweep(as_of=date(2026, 1, 10), dry_run=False, actor="cron")
+        run_sweep(as_of=date(2026, 2, 5), dry_run=False, actor="cron")  # u-1 already marked
     reverting = [str(run.run_id)]
 
     marked = _status_changes(engine)

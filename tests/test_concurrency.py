@@ -13,12 +13,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from bnplctl.db import unit
 from bnplctl.errors import DebtUserRefused
 from bnplctl.services import idempotency
 from bnplctl.services.plans import create_plan, lock_user, public_plans
 from tests.conftest import Cli, row_counts
-from tests.helpers import JOHN, add_args
+from tests.helpers import JOHN, add_args, unit
 
 
 def _wait_until_blocked(connection: Connection, timeout: float = 10.0) -> None:
@@ -218,8 +217,8 @@ def test_a_file_killed_outright_keeps_the_counts_of_its_committed_chunks(
     import subprocess
     import sys
 
+    from bnplctl.context import CHUNK_ROWS
     from bnplctl.importing.batch import chunk_sizes
-    from bnplctl.importing.webhooks import CHUNK_ROWS
 
     source = tmp_path / "long.csv"
     total = 100_000

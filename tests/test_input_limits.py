@@ -13,9 +13,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from bnplctl.importing import payments as payments_import
-from bnplctl.importing import users as users_import
-from bnplctl.importing import webhooks as webhooks_import
 from tests.conftest import Cli, row_counts
 from tests.helpers import JOHN, add_args
 from tests.test_sweep import seed
@@ -140,9 +137,9 @@ def test_a_huge_json_integer_is_an_invalid_row_or_exit_65_with_what_stays(
 ) -> None:
     """An integer of more than 4,300 digits was exit 1 (Python's ``ValueError``) in all
     three importers, after committing chunks without saying so."""
-    monkeypatch.setattr(payments_import, "CHUNK_ROWS", 2)
-    monkeypatch.setattr(webhooks_import, "CHUNK_ROWS", 2)
-    monkeypatch.setattr(users_import, "CHUNK_ROWS", 2)
+    cli.chunks(payments=2)
+    cli.chunks(webhooks=2)
+    cli.chunks(users=2)
     payments = [f'{{"reference": "H-{n}", "amount": "1", "user_id": "u-1"}}' for n in range(4)]
     hooks = [f'{{"refund_id": "NONE-{n}", "status": "approved"}}' for n in range(4)]
     # invalid, nothing created; enough rows that chunks commit before the fault, which

@@ -14,11 +14,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bench.soak import Soak
-from bnplctl.db import unit
-from bnplctl.jobs import sweep_job
 from bnplctl.services import locks
 from bnplctl.services.installments import pay
 from tests.conftest import Cli, DatabaseUnderTest
+from tests.helpers import run_sweep, unit
 from tests.test_concurrency import Worker, _wait_until_blocked
 from tests.test_sweep import seed
 
@@ -42,7 +41,7 @@ def _pay(*installment_ids: int) -> dict[str, Any]:
 
 def test_verify_is_clean_on_a_consistent_database(cli: Cli, engine: Engine) -> None:
     seed(engine, 3, date(2026, 1, 1))
-    sweep_job(as_of=date(2026, 2, 15), dry_run=False, actor="t")
+    run_sweep(as_of=date(2026, 2, 15), dry_run=False, actor="t")
     _pay(1)
     report = _verify(cli)
     assert report["ok"] is True
@@ -121,10 +120,10 @@ def test_a_sweep_held_up_while_a_payment_clears_an_older_installment(
     installment. Whatever order the lock protocol gives them, the customer ends DEBT_USER
     (the sweep's newer OVERDUE installment) and gets no new plan."""
     seed(engine, 2, date(2026, 1, 1))  # u-1: installments 1-3, u-2: 4-6, due 01-01, 01-31, 03-02
-    sweep_job(as_of=date(2026, 1, 15), dry_run=False, actor="t")  # installment 1 OVERDUE
+    run_sweep(as_of=date(2026, 1, 15), dry_run=False, actor="t")  # installment 1 OVERDUE
     with engine.connect() as holder, engine.connect() as observer:
         locks.for_user_writes(holder, ["u-2"])  # a plans create for u-2, in flight
-        sweeper = Worker(lambda: sweep_job(as_of=date(2026, 2, 15), dry_run=False, actor="t"))
+        sweeper = Worker(lambda: run_sweep(as_of=date(2026, 2, 15), dry_run=False, actor="t"))
         sweeper.start()
         _wait_until_blocked(observer)
         payer = Worker(lambda: _pay(1))
@@ -150,7 +149,7 @@ def test_two_payments_of_one_debtor_at_once_restore_them(cli: Cli, engine: Engin
     """Write skew: each payment alone leaves the other OVERDUE installment, so neither would
     restore the user if both decided on what they saw before the other committed."""
     seed(engine, 1, date(2026, 1, 1))
-    sweep_job(as_of=date(2026, 2, 15), dry_run=False, actor="t")  # 1 and 2 OVERDUE
+    run_sweep(as_of=date(2026, 2, 15), dry_run=False, actor="t")  # 1 and 2 OVERDUE
     with engine.connect() as holder, engine.connect() as observer:
         locks.for_user_writes(holder, ["u-1"])
         first, second = Worker(lambda: _pay(1)), Worker(lambda: _pay(2))

@@ -365,6 +365,8 @@ def test_every_example_in_help_is_whole_and_parses(cli: Cli) -> None:
     import typer
     from typer._click.exceptions import UsageError
 
+    from bnplctl.context import Context
+
     root = typer.main.get_command(app)
     examples = 0
     for path, _ in [([], None), *_all_commands()]:
@@ -375,7 +377,9 @@ def test_every_example_in_help_is_whole_and_parses(cli: Cli) -> None:
                 words = words[words.index("bnplctl") :]
             examples += 1
             try:
-                context = root.make_context("bnplctl", words[1:], resilient_parsing=False)
+                context = root.make_context(  # the root's context, as its callback builds it
+                    "bnplctl", words[1:], resilient_parsing=False, obj=Context()
+                )
                 _leaf(root, context)
             except UsageError as exc:
                 raise AssertionError(f"{example!r}: {exc.format_message()}") from None

@@ -161,7 +161,6 @@ def embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     try:
         yield data_dir
     finally:
-        db.dispose_engine()
         db.stop_embedded(data_dir)
 
 

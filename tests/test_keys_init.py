@@ -189,9 +189,6 @@ def unmigrated(test_database: DatabaseUnderTest) -> Iterator[str]:
     try:
         yield make_url(test_database.url).set(database=name).render_as_string(hide_password=False)
     finally:
-        from bnplctl import db
-
-        db.dispose_engine()
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()

@@ -66,8 +66,8 @@ def transaction_idioms(source: str) -> list[str]:
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: str(path.relative_to(PACKAGE)))
 def test_only_the_unit_of_work_owns_a_transaction(path: Path) -> None:
     """One unit of work (issue 25): every command, job and batch path opens its
-    transactions with ``db.unit()`` or ``db.units()`` and undoes part of one only with
-    ``db.savepoint``; nothing else begins, commits, rolls back or connects."""
+    transactions with ``Database.unit()`` or ``Database.units()`` and undoes part of one
+    only with ``Unit.savepoint``; nothing else begins, commits, rolls back or connects."""
     assert not transaction_idioms(path.read_text(encoding="utf-8")), path.name
 
 
@@ -110,3 +110,123 @@ def test_the_batch_fast_path_loads_neither_pydantic_nor_the_orm() -> None:
             if module.startswith(("pydantic", "sqlmodel", "sqlalchemy.orm", "bnplctl.models"))
         }
         assert not heavy, f"{name} imports {sorted(heavy)}"
+
+
+# --- one injected context (issue 25, item 3) ------------------------------------------
+
+ALL_MODULES = sorted(PACKAGE.rglob("*.py"))
+# The composition root: the one place the settings are read (``Context.settings``).
+SETTINGS_READERS = {PACKAGE / "context.py"}
+# The renderer and the root: the places that touch the process's standard streams.
+STREAM_OWNERS = {
+    PACKAGE / "context.py",  # the root's default: the process's streams
+    PACKAGE / "cli" / "app.py",  # the error boundary's traceback and the exit's flush
+    PACKAGE / "cli" / "output.py",  # the renderer
+    PACKAGE / "cli" / "streams.py",  # the renderer's streams: encodings, a reader gone
+}
+_SETTINGS_CALLS = {"get_settings", "load_settings", "Settings"}
+
+
+def _called_name(node: ast.Call) -> str:
+    func = node.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+
+
+def context_breaches(source: str, *, reads_settings: bool, owns_streams: bool) -> list[str]:
+    """Where ``source`` reaches past the injected context: it reads the settings itself,
+    touches ``sys.stdout``/``sys.stderr``, or keeps state of the process in a module
+    (a ``global`` rebinding, a ``ContextVar``, an attribute a function sets on a
+    module-level object made by a call, as ``STATE.actor = ...`` was)."""
+    tree = ast.parse(source)
+    made_at_module_level = {
+        target.id
+        for node in tree.body
+        if isinstance(node, ast.Assign | ast.AnnAssign) and isinstance(node.value, ast.Call)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name)
+    }
+    in_functions = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for inner in ast.walk(node)
+    }
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = _called_name(node)
+            if name in _SETTINGS_CALLS and not reads_settings:
+                found.append(f"line {node.lineno}: {name}()")
+            elif name == "ContextVar":
+                found.append(f"line {node.lineno}: ContextVar()")
+        elif isinstance(node, ast.Attribute) and not owns_streams:
+            if getattr(node.value, "id", "") == "sys" and node.attr in ("stdout", "stderr"):
+                found.append(f"line {node.lineno}: sys.{node.attr}")
+        elif isinstance(node, ast.Global):
+            found.append(f"line {node.lineno}: global {', '.join(node.names)}")
+        elif isinstance(node, ast.Assign | ast.AugAssign) and id(node) in in_functions:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and getattr(target.value, "id", "") in made_at_module_level
+                ):
+                    found.append(f"line {node.lineno}: {target.value.id}.{target.attr} =")  # type: ignore[attr-defined]
+    return found
+
+
+@pytest.mark.parametrize("path", ALL_MODULES, ids=lambda path: str(path.relative_to(PACKAGE)))
+def test_nothing_below_the_root_reads_settings_streams_or_module_state(path: Path) -> None:
+    """One injected context (issue 25): the settings are read at the composition root
+    only, output goes through the renderer only, and no module keeps the process's state
+    (the engine, the actor, a dry run's connection) in a global: each arrives with the
+    ``Context`` the CLI's root built, or as a parameter."""
+    breaches = context_breaches(
+        path.read_text(encoding="utf-8"),
+        reads_settings=path in SETTINGS_READERS,
+        owns_streams=path in STREAM_OWNERS,
+    )
+    assert not breaches, f"{path.relative_to(PACKAGE)}: {breaches}"
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "from bnplctl.config import get_settings\nget_settings().timezone",
+        "settings = Settings()",
+        "config.load_settings()",
+        "sys.stdout.write('x')",
+        "print('x', file=sys.stderr)",
+        "def f():\n    global _engine\n    _engine = None",
+        "_DRY = ContextVar('dry')",
+        "STATE = CliState()\ndef f():\n    STATE.actor = 'me'",
+        "COUNT = Counter()\ndef f():\n    COUNT.n += 1",
+    ],
+)
+def test_the_context_rule_sees_every_breach(snippet: str) -> None:
+    assert context_breaches(snippet, reads_settings=False, owns_streams=False)
+
+
+def test_the_context_rule_leaves_injected_parts_alone() -> None:
+    source = (
+        "from bnplctl.cli.context import app_context\n"
+        "LOGGER = logging.getLogger('x')\n"
+        "def f(context):\n"
+        "    context.settings.timezone, context.db.unit(), context.out.write('x')\n"
+        "    self.path = context.settings.data_dir\n"
+    )
+    assert context_breaches(source, reads_settings=False, owns_streams=False) == []
+
+
+TESTS = sorted(Path(__file__).resolve().parent.glob("*.py"))
+_PATCHED_CONSTANT = re.compile(r"setattr\([^,]+,\s*['\"](CHUNK_ROWS|stdout|stderr)['\"]")
+
+
+@pytest.mark.parametrize("path", TESTS, ids=lambda path: path.name)
+def test_tests_build_a_context_instead_of_patching_module_state(path: Path) -> None:
+    """A test that wants small chunks or its own streams gives the CLI a ``Context``
+    (``cli.chunks(webhooks=3)``, ``Context(stdout=...)``), never patches a module's
+    constant or ``sys.stdout``."""
+    if path.name == "test_layout.py":
+        return
+    assert not _PATCHED_CONSTANT.findall(path.read_text(encoding="utf-8")), path.name

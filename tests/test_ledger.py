@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from bnplctl.importing import payments as payments_import
 from bnplctl.services import payments as payment_rules
 from tests.conftest import Cli, row_counts
 from tests.helpers import table_writers
@@ -159,7 +158,7 @@ def test_a_killed_payments_import_leaves_the_counts_of_its_committed_chunks(
     seed(engine, 3, date(2026, 1, 1))
     source = tmp_path / "settlement.csv"
     source.write_text(HEADER + "".join(f"K-{n},10.00,u-{n % 3 + 1},,\n" for n in range(10)))
-    monkeypatch.setattr(payments_import, "CHUNK_ROWS", 4)
+    cli.chunks(payments=4)
     real = payment_rules.apply_chunk
     calls = {"n": 0}
 

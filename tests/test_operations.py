@@ -105,7 +105,7 @@ def test_a_failing_job_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureF
     scheduler = Scheduler(
         timezone="UTC", sweep_at="00:00", sweep=sweep, swept=lambda d: None, purge=lambda: 3
     )
-    configure_logging("text")
+    configure_logging("text", sys.stderr)
     logger = logging.getLogger("bnplctl.scheduler")
     logger.addHandler(caplog.handler)
     try:

@@ -14,9 +14,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bnplctl.importing import payments as payments_import
-from bnplctl.jobs import sweep_job
 from bnplctl.services import payments as payment_rules
 from tests.conftest import TABLES, Cli, row_counts
+from tests.helpers import run_sweep
 from tests.test_concurrency import Worker
 from tests.test_sweep import seed
 
@@ -63,7 +63,7 @@ def _verify_clean(cli: Cli) -> None:
 
 def test_every_outcome_once(cli: Cli, engine: Engine, tmp_path: Path) -> None:
     seed(engine, 2, date(2026, 1, 1))
-    sweep_job(as_of=date(2026, 1, 15), dry_run=False, actor="t")
+    run_sweep(as_of=date(2026, 1, 15), dry_run=False, actor="t")
     mine, theirs = _ids(engine, "u-1"), _ids(engine, "u-2")
     source = tmp_path / "settlement.csv"
     source.write_text(
@@ -158,7 +158,7 @@ def test_a_bad_line_midway_says_what_was_applied_before_it(
     """Chunks before a line that cannot be read are committed and stay: the operator is
     told how many rows that was before the error itself."""
     seed(engine, 1, date(2026, 1, 1))
-    monkeypatch.setattr(payments_import, "CHUNK_ROWS", 2)
+    cli.chunks(payments=2)
     source = tmp_path / "cut.json"
     good = [{"reference": f"M-{n}", "amount": "10", "user_id": "u-1"} for n in range(4)]
     source.write_text("[" + "".join(json.dumps(row) + ",\n" for row in good) + "{oops}]")
@@ -205,7 +205,7 @@ def test_a_killed_import_then_a_rerun_equals_one_clean_run(
             f"K-{n},{35 + n}.00,u-{n % 3 + 1},,2026-02-0{n % 9 + 1}T09:00:00Z\n" for n in range(12)
         )
     )
-    monkeypatch.setattr(payments_import, "CHUNK_ROWS", 4)
+    cli.chunks(payments=4)
     real = payment_rules.apply_chunk
     calls = {"n": 0}
 
@@ -218,7 +218,7 @@ def test_a_killed_import_then_a_rerun_equals_one_clean_run(
         return real(connection, **kwargs)
 
     seed(engine, 3, date(2026, 1, 1))
-    sweep_job(as_of=date(2026, 2, 15), dry_run=False, actor="t")
+    run_sweep(as_of=date(2026, 2, 15), dry_run=False, actor="t")
     monkeypatch.setattr(payment_rules, "apply_chunk", killed_on_second)
     killed = cli("payments", "import", str(source))
     assert killed.exit_code == 75, killed.stderr
@@ -231,7 +231,7 @@ def test_a_killed_import_then_a_rerun_equals_one_clean_run(
 
     _reset(engine)
     seed(engine, 3, date(2026, 1, 1))
-    sweep_job(as_of=date(2026, 2, 15), dry_run=False, actor="t")
+    run_sweep(as_of=date(2026, 2, 15), dry_run=False, actor="t")
     clean = cli("payments", "import", str(source), "-o", "json")
     assert json.loads(clean.stdout)["duplicate"] == 0
     assert _state(engine) == after_rerun
@@ -275,7 +275,7 @@ def test_chunk_boundaries_do_not_change_the_outcomes(
     for rows in (100, 1):
         _reset(engine)
         seed(engine, 2, date(2026, 1, 1))
-        monkeypatch.setattr(payments_import, "CHUNK_ROWS", rows)
+        cli.chunks(payments=rows)
         result = cli("payments", "import", str(source), "--rejects", str(rejects))
         assert result.exit_code == 5, result.stderr
         outcomes[rows], states[rows] = _outcomes(rejects), _state(engine)
@@ -333,7 +333,7 @@ def test_any_file_ends_the_same_one_row_per_chunk_or_in_one_chunk(
     for chunk_rows in (1, 100):
         _reset(engine)
         seed(engine, 3, date(2026, 1, 1))
-        monkeypatch.setattr(payments_import, "CHUNK_ROWS", chunk_rows)
+        cli.chunks(payments=chunk_rows)
         result = cli("payments", "import", str(source), "--rejects", str(rejects))
         assert result.exit_code in (0, 5), result.stderr
         ends.append((_outcomes(rejects) if rejects.exists() else {}, _state(engine)))
@@ -363,7 +363,7 @@ def test_a_payments_file_racing_sweeps_leaves_every_invariant(
     cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed(engine, 30, date(2026, 1, 1), plans_per_user=2)
-    monkeypatch.setattr(payments_import, "CHUNK_ROWS", 7)
+    cli.chunks(payments=7)
     source = tmp_path / "race.csv"
     source.write_text(
         HEADER + "".join(f"R-{n},{60 + n % 50}.00,u-{n % 30 + 1},,\n" for n in range(90))
@@ -371,7 +371,7 @@ def test_a_payments_file_racing_sweeps_leaves_every_invariant(
 
     def sweeps() -> None:
         for day in range(1, 28):
-            sweep_job(as_of=date(2026, 2, day), dry_run=False, actor="sweeper")
+            run_sweep(as_of=date(2026, 2, day), dry_run=False, actor="sweeper")
 
     sweeper = Worker(sweeps)
     sweeper.start()

@@ -144,7 +144,7 @@ def test_validators_raise_only_invalid_input_and_never_echo_the_value(raw: str) 
 )
 def test_user_rows_fail_only_with_invalid_input(fields: dict[str, object]) -> None:
     try:
-        UserCreate.parse(fields)
+        UserCreate.parse(fields, TODAY)
     except InvalidInput as exc:
         assert ": " in exc.message
         for value in fields.values():
@@ -160,7 +160,8 @@ def test_user_model_repr_hides_the_sensitive_fields() -> None:
             "passport": "AA1234567",
             "card": "4111111111111111",
             "dob": "1990-05-20",
-        }
+        },
+        TODAY,
     )
     shown = repr(user) + str(user)
     for secret in ("901234567", "AA1234567", "4111111111111111"):

@@ -309,8 +309,8 @@ def test_idempotent_pay_repeat_is_not_a_double_payment(cli: Cli, engine: Engine,
 
 
 def test_expired_keys_are_purged_and_can_be_reused(cli: Cli, engine: Engine, john: str) -> None:
-    from bnplctl.db import unit
     from bnplctl.services.idempotency import purge_expired
+    from tests.helpers import unit
 
     _create(cli, "--user", john, "--amount", "300", "--idempotency-key", "old")
     _create(cli, "--user", john, "--amount", "300", "--idempotency-key", "fresh")

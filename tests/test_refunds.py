@@ -12,10 +12,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from bnplctl.db import unit
 from bnplctl.services.refunds import create_refund
 from tests.conftest import Cli, row_counts
-from tests.helpers import JOHN, MALIKA, add_args
+from tests.helpers import JOHN, MALIKA, add_args, unit
 from tests.test_concurrency import Worker, _wait_until_blocked
 
 
@@ -258,8 +257,8 @@ def test_a_refund_created_beside_a_batch_chunk_waits_for_it(
 ) -> None:
     """A batch chunk locks ``users`` then ``refunds``; ``refunds create`` must take the
     user first too, or the two wait on each other (the server ends one: exit 75)."""
-    from bnplctl.db import unit
     from bnplctl.services.refunds import create_refund
+    from tests.helpers import unit
     from tests.test_concurrency import Worker, _wait_until_blocked
 
     def create() -> int:

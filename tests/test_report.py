@@ -14,9 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from bnplctl.jobs import sweep_job
 from tests.conftest import Cli
-from tests.helpers import JOHN, add_args
+from tests.helpers import JOHN, add_args, run_sweep
 
 CHROMIUM = next(
     (
@@ -37,7 +36,7 @@ def portfolio(cli: Cli, engine: Engine) -> None:
                   "--installments", "6", "--start", "2026-07-01", "-o", "json")  # fmt: skip
     assert created.exit_code == 0, created.stderr
     for day in (date(2026, 10, 5), date(2026, 11, 5), date(2026, 12, 1)):
-        sweep_job(as_of=day, dry_run=False, actor="t")
+        run_sweep(as_of=day, dry_run=False, actor="t")
     first = json.loads(created.stdout)["installments"][0]["id"]
     assert cli("installments", "pay", str(first), "--amount", "40").exit_code == 0
 

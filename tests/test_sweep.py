@@ -11,11 +11,12 @@ from freezegun import freeze_time
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 
-from bnplctl.db import get_engine
+from bnplctl.context import Context
 from bnplctl.errors import Unavailable
 from bnplctl.jobs import sweep_job
 from bnplctl.services.sweep import SWEEP_LOCK_ID
 from tests.conftest import Cli, row_counts
+from tests.helpers import run_sweep
 from tests.test_concurrency import Worker, _wait_until_blocked
 
 
@@ -176,7 +177,7 @@ def test_two_concurrent_sweeps_do_the_work_once(cli: Cli, engine: Engine) -> Non
     seed(engine, 3, date(2026, 1, 1))
     with engine.connect() as blocker, engine.connect() as observer:
         _block_user_updates(blocker)  # the first sweep will wait inside its transaction
-        first = Worker(lambda: sweep_job(as_of=date(2026, 4, 1), dry_run=False, actor="one"))
+        first = Worker(lambda: run_sweep(as_of=date(2026, 4, 1), dry_run=False, actor="one"))
         first.start()
         _wait_until_blocked(observer)
         second = cli("debt", "sweep", "--as-of", "2026-04-01")
@@ -195,7 +196,7 @@ def test_a_killed_sweep_leaves_no_trace_and_no_lock(cli: Cli, engine: Engine) ->
     before = statuses(engine)
     with engine.connect() as blocker, engine.connect() as observer:
         _block_user_updates(blocker)
-        doomed = Worker(lambda: sweep_job(as_of=date(2026, 4, 1), dry_run=False, actor="x"))
+        doomed = Worker(lambda: run_sweep(as_of=date(2026, 4, 1), dry_run=False, actor="x"))
         doomed.start()
         _wait_until_blocked(observer)
         observer.execute(
@@ -233,12 +234,14 @@ def test_the_sweep_issues_a_fixed_number_of_statements(engine: Engine, scale: in
     def count(*args: object) -> None:
         statements.append(str(args[2]).split()[0])
 
-    sweeper = get_engine()
+    context = Context(actor="t")
+    sweeper = context.db.engine()
     event.listen(sweeper, "before_cursor_execute", count)
     try:
-        result = sweep_job(as_of=date(2027, 1, 1), dry_run=False, actor="t")
+        result = sweep_job(context, as_of=date(2027, 1, 1), dry_run=False)
     finally:
         event.remove(sweeper, "before_cursor_execute", count)
+        context.close()
     assert result.installments_marked_overdue == max(1, scale // 3) * 3
     # lock, ledger check, close interrupted, start run, the debt lock, 2 updates, finish,
     # analyze, unlock
@@ -321,14 +324,14 @@ def test_a_dry_run_waits_for_a_payment_in_flight_and_counts_what_it_committed(
     """A dry run is the marking transaction rolled back: it takes the exclusive debt lock
     as the real sweep does, so its counts are those of committed data (the former preview
     counted around a payment in flight)."""
-    from bnplctl.db import unit
     from bnplctl.services.installments import pay
+    from tests.helpers import unit
 
     seed(engine, 1, date(2026, 1, 1))  # due 01-01, 01-31, 03-02
     with unit() as work:
         session = work.session
         pay(session, [1], actor="a", amount=None)  # holds the shared debt lock
-        forecast = Worker(lambda: sweep_job(as_of=date(2026, 2, 15), dry_run=True, actor="t"))
+        forecast = Worker(lambda: run_sweep(as_of=date(2026, 2, 15), dry_run=True, actor="t"))
         forecast.start()
         with engine.connect() as watcher:
             _wait_until_blocked(watcher)
@@ -351,7 +354,7 @@ def test_a_sweep_that_committed_is_not_failed_by_its_statistics_refresh(engine: 
     with engine.connect() as blocker, engine.connect() as observer:
         blocker.execute(text("LOCK TABLE users IN SHARE UPDATE EXCLUSIVE MODE"))  # not UPDATE
         sweeping = Worker(
-            lambda: sweep_job(
+            lambda: run_sweep(
                 as_of=date(2026, 4, 1), dry_run=False, actor="x", warn=warnings.append
             )
         )

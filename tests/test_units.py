@@ -1,4 +1,4 @@
-"""``db.unit()`` and ``db.units()``: the one way into a transaction (issue 25)."""
+"""``Database.unit()`` and ``Database.units()``: the one way into a transaction (issue 25)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from bnplctl import db
+from bnplctl.db import Database
 
 _DEFERRED = (
     "CREATE TABLE IF NOT EXISTS unit_probe (n integer,"
@@ -30,23 +31,25 @@ def _count(engine: Engine) -> int:
 
 
 def test_a_unit_commits_when_its_block_ends_and_rolls_back_on_an_error(
-    engine: Engine, probe: object
+    engine: Engine, probe: object, database: Database
 ) -> None:
-    with db.unit() as work:
+    with database.unit() as work:
         work.connection.execute(text("INSERT INTO unit_probe VALUES (1)"))
-    with pytest.raises(RuntimeError), db.unit() as work:
+    with pytest.raises(RuntimeError), database.unit() as work:
         work.connection.execute(text("INSERT INTO unit_probe VALUES (2)"))
         raise RuntimeError("undo")
-    with db.unit(commit=False) as work:  # a dry run: the real statement, then nothing
+    with database.unit(commit=False) as work:  # a dry run: the real statement, then nothing
         work.connection.execute(text("INSERT INTO unit_probe VALUES (3)"))
     assert _count(engine) == 1
 
 
-def test_a_unit_whose_commit_fails_leaves_the_series_usable(engine: Engine, probe: object) -> None:
+def test_a_unit_whose_commit_fails_leaves_the_series_usable(
+    engine: Engine, probe: object, database: Database
+) -> None:
     """A commit refused by the server (a deferred constraint) rolls the unit back, so the
     next unit of the series on the same connection starts clean (the sweep's job marks
     its run FAILED and unlocks on the same connection after such a failure)."""
-    with db.units() as next_unit:
+    with database.units() as next_unit:
         with pytest.raises(IntegrityError), next_unit() as work:
             work.connection.execute(text("INSERT INTO unit_probe VALUES (1), (1)"))
         with next_unit() as work:
@@ -54,19 +57,23 @@ def test_a_unit_whose_commit_fails_leaves_the_series_usable(engine: Engine, prob
     assert _count(engine) == 1
 
 
-def test_the_session_of_a_unit_shares_its_transaction(engine: Engine, probe: object) -> None:
-    with pytest.raises(RuntimeError), db.unit() as work:
+def test_the_session_of_a_unit_shares_its_transaction(
+    engine: Engine, probe: object, database: Database
+) -> None:
+    with pytest.raises(RuntimeError), database.unit() as work:
         work.connection.execute(text("INSERT INTO unit_probe VALUES (1)"))
         work.session.execute(text("INSERT INTO unit_probe VALUES (2)"))
         raise RuntimeError("undo both")
-    with db.unit() as work:
+    with database.unit() as work:
         work.session.execute(text("INSERT INTO unit_probe VALUES (3)"))
         seen = work.connection.execute(text("SELECT count(*) FROM unit_probe")).scalar_one()
     assert (seen, _count(engine)) == (1, 1)
 
 
-def test_a_savepoint_undoes_its_part_only(engine: Engine, probe: object) -> None:
-    with db.unit() as work:
+def test_a_savepoint_undoes_its_part_only(
+    engine: Engine, probe: object, database: Database
+) -> None:
+    with database.unit() as work:
         work.connection.execute(text("INSERT INTO unit_probe VALUES (1)"))
         with pytest.raises(IntegrityError), work.savepoint():
             work.connection.execute(text("INSERT INTO unit_probe VALUES (1)"))

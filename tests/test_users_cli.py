@@ -691,9 +691,8 @@ def test_a_bad_line_midway_says_what_was_created_before_it(
     """The chunks inserted before a line that cannot be read stay; the operator is told
     how many rows that was, and the rejects file gets their rejected rows."""
     from bench.run import USER_FIELDS, user_row
-    from bnplctl.importing import users as users_import
 
-    monkeypatch.setattr(users_import, "CHUNK_ROWS", 2)
+    cli.chunks(users=2)
     rows = [dict(zip(USER_FIELDS, user_row(n), strict=True)) for n in range(40)]
     rows[3]["dob"] = "2020-01-01"  # too young: rejected, in a committed chunk
     source = tmp_path / "cut.json"
@@ -889,9 +888,8 @@ def test_json_lists_the_first_rejected_rows_and_the_rejects_file_every_one(
     file of a thousand."""
     from bench.run import USER_FIELDS, user_row
     from bnplctl.importing import batch
-    from bnplctl.importing import users as users_import
 
-    monkeypatch.setattr(users_import, "CHUNK_ROWS", 3)
+    cli.chunks(users=3)
     monkeypatch.setattr(batch, "SHOWN_REJECTS", 4)
     rows = [dict(zip(USER_FIELDS, user_row(n), strict=True)) for n in range(20)]
     for row in rows[::2]:
@@ -919,9 +917,8 @@ def test_row_outcomes_stream_in_file_order_and_stop_with_the_last_committed_chun
     (created, duplicate and invalid rows interleaved): a run stopped by a fault midway
     has still said what became of every row it committed."""
     from bench.run import USER_FIELDS, user_row
-    from bnplctl.importing import users as users_import
 
-    monkeypatch.setattr(users_import, "CHUNK_ROWS", 2)
+    cli.chunks(users=2)
     rows = [dict(zip(USER_FIELDS, user_row(n), strict=True)) for n in range(40)]
     rows[3]["dob"] = "2020-01-01"  # invalid
     rows[6]["user_id"] = rows[1]["user_id"]  # a duplicate of line 2, in a later chunk

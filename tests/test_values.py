@@ -373,12 +373,12 @@ def test_stored_dates_at_the_ends_of_time_never_make_a_listing_fail(
 ) -> None:
     from datetime import date
 
-    from bnplctl.jobs import sweep_job
+    from tests.helpers import run_sweep
     from tests.test_sweep import seed
 
     seed(engine, 1, date(2026, 1, 1))
     assert cli("installments", "pay", "1", "2").exit_code == 0
-    sweep_job(as_of=date(2026, 3, 15), dry_run=False, actor="t")
+    run_sweep(as_of=date(2026, 3, 15), dry_run=False, actor="t")
     with engine.begin() as connection:  # as a restore, another tool or an old bug left them
         for statement in (
             "UPDATE payments SET paid_at = '9999-12-31 23:59:59.999999+00' WHERE id = 1",

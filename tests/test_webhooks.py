@@ -335,7 +335,7 @@ def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(
 ) -> None:
     source = tmp_path / "updates.csv"
     source.write_text(_as_csv())
-    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 3)
+    cli.chunks(webhooks=3)
     # The second chunk, staged while the first is applied: its backend is killed.
     real = _killed_on_second_call(monkeypatch, engine, "stage_chunk")
     killed = cli("webhooks", "ingest", str(source))
@@ -971,7 +971,7 @@ def test_one_row_per_chunk_gives_the_outcomes_of_one_chunk(
     in_one_chunk, whole = _state(engine), _rejects(rejects)
 
     _undo_the_ingests(engine)
-    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 1)
+    cli.chunks(webhooks=1)
     assert cli("webhooks", "ingest", str(source), "--rejects", str(rejects)).exit_code == 5
     one_by_one = _rejects(rejects)
     assert _state(engine) == in_one_chunk
@@ -1014,7 +1014,7 @@ def test_approvals_of_one_plan_share_it_in_file_order_whatever_the_chunks(
     in_one_chunk = _state(engine)
 
     _undo_the_ingests(engine)
-    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 1)
+    cli.chunks(webhooks=1)
     assert cli("webhooks", "ingest", str(source)).exit_code == 0
 
     assert _state(engine) == in_one_chunk
@@ -1069,7 +1069,7 @@ def test_any_file_ends_the_same_one_row_per_chunk_or_in_one_chunk(
     ends = []
     for chunk_rows in (100, 1):
         _undo_the_ingests(engine)
-        monkeypatch.setattr(webhooks, "CHUNK_ROWS", chunk_rows)
+        cli.chunks(webhooks=chunk_rows)
         result = cli("webhooks", "ingest", str(source), "--rejects", str(rejects))
         assert result.exit_code in (0, 5), result.stderr
         outcomes = (
@@ -1090,7 +1090,7 @@ def test_ctrl_c_right_after_a_commit_still_counts_that_chunk(
 
     source = tmp_path / "updates.csv"
     source.write_text(HEADER + "".join(f"NONE-{n},approved,M,,,\n" for n in range(3)))
-    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 1)
+    cli.chunks(webhooks=1)
     from bnplctl.importing import ledger
 
     real = ledger.count_chunk
@@ -1120,7 +1120,7 @@ def test_a_kill_while_applying_rolls_back_the_chunk_staged_ahead(
 ) -> None:
     source = tmp_path / "updates.csv"
     source.write_text(_as_csv())
-    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 3)
+    cli.chunks(webhooks=3)
     # The second chunk's backend is killed while it is applied, the third staged meanwhile.
     _killed_on_second_call(monkeypatch, engine, "apply_staged")
     killed = cli("webhooks", "ingest", str(source))
@@ -1148,7 +1148,7 @@ def test_a_fault_in_the_file_keeps_the_chunks_before_it(
     source = tmp_path / "updates.csv"
     rows = "".join(",".join(row) + "\n" for row in ROWS[:4])
     source.write_bytes((HEADER + rows).encode() + b"REF-004,approved,\xff\xfe,e,\n")
-    monkeypatch.setattr(webhooks, "CHUNK_ROWS", 2)
+    cli.chunks(webhooks=2)
     result = cli("webhooks", "ingest", str(source))
     assert result.exit_code == 65
     assert "not UTF-8" in result.stderr

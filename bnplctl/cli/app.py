@@ -12,42 +12,25 @@ parameter's annotation to build the command tree, and string annotations would c
 import re
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
 
 from bnplctl import __version__
+from bnplctl.cli.context import JOB_LOG
+from bnplctl.context import Context
 from bnplctl.errors import BnplError, ExitCode, Terminated
 
 if TYPE_CHECKING:
-    from bnplctl.joblog import JobLog
+    pass
 
 
-@dataclass
-class CliState:
-    debug: bool = False
-    actor: str | None = None
-    job_log: "JobLog | None" = None  # --log-file: where this run's outcome goes
-
-
-STATE = CliState()
-
-
-def log_to(path_text: str | None, command: str) -> None:
-    """``--log-file PATH``: from here on, the command's result, messages and error go to
-    that file as one JSON line with the exit code, not to stdout or stderr."""
-    if path_text is not None:
-        from bnplctl.joblog import JobLog, opened
-
-        STATE.job_log = JobLog(opened(path_text), command)
-
-
-def _end_job_log(code: int) -> None:
+def _end_job_log(ctx: Any, code: int) -> None:
     """The run's line in its log file. A log that cannot be written is said on stderr,
     with the run's own error; a run that succeeded then exits 74."""
-    log, STATE.job_log = STATE.job_log, None
+    log = ctx.meta.pop(JOB_LOG, None)
     if log is None:
         return
     try:
@@ -60,15 +43,6 @@ def _end_job_log(code: int) -> None:
         error(f"cannot write the log file {log.path}: {exc.strerror or type(exc).__name__}")
         if not code:
             raise typer.Exit(ExitCode.OUTPUT_FAILED) from None
-
-
-def current_actor() -> str:
-    """``--actor`` when given, else the operating-system user."""
-    if STATE.actor:
-        return STATE.actor
-    from bnplctl.config import os_actor
-
-    return os_actor()
 
 
 def _fail(text: str, code: int) -> typer.Exit:
@@ -213,7 +187,8 @@ def accept_actor_after_the_command(command: Any) -> Any:
 
 def _actor_after_the_command(ctx: Any, param: Any, value: str | None) -> None:
     if value is not None:
-        STATE.actor = _actor_option_value(value)
+        root = ctx.find_root()
+        root.obj = replace(root.obj, actor=_actor_option_value(value))
 
 
 class BoundaryGroup(TyperGroup):
@@ -275,14 +250,15 @@ class BoundaryGroup(TyperGroup):
             code = getattr(exc, "exit_code", ExitCode.INTERNAL)  # click's usage errors: 2
             raise
         finally:
-            _end_job_log(code)
+            _end_job_log(ctx, code)
 
     def _invoke_within_boundary(self, ctx: Any) -> Any:
-        sys.excepthook = _quiet_excepthook  # after Typer's own, which prints everything
+        # After Typer's own, which prints everything.
+        sys.excepthook = lambda *raised: _quiet_excepthook(*raised, debug=_debugging(ctx))
         try:
             return super().invoke(ctx)
         except BnplError as exc:
-            self._maybe_traceback()
+            self._maybe_traceback(ctx)
             raise _fail(_noted(exc.message, exc), exc.exit_code) from None
         except BrokenPipeError as exc:
             # ``bnplctl users list -o csv | head``: stop quietly, as a shell tool does;
@@ -314,7 +290,7 @@ class BoundaryGroup(TyperGroup):
         except Exception as exc:
             if _is_cli_signal(exc):
                 raise
-            self._maybe_traceback()
+            self._maybe_traceback(ctx)
             from bnplctl.db import recognised_database_error
 
             database = recognised_database_error(exc)
@@ -326,12 +302,17 @@ class BoundaryGroup(TyperGroup):
             ) from None
 
     @staticmethod
-    def _maybe_traceback() -> None:
+    def _maybe_traceback(ctx: Any) -> None:
         """With --debug, the traceback; a server's DETAIL, CONTEXT and HINT lines (which
         can quote a whole row: "Failing row contains (…)", "COPY user_rows, line 1: …")
         are withheld."""
-        if STATE.debug:
+        if _debugging(ctx):
             sys.stderr.write(withhold_server_details(traceback.format_exc()) + "\n")
+
+
+def _debugging(ctx: Any) -> bool:
+    """Whether the run was given ``--debug`` (before the root callback ran: no)."""
+    return bool(getattr(ctx.find_root().obj, "debug", False))
 
 
 app = typer.Typer(
@@ -374,20 +355,33 @@ def root(
     ] = False,
 ) -> None:
     """Operator CLI and batch tool of a Buy-Now-Pay-Later debt & refund service."""
-    STATE.debug = debug
+    given = ctx.obj if isinstance(ctx.obj, Context) else Context()
+    context = replace(
+        given,
+        debug=debug or given.debug,
+        actor=_root_actor(ctx, actor) or given.actor,
+        stdout=given.stdout or sys.stdout,
+        stderr=given.stderr or sys.stderr,
+    )
+    ctx.obj = context
+    # The context at the end of the run (``--actor`` after the command replaces it).
+    ctx.call_on_close(lambda: ctx.obj.close())
+
+
+def _root_actor(ctx: typer.Context, actor: str | None) -> str | None:
+    """The root's ``--actor``, or ``BNPL_ACTOR`` (a blank one is unset, as for every
+    setting; a malformed one a configuration error, 78)."""
     if actor is None:
-        STATE.actor = None
-        return
+        return None
     source = ctx.get_parameter_source("actor")
     if source is not None and source.name == "ENVIRONMENT":
         from bnplctl.errors import ConfigError, InvalidInput
 
-        try:  # a blank BNPL_ACTOR is unset, as for every setting
-            STATE.actor = checked_actor(actor) if actor.strip() else None
+        try:
+            return checked_actor(actor) if actor.strip() else None
         except InvalidInput as exc:
             raise ConfigError(f"BNPL_ACTOR: {exc.message.partition(': ')[2]}") from None
-    else:
-        STATE.actor = _actor_option_value(actor)
+    return _actor_option_value(actor)
 
 
 def checked_actor(actor: str) -> str:
@@ -430,13 +424,15 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def _quiet_excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+def _quiet_excepthook(
+    kind: type[BaseException], value: BaseException, tb: Any, *, debug: bool
+) -> None:
     """What C code prints through ``PyErr_Print``: psycopg2 does, when the connection
     dies during a COPY, and the server's error then carries a CONTEXT line quoting the
     row being copied, phone number and all. The error boundary reports every failure of
     a command in its one line; this adds nothing, but with --debug the traceback without
     the server's details."""
-    if STATE.debug:
+    if debug:
         text = "".join(traceback.format_exception(kind, value, tb))
         sys.stderr.write(withhold_server_details(text) + "\n")
 
@@ -486,7 +482,7 @@ def run() -> NoReturn:
         sys.exit(code)
     from bnplctl.tuning import end_process
 
-    end_process(_flush_standard_streams(code))
+    end_process(_flush_standard_streams(code, (sys.stdout, sys.stderr)))
 
 
 def _exit_status(code: object) -> int:
@@ -499,10 +495,11 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def _flush_standard_streams(code: int) -> int:
-    """Flush stdout and stderr as the interpreter would at exit; a reader gone away is
-    exit 141 and another failed write exit 74, unless the command already failed."""
-    for stream in (sys.stdout, sys.stderr):
+def _flush_standard_streams(code: int, streams: tuple[Any, ...]) -> int:
+    """Flush the process's stdout and stderr (``streams``) as the interpreter would at
+    exit; a reader gone away is exit 141 and another failed write exit 74, unless the
+    command already failed."""
+    for stream in streams:
         if stream is None:
             continue
         try:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import (
     AllOption,
     LimitOption,
@@ -72,12 +73,11 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import unit
     from bnplctl.services.audit import list_events, public_event
 
     request = list_request(limit, every, sort)
     since_at = since
-    with unit() as work:
+    with app_context().db.unit() as work:
         session = work.session
         events = list_events(
             session,

@@ -4,6 +4,7 @@ from typing import Any
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import OutputFormat, OutputOption
 
 app = typer.Typer(
@@ -19,9 +20,9 @@ def upgrade() -> None:
     Example: BNPL_DATABASE_URL=postgresql://bnpl@db/bnpl bnplctl db upgrade
     """
     from bnplctl.cli.output import message
-    from bnplctl.db import unit, upgrade_to_head
+    from bnplctl.db import upgrade_to_head
 
-    with unit(check_schema=False) as work:
+    with app_context().db.unit(check_schema=False) as work:
         before, after = upgrade_to_head(work.connection)
     if before == after:
         message(f"schema already at head ({after})")
@@ -36,10 +37,9 @@ def status(output: OutputOption = OutputFormat.table) -> None:
     Example: bnplctl db status -o json
     """
     from bnplctl.cli.output import render_one
-    from bnplctl.config import get_settings
-    from bnplctl.db import SCHEMA_HEAD, current_revision, embedded_state, masked_url, unit
+    from bnplctl.db import SCHEMA_HEAD, current_revision, embedded_state, masked_url
 
-    settings = get_settings()
+    settings = app_context().settings
     report: dict[str, Any] = {"mode": "embedded" if settings.embedded else "external"}
     reachable = True
     if settings.embedded:
@@ -51,7 +51,7 @@ def status(output: OutputOption = OutputFormat.table) -> None:
         }
         reachable = state.running
     if reachable:
-        with unit(commit=False, check_schema=False) as work:
+        with app_context().db.unit(commit=False, check_schema=False) as work:
             report["url"] = masked_url(str(work.connection.engine.url))
             revision = current_revision(work.connection)
         report |= {"revision": revision, "head": SCHEMA_HEAD, "at_head": revision == SCHEMA_HEAD}
@@ -67,10 +67,9 @@ def stop() -> None:
     Example: bnplctl db stop
     """
     from bnplctl.cli.output import message
-    from bnplctl.config import get_settings
     from bnplctl.db import stop_embedded
 
-    settings = get_settings()
+    settings = app_context().settings
     if not settings.embedded:
         message("BNPL_DATABASE_URL is set: there is no embedded server to stop")
         return

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import AsOfOption, LogFileOption, OutputFormat, OutputOption, for_people
 
 if TYPE_CHECKING:
@@ -30,13 +31,11 @@ def show(
     Example: bnplctl debt show usr-001 -o json
     """
     from bnplctl.cli.output import render_nested
-    from bnplctl.clock import business_today
-    from bnplctl.db import unit
     from bnplctl.services.debt import debt_of
 
-    with unit(readonly=True) as work:
+    with app_context().db.unit(readonly=True) as work:
         connection = work.dbapi
-        shown = debt_of(connection, user_id, business_today())
+        shown = debt_of(connection, user_id, app_context().clock.today())
     render_nested(
         shown,
         output,
@@ -65,14 +64,12 @@ def explain(
     Example: bnplctl debt explain usr-001
     """
     from bnplctl.cli.output import render_story
-    from bnplctl.clock import business_today
-    from bnplctl.db import unit
     from bnplctl.services.debt import explain as explain_debt
     from bnplctl.services.debt import narrative
 
-    with unit(readonly=True) as work:
+    with app_context().db.unit(readonly=True) as work:
         connection = work.dbapi
-        explained = explain_debt(connection, user_id, business_today())
+        explained = explain_debt(connection, user_id, app_context().clock.today())
     history = [
         {**event, "about": f"{event['entity']} {event['entity_id']}"}
         for event in explained["history"]
@@ -130,29 +127,30 @@ def sweep(
 
     Example: bnplctl debt sweep --revert 41 --dry-run
     """
-    from bnplctl.cli.app import current_actor, log_to
+    from bnplctl.cli.context import log_to
     from bnplctl.cli.output import message, render_one, warning
-    from bnplctl.clock import business_today
     from bnplctl.errors import UsageProblem
     from bnplctl.jobs import revert_job, sweep_job
 
+    context = app_context()
     log_to(log_file, "debt sweep")
     if revert is not None:
         if as_of is not None or allow_future:
             raise UsageProblem("--revert undoes a run: --as-of and --allow-future do not apply")
-        undone = revert_job(run_id=revert, dry_run=dry_run, actor=current_actor())
+        undone = revert_job(context, run_id=revert, dry_run=dry_run)
         title = f"Sweep run {revert} reverted" + (" (dry run)" if dry_run else "")
         render_one(undone.public(), output, title=title)
         return
 
     business_date = as_of
-    future = business_date is not None and business_date > business_today()
+    today = context.clock.today()
+    future = business_date is not None and business_date > today
     if future and not (allow_future or dry_run):  # a dry run writes nothing: a forecast
         raise UsageProblem(
-            f"--as-of {business_date} is after today ({business_today()} in BNPL_TIMEZONE);"
+            f"--as-of {business_date} is after today ({today} in BNPL_TIMEZONE);"
             " add --allow-future if that is meant"
         )
-    result = sweep_job(as_of=business_date, dry_run=dry_run, actor=current_actor(), warn=warning)
+    result = sweep_job(context, as_of=business_date, dry_run=dry_run, warn=warning)
     shown = result.public()
     render_one(shown, output, title="Overdue sweep" + (" (dry run)" if dry_run else ""))
     nothing = not (result.installments_marked_overdue or result.users_marked_debt)
@@ -206,12 +204,10 @@ def report(
 def _report(as_of: Any, html: str | None, output: OutputFormat, report_file: Any) -> None:
     """The aging report on stdout, then the HTML report into ``report_file``."""
     from bnplctl.cli.output import message, render_nested
-    from bnplctl.clock import business_today
-    from bnplctl.db import unit
     from bnplctl.services.debt import aging_report
 
-    business_date = as_of if as_of is not None else business_today()
-    with unit(readonly=True) as work:
+    business_date = as_of if as_of is not None else app_context().clock.today()
+    with app_context().db.unit(readonly=True) as work:
         connection = work.dbapi
         shown = aging_report(connection, business_date)
         report_data = portfolio_of(connection, business_date) if html is not None else None
@@ -254,19 +250,17 @@ def _with_bars(shown: dict[str, Any]) -> dict[str, Any]:
 
 
 def portfolio_of(connection: "DbapiConnection", business_date: Any) -> dict[str, Any]:
-    from bnplctl.config import get_settings
     from bnplctl.services.portfolio import portfolio
 
-    return portfolio(connection, business_date, get_settings().timezone)
+    return portfolio(connection, business_date, app_context().settings.timezone)
 
 
 def write_report(path: str | Path, report_data: dict[str, Any], target: Any = None) -> None:
     """Render the portfolio report (``report_html``, which loads matplotlib) to ``path``."""
     from bnplctl import clock, report_html
-    from bnplctl.config import get_settings
 
     generated = clock.now().isoformat(timespec="minutes")
     document = report_html.render(
-        report_data, currency=get_settings().currency, generated_at=generated
+        report_data, currency=app_context().settings.currency, generated_at=generated
     )
     report_html.write(path, document, target)

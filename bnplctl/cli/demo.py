@@ -5,7 +5,9 @@ from typing import Annotated
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import OutputFormat
+from bnplctl.context import Context
 
 
 def demo(
@@ -30,12 +32,11 @@ def demo(
 
     Example: bnplctl demo
     """
-    from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import message
-    from bnplctl.config import get_settings
     from bnplctl.errors import ConfigError
 
-    settings = get_settings()
+    context = app_context()
+    settings = context.settings
     if not settings.embedded and not allow_external:
         raise ConfigError(
             "demo writes sample data: unset BNPL_DATABASE_URL to use the embedded database, "
@@ -44,24 +45,22 @@ def demo(
     if settings.embedded:
         pgdata = settings.data_dir / "pgdata"
         message(f"embedded PostgreSQL in {pgdata} (the first start takes a moment)")
-    actor = current_actor()
-    _load_users(actor)
-    today = _plans_and_sweep(actor)
-    _refunds_and_webhooks(actor)
-    _partial_payment(actor)
-    _payments_file(actor)
-    _show(today)
-    _html_report(today)
+    _load_users(context)
+    today = _plans_and_sweep(context)
+    _refunds_and_webhooks(context)
+    _partial_payment(context)
+    _payments_file(context)
+    _show(context, today)
+    _html_report(context, today)
 
 
-def _payments_file(actor: str) -> None:
+def _payments_file(context: Context) -> None:
     """The sample settlement file (``payments import``): two payments and an unknown user,
     recorded in the file ledger; a file recorded before is not imported again."""
     import hashlib
     from importlib.resources import files
 
     from bnplctl.cli.output import message, render_one
-    from bnplctl.db import unit
     from bnplctl.importing.batch import IngestReport
     from bnplctl.importing.payments import FILES, OUTCOMES, PAYMENT_COLUMNS, import_stream
     from bnplctl.importing.readers import HashingReader, read_rows
@@ -69,7 +68,7 @@ def _payments_file(actor: str) -> None:
 
     sample = files("bnplctl.data").joinpath("payments.csv")
     checksum = hashlib.sha256(sample.read_bytes()).hexdigest()
-    with unit() as work:
+    with context.db.unit() as work:
         done = already_ingested(work.session, FILES.kind.value, checksum)
     if done:
         message("the sample payments file was imported before")
@@ -78,22 +77,20 @@ def _payments_file(actor: str) -> None:
     with sample.open("rb") as raw:
         reader = HashingReader(raw)
         rows = read_rows(reader.buffered(), "csv", PAYMENT_COLUMNS)
-        import_stream("demo:payments.csv", rows, reader, report, actor=actor, dry_run=False)
+        import_stream("demo:payments.csv", rows, reader, report, context=context, dry_run=False)
     summary = report.summary()
     render_one({name: summary[name] for name in ("rows", *OUTCOMES)}, OutputFormat.table,
                title="Sample payments file")  # fmt: skip
 
 
-def _html_report(today: date) -> None:
+def _html_report(context: Context, today: date) -> None:
     """The portfolio report, written into the data directory (``debt report --html``)."""
     from bnplctl.cli.debt import portfolio_of, write_report
     from bnplctl.cli.output import message
-    from bnplctl.config import get_settings
-    from bnplctl.db import unit
 
-    path = get_settings().data_dir / "portfolio-report.html"
+    path = context.settings.data_dir / "portfolio-report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    with unit(readonly=True) as work:
+    with context.db.unit(readonly=True) as work:
         connection = work.dbapi
         report = portfolio_of(connection, today)
     write_report(path, report)
@@ -103,7 +100,7 @@ def _html_report(today: date) -> None:
 DEMO_PAYMENT = "DEMO-PART-1"
 
 
-def _partial_payment(actor: str) -> None:
+def _partial_payment(context: Context) -> None:
     """A bank transfer pays part of the late payer's oldest overdue installment (rule 10):
     it stays OVERDUE with less due. By reference, so a second demo writes nothing."""
     from decimal import Decimal
@@ -111,10 +108,9 @@ def _partial_payment(actor: str) -> None:
     from sqlalchemy import text
 
     from bnplctl.cli.output import message
-    from bnplctl.db import unit
     from bnplctl.services.installments import pay
 
-    with unit() as work:
+    with context.db.unit() as work:
         session = work.session
         if session.execute(
             text("SELECT 1 FROM payments WHERE reference = :reference"), {"reference": DEMO_PAYMENT}
@@ -130,7 +126,7 @@ def _partial_payment(actor: str) -> None:
         if oldest is None:
             message("usr-001 has no overdue installment: no partial payment to show")
             return
-        paid = pay(session, [int(oldest)], actor=actor, amount=Decimal("50.00"),
+        paid = pay(session, [int(oldest)], actor=context.acting, amount=Decimal("50.00"),
                    reference=DEMO_PAYMENT)  # fmt: skip
     shown = paid["installments"][0]
     message(
@@ -139,7 +135,7 @@ def _partial_payment(actor: str) -> None:
     )
 
 
-def _load_users(actor: str) -> None:
+def _load_users(context: Context) -> None:
     from importlib.resources import files
 
     from bnplctl.cli.batch import finish_batch
@@ -147,7 +143,12 @@ def _load_users(actor: str) -> None:
     from bnplctl.importing.users import import_users, user_chunks
 
     with files("bnplctl.data").joinpath("users.csv").open("rb") as stream:
-        report = import_users(user_chunks(stream, "csv"), actor=actor, source="demo", warn=warning)
+        report = import_users(
+            user_chunks(stream, "csv", context.chunks.users),
+            context=context,
+            source="demo",
+            warn=warning,
+        )
     message("Sample users: two rows are invalid on purpose (a bad card, a minor).")
     finish_batch(
         report,
@@ -160,21 +161,19 @@ def _load_users(actor: str) -> None:
     )
 
 
-def _plans_and_sweep(actor: str) -> date:
+def _plans_and_sweep(context: Context) -> date:
     from bnplctl.cli.output import message, warning
-    from bnplctl.clock import business_today
-    from bnplctl.db import unit
     from bnplctl.jobs import already_swept, sweep_job
     from bnplctl.services.demo import seed_plans
 
-    today = business_today()
-    with unit() as work:
+    today = context.clock.today()
+    with context.db.unit() as work:
         session = work.session
-        message(f"demo plans created: {len(seed_plans(session, today, actor=actor))}")
-    if already_swept(today) == "SUCCEEDED":  # a reverted day is swept again
+        message(f"demo plans created: {len(seed_plans(session, today, actor=context.acting))}")
+    if already_swept(context, today) == "SUCCEEDED":  # a reverted day is swept again
         message(f"already swept for {today}")
     else:
-        sweep = sweep_job(as_of=today, dry_run=False, actor=actor, warn=warning)
+        sweep = sweep_job(context, as_of=today, dry_run=False, warn=warning)
         message(
             f"overdue sweep for {today}: {sweep.installments_marked_overdue} "
             f"installment(s) OVERDUE, {sweep.users_marked_debt} user(s) DEBT_USER"
@@ -182,21 +181,20 @@ def _plans_and_sweep(actor: str) -> date:
     return today
 
 
-def _refunds_and_webhooks(actor: str) -> None:
+def _refunds_and_webhooks(context: Context) -> None:
     import hashlib
     from importlib.resources import files
 
     from bnplctl.cli.output import message, render_one
-    from bnplctl.db import unit
     from bnplctl.importing.batch import IngestReport
     from bnplctl.importing.readers import HashingReader, read_rows
     from bnplctl.importing.webhooks import FILES, OUTCOMES, WEBHOOK_COLUMNS, ingest_stream
     from bnplctl.services.demo import already_ingested, seed_refunds
 
     sample = files("bnplctl.data").joinpath("webhooks.csv")
-    with unit() as work:
+    with context.db.unit() as work:
         session = work.session
-        message(f"demo refunds created: {seed_refunds(session, actor=actor)}")
+        message(f"demo refunds created: {seed_refunds(session, actor=context.acting)}")
         done = already_ingested(
             session, FILES.kind.value, hashlib.sha256(sample.read_bytes()).hexdigest()
         )
@@ -207,25 +205,25 @@ def _refunds_and_webhooks(actor: str) -> None:
         reader = HashingReader(raw)
         rows = read_rows(reader.buffered(), "csv", WEBHOOK_COLUMNS)
         report = IngestReport(OUTCOMES)
-        ingest_stream("demo:webhooks.csv", rows, reader, report, actor=actor, dry_run=False)
+        ingest_stream("demo:webhooks.csv", rows, reader, report, context=context, dry_run=False)
     summary = report.summary()
     render_one({name: summary[name] for name in ("rows", *OUTCOMES)}, OutputFormat.table,
                title="Sample webhook file")  # fmt: skip
 
 
-def _show(today: date) -> None:
+def _show(context: Context, today: date) -> None:
     from bnplctl.cli.debt import EXPLAINED_COLUMNS
     from bnplctl.cli.output import render_list, render_story
     from bnplctl.cli.refunds import REFUND_COLUMNS
     from bnplctl.cli.status import status as status_command
     from bnplctl.cli.users import USER_LIST_COLUMNS
-    from bnplctl.db import dbapi_connection, unit
+    from bnplctl.db import dbapi_connection
     from bnplctl.services.debt import explain, narrative
     from bnplctl.services.listing import ListRequest
     from bnplctl.services.refunds import list_refunds, public_refund
     from bnplctl.services.users import list_users, public_user
 
-    with unit() as work:
+    with context.db.unit() as work:
         session = work.session
         users = [public_user(user) for user in list_users(session, request=ListRequest(limit=20))]
         refunds = [public_refund(r) for r in list_refunds(session, request=ListRequest(limit=20))]

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import (
     AllOption,
     IdempotencyKeyOption,
@@ -61,12 +62,11 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import unit
     from bnplctl.services.plans import list_installments, public_installment
 
     request = list_request(limit, every, sort)
     before, after = due_before, due_after
-    with unit() as tx:
+    with app_context().db.unit() as tx:
         session = tx.session
         installments = list_installments(
             session,
@@ -125,9 +125,8 @@ def pay(
 
     Example: bnplctl installments pay 17 --amount 50.00 --reference TRX-3301
     """
-    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.context import current_actor
     from bnplctl.cli.output import message, render_list, render_one
-    from bnplctl.db import unit
     from bnplctl.errors import UsageProblem
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.installments import pay as pay_installments
@@ -145,7 +144,7 @@ def pay(
         "amount": str(parsed) if parsed is not None else None,
         "reference": checked,
     }
-    with unit() as tx:
+    with app_context().db.unit() as tx:
         session = tx.session
 
         def work() -> dict[str, Any]:

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from bnplctl.cli.context import app_context
+
 app = typer.Typer(
     help="The secret key: create the key file of an external database.\n\n"
     "Example: bnplctl keys init /etc/bnplctl/secret.key",
@@ -29,23 +31,21 @@ def init(
     Example: bnplctl keys init /etc/bnplctl/secret.key
     """
     from bnplctl import clock, crypto
-    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.context import current_actor
     from bnplctl.cli.output import message
-    from bnplctl.config import get_settings
 
     target = _new_key_path(path)
     master = crypto.new_key()
-    if get_settings().database_url is None:
+    if app_context().settings.database_url is None:
         _write(target, master)
         checked = (
             "no database was checked (BNPL_DATABASE_URL is not set): the first command"
             " that uses the key records its check"
         )
     else:
-        from bnplctl.db import unit
         from bnplctl.services.secret_key import record_new_key
 
-        with unit() as work:
+        with app_context().db.unit() as work:
             connection = work.connection
             record_new_key(connection, master, path=target, actor=current_actor(), now=clock.now())
             _write(target, master)  # before the commit: a check is never left without its file

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from bnplctl.cli.context import app_context
+
 # The largest --limit: more rows than any list shows, and within PostgreSQL's bigint.
 MAX_LIMIT = 1_000_000_000
 
@@ -125,10 +127,9 @@ def _event_date(raw: str) -> Any:
 
 def _birth_date(raw: str) -> Any:
     from bnplctl import pii
-    from bnplctl.clock import business_today
     from bnplctl.validators import parse_date
 
-    return pii.check_adult(parse_date(raw, "dob"), business_today())
+    return pii.check_adult(parse_date(raw, "dob"), app_context().clock.today())
 
 
 def _since(raw: str) -> Any:

@@ -65,8 +65,33 @@ class _StderrThatNeverFails(io.TextIOBase):
         return False
 
 
+def _stdout() -> Any:
+    """The run's standard output (``Context.stdout``; the process's before the root has
+    built the context, and None when it was started closed): the one place output goes."""
+    from bnplctl.cli.context import running_context
+
+    context = running_context()
+    return context.out if context is not None else sys.stdout
+
+
+def _stderr() -> Any:
+    """The run's standard error (``Context.stderr``), as ``_stdout``."""
+    from bnplctl.cli.context import running_context
+
+    context = running_context()
+    return context.err if context is not None else sys.stderr
+
+
+def prompt(text: str) -> None:
+    """A question at the terminal, or what goes around it, on stderr as typed (``users
+    add`` asks for a value left out); never a value typed."""
+    stream = _stderr()
+    stream.write(text)
+    stream.flush()
+
+
 def _console(stderr: bool = False, width: int | None = None) -> Console:
-    stream: Any = _StderrThatNeverFails(sys.stderr) if stderr else sys.stdout
+    stream: Any = _StderrThatNeverFails(_stderr()) if stderr else _stdout()
     if width is None and not stream.isatty():
         # A file or a pipe: as wide as the rows need, unless COLUMNS says otherwise
         # (``COLUMNS=80 bnplctl users list | less``).
@@ -99,11 +124,11 @@ def to_stdout(render: Callable[P, None]) -> Callable[P, None]:
     def rendered(*args: P.args, **kwargs: P.kwargs) -> None:
         from bnplctl.errors import OutputError
 
-        if sys.stdout is None:  # started with standard output closed (``>&-``)
+        if _stdout() is None:  # started with standard output closed (``>&-``)
             raise OutputError("cannot write the output (standard output is closed)")
         try:
             render(*args, **kwargs)
-            sys.stdout.flush()
+            _stdout().flush()
         except BrokenPipeError:
             raise
         except OSError as exc:
@@ -121,7 +146,7 @@ def _json_default(value: Any) -> str:
 def _dumps(value: Any, indent: int | None = None) -> str:
     # On a stdout that cannot encode every character (a latin-1 locale, PYTHONIOENCODING),
     # JSON escapes them (\u041c) and stays valid, instead of failing on a Cyrillic name.
-    ascii_only = not utf_capable(getattr(sys.stdout, "encoding", None))
+    ascii_only = not utf_capable(getattr(_stdout(), "encoding", None))
     return json.dumps(value, indent=indent, ensure_ascii=ascii_only, default=_json_default)
 
 
@@ -172,10 +197,10 @@ def record_writer(fmt: OutputFormat, names: Sequence[str]) -> Callable[[Iterable
         @to_stdout
         def write_lines(records: Iterable[Record]) -> None:
             for record in records:
-                sys.stdout.write(_dumps(dict(record)) + "\n")
+                _stdout().write(_dumps(dict(record)) + "\n")
 
         return write_lines
-    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer = csv.writer(_stdout(), lineterminator="\n")
     safe = [name not in _FIXED_FORMAT for name in names]
     header = [list(names)]
 
@@ -201,9 +226,9 @@ def _write_json_array(records: Iterator[Record]) -> None:
     """What ``json.dumps(list(records), indent=2)`` writes, one record at a time."""
     separator = "[\n"
     for record in records:
-        sys.stdout.write(separator + textwrap.indent(_dumps(dict(record), indent=2), "  "))
+        _stdout().write(separator + textwrap.indent(_dumps(dict(record), indent=2), "  "))
         separator = ",\n"
-    sys.stdout.write("[]\n" if separator == "[\n" else "\n]\n")
+    _stdout().write("[]\n" if separator == "[\n" else "\n]\n")
 
 
 @to_stdout
@@ -215,9 +240,9 @@ def render_one(record: Record, fmt: OutputFormat, *, title: str | None = None) -
         log.result = json.loads(_dumps(dict(record)))
         return
     if fmt is OutputFormat.json:
-        sys.stdout.write(_dumps(dict(record), indent=2) + "\n")
+        _stdout().write(_dumps(dict(record), indent=2) + "\n")
     elif fmt is OutputFormat.jsonl:
-        sys.stdout.write(_dumps(dict(record)) + "\n")
+        _stdout().write(_dumps(dict(record)) + "\n")
     elif fmt is OutputFormat.csv:
         _write_csv([record], list(record.keys()))
     else:
@@ -443,7 +468,7 @@ def table_to_stderr(
 
 
 def _stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
+    return bool(_stderr().isatty())
 
 
 @contextmanager
@@ -480,9 +505,9 @@ def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], Non
 
 def _job_log() -> JobLog | None:
     """The run's ``--log-file``, when it has one: its result and messages go there."""
-    from bnplctl.cli.app import STATE
+    from bnplctl.cli.context import job_log
 
-    return STATE.job_log
+    return job_log()
 
 
 def message(text: str) -> None:

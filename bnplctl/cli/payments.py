@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import (
     AllOption,
     DryRunOption,
@@ -52,12 +53,11 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import unit
     from bnplctl.services.payments import iter_public_payments, list_payments
 
     request = list_request(limit, every, sort)
     since_at = since
-    with unit() as work:
+    with app_context().db.unit() as work:
         session = work.session
         payments = list_payments(session, user_id=user, since=since_at, request=request)
         shown = iter_public_payments(session, payments)
@@ -88,7 +88,6 @@ def import_(
 
     Example: bnplctl payments import settlement-2026-12-01.csv --rejects rejects.csv
     """  # fmt: skip
-    from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import run_files_command
     from bnplctl.cli.output import byte_progress
     from bnplctl.importing.payments import OUTCOMES, import_files
@@ -98,7 +97,7 @@ def import_(
             sized,
             input_format.value,
             report,
-            actor=current_actor(),
+            context=app_context(),
             dry_run=dry_run,
             progress=byte_progress,
         )

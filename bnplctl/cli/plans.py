@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import (
     AllOption,
     IdempotencyKeyOption,
@@ -68,10 +69,9 @@ def render_plan(plan: dict[str, Any], output: OutputFormat) -> None:
 
 def _request(amount: Decimal, installments: int, start: date | None, reference: str | None) -> Any:
     """The options (each checked as it was parsed); the start defaults to today."""
-    from bnplctl.clock import business_today
     from bnplctl.validators import PlanTerms
 
-    return PlanTerms(amount, installments, start or business_today(), reference)
+    return PlanTerms(amount, installments, start or app_context().clock.today(), reference)
 
 
 @app.command("preview")
@@ -124,9 +124,8 @@ def create(
 
     Example: bnplctl plans create --user usr-001 --amount 500.00 --idempotency-key order-42
     """
-    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.context import current_actor
     from bnplctl.cli.output import message
-    from bnplctl.db import unit
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.plans import create_plan, public_plans
 
@@ -140,7 +139,7 @@ def create(
         "merchant_reference": reference,
     }
 
-    with unit() as tx:
+    with app_context().db.unit() as tx:
         session = tx.session
 
         def work() -> dict[str, Any]:
@@ -183,11 +182,10 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import unit
     from bnplctl.services.plans import iter_public_plans, list_plans
 
     request = list_request(limit, every, sort)
-    with unit() as tx:  # rendered as the plans arrive
+    with app_context().db.unit() as tx:  # rendered as the plans arrive
         session = tx.session
         chosen = status
         plans = list_plans(session, user_id=user, status=chosen, request=request)
@@ -226,10 +224,9 @@ def show(
 
     Example: bnplctl plans show 42 -o json
     """
-    from bnplctl.db import unit
     from bnplctl.services.plans import get_plan, public_plans
 
-    with unit() as tx:
+    with app_context().db.unit() as tx:
         session = tx.session
         shown = public_plans(session, [get_plan(session, plan_id)])[0]
     render_plan(shown, output)

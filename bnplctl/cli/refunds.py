@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import (
     AllOption,
     IdempotencyKeyOption,
@@ -92,16 +93,15 @@ def create(
 
     Example: bnplctl refunds create --user usr-001 --transaction-id REF-001 --amount 75.50 --plan 1
     """
-    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.context import current_actor
     from bnplctl.cli.output import message, render_one
-    from bnplctl.db import unit
     from bnplctl.services.idempotency import run_once
     from bnplctl.services.refunds import create_refund, public_refund
 
     total, reference = amount, transaction_id
     request = {"user": user, "transaction_id": reference, "amount": str(total), "plan": plan}
     existed = False
-    with unit() as tx:
+    with app_context().db.unit() as tx:
         session = tx.session
 
         def work() -> dict[str, Any]:
@@ -128,12 +128,11 @@ def create(
 
 
 def _move(ref: str, command: str, reason: str | None, output: OutputFormat) -> None:
-    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.context import current_actor
     from bnplctl.cli.output import render_one
-    from bnplctl.db import unit
     from bnplctl.services.refunds import public_refund, transition
 
-    with unit() as tx:
+    with app_context().db.unit() as tx:
         session = tx.session
         refund = transition(session, ref, command, reason=reason, actor=current_actor())
         shown = public_refund(refund)
@@ -196,11 +195,10 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import unit
     from bnplctl.services.refunds import list_refunds, public_refund
 
     request = list_request(limit, every, sort)
-    with unit() as tx:
+    with app_context().db.unit() as tx:
         session = tx.session
         chosen = status
         refunds = list_refunds(session, user_id=user, status=chosen, request=request)
@@ -216,10 +214,9 @@ def show(ref: RefOption, output: OutputOption = OutputFormat.table) -> None:
     Example: bnplctl refunds show REF-001 -o json
     """
     from bnplctl.cli.output import render_one
-    from bnplctl.db import unit
     from bnplctl.services.refunds import find_refund, public_refund
 
-    with unit() as tx:
+    with app_context().db.unit() as tx:
         session = tx.session
         shown = public_refund(find_refund(session, ref))
     render_one(shown, output, title=f"Refund {shown['transaction_id']}")

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import LogFileOption
 
 app = typer.Typer(
@@ -34,12 +35,12 @@ def run(
 
     Example: bnplctl scheduler run --once --log-file /var/log/bnplctl/scheduler.jsonl
     """
-    from bnplctl.cli.app import STATE, current_actor, log_to
+    from bnplctl.cli.context import app_context, job_log, log_to
     from bnplctl.scheduler import run as run_scheduler
 
     log_to(log_file, "scheduler run")
-    log_path = STATE.job_log.path if STATE.job_log is not None else None
-    code = run_scheduler(current_actor(), once=once, log_file=log_path)
+    log = job_log()
+    code = run_scheduler(app_context(), once=once, log_file=log.path if log else None)
     if code:  # cron is told: the first failed job's code (75: retry later)
         raise typer.Exit(code)
 
@@ -89,11 +90,11 @@ def crontab(
     import shlex
 
     from bnplctl.cli.output import message
-    from bnplctl.config import get_settings, given_settings
+    from bnplctl.config import given_settings
     from bnplctl.crontab import build, running_executable
 
     printed = build(
-        get_settings(),
+        app_context().settings,
         given_settings(),
         executable=shlex.quote(executable) if executable else running_executable(),
         log_dir=log_dir,

@@ -2,6 +2,7 @@
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import OutputFormat, OutputOption, for_people
 from bnplctl.errors import ExitCode
 
@@ -18,13 +19,13 @@ def status(output: OutputOption = OutputFormat.table) -> None:
     """
     from bnplctl import clock
     from bnplctl.cli.output import render_dashboard, render_one
-    from bnplctl.config import get_settings
-    from bnplctl.db import SCHEMA_HEAD, revision_or_problem, unit
+    from bnplctl.db import SCHEMA_HEAD, revision_or_problem
     from bnplctl.errors import Unavailable
     from bnplctl.services.status import gather, unreachable
 
+    context = app_context()
     try:
-        with unit(commit=False, check_schema=False) as work:
+        with context.db.unit(commit=False, check_schema=False) as work:
             revision, problem = revision_or_problem(work.connection)
             report = gather(
                 work.connection,
@@ -32,9 +33,10 @@ def status(output: OutputOption = OutputFormat.table) -> None:
                 head=SCHEMA_HEAD,
                 schema_problem=problem,
                 now=clock.now(),
-                business_date=clock.business_today(),
-                timezone=get_settings().timezone,
-                sweep_at=get_settings().sweep_at,
+                business_date=context.clock.today(),
+                timezone=context.settings.timezone,
+                sweep_at=context.settings.sweep_at,
+                key_file=context.settings.key_file,
             )
     except Unavailable as exc:
         report = unreachable(exc.message, SCHEMA_HEAD)

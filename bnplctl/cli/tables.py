@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bnplctl.cli.context import app_context
+
 # Free text: the only cells that may wrap.
 TEXT_FIELDS = frozenset(
     {
@@ -99,9 +101,8 @@ def kind_of(name: str) -> str:
 
 
 def _settings() -> tuple[str, str | None]:
-    from bnplctl.config import get_settings
 
-    settings = get_settings()
+    settings = app_context().settings
     return settings.timezone, settings.currency
 
 

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import (
     AllOption,
     FormatOption,
@@ -78,32 +79,33 @@ def add(
     Example: printf '%s\n%s\n' "$PASSPORT" "$CARD" | bnplctl users add --name "Ann Lee" \
       --phone +998901234599 --dob 1990-01-01 -o json
     """
-    from bnplctl.cli.app import current_actor
     from bnplctl.cli.output import render_one, warning
-    from bnplctl.db import unit
     from bnplctl.errors import InvalidInput
     from bnplctl.schemas import UserCreate, user_problems
     from bnplctl.services.users import onboard, public_user
 
+    context = app_context()
+    today = context.clock.today()
     given = {"user_id": user_id, "name": name, "dob": dob}
     personal = {"phone": phone, "passport": passport, "card": card}
     if None in personal.values() and _stdin_is_terminal():
         # What fails anyway is reported before anyone types a secret for nothing: no key
         # to encrypt the passport with, then the options given.
-        from bnplctl.config import get_settings
-
-        get_settings().required_key_file()
+        context.settings.required_key_file()
         options = {field: value for field, value in personal.items() if value is not None}
-        problems = user_problems(given | options)
+        problems = user_problems(given | options, today)
         if problems:
             raise InvalidInput(next(iter(problems.values())))
     phone = _asked(phone, "--phone", "Phone", secret=False)
     passport = _asked(passport, "--passport", "Passport", secret=True)
     card = _asked(card, "--card", "Card", secret=True)
-    candidate = UserCreate.parse(given | {"phone": phone, "passport": passport, "card": card})
-    with unit() as work:
+    fields = given | {"phone": phone, "passport": passport, "card": card}
+    candidate = UserCreate.parse(fields, today)
+    with context.db.unit() as work:
         session = work.session
-        user = onboard(session, candidate, actor=current_actor(), warn=warning)
+        user = onboard(
+            session, candidate, settings=context.settings, actor=context.acting, warn=warning
+        )
         shown = public_user(user)
     render_one(shown, output, title=f"User {shown['user_id']}")
 
@@ -123,8 +125,9 @@ def _read_answer(label: str, *, secret: bool) -> str:
         import getpass
 
         return getpass.getpass(f"{label}: ")  # asks on the terminal itself, not stdout
-    sys.stderr.write(f"{label}: ")
-    sys.stderr.flush()
+    from bnplctl.cli.output import prompt
+
+    prompt(f"{label}: ")
     line = sys.stdin.readline()
     if not line:
         raise EOFError
@@ -139,6 +142,7 @@ def _asked(value: str | None, option: str, label: str, *, secret: bool) -> str:
     interruption, exit 130, as anywhere else."""
     import sys
 
+    from bnplctl.cli.output import prompt
     from bnplctl.errors import MissingInput
     from bnplctl.schemas import user_field_problem
 
@@ -154,18 +158,17 @@ def _asked(value: str | None, option: str, label: str, *, secret: bool) -> str:
         try:
             answer = _read_answer(label, secret=secret).rstrip("\r\n")
         except EOFError:
-            sys.stderr.write("\n")  # the message below goes on a line of its own
+            prompt("\n")  # the message below goes on a line of its own
             raise ended from None
         except KeyboardInterrupt:
-            sys.stderr.write("\n")
+            prompt("\n")
             raise
         if not answer.strip():
             continue
         problem = user_field_problem(option.removeprefix("--"), answer)  # never the value
         if problem is None:
             return answer
-        sys.stderr.write(f"{problem}\n")
-        sys.stderr.flush()
+        prompt(f"{problem}\n")
 
 
 @app.command("import")
@@ -198,7 +201,6 @@ def import_(
 
     Example: bnplctl users import users.csv --dry-run -o json
     """
-    from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import finish_batch, note_what_stays, outcome_said, progress_size
     from bnplctl.cli.output import byte_progress, record_writer, warning
     from bnplctl.importing.batch import RejectsFile
@@ -219,8 +221,8 @@ def import_(
             stream = raw if advance is None else HashingReader(raw, on_bytes=advance).buffered()
             fmt = detect_format(source, stream, input_format.value)
             import_users(
-                user_chunks(stream, fmt),
-                actor=current_actor(),
+                user_chunks(stream, fmt, app_context().chunks.users),
+                context=app_context(),
                 dry_run=dry_run,
                 warn=warning,
                 report=report,
@@ -283,11 +285,10 @@ def list_(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import unit
     from bnplctl.services.users import list_users, public_user
 
     request = list_request(limit, every, sort)
-    with unit() as work:  # rendered as the rows arrive
+    with app_context().db.unit() as work:  # rendered as the rows arrive
         session = work.session
         chosen = status
         users = list_users(session, status=chosen, search=search, request=request)
@@ -313,9 +314,8 @@ def update(
 
     Example: bnplctl users update usr-001 --phone +998901112233
     """
-    from bnplctl.cli.app import current_actor
+    from bnplctl.cli.context import current_actor
     from bnplctl.cli.output import message, render_one
-    from bnplctl.db import unit
     from bnplctl.errors import UsageProblem
     from bnplctl.schemas import UserUpdate, validated
     from bnplctl.services.users import public_user, update_user
@@ -324,7 +324,7 @@ def update(
         raise UsageProblem("nothing to change: give --name, --phone or both")
     given = {key: value for key, value in (("name", name), ("phone", phone)) if value is not None}
     change = validated(UserUpdate, given)
-    with unit() as work:
+    with app_context().db.unit() as work:
         session = work.session
         user, changed = update_user(session, user_id, change, actor=current_actor())
         shown = public_user(user)
@@ -343,10 +343,9 @@ def show(
     Example: bnplctl users show usr-001
     """
     from bnplctl.cli.output import render_one
-    from bnplctl.db import unit
     from bnplctl.services.user_summary import user_summary
 
-    with unit(readonly=True) as work:
+    with app_context().db.unit(readonly=True) as work:
         connection = work.dbapi
         shown = user_summary(connection, user_id)
     render_one(shown, output, title=f"User {user_id}")

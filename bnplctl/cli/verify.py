@@ -2,6 +2,7 @@
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import LogFileOption, OutputFormat, OutputOption
 from bnplctl.errors import ExitCode
 
@@ -15,13 +16,12 @@ def verify(output: OutputOption = OutputFormat.table, log_file: LogFileOption = 
 
     Example: bnplctl verify -o json
     """
-    from bnplctl.cli.app import log_to
+    from bnplctl.cli.context import log_to
     from bnplctl.cli.output import error, render_list, render_one
-    from bnplctl.db import unit
     from bnplctl.services.verify import report, schema_and_checks
 
     log_to(log_file, "verify")
-    with unit(commit=False) as work:
+    with app_context().db.unit(commit=False) as work:
         connection = work.connection
         missing, results = schema_and_checks(connection)
     if missing:

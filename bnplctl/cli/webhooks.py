@@ -4,6 +4,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bnplctl.cli.context import app_context
 from bnplctl.cli.options import (
     AllOption,
     DryRunOption,
@@ -57,7 +58,6 @@ def ingest(
 
     Example: bnplctl webhooks ingest day1.csv day2.jsonl --rejects rejects.csv
     """  # fmt: skip
-    from bnplctl.cli.app import current_actor
     from bnplctl.cli.batch import run_files_command
     from bnplctl.cli.output import byte_progress
     from bnplctl.importing.webhooks import OUTCOMES, ingest_files
@@ -67,7 +67,7 @@ def ingest(
             sized,
             input_format.value,
             report,
-            actor=current_actor(),
+            context=app_context(),
             dry_run=dry_run,
             progress=byte_progress,
         )
@@ -99,11 +99,10 @@ def files(
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
-    from bnplctl.db import unit
     from bnplctl.importing.ledger import list_files
     from bnplctl.importing.webhooks import FILES
 
-    with unit() as work:
+    with app_context().db.unit() as work:
         connection = work.connection
         shown = list_files(connection, FILES, list_request(limit, every, None))
         render_list(

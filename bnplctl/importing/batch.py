@@ -21,10 +21,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from bnplctl.errors import OutputError
 from bnplctl.tuning import quick_thread_switches
+
+if TYPE_CHECKING:
+    from bnplctl.db import Database
 
 T = TypeVar("T")
 S = TypeVar("S")  # a chunk staged (``apply_chunks``)
@@ -185,6 +188,7 @@ def signals_held() -> Iterator[None]:
 
 
 def apply_chunks(
+    database: Database,
     chunks: Iterable[list[Any]],
     stage: Callable[[Any, list[Any]], S],
     apply: Callable[[Any, S], R],
@@ -204,13 +208,11 @@ def apply_chunks(
 
     A dry run stages and applies every chunk in one transaction, rolled back at the end.
     """
-    from bnplctl.db import units
-
     raw_chunks = read_ahead(chunks)
     if not dry_run:
-        _apply_pipelined(raw_chunks, stage, apply, committed)
+        _apply_pipelined(database, raw_chunks, stage, apply, committed)
         return
-    with units(dry_run=True) as next_unit:
+    with database.units(dry_run=True) as next_unit:
         for chunk in raw_chunks:
             with next_unit() as work:
                 result = apply(work.connection, stage(work.connection, chunk))
@@ -228,6 +230,7 @@ class _Staging(Generic[S]):
 
 
 def _apply_pipelined(
+    database: Database,
     chunks: Iterator[list[Any]],
     stage: Callable[[Any, list[Any]], S],
     apply: Callable[[Any, S], R],
@@ -235,10 +238,10 @@ def _apply_pipelined(
 ) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from bnplctl.db import translate_db_errors, units
+    from bnplctl.db import translate_db_errors
 
     with ExitStack() as stack:
-        series = [stack.enter_context(units()) for _ in range(2)]
+        series = [stack.enter_context(database.units()) for _ in range(2)]
         stager = stack.enter_context(
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-stage")
         )

@@ -26,7 +26,8 @@ from bnplctl.services.listing import ListRequest, Page
 from bnplctl.statuses import FileKind
 
 if TYPE_CHECKING:
-    from bnplctl.db import Executor
+    from bnplctl.context import Context
+    from bnplctl.db import Database, Executor
     from bnplctl.importing.batch import IngestReport, ParsedChunk, Rejected
     from bnplctl.importing.readers import HashingReader, RawRow
 
@@ -74,13 +75,12 @@ FROM finished
 )
 
 
-def start_file(kind: LedgerKind, name: str, actor: str) -> int:
+def start_file(database: Database, kind: LedgerKind, name: str, actor: str) -> int:
     """Record that ``name`` is being loaded, in a unit of its own (so the record stays
     whatever happens to the chunks); returns the file's id."""
     from bnplctl import clock
-    from bnplctl.db import unit
 
-    with unit() as work:
+    with database.unit() as work:
         file_id: int = work.connection.execute(
             text(_START),
             {"kind": kind.kind.value, "name": name, "now": clock.now(), "actor": actor},
@@ -99,15 +99,16 @@ def record_counts(
     )
 
 
-def finish_file(kind: LedgerKind, file_id: int, summary: Mapping[str, Any], actor: str) -> None:
+def finish_file(
+    database: Database, kind: LedgerKind, file_id: int, summary: Mapping[str, Any], actor: str
+) -> None:
     """The file's checksum, counts and finished time, and its audit event (``file``,
     ``sha256``, ``rows`` and a count per outcome), in one statement of one unit."""
     from bnplctl import clock
-    from bnplctl.db import unit
 
     counts = kind.counts(summary)
     details = {"file": summary["file"], "sha256": summary["sha256"], "rows": summary["rows"]}
-    with unit() as work:
+    with database.unit() as work:
         work.connection.execute(
             text(_FINISH),
             {
@@ -140,7 +141,7 @@ def ingest_recorded(
     stage: Callable[[Any, list[RawRow]], Any],
     apply: Callable[[Any, Any, int | None], Applied],
     chunk_rows: int,
-    actor: str,
+    context: Context,
     dry_run: bool,
 ) -> dict[str, Any]:
     """One file's rows through ``batch.apply_chunks`` (``stage`` while the chunk before
@@ -152,7 +153,8 @@ def ingest_recorded(
 
     file_report = IngestReport(report.outcomes)
     report.file = name
-    file_id = None if dry_run else start_file(kind, name, actor)
+    database, actor = context.db, context.acting
+    file_id = None if dry_run else start_file(database, kind, name, actor)
 
     def apply_and_record(connection: Any, staged: Any) -> Applied:
         chunk, not_applied = apply(connection, staged, file_id)
@@ -167,11 +169,16 @@ def ingest_recorded(
         count_chunk(*result, (report, file_report))
 
     apply_chunks(
-        ramped_chunks(rows, chunk_rows), stage, apply_and_record, committed, dry_run=dry_run
+        database,
+        ramped_chunks(rows, chunk_rows),
+        stage,
+        apply_and_record,
+        committed,
+        dry_run=dry_run,
     )
     summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
     if file_id is not None:
-        finish_file(kind, file_id, summary, actor)
+        finish_file(database, kind, file_id, summary, actor)
     return summary
 
 
@@ -194,15 +201,15 @@ def ingest_each(
     columns: tuple[str, ...],
     report: IngestReport,
     *,
+    database: Database,
     dry_run: bool,
     progress: Callable[[int | None, str], Any],
     one_file: Callable[[str, Iterable[RawRow], HashingReader], dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Each (name, size for a progress bar or None) in turn, read with ``columns``
     required, through ``one_file(name, rows, reader)``; returns their summaries. A dry
-    run's files see each other, as the real run's do (``db.dry_run_scope``).
+    run's files see each other, as the real run's do (``Database.dry_run_scope``).
     ``progress(size, name)`` is a context manager yielding a byte counter or None."""
-    from bnplctl.db import dry_run_scope
     from bnplctl.importing.readers import (
         HashingReader,
         detect_format,
@@ -212,7 +219,7 @@ def ingest_each(
     )
 
     files: list[dict[str, Any]] = []
-    with dry_run_scope(dry_run):
+    with database.dry_run_scope(dry_run):
         for index, (name, size) in enumerate(sources):
             report.file_index = index
             with faults_named(name), open_input(name) as raw, progress(size, name) as advance:

@@ -37,6 +37,7 @@ from bnplctl.statuses import FileKind
 from bnplctl.validators import id_field, required_id, text_field, timestamp
 
 if TYPE_CHECKING:
+    from bnplctl.context import Context
     from bnplctl.services.payments import StagedPayments
 
 OUTCOMES = (
@@ -54,7 +55,6 @@ PAYMENT_COLUMNS = ("reference", "amount")
 # A payment's paid_at may run ahead of this machine's clock by a day (another time zone,
 # a processor's clock), never more: a typo would otherwise date a payment in 2090.
 PAID_AT_AHEAD = timedelta(days=1)
-CHUNK_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def import_stream(
     reader: HashingReader,
     report: IngestReport,
     *,
-    actor: str,
+    context: Context,
     dry_run: bool,
 ) -> dict[str, Any]:
     """Import one file's rows, a chunk per transaction (a dry run: one, rolled back); the
@@ -180,9 +180,9 @@ def import_stream(
     return ingest_recorded(
         FILES, name, rows, reader, report, stage=stage_chunk,
         apply=lambda connection, staged, _: apply_staged(
-            connection, staged, source=name, actor=actor
+            connection, staged, source=name, actor=context.acting
         ),
-        chunk_rows=CHUNK_ROWS, actor=actor, dry_run=dry_run,
+        chunk_rows=context.chunks.payments, context=context, dry_run=dry_run,
     )  # fmt: skip
 
 
@@ -191,15 +191,16 @@ def import_files(
     input_format: str,
     report: IngestReport,
     *,
-    actor: str,
+    context: Context,
     dry_run: bool,
     progress: Callable[[int | None, str], Any],
 ) -> list[dict[str, Any]]:
     """Import each (name, size for a progress bar or None) in turn; returns their
     summaries (``ledger.ingest_each``)."""
     return ingest_each(
-        sources, input_format, PAYMENT_COLUMNS, report, dry_run=dry_run, progress=progress,
+        sources, input_format, PAYMENT_COLUMNS, report, database=context.db, dry_run=dry_run,
+        progress=progress,
         one_file=lambda name, rows, reader: import_stream(
-            name, rows, reader, report, actor=actor, dry_run=dry_run
+            name, rows, reader, report, context=context, dry_run=dry_run
         ),
     )  # fmt: skip

@@ -15,13 +15,15 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bnplctl.errors import InvalidInput
 from bnplctl.importing.batch import IngestReport, Rejected, chunked
 from bnplctl.importing.readers import CsvSlice, Format, RawRow, csv_slices, read_rows
 
-CHUNK_ROWS = 5000
+if TYPE_CHECKING:
+    from bnplctl.context import Context
+
 USER_COLUMNS = ("name", "phone", "passport", "card", "dob")
 
 
@@ -247,11 +249,12 @@ def _die_with(parent: int) -> None:
 WorkItem = list[RawRow] | CsvSlice
 
 
-def user_chunks(stream: IO[bytes], fmt: Format) -> Iterator[WorkItem]:
-    """The import's units of work: raw CSV slices (parsed by the workers), or row chunks."""
+def user_chunks(stream: IO[bytes], fmt: Format, chunk_rows: int) -> Iterator[WorkItem]:
+    """The import's units of work of ``chunk_rows`` rows: raw CSV slices (parsed by the
+    workers), or row chunks."""
     if fmt == "csv":
-        return csv_slices(stream, CHUNK_ROWS)
-    return chunked(read_rows(stream, fmt, USER_COLUMNS), CHUNK_ROWS)
+        return csv_slices(stream, chunk_rows)
+    return chunked(read_rows(stream, fmt, USER_COLUMNS), chunk_rows)
 
 
 def _prepare(item: WorkItem, today: date, keyring: Any) -> PreparedChunk:
@@ -262,7 +265,7 @@ def _prepare(item: WorkItem, today: date, keyring: Any) -> PreparedChunk:
 def import_users(
     items: Iterable[WorkItem],
     *,
-    actor: str,
+    context: Context,
     source: str = "import",
     dry_run: bool = False,
     warn: Callable[[str], None] | None = None,
@@ -282,23 +285,21 @@ def import_users(
     transaction, before its insert; without a key file yet, before anything else.
     """
     from bnplctl import crypto
-    from bnplctl.clock import business_today
-    from bnplctl.config import get_settings
 
-    master = crypto.read_key(get_settings().required_key_file())
+    settings = context.settings
+    master = crypto.read_key(settings.required_key_file())
     if master is None:  # the database decides whether one may be generated
-        from bnplctl.db import unit
         from bnplctl.services.secret_key import checked_key
 
-        with unit(commit=not dry_run) as work:
+        with context.db.unit(commit=not dry_run) as work:
             connection = work.connection
-            master = checked_key(connection, warn=warn)
+            master = checked_key(connection, settings, warn=warn)
         warn = None  # said once
     keyring = crypto.Keyring(master)
-    today = business_today()
+    today = context.clock.today()
     report = report if report is not None else UserImportReport()
     chunk_inserter = functools.partial(
-        _chunk_inserter, report, actor=actor, source=source, dry_run=dry_run, master=master
+        _chunk_inserter, report, context=context, source=source, dry_run=dry_run, master=master
     )
     chunks = iter(items)
     first = next(chunks, None)
@@ -314,12 +315,12 @@ def import_users(
         from contextlib import ExitStack
 
         workers = max(1, min(4, (os.cpu_count() or 2)))
-        context = multiprocessing.get_context("fork")
+        forking = multiprocessing.get_context("fork")
         # This thread reads and dispatches; one inserter thread writes the chunks in
         # order (psycopg2 releases the GIL while the server works).
         with (
             ExitStack() as stack,  # closes the inserter's connection last
-            _Workers(context, workers, master) as pool,
+            _Workers(forking, workers, master) as pool,
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-insert") as inserter,
         ):
             # The first chunks go to the workers before this process loads the database
@@ -352,7 +353,7 @@ def import_users(
 def _chunk_inserter(
     report: UserImportReport,
     *,
-    actor: str,
+    context: Context,
     source: str,
     master: bytes,
     dry_run: bool = False,
@@ -362,28 +363,27 @@ def _chunk_inserter(
     function that inserts one prepared chunk, in a unit of work of its own
     (``db.units``), and records its outcomes. The first chunk's unit checks ``master``
     against the database's key check before it inserts."""
-    from bnplctl import clock
-    from bnplctl.db import units
     from bnplctl.services.onboarding import insert_staged
     from bnplctl.services.secret_key import checked_key, mismatch
 
+    settings = context.settings
     expect_new = True  # until a chunk meets a duplicate
     key_checked = False
-    with units(dry_run=dry_run) as next_unit:
+    with context.db.units(dry_run=dry_run) as next_unit:
 
         def insert(prepared: PreparedChunk) -> None:
             nonlocal expect_new, key_checked
             with next_unit() as work:
                 if not key_checked:
-                    if checked_key(work.connection, warn=warn) != master:  # changed meanwhile
-                        raise mismatch()
+                    if checked_key(work.connection, settings, warn=warn) != master:
+                        raise mismatch(settings.required_key_file())  # changed meanwhile
                     key_checked = True
                 duplicates = insert_staged(
                     work.connection,
                     prepared.copy_text,
                     prepared.keys,
-                    now=clock.now(),
-                    actor=actor,
+                    now=context.clock.now(),
+                    actor=context.acting,
                     source=source,
                     expect_new=expect_new,
                 )

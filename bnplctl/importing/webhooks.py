@@ -45,13 +45,13 @@ from bnplctl.validators import (
 )
 
 if TYPE_CHECKING:
+    from bnplctl.context import Context
     from bnplctl.db import Executor
 
 OUTCOMES = ("applied", "duplicate", "stale", "conflict", "unknown_refund", "invalid")
 # How the file ledger keeps a webhook file (``importing/ledger.py``; ``webhooks files``).
 FILES = LedgerKind(FileKind.WEBHOOKS, "webhooks.ingested", OUTCOMES)
 WEBHOOK_COLUMNS = ("refund_id", "status")
-CHUNK_ROWS = 5000
 _COPY_COLUMNS = (
     "seq",
     "line",
@@ -401,7 +401,7 @@ def ingest_stream(
     reader: HashingReader,
     report: IngestReport,
     *,
-    actor: str,
+    context: Context,
     dry_run: bool,
 ) -> dict[str, Any]:
     """Ingest one file's rows; returns the file's own summary (with its checksum).
@@ -418,12 +418,12 @@ def ingest_stream(
         connection: Executor, staged: tuple[ParsedChunk, StagedChunk], file_id: int | None
     ) -> tuple[ParsedChunk, list[Rejected]]:
         chunk, moves = staged
-        rejected = _rejected(apply_staged(connection, moves, file_id=file_id, actor=actor))
+        rejected = _rejected(apply_staged(connection, moves, file_id=file_id, actor=context.acting))
         return chunk, sorted(chunk.invalid + rejected, key=lambda item: item.line)
 
     return ingest_recorded(
-        FILES, name, rows, reader, report, stage=stage, apply=apply, chunk_rows=CHUNK_ROWS,
-        actor=actor, dry_run=dry_run,
+        FILES, name, rows, reader, report, stage=stage, apply=apply,
+        chunk_rows=context.chunks.webhooks, context=context, dry_run=dry_run,
     )  # fmt: skip
 
 
@@ -432,17 +432,17 @@ def ingest_files(
     input_format: str,
     report: IngestReport,
     *,
-    actor: str,
+    context: Context,
     dry_run: bool,
     progress: Callable[[int | None, str], Any],
 ) -> list[dict[str, Any]]:
     """Ingest each (name, size for a progress bar or None) in turn; returns their
     summaries (``ledger.ingest_each``)."""
     return ingest_each(
-        sources, input_format, WEBHOOK_COLUMNS, report, dry_run=dry_run,
+        sources, input_format, WEBHOOK_COLUMNS, report, database=context.db, dry_run=dry_run,
         progress=progress,
         one_file=lambda name, rows, reader: ingest_stream(
-            name, rows, reader, report, actor=actor, dry_run=dry_run
+            name, rows, reader, report, context=context, dry_run=dry_run
         ),
     )  # fmt: skip
 

@@ -35,6 +35,7 @@ from bnplctl.errors import ConfigError, Refused
 from bnplctl.services.audit import insert_events
 
 if TYPE_CHECKING:
+    from bnplctl.config import Settings
     from bnplctl.db import Executor
 
 VARIABLE = crypto.KEY_VARIABLE
@@ -69,20 +70,17 @@ def _decrypts(keyring: crypto.Keyring, sample: tuple[str, bytes]) -> bool:
     return True
 
 
-def mismatch(path: Path | None = None) -> ConfigError:
-    """The error of a key that is not the database's."""
-    from bnplctl.config import get_settings
-
-    path = path or get_settings().required_key_file()
+def mismatch(path: Path) -> ConfigError:
+    """The error of a key (``path``) that is not the database's."""
     return ConfigError(f"{VARIABLE}: {path} is not the key this database was set up with")
 
 
-def checked_key(executor: Executor, *, warn: Callable[[str], None] | None = None) -> bytes:
-    """The key for a command that protects or reads personal data, checked against the
-    database (see the module's docstring); ``warn`` hears of a key file others can read."""
-    from bnplctl.config import get_settings
-
-    settings = get_settings()
+def checked_key(
+    executor: Executor, settings: Settings, *, warn: Callable[[str], None] | None = None
+) -> bytes:
+    """The key of ``settings`` for a command that protects or reads personal data, checked
+    against the database (see the module's docstring); ``warn`` hears of a key file others
+    can read."""
     path = settings.required_key_file()
     stored = _stored_check(executor)
     master = crypto.read_key(path)
@@ -115,11 +113,9 @@ def checked_key(executor: Executor, *, warn: Callable[[str], None] | None = None
     return master
 
 
-def key_state(executor: Executor) -> KeyState:
-    """The key's state, for ``status``; reads, never writes or creates."""
-    from bnplctl.config import get_settings
-
-    path = get_settings().key_file
+def key_state(executor: Executor, path: Path | None) -> KeyState:
+    """The state of the key in ``path`` (the settings' ``key_file``), for ``status``;
+    reads, never writes or creates."""
     stored = _stored_check(executor)
     if path is None:
         return KeyState(None, "not set", exposed=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -41,6 +42,7 @@ def gather(
     business_date: date | None = None,
     timezone: str = "UTC",
     sweep_at: str = "02:00",
+    key_file: Path | None = None,
 ) -> dict[str, Any]:
     """Everything the dashboard shows, from a reachable database."""
     version = str(connection.execute(text("SHOW server_version")).scalar_one())
@@ -75,7 +77,7 @@ def gather(
             connection, "refunds", ("PENDING", "APPROVED", "REJECTED", "CANCELLED", "COMPLETED")
         ),
         "last_sweep": _last_sweep(connection, now),
-        "secret_key": _secret_key(connection),
+        "secret_key": _secret_key(connection, key_file),
     }
     key = report["secret_key"]
     if key["state"] in ("mismatch", "missing", "unusable"):
@@ -205,10 +207,10 @@ def _last_sweep(connection: Connection, now: datetime) -> dict[str, Any] | None:
     }
 
 
-def _secret_key(connection: Connection) -> dict[str, Any]:
+def _secret_key(connection: Connection, key_file: Path | None) -> dict[str, Any]:
     from bnplctl.services.secret_key import key_state
 
-    state = key_state(connection)
+    state = key_state(connection, key_file)
     file = None if state.path is None else str(state.path)
     return {"file": file, "state": state.state, "exposed": state.exposed}
 

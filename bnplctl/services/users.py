@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
@@ -25,6 +25,9 @@ from bnplctl.services.onboarding import (
 from bnplctl.services.user_summary import USER_FIELDS, public_user_values
 from bnplctl.sorting import USER_SORT
 from bnplctl.validators import user_not_found
+
+if TYPE_CHECKING:
+    from bnplctl.config import Settings
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,18 @@ def insert_users(
 
 
 def onboard(
-    session: Session, user: UserCreate, *, actor: str, warn: Callable[[str], None] | None = None
+    session: Session,
+    user: UserCreate,
+    *,
+    settings: Settings,
+    actor: str,
+    warn: Callable[[str], None] | None = None,
 ) -> User:
     """Onboard one user; a duplicate user_id or passport is a conflict (exit 3). The key
     is checked against the database first (``services/secret_key.py``)."""
     from bnplctl.services.secret_key import checked_key
 
-    protected = protect(user, crypto.Keyring(checked_key(session, warn=warn)), line=1)
+    protected = protect(user, crypto.Keyring(checked_key(session, settings, warn=warn)), line=1)
     (outcome,) = insert_users(session, [protected], actor=actor, source="add")
     if not outcome.created:
         raise Conflict(outcome.reason or "duplicate")
