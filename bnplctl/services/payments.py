@@ -261,17 +261,19 @@ _PREPARE = text(
                     THEN nextval(pg_get_serial_sequence('payments', 'id')) END
         FROM resolved
         WINDOW same_reference AS (PARTITION BY reference, outcome IS NULL ORDER BY seq)
-        RETURNING line, reference, outcome, reason, after_seq, crosses, round
+        RETURNING line, reference, outcome, reason, after_seq, crosses, round,
+                  amount IS NULL AND reference IS NOT NULL AS all_due
     )
     SELECT line, reference, outcome, reason, NULL AS crossing, NULL AS repeat_rounds,
-           NULL AS sizes
+           NULL AS sizes, NULL AS all_due
     FROM moved WHERE round IS NULL
     UNION ALL
     SELECT NULL, NULL, NULL, NULL, count(*) FILTER (WHERE crosses),
            coalesce(array_agg(DISTINCT round) FILTER (WHERE after_seq IS NOT NULL), '{}'),
            (SELECT coalesce(array_agg(rows ORDER BY round), '{}')
             FROM (SELECT round, count(*) AS rows FROM moved WHERE round IS NOT NULL
-                  GROUP BY round) per_round)
+                  GROUP BY round) per_round),
+           coalesce(bool_or(all_due) FILTER (WHERE round IS NOT NULL), false)
     FROM moved
     """
 )
@@ -289,31 +291,45 @@ _SET_ROUNDS = text(
     WHERE m.seq = v.seq AND m.round <> v.round
     """
 )
+# Under the chunk's locks, before ``_RECORDED``: a payment of all that is due (a command's,
+# without an amount) with a reference recorded for the same installment by the payment
+# that paid it off (the installment is PAID and that payment was the last one allocated
+# to it) asked for what that payment paid, so ``_RECORDED`` finds it the same payment: a
+# command retried after it went through is a duplicate. A part payment's reference
+# leaves the amount unknown: another payment (a conflict), even when as much is due now.
+# Run only for a chunk that holds such a payment (``StagedPayments.all_due``): a file's
+# rows always have an amount.
+_ALL_DUE = text(
+    """
+    UPDATE payment_moves m
+    SET amount = p.amount
+    FROM payments p
+    WHERE m.amount IS NULL AND m.round IS NOT NULL
+      AND p.reference = m.reference AND p.installment_id = m.installment_id
+      AND p.id = (SELECT max(a.payment_id) FROM payment_allocations a
+                  WHERE a.installment_id = m.installment_id)
+      AND EXISTS (SELECT FROM installments i
+                  WHERE i.id = m.installment_id AND i.status = 'PAID')
+    """
+)
 # Under the chunk's locks: rows whose reference is recorded already are that payment
 # again (``duplicate``) or another one (``conflict``), whatever else they would be. The
 # same payment: the same amount to the same target (the same installment, or the same
 # user for a payment to a user: a payment to a user is not one to an installment of
 # theirs), whenever it was paid (``paid_at`` is not compared: a processor's report may
 # date it otherwise than the command that recorded it first). A row without an amount (a
-# command's "all that is due") is the payment that paid its installment off: the
-# installment is PAID and that payment was the last one allocated to it, so a command
-# retried after it went through is a duplicate, and one repeating a part payment's
-# reference a conflict. With ``:round`` NULL, every row still to be applied, against
-# what was recorded before the chunk; with a round, the rows from that round on that
-# repeat a reference of the chunk, against what the rounds before recorded (a reference
-# taken once is taken for every later row: they are all judged at once). Each row
-# refused comes with its round and the payment recorded before.
+# command's "all that is due") has the amount ``_ALL_DUE`` found, or none: then it is
+# never the same (``same`` is NULL). With ``:round`` NULL, every row still to be applied,
+# against what was recorded before the chunk; with a round, the rows from that round on
+# that repeat a reference of the chunk, against what the rounds before recorded (a
+# reference taken once is taken for every later row: they are all judged at once). Each
+# row refused comes with its round and the payment recorded before.
 _RECORDED = text(
     """
     WITH judged AS (
         SELECT m.seq, m.round, p.id AS payment_id,
-               p.user_id = m.user_id AND p.installment_id IS NOT DISTINCT FROM m.installment_id
-               AND CASE WHEN m.amount IS NOT NULL THEN p.amount = m.amount
-                        ELSE p.id = (SELECT max(a.payment_id) FROM payment_allocations a
-                                     WHERE a.installment_id = m.installment_id)
-                             AND EXISTS (SELECT FROM installments i
-                                         WHERE i.id = m.installment_id AND i.status = 'PAID')
-                   END AS same
+               p.amount = m.amount AND p.user_id = m.user_id
+               AND p.installment_id IS NOT DISTINCT FROM m.installment_id AS same
         FROM payment_moves m
         CROSS JOIN LATERAL (
             SELECT id, amount, user_id, installment_id FROM payments
@@ -359,13 +375,15 @@ class NotApplied:
 @dataclass(frozen=True)
 class StagedPayments:
     """A chunk staged in ``payment_moves`` (``stage_chunk``): its number of rounds, the
-    rows refused already, the rows of each round, and the rounds holding a row that
-    repeats a reference of the chunk."""
+    rows refused already, the rows of each round, the rounds holding a row that repeats
+    a reference of the chunk, and whether it holds a payment of all that is due with a
+    reference (``_ALL_DUE``)."""
 
     rounds: int
     refused: list[NotApplied]
     sizes: dict[int, int]
     repeat_rounds: frozenset[int] = frozenset()
+    all_due: bool = False
 
 
 def copy_data(rows: Iterable[Sequence[object]]) -> str:
@@ -417,14 +435,16 @@ def stage_chunk(executor: Executor) -> StagedPayments:
     crossing = 0
     repeat_rounds: frozenset[int] = frozenset()
     sizes: dict[int, int] = {}
+    all_due = False
     for row in executor.execute(_PREPARE):
         if row.line is None:
             crossing, repeat_rounds = int(row.crossing), frozenset(row.repeat_rounds)
             sizes = dict(enumerate(row.sizes, start=1))  # rounds 1, 2, … have no gap
+            all_due = bool(row.all_due)
         else:
             refused.append(NotApplied(int(row.line), row.reference or "", row.outcome, row.reason))
     if not crossing:  # a payer's own rounds already put its repeats after the first
-        return StagedPayments(len(sizes), refused, sizes, repeat_rounds)
+        return StagedPayments(len(sizes), refused, sizes, repeat_rounds, all_due)
     rows, placed = put_in_rounds(
         executor,
         _TO_ORDER,
@@ -436,6 +456,7 @@ def stage_chunk(executor: Executor) -> StagedPayments:
         refused,
         dict(Counter(placed.values())),
         frozenset(placed[row.seq] for row in rows if row.repeats),
+        all_due,
     )
 
 
@@ -463,8 +484,9 @@ class AppliedChunk:
 def apply_chunk(
     executor: Executor, *, staged: StagedPayments, source: str, now: datetime, actor: str
 ) -> AppliedChunk:
-    """Rule 10 for a chunk staged by ``stage_rows``: the references recorded before,
-    then the payments a round at a time (a round's repeated references judged first),
+    """Rule 10 for a chunk staged by ``stage_rows``: the references recorded before
+    (what a payment of all that is due asked for first, ``_ALL_DUE``), then the payments
+    a round at a time (a round's repeated references judged first),
     then rule 4 for what they paid off. The rows not applied include those refused at
     staging. The caller holds the chunk's locks."""
     from bnplctl.services.settlement import settle
@@ -477,6 +499,8 @@ def apply_chunk(
             refused.append(row)
             sizes[its_round] -= 1
 
+    if staged.all_due:
+        executor.execute(_ALL_DUE)
     judge(None)
     recorded: dict[int, int] = {}
     plans: set[int] = set()
