@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from tests.conftest import TABLES, Cli
+from tests.test_concurrency import Worker
 from tests.test_sweep import seed
 
 State = dict[str, list[tuple[Any, ...]]]
@@ -211,3 +213,74 @@ def test_a_command_and_a_file_row_get_the_same_answer(
     }
     if "file" in answers and case.file_outcome is None:
         assert answers["command"][1] == answers["file"][1]
+
+
+def _pay_by_command(installment: int, amount: str, reference: str) -> str:
+    """``installments pay`` through its service in a unit of its own: the outcome."""
+    from bnplctl.db import unit
+    from bnplctl.errors import Refused
+    from bnplctl.services.installments import pay
+
+    try:
+        with unit() as work:
+            paid = pay(
+                work.session, [installment], actor="cmd", amount=Decimal(amount),
+                reference=reference,
+            )  # fmt: skip
+    except Refused as refused:
+        assert "was already used for another payment" in refused.message
+        return "conflict"
+    return "duplicate" if paid.get("duplicate") else "applied"
+
+
+def test_commands_and_a_file_racing_on_the_same_references_record_each_once(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file and commands offering the same references at once (chunk locks against
+    row and reference locks): each reference is recorded once, by whichever came first,
+    and every answer agrees with what was recorded."""
+    from bnplctl.importing import payments as payments_import
+
+    seed(engine, 10, date(2026, 1, 1))
+    monkeypatch.setattr(payments_import, "CHUNK_ROWS", 3)
+    first_of = {user: 3 * user - 2 for user in range(1, 11)}  # u-N's first installment
+    wanted = {  # reference -> (installment, the file's amount, the command's amount)
+        f"RACE-{n}": (first_of[n % 10 + 1], "10.00", "10.00" if n % 3 else "11.00")
+        for n in range(30)
+    }
+    source = tmp_path / "race.csv"
+    source.write_text(
+        HEADER + "".join(f"{ref},{amount},,{inst},\n" for ref, (inst, amount, _) in wanted.items())
+    )
+    commands = Worker(  # from the file's end, so that they meet
+        lambda: {
+            ref: _pay_by_command(inst, mine, ref)
+            for ref, (inst, _, mine) in reversed(list(wanted.items()))
+        }
+    )
+    commands.start()
+    result = cli("payments", "import", str(source), "-o", "json")
+    commands.join(timeout=120)
+
+    assert commands.error is None, commands.error
+    assert result.exit_code in (0, 5), result.stderr
+    with engine.connect() as connection:
+        recorded = {
+            row.reference: (row.amount, row.source)
+            for row in connection.execute(
+                text("SELECT reference, amount::text AS amount, source FROM payments")
+            )
+        }
+    assert set(recorded) == set(wanted)
+    for ref, said in commands.result.items():
+        amount, source_of = recorded[ref]
+        mine = wanted[ref][2]
+        expected = "applied" if source_of == "command" else (
+            "duplicate" if amount == mine else "conflict"
+        )  # fmt: skip
+        assert said == expected, (ref, said, recorded[ref])
+    summary = json.loads(result.stdout)
+    by_file = sum(1 for _, source_of in recorded.values() if source_of != "command")
+    assert summary["applied"] == by_file
+    assert summary["applied"] + summary["duplicate"] + summary["conflict"] == len(wanted)
+    assert cli("verify").exit_code == 0
