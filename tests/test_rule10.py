@@ -5,7 +5,11 @@ because both stage it and run the same statements (``services/payments.py``).
 Each case records what it needs first, through either channel, then offers one payment
 twice, each time on a fresh copy of that state: once as a command, once as a file's row.
 Both must give the case's outcome (the file's outcome names; a command renders them as
-exit codes and messages) and leave the same installments and payments.
+exit codes and messages) and leave the same installments and payments. A command without
+``--amount`` asks for all that is due, which a row cannot say: its row carries what was
+due, and where that is not the same request the case says what each channel answers.
+(These answers held when the command decided rule 10 in Python too; now one set of
+statements gives them, and ``tests/test_layout.py`` keeps it so.)
 """
 
 from __future__ import annotations
