@@ -112,6 +112,122 @@ def test_the_batch_fast_path_loads_neither_pydantic_nor_the_orm() -> None:
         assert not heavy, f"{name} imports {sorted(heavy)}"
 
 
+# Rule 10's decisions have one home (issue 25): whether a payment is one recorded before
+# (duplicate, conflict), whether anything is due where it goes (overpayment, an
+# installment already PAID) and where it goes are decided by the statements of
+# ``services/payments.py``, for a file's rows and a command's payments alike. Nothing else
+# looks a payment up by its reference, and the channels' own modules compare neither
+# what is due nor whether an installment is PAID: they stage payments and tell the outcome.
+RULE_10_HOME = PACKAGE / "services" / "payments.py"
+RULE_10_CHANNELS = ("services/installments.py", "cli/installments.py", "importing/payments.py")
+_BY_REFERENCE_SQL = re.compile(
+    r"\b(?:FROM|JOIN)\s+payments\b(?![.\w])(?:(?!;).)*?\breference\s*(?:=|<>|!=|IN\b|IS\b)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _payment_reference(node: ast.AST) -> bool:
+    """``Payment.reference``, ``col(Payment.reference)`` or a Core table's ``.c.reference``
+    (only payments have a ``reference`` column)."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "col" and node.args:
+        node = node.args[0]
+    if not (isinstance(node, ast.Attribute) and node.attr == "reference"):
+        return False
+    owner = node.value
+    return (isinstance(owner, ast.Name) and owner.id == "Payment") or (
+        isinstance(owner, ast.Attribute) and owner.attr == "c"
+    )
+
+
+def payment_lookups_by_reference(source: str) -> list[str]:
+    """Every way ``source`` could find a payment by its reference: SQL text that reads
+    ``payments`` and filters or joins on ``reference``, or an ORM/Core comparison of it."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _BY_REFERENCE_SQL.search(node.value):
+                found.append(f"line {node.lineno}: SQL {node.value.strip()[:50]!r}")
+        elif isinstance(node, ast.Compare):
+            if any(_payment_reference(operand) for operand in (node.left, *node.comparators)):
+                found.append(f"line {node.lineno}: a comparison of a payment's reference")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in {"in_", "is_", "like", "ilike"} and _payment_reference(
+                node.func.value
+            ):
+                found.append(f"line {node.lineno}: {node.func.attr}() on a payment's reference")
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    [path for path in MODULES if path != RULE_10_HOME],
+    ids=lambda path: str(path.relative_to(PACKAGE)),
+)
+def test_only_rule_10s_statements_look_a_payment_up_by_its_reference(path: Path) -> None:
+    assert not payment_lookups_by_reference(path.read_text(encoding="utf-8")), path.name
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        'text("SELECT id, amount FROM payments WHERE reference = :reference")',
+        '"SELECT 1 FROM payments p\\n WHERE p.amount > 0 AND p.reference IN (:a, :b)"',
+        '"UPDATE m SET outcome = 1 FROM moves m JOIN payments p ON p.reference = m.reference"',
+        "select(Payment).where(Payment.reference == reference)",
+        "session.exec(select(Payment).where(col(Payment.reference) == wanted))",
+        "select(Payment).where(col(Payment.reference).in_(references))",
+        "select(payments.c.id).where(payments.c.reference == reference)",
+    ],
+)
+def test_the_reference_rule_sees_every_lookup(snippet: str) -> None:
+    assert payment_lookups_by_reference(snippet)
+
+
+def test_the_reference_rule_leaves_other_reads_alone() -> None:
+    source = (
+        '"""A payment is found by its reference in rule 10\'s statement."""\n'
+        'text("SELECT reference, amount FROM payments WHERE id = ANY(:ids) ORDER BY reference")\n'
+        'text("SELECT id FROM plans WHERE merchant_reference = :reference")\n'
+        "select(Payment).order_by(col(Payment.reference))\n"
+        "payment_with_reference(session, DEMO_PAYMENT)\n"
+    )
+    assert payment_lookups_by_reference(source) == []
+
+
+def rule_10_decisions(source: str) -> list[str]:
+    """Every comparison in ``source`` of what is due (``amount_due``) or of a status with
+    PAID (``InstallmentStatus.PAID``, ``'PAID'``): rule 10 decided in Python."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare):
+            continue
+        for operand in ast.walk(node):
+            name = getattr(operand, "attr", None) or getattr(operand, "id", None)
+            value = operand.value if isinstance(operand, ast.Constant) else None
+            if name in {"amount_due", "PAID"} or value == "PAID":
+                found.append(f"line {node.lineno}: {ast.unparse(node)[:60]}")
+                break
+    return found
+
+
+@pytest.mark.parametrize("name", RULE_10_CHANNELS)
+def test_the_channels_of_rule_10_decide_nothing_of_it(name: str) -> None:
+    assert not rule_10_decisions((PACKAGE / name).read_text(encoding="utf-8")), name
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "if amount > installment.amount_due: raise Refused('overpayment')",
+        "paid = [i.id for i in current if i.status == InstallmentStatus.PAID.value]",
+        "if row.status == 'PAID': return earlier",
+        "same = amount == row.amount and installment.amount_due == 0",
+    ],
+)
+def test_the_decision_rule_sees_every_comparison(snippet: str) -> None:
+    assert rule_10_decisions(snippet)
+
+
 # --- one injected context (issue 25, item 3) ------------------------------------------
 
 ALL_MODULES = sorted(PACKAGE.rglob("*.py"))

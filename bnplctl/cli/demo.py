@@ -109,12 +109,11 @@ def _partial_payment(context: Context) -> None:
 
     from bnplctl.cli.output import message
     from bnplctl.services.installments import pay
+    from bnplctl.services.payments import payment_with_reference
 
     with context.db.unit() as work:
         session = work.session
-        if session.execute(
-            text("SELECT 1 FROM payments WHERE reference = :reference"), {"reference": DEMO_PAYMENT}
-        ).first():
+        if payment_with_reference(session, DEMO_PAYMENT) is not None:
             message(f"the demo's partial payment {DEMO_PAYMENT} was recorded before")
             return
         oldest = session.execute(

@@ -15,14 +15,11 @@ checksum and a ``payments.imported`` audit event at the end.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import text
 
 from bnplctl.errors import InvalidInput
 from bnplctl.importing.batch import (
@@ -123,24 +120,12 @@ def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
 
 
 def stage_chunk(connection: Any, rows: list[RawRow]) -> tuple[ParsedChunk, StagedPayments]:
-    """Parse a chunk, copy its valid rows in and classify what needs no lock (rule 10's
-    ``stage_chunk``)."""
-    from bnplctl.db import dbapi_connection
-    from bnplctl.services.payments import CHUNK_TABLES, PAYMENT_ROW_COLUMNS, StagedPayments
-    from bnplctl.services.payments import stage_chunk as classify
-    from bnplctl.tuning import INDEX_LOOKUPS_ONLY
+    """Parse a chunk, then stage its valid rows as every payment is staged (rule 10's
+    ``stage_rows``: copied in, classified as far as no lock is needed)."""
+    from bnplctl.services.payments import stage_rows
 
     chunk = parse_chunk(rows)
-    connection.execute(text(CHUNK_TABLES + INDEX_LOOKUPS_ONLY))
-    if not chunk.valid:
-        return chunk, StagedPayments(0, [], {})
-    with dbapi_connection(connection).cursor() as cursor:
-        cursor.copy_expert(
-            f"COPY payment_rows ({', '.join(PAYMENT_ROW_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
-            io.StringIO(chunk.copy_data),
-            size=1 << 20,
-        )
-    return chunk, classify(connection)
+    return chunk, stage_rows(connection, chunk.copy_data)
 
 
 def apply_staged(
@@ -156,11 +141,12 @@ def apply_staged(
     refused = list(chunk.invalid)
     if chunk.valid:
         locks.for_batch_chunk(connection)
-        _, not_applied = rule10.apply_chunk(
+        applied = rule10.apply_chunk(
             connection, staged=payments, source=source, now=clock.now(), actor=actor
         )
         refused += [
-            Rejected(item.line, item.reference, item.outcome, item.reason) for item in not_applied
+            Rejected(item.line, item.reference, item.outcome, item.reason)
+            for item in applied.not_applied
         ]
     return chunk, sorted(refused, key=lambda item: item.line)
 

@@ -1,32 +1,24 @@
-"""Paying installments from a command (``installments pay``): each payment a record of
-rule 10, then rule 4 (plan completion, debt clearance), under the lock protocol of
-``services/locks.py``."""
+"""Paying installments from a command (``installments pay``): its payments staged as one
+chunk of rule 10 and applied by the statements a payments file runs
+(``services/payments.py``: ``stage_rows``, ``apply_chunk``), under the command's locks of
+``services/locks.py``; then the statement's outcome told the command's way."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from bnplctl import clock
 from bnplctl.errors import NotFound, Refused
-from bnplctl.models import Installment, InstallmentStatus
+from bnplctl.models import Installment
 from bnplctl.money import format_amount
 from bnplctl.services import locks
-from bnplctl.services.payments import PaymentRequest, apply_round, payments_by_id
+from bnplctl.services import payments as rule10
 from bnplctl.services.plans import public_installment
-from bnplctl.services.settlement import settle
 
 COMMAND_SOURCE = "command"
-
-_LAST_PAYMENT_OF = text(
-    "SELECT max(payment_id) FROM payment_allocations WHERE installment_id = :installment"
-)
-_BY_REFERENCE = text(
-    "SELECT id, user_id, installment_id, amount FROM payments WHERE reference = :reference"
-)
 
 
 def pay(
@@ -44,114 +36,72 @@ def pay(
     wanted = sorted(set(installment_ids))
     if (amount is not None or reference is not None) and len(wanted) != 1:
         raise ValueError("an amount or a reference goes with one installment")
-    owners = session.execute(
-        text("SELECT id, user_id FROM installments WHERE id = ANY(:ids)"), {"ids": wanted}
-    ).all()
-    missing = sorted(set(wanted) - {int(row.id) for row in owners})
-    if missing:
-        raise NotFound(f"installment {', '.join(map(str, missing))} not found")
-    locks.for_user_writes(session, [str(row.user_id) for row in owners])
-    if reference is not None:
-        earlier = _earlier_payment(session, reference, wanted[0], amount)
-        if earlier is not None:
-            return earlier
-    current = list(
-        session.exec(
-            select(Installment).where(col(Installment.id).in_(wanted)).order_by(col(Installment.id))
-        ).all()
-    )
-    already_paid = [i.id for i in current if i.status == InstallmentStatus.PAID.value]
-    if already_paid:
-        raise Refused(f"installment {', '.join(map(str, already_paid))} is already PAID")
-    if amount is not None and amount > current[0].amount_due:
-        raise Refused(
-            f"overpayment: {format_amount(amount)} is more than the"
-            f" {format_amount(current[0].amount_due)} due on installment {current[0].id};"
-            " nothing was paid"
-        )
     now = clock.now()
-    payment_ids: list[int] = []
-    plans: set[int] = set()
-    owners_paid: set[str] = set()
-    # One payment per user per round (rule 10's statement); a command paying several
-    # installments of one user runs as many rounds.
-    pending = list(current)
-    while pending:
-        round_: list[PaymentRequest] = []
-        seen: set[str] = set()
-        pending_next: list[Installment] = []
-        for installment in pending:
-            if installment.user_id in seen:
-                pending_next.append(installment)
-                continue
-            seen.add(installment.user_id)
-            round_.append(
-                PaymentRequest(
-                    line=len(round_) + 1,
-                    reference=reference,
-                    amount=amount if amount is not None else installment.amount_due,
-                    user_id=installment.user_id,
-                    installment_id=installment.id,
-                    paid_at=now,
-                    source=COMMAND_SOURCE,
-                )
-            )
-        result = apply_round(session, round_, now=now, actor=actor)
-        if result.overpaid:  # cannot happen under the user locks: what is due was read above
-            raise Refused("overpayment: the installments changed while paying; nothing was paid")
-        payment_ids += result.payment_ids.values()
-        plans.update(result.plans_paid_off)
-        owners_paid.update(result.overdue_owners)
-        pending = pending_next
-    settled = settle(
+    # One row per installment, as a file's chunk: seq, line, reference, amount (none: all
+    # that is due), user_id (the installment's owner, found by staging), installment_id,
+    # paid_at (none: the unit's now).
+    staged = rule10.stage_rows(
         session,
-        plan_ids=plans,
-        user_ids=owners_paid,
-        now=now,
-        actor=actor,
+        rule10.copy_data(
+            (n, n + 1, reference, amount, None, installment, None)
+            for n, installment in enumerate(wanted)
+        ),
     )
-    for installment in current:
-        session.refresh(installment)
+    unknown = [wanted[row.line - 1] for row in staged.refused]  # unknown_installment only
+    if unknown:
+        raise NotFound(f"installment {', '.join(map(str, unknown))} not found")
+    locks.for_user_writes(session, rule10.staged_payers(session))
+    if reference is not None:
+        locks.for_reference(session, f"payment:{reference}")
+    applied = rule10.apply_chunk(
+        session, staged=staged, source=COMMAND_SOURCE, now=now, actor=actor
+    )
+    if applied.not_applied:
+        return _answer_not_applied(session, wanted, applied.not_applied, amount)
+    installments = session.exec(
+        select(Installment)
+        .where(col(Installment.id).in_(wanted))
+        .order_by(col(Installment.id))
+        .execution_options(populate_existing=True)
+    ).all()
     return {
-        "installments": [public_installment(installment) for installment in current],
-        "payments": payments_by_id(session, payment_ids),
-        "plans_completed": settled.plans_completed,
-        "users_restored": settled.users_restored,
+        "installments": [public_installment(installment) for installment in installments],
+        "payments": rule10.payments_by_id(session, applied.payment_ids),
+        "plans_completed": applied.settled.plans_completed,
+        "users_restored": applied.settled.users_restored,
     }
 
 
-def _earlier_payment(
-    session: Session, reference: str, installment_id: int, amount: Decimal | None
-) -> dict[str, Any] | None:
-    """The first result of a payment with ``reference``, when this request repeats it;
-    ``None`` when the reference is new. Another request with it is refused (exit 3)."""
-    locks.for_reference(session, f"payment:{reference}")
-    row = session.execute(_BY_REFERENCE, {"reference": reference}).one_or_none()
-    if row is None:
-        return None
-    if amount is None:  # "all that is due": the earlier payment must have paid it off
-        last = session.execute(_LAST_PAYMENT_OF, {"installment": installment_id}).scalar()
-        full = (
-            last == row.id
-            and session.execute(
-                text("SELECT status = 'PAID' FROM installments WHERE id = :id"),
-                {"id": installment_id},
-            ).scalar()
-        )
-        same = row.installment_id == installment_id and bool(full)
-    else:
-        same = row.installment_id == installment_id and amount == row.amount
-    if not same:
+def _answer_not_applied(
+    session: Session,
+    wanted: list[int],
+    not_applied: list[rule10.NotApplied],
+    amount: Decimal | None,
+) -> dict[str, Any]:
+    """What the command says of payments rule 10 did not apply (all or none: any such row
+    is refused, which rolls the unit back): a duplicate returns the first payment; a
+    conflict, an installment with nothing due (PAID) or an overpayment is refused."""
+    first = not_applied[0]
+    if first.outcome == "duplicate":  # one installment, one reference: the only row
+        installment = session.get(Installment, wanted[0], populate_existing=True)
+        assert installment is not None  # noqa: S101 - staged: it exists
+        return {
+            "installments": [public_installment(installment)],
+            "payments": rule10.payments_by_id(session, [first.earlier] if first.earlier else []),
+            "plans_completed": [],
+            "users_restored": [],
+            "duplicate": True,
+        }
+    if first.outcome == "conflict":
         raise Refused(
-            f"payment reference {reference} was already used for another payment"
-            f" (payment {row.id}); nothing was paid"
+            f"payment reference {first.reference} was already used for another payment"
+            f" (payment {first.earlier}); nothing was paid"
         )
-    installment = session.get(Installment, installment_id)
-    assert installment is not None  # noqa: S101 - found under the user's lock above
-    return {
-        "installments": [public_installment(installment)],
-        "payments": payments_by_id(session, [int(row.id)]),
-        "plans_completed": [],
-        "users_restored": [],
-        "duplicate": True,
-    }
+    nothing_due = [wanted[row.line - 1] for row in not_applied if row.due == 0]
+    if nothing_due:
+        raise Refused(f"installment {', '.join(map(str, nothing_due))} is already PAID")
+    due = first.due if first.due is not None else Decimal(0)
+    raise Refused(
+        f"overpayment: {format_amount(amount or due)} is more than the"
+        f" {format_amount(due)} due on installment {wanted[first.line - 1]}; nothing was paid"
+    )

@@ -4,23 +4,28 @@ A payment goes to one installment, or to a user: then to the user's unpaid insta
 oldest due first (due date, then plan id, then sequence). Each allocation lowers the
 installment's ``amount_due``; one brought to zero is PAID (rule 4 then follows, through
 ``settlement.settle``). A payment larger than what is still due where it goes is refused
-whole (``overpayment``): nothing of it is applied.
+whole (``overpayment``): nothing of it is applied. A reference recorded before makes the
+payment a ``duplicate`` (the same content) or a ``conflict`` (another one).
 
-Every channel (``installments pay``, a payments file) stages its payments in the
-temporary table ``payment_moves``, each with its round, and runs ``_APPLY`` once per
-round: one statement
-records the payments, their allocations, the installments' new amounts and the audit
-events, whatever the number of rows. An installment paid off is PAID at its payment's
-``paid_at`` (a file's row may say when the money was received; a command's is now). A
-round holds at most one payment per user, so the payments of a round never share an
-installment and each one sees what is due where it goes as committed before the round
-(the caller runs a user's next payment in the next round). The caller holds the locks of
+Every channel stages its payments alike and runs the same statements: a payments file a
+chunk at a time, ``installments pay`` its payments as one chunk (``stage_rows``, then
+``apply_chunk`` under the caller's locks). Staging COPYs the rows into the temporary table
+``payment_rows`` and classifies them into ``payment_moves`` (``_PREPARE``), each with its
+round; ``_RECORDED`` finds the references recorded before, and ``_APPLY`` runs once per
+round: one statement records the payments, their allocations, the installments' new
+amounts and the audit events, whatever the number of rows. A command's payment may leave
+its amount out: all that is due where it goes (``installments pay`` without ``--amount``).
+An installment paid off is PAID at its payment's ``paid_at`` (a file's row may say when
+the money was received; a command's is now). A round holds at most one payment per user,
+so the payments of a round never share an installment and each one sees what is due
+where it goes as committed before the round. The caller holds the locks of
 ``services/locks.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import io
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -38,14 +43,17 @@ if TYPE_CHECKING:
     from bnplctl.db import Executor
     from bnplctl.models import Payment
     from bnplctl.services.listing import Page
+    from bnplctl.services.settlement import Settled
 
 # One pass, no CTE joined to another (a batch chunk runs with index lookups only, and the
 # planner cannot estimate a CTE's rows): ``unpaid`` is each payment of the round beside
 # the unpaid installments where it goes (found through the user's ACTIVE plans: an unpaid
 # installment's plan is ACTIVE by rule 4), in the order it pays them, with what is due
 # before each and in all, carrying as few columns as the windows need; a payment with
-# nothing due where it goes has one row without an installment. Each payment was given
-# its id when it was staged (a refused one leaves a gap in the sequence), so its
+# nothing due where it goes has one row without an installment. A payment without an
+# amount (a command's "all that is due") is all that is due where it goes, and none when
+# nothing is: then it is refused as overpaid. Each payment was given its id when it was
+# staged (a refused one leaves a gap in the sequence), so its
 # allocations name it in the same statement; what else a payment says is looked up in
 # ``payment_moves`` by its ``seq`` (its primary key). Sibling CTEs read the state before the
 # statement's writes: one payment per user per round keeps them apart.
@@ -61,7 +69,10 @@ if TYPE_CHECKING:
 _APPLY = text(
     """
     WITH unpaid AS MATERIALIZED (
-        SELECT r.seq, r.payment_id, r.amount, coalesce(r.paid_at, :now) AS paid_at, i.id,
+        SELECT r.seq, r.payment_id,
+               coalesce(r.amount, nullif(sum(i.amount_due) OVER (PARTITION BY r.seq), 0))
+                   AS amount,
+               coalesce(r.paid_at, :now) AS paid_at, i.id,
                i.plan_id, i.user_id, i.status, i.amount_due,
                coalesce(sum(i.amount_due) OVER paying_order, 0) AS due_before,
                coalesce(sum(i.amount_due) OVER (PARTITION BY r.seq), 0) AS due_in_all,
@@ -85,7 +96,7 @@ _APPLY = text(
         FROM unpaid
         WHERE id IS NOT NULL AND amount <= due_in_all AND amount > due_before
     ), fitting AS MATERIALIZED (
-        SELECT r.payment_id, r.reference, r.user_id, r.installment_id, r.amount, u.paid_at
+        SELECT r.payment_id, r.reference, r.user_id, r.installment_id, u.amount, u.paid_at
         FROM unpaid u
         JOIN payment_moves r ON r.seq = u.seq
         WHERE u.nth = 1 AND u.amount <= u.due_in_all
@@ -134,38 +145,11 @@ _APPLY = text(
 
 
 @dataclass(frozen=True)
-class PaymentRequest:
-    line: int
-    reference: str | None
-    amount: Decimal
-    user_id: str
-    installment_id: int | None
-    paid_at: datetime
-    source: str
-
-
-@dataclass(frozen=True)
 class RoundResult:
-    payment_ids: dict[int, int]  # line -> the payment recorded
-    overpaid: dict[int, Decimal]  # line -> what was due where it went
+    payment_ids: dict[int, int]  # seq -> the payment recorded
+    overpaid: dict[int, Decimal]  # seq -> what was due where it went
     plans_paid_off: list[int]
     overdue_owners: list[str]
-
-
-def apply_round(
-    executor: Executor, requests: Iterable[PaymentRequest], *, now: datetime, actor: str
-) -> RoundResult:
-    """Record one round of payments (at most one per user, one source) and allocate them;
-    the result's lines are the requests' ``line``."""
-    requests = list(requests)
-    users = [request.user_id for request in requests]
-    if len(users) != len(set(users)) or len({request.source for request in requests}) > 1:
-        raise ValueError("a round holds at most one payment per user, from one source")
-    executor.execute(text(CHUNK_TABLES))
-    if requests:
-        executor.execute(_ADD, [request.__dict__ for request in requests])
-    source = requests[0].source if requests else ""
-    return _apply(executor, round_number=1, source=source, now=now, actor=actor)
 
 
 def _apply(
@@ -189,15 +173,17 @@ def _apply(
     return RoundResult(recorded, overpaid, sorted(plans), sorted(owners))
 
 
-# --- a payments file, a chunk at a time ----------------------------------------------------
+# --- a chunk of payments: a file's, or a command's ------------------------------------------
 
-# The chunk's rows (COPYed in) and what ``_PREPARE`` and ``_RECORDED`` decided of each.
+# The chunk's rows (COPYed in) and what ``_PREPARE`` and ``_RECORDED`` decided of each. A
+# command's payment may have no reference (``installments pay`` without ``--reference``)
+# and no amount (without ``--amount``: all that is due where it goes); a file's has both.
 CHUNK_TABLES = """
     CREATE TEMP TABLE IF NOT EXISTS payment_rows (
         seq integer NOT NULL,
         line integer NOT NULL,
-        reference text NOT NULL,
-        amount numeric(12, 2) NOT NULL,
+        reference text,
+        amount numeric(12, 2),
         user_id text,
         installment_id bigint,
         paid_at timestamptz
@@ -205,8 +191,8 @@ CHUNK_TABLES = """
     CREATE TEMP TABLE IF NOT EXISTS payment_moves (
         seq integer PRIMARY KEY,
         line integer NOT NULL,
-        reference text,  -- none for a command's payment without --reference
-        amount numeric(12, 2) NOT NULL,
+        reference text,
+        amount numeric(12, 2),
         user_id text,
         installment_id bigint,
         paid_at timestamptz,
@@ -219,15 +205,6 @@ CHUNK_TABLES = """
     ) ON COMMIT DELETE ROWS;
     TRUNCATE payment_rows, payment_moves;
 """
-# A command's payments, staged as one round.
-_ADD = text(
-    """
-    INSERT INTO payment_moves (seq, line, reference, amount, user_id, installment_id,
-                               paid_at, round, payment_id)
-    VALUES (:line, :line, :reference, :amount, :user_id, :installment_id, :paid_at, 1,
-            nextval(pg_get_serial_sequence('payments', 'id')))
-    """
-)
 PAYMENT_ROW_COLUMNS = (
     "seq", "line", "reference", "amount", "user_id", "installment_id", "paid_at"
 )  # fmt: skip
@@ -237,7 +214,8 @@ PAYMENT_ROW_COLUMNS = (
 # or another writer can change): whose payment it is (the installment's owner, or the
 # user), unknown users and installments. Each remaining row gets its id and its round:
 # its place among the chunk's payments of the same user, in file order. A row whose
-# reference an earlier row of the chunk carries (``after_seq``) is judged only when that
+# reference an earlier row of the chunk carries (``after_seq``; a row without a reference
+# repeats none) is judged only when that
 # row has been applied or refused, as if it were in a chunk of its own: a reference is
 # taken by the first row that is recorded, not by the first that appears (``stage_chunk``
 # then moves it to a round after that row's, ``_RECORDED`` judges it). References
@@ -273,25 +251,29 @@ _PREPARE = text(
                                    paid_at, outcome, reason, after_seq, crosses, round,
                                    payment_id)
         SELECT seq, line, reference, amount, owner, installment_id, paid_at, outcome, reason,
-               CASE WHEN outcome IS NULL THEN lag(seq) OVER same_reference END,
-               CASE WHEN outcome IS NULL THEN lag(owner) OVER same_reference <> owner END,
+               CASE WHEN outcome IS NULL AND reference IS NOT NULL
+                    THEN lag(seq) OVER same_reference END,
+               CASE WHEN outcome IS NULL AND reference IS NOT NULL
+                    THEN lag(owner) OVER same_reference <> owner END,
                CASE WHEN outcome IS NULL THEN row_number() OVER (
                    PARTITION BY owner, outcome IS NULL ORDER BY seq) END,
                CASE WHEN outcome IS NULL
                     THEN nextval(pg_get_serial_sequence('payments', 'id')) END
         FROM resolved
         WINDOW same_reference AS (PARTITION BY reference, outcome IS NULL ORDER BY seq)
-        RETURNING line, reference, outcome, reason, after_seq, crosses, round
+        RETURNING line, reference, outcome, reason, after_seq, crosses, round,
+                  amount IS NULL AND reference IS NOT NULL AS all_due
     )
     SELECT line, reference, outcome, reason, NULL AS crossing, NULL AS repeat_rounds,
-           NULL AS sizes
+           NULL AS sizes, NULL AS all_due
     FROM moved WHERE round IS NULL
     UNION ALL
     SELECT NULL, NULL, NULL, NULL, count(*) FILTER (WHERE crosses),
            coalesce(array_agg(DISTINCT round) FILTER (WHERE after_seq IS NOT NULL), '{}'),
            (SELECT coalesce(array_agg(rows ORDER BY round), '{}')
             FROM (SELECT round, count(*) AS rows FROM moved WHERE round IS NOT NULL
-                  GROUP BY round) per_round)
+                  GROUP BY round) per_round),
+           coalesce(bool_or(all_due) FILTER (WHERE round IS NOT NULL), false)
     FROM moved
     """
 )
@@ -309,12 +291,39 @@ _SET_ROUNDS = text(
     WHERE m.seq = v.seq AND m.round <> v.round
     """
 )
+# Under the chunk's locks, before ``_RECORDED``: a payment of all that is due (a command's,
+# without an amount) with a reference recorded for the same installment by the payment
+# that paid it off (the installment is PAID and that payment was the last one allocated
+# to it) asked for what that payment paid, so ``_RECORDED`` finds it the same payment: a
+# command retried after it went through is a duplicate. A part payment's reference
+# leaves the amount unknown: another payment (a conflict), even when as much is due now.
+# Run only for a chunk that holds such a payment (``StagedPayments.all_due``): a file's
+# rows always have an amount.
+_ALL_DUE = text(
+    """
+    UPDATE payment_moves m
+    SET amount = p.amount
+    FROM payments p
+    WHERE m.amount IS NULL AND m.round IS NOT NULL
+      AND p.reference = m.reference AND p.installment_id = m.installment_id
+      AND p.id = (SELECT max(a.payment_id) FROM payment_allocations a
+                  WHERE a.installment_id = m.installment_id)
+      AND EXISTS (SELECT FROM installments i
+                  WHERE i.id = m.installment_id AND i.status = 'PAID')
+    """
+)
 # Under the chunk's locks: rows whose reference is recorded already are that payment
-# again (``duplicate``) or another one (``conflict``), whatever else they would be. With
-# ``:round`` NULL, every row still to be applied, against what was recorded before the
-# chunk; with a round, the rows from that round on that repeat a reference of the chunk,
-# against what the rounds before recorded (a reference taken once is taken for every
-# later row: they are all judged at once). Each row refused comes with its round.
+# again (``duplicate``) or another one (``conflict``), whatever else they would be. The
+# same payment: the same amount to the same target (the same installment, or the same
+# user for a payment to a user: a payment to a user is not one to an installment of
+# theirs), whenever it was paid (``paid_at`` is not compared: a processor's report may
+# date it otherwise than the command that recorded it first). A row without an amount (a
+# command's "all that is due") has the amount ``_ALL_DUE`` found, or none: then it is
+# never the same (``same`` is NULL). With ``:round`` NULL, every row still to be applied,
+# against what was recorded before the chunk; with a round, the rows from that round on
+# that repeat a reference of the chunk, against what the rounds before recorded (a
+# reference taken once is taken for every later row: they are all judged at once). Each
+# row refused comes with its round and the payment recorded before.
 _RECORDED = text(
     """
     WITH judged AS (
@@ -341,7 +350,7 @@ _RECORDED = text(
         WHERE m.seq = j.seq
         RETURNING m.seq, m.line, m.reference, m.outcome, m.reason
     )
-    SELECT r.line, r.reference, r.outcome, r.reason, j.round
+    SELECT r.line, r.reference, r.outcome, r.reason, j.round, j.payment_id
     FROM refused r JOIN judged j ON j.seq = r.seq
     """
 )
@@ -350,22 +359,68 @@ _LINES = text("SELECT seq, line, reference, amount FROM payment_moves WHERE roun
 
 @dataclass(frozen=True)
 class NotApplied:
+    """A row of a chunk that was not applied, and why. A command renders it from
+    ``earlier`` (``duplicate``, ``conflict``: the payment recorded before with the
+    reference) and ``due`` (``overpayment``: what was due where it went, 0.00 for an
+    installment already PAID)."""
+
     line: int
-    reference: str
+    reference: str  # blank: a command's payment without one
     outcome: str
     reason: str
+    earlier: int | None = None
+    due: Decimal | None = None
 
 
 @dataclass(frozen=True)
 class StagedPayments:
     """A chunk staged in ``payment_moves`` (``stage_chunk``): its number of rounds, the
-    rows refused already, the rows of each round, and the rounds holding a row that
-    repeats a reference of the chunk."""
+    rows refused already, the rows of each round, the rounds holding a row that repeats
+    a reference of the chunk, and whether it holds a payment of all that is due with a
+    reference (``_ALL_DUE``)."""
 
     rounds: int
     refused: list[NotApplied]
     sizes: dict[int, int]
     repeat_rounds: frozenset[int] = frozenset()
+    all_due: bool = False
+
+
+def copy_data(rows: Iterable[Sequence[object]]) -> str:
+    """Payments as ``stage_rows`` takes them: CSV of ``PAYMENT_ROW_COLUMNS`` (None: NULL)."""
+    import csv
+
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue()
+
+
+def stage_rows(executor: Executor, rows_csv: str) -> StagedPayments:
+    """Stage a chunk of payments, every channel alike: the rows (CSV of
+    ``PAYMENT_ROW_COLUMNS``, a file's chunk as parsed or ``copy_data``'s) COPYed into
+    ``payment_rows`` in the chunk's transaction, which looks rows up by index only
+    (``tuning.INDEX_LOOKUPS_ONLY``), then classified (``stage_chunk``)."""
+    from bnplctl.db import dbapi_connection
+    from bnplctl.tuning import INDEX_LOOKUPS_ONLY
+
+    executor.execute(text(CHUNK_TABLES + INDEX_LOOKUPS_ONLY))
+    if not rows_csv:
+        return StagedPayments(0, [], {})
+    with dbapi_connection(executor).cursor() as cursor:
+        cursor.copy_expert(
+            f"COPY payment_rows ({', '.join(PAYMENT_ROW_COLUMNS)}) FROM STDIN WITH (FORMAT csv)",
+            io.StringIO(rows_csv),
+            size=1 << 20,
+        )
+    return stage_chunk(executor)
+
+
+_PAYERS = text("SELECT DISTINCT user_id FROM payment_moves WHERE round IS NOT NULL")
+
+
+def staged_payers(executor: Executor) -> list[str]:
+    """Whose payments the staged chunk holds (a command locks them: ``locks``)."""
+    return [str(user_id) for user_id in executor.execute(_PAYERS).scalars()]
 
 
 def stage_chunk(executor: Executor) -> StagedPayments:
@@ -380,14 +435,16 @@ def stage_chunk(executor: Executor) -> StagedPayments:
     crossing = 0
     repeat_rounds: frozenset[int] = frozenset()
     sizes: dict[int, int] = {}
+    all_due = False
     for row in executor.execute(_PREPARE):
         if row.line is None:
             crossing, repeat_rounds = int(row.crossing), frozenset(row.repeat_rounds)
             sizes = dict(enumerate(row.sizes, start=1))  # rounds 1, 2, … have no gap
+            all_due = bool(row.all_due)
         else:
-            refused.append(NotApplied(int(row.line), row.reference, row.outcome, row.reason))
+            refused.append(NotApplied(int(row.line), row.reference or "", row.outcome, row.reason))
     if not crossing:  # a payer's own rounds already put its repeats after the first
-        return StagedPayments(len(sizes), refused, sizes, repeat_rounds)
+        return StagedPayments(len(sizes), refused, sizes, repeat_rounds, all_due)
     rows, placed = put_in_rounds(
         executor,
         _TO_ORDER,
@@ -399,24 +456,39 @@ def stage_chunk(executor: Executor) -> StagedPayments:
         refused,
         dict(Counter(placed.values())),
         frozenset(placed[row.seq] for row in rows if row.repeats),
+        all_due,
     )
 
 
 def _recorded(executor: Executor, round_number: int | None) -> list[tuple[NotApplied, int]]:
     """``_RECORDED``: each row refused, with its round."""
     return [
-        (NotApplied(int(row.line), row.reference, row.outcome, row.reason), int(row.round))
+        (
+            NotApplied(int(row.line), row.reference, row.outcome, row.reason, int(row.payment_id)),
+            int(row.round),
+        )
         for row in executor.execute(_RECORDED, {"round": round_number})
     ]
 
 
+@dataclass(frozen=True)
+class AppliedChunk:
+    """What ``apply_chunk`` did: the payments recorded (in the order of the rows), the rows
+    not applied (in line order), and what rule 4 then settled."""
+
+    payment_ids: list[int]
+    not_applied: list[NotApplied]
+    settled: Settled
+
+
 def apply_chunk(
     executor: Executor, *, staged: StagedPayments, source: str, now: datetime, actor: str
-) -> tuple[int, list[NotApplied]]:
-    """Rule 10 for a chunk staged by ``stage_chunk``: the references recorded before,
-    then the payments a round at a time (a round's repeated references judged first),
-    then rule 4 for what they paid off. Returns how many were applied and the rows that
-    were not (those refused at staging included). The caller holds the chunk's locks."""
+) -> AppliedChunk:
+    """Rule 10 for a chunk staged by ``stage_rows``: the references recorded before
+    (what a payment of all that is due asked for first, ``_ALL_DUE``), then the payments
+    a round at a time (a round's repeated references judged first),
+    then rule 4 for what they paid off. The rows not applied include those refused at
+    staging. The caller holds the chunk's locks."""
     from bnplctl.services.settlement import settle
 
     refused = list(staged.refused)
@@ -427,8 +499,10 @@ def apply_chunk(
             refused.append(row)
             sizes[its_round] -= 1
 
+    if staged.all_due:
+        executor.execute(_ALL_DUE)
     judge(None)
-    applied = 0
+    recorded: dict[int, int] = {}
     plans: set[int] = set()
     owners: set[str] = set()
     for round_number in range(1, staged.rounds + 1):
@@ -437,7 +511,7 @@ def apply_chunk(
         if not sizes.get(round_number):
             continue  # every row of the round was refused already
         result = _apply(executor, round_number=round_number, source=source, now=now, actor=actor)
-        applied += len(result.payment_ids)
+        recorded.update(result.payment_ids)
         plans.update(result.plans_paid_off)
         owners.update(result.overdue_owners)
         if result.overpaid:
@@ -448,17 +522,23 @@ def apply_chunk(
             }
             for seq, due in result.overpaid.items():
                 row = lines[seq]
+                offered = "nothing" if row.amount is None else format_amount(row.amount)
                 refused.append(
                     NotApplied(
                         int(row.line),
-                        row.reference,
+                        row.reference or "",
                         "overpayment",
-                        f"amount {format_amount(row.amount)} is more than the"
+                        f"amount {offered} is more than the"
                         f" {format_amount(due)} still due where it goes",
+                        due=due,
                     )
                 )
-    settle(executor, plan_ids=plans, user_ids=owners, now=now, actor=actor)
-    return applied, sorted(refused, key=lambda item: item.line)
+    settled = settle(executor, plan_ids=plans, user_ids=owners, now=now, actor=actor)
+    return AppliedChunk(
+        [recorded[seq] for seq in sorted(recorded)],
+        sorted(refused, key=lambda item: item.line),
+        settled,
+    )
 
 
 # --- reading payments --------------------------------------------------------------------
@@ -531,6 +611,17 @@ def iter_public_payments(session: Session, payments: Iterable[Payment]) -> Itera
     from bnplctl.services.listing import in_batches
 
     return in_batches(payments, lambda batch: public_payments(session, batch))
+
+
+_BY_REFERENCE = text("SELECT id FROM payments WHERE reference = :reference")
+
+
+def payment_with_reference(executor: Executor, reference: str) -> int | None:
+    """The id of the payment recorded with ``reference``, if any: whether a payment was
+    made (the demo's, made once). Whether a payment is that one again is rule 10's
+    question, which only ``_RECORDED`` answers."""
+    found = executor.execute(_BY_REFERENCE, {"reference": reference}).scalar()
+    return None if found is None else int(found)
 
 
 def payments_by_id(executor: Executor, payment_ids: Iterable[int]) -> list[dict[str, Any]]:
