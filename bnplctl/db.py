@@ -225,9 +225,10 @@ def translate_db_errors() -> Iterator[None]:
         raise database_error(exc) from exc
 
 
-def _read_connection(database_url: str) -> Any:
-    """The raw psycopg2 connection of a read unit on an external server: read-only, its
-    schema checked at head, SQLAlchemy never imported."""
+def _driver_connection(database_url: str, *, readonly: bool, check_schema: bool = True) -> Any:
+    """A bare psycopg2 connection to an external server (SQLAlchemy never imported): a
+    read unit's (``readonly``), or a batch file's series (``Database.units(raw=True)``);
+    its schema checked at head unless told not to."""
     import psycopg2
     from psycopg2.extensions import parse_dsn
 
@@ -237,7 +238,10 @@ def _read_connection(database_url: str) -> Any:
         url, application_name="bnplctl", connect_timeout=10, options=options
     )
     try:
-        connection.set_session(readonly=True)
+        if readonly:
+            connection.set_session(readonly=True)
+        if not check_schema:
+            return connection
         with connection.cursor() as cursor:
             cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
             row = cursor.fetchone()
@@ -246,6 +250,8 @@ def _read_connection(database_url: str) -> Any:
                 cursor.execute("SELECT version_num FROM alembic_version")
                 versions = [str(found[0]) for found in cursor.fetchall()]
         _check_revision(_one_revision(versions))
+        if not readonly:
+            connection.rollback()  # the check's transaction: the unit begins its own
     except BaseException:
         connection.close()
         raise
@@ -503,7 +509,8 @@ class Database:
         self.settings = settings
         self._engine: Engine | None = None
         # The one connection of a dry run over several files (``dry_run_scope``).
-        self._dry_run: Connection | None = None
+        self._dry_run: Any = None
+        self._checked = False  # the schema at head, seen by a bare connection of this run
 
     def engine(self, check_schema: bool = True) -> Engine:
         """The engine; the first call checks (external) or upgrades (embedded) the
@@ -546,7 +553,12 @@ class Database:
 
     @contextmanager
     def unit(
-        self, *, commit: bool = True, readonly: bool = False, check_schema: bool = True
+        self,
+        *,
+        commit: bool = True,
+        readonly: bool = False,
+        check_schema: bool = True,
+        raw: bool = False,
     ) -> Iterator[Unit]:
         """One unit of work, the only way into the database (with ``units`` for a series
         on one connection): committed when the block ends, rolled back on any error, or
@@ -554,30 +566,30 @@ class Database:
         statements, then nothing stays). ``readonly``: a read (rolled back; on an
         external server, the raw driver only, see ``Unit``). ``check_schema=False``: for
         the commands that work on a schema not at head (``db upgrade``, ``db status``,
-        ``status``)."""
+        ``status``). ``raw``: as ``units(raw=True)``."""
         url = self.settings.database_url
         if readonly and check_schema and url is not None and self._engine is None:
             with translate_db_errors():
-                raw = _read_connection(url)
+                reader = _driver_connection(url, readonly=True)
                 try:
-                    work = Unit(None, raw)
+                    work = Unit(None, reader)
                     try:
                         yield work
                     finally:
                         with suppress(Exception):  # a read keeps nothing; a dead link is gone
                             work._finish(commit=False)
                 finally:
-                    raw.close()
+                    reader.close()
             return
         with (
-            self.units(check_schema=check_schema) as next_unit,
+            self.units(check_schema=check_schema, raw=raw) as next_unit,
             next_unit(commit=commit and not readonly) as work,
         ):
             yield work
 
     @contextmanager
     def units(
-        self, *, dry_run: bool = False, check_schema: bool = True
+        self, *, dry_run: bool = False, check_schema: bool = True, raw: bool = False
     ) -> Iterator[Callable[..., AbstractContextManager[Unit]]]:
         """A series of units of work on one connection (a batch file's chunks, a job's
         steps, the sweep's lock held between them): yields ``next_unit``; each ``with
@@ -586,16 +598,28 @@ class Database:
         ``dry_run`` series keeps every unit in one transaction, rolled back at the end
         (inside ``dry_run_scope``, at the scope's end), so that its outcomes are the real
         ones (a row repeating an earlier chunk's is still a duplicate) and nothing
-        stays."""
+        stays.
+
+        ``raw``: the units of a batch file, which work on ``Unit.dbapi`` only; on an
+        external server their connection is a bare psycopg2 one (SQLAlchemy is never
+        loaded: its import and the engine's start are ~0.15 s of a file's run), its
+        schema checked at head once for the run."""
         shared = self._dry_run if dry_run else None
 
-        def on(connection: Connection) -> Callable[..., AbstractContextManager[Unit]]:
+        def on(connection: Any) -> Callable[..., AbstractContextManager[Unit]]:
+            from bnplctl.sql import is_dbapi
+
+            bare = is_dbapi(connection)
+
             @contextmanager
             def next_unit(*, commit: bool = True) -> Iterator[Unit]:
                 with translate_db_errors():
-                    if not connection.in_transaction():
-                        connection.begin()
-                    work = Unit(connection)
+                    if bare:  # psycopg2 begins at the first statement
+                        work = Unit(None, connection)
+                    else:
+                        if not connection.in_transaction():
+                            connection.begin()
+                        work = Unit(connection)
                     try:
                         yield work
                         if dry_run:  # the series' one transaction goes on
@@ -614,18 +638,19 @@ class Database:
         if shared is not None:
             yield on(shared)
             return
-        with self._connection_kept(check_schema) as connection:
+        with self._connection_kept(check_schema, raw=raw) as connection:
             yield on(connection)
 
     @contextmanager
-    def dry_run_scope(self, active: bool = True) -> Iterator[None]:
+    def dry_run_scope(self, active: bool = True, *, raw: bool = False) -> Iterator[None]:
         """A dry run over several files: every ``units(dry_run=True)`` inside works in one
-        transaction on one connection, rolled back when the scope ends, so each file sees
-        what the files before it would have written, as in the real run."""
+        transaction on one connection (``raw``: a bare one, as the files' units), rolled
+        back when the scope ends, so each file sees what the files before it would have
+        written, as in the real run."""
         if not active or self._dry_run is not None:
             yield
             return
-        with self._connection_kept() as connection:
+        with self._connection_kept(raw=raw) as connection:
             self._dry_run = connection
             try:
                 yield
@@ -633,7 +658,21 @@ class Database:
                 self._dry_run = None
 
     @contextmanager
-    def _connection_kept(self, check_schema: bool = True) -> Iterator[Connection]:
+    def _connection_kept(self, check_schema: bool = True, *, raw: bool = False) -> Iterator[Any]:
+        url = self.settings.database_url
+        if raw and url is not None and self._engine is None:
+            with translate_db_errors():
+                bare = _driver_connection(
+                    url, readonly=False, check_schema=check_schema and not self._checked
+                )
+            self._checked = self._checked or check_schema
+            try:
+                yield bare
+            finally:
+                with translate_db_errors():
+                    bare.rollback()  # a dry run's rows; nothing otherwise
+                    bare.close()
+            return
         engine = self.engine(check_schema)  # Core only: the ORM and the models stay unloaded
         with translate_db_errors():
             connection = engine.connect()
@@ -646,8 +685,13 @@ class Database:
                 connection.close()
 
 
-def dbapi_connection(executor: Executor) -> Any:
-    """The psycopg2 connection under a Core connection or an ORM session (for COPY)."""
+def dbapi_connection(executor: Executor | DbapiConnection) -> Any:
+    """The psycopg2 connection under a Core connection or an ORM session (for COPY), or
+    the one given."""
+    from bnplctl.sql import is_dbapi
+
+    if is_dbapi(executor):
+        return executor
     from sqlalchemy.engine import Connection
 
     connection = executor if isinstance(executor, Connection) else executor.connection()

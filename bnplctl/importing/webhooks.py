@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
-
 from bnplctl.errors import InvalidInput
 from bnplctl.importing.batch import (
     IngestReport,
@@ -30,6 +28,7 @@ from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.ledger import LedgerKind, ingest_each, ingest_recorded
 from bnplctl.importing.readers import HashingReader, RawRow
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
+from bnplctl.sql import Statement, run
 from bnplctl.statuses import FileKind
 from bnplctl.tuning import INDEX_LOOKUPS_ONLY
 from bnplctl.validators import (
@@ -146,7 +145,7 @@ _BEGIN_CHUNK = (
 # are rule 6's ``_MOVE`` to find, once that chunk has committed. File order is ``seq``,
 # the row's place in the chunk: ``line`` is only reported, and rows of a JSON array
 # written on one line share it.
-_PREPARE = text(
+_PREPARE = Statement(
     """
     WITH looked_up AS (
         SELECT w.seq, w.line, w.transaction_id, w.target, w.event_id, w.occurred_at,
@@ -193,7 +192,7 @@ _PREPARE = text(
 
 # When a refund has several rows in the chunk: the rows to put in rounds
 # (``services/rounds.py``), with their plans (a refund's plan never changes), in file order.
-_TO_ORDER = text(
+_TO_ORDER = Statement(
     """
     SELECT m.seq, m.refund_id, m.target, r.plan_id
     FROM refund_moves m
@@ -202,7 +201,7 @@ _TO_ORDER = text(
     ORDER BY m.seq
     """
 )
-_SET_ROUNDS = text(
+_SET_ROUNDS = Statement(
     """
     UPDATE refund_moves m SET round = v.round
     FROM unnest(CAST(:seqs AS integer[]), CAST(:rounds AS integer[])) AS v(seq, round)
@@ -321,11 +320,11 @@ class StagedChunk:
 def stage_chunk(session: Executor, chunk: ParsedChunk) -> StagedChunk:
     """Copy a chunk's valid rows in and classify what needs no lock (``_PREPARE``)."""
     staged = StagedChunk()
-    session.execute(text(_BEGIN_CHUNK + INDEX_LOOKUPS_ONLY))
+    run(session, _BEGIN_CHUNK + INDEX_LOOKUPS_ONLY)
     if not chunk.valid:
         return staged
     _copy_rows(session, chunk.copy_data)
-    for row in session.execute(_PREPARE):
+    for row in run(session, _PREPARE):
         if row.line is None:
             staged.rounds = int(row.rounds)
         else:

@@ -26,21 +26,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
+from bnplctl.sql import Statement, run
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
 
 DEBT_LOCK_ID = 0x62_6E_70_6C_4454  # "bnpl" + "DT"
 
-_SHARED = text("SELECT pg_advisory_xact_lock_shared(:id)")
-_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(:id)")
-_USERS = text(
+_SHARED = Statement("SELECT pg_advisory_xact_lock_shared(:id)")
+_EXCLUSIVE = Statement("SELECT pg_advisory_xact_lock(:id)")
+_USERS = Statement(
     'SELECT user_id FROM users WHERE user_id = ANY(:ids) ORDER BY user_id COLLATE "C" FOR UPDATE'
 )
-_REFERENCE = text("SELECT pg_advisory_xact_lock(hashtextextended(:reference, 0))")
+_REFERENCE = Statement("SELECT pg_advisory_xact_lock(hashtextextended(:reference, 0))")
 # One round trip: the shared debt lock, then the three tables a chunk changes.
-_CHUNK = text(
+_CHUNK = Statement(
     "SELECT pg_advisory_xact_lock_shared(:id);"
     " LOCK TABLE users, refunds, installments IN EXCLUSIVE MODE"
 )
@@ -49,24 +49,24 @@ _CHUNK = text(
 def for_user_writes(executor: Executor, user_ids: Iterable[str]) -> list[str]:
     """A command's locks: the shared debt lock, then the users' rows in ``user_id`` order.
     Returns the ids that exist."""
-    executor.execute(_SHARED, {"id": DEBT_LOCK_ID})
+    run(executor, _SHARED, {"id": DEBT_LOCK_ID})
     wanted = sorted(set(user_ids))
     if not wanted:
         return []
-    return [str(row[0]) for row in executor.execute(_USERS, {"ids": wanted})]
+    return [str(row[0]) for row in run(executor, _USERS, {"ids": wanted})]
 
 
 def for_reference(executor: Executor, reference: str) -> None:
     """A payment reference's lock, taken after the users' (two commands recording the same
     new reference for different users: the second waits, then finds the first's)."""
-    executor.execute(_REFERENCE, {"reference": reference})
+    run(executor, _REFERENCE, {"reference": reference})
 
 
 def for_batch_chunk(executor: Executor) -> None:
     """A batch chunk's locks: the shared debt lock, then the three tables it changes."""
-    executor.execute(_CHUNK, {"id": DEBT_LOCK_ID})
+    run(executor, _CHUNK, {"id": DEBT_LOCK_ID})
 
 
 def for_sweep(executor: Executor) -> None:
     """The sweep's marking transaction: the debt lock, exclusive."""
-    executor.execute(_EXCLUSIVE, {"id": DEBT_LOCK_ID})
+    run(executor, _EXCLUSIVE, {"id": DEBT_LOCK_ID})

@@ -31,11 +31,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
-
 from bnplctl.money import format_amount
 from bnplctl.services.audit import insert_events
 from bnplctl.services.listing import ListRequest
+from bnplctl.sql import Statement, run
 
 if TYPE_CHECKING:
     from sqlmodel import Session
@@ -66,7 +65,7 @@ if TYPE_CHECKING:
 # held only rolled-back rows, after a ``--dry-run``, passes for empty however it grows):
 # the whole table, or plans × installments, materialised once and scanned again for every
 # row of the chunk (a 100,000-row file took 976 s instead of 8).
-_APPLY = text(
+_APPLY = Statement(
     """
     WITH unpaid AS MATERIALIZED (
         SELECT r.seq, r.payment_id,
@@ -156,7 +155,7 @@ def _apply(
     executor: Executor, *, round_number: int, source: str, now: datetime, actor: str
 ) -> RoundResult:
     parameters = {"round": round_number, "source": source, "now": now, "actor": actor}
-    rows = executor.execute(_APPLY, parameters).all()
+    rows = run(executor, _APPLY, parameters).all()
     recorded: dict[int, int] = {}
     overpaid: dict[int, Decimal] = {}
     plans: set[int] = set()
@@ -220,7 +219,7 @@ PAYMENT_ROW_COLUMNS = (
 # taken by the first row that is recorded, not by the first that appears (``stage_chunk``
 # then moves it to a round after that row's, ``_RECORDED`` judges it). References
 # recorded before the chunk are ``_RECORDED``'s to find too, under the chunk's locks.
-_PREPARE = text(
+_PREPARE = Statement(
     """
     WITH resolved AS (
         SELECT r.*,
@@ -278,13 +277,13 @@ _PREPARE = text(
     """
 )
 # The rows to put in rounds when references repeat (``services/rounds.py``), in file order.
-_TO_ORDER = text(
+_TO_ORDER = Statement(
     """
     SELECT seq, user_id, reference, after_seq IS NOT NULL AS repeats
     FROM payment_moves WHERE round IS NOT NULL ORDER BY seq
     """
 )
-_SET_ROUNDS = text(
+_SET_ROUNDS = Statement(
     """
     UPDATE payment_moves m SET round = v.round
     FROM unnest(CAST(:seqs AS integer[]), CAST(:rounds AS integer[])) AS v(seq, round)
@@ -299,7 +298,7 @@ _SET_ROUNDS = text(
 # leaves the amount unknown: another payment (a conflict), even when as much is due now.
 # Run only for a chunk that holds such a payment (``StagedPayments.all_due``): a file's
 # rows always have an amount.
-_ALL_DUE = text(
+_ALL_DUE = Statement(
     """
     UPDATE payment_moves m
     SET amount = p.amount
@@ -324,7 +323,7 @@ _ALL_DUE = text(
 # that repeat a reference of the chunk, against what the rounds before recorded (a
 # reference taken once is taken for every later row: they are all judged at once). Each
 # row refused comes with its round and the payment recorded before.
-_RECORDED = text(
+_RECORDED = Statement(
     """
     WITH judged AS (
         SELECT m.seq, m.round, p.id AS payment_id,
@@ -354,7 +353,7 @@ _RECORDED = text(
     FROM refused r JOIN judged j ON j.seq = r.seq
     """
 )
-_LINES = text("SELECT seq, line, reference, amount FROM payment_moves WHERE round = :round")
+_LINES = Statement("SELECT seq, line, reference, amount FROM payment_moves WHERE round = :round")
 
 
 @dataclass(frozen=True)
@@ -403,7 +402,7 @@ def stage_rows(executor: Executor, rows_csv: str) -> StagedPayments:
     from bnplctl.db import dbapi_connection
     from bnplctl.tuning import INDEX_LOOKUPS_ONLY
 
-    executor.execute(text(CHUNK_TABLES + INDEX_LOOKUPS_ONLY))
+    run(executor, CHUNK_TABLES + INDEX_LOOKUPS_ONLY)
     if not rows_csv:
         return StagedPayments(0, [], {})
     with dbapi_connection(executor).cursor() as cursor:
@@ -415,12 +414,12 @@ def stage_rows(executor: Executor, rows_csv: str) -> StagedPayments:
     return stage_chunk(executor)
 
 
-_PAYERS = text("SELECT DISTINCT user_id FROM payment_moves WHERE round IS NOT NULL")
+_PAYERS = Statement("SELECT DISTINCT user_id FROM payment_moves WHERE round IS NOT NULL")
 
 
 def staged_payers(executor: Executor) -> list[str]:
     """Whose payments the staged chunk holds (a command locks them: ``locks``)."""
-    return [str(user_id) for user_id in executor.execute(_PAYERS).scalars()]
+    return [str(user_id) for user_id in run(executor, _PAYERS).scalars()]
 
 
 def stage_chunk(executor: Executor) -> StagedPayments:
@@ -436,7 +435,7 @@ def stage_chunk(executor: Executor) -> StagedPayments:
     repeat_rounds: frozenset[int] = frozenset()
     sizes: dict[int, int] = {}
     all_due = False
-    for row in executor.execute(_PREPARE):
+    for row in run(executor, _PREPARE):
         if row.line is None:
             crossing, repeat_rounds = int(row.crossing), frozenset(row.repeat_rounds)
             sizes = dict(enumerate(row.sizes, start=1))  # rounds 1, 2, … have no gap
@@ -467,7 +466,7 @@ def _recorded(executor: Executor, round_number: int | None) -> list[tuple[NotApp
             NotApplied(int(row.line), row.reference, row.outcome, row.reason, int(row.payment_id)),
             int(row.round),
         )
-        for row in executor.execute(_RECORDED, {"round": round_number})
+        for row in run(executor, _RECORDED, {"round": round_number})
     ]
 
 
@@ -500,7 +499,7 @@ def apply_chunk(
             sizes[its_round] -= 1
 
     if staged.all_due:
-        executor.execute(_ALL_DUE)
+        run(executor, _ALL_DUE)
     judge(None)
     recorded: dict[int, int] = {}
     plans: set[int] = set()
@@ -517,7 +516,7 @@ def apply_chunk(
         if result.overpaid:
             lines = {
                 int(row.seq): row
-                for row in executor.execute(_LINES, {"round": round_number})
+                for row in run(executor, _LINES, {"round": round_number})
                 if int(row.seq) in result.overpaid
             }
             for seq, due in result.overpaid.items():
@@ -545,7 +544,7 @@ def apply_chunk(
 
 PAYMENT_FIELDS = ("id", "reference", "user_id", "amount", "paid_at", "source")
 
-_ALLOCATIONS = text(
+_ALLOCATIONS = Statement(
     """
     SELECT payment_id, installment_id, amount FROM payment_allocations
     WHERE payment_id = ANY(:ids)
@@ -560,7 +559,7 @@ def public_payments(executor: Executor, rows: Iterable[Any]) -> list[dict[str, A
     rows = list(rows)
     allocations: dict[int, list[dict[str, Any]]] = {int(row.id): [] for row in rows}
     if rows:
-        for allocation in executor.execute(_ALLOCATIONS, {"ids": list(allocations)}):
+        for allocation in run(executor, _ALLOCATIONS, {"ids": list(allocations)}):
             allocations[int(allocation.payment_id)].append(
                 {
                     "installment_id": int(allocation.installment_id),
@@ -613,23 +612,22 @@ def iter_public_payments(session: Session, payments: Iterable[Payment]) -> Itera
     return in_batches(payments, lambda batch: public_payments(session, batch))
 
 
-_BY_REFERENCE = text("SELECT id FROM payments WHERE reference = :reference")
+_BY_REFERENCE = Statement("SELECT id FROM payments WHERE reference = :reference")
 
 
 def payment_with_reference(executor: Executor, reference: str) -> int | None:
     """The id of the payment recorded with ``reference``, if any: whether a payment was
     made (the demo's, made once). Whether a payment is that one again is rule 10's
     question, which only ``_RECORDED`` answers."""
-    found = executor.execute(_BY_REFERENCE, {"reference": reference}).scalar()
+    found = run(executor, _BY_REFERENCE, {"reference": reference}).scalar()
     return None if found is None else int(found)
 
 
 def payments_by_id(executor: Executor, payment_ids: Iterable[int]) -> list[dict[str, Any]]:
-    rows = executor.execute(
-        text(
-            f"SELECT {', '.join(PAYMENT_FIELDS)} FROM payments"  # noqa: S608 - constants
-            " WHERE id = ANY(:ids) ORDER BY id"
-        ),
+    rows = run(
+        executor,
+        f"SELECT {', '.join(PAYMENT_FIELDS)} FROM payments"  # noqa: S608 - constants
+        " WHERE id = ANY(:ids) ORDER BY id",
         {"ids": sorted(set(payment_ids))},
     ).all()
     return public_payments(executor, rows)

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-
 from bnplctl.services.audit import insert_events
+from bnplctl.sql import Statement, run
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
 # before it take, and for an installment what the plan's approvals have left once the
 # installments after it are paid; ``due_later``, a sum over the rows after an approval,
 # is what its plan has unpaid.
-_APPLY = text(
+_APPLY = Statement(
     """
     WITH approvals AS (
         SELECT a.*, last.id AS last_id, last.amount_due AS last_due, last.status AS last_status,
@@ -152,8 +151,8 @@ def apply_approved(
     executor: Executor, *, source: str, file_id: int | None, now: datetime, actor: str
 ) -> PaidOff:
     """Apply the transaction's ``refunds_approved`` (rule 7), emptying it."""
-    rows = executor.execute(
-        _APPLY, {"source": source, "file_id": file_id, "now": now, "actor": actor}
+    rows = run(
+        executor, _APPLY, {"source": source, "file_id": file_id, "now": now, "actor": actor}
     ).all()
     return PaidOff(
         plan_ids=sorted({int(row.plan_id) for row in rows}),

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-
 from bnplctl.services.audit import insert_events
+from bnplctl.sql import Statement, run
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
@@ -65,7 +64,7 @@ CREATE_WORK_TABLES = """
 # One round: every move of ``round`` (at most one per refund) against its refund. A
 # webhook row whose event was ingested before (by an earlier file or chunk) is a
 # duplicate whatever it asks.
-_MOVE = text(
+_MOVE = Statement(
     """
     WITH looked_up AS (
         SELECT m.seq, m.line, m.transaction_id, m.refund_id, r.user_id, r.plan_id, r.amount,
@@ -148,18 +147,17 @@ class NotMoved:
 
 
 def create_work_tables(executor: Executor) -> None:
-    executor.execute(text(CREATE_WORK_TABLES))
+    run(executor, CREATE_WORK_TABLES)
 
 
 def add_command_move(
     executor: Executor, *, refund_id: int, transaction_id: str, target: str, note: str | None
 ) -> None:
     """A command's one move (round 1); the work tables must exist."""
-    executor.execute(
-        text(
-            "INSERT INTO refund_moves (seq, transaction_id, target, note, refund_id, round)"
-            " VALUES (0, :transaction_id, :target, :note, :refund_id, 1)"
-        ),
+    run(
+        executor,
+        "INSERT INTO refund_moves (seq, transaction_id, target, note, refund_id, round)"
+        " VALUES (0, :transaction_id, :target, :note, :refund_id, 1)",
         {"transaction_id": transaction_id, "target": target, "note": note, "refund_id": refund_id},
     )
 
@@ -174,7 +172,8 @@ def move(
     actor: str,
 ) -> list[NotMoved]:
     """Decide and apply one round of moves; returns the moves not applied."""
-    rows = executor.execute(
+    rows = run(
+        executor,
         _MOVE,
         {
             "round": round_number,

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from sqlalchemy import TextClause
+from bnplctl.sql import run
 
+if TYPE_CHECKING:
     from bnplctl.db import Executor
 
 # A row's place in its chunk, and what it must follow: (key, gap) pairs.
@@ -38,16 +38,16 @@ def in_file_order(rows: Iterable[tuple[int, Dependencies]]) -> dict[int, int]:
 
 def put_in_rounds(
     executor: Executor,
-    rows_in_file_order: TextClause,
-    set_rounds: TextClause,
+    rows_in_file_order: str,
+    set_rounds: str,
     dependencies: Callable[[Any], Dependencies],
 ) -> tuple[Sequence[Any], dict[int, int]]:
     """Read a chunk's rows (``rows_in_file_order``, each with its ``seq``), give each the
     round ``in_file_order`` finds from ``dependencies(row)``, and write them back
     (``set_rounds``, with ``:seqs`` and ``:rounds`` as arrays). Returns the rows and
     their rounds by ``seq``."""
-    rows = executor.execute(rows_in_file_order).all()
+    rows = run(executor, rows_in_file_order).all()
     placed = in_file_order((row.seq, dependencies(row)) for row in rows)
     seqs = list(placed)
-    executor.execute(set_rounds, {"seqs": seqs, "rounds": [placed[seq] for seq in seqs]})
+    run(executor, set_rounds, {"seqs": seqs, "rounds": [placed[seq] for seq in seqs]})
     return rows, placed

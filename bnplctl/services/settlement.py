@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
-
 from bnplctl.services.audit import USER_STATUS_CHANGED, insert_events
+from bnplctl.sql import Statement, run
 
 if TYPE_CHECKING:
     from bnplctl.db import Executor
 
-_SETTLE = text(
+_SETTLE = Statement(
     """
     WITH completed_plans AS (
         UPDATE plans SET status = 'COMPLETED', updated_at = :now
@@ -83,7 +82,8 @@ def settle(
     plans, users = sorted(set(plan_ids)), sorted(set(user_ids))
     if not plans and not users:
         return Settled([], [])
-    rows = executor.execute(
+    rows = run(
+        executor,
         _SETTLE,
         {
             "plan_ids": plans,
