@@ -140,20 +140,27 @@ def _partial_payment(actor: str) -> None:
 
 
 def _load_users(actor: str) -> None:
-    from importlib.resources import files
+    from importlib.resources import as_file, files
 
     from bnplctl.cli.batch import finish_batch
     from bnplctl.cli.output import message, warning
-    from bnplctl.importing.users import import_users, user_chunks
+    from bnplctl.config import get_settings
+    from bnplctl.importing.users import import_users
 
-    with files("bnplctl.data").joinpath("users.csv").open("rb") as stream:
-        report = import_users(user_chunks(stream, "csv"), actor=actor, source="demo", warn=warning)
+    with as_file(files("bnplctl.data").joinpath("users.csv")) as path:
+        report = import_users(
+            [(str(path), None)],
+            key_file=get_settings().required_key_file(),
+            actor=actor,
+            source="demo",
+            warn=warning,
+        )
     message("Sample users: two rows are invalid on purpose (a bad card, a minor).")
     finish_batch(
         report,
         OutputFormat.table,
         rejects=None,
-        source="demo",
+        sources=["demo"],
         key_name="user_id",
         title="Demo users import",
         exit_on_rejects=False,

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -32,7 +33,7 @@ from bnplctl.importing.batch import (
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.ledger import LedgerKind, ingest_each, ingest_recorded
-from bnplctl.importing.readers import HashingReader, RawRow
+from bnplctl.importing.readers import HashingReader, RawRow, read_rows
 from bnplctl.statuses import FileKind
 from bnplctl.validators import id_field, required_id, text_field, timestamp
 
@@ -198,7 +199,8 @@ def import_files(
     """Import each (name, size for a progress bar or None) in turn; returns their
     summaries (``ledger.ingest_each``)."""
     return ingest_each(
-        sources, input_format, PAYMENT_COLUMNS, report, dry_run=dry_run, progress=progress,
+        sources, input_format, report, read=partial(read_rows, required=PAYMENT_COLUMNS),
+        dry_run=dry_run, progress=progress,
         one_file=lambda name, rows, reader: import_stream(
             name, rows, reader, report, actor=actor, dry_run=dry_run
         ),

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -28,7 +29,7 @@ from bnplctl.importing.batch import (
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.ledger import LedgerKind, ingest_each, ingest_recorded
-from bnplctl.importing.readers import HashingReader, RawRow
+from bnplctl.importing.readers import HashingReader, RawRow, read_rows
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
 from bnplctl.statuses import FileKind
 from bnplctl.tuning import INDEX_LOOKUPS_ONLY
@@ -439,8 +440,8 @@ def ingest_files(
     """Ingest each (name, size for a progress bar or None) in turn; returns their
     summaries (``ledger.ingest_each``)."""
     return ingest_each(
-        sources, input_format, WEBHOOK_COLUMNS, report, dry_run=dry_run,
-        progress=progress,
+        sources, input_format, report, read=partial(read_rows, required=WEBHOOK_COLUMNS),
+        dry_run=dry_run, progress=progress,
         one_file=lambda name, rows, reader: ingest_stream(
             name, rows, reader, report, actor=actor, dry_run=dry_run
         ),
