@@ -235,8 +235,8 @@ def apply_chunks(
 
 
 def prepare_processes() -> int:
-    """How many worker processes prepare chunks by default: one a core, two to four."""
-    return max(2, min(4, os.cpu_count() or 2))
+    """How many worker processes prepare chunks by default: one a core, up to four."""
+    return max(1, min(4, os.cpu_count() or 2))
 
 
 def _prepared(
@@ -369,8 +369,9 @@ class _Workers:
     through Python's finalisation (it is killed, or ``os._exit``s as multiprocessing's
     workers do), so it never closes a connection on the server. The signals wait while
     the workers are forked (``signals_held``), so none is left behind by a stop during
-    the forks; one that reaches a child before it ignores them finds the holding
-    handler, which only records it."""
+    the forks (one left running would ignore the SIGTERM that multiprocessing's exit
+    sends it, and the exit would wait for it for ever); one that reaches a child before
+    it ignores them finds the holding handler, which only records it."""
 
     def __init__(self, prepare: Callable[[Any], Any], count: int, context: Any = None) -> None:
         import multiprocessing

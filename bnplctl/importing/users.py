@@ -179,7 +179,7 @@ def import_users(
     prepare = functools.partial(
         prepare_item, today=business_today(), keyring=crypto.Keyring(master)
     )
-    chunks = _Inserter(
+    inserter = _Inserter(
         report, actor=actor, source=source, master=master, dry_run=dry_run, warn=warn
     )
 
@@ -188,8 +188,9 @@ def import_users(
         report.created.append({})
         before = Counter(report.counts)
         apply_chunks(
-            items, chunks.stage, chunks.apply, chunks.committed, dry_run=dry_run, prepare=prepare
-        )
+            items, inserter.stage, inserter.apply, inserter.committed,
+            dry_run=dry_run, prepare=prepare,
+        )  # fmt: skip
         counts = report.counts - before
         summary = {"file": name, "sha256": reader.sha256.hexdigest(), "rows": counts.total()}
         return summary | {outcome: counts.get(outcome, 0) for outcome in report.outcomes}
