@@ -17,7 +17,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
@@ -227,7 +227,7 @@ def apply_chunks(
         if not dry_run:
             _apply_pipelined(ready, stage, apply, committed)
             return
-        with units(dry_run=True) as next_unit:
+        with _left_whole(units(dry_run=True)) as next_unit:
             for chunk in ready:
                 with next_unit() as work:
                     result = apply(work.connection, stage(work.connection, chunk))
@@ -278,6 +278,24 @@ def _raising(exc: Exception) -> Iterator[Any]:
     yield  # a generator: raises when first asked
 
 
+@contextmanager
+def _left_whole(manager: AbstractContextManager[T]) -> Iterator[T]:
+    """``manager`` (a series of units on one connection), left after its work with
+    SIGINT and SIGTERM held (``signals_held``): a signal that cut the connection's return
+    to the pool (its rollback) would make SQLAlchemy log a traceback on stderr beside the
+    one error line; held, it stops the command once the connection is back. Left on an
+    error, nothing is held: a connection that hangs can still be interrupted."""
+    value = manager.__enter__()
+    try:
+        yield value
+    except BaseException as exc:
+        if not manager.__exit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        with signals_held():
+            manager.__exit__(None, None, None)
+
+
 @dataclass(frozen=True)
 class _Staging(Generic[S]):
     """A chunk staged ahead: its open unit of work (entered and left on the applying
@@ -299,7 +317,7 @@ def _apply_pipelined(
     from bnplctl.db import translate_db_errors, units
 
     with ExitStack() as stack:
-        series = [stack.enter_context(units())]  # the second connects for a second chunk
+        series = [stack.enter_context(_left_whole(units()))]  # a second for a second chunk
         stager = stack.enter_context(
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-stage")
         )
@@ -307,7 +325,7 @@ def _apply_pipelined(
 
         def stage_ahead(number: int, chunk: Any) -> _Staging[S]:
             if len(series) == number % 2:
-                series.append(stack.enter_context(units()))
+                series.append(stack.enter_context(_left_whole(units())))
             unit = ExitStack()
             connection = unit.enter_context(series[number % 2]()).connection
             return _Staging(unit, connection, stager.submit(stage, connection, chunk))
