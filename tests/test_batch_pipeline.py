@@ -96,3 +96,36 @@ def test_a_fault_of_the_file_comes_after_the_chunks_prepared_before_it(engine: E
 
     assert [values for _, values in committed] == [[n * 2] for n in range(5)]
     assert multiprocessing.active_children() == []
+
+
+def test_a_stop_while_a_chunk_is_staged_cancels_its_statement_before_rolling_back(
+    engine: Engine,
+) -> None:
+    """Ctrl-C while the pipeline waits for the stager: the stager's statement on that
+    chunk's connection is cancelled and its end awaited before the chunk rolls back (a
+    rollback sent while the stager still used the connection left the command waiting
+    for ever, or SQLAlchemy logging a traceback); what was committed stays."""
+    import signal
+    import threading
+    import time
+
+    def stage(connection: Any, chunk: list[int]) -> list[int]:
+        if chunk == [1]:
+            connection.execute(text("SELECT pg_sleep(30)"))
+        return chunk
+
+    committed: list[list[int]] = []
+    stop = threading.Timer(1.0, signal.pthread_kill, (threading.get_ident(), signal.SIGINT))
+    started = time.monotonic()
+    stop.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            apply_chunks(
+                iter([[0], [1]]), stage, lambda connection, staged: staged, committed.append,
+                dry_run=False,
+            )  # fmt: skip
+    finally:
+        stop.cancel()
+
+    assert time.monotonic() - started < 10  # the sleep was cancelled, not waited out
+    assert committed == [[0]]

@@ -333,8 +333,12 @@ def _apply_pipelined(
         def finish(staging: _Staging[S]) -> None:
             with ExitStack() as held:
                 with staging.unit:  # commits here, or rolls back on an error
-                    with translate_db_errors():
-                        staged = staging.staged.result()
+                    try:
+                        with translate_db_errors():
+                            staged = staging.staged.result()
+                    except BaseException:  # a stop while it waited: the stager goes on
+                        _settle(staging)
+                        raise
                     result = apply(staging.connection, staged)
                     held.enter_context(signals_held())  # from the commit to its count
                 committed(result)
@@ -356,9 +360,28 @@ def _apply_pipelined(
                     return
         except BaseException as exc:
             if ahead is not None:  # the chunk staged ahead: let it finish, then roll it back
-                ahead.staged.exception()
+                _settle(ahead)
                 ahead.unit.__exit__(type(exc), exc, exc.__traceback__)
             raise
+
+
+def _settle(staging: _Staging[Any]) -> None:
+    """Wait until the stager is done with a chunk's connection, before its unit rolls back
+    (a connection serves one thread at a time: a rollback sent while the stager's COPY
+    runs on it leaves the connection, and the command, waiting for ever). Its statement,
+    if one runs, is cancelled on the server, so the wait is short; a second signal waits
+    for its end too."""
+    from concurrent.futures import wait
+
+    from bnplctl.db import dbapi_connection
+
+    if not staging.staged.done():
+        try:
+            dbapi_connection(staging.connection).cancel()  # PQcancel: from any thread
+        except Exception:  # noqa: S110 - a connection already gone: nothing runs on it
+            pass
+    with signals_held():
+        wait([staging.staged])
 
 
 # --- the stage option: chunks prepared by worker processes ---------------------------
