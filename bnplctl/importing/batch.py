@@ -21,10 +21,13 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from bnplctl.errors import OutputError
 from bnplctl.tuning import quick_thread_switches
+
+if TYPE_CHECKING:
+    from bnplctl.importing.readers import Format, HashingReader
 
 T = TypeVar("T")
 S = TypeVar("S")  # a chunk staged (``apply_chunks``)
@@ -572,6 +575,42 @@ def _die_with(parent: int) -> None:
         pass
     if os.getppid() != parent:
         os._exit(0)
+
+
+def ingest_each(
+    sources: list[tuple[str, int | None]],
+    input_format: str,
+    report: IngestReport,
+    *,
+    read: Callable[[IO[bytes], Format], Iterable[T]],
+    dry_run: bool,
+    progress: Callable[[int | None, str], Any],
+    one_file: Callable[[str, Iterable[T], HashingReader], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The files of a batch command (users, webhook and payment files): each (name, size
+    for a progress bar or None) in turn, read by ``read(stream, format)`` (its rows, or
+    its chunks: the users import's), through ``one_file(name, what was read, reader)``;
+    returns their summaries. The report knows which file its rows come from (``file``,
+    ``file_index``). A dry run's files see each other, as the real run's do
+    (``db.dry_run_scope``). ``progress(size, name)`` is a context manager yielding a byte
+    counter or None. The database layer is loaded only once a file needs it, so that a
+    users import's workers start on the first chunks meanwhile."""
+    from bnplctl.importing.readers import HashingReader, detect_format, faults_named, open_input
+
+    files: list[dict[str, Any]] = []
+    with ExitStack() as scope:
+        if dry_run:
+            from bnplctl.db import dry_run_scope
+
+            scope.enter_context(dry_run_scope())
+        for index, (name, size) in enumerate(sources):
+            report.file, report.file_index = name, index
+            with faults_named(name), open_input(name) as raw, progress(size, name) as advance:
+                reader = HashingReader(raw, on_bytes=advance)
+                stream = reader.buffered()
+                fmt = detect_format(name, stream, input_format)
+                files.append(one_file(name, read(stream, fmt), reader))
+    return files
 
 
 def same_file(path: Path, source: str) -> bool:

@@ -17,7 +17,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
@@ -28,9 +28,7 @@ from bnplctl.statuses import FileKind
 if TYPE_CHECKING:
     from bnplctl.db import Executor
     from bnplctl.importing.batch import IngestReport, ParsedChunk, Rejected
-    from bnplctl.importing.readers import Format, HashingReader, RawRow
-
-T = TypeVar("T")  # what a file is read into: rows, or chunks
+    from bnplctl.importing.readers import HashingReader, RawRow
 
 
 @dataclass(frozen=True)
@@ -187,37 +185,6 @@ def count_chunk(
     """A committed chunk counted in each of ``reports``."""
     for report in reports:
         report.add_chunk(applied_in(chunk, not_applied), not_applied)
-
-
-def ingest_each(
-    sources: list[tuple[str, int | None]],
-    input_format: str,
-    report: IngestReport,
-    *,
-    read: Callable[[IO[bytes], Format], Iterable[T]],
-    dry_run: bool,
-    progress: Callable[[int | None, str], Any],
-    one_file: Callable[[str, Iterable[T], HashingReader], dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Each (name, size for a progress bar or None) in turn, read by ``read(stream,
-    format)`` (its rows, or its chunks: the users import's), through ``one_file(name,
-    what was read, reader)``; returns their summaries. The report knows which file its
-    rows come from (``file``, ``file_index``). A dry run's files see each other, as the
-    real run's do (``db.dry_run_scope``). ``progress(size, name)`` is a context manager
-    yielding a byte counter or None."""
-    from bnplctl.db import dry_run_scope
-    from bnplctl.importing.readers import HashingReader, detect_format, faults_named, open_input
-
-    files: list[dict[str, Any]] = []
-    with dry_run_scope(dry_run):
-        for index, (name, size) in enumerate(sources):
-            report.file, report.file_index = name, index
-            with faults_named(name), open_input(name) as raw, progress(size, name) as advance:
-                reader = HashingReader(raw, on_bytes=advance)
-                stream = reader.buffered()
-                fmt = detect_format(name, stream, input_format)
-                files.append(one_file(name, read(stream, fmt), reader))
-    return files
 
 
 def list_files(

@@ -30,9 +30,10 @@ from bnplctl.importing.batch import (
     IngestReport,
     ParsedChunk,
     Rejected,
+    ingest_each,
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
-from bnplctl.importing.ledger import LedgerKind, ingest_each, ingest_recorded
+from bnplctl.importing.ledger import LedgerKind, ingest_recorded
 from bnplctl.importing.readers import HashingReader, RawRow, read_rows
 from bnplctl.statuses import FileKind
 from bnplctl.validators import id_field, required_id, text_field, timestamp
@@ -197,7 +198,7 @@ def import_files(
     progress: Callable[[int | None, str], Any],
 ) -> list[dict[str, Any]]:
     """Import each (name, size for a progress bar or None) in turn; returns their
-    summaries (``ledger.ingest_each``)."""
+    summaries (``batch.ingest_each``)."""
     return ingest_each(
         sources, input_format, report, read=partial(read_rows, required=PAYMENT_COLUMNS),
         dry_run=dry_run, progress=progress,

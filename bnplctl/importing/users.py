@@ -163,8 +163,7 @@ def import_users(
 
     from bnplctl import crypto
     from bnplctl.clock import business_today
-    from bnplctl.importing.batch import apply_chunks
-    from bnplctl.importing.ledger import ingest_each
+    from bnplctl.importing.batch import apply_chunks, ingest_each
 
     master = crypto.read_key(key_file)
     if master is None:  # the database decides whether one may be generated

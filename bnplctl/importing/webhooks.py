@@ -26,9 +26,10 @@ from bnplctl.importing.batch import (
     IngestReport,
     ParsedChunk,
     Rejected,
+    ingest_each,
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
-from bnplctl.importing.ledger import LedgerKind, ingest_each, ingest_recorded
+from bnplctl.importing.ledger import LedgerKind, ingest_recorded
 from bnplctl.importing.readers import HashingReader, RawRow, read_rows
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
 from bnplctl.statuses import FileKind
@@ -438,7 +439,7 @@ def ingest_files(
     progress: Callable[[int | None, str], Any],
 ) -> list[dict[str, Any]]:
     """Ingest each (name, size for a progress bar or None) in turn; returns their
-    summaries (``ledger.ingest_each``)."""
+    summaries (``batch.ingest_each``)."""
     return ingest_each(
         sources, input_format, report, read=partial(read_rows, required=WEBHOOK_COLUMNS),
         dry_run=dry_run, progress=progress,
