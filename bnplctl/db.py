@@ -491,13 +491,26 @@ class Unit:
 
 
 @contextmanager
-def savepoint(connection: Connection) -> Iterator[None]:
-    """A savepoint in the unit of work ``connection`` belongs to: rolled back to when the
-    block raises (the error goes on), released when it ends well. The one way code outside
-    this module undoes part of a transaction (``services/onboarding.py``'s optimistic
-    insert)."""
-    with connection.begin_nested():
-        yield
+def savepoint(connection: Connection | DbapiConnection) -> Iterator[None]:
+    """A savepoint in the unit of work ``connection`` (SQLAlchemy's, or a bare unit's
+    psycopg2 connection) belongs to: rolled back to when the block raises (the error goes
+    on), released when it ends well. The one way code outside this module undoes part of
+    a transaction (``services/onboarding.py``'s optimistic insert)."""
+    from bnplctl.sql import is_dbapi
+
+    bare: Any = connection
+    if not is_dbapi(bare):
+        with bare.begin_nested():
+            yield
+        return
+    with bare.cursor() as cursor:
+        cursor.execute("SAVEPOINT bnpl_part")
+        try:
+            yield
+        except BaseException:
+            cursor.execute("ROLLBACK TO SAVEPOINT bnpl_part")
+            raise
+        cursor.execute("RELEASE SAVEPOINT bnpl_part")
 
 
 class Database:

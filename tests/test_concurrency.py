@@ -382,7 +382,7 @@ def test_a_signal_while_the_workers_start_leaves_none_behind(no_database: None) 
     import signal
 
     from bnplctl.errors import Terminated
-    from bnplctl.importing.users import _Workers
+    from bnplctl.importing.batch import _Workers
 
     context = multiprocessing.get_context("fork")
 
@@ -409,7 +409,7 @@ def test_a_signal_while_the_workers_start_leaves_none_behind(no_database: None) 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         with pytest.raises(Terminated):
-            _Workers(SignalledAtEachStart(), 3, bytes(32))
+            _Workers(abs, 3, context=SignalledAtEachStart())
     finally:
         signal.signal(signal.SIGTERM, previous)
     left = multiprocessing.active_children()

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bnplctl.services import payments as payment_rules
+from bnplctl.sql import run
 from tests.conftest import Cli, row_counts
 from tests.helpers import table_writers
 from tests.test_sweep import seed
@@ -165,7 +166,7 @@ def test_a_killed_payments_import_leaves_the_counts_of_its_committed_chunks(
     def killed_on_second(connection: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 2:
-            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            pid = run(connection, "SELECT pg_backend_pid()").scalar_one()
             with engine.connect() as killer:
                 killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         return real(connection, **kwargs)

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from bnplctl.importing import payments as payments_import
 from bnplctl.services import payments as payment_rules
+from bnplctl.sql import run
 from tests.conftest import TABLES, Cli, row_counts
 from tests.helpers import run_sweep
 from tests.test_concurrency import Worker
@@ -212,7 +213,7 @@ def test_a_killed_import_then_a_rerun_equals_one_clean_run(
     def killed_on_second(connection: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 2:
-            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            pid = run(connection, "SELECT pg_backend_pid()").scalar_one()
             with engine.connect() as killer:
                 killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         return real(connection, **kwargs)

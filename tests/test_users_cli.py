@@ -939,3 +939,154 @@ def test_row_outcomes_stream_in_file_order_and_stop_with_the_last_committed_chun
     assert records[6]["reason"] == "duplicate of line 2 (same user_id)"
     names = _names_by_id(engine)
     assert {r["user_id"] for r in records if r["outcome"] == "created"} == set(names)
+
+
+# --- several files, the batch pipeline of every file command (issue 25, item 4) ----------
+
+_SECOND_FILE_ROWS = [
+    # line 1: a new user
+    {**TIMUR, "user_id": "usr-010", "passport": "AE1234567", "card": "6011111111111117"},
+    # line 2: the user id of the first file's line 2
+    {**MALIKA, "user_id": "usr-001", "passport": "AF1234567"},
+    # line 3: the passport of the first file's line 3
+    {**JOHN, "user_id": "usr-011", "passport": MALIKA["passport"]},
+    # line 4: the user id of this file's line 1
+    {**JOHN, "user_id": "usr-010", "passport": "AG1234567"},
+]
+
+
+def _two_files(tmp_path: Path) -> tuple[str, str]:
+    first, second = tmp_path / "first.csv", tmp_path / "second.jsonl"
+    first.write_text(SAMPLE_CSV)
+    second.write_text("".join(json.dumps(row) + "\n" for row in _SECOND_FILE_ROWS))
+    return str(first), str(second)
+
+
+def test_import_of_several_files_counts_each_and_names_the_file_of_a_duplicate(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    first, second = _two_files(tmp_path)
+    rejects = tmp_path / "rejects.csv"
+    result = cli("users", "import", first, second, "--rejects", str(rejects), "-o", "json")
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    counts = ("rows", "created", "duplicate", "invalid")
+    assert [summary[name] for name in counts] == [9, 4, 3, 2]
+    assert [(f["file"], *(f[name] for name in counts)) for f in summary["files"]] == [
+        (first, 5, 3, 0, 2),
+        (second, 4, 1, 3, 0),
+    ]
+    assert all(len(f["sha256"]) == 64 for f in summary["files"])
+    assert [(r["file"], r["line"], r["outcome"], r["reason"]) for r in summary["rejected"]] == [
+        (first, 5, "invalid", "card: fails the Luhn check"),
+        (first, 6, "invalid", "dob: the user must be at least 18 years old"),
+        (second, 2, "duplicate", f"duplicate of {first} line 2 (same user_id)"),
+        (second, 3, "duplicate", f"duplicate of {first} line 3 (same passport)"),
+        (second, 4, "duplicate", "duplicate of line 1 (same user_id)"),
+    ]
+    assert summary["created_users"] == [
+        {"file": first, "line": 2, "user_id": "usr-001"},
+        {"file": first, "line": 3, "user_id": "usr-002"},
+        {"file": first, "line": 4, "user_id": "usr-003"},
+        {"file": second, "line": 1, "user_id": "usr-010"},
+    ]
+    with rejects.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["file"], r["line"], r["user_id"], r["reason"]) for r in rows[2:]] == [
+        (second, "2", "usr-001", f"duplicate of {first} line 2 (same user_id)"),
+        (second, "3", "usr-011", f"duplicate of {first} line 3 (same passport)"),
+        (second, "4", "usr-010", "duplicate of line 1 (same user_id)"),
+    ]
+    assert [row[0] for row in _users(engine)] == ["usr-001", "usr-002", "usr-003", "usr-010"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_row_outcomes_of_several_files_name_their_file(
+    cli: Cli, engine: Engine, tmp_path: Path, fmt: str
+) -> None:
+    first, second = _two_files(tmp_path)
+    result = cli("users", "import", first, second, "-o", fmt)
+
+    assert result.exit_code == 5, result.stderr
+    if fmt == "jsonl":
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+    else:
+        records = list(csv.DictReader(result.stdout.splitlines()))
+    assert [(r["file"], str(r["line"]), r["outcome"]) for r in records] == [
+        (first, "2", "created"),
+        (first, "3", "created"),
+        (first, "4", "created"),
+        (first, "5", "invalid"),
+        (first, "6", "invalid"),
+        (second, "1", "created"),
+        (second, "2", "duplicate"),
+        (second, "3", "duplicate"),
+        (second, "4", "duplicate"),
+    ]
+    assert records[6]["reason"] == f"duplicate of {first} line 2 (same user_id)"
+    assert "9 row(s): 4 created, 3 duplicate, 2 invalid" in result.stderr
+
+
+def test_a_dry_run_of_several_files_sees_the_files_before_each_and_writes_nothing(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    first, second = _two_files(tmp_path)
+    before = row_counts(engine)
+    planned = json.loads(cli("users", "import", first, second, "--dry-run", "-o", "json").stdout)
+    assert row_counts(engine) == before
+    applied = json.loads(cli("users", "import", first, second, "-o", "json").stdout)
+
+    assert (planned.pop("dry_run"), applied.pop("dry_run")) == (True, False)
+    assert planned == applied
+    assert planned["duplicate"] == 3
+
+
+def test_one_file_named_twice_is_read_twice_the_second_time_as_duplicates(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    source = tmp_path / "users.csv"
+    source.write_text(SAMPLE_CSV)
+    result = cli("users", "import", str(source), str(source), "-o", "json")
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["created"], summary["duplicate"]) == (10, 3, 3)
+    assert [r["reason"] for r in summary["rejected"] if r["outcome"] == "duplicate"] == [
+        f"duplicate of {source} line {line} (same user_id)" for line in (2, 3, 4)
+    ]
+
+
+def test_a_missing_second_file_is_66_before_anything_is_imported(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    first, _ = _two_files(tmp_path)
+    result = cli("users", "import", first, str(tmp_path / "missing.csv"))
+
+    assert result.exit_code == 66
+    assert row_counts(engine)["users"] == 0
+
+
+def test_import_users_takes_its_chunk_size_as_a_parameter(
+    engine: Engine, tmp_path: Path, key_file: Path
+) -> None:
+    """Called as a function, with a chunk size of its own (no module constant patched):
+    the report maps each created user to its file and line."""
+    from bench.run import USER_FIELDS, user_row
+    from bnplctl.context import ChunkSizes, Context
+    from bnplctl.importing.users import import_users
+
+    rows = [dict(zip(USER_FIELDS, user_row(n), strict=True)) for n in range(9)]
+    rows[4]["dob"] = "2020-01-01"
+    source = tmp_path / "users.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    context = Context(actor="tester", chunks=ChunkSizes(users=2))
+    try:
+        report = import_users([(str(source), None)], input_format="auto", context=context)
+    finally:
+        context.close()
+
+    assert (report.rows, report.applied, report.rejected_total) == (9, 8, 1)
+    assert [list(lines.values()) for lines in report.created] == [[1, 2, 3, 4, 6, 7, 8, 9]]
+    assert row_counts(engine)["users"] == 8

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from bnplctl.errors import InvalidInput
 from bnplctl.importing import webhooks
 from bnplctl.importing.readers import HashingReader, RawRow
+from bnplctl.sql import run
 from tests.conftest import Cli, row_counts
 from tests.helpers import JOHN, add_args
 
@@ -321,7 +322,7 @@ def _killed_on_second_call(monkeypatch: pytest.MonkeyPatch, engine: Engine, name
     def killed_on_second(session: Any, *args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 2:
-            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            pid = run(session, "SELECT pg_backend_pid()").scalar_one()
             with engine.connect() as killer:
                 killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         return real(session, *args, **kwargs)

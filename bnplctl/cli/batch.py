@@ -99,7 +99,7 @@ def finish_batch(
     output: OutputFormat,
     *,
     rejects: RejectsFile | None,
-    source: str,
+    sources: Sequence[str],
     key_name: str,
     title: str,
     exit_on_rejects: bool = True,
@@ -107,9 +107,9 @@ def finish_batch(
     created: list[dict[str, Any]] | None = None,
     rows_streamed: bool = False,
 ) -> None:
-    """A one-file batch's end (``users import``): the rejects file put in place (its rows
-    were written as their chunks were committed), the summary (with ``extra`` after the
-    counts), the first rejects, and exit 5 when any row was rejected.
+    """A users import's end (of one file or several, ``sources``): the rejects file put
+    in place (its rows were written as their chunks were committed), the summary (with
+    ``extra`` after the counts), the first rejects, and exit 5 when any row was rejected.
 
     ``created`` (each created row's ``line`` and ``user_id``) is added to JSON as
     ``created_users``, and its first rows are listed on stderr under a table. With
@@ -131,28 +131,28 @@ def finish_batch(
     else:
         if created is not None and output is OutputFormat.json:
             summary["created_users"] = created
-        render_summary(
-            summary, report.shown, output, key_name=key_name, files=[source], title=title
-        )
+        render_summary(summary, report.shown, output, key_name=key_name, files=sources, title=title)
     if created and for_people(output):
-        _show_created(created, key_name)
+        _show_created(created, key_name, several=len(sources) > 1)
     show_rejects(
         report.shown if for_people(output) else [],
         report.rejected_total,
         key_name=key_name,
         rejects=rejects.path if rejects is not None else None,
         title="Rejected rows",
-        files=[source],
+        files=sources,
     )
     if exit_on_rejects and report.rejected_total:
         raise typer.Exit(code=ExitCode.BATCH_REJECTED)
 
 
-def _show_created(created: list[dict[str, Any]], key_name: str) -> None:
-    """The first created rows as a table on stderr, and where the rest are."""
+def _show_created(created: list[dict[str, Any]], key_name: str, *, several: bool) -> None:
+    """The first created rows as a table on stderr (with the file when there were
+    several), and where the rest are."""
     from bnplctl.cli.output import message, table_to_stderr
 
-    table_to_stderr(created[:_REJECTS_SHOWN], ["line", key_name], title="Created rows")
+    columns = ["file"] if several else []
+    table_to_stderr(created[:_REJECTS_SHOWN], [*columns, "line", key_name], title="Created rows")
     if len(created) > _REJECTS_SHOWN:
         message(f"… and {len(created) - _REJECTS_SHOWN} more; -o csv or -o json lists them all")
 

@@ -135,15 +135,15 @@ def _partial_payment(context: Context) -> None:
 
 
 def _load_users(context: Context) -> None:
-    from importlib.resources import files
+    from importlib.resources import as_file, files
 
     from bnplctl.cli.batch import finish_batch
     from bnplctl.cli.output import message, warning
-    from bnplctl.importing.users import import_users, user_chunks
+    from bnplctl.importing.users import import_users
 
-    with files("bnplctl.data").joinpath("users.csv").open("rb") as stream:
+    with as_file(files("bnplctl.data").joinpath("users.csv")) as path:
         report = import_users(
-            user_chunks(stream, "csv", context.chunks.users),
+            [(str(path), None)],
             context=context,
             source="demo",
             warn=warning,
@@ -153,7 +153,7 @@ def _load_users(context: Context) -> None:
         report,
         OutputFormat.table,
         rejects=None,
-        source="demo",
+        sources=["demo"],
         key_name="user_id",
         title="Demo users import",
         exit_on_rejects=False,

@@ -8,6 +8,7 @@ import typer
 from bnplctl.cli.context import app_context
 from bnplctl.cli.options import (
     AllOption,
+    FilesArgument,
     FormatOption,
     InputFormat,
     LimitOption,
@@ -173,17 +174,14 @@ def _asked(value: str | None, option: str, label: str, *, secret: bool) -> str:
 
 @app.command("import")
 def import_(
-    source: Annotated[
-        str,
-        typer.Argument(metavar="FILE|-", help="CSV, JSON array or JSON lines file; - for stdin."),
-    ],
+    sources: FilesArgument,
     input_format: FormatOption = InputFormat.auto,
     rejects: Annotated[
         str | None,
         typer.Option(
             "--rejects",
             metavar="PATH",
-            help="Write rejected rows (line, user_id, outcome, reason) here.",
+            help="Write rejected rows (file, line, user_id, outcome, reason) here.",
         ),
     ] = None,
     dry_run: Annotated[
@@ -194,39 +192,42 @@ def import_(
 ) -> None:
     """Onboard users in batch: valid rows are applied, the rest reported (exit 5).
 
-    Columns: user_id, name, phone, passport, card, dob. --dry-run checks the file
-    against the database as a real run would, then rolls everything back.
+    Columns: user_id, name, phone, passport, card, dob. Several files are imported in
+    turn, as one run: a row repeating a user of an earlier file is a duplicate naming
+    that file and line. --dry-run checks the files against the database as a real run
+    would, then rolls everything back.
 
     Example: bnplctl users import users.csv --rejects rejects.csv
 
-    Example: bnplctl users import users.csv --dry-run -o json
+    Example: bnplctl users import day1.csv day2.jsonl --dry-run -o json
     """
-    from bnplctl.cli.batch import finish_batch, note_what_stays, outcome_said, progress_size
+    from bnplctl.cli.batch import (
+        check_inputs,
+        finish_batch,
+        note_what_stays,
+        outcome_said,
+        progress_size,
+    )
     from bnplctl.cli.output import byte_progress, record_writer, warning
     from bnplctl.importing.batch import RejectsFile
-    from bnplctl.importing.readers import HashingReader, detect_format, faults_named, open_input
-    from bnplctl.importing.users import UserImportReport, import_users, user_chunks
+    from bnplctl.importing.users import UserImportReport, import_users
 
-    rejects_file = RejectsFile(rejects, "user_id", [source]) if rejects is not None else None
+    check_inputs(sources)
+    rejects_file = RejectsFile(rejects, "user_id", sources) if rejects is not None else None
     # -o jsonl/csv: each row's outcome as its chunk is committed, in file order.
     streamed = output in (OutputFormat.jsonl, OutputFormat.csv)
     write_rows = record_writer(output, _ROW_OUTCOME) if streamed else None
-    report = UserImportReport(sink=rejects_file, file=source, row_outcomes=write_rows)
+    report = UserImportReport(sink=rejects_file, row_outcomes=write_rows)
     try:
-        with (
-            faults_named(source),
-            open_input(source) as raw,
-            byte_progress(progress_size(source), source) as advance,
-        ):
-            stream = raw if advance is None else HashingReader(raw, on_bytes=advance).buffered()
-            fmt = detect_format(source, stream, input_format.value)
-            import_users(
-                user_chunks(stream, fmt, app_context().chunks.users),
-                context=app_context(),
-                dry_run=dry_run,
-                warn=warning,
-                report=report,
-            )
+        import_users(
+            [(source, progress_size(source)) for source in sources],
+            input_format=input_format.value,
+            context=app_context(),
+            dry_run=dry_run,
+            warn=warning,
+            report=report,
+            progress=byte_progress,
+        )
     except BaseException as exc:
         if not dry_run:  # the chunks inserted before the error stay, and their rejects
             note_what_stays(exc, report.rows, report.applied, "created")
@@ -234,6 +235,7 @@ def import_(
             rejects_file.finish(failed=True)
         raise
     title = "Users import" + (" (dry run: nothing written)" if dry_run else "")
+    several = len(sources) > 1
     with outcome_said(report, dry_run=dry_run):
         if write_rows is not None:
             write_rows([])  # a CSV's header, when no row came
@@ -241,22 +243,25 @@ def import_(
             report,
             output,
             rejects=rejects_file,
-            source=source,
+            sources=sources,
             key_name="user_id",
             title=title,
-            extra={"dry_run": dry_run},
+            extra={"dry_run": dry_run}
+            | ({"files": report.files} if output is OutputFormat.json else {}),
             created=None
             if streamed
             else [
                 # A dry run creates no one: an id it would have generated names nothing.
-                {"line": line, "user_id": None if user_id in report.generated else user_id}
-                for user_id, line in report.created.items()
+                ({"file": report.names[index]} if several else {})
+                | {"line": line, "user_id": None if user_id in report.generated else user_id}
+                for index, lines in enumerate(report.created)
+                for user_id, line in lines.items()
             ],
             rows_streamed=streamed,
         )
 
 
-_ROW_OUTCOME = ("line", "user_id", "outcome", "reason")
+_ROW_OUTCOME = ("file", "line", "user_id", "outcome", "reason")
 
 
 @app.command("list")

@@ -14,20 +14,21 @@ import os
 import queue
 import sys
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
 from bnplctl.errors import OutputError
 from bnplctl.tuning import quick_thread_switches
 
 if TYPE_CHECKING:
     from bnplctl.db import Database
+    from bnplctl.importing.readers import Format, HashingReader
 
 T = TypeVar("T")
 S = TypeVar("S")  # a chunk staged (``apply_chunks``)
@@ -43,7 +44,7 @@ class Rejected:
     file_index: int = 0  # which of a command's input files (webhooks ingest takes several)
 
 
-def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+def read_ahead(items: Iterable[T], depth: int = 2) -> Generator[T, None, None]:
     """``items``, produced by a background thread up to ``depth`` ahead of the consumer.
 
     Parsing the next chunk (Python) overlaps applying this one (the database). An
@@ -189,34 +190,115 @@ def signals_held() -> Iterator[None]:
 
 def apply_chunks(
     database: Database,
-    chunks: Iterable[list[Any]],
-    stage: Callable[[Any, list[Any]], S],
+    chunks: Iterable[Any],
+    stage: Callable[[Any, Any], S],
     apply: Callable[[Any, S], R],
     committed: Callable[[R], None],
     *,
     dry_run: bool,
+    prepare: Callable[[Any], Any] | None = None,
+    processes: int | None = None,
 ) -> None:
-    """Each chunk of a batch file (its raw rows, read ahead on a thread of their own) in
-    a transaction of its own, committed in file order: ``stage(connection, chunk)``
-    parses it, copies it in and classifies what needs no lock; ``apply(connection,
-    staged)`` takes the chunk's locks and applies it; ``committed(result)`` runs once the
-    transaction has committed. While one chunk is applied, the next one is parsed and
-    staged on a second connection, so the server works on both at once; only the
-    applying chunk holds locks, and a chunk takes them once the one before has committed:
-    what is committed is always a prefix of the file. A fault of the file (a line that
-    cannot be read) is raised in its place: the chunks before it are still applied.
+    """Each chunk of a batch file (read ahead on a thread of its own) in a transaction of
+    its own, committed in file order: ``stage(connection, chunk)`` parses it, copies it
+    in and classifies what needs no lock; ``apply(connection, staged)`` takes the chunk's
+    locks and applies it; ``committed(result)`` runs once the transaction has committed.
+    While one chunk is applied, the next one is staged on a second connection, so the
+    server works on both at once; only the applying chunk holds locks, and a chunk takes
+    them once the one before has committed: what is committed is always a prefix of the
+    file. A fault of the file (a line that cannot be read) is raised in its place: the
+    chunks before it are still applied.
+
+    ``prepare``, the stage option of CPU-bound work (a users chunk's validation,
+    encryption and hashing), runs on each chunk before ``stage`` (which gets what it
+    returns) in ``processes`` worker processes (``_Workers``), so that the chunks after
+    the one being applied are prepared meanwhile, on every core; its results come back
+    in file order, and what it raises is raised in its chunk's place. A file of one
+    chunk is prepared in this process: no worker is started for it.
 
     A dry run stages and applies every chunk in one transaction, rolled back at the end.
+    The chunks' units are ``database``'s bare ones (``Database.units(raw=True)``): stage
+    and apply get the psycopg2 connection.
     """
-    raw_chunks = read_ahead(chunks)
-    if not dry_run:
-        _apply_pipelined(database, raw_chunks, stage, apply, committed)
-        return
-    with database.units(dry_run=True) as next_unit:
-        for chunk in raw_chunks:
-            with next_unit() as work:
-                result = apply(work.connection, stage(work.connection, chunk))
-            committed(result)
+    with ExitStack() as stack:
+        prepared, workers = _prepared(stack, iter(chunks), prepare, processes)
+        # Prepared by workers, a result waits in its worker (a pipe's worth ahead) rather
+        # than here: one is enough for the reader to hold.
+        ready = read_ahead(prepared, depth=1 if workers is not None else 2)
+        if workers is None:
+            stack.callback(ready.close)
+        else:  # on the way out, killed first, then the reader waiting on them ends
+            workers.reader = ready
+        if not dry_run:
+            _apply_pipelined(database, ready, stage, apply, committed)
+            return
+        with _left_whole(database.units(dry_run=True, raw=True)) as next_unit:
+            for chunk in ready:
+                with next_unit() as work:
+                    result = apply(work.dbapi, stage(work.dbapi, chunk))
+                committed(result)
+
+
+def prepare_processes() -> int:
+    """How many worker processes prepare chunks by default: one a core, up to four."""
+    return max(1, min(4, os.cpu_count() or 2))
+
+
+def _prepared(
+    stack: ExitStack,
+    chunks: Iterator[Any],
+    prepare: Callable[[Any], Any] | None,
+    processes: int | None,
+) -> tuple[Iterator[Any], _Workers | None]:
+    """``chunks`` through ``prepare``: here for a file of one chunk, else by worker
+    processes (returned too), started now, on the first chunks (they work while this
+    process connects), and stopped when ``stack`` closes."""
+    if prepare is None:
+        return chunks, None
+    head, rest = _peek(chunks, 2)
+    if len(head) < 2:
+        return map(prepare, itertools.chain(head, rest)), None
+    workers = stack.enter_context(_Workers(prepare, processes or prepare_processes()))
+    results = _InOrder(workers, itertools.chain(head, rest), ahead=len(workers.links) + 1)
+    results.fill()
+    return results, workers
+
+
+def _peek(chunks: Iterator[T], count: int) -> tuple[list[T], Iterator[T]]:
+    """The first ``count`` chunks, read now, and the ones after them; a fault of the file
+    met meanwhile is raised by the second in its place."""
+    head: list[T] = []
+    try:
+        for chunk in chunks:
+            head.append(chunk)
+            if len(head) == count:
+                break
+    except Exception as exc:
+        return head, _raising(exc)
+    return head, chunks
+
+
+def _raising(exc: Exception) -> Iterator[Any]:
+    raise exc
+    yield  # a generator: raises when first asked
+
+
+@contextmanager
+def _left_whole(manager: AbstractContextManager[T]) -> Iterator[T]:
+    """``manager`` (a series of units on one connection), left after its work with
+    SIGINT and SIGTERM held (``signals_held``): a signal that cut the connection's return
+    to the pool (its rollback) would make SQLAlchemy log a traceback on stderr beside the
+    one error line; held, it stops the command once the connection is back. Left on an
+    error, nothing is held: a connection that hangs can still be interrupted."""
+    value = manager.__enter__()
+    try:
+        yield value
+    except BaseException as exc:
+        if not manager.__exit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        with signals_held():
+            manager.__exit__(None, None, None)
 
 
 @dataclass(frozen=True)
@@ -231,8 +313,8 @@ class _Staging(Generic[S]):
 
 def _apply_pipelined(
     database: Database,
-    chunks: Iterator[list[Any]],
-    stage: Callable[[Any, list[Any]], S],
+    chunks: Iterator[Any],
+    stage: Callable[[Any, Any], S],
     apply: Callable[[Any, S], R],
     committed: Callable[[R], None],
 ) -> None:
@@ -241,22 +323,29 @@ def _apply_pipelined(
     from bnplctl.db import translate_db_errors
 
     with ExitStack() as stack:
-        series = [stack.enter_context(database.units()) for _ in range(2)]
+        # A second for a second chunk.
+        series = [stack.enter_context(_left_whole(database.units(raw=True)))]
         stager = stack.enter_context(
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-stage")
         )
         stack.enter_context(quick_thread_switches())
 
-        def stage_ahead(number: int, chunk: list[Any]) -> _Staging[S]:
+        def stage_ahead(number: int, chunk: Any) -> _Staging[S]:
+            if len(series) == number % 2:
+                series.append(stack.enter_context(_left_whole(database.units(raw=True))))
             unit = ExitStack()
-            connection = unit.enter_context(series[number % 2]()).connection
+            connection = unit.enter_context(series[number % 2]()).dbapi
             return _Staging(unit, connection, stager.submit(stage, connection, chunk))
 
         def finish(staging: _Staging[S]) -> None:
             with ExitStack() as held:
                 with staging.unit:  # commits here, or rolls back on an error
-                    with translate_db_errors():
-                        staged = staging.staged.result()
+                    try:
+                        with translate_db_errors():
+                            staged = staging.staged.result()
+                    except BaseException:  # a stop while it waited: the stager goes on
+                        _settle(staging)
+                        raise
                     result = apply(staging.connection, staged)
                     held.enter_context(signals_held())  # from the commit to its count
                 committed(result)
@@ -278,9 +367,253 @@ def _apply_pipelined(
                     return
         except BaseException as exc:
             if ahead is not None:  # the chunk staged ahead: let it finish, then roll it back
-                ahead.staged.exception()
+                _settle(ahead)
                 ahead.unit.__exit__(type(exc), exc, exc.__traceback__)
             raise
+
+
+def _settle(staging: _Staging[Any]) -> None:
+    """Wait until the stager is done with a chunk's connection, before its unit rolls back
+    (a connection serves one thread at a time: a rollback sent while the stager's COPY
+    runs on it leaves the connection, and the command, waiting for ever). Its statement,
+    if one runs, is cancelled on the server, so the wait is short; a second signal waits
+    for its end too."""
+    from concurrent.futures import wait
+
+    from bnplctl.db import dbapi_connection
+
+    if not staging.staged.done():
+        try:
+            dbapi_connection(staging.connection).cancel()  # PQcancel: from any thread
+        except Exception:  # noqa: S110 - a connection already gone: nothing runs on it
+            pass
+    with signals_held():
+        wait([staging.staged])
+
+
+# --- the stage option: chunks prepared by worker processes ---------------------------
+
+
+class _Workers:
+    """Worker processes that run a pipeline's ``prepare`` on chunks, each fed through a
+    pipe of its own, in turn: a worker's results come back in the order it was given its
+    chunks, so results taken in the order the chunks were handed out are in file order.
+
+    Nothing is shared between the processes (no queue, no lock), so a stop at any moment
+    ends at once: the workers ignore SIGINT and SIGTERM, even sent to the whole process
+    group (a terminal, timeout(1), ``kill -- -PGID``), and this process, which reports
+    the stop, kills them (``__exit__``). A ``multiprocessing.Pool`` could not promise
+    that: a worker that died on the group's signal could hold the task queue's lock, or
+    leave half a result in the shared result pipe, and ``Pool.terminate()`` then waited
+    for ever; one that outlived this process printed a BrokenPipeError traceback.
+
+    Forked, not spawned: a worker starts at once with ``prepare`` and what it holds (the
+    keyring of a users import: passed, never a global) and nothing to import. The forks
+    are made by the main thread (the kernel's death signal of ``_die_with`` follows the
+    thread that forked) before the pipeline starts a thread of its own (a lock another
+    thread held at the fork would stay locked in the child) and before it connects; a
+    worker forked later in a command (its second file, a dry run's one connection)
+    inherits the process's database sockets, but never touches them and never ends
+    through Python's finalisation (it is killed, or ``os._exit``s as multiprocessing's
+    workers do), so it never closes a connection on the server. The signals wait while
+    the workers are forked (``signals_held``), so none is left behind by a stop during
+    the forks (one left running would ignore the SIGTERM that multiprocessing's exit
+    sends it, and the exit would wait for it for ever); one that reaches a child before
+    it ignores them finds the holding handler, which only records it."""
+
+    def __init__(self, prepare: Callable[[Any], Any], count: int, context: Any = None) -> None:
+        import multiprocessing
+
+        context = context or multiprocessing.get_context("fork")
+        self.links: list[Any] = []
+        self.processes: list[Any] = []
+        self.handed_out = 0
+        self.reader: Iterator[Any] | None = None  # what waits on the pipes (``read_ahead``)
+        try:
+            with signals_held():
+                for _ in range(count):
+                    mine, theirs = context.Pipe()
+                    # The worker closes its copies of this process's ends (of its own pipe
+                    # and of the workers' before it): killed outright (-9, an OOM kill),
+                    # this process then leaves every worker an end of file.
+                    ours = [*self.links, mine]
+                    process = context.Process(
+                        target=_serve, args=(theirs, prepare, ours, os.getpid()), daemon=True
+                    )
+                    self.processes.append(process)
+                    process.start()
+                    theirs.close()
+                    self.links.append(mine)
+        except BaseException:  # a signal that came meanwhile is raised once they are gone
+            self.__exit__()
+            raise
+
+    def submit(self, chunk: Any) -> _Pending:
+        """Hand ``chunk`` to the next worker in turn; its result is ``.get()``."""
+        link = self.links[self.handed_out % len(self.links)]
+        self.handed_out += 1
+        link.send(chunk)
+        return _Pending(link)
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Kill the workers and reap them (they hold nothing: no connection, no lock); a
+        signal that comes meanwhile is raised once they are gone. Then the ``reader``
+        (a thread waiting on the pipes meets an end of file, and ends), then the pipes."""
+        try:
+            with signals_held():
+                for process in self.processes:
+                    if process.pid is not None and process.exitcode is None:
+                        process.kill()
+                for process in self.processes:
+                    if process.pid is not None:
+                        process.join()
+        finally:
+            close = getattr(self.reader, "close", None)
+            if close is not None:
+                close()
+            for link in self.links:
+                link.close()
+
+
+@dataclass(frozen=True)
+class _Pending:
+    link: Any
+
+    def get(self) -> Any:
+        """The chunk prepared, or what preparing it raised (an unreadable CSV slice)."""
+        outcome = self.link.recv()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+class _InOrder:
+    """The chunks prepared by ``workers``, in file order, with up to ``ahead`` chunks
+    handed out at a time (memory stays flat). A fault met reading the chunks comes
+    after the chunks handed out before it, in its place."""
+
+    def __init__(self, workers: _Workers, chunks: Iterator[Any], ahead: int) -> None:
+        self.workers = workers
+        self.chunks: Iterator[Any] | None = chunks
+        self.ahead = ahead
+        self.in_flight: deque[_Pending] = deque()
+        self.fault: Exception | None = None
+
+    def fill(self) -> None:
+        """Hand out chunks until ``ahead`` are with the workers (or the file ends)."""
+        while self.chunks is not None and len(self.in_flight) < self.ahead:
+            try:
+                chunk = next(self.chunks)
+            except StopIteration:
+                self.chunks = None
+            except Exception as exc:
+                self.chunks, self.fault = None, exc
+            else:
+                self.in_flight.append(self.workers.submit(chunk))
+
+    def __iter__(self) -> _InOrder:
+        return self
+
+    def __next__(self) -> Any:
+        self.fill()
+        if self.in_flight:
+            return self.in_flight.popleft().get()
+        if self.fault is not None:
+            fault, self.fault = self.fault, None
+            raise fault
+        raise StopIteration
+
+
+def _serve(link: Any, prepare: Callable[[Any], Any], parent_ends: list[Any], parent: int) -> None:
+    """A worker: runs ``prepare`` on the chunks ``link`` brings, in order, and sends each
+    result back. A thread reads ahead, so that this process never blocks the main one's
+    ``send``s while it sends a result. Ends quietly when the main process goes away,
+    however it goes: it holds none of that process's pipe ends (``parent_ends``) nor its
+    standard streams (a pipeline it writes into ends with it), and the kernel kills it
+    when that process dies (``_die_with``)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for end in parent_ends:
+        end.close()
+    quiet = os.open(os.devnull, os.O_RDWR)
+    for stream in (0, 1, 2):
+        os.dup2(quiet, stream)
+    os.close(quiet)
+    _die_with(parent)
+    received: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def receive() -> None:
+        try:
+            while True:
+                received.put((link.recv(),))
+        except (EOFError, OSError):
+            received.put(None)
+
+    threading.Thread(target=receive, daemon=True).start()
+    while (work := received.get()) is not None:
+        try:
+            outcome: Any = prepare(work[0])
+        except Exception as exc:  # re-raised in the main process, as its own
+            outcome = exc
+        try:
+            link.send(outcome)
+        except OSError:  # the main process went away
+            return
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL to this process when ``parent`` dies (Linux's ``PR_SET_PDEATHSIG``; a
+    no-op elsewhere), and an end at once if it died already."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pipes' end of file suffices
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def ingest_each(
+    sources: list[tuple[str, int | None]],
+    input_format: str,
+    report: IngestReport,
+    *,
+    database: Database,
+    read: Callable[[IO[bytes], Format], Iterable[T]],
+    dry_run: bool,
+    progress: Callable[[int | None, str], Any],
+    one_file: Callable[[str, Iterable[T], HashingReader], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The files of a batch command (users, webhook and payment files): each (name, size
+    for a progress bar or None) in turn, read by ``read(stream, format)`` (its rows, or
+    its chunks: the users import's), through ``one_file(name, what was read, reader)``;
+    returns their summaries. The report knows which file its rows come from (``file``,
+    ``file_index``). A dry run's files see each other, as the real run's do
+    (``Database.dry_run_scope``). ``progress(size, name)`` is a context manager yielding a byte
+    counter or None. The database layer is loaded only once a file needs it, so that a
+    users import's workers start on the first chunks meanwhile."""
+    from bnplctl.importing.readers import HashingReader, detect_format, faults_named, open_input
+
+    files: list[dict[str, Any]] = []
+    with ExitStack() as scope:
+        if dry_run:
+            scope.enter_context(database.dry_run_scope(raw=True))
+        for index, (name, size) in enumerate(sources):
+            report.file, report.file_index = name, index
+            with faults_named(name), open_input(name) as raw, progress(size, name) as advance:
+                reader = HashingReader(raw, on_bytes=advance)
+                stream = reader.buffered()
+                fmt = detect_format(name, stream, input_format)
+                files.append(one_file(name, read(stream, fmt), reader))
+    return files
 
 
 def same_file(path: Path, source: str) -> bool:

@@ -19,10 +19,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
-
 from bnplctl.services.audit import insert_events
 from bnplctl.services.listing import ListRequest, Page
+from bnplctl.sql import run
 from bnplctl.statuses import FileKind
 
 if TYPE_CHECKING:
@@ -80,9 +79,10 @@ def start_file(database: Database, kind: LedgerKind, name: str, actor: str) -> i
     whatever happens to the chunks); returns the file's id."""
     from bnplctl import clock
 
-    with database.unit() as work:
-        file_id: int = work.connection.execute(
-            text(_START),
+    with database.unit(raw=True) as work:
+        file_id: int = run(
+            work.dbapi,
+            _START,
             {"kind": kind.kind.value, "name": name, "now": clock.now(), "actor": actor},
         ).scalar_one()
     return file_id
@@ -94,8 +94,10 @@ def record_counts(
     """The file's counts up to the chunk committing, in that chunk's transaction: a run
     that stops early leaves the record with what was committed, and no ``finished_at``."""
     shown = kind.counts(counts)
-    connection.execute(
-        text(_COUNTS), {"id": file_id, "rows": sum(shown.values()), "counts": json.dumps(shown)}
+    run(
+        connection,
+        _COUNTS,
+        {"id": file_id, "rows": sum(shown.values()), "counts": json.dumps(shown)},
     )
 
 
@@ -108,9 +110,10 @@ def finish_file(
 
     counts = kind.counts(summary)
     details = {"file": summary["file"], "sha256": summary["sha256"], "rows": summary["rows"]}
-    with database.unit() as work:
-        work.connection.execute(
-            text(_FINISH),
+    with database.unit(raw=True) as work:
+        run(
+            work.dbapi,
+            _FINISH,
             {
                 "id": file_id,
                 "sha256": summary["sha256"],
@@ -152,7 +155,6 @@ def ingest_recorded(
     from bnplctl.importing.batch import IngestReport, apply_chunks, ramped_chunks
 
     file_report = IngestReport(report.outcomes)
-    report.file = name
     database, actor = context.db, context.acting
     file_id = None if dry_run else start_file(database, kind, name, actor)
 
@@ -195,52 +197,16 @@ def count_chunk(
         report.add_chunk(applied_in(chunk, not_applied), not_applied)
 
 
-def ingest_each(
-    sources: list[tuple[str, int | None]],
-    input_format: str,
-    columns: tuple[str, ...],
-    report: IngestReport,
-    *,
-    database: Database,
-    dry_run: bool,
-    progress: Callable[[int | None, str], Any],
-    one_file: Callable[[str, Iterable[RawRow], HashingReader], dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Each (name, size for a progress bar or None) in turn, read with ``columns``
-    required, through ``one_file(name, rows, reader)``; returns their summaries. A dry
-    run's files see each other, as the real run's do (``Database.dry_run_scope``).
-    ``progress(size, name)`` is a context manager yielding a byte counter or None."""
-    from bnplctl.importing.readers import (
-        HashingReader,
-        detect_format,
-        faults_named,
-        open_input,
-        read_rows,
-    )
-
-    files: list[dict[str, Any]] = []
-    with database.dry_run_scope(dry_run):
-        for index, (name, size) in enumerate(sources):
-            report.file_index = index
-            with faults_named(name), open_input(name) as raw, progress(size, name) as advance:
-                reader = HashingReader(raw, on_bytes=advance)
-                stream = reader.buffered()
-                fmt = detect_format(name, stream, input_format)
-                files.append(one_file(name, read_rows(stream, fmt, columns), reader))
-    return files
-
-
 def list_files(
     connection: Executor, kind: LedgerKind, request: ListRequest
 ) -> Page[dict[str, Any]]:
     """The files of one kind, newest first; counts one field per outcome, as a run's
     summary has them."""
     limit = None if request.limit is None else request.limit + 1  # LIMIT NULL: all
-    rows = connection.execute(
-        text(
-            "SELECT id, file_name, sha256, rows, counts, started_at, finished_at, actor"
-            " FROM ingested_files WHERE kind = :kind ORDER BY id DESC LIMIT :limit"
-        ),
+    rows = run(
+        connection,
+        "SELECT id, file_name, sha256, rows, counts, started_at, finished_at, actor"
+        " FROM ingested_files WHERE kind = :kind ORDER BY id DESC LIMIT :limit",
         {"kind": kind.kind.value, "limit": limit},
     )
     shown = (
@@ -259,8 +225,9 @@ def list_files(
 
     def count() -> int:
         return int(
-            connection.execute(
-                text("SELECT count(*) FROM ingested_files WHERE kind = :kind"),
+            run(
+                connection,
+                "SELECT count(*) FROM ingested_files WHERE kind = :kind",
                 {"kind": kind.kind.value},
             ).scalar_one()
         )

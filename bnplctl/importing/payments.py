@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bnplctl.errors import InvalidInput
@@ -26,10 +27,11 @@ from bnplctl.importing.batch import (
     IngestReport,
     ParsedChunk,
     Rejected,
+    ingest_each,
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
-from bnplctl.importing.ledger import LedgerKind, ingest_each, ingest_recorded
-from bnplctl.importing.readers import HashingReader, RawRow
+from bnplctl.importing.ledger import LedgerKind, ingest_recorded
+from bnplctl.importing.readers import HashingReader, RawRow, read_rows
 from bnplctl.statuses import FileKind
 from bnplctl.validators import id_field, required_id, text_field, timestamp
 
@@ -182,10 +184,10 @@ def import_files(
     progress: Callable[[int | None, str], Any],
 ) -> list[dict[str, Any]]:
     """Import each (name, size for a progress bar or None) in turn; returns their
-    summaries (``ledger.ingest_each``)."""
+    summaries (``batch.ingest_each``)."""
     return ingest_each(
-        sources, input_format, PAYMENT_COLUMNS, report, database=context.db, dry_run=dry_run,
-        progress=progress,
+        sources, input_format, report, read=partial(read_rows, required=PAYMENT_COLUMNS),
+        database=context.db, dry_run=dry_run, progress=progress,
         one_file=lambda name, rows, reader: import_stream(
             name, rows, reader, report, context=context, dry_run=dry_run
         ),

@@ -164,6 +164,11 @@ def _peek(stream: IO[bytes]) -> bytes:
     return b""
 
 
+def input_label(name: str) -> str:
+    """An input as a message names it: its path, or "standard input" for ``-``."""
+    return "standard input" if name == "-" else name
+
+
 @contextmanager
 def faults_named(name: str) -> Iterator[None]:
     """A fault of the file (``InvalidInput``: a line it cannot read, a missing column)
@@ -171,8 +176,13 @@ def faults_named(name: str) -> Iterator[None]:
     try:
         yield
     except InvalidInput as exc:
-        label = "standard input" if name == "-" else name
-        raise InvalidInput(f"{label}: {exc.message}") from None
+        raise InvalidInput(f"{input_label(name)}: {exc.message}") from None
+
+
+@contextmanager
+def no_progress(size: int | None, name: str) -> Iterator[None]:
+    """No progress shown (``progress`` of the batch functions, called without a CLI)."""
+    yield
 
 
 def read_rows(stream: IO[bytes], fmt: Format, required: Iterable[str] = ()) -> Iterator[RawRow]:

@@ -1,25 +1,32 @@
-"""The users import: rows in, per-row outcomes out, one transaction per chunk.
+"""The users import: the rows of one or more files in, per-row outcomes out, one
+transaction per chunk.
 
-Rows are validated and protected by worker processes (CPU-bound: validation,
-encryption, hashing) while this process inserts the prepared chunks in file order
-(``services/onboarding.py``'s statement), each chunk a transaction of its own.
+Each file runs through the pipeline of every batch file (``batch.apply_chunks``): its
+rows are validated and protected by worker processes (CPU-bound: validation,
+encryption, hashing: the pipeline's ``prepare`` stage) while this process copies the
+prepared chunks in and inserts them in file order (``services/onboarding.py``'s
+statement), each chunk a transaction of its own.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
-import os
-import signal
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import IO, TYPE_CHECKING, Any
 
 from bnplctl.errors import InvalidInput
 from bnplctl.importing.batch import IngestReport, Rejected, chunked
-from bnplctl.importing.readers import CsvSlice, Format, RawRow, csv_slices, read_rows
+from bnplctl.importing.readers import (
+    CsvSlice,
+    Format,
+    HashingReader,
+    RawRow,
+    csv_slices,
+    no_progress,
+    read_rows,
+)
 
 if TYPE_CHECKING:
     from bnplctl.context import Context
@@ -44,16 +51,29 @@ RowOutcome = dict[str, Any]
 @dataclass
 class UserImportReport(IngestReport):
     """A users import's outcomes (the first rows rejected, every one to the rejects
-    file), and the users it created: user_id -> file line, in file order (naming the
-    line a later duplicate repeats; ``generated``: the ids a dry run made up).
+    file), and the users it created, for each file (by its place in ``names``): user_id
+    -> line, in file order (naming the line a later duplicate repeats; a dict per file
+    keeps 100,000 users' lines in small ints; ``generated``: the ids a dry run made up);
+    ``files``: each file's summary, once it is done.
     ``row_outcomes``, when set, is given each committed chunk's rows in file order
-    (``line``, ``user_id``, ``outcome``, ``reason``): ``-o jsonl``/``csv`` stream them."""
+    (``file``, ``line``, ``user_id``, ``outcome``, ``reason``): ``-o jsonl``/``csv``
+    stream them."""
 
     outcomes: tuple[str, ...] = ("created", "duplicate", "invalid")
     applied_as: str = "created"
-    created: dict[str, int] = field(default_factory=dict)
+    created: list[dict[str, int]] = field(default_factory=list)
     generated: set[str] = field(default_factory=set)
     row_outcomes: Callable[[list[RowOutcome]], None] | None = None
+    names: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+    def created_by(self, user_id: str) -> tuple[int, int] | None:
+        """The file (its place) and line that created ``user_id`` in this run, if any."""
+        for index, lines in enumerate(self.created):
+            line = lines.get(user_id)
+            if line is not None:
+                return index, line
+        return None
 
 
 def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChunk:
@@ -96,301 +116,143 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
     return PreparedChunk("".join(lines), keys, invalid, frozenset(generated))
 
 
-_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
-
-
-class _Workers:
-    """Worker processes that prepare chunks, each fed through a pipe of its own, in turn:
-    a worker's results come back in the order it was given its chunks, so results taken
-    in the order the chunks were handed out are in file order.
-
-    Nothing is shared between the processes (no queue, no lock), so a stop at any moment
-    ends at once: the workers ignore SIGINT and SIGTERM, even sent to the whole process
-    group (a terminal, timeout(1), ``kill -- -PGID``), and this process, which reports
-    the stop, kills them (``stop``). A ``multiprocessing.Pool`` could not promise that:
-    a worker that died on the group's signal could hold the task queue's lock, or leave
-    half a result in the shared result pipe, and ``Pool.terminate()`` then waited for
-    ever; one that outlived this process printed a BrokenPipeError traceback. The
-    signals wait while the workers are forked (``_signals_held``), so none starts with
-    this process's handlers or is left behind by a stop during the forks."""
-
-    def __init__(self, context: Any, count: int, master: bytes) -> None:
-        self.links: list[Any] = []
-        self.processes: list[Any] = []
-        self.handed_out = 0
-        try:
-            with _signals_held():
-                for _ in range(count):
-                    mine, theirs = context.Pipe()
-                    # The worker closes its copies of this process's ends (of its own pipe
-                    # and of the workers' before it): killed outright (-9, an OOM kill),
-                    # this process then leaves every worker an end of file.
-                    ours = [*self.links, mine]
-                    process = context.Process(
-                        target=_serve, args=(theirs, master, ours, os.getpid()), daemon=True
-                    )
-                    self.processes.append(process)
-                    process.start()
-                    theirs.close()
-                    self.links.append(mine)
-        except BaseException:  # a signal that came meanwhile is raised as they are let in
-            self.__exit__()
-            raise
-
-    def submit(self, item: WorkItem, today: date) -> _Pending:
-        """Hand ``item`` to the next worker in turn; its result is ``.get()``."""
-        link = self.links[self.handed_out % len(self.links)]
-        self.handed_out += 1
-        link.send((item, today))
-        return _Pending(link)
-
-    def stop(self) -> None:
-        """Kill the workers and reap them: they hold nothing (no connection, no lock)."""
-        for process in self.processes:
-            if process.pid is not None and process.exitcode is None:
-                process.kill()
-        for process in self.processes:
-            if process.pid is not None:
-                process.join()
-        for link in self.links:
-            link.close()
-
-    def __enter__(self) -> _Workers:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with _signals_held():  # a signal that comes meanwhile is raised once they are gone
-            self.stop()
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM wait until the block ends (then the one that came is raised):
-    the workers are never left half made or half stopped. Left running, they would
-    ignore the SIGTERM that multiprocessing's exit sends them, and the exit would wait."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-
-
-@dataclass(frozen=True)
-class _Pending:
-    link: Any
-
-    def get(self) -> PreparedChunk:
-        """The chunk prepared, or what preparing it raised (an unreadable CSV slice)."""
-        outcome = self.link.recv()
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome  # type: ignore[no-any-return]
-
-
-def _serve(link: Any, master_key: bytes, parent_ends: list[Any], parent: int) -> None:
-    """A worker: prepares the chunks ``link`` brings, in order, and sends each result
-    back. A thread reads ahead, so that this process never blocks the main one's
-    ``send``s while it sends a result. Ends quietly when the main process goes away,
-    however it goes: it holds none of that process's pipe ends (``parent_ends``) nor its
-    standard streams (a pipeline it writes into ends with it), and the kernel kills it
-    when that process dies (``_die_with``)."""
-    import queue
-    import threading
-
-    from bnplctl.crypto import Keyring
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for end in parent_ends:
-        end.close()
-    quiet = os.open(os.devnull, os.O_RDWR)
-    for stream in (0, 1, 2):
-        os.dup2(quiet, stream)
-    os.close(quiet)
-    _die_with(parent)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    keyring = Keyring(master_key)
-    received: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def read_ahead() -> None:
-        try:
-            while True:
-                received.put(link.recv())
-        except (EOFError, OSError):
-            received.put(None)
-
-    threading.Thread(target=read_ahead, daemon=True).start()
-    while (work := received.get()) is not None:
-        item, today = work
-        try:
-            outcome: Any = _prepare(item, today, keyring)
-        except Exception as exc:  # re-raised in the main process, as its own
-            outcome = exc
-        try:
-            link.send(outcome)
-        except OSError:  # the main process went away
-            return
-
-
-def _die_with(parent: int) -> None:
-    """SIGKILL to this process when ``parent`` dies (Linux's ``PR_SET_PDEATHSIG``; a
-    no-op elsewhere), and an end at once if it died already."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the pipes' end of file suffices
-        pass
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 WorkItem = list[RawRow] | CsvSlice
 
 
 def user_chunks(stream: IO[bytes], fmt: Format, chunk_rows: int) -> Iterator[WorkItem]:
-    """The import's units of work of ``chunk_rows`` rows: raw CSV slices (parsed by the
-    workers), or row chunks."""
+    """The import's units of work: raw CSV slices (parsed by the workers), or row chunks."""
     if fmt == "csv":
         return csv_slices(stream, chunk_rows)
     return chunked(read_rows(stream, fmt, USER_COLUMNS), chunk_rows)
 
 
-def _prepare(item: WorkItem, today: date, keyring: Any) -> PreparedChunk:
+def prepare_item(item: WorkItem, *, today: date, keyring: Any) -> PreparedChunk:
+    """A unit of work validated and protected (``prepare_chunk``): the pipeline's
+    ``prepare`` stage, run by its worker processes, which get it with the keyring."""
     rows = list(item.rows(USER_COLUMNS)) if isinstance(item, CsvSlice) else item
     return prepare_chunk(rows, today, keyring)
 
 
 def import_users(
-    items: Iterable[WorkItem],
+    files: list[tuple[str, int | None]],
     *,
     context: Context,
+    input_format: str = "auto",
     source: str = "import",
     dry_run: bool = False,
     warn: Callable[[str], None] | None = None,
     report: UserImportReport | None = None,
+    progress: Callable[[int | None, str], Any] = no_progress,
 ) -> UserImportReport:
-    """Validate, protect and insert users, one transaction per chunk (a dry run: one
-    transaction for the whole file, rolled back, so that its outcomes are the real ones).
-    The outcomes go to ``report`` (a new one by default), which after an error holds
-    those of the chunks inserted before it.
+    """Validate, protect and insert the users of each (file name, size for a progress
+    bar or None), in turn, one transaction per chunk (a dry run: one transaction for all
+    the files, rolled back, so that its outcomes are the real ones). The outcomes go to
+    ``report`` (a new one by default), which after an error holds those of the chunks
+    inserted before it; ``report.files``, each file's summary.
 
-    A single chunk is prepared here. A larger file is prepared by a pool of worker
-    processes (validation, encryption and hashing are CPU-bound) while this process
-    inserts the chunks in file order; at most a few chunks are in flight, so memory
-    stays flat. The workers are started first, on the first chunks, while this process
-    loads the database layer and connects (about half a second of a command's start).
-    The key is checked against the database (``services/secret_key.py``) in the first chunk's
-    transaction, before its insert; without a key file yet, before anything else.
+    Each file runs through the pipeline of every batch file (``batch.apply_chunks``),
+    its chunks prepared (validation, encryption and hashing: CPU-bound) by worker
+    processes, the pipeline's ``prepare`` stage, while this process copies the next
+    prepared chunk in and inserts this one, in file order. The key (the settings' key
+    file) is checked against the database (``services/secret_key.py``) in the first
+    chunk's transaction, before its insert; without a key file yet, before anything
+    else. The chunks have ``context.chunks.users`` rows.
     """
-    from bnplctl import crypto
+    import functools
 
-    settings = context.settings
+    from bnplctl import crypto
+    from bnplctl.importing.batch import apply_chunks, ingest_each
+
+    settings, database = context.settings, context.db
     master = crypto.read_key(settings.required_key_file())
     if master is None:  # the database decides whether one may be generated
         from bnplctl.services.secret_key import checked_key
 
-        with context.db.unit(commit=not dry_run) as work:
-            connection = work.connection
-            master = checked_key(connection, settings, warn=warn)
+        with database.unit(commit=not dry_run, raw=True) as work:
+            master = checked_key(work.dbapi, settings, warn=warn)
         warn = None  # said once
-    keyring = crypto.Keyring(master)
-    today = context.clock.today()
     report = report if report is not None else UserImportReport()
-    chunk_inserter = functools.partial(
-        _chunk_inserter, report, context=context, source=source, dry_run=dry_run, master=master
+    prepare = functools.partial(
+        prepare_item, today=context.clock.today(), keyring=crypto.Keyring(master)
     )
-    chunks = iter(items)
-    first = next(chunks, None)
-    second = next(chunks, None) if first is not None else None
-    if second is None:
-        with chunk_inserter(warn=warn) as insert:
-            if first is not None:
-                insert(_prepare(first, today, keyring))
-    else:
-        import multiprocessing
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-        from contextlib import ExitStack
+    inserter = _Inserter(
+        report, context=context, source=source, master=master, dry_run=dry_run, warn=warn
+    )
 
-        workers = max(1, min(4, (os.cpu_count() or 2)))
-        forking = multiprocessing.get_context("fork")
-        # This thread reads and dispatches; one inserter thread writes the chunks in
-        # order (psycopg2 releases the GIL while the server works).
-        with (
-            ExitStack() as stack,  # closes the inserter's connection last
-            _Workers(forking, workers, master) as pool,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-insert") as inserter,
-        ):
-            # The first chunks go to the workers before this process loads the database
-            # layer and connects (in _chunk_inserter), so the two overlap.
-            started = [chunk for chunk in (first, second) if chunk is not None]
-            ahead = itertools.chain(started, itertools.islice(chunks, 3 * workers - 2))
-            in_flight: deque[Any] = deque(pool.submit(chunk, today) for chunk in ahead)
-            insert = stack.enter_context(chunk_inserter(warn=warn))
-            inserts: deque[Any] = deque()
+    def one_file(name: str, items: Iterable[WorkItem], reader: HashingReader) -> dict[str, Any]:
+        report.names.append(name)
+        report.created.append({})
+        before = Counter(report.counts)
+        apply_chunks(
+            database, items, inserter.stage, inserter.apply, inserter.committed,
+            dry_run=dry_run, prepare=prepare,
+        )  # fmt: skip
+        counts = report.counts - before
+        summary = {"file": name, "sha256": reader.sha256.hexdigest(), "rows": counts.total()}
+        return summary | {outcome: counts.get(outcome, 0) for outcome in report.outcomes}
 
-            def hand_over(keep: int) -> None:
-                """Insert prepared chunks in file order until at most ``keep`` are still
-                being prepared; at most two inserts wait their turn."""
-                while len(in_flight) > keep:
-                    inserts.append(inserter.submit(insert, in_flight.popleft().get()))
-                    while len(inserts) > 2:
-                        inserts.popleft().result()
-
-            hand_over(workers)
-            for chunk in chunks:
-                in_flight.append(pool.submit(chunk, today))
-                hand_over(workers)
-            hand_over(0)
-            while inserts:
-                inserts.popleft().result()
+    report.files = ingest_each(
+        files, input_format, report, database=database, dry_run=dry_run, progress=progress,
+        one_file=one_file,
+        read=functools.partial(user_chunks, chunk_rows=context.chunks.users),
+    )  # fmt: skip
     return report
 
 
-@contextmanager
-def _chunk_inserter(
-    report: UserImportReport,
-    *,
-    context: Context,
-    source: str,
-    master: bytes,
-    dry_run: bool = False,
-    warn: Callable[[str], None] | None = None,
-) -> Iterator[Callable[[PreparedChunk], None]]:
-    """Connects (and checks the schema: before any row is written) and yields the
-    function that inserts one prepared chunk, in a unit of work of its own
-    (``db.units``), and records its outcomes. The first chunk's unit checks ``master``
-    against the database's key check before it inserts."""
-    from bnplctl.services.onboarding import insert_staged
-    from bnplctl.services.secret_key import checked_key, mismatch
+Inserted = tuple[PreparedChunk, list[Any]]  # a chunk and its duplicates (``InsertOutcome``)
 
-    settings = context.settings
-    expect_new = True  # until a chunk meets a duplicate
-    key_checked = False
-    with context.db.units(dry_run=dry_run) as next_unit:
 
-        def insert(prepared: PreparedChunk) -> None:
-            nonlocal expect_new, key_checked
-            with next_unit() as work:
-                if not key_checked:
-                    if checked_key(work.connection, settings, warn=warn) != master:
-                        raise mismatch(settings.required_key_file())  # changed meanwhile
-                    key_checked = True
-                duplicates = insert_staged(
-                    work.connection,
-                    prepared.copy_text,
-                    prepared.keys,
-                    now=context.clock.now(),
-                    actor=context.acting,
-                    source=source,
-                    expect_new=expect_new,
-                )
-            expect_new = not duplicates
-            _record(report, prepared, duplicates, dry_run=dry_run)  # once committed
+class _Inserter:
+    """The pipeline's stages of a users chunk prepared: ``stage`` copies it in,
+    ``apply`` inserts it (the first chunk's unit checks ``master`` against the database's
+    key check before it inserts), ``committed`` records its outcomes."""
 
-        yield insert
+    def __init__(
+        self,
+        report: UserImportReport,
+        *,
+        context: Context,
+        source: str,
+        master: bytes,
+        dry_run: bool,
+        warn: Callable[[str], None] | None,
+    ) -> None:
+        self.report = report
+        self.settings, self.clock, self.actor = context.settings, context.clock, context.acting
+        self.source, self.master = source, master
+        self.dry_run = dry_run
+        self.warn = warn
+        self.expect_new = True  # until a chunk meets a duplicate
+        self.key_checked = False
+
+    def stage(self, connection: Any, prepared: PreparedChunk) -> PreparedChunk:
+        from bnplctl.services.onboarding import copy_staged
+
+        if prepared.keys:
+            copy_staged(connection, prepared.copy_text)
+        return prepared
+
+    def apply(self, connection: Any, prepared: PreparedChunk) -> Inserted:
+        from bnplctl.services.onboarding import insert_copied
+        from bnplctl.services.secret_key import checked_key, mismatch
+
+        if not self.key_checked:
+            if checked_key(connection, self.settings, warn=self.warn) != self.master:
+                raise mismatch(self.settings.required_key_file())  # changed meanwhile
+            self.key_checked = True
+        duplicates = insert_copied(
+            connection,
+            prepared.keys,
+            now=self.clock.now(),
+            actor=self.actor,
+            source=self.source,
+            expect_new=self.expect_new,
+        )
+        self.expect_new = not duplicates
+        return prepared, duplicates
+
+    def committed(self, inserted: Inserted) -> None:
+        _record(self.report, *inserted, dry_run=self.dry_run)
 
 
 def _record(
@@ -398,23 +260,32 @@ def _record(
 ) -> None:
     """A committed chunk's outcomes: its created users (in file order), its invalid rows
     and its duplicates, each naming what it duplicates: an earlier line of this run when
-    that line created the user, else the stored user. A generated id is never a
-    duplicate's key (it names nothing the operator knows)."""
+    that line created the user (and its file, when it was another), else the stored
+    user. A generated id is never a duplicate's key (it names nothing the operator
+    knows)."""
+    from bnplctl.importing.readers import input_label
     from bnplctl.services.onboarding import duplicate_reason
 
     refused = {outcome.seq for outcome in duplicates}
     created: list[tuple[int, str]] = []
+    created_here = report.created[report.file_index]
     for seq, (line, user_id, _) in enumerate(prepared.keys):
         if seq not in refused:
-            report.created[user_id] = line
+            created_here[user_id] = line
             created.append((line, user_id))
             if dry_run and seq in prepared.generated:
                 report.generated.add(user_id)
     not_applied = list(prepared.invalid)
     for outcome in duplicates:
-        earlier = report.created.get(outcome.duplicate_of) if outcome.duplicate_of else None
+        earlier = report.created_by(outcome.duplicate_of) if outcome.duplicate_of else None
+        file = None
+        if earlier is not None and earlier[0] != report.file_index:
+            file = input_label(report.names[earlier[0]])
         reason = duplicate_reason(
-            outcome.same or "passport", user_id=outcome.duplicate_of, line=earlier
+            outcome.same or "passport",
+            user_id=outcome.duplicate_of,
+            line=earlier[1] if earlier is not None else None,
+            file=file,
         )
         key = "" if outcome.seq in prepared.generated else outcome.user_id
         not_applied.append(Rejected(outcome.line, key, "duplicate", reason))
@@ -422,13 +293,14 @@ def _record(
     report.add_chunk(len(created), not_applied)
     if report.row_outcomes is not None:
         rows: list[RowOutcome] = [
-            {"line": line, "user_id": None if user_id in report.generated else user_id,
+            {"file": report.file, "line": line,
+             "user_id": None if user_id in report.generated else user_id,
              "outcome": "created", "reason": ""}
             for line, user_id in created
         ]  # fmt: skip
         rows += [
-            {"line": item.line, "user_id": item.key, "outcome": item.outcome,
-             "reason": item.reason}
+            {"file": report.file, "line": item.line, "user_id": item.key,
+             "outcome": item.outcome, "reason": item.reason}
             for item in not_applied
         ]  # fmt: skip
         rows.sort(key=lambda row: row["line"])

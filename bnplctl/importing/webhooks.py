@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bnplctl.errors import InvalidInput
@@ -23,10 +24,11 @@ from bnplctl.importing.batch import (
     IngestReport,
     ParsedChunk,
     Rejected,
+    ingest_each,
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
-from bnplctl.importing.ledger import LedgerKind, ingest_each, ingest_recorded
-from bnplctl.importing.readers import HashingReader, RawRow
+from bnplctl.importing.ledger import LedgerKind, ingest_recorded
+from bnplctl.importing.readers import HashingReader, RawRow, read_rows
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
 from bnplctl.sql import Statement, run
 from bnplctl.statuses import FileKind
@@ -436,10 +438,10 @@ def ingest_files(
     progress: Callable[[int | None, str], Any],
 ) -> list[dict[str, Any]]:
     """Ingest each (name, size for a progress bar or None) in turn; returns their
-    summaries (``ledger.ingest_each``)."""
+    summaries (``batch.ingest_each``)."""
     return ingest_each(
-        sources, input_format, WEBHOOK_COLUMNS, report, database=context.db, dry_run=dry_run,
-        progress=progress,
+        sources, input_format, report, read=partial(read_rows, required=WEBHOOK_COLUMNS),
+        database=context.db, dry_run=dry_run, progress=progress,
         one_file=lambda name, rows, reader: ingest_stream(
             name, rows, reader, report, context=context, dry_run=dry_run
         ),

@@ -90,12 +90,15 @@ _INSERT_COLUMNS = (
 )
 
 
-def duplicate_reason(same: str, *, user_id: str | None = None, line: int | None = None) -> str:
+def duplicate_reason(
+    same: str, *, user_id: str | None = None, line: int | None = None, file: str | None = None
+) -> str:
     """Why a row is a duplicate, naming what it duplicates: an earlier ``line`` of the
-    same file, else the stored user (``same``: the field they share). Never a value of a
-    personal field."""
+    same file (of ``file``, when it was another file of the run), else the stored user
+    (``same``: the field they share). Never a value of a personal field."""
     if line is not None:
-        return f"duplicate of line {line} (same {same})"
+        where = f"{file} line {line}" if file is not None else f"line {line}"
+        return f"duplicate of {where} (same {same})"
     if user_id is not None:
         return f"duplicate of user {user_id} (same {same})"
     return f"duplicate of another user (same {same})"
@@ -159,30 +162,60 @@ def insert_staged(
     now: datetime,
     expect_new: bool = False,
 ) -> list[InsertOutcome]:
-    """COPY the rows to a staging table, then one statement inserts them and writes their
-    audit events. ``keys`` holds each row's (line, user_id, passport blind index), in the
+    """COPY the rows to a staging table (``copy_staged``), then insert them and write
+    their audit events (``insert_copied``), in the caller's unit of work."""
+    if not keys:
+        return []
+    copy_staged(connection, copy_text)
+    return insert_copied(
+        connection, keys, actor=actor, source=source, now=now, expect_new=expect_new
+    )
+
+
+def copy_staged(connection: Connection, copy_text: str) -> None:
+    """COPY users (``copy_line``s) into this connection's staging table, which holds
+    them until the transaction ends: a batch copies a chunk in while the chunk before is
+    inserted on another connection. ``connection``: the caller's unit of work (its
+    DB-API connection does the COPY)."""
+    from bnplctl.db import dbapi_connection
+
+    dbapi = dbapi_connection(connection)
+    # Bytes, not a StringIO: a StringIO holds its text four bytes a character.
+    copied = io.BytesIO(copy_text.encode())
+    with dbapi.cursor() as cursor:
+        cursor.execute(_STAGE)
+        cursor.execute("TRUNCATE user_rows")
+        cursor.copy_expert("COPY user_rows FROM STDIN WITH (FORMAT csv)", copied, size=1 << 20)
+
+
+def insert_copied(
+    connection: Connection,
+    keys: Sequence[tuple[int, str, str]],
+    *,
+    actor: str,
+    source: str,
+    now: datetime,
+    expect_new: bool = False,
+) -> list[InsertOutcome]:
+    """One statement inserts the staged users (``copy_staged``) and writes their audit
+    events. ``keys`` holds each row's (line, user_id, passport blind index), in the
     order of the rows' ``seq``. Returns the rows not created, each naming the stored
     user it duplicates: a row whose user_id or passport exists (or came earlier in the
     chunk) is a duplicate; every other row was created.
 
     ``expect_new`` first tries a plain INSERT, about 15 % cheaper for the server than
     ``ON CONFLICT DO NOTHING``; a duplicate anywhere in the chunk undoes it (to a
-    savepoint) and the chunk takes the general path. ``connection``: the caller's unit of
-    work (its DB-API connection does the COPY).
+    savepoint) and the chunk takes the general path.
     """
     from psycopg2.errors import UniqueViolation
 
     if not keys:
         return []
     params = {"actor": actor, "source": source, "now": now}
-    dbapi = connection.connection.driver_connection
-    assert dbapi is not None  # noqa: S101 - a live connection always has one
+    from bnplctl.db import dbapi_connection
+
+    dbapi = dbapi_connection(connection)
     with dbapi.cursor() as cursor:
-        cursor.execute(_STAGE)
-        cursor.execute("TRUNCATE user_rows")
-        cursor.copy_expert(
-            "COPY user_rows FROM STDIN WITH (FORMAT csv)", io.StringIO(copy_text), size=1 << 20
-        )
         if expect_new:
             from bnplctl.db import savepoint
 

@@ -28,11 +28,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-
 from bnplctl import crypto
 from bnplctl.errors import ConfigError, Refused
 from bnplctl.services.audit import insert_events
+from bnplctl.sql import run
 
 if TYPE_CHECKING:
     from bnplctl.config import Settings
@@ -51,13 +50,13 @@ class KeyState:
 
 
 def _stored_check(executor: Executor) -> str | None:
-    value = executor.execute(text("SELECT key_check FROM key_checks WHERE id = 1")).scalar()
+    value = run(executor, "SELECT key_check FROM key_checks WHERE id = 1").scalar()
     return None if value is None else str(value)
 
 
 def _sample_passport(executor: Executor) -> tuple[str, bytes] | None:
-    row = executor.execute(
-        text("SELECT user_id, passport_ciphertext FROM users ORDER BY user_id LIMIT 1")
+    row = run(
+        executor, "SELECT user_id, passport_ciphertext FROM users ORDER BY user_id LIMIT 1"
     ).first()
     return None if row is None else (str(row[0]), bytes(row[1]))
 
@@ -98,11 +97,9 @@ def checked_key(
         sample = _sample_passport(executor)
         if sample is not None and not _decrypts(keyring, sample):
             raise mismatch(path)
-        executor.execute(
-            text(
-                "INSERT INTO key_checks (id, key_check) VALUES (1, :check)"
-                " ON CONFLICT (id) DO NOTHING"
-            ),
+        run(
+            executor,
+            "INSERT INTO key_checks (id, key_check) VALUES (1, :check) ON CONFLICT (id) DO NOTHING",
             {"check": keyring.key_check()},
         )
         stored = _stored_check(executor)  # another process's, if it was first
@@ -141,11 +138,10 @@ def record_new_key(
     check or a stored passport, which a new key could never match. The insert holds the
     check's row until the caller commits: a concurrent ``keys init`` waits, then is
     refused."""
-    recorded = executor.execute(
-        text(
-            "INSERT INTO key_checks (id, key_check) VALUES (1, :check)"
-            " ON CONFLICT (id) DO NOTHING RETURNING id"
-        ),
+    recorded = run(
+        executor,
+        "INSERT INTO key_checks (id, key_check) VALUES (1, :check)"
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
         {"check": crypto.Keyring(master).key_check()},
     ).first()
     if recorded is None:
@@ -158,12 +154,10 @@ def record_new_key(
             f"this database holds passports protected with a secret key, which a new key"
             f" would not open: set {VARIABLE} to the file of the key it was set up with"
         )
-    executor.execute(
-        text(
-            insert_events(
-                "VALUES (:now, :actor, 'key.initialized', 'key', '0', NULL,"
-                " CAST(:details AS jsonb))"
-            )
+    run(
+        executor,
+        insert_events(
+            "VALUES (:now, :actor, 'key.initialized', 'key', '0', NULL, CAST(:details AS jsonb))"
         ),
         {"now": now, "actor": actor, "details": json.dumps({"file": str(path)})},
     )
