@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bnplctl.services.audit import insert_events
-from bnplctl.services.listing import ListRequest, Page
 from bnplctl.sql import run
 from bnplctl.statuses import FileKind
 
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
     from bnplctl.db import Database, Executor
     from bnplctl.importing.batch import IngestReport, ParsedChunk, Rejected
     from bnplctl.importing.readers import HashingReader, RawRow
+    from bnplctl.services.listing import ListRequest, Page
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,8 @@ def list_files(
 ) -> Page[dict[str, Any]]:
     """The files of one kind, newest first; counts one field per outcome, as a run's
     summary has them."""
+    from bnplctl.services.listing import Page
+
     limit = None if request.limit is None else request.limit + 1  # LIMIT NULL: all
     rows = run(
         connection,

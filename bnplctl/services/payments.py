@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from bnplctl.money import format_amount
 from bnplctl.services.audit import insert_events
-from bnplctl.services.listing import ListRequest
 from bnplctl.sql import Statement, run
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
 
     from bnplctl.db import Executor
     from bnplctl.models import Payment
-    from bnplctl.services.listing import Page
+    from bnplctl.services.listing import ListRequest, Page
     from bnplctl.services.settlement import Settled
 
 # One pass, no CTE joined to another (a batch chunk runs with index lookups only, and the
@@ -585,15 +584,16 @@ def list_payments(
     *,
     user_id: str | None = None,
     since: datetime | None = None,
-    request: ListRequest = ListRequest(),  # noqa: B008 (frozen)
+    request: ListRequest | None = None,
 ) -> Page[Payment]:
-    """Newest first unless sorted, fetched in batches."""
+    """Newest first unless sorted (``request``: all, by default), fetched in batches."""
     from sqlmodel import col, select
 
     from bnplctl.models import Payment
-    from bnplctl.services.listing import ordering, page
+    from bnplctl.services.listing import ListRequest, ordering, page
     from bnplctl.sorting import PAYMENT_SORT
 
+    request = request if request is not None else ListRequest()
     query = select(Payment)
     if user_id is not None:
         query = query.where(Payment.user_id == user_id)
