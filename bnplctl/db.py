@@ -441,7 +441,7 @@ class Unit:
     @property
     def connection(self) -> Connection:
         if self._connection is None:
-            raise TypeError("a read unit on the raw driver has no Core connection: use .dbapi")
+            raise TypeError("a bare unit (the raw driver's) has no Core connection: use .dbapi")
         return self._connection
 
     @property
@@ -681,10 +681,11 @@ class Database:
             self._checked = self._checked or check_schema
             try:
                 yield bare
-            finally:
-                with translate_db_errors():
-                    bare.rollback()  # a dry run's rows; nothing otherwise
-                    bare.close()
+            finally:  # a dry run's rows rolled back; a connection lost is only closed
+                with suppress(Exception):
+                    if not bare.closed:
+                        bare.rollback()
+                bare.close()
             return
         engine = self.engine(check_schema)  # Core only: the ORM and the models stay unloaded
         with translate_db_errors():

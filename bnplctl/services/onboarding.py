@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from bnplctl.crypto import Keyring
+    from bnplctl.db import DbapiConnection
 
 
 def new_user_id() -> str:
@@ -172,11 +173,11 @@ def insert_staged(
     )
 
 
-def copy_staged(connection: Connection, copy_text: str) -> None:
+def copy_staged(connection: Connection | DbapiConnection, copy_text: str) -> None:
     """COPY users (``copy_line``s) into this connection's staging table, which holds
     them until the transaction ends: a batch copies a chunk in while the chunk before is
-    inserted on another connection. ``connection``: the caller's unit of work (its
-    DB-API connection does the COPY)."""
+    inserted on another connection. ``connection``: the caller's unit of work, a
+    SQLAlchemy connection or a batch unit's bare psycopg2 one (which does the COPY)."""
     from bnplctl.db import dbapi_connection
 
     dbapi = dbapi_connection(connection)
@@ -189,7 +190,7 @@ def copy_staged(connection: Connection, copy_text: str) -> None:
 
 
 def insert_copied(
-    connection: Connection,
+    connection: Connection | DbapiConnection,
     keys: Sequence[tuple[int, str, str]],
     *,
     actor: str,
