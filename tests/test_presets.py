@@ -359,6 +359,8 @@ def test_a_row_that_cannot_be_read_is_an_error_row_never_an_exception(
 ) -> None:
     [read] = _read(_adyen(row), ADYEN)
     assert read.error is not None and read.error.startswith(message), read.error
+    if "is not a type" in message:
+        assert (read.kind, read.reference) == (None, "P1")
     assert CARD not in read.error and CARD not in read.row_type
     assert (read.amount, read.target, read.occurred_at) == (None, None, None)
     if "Psp Reference" not in read.error and read.kind == "payment":
@@ -578,6 +580,7 @@ def test_map_reads_a_custom_layout_into_the_same_rows() -> None:
         "B-3,usr-002,10.001,2026-05-02T12:00:00Z,payment,,EUR\n"
         "B-4,usr-002,10.00,,refund,,EUR\n"
         "B-5,,10.00,,,,\n"
+        'B-6,usr-002,10.00,,"pay\x1bment",,\n'
     ).encode()
     mapping = parse_column_map(
         ["reference=Buchung;x", "user_id=Kunde", "amount=Betrag", "paid_at=Zeit", "kind=Art",
@@ -594,7 +597,9 @@ def test_map_reads_a_custom_layout_into_the_same_rows() -> None:
         (4, "B-3", "amount (column Betrag): at most 2 decimal places"),
         (5, "B-4", "kind (column Art): must be payment or reversal"),
         (6, "B-5", "user_id or installment_id: required (who paid)"),
+        (7, "B-6", "kind (column Art): must be payment or reversal"),
     ]
+    assert rows[-1].row_type == "pay\\x1bment"
 
 
 def test_map_checks_the_header_for_its_columns() -> None:

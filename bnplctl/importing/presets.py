@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
-from functools import cache
+from functools import lru_cache
 from typing import IO, Any, Literal
 
 from bnplctl.errors import InvalidInput, UsageProblem
@@ -402,11 +402,12 @@ _ABBREVIATIONS: dict[str, float] = {
 _OFFSET = re.compile(r"(?:UTC|GMT)?([+-])([0-9]{1,2})(?::?([0-9]{2}))?")
 
 
-@cache
+@lru_cache(maxsize=128)  # bounded: a file may hold any number of distinct (bad) names
 def zone_named(name: str) -> tzinfo | None:
     """The zone a report's time zone column names: an abbreviation (``CET``, ``PDT``)
     as its fixed offset, ``UTC+01:00``-like offsets, or an IANA name
-    (``Europe/Amsterdam``); None for anything else."""
+    (``Europe/Amsterdam``; a local time it shows twice is taken as the first); None for
+    anything else."""
     upper = name.strip().upper()
     if upper in _ABBREVIATIONS:
         return timezone(timedelta(hours=_ABBREVIATIONS[upper]), upper)
@@ -521,6 +522,7 @@ def _adyen_row(
 
     def fill(draft: _Draft) -> None:
         if kind is None:
+            draft.reference = _identifier(columns.text(fields, "Psp Reference"), "Psp Reference")
             raise InvalidInput(f"Type: {row_type!r} is not a type the {ADYEN} preset reads")
         if kind == "payment":
             draft.reference = _identifier(columns.text(fields, "Psp Reference"), "Psp Reference")
@@ -661,6 +663,7 @@ def _stripe_row(
 
     def fill(draft: _Draft) -> None:
         if kind is None:
+            draft.reference = _identifier(columns.text(fields, "source_id"), "source_id")
             raise InvalidInput(
                 f"reporting_category: {row_type!r} is not a category the {STRIPE} preset reads"
             )
@@ -949,8 +952,8 @@ def _custom_row(
     def value(name: str) -> Any:
         return columns.text(fields, columns_of[name]) if columns_of[name] else None
 
-    raw_kind = text_field(value("kind"), label("kind"), 20) if value("kind") is not None else None
-    kind_text = (raw_kind or "payment").lower()
+    raw_kind = value("kind")
+    kind_text = "payment" if raw_kind is None else str(raw_kind).strip().lower()
     kind: Kind | None = kind_text if kind_text in ("payment", "reversal") else None  # type: ignore[assignment]
     draft = _Draft(line, kind, kind_text if kind else _row_type(raw_kind))
     draft.labels = {name: label(name) for name in MAP_FIELDS}
