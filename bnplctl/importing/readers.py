@@ -185,10 +185,21 @@ def no_progress(size: int | None, name: str) -> Iterator[None]:
     yield
 
 
-def read_rows(stream: IO[bytes], fmt: Format, required: Iterable[str] = ()) -> Iterator[RawRow]:
-    """Rows of ``stream`` in ``fmt``; CSV headers must name every ``required`` column."""
+# Called with a CSV header's column names (stripped, lower case) and its line, before any
+# row is read: a caller that finds columns by name checks them there (``presets.py``).
+HeaderCheck = Callable[[list[str], int], None]
+
+
+def read_rows(
+    stream: IO[bytes],
+    fmt: Format,
+    required: Iterable[str] = (),
+    on_header: HeaderCheck | None = None,
+) -> Iterator[RawRow]:
+    """Rows of ``stream`` in ``fmt``; CSV headers must name every ``required`` column
+    (and pass ``on_header``, when given)."""
     if fmt == "csv":
-        return _read_csv(stream, tuple(required))
+        return _read_csv(stream, tuple(required), on_header=on_header)
     if fmt == "json":
         return _read_json_array(stream)
     return _read_json_lines(stream)
@@ -257,6 +268,7 @@ def _read_csv(
     required: tuple[str, ...],
     line_of: Callable[[int], int] = _same_line,
     end_fault: str | None = None,
+    on_header: HeaderCheck | None = None,
 ) -> Iterator[RawRow]:
     """CSV rows; ``line_of`` maps the stream's line numbers to the file's (for slices)."""
     budget = _Budget(MAX_HEADER_BYTES)
@@ -271,6 +283,8 @@ def _read_csv(
                 continue
             if header is None:
                 header = _header(record, line_of(start), required)
+                if on_header is not None:
+                    on_header(header, line_of(start))
                 budget.header_read()
                 continue
             if len(record) > len(header):
@@ -283,6 +297,29 @@ def _read_csv(
         raise InvalidInput(f"line {line_of(reader.line_num)}: malformed CSV ({exc})") from None
     if header is None:
         raise InvalidInput("line 1: the file is empty (a header row is required)")
+
+
+def csv_records(stream: IO[bytes]) -> Iterator[tuple[int, list[str]]]:
+    """The CSV records of a file without a header row of its own (a PayPal settlement
+    report names its columns in a record of its own), each with the line it starts on;
+    blank records are skipped. Bounded as every record is: one over ``MAX_RECORD_BYTES``
+    stops the file naming its line."""
+    budget = _Budget(MAX_RECORD_BYTES, header=False)
+    reader = csv.reader(_decoded_lines(stream, _same_line, budget), strict=True)
+    line = 0
+    try:
+        for record in reader:
+            start, line = line + 1, reader.line_num
+            budget.next_record(line + 1)
+            if record and any(map(str.strip, record)):
+                yield start, record
+    except csv.Error as exc:
+        raise InvalidInput(f"line {reader.line_num}: malformed CSV ({exc})") from None
+
+
+def header_names(record: list[str], line: int) -> list[str]:
+    """A header record's column names, checked as a CSV file's header is (``_header``)."""
+    return _header(record, line, ())
 
 
 def _header(record: list[str], line: int, required: tuple[str, ...]) -> list[str]:
