@@ -8,8 +8,11 @@ earned it (docs/performance.md) and a test that it does what it says (tests/test
 - ``INDEX_LOOKUPS_ONLY``: a chunk joins a few thousand rows to tables that grow without
   bound (refunds, the event log, payments). Without statistics on the temporary tables,
   and with the logs growing during the run, the planner would hash whole tables for
-  every chunk; index lookups keep a chunk's cost independent of the tables' sizes. For
-  the chunk's transaction only (``SET LOCAL``).
+  every chunk; index lookups keep a chunk's cost independent of the tables' sizes. And
+  no JIT: with those joins turned off, a plan that still needs one is costed at 10^10,
+  which always sets off JIT compilation with inlining and optimisation: 10-90 ms a
+  statement, more than a chunk's lookups take. For the chunk's transaction only (``SET
+  LOCAL``).
 - ``end_process``: once a command has finished and its output is flushed, the process
   ends without tearing the interpreter down one object at a time: with SQLAlchemy and
   pydantic loaded that teardown takes 0.1-0.25 s on a two-core machine, longer than the
@@ -26,7 +29,9 @@ from typing import NoReturn
 
 QUICK_SWITCH_INTERVAL_S = 0.0002
 
-INDEX_LOOKUPS_ONLY = "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+INDEX_LOOKUPS_ONLY = (
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off;"
+)
 
 
 @contextmanager

@@ -62,6 +62,18 @@ def test_index_lookups_only_turns_a_hash_join_into_index_lookups(engine: Engine)
     assert value == "on"
 
 
+def test_index_lookups_only_compiles_no_statement_for_its_transaction(engine: Engine) -> None:
+    """No JIT in a chunk's transaction: a plan with a join the settings turn off costs
+    10^10, which would set off JIT compilation (inlining, optimisation) on every chunk."""
+    with engine.begin() as connection:
+        before = connection.execute(text("SHOW jit")).scalar_one()
+        connection.execute(text(tuning.INDEX_LOOKUPS_ONLY))
+        inside = connection.execute(text("SHOW jit")).scalar_one()
+    with engine.begin() as connection:
+        after = connection.execute(text("SHOW jit")).scalar_one()
+    assert (inside, after) == ("off", before)
+
+
 def test_end_process_runs_the_exit_functions_and_ends_with_the_code() -> None:
     program = (
         "import atexit, sys\n"

@@ -59,11 +59,14 @@ if TYPE_CHECKING:
 # Plans that do not depend on statistics (issue 28): every statement of a chunk reaches the
 # large tables (plans, installments, users, payments) from the chunk's rows through a
 # LATERAL subquery with OFFSET 0, which the planner keeps as it is (it does not pull it up
-# into a join): a lookup per row, by index. Joined plainly, the plan rested on statistics
-# that a bulk load has not yet (nothing analysed), or that lie (a table analysed when it
-# held only rolled-back rows, after a ``--dry-run``, passes for empty however it grows):
-# the whole table, or plans × installments, materialised once and scanned again for every
-# row of the chunk (a 100,000-row file took 976 s instead of 8).
+# into a join): a lookup per row, by index; the payer's plans first, then each plan's
+# installments, each a subquery of its own (a plans-installments join inside the lookup,
+# without column statistics, scanned every installment for each payment: tables
+# VACUUMed but never ANALYZEd, 5,000 payments a chunk, took minutes). Joined plainly, the
+# plan rested on statistics that a bulk load has not yet (nothing analysed), or that lie
+# (a table analysed when it held only rolled-back rows, after a ``--dry-run``, passes for
+# empty however it grows): the whole table, or plans × installments, materialised once
+# and scanned again for every row of the chunk (a 100,000-row file took 976 s instead of 8).
 _APPLY = Statement(
     """
     WITH unpaid AS MATERIALIZED (
@@ -77,12 +80,18 @@ _APPLY = Statement(
                row_number() OVER paying_order AS nth
         FROM payment_moves r
         LEFT JOIN LATERAL (
-            SELECT i.id, i.plan_id, i.user_id, i.status, i.amount_due, i.due_date, i.sequence
-            FROM plans p
-            JOIN installments i ON i.plan_id = p.id AND i.status <> 'PAID'
-            WHERE p.user_id = r.user_id AND p.status = 'ACTIVE'
-              AND (r.installment_id IS NULL OR i.id = r.installment_id)
-            OFFSET 0  -- a lookup per payment (above)
+            SELECT i.*
+            FROM (SELECT p.id FROM plans p
+                  WHERE p.user_id = r.user_id AND p.status = 'ACTIVE'
+                  OFFSET 0) p  -- the payer's plans, by index (above)
+            CROSS JOIN LATERAL (
+                SELECT i.id, i.plan_id, i.user_id, i.status, i.amount_due, i.due_date,
+                       i.sequence
+                FROM installments i
+                WHERE i.plan_id = p.id AND i.status <> 'PAID'
+                  AND (r.installment_id IS NULL OR i.id = r.installment_id)
+                OFFSET 0  -- then each plan's installments, by index
+            ) i
         ) i ON true
         WHERE r.round = :round
         WINDOW paying_order AS (
