@@ -147,6 +147,14 @@ def libpq_url(url: str) -> str:
     except ProgrammingError as exc:
         reason = str(exc).strip().splitlines()[0].removeprefix("invalid dsn: ")
         reason = reason.split(': "postgres', 1)[0]  # never echo the URL (its password)
+        # Nor a quoted piece of it that holds the user or the password (a bad %-escape).
+        authority = libpq.removeprefix("postgresql://").split("/", 1)[0]
+        credentials = authority.rpartition("@")[0]
+        reason = re.sub(
+            r'"([^"]*)"',
+            lambda quoted: '"<withheld>"' if quoted[1] and quoted[1] in credentials else quoted[0],
+            reason,
+        )
         raise ConfigError(f"BNPL_DATABASE_URL: {reason}") from None
     if "@" in options.get("host", ""):  # libpq would look the rest of the password up
         raise ConfigError(

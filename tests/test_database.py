@@ -218,6 +218,7 @@ def test_unreachable_server_exits_75_in_one_line(cli: Cli, monkeypatch: pytest.M
         ("postgresql://u:hunter2@127.0.0.1:99999/d", "port must be a number from 1 to 65535"),
         ("postgresql://u:hunter2@127.0.0.1:5432/d?foo=bar", 'invalid URI query parameter: "foo"'),
         ("postgresql://u:hunter2@[::1:5432/d", "IPv6 host address"),
+        ("postgresql://u:hunter2%ZZ@127.0.0.1:5432/d", "invalid percent-encoded token"),
     ],
 )
 def test_bad_url_exits_78(
