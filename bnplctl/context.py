@@ -77,6 +77,9 @@ class Context:
 
     given_settings: Settings | None = None
     actor: str | None = None
+    # Why ``BNPL_ACTOR`` cannot be the actor: said (exit 78) when the command runs, unless
+    # ``--actor`` after the command replaces it.
+    actor_problem: str | None = None
     debug: bool = False
     chunks: ChunkSizes = field(default_factory=ChunkSizes)
     stdout: TextIO | None = field(default=None, compare=False)
@@ -110,6 +113,10 @@ class Context:
         """The actor of the audit trail: the one given, else the operating-system user."""
         if self.actor:
             return self.actor
+        if self.actor_problem is not None:
+            from bnplctl.errors import ConfigError
+
+            raise ConfigError(self.actor_problem)
         from bnplctl.config import os_actor
 
         return os_actor()

@@ -344,6 +344,23 @@ def test_an_actor_the_audit_trail_cannot_hold_is_a_usage_error_or_a_setting_erro
         assert actor not in result.output
     else:
         assert result.exit_code == 0, result.stderr
+    # ``--actor`` after the command wins over BNPL_ACTOR, a malformed one too (cron lines
+    # write it there); before the command, it does as well.
+    for argv in (("debt", "report", "--actor", "ops"), ("--actor", "ops", "debt", "report")):
+        result = cli(*argv)
+        assert result.exit_code == 0, (argv, result.stderr)
+
+
+def test_an_actor_after_the_command_is_the_one_audited_over_bnpl_actor(
+    cli: Cli, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers import JOHN, add_args
+
+    monkeypatch.setenv("BNPL_ACTOR", "op 123456")  # malformed: a number of 6 digits
+    assert cli(*add_args(JOHN), "--actor", "clerk").exit_code == 0
+    with engine.connect() as connection:
+        actors = connection.execute(text("SELECT DISTINCT actor FROM audit_events")).scalars()
+        assert list(actors) == ["clerk"]
 
 
 # --- the quick exit of the console script ------------------------------------------------

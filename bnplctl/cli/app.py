@@ -186,9 +186,16 @@ def accept_actor_after_the_command(command: Any) -> Any:
 
 
 def _actor_after_the_command(ctx: Any, param: Any, value: str | None) -> None:
+    """``--actor`` after the command: it replaces the root's actor and a malformed
+    ``BNPL_ACTOR``; without it, a malformed ``BNPL_ACTOR`` is said now, as the command
+    (not a group on the way to one) is about to run."""
+    root = ctx.find_root()
     if value is not None:
-        root = ctx.find_root()
-        root.obj = replace(root.obj, actor=_actor_option_value(value))
+        root.obj = replace(root.obj, actor=_actor_option_value(value), actor_problem=None)
+    elif root.obj.actor_problem is not None and not hasattr(ctx.command, "commands"):
+        from bnplctl.errors import ConfigError
+
+        raise ConfigError(root.obj.actor_problem)
 
 
 class BoundaryGroup(TyperGroup):
@@ -356,10 +363,12 @@ def root(
 ) -> None:
     """Operator CLI and batch tool of a Buy-Now-Pay-Later debt & refund service."""
     given = ctx.obj if isinstance(ctx.obj, Context) else Context()
+    actor_given, actor_problem = _root_actor(ctx, actor)
     context = replace(
         given,
         debug=debug or given.debug,
-        actor=_root_actor(ctx, actor) or given.actor,
+        actor=actor_given or given.actor,
+        actor_problem=actor_problem,
         stdout=given.stdout or sys.stdout,
         stderr=given.stderr or sys.stderr,
     )
@@ -368,20 +377,21 @@ def root(
     ctx.call_on_close(lambda: ctx.obj.close())
 
 
-def _root_actor(ctx: typer.Context, actor: str | None) -> str | None:
+def _root_actor(ctx: typer.Context, actor: str | None) -> tuple[str | None, str | None]:
     """The root's ``--actor``, or ``BNPL_ACTOR`` (a blank one is unset, as for every
-    setting; a malformed one a configuration error, 78)."""
+    setting); and why a malformed ``BNPL_ACTOR`` cannot be the actor (a configuration
+    error, 78, unless ``--actor`` after the command replaces it)."""
     if actor is None:
-        return None
+        return None, None
     source = ctx.get_parameter_source("actor")
     if source is not None and source.name == "ENVIRONMENT":
-        from bnplctl.errors import ConfigError, InvalidInput
+        from bnplctl.errors import InvalidInput
 
         try:
-            return checked_actor(actor) if actor.strip() else None
+            return (checked_actor(actor) if actor.strip() else None), None
         except InvalidInput as exc:
-            raise ConfigError(f"BNPL_ACTOR: {exc.message.partition(': ')[2]}") from None
-    return _actor_option_value(actor)
+            return None, f"BNPL_ACTOR: {exc.message.partition(': ')[2]}"
+    return _actor_option_value(actor), None
 
 
 def checked_actor(actor: str) -> str:
