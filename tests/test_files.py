@@ -462,3 +462,14 @@ def test_an_input_that_fails_to_read_is_66_in_one_line(
     assert after.pop("ingested_files") <= 1  # a webhook file's record, left unfinished
     before.pop("ingested_files")
     assert after == before
+
+
+@pytest.mark.parametrize(
+    "command", [("users", "import"), ("webhooks", "ingest"), ("payments", "import")]
+)
+def test_standard_input_named_twice_is_a_usage_error(cli: Cli, command: tuple[str, ...]) -> None:
+    """``-`` given twice: a path that may not be used (exit 2, PRODUCT.md), said before
+    anything is read."""
+    result = cli(*command, "-", "-", input="x\n")
+    assert result.exit_code == 2, result.stderr
+    assert "standard input (-) can be read only once" in result.stderr

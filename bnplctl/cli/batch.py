@@ -182,11 +182,12 @@ def note_what_stays(exc: BaseException, rows: int, done: int, done_word: str) ->
 
 
 def check_inputs(sources: list[str]) -> None:
-    """Every named file must be there before anything is applied (exit 66 otherwise)."""
-    from bnplctl.errors import InputFileError, InvalidInput
+    """Every named file must be there before anything is applied (exit 66 otherwise);
+    standard input named twice is a path that may not be used (exit 2)."""
+    from bnplctl.errors import InputFileError, UsageProblem
 
     if sources.count("-") > 1:
-        raise InvalidInput("standard input (-) can be read only once")
+        raise UsageProblem("standard input (-) can be read only once")
     for source in sources:
         if source == "-":
             continue
