@@ -287,7 +287,7 @@ def test_input_errors(cli: Cli, engine: Engine, refunds: int, tmp_path: Path) ->
     no_header = tmp_path / "no-status.csv"
     no_header.write_text("refund_id\nREF-002\n")
     assert "missing column(s): status" in cli("webhooks", "ingest", str(no_header)).stderr
-    assert cli("webhooks", "ingest", "-", "-").exit_code == 65
+    assert cli("webhooks", "ingest", "-", "-").exit_code == 2  # a path that may not be used
 
 
 def test_several_updates_of_one_refund_in_one_chunk(
