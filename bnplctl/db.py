@@ -532,6 +532,25 @@ class Database:
         # The one connection of a dry run over several files (``dry_run_scope``).
         self._dry_run: Any = None
         self._checked = False  # the schema at head, seen by a bare connection of this run
+        # The driver connections open in the run's units, for a stop to cancel what they
+        # run (``cancel_running``, from the CLI's stop watcher thread).
+        self._live: set[Any] = set()
+
+    @contextmanager
+    def _live_while(self, driver: Any) -> Iterator[None]:
+        self._live.add(driver)
+        try:
+            yield
+        finally:
+            self._live.discard(driver)
+
+    def cancel_running(self) -> None:
+        """Cancel, on the server, the statement each of the run's connections is running
+        or waiting to run (a stop: Ctrl-C, SIGTERM); an idle one ignores it. Callable from
+        any thread (libpq's cancel request)."""
+        for driver in list(self._live):
+            with suppress(Exception):  # closed meanwhile, or the server gone
+                driver.cancel()
 
     def engine(self, check_schema: bool = True) -> Engine:
         """The engine; the first call checks (external) or upgrades (embedded) the
@@ -595,7 +614,8 @@ class Database:
                 try:
                     work = Unit(None, reader)
                     try:
-                        yield work
+                        with self._live_while(reader):
+                            yield work
                     finally:
                         with suppress(Exception):  # a read keeps nothing; a dead link is gone
                             work._finish(commit=False)
@@ -688,7 +708,8 @@ class Database:
                 )
             self._checked = self._checked or check_schema
             try:
-                yield bare
+                with self._live_while(bare):
+                    yield bare
             finally:  # a dry run's rows rolled back; a connection lost is only closed
                 with suppress(Exception):
                     if not bare.closed:
@@ -699,7 +720,8 @@ class Database:
         with translate_db_errors():
             connection = engine.connect()
         try:
-            yield connection
+            with self._live_while(dbapi_connection(connection)):
+                yield connection
         finally:
             with translate_db_errors():
                 if connection.in_transaction():

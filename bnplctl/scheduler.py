@@ -225,6 +225,8 @@ class Scheduler:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        # The running job finishes: no statement is cancelled on a stop (``cli/app.py``).
+        signal.set_wakeup_fd(-1)
 
 
 def build(context: Context) -> Scheduler:

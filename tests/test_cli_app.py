@@ -530,3 +530,34 @@ def test_the_actor_comes_from_bnpl_actor_or_actor_anywhere_on_the_line(
     # A value that merely looks like the option stays the value of the option before it.
     assert cli("refunds", "create", "--user", "nobody", "--transaction-id", "T",
                "--amount", "1", "--reason", "--actor").exit_code == 4  # fmt: skip
+
+
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_cancels_the_statement_waiting_for_a_lock(
+    engine: Engine, stop: signal.Signals, code: int
+) -> None:
+    """Ctrl-C or SIGTERM (cron's ``timeout``) while the command waits for a lock another
+    client holds: the statement is cancelled on the server and the command ends at once
+    with its one line, the lock still held; nothing waits for it to be released."""
+    import time
+
+    from bnplctl.services.locks import DEBT_LOCK_ID
+    from tests.test_crontab import INSTALLED, _sweep_waits_for_the_debt_lock, wait_until
+
+    with engine.connect() as holder:
+        holder.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": DEBT_LOCK_ID})
+        sweep = subprocess.Popen(
+            [str(INSTALLED), "debt", "sweep"], stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_until(lambda: _sweep_waits_for_the_debt_lock(engine), "the sweep to wait")
+            sweep.send_signal(stop)
+            started = time.monotonic()
+            _, stderr = sweep.communicate(timeout=30)
+            took = time.monotonic() - started
+        finally:
+            holder.rollback()
+    assert sweep.returncode == code, stderr
+    assert took < 10  # the lock was still held: the statement was cancelled
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "Traceback" not in stderr

@@ -1207,3 +1207,50 @@ def test_approvals_sharing_a_plan_in_one_chunk_equal_approving_them_one_by_one(
         (3, Decimal("0.00"), "PAID"),
     ]
     assert cli("verify").exit_code == 0
+
+
+def test_a_sigterm_while_a_chunk_waits_for_its_locks_ends_at_once(
+    engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    """A chunk waiting for its table locks behind another client (cron's ``timeout``
+    sends SIGTERM): the waiting statement is cancelled on the server, the command ends
+    with its one line (143) while the lock is still held, and nothing was applied."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.test_crontab import INSTALLED, wait_until
+
+    source = tmp_path / "updates.csv"
+    source.write_text(_as_csv())
+    before = _state(engine)
+
+    def waiting() -> bool:
+        with engine.connect() as connection:
+            return bool(
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND application_name = 'bnplctl'"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+            )
+
+    with engine.connect() as holder:
+        holder.execute(text("LOCK TABLE installments IN ACCESS EXCLUSIVE MODE"))
+        ingest = subprocess.Popen(
+            [str(INSTALLED), "webhooks", "ingest", str(source)], stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_until(waiting, "the chunk to wait for its locks")
+            ingest.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            _, stderr = ingest.communicate(timeout=30)
+            took = time.monotonic() - started
+        finally:
+            holder.rollback()
+    assert ingest.returncode == 143, stderr
+    assert took < 10, stderr  # the lock was still held: the wait was cancelled
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
+    assert _state(engine) == before

@@ -9,6 +9,7 @@ parameter's annotation to build the command tree, and string annotations would c
 ``eval`` each (about 15 ms of every start).
 """
 
+import contextlib
 import re
 import sys
 import traceback
@@ -375,6 +376,50 @@ def root(
     ctx.obj = context
     # The context at the end of the run (``--actor`` after the command replaces it).
     ctx.call_on_close(lambda: ctx.obj.close())
+    _cancel_statements_on_stop(ctx)
+
+
+def _cancel_statements_on_stop(ctx: Any) -> None:
+    """A stop (Ctrl-C, SIGTERM) while a statement runs or waits for a lock: its Python
+    handler runs only once the statement returns, so a thread of the run's, woken by the
+    signal itself (``signal.set_wakeup_fd``), cancels the run's statements on the server
+    (``Database.cancel_running``); the statement returns at once and the handler says the
+    stop. Only in the main thread (the one signals go to), undone when the run ends; the
+    scheduler's long run, whose SIGTERM lets the running job finish, turns it off."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    reader, writer = os.pipe()
+    os.set_blocking(writer, False)
+    try:
+        previous = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+    except ValueError:  # not the main interpreter's main thread
+        os.close(reader)
+        os.close(writer)
+        return
+    stops = {signal.SIGINT, signal.SIGTERM}
+
+    def watch() -> None:
+        try:
+            while woken := os.read(reader, 64):
+                database = ctx.obj.__dict__.get("db")  # made by the run, if it was
+                if database is not None and stops.intersection(woken):
+                    database.cancel_running()
+        finally:
+            os.close(reader)
+
+    threading.Thread(target=watch, name="bnpl-stop", daemon=True).start()
+
+    def restore() -> None:
+        with contextlib.suppress(ValueError):
+            if signal.set_wakeup_fd(previous) != writer:  # set by another meanwhile
+                signal.set_wakeup_fd(-1)
+        os.close(writer)  # the watcher reads the end of the pipe and ends
+
+    ctx.call_on_close(restore)
 
 
 def _root_actor(ctx: typer.Context, actor: str | None) -> tuple[str | None, str | None]:
