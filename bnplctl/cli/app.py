@@ -14,7 +14,7 @@ import re
 import sys
 import traceback
 from dataclasses import replace
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -23,9 +23,6 @@ from bnplctl import __version__
 from bnplctl.cli.context import JOB_LOG
 from bnplctl.context import Context
 from bnplctl.errors import BnplError, ExitCode, Terminated
-
-if TYPE_CHECKING:
-    pass
 
 
 def _end_job_log(ctx: Any, code: int) -> None:

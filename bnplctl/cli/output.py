@@ -143,10 +143,13 @@ def _json_default(value: Any) -> str:
     return str(value)
 
 
-def _dumps(value: Any, indent: int | None = None) -> str:
-    # On a stdout that cannot encode every character (a latin-1 locale, PYTHONIOENCODING),
-    # JSON escapes them (\u041c) and stays valid, instead of failing on a Cyrillic name.
-    ascii_only = not utf_capable(getattr(_stdout(), "encoding", None))
+def _dumps(value: Any, indent: int | None = None, stream: Any = None) -> str:
+    """``value`` as JSON for ``stream`` (the run's stdout unless given: a writer of many
+    records looks it up once). On one that cannot encode every character (a latin-1
+    locale, PYTHONIOENCODING), JSON escapes them (\u041c) and stays valid, instead of
+    failing on a Cyrillic name."""
+    out = _stdout() if stream is None else stream
+    ascii_only = not utf_capable(getattr(out, "encoding", None))
     return json.dumps(value, indent=indent, ensure_ascii=ascii_only, default=_json_default)
 
 
@@ -196,8 +199,9 @@ def record_writer(fmt: OutputFormat, names: Sequence[str]) -> Callable[[Iterable
 
         @to_stdout
         def write_lines(records: Iterable[Record]) -> None:
+            out = _stdout()
             for record in records:
-                _stdout().write(_dumps(dict(record)) + "\n")
+                out.write(_dumps(dict(record), stream=out) + "\n")
 
         return write_lines
     writer = csv.writer(_stdout(), lineterminator="\n")
@@ -224,11 +228,12 @@ def record_writer(fmt: OutputFormat, names: Sequence[str]) -> Callable[[Iterable
 
 def _write_json_array(records: Iterator[Record]) -> None:
     """What ``json.dumps(list(records), indent=2)`` writes, one record at a time."""
+    out = _stdout()
     separator = "[\n"
     for record in records:
-        _stdout().write(separator + textwrap.indent(_dumps(dict(record), indent=2), "  "))
+        out.write(separator + textwrap.indent(_dumps(dict(record), 2, out), "  "))
         separator = ",\n"
-    _stdout().write("[]\n" if separator == "[\n" else "\n]\n")
+    out.write("[]\n" if separator == "[\n" else "\n]\n")
 
 
 @to_stdout
