@@ -307,6 +307,53 @@ class PaymentAllocation(SQLModel, table=True):
     amount: Decimal = Field(sa_column=Column(MONEY, nullable=False))
 
 
+class PaymentReversal(SQLModel, table=True):
+    """Rule 12: all or part of a recorded payment taken back (the processor refunded it,
+    a chargeback, a returned debit), under its own unique ``reference`` (the processor's
+    id for the refund or chargeback). ``reversed_at``: when the money went back (a file's
+    row may say; a command's is now); ``source``: ``command`` or the file's name."""
+
+    __tablename__ = "payment_reversals"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        UniqueConstraint("reference"),
+        Index(None, "payment_id"),
+        Index(None, "user_id"),
+    )
+
+    id: int | None = _id_column()
+    reference: str = Field(sa_column=Column(String(100), nullable=False))
+    payment_id: int = Field(sa_column=Column(BigInteger, ForeignKey("payments.id"), nullable=False))
+    user_id: str = Field(sa_column=Column(String(64), ForeignKey("users.user_id"), nullable=False))
+    amount: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    reversed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    actor: str = Field(sa_column=Column(String(100), nullable=False))
+    created_at: datetime | None = _created_at()
+
+
+class ReversalAllocation(SQLModel, table=True):
+    """What a reversal undid of each of its payment's allocations (rule 12); they sum to
+    the reversal, and a payment's reversals never undo more of an installment than the
+    payment paid of it."""
+
+    __tablename__ = "reversal_allocations"
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index(None, "installment_id"),
+    )
+
+    reversal_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("payment_reversals.id"), primary_key=True)
+    )
+    installment_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("installments.id"), primary_key=True)
+    )
+    user_id: str = Field(sa_column=Column(String(64), ForeignKey("users.user_id"), nullable=False))
+    amount: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+
+
 class IngestedFile(SQLModel, table=True):
     """One row per batch file (webhooks, payments) loaded: what, when, with what result.
     Written only by ``importing/ledger.py``, which names the kind (no default)."""

@@ -33,6 +33,8 @@ TABLES = (
     "idempotency_keys",
     "sweep_runs",
     "refunds",
+    "reversal_allocations",
+    "payment_reversals",
     "payment_allocations",
     "payments",
     "installments",

@@ -431,7 +431,7 @@ def test_migration_0009_makes_every_earlier_file_a_webhook_file(empty_database: 
                 )
             )
             db.upgrade(connection)
-            assert db.current_revision(connection) == "0009"
+            assert db.current_revision(connection) == db.SCHEMA_HEAD
             kinds = connection.execute(text("SELECT file_name, kind FROM ingested_files")).all()
             assert [tuple(row) for row in kinds] == [("old.csv", "webhooks")]
             default = connection.execute(

@@ -114,6 +114,9 @@ def _copy_columns(row: RawRow) -> tuple[object, ...]:
         payment.user_id,
         payment.installment_id,
         payment.paid_at.isoformat() if payment.paid_at else None,
+        None,  # kind: a payment
+        None,  # original_reference
+        None,  # note (a reversal's reason)
     )
 
 

@@ -39,11 +39,12 @@ def pay(
     now = clock.now()
     # One row per installment, as a file's chunk: seq, line, reference, amount (none: all
     # that is due), user_id (the installment's owner, found by staging), installment_id,
-    # paid_at (none: the unit's now).
+    # paid_at (none: the unit's now), then kind, original_reference, note (a payment's:
+    # none).
     staged = rule10.stage_rows(
         session,
         rule10.copy_data(
-            (n, n + 1, reference, amount, None, installment, None)
+            (n, n + 1, reference, amount, None, installment, None, None, None, None)
             for n, installment in enumerate(wanted)
         ),
     )

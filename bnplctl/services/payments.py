@@ -193,7 +193,10 @@ CHUNK_TABLES = """
         amount numeric(12, 2),
         user_id text,
         installment_id bigint,
-        paid_at timestamptz
+        paid_at timestamptz,
+        kind text,  -- NULL or 'payment'; 'reversal', 'reinstating' (rule 12)
+        original_reference text,  -- a reversal's or reinstating row's payment
+        note text  -- a reversal's reason (the processor's row type, a command's --reason)
     ) ON COMMIT DELETE ROWS;
     CREATE TEMP TABLE IF NOT EXISTS payment_moves (
         seq integer PRIMARY KEY,
@@ -213,7 +216,8 @@ CHUNK_TABLES = """
     TRUNCATE payment_rows, payment_moves;
 """
 PAYMENT_ROW_COLUMNS = (
-    "seq", "line", "reference", "amount", "user_id", "installment_id", "paid_at"
+    "seq", "line", "reference", "amount", "user_id", "installment_id", "paid_at",
+    "kind", "original_reference", "note",
 )  # fmt: skip
 
 # Each row of the chunk against the database, in one pass that takes no lock (it runs
