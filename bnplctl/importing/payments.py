@@ -134,7 +134,12 @@ def stage_chunk(connection: Any, rows: list[RawRow]) -> tuple[ParsedChunk, Stage
 
 
 def apply_staged(
-    connection: Any, staged: tuple[ParsedChunk, StagedPayments], *, source: str, actor: str
+    connection: Any,
+    staged: tuple[ParsedChunk, StagedPayments],
+    *,
+    source: str,
+    actor: str,
+    grace_days: int,
 ) -> tuple[ParsedChunk, list[Rejected]]:
     """Apply a staged chunk under the chunk's locks; returns it with the rows not applied
     (the invalid ones included), in line order."""
@@ -147,7 +152,12 @@ def apply_staged(
     if chunk.valid:
         locks.for_batch_chunk(connection)
         applied = rule10.apply_chunk(
-            connection, staged=payments, source=source, now=clock.now(), actor=actor
+            connection,
+            staged=payments,
+            source=source,
+            now=clock.now(),
+            actor=actor,
+            grace_days=grace_days,
         )
         refused += [
             Rejected(item.line, item.reference, item.outcome, item.reason)
@@ -171,7 +181,8 @@ def import_stream(
     return ingest_recorded(
         FILES, name, rows, reader, report, stage=stage_chunk,
         apply=lambda connection, staged, _: apply_staged(
-            connection, staged, source=name, actor=context.acting
+            connection, staged, source=name, actor=context.acting,
+            grace_days=context.settings.grace_days,
         ),
         chunk_rows=context.chunks.payments, context=context, dry_run=dry_run,
     )  # fmt: skip
