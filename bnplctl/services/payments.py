@@ -315,7 +315,7 @@ _PREPARE = Statement(
 _ROUNDS = Statement(
     """
     WITH numbered AS (
-        SELECT seq,
+        SELECT seq, kind, payment_id,
                CASE WHEN reference IS NOT NULL THEN lag(seq) OVER same_reference END
                    AS after_seq,
                CASE WHEN reference IS NOT NULL THEN lag(user_id) OVER same_reference <> user_id
@@ -324,12 +324,14 @@ _ROUNDS = Statement(
         FROM payment_moves
         WHERE outcome IS NULL AND user_id IS NOT NULL
         WINDOW same_reference AS (PARTITION BY kind = 'reversal', reference ORDER BY seq)
+    ), ids AS MATERIALIZED (  -- payments get their ids in file order
+        SELECT n.*, CASE WHEN n.kind <> 'reversal' THEN coalesce(
+                   n.payment_id, nextval(pg_get_serial_sequence('payments', 'id'))) END AS id
+        FROM (SELECT * FROM numbered ORDER BY seq) n
     ), moved AS (
         UPDATE payment_moves m
-        SET after_seq = n.after_seq, crosses = n.crosses, round = n.round,
-            payment_id = CASE WHEN m.kind <> 'reversal' THEN coalesce(
-                m.payment_id, nextval(pg_get_serial_sequence('payments', 'id'))) END
-        FROM numbered n
+        SET after_seq = n.after_seq, crosses = n.crosses, round = n.round, payment_id = n.id
+        FROM ids n
         WHERE m.seq = n.seq
         RETURNING m.round, m.kind, m.after_seq, m.crosses,
                   m.amount IS NULL AND m.reference IS NOT NULL AND m.kind <> 'reversal'
