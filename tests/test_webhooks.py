@@ -1254,3 +1254,247 @@ def test_a_sigterm_while_a_chunk_waits_for_its_locks_ends_at_once(
     assert took < 10, stderr  # the lock was still held: the wait was cancelled
     assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr
     assert _state(engine) == before
+
+
+# --- --map FIELD=COLUMN: a merchant's own column names ------------------------------------
+
+# Our fields under a merchant's names, in another order, beside a column nothing reads.
+MERCHANT_COLUMNS = {
+    "refund_id": "Refund Ref",
+    "status": "State",
+    "merchant_reference": "Shop Order",
+    "event_id": "Event",
+    "occurred_at": "When",
+    "amount": "Total",
+}
+MERCHANT_ORDER = ("Event", "Total", "Note", "Refund Ref", "When", "State", "Shop Order")
+MAP_OPTIONS = [
+    word for name, column in MERCHANT_COLUMNS.items() for word in ("--map", f"{name}={column}")
+]
+
+
+def _merchant_rows() -> list[dict[str, str]]:
+    """``ROWS`` as the merchant writes them: their column names, their order, a note."""
+    rows = []
+    for row in ROWS:
+        named = {MERCHANT_COLUMNS[name]: value for name, value in zip(FIELDS, row, strict=True)}
+        rows.append({column: named.get(column, "a note") for column in MERCHANT_ORDER})
+    return rows
+
+
+def _written(source: Path, rows: list[dict[str, str]]) -> Path:
+    """``rows`` as a file in the format of ``source``'s extension, a row a line (blank
+    values left out of JSON objects)."""
+    fmt = source.suffix[1:]
+    if fmt == "csv":
+        lines = [",".join(rows[0]), *(",".join(row.values()) for row in rows)]
+        source.write_text("\n".join(lines) + "\n")
+        return source
+    objects = [json.dumps({key: value for key, value in row.items() if value}) for row in rows]
+    source.write_text("[\n" + ",\n".join(objects) + "\n]" if fmt == "json" else "\n".join(objects))
+    return source
+
+
+def _merchant_file(tmp_path: Path, fmt: str) -> Path:
+    return _written(tmp_path / f"merchant.{fmt}", _merchant_rows())
+
+
+def _rejects_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _ingested_in_our_layout(cli: Cli, engine: Engine, tmp_path: Path, fmt: str) -> dict[str, Any]:
+    """What ingesting ``ROWS`` in our own layout gives (its JSON summary, its rejects file's
+    rows and the state it leaves), then undone, for a mapped file to be compared with."""
+    rows = [dict(zip(FIELDS, row, strict=True)) for row in ROWS]
+    source, rejects = _written(tmp_path / f"ours.{fmt}", rows), tmp_path / "ours-rejects.csv"
+    result = cli("webhooks", "ingest", str(source), "--rejects", str(rejects), "-o", "json")
+    assert result.exit_code == 5, result.stderr
+    outcome = {"summary": json.loads(result.stdout), "rejects": _rejects_rows(rejects)}
+    outcome["state"] = _state(engine)
+    _undo_the_ingests(engine)
+    return outcome
+
+
+def _comparable(rejected: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(str(row["line"]), row["refund_id"], row["outcome"]) for row in rejected]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])
+def test_map_reads_a_merchants_own_columns_as_our_layout(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, fmt: str
+) -> None:
+    """Renamed and reordered columns (CSV) or keys (JSON, JSON lines), read with --map:
+    the same outcomes, rejects and database state as the same rows in our own layout."""
+    ours = _ingested_in_our_layout(cli, engine, tmp_path, fmt)
+    source, rejects = _merchant_file(tmp_path, fmt), tmp_path / "rejects.csv"
+
+    result = cli("webhooks", "ingest", str(source), *MAP_OPTIONS, "--rejects", str(rejects),
+                 "-o", "json")  # fmt: skip
+
+    assert result.exit_code == 5, result.stderr
+    summary = json.loads(result.stdout)
+    assert _summary(result) == EXPECTED == {key: ours["summary"][key] for key in EXPECTED}
+    assert _comparable(summary["rejected"]) == _comparable(ours["summary"]["rejected"])
+    assert _state(engine) == ours["state"]
+    written = _rejects_rows(rejects)
+    assert list(written[0]) == ["file", "line", "refund_id", "outcome", "reason"]
+    assert _comparable(written) == _comparable(ours["rejects"])
+    # The one invalid row's reason names the merchant's column beside our field.
+    (invalid,) = [row for row in written if row["outcome"] == "invalid"]
+    assert (
+        invalid["reason"]
+        == "status (column State): must be approved, rejected, failed or processing"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["refund_id"], "--map: expected FIELD=COLUMN, got 'refund_id'"),
+        (["=Refund Ref"], "--map: expected FIELD=COLUMN, got '=Refund Ref'"),
+        (["refund_id="], "--map: expected FIELD=COLUMN, got 'refund_id='"),
+        (["reference=Ref"], "--map: unknown field 'reference' (fields: refund_id, status,"),
+        (["status=State", "Status=Other"], "--map: the field status is given twice"),
+        (
+            ["refund_id=Ref", "event_id= REF "],
+            "--map: the column 'REF' is named for two fields (refund_id and event_id)",
+        ),
+        (
+            ["refund_id=status"],
+            "--map: the column 'status' is named for two fields (refund_id, and status by"
+            " its name: map status too)",
+        ),
+    ],
+)
+def test_map_options_are_usage_errors_when_malformed(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, options: list[str], message: str
+) -> None:
+    source = _merchant_file(tmp_path, "csv")
+    words = [word for option in options for word in ("--map", option)]
+    before = _state(engine)
+
+    result = cli("webhooks", "ingest", str(source), *words)
+
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.startswith(f"error: {message}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert _state(engine) == before and row_counts(engine)["ingested_files"] == 0
+
+
+def test_map_swapping_two_columns_is_no_usage_error(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    """A column named like another field is fine once that field is mapped too."""
+    source = tmp_path / "swapped.csv"
+    source.write_text("status,refund_id\nREF-002,rejected\n")
+    result = cli("webhooks", "ingest", str(source), "--map", "refund_id=status",
+                 "--map", "status=refund_id")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert _statuses(engine)["REF-002"] == "REJECTED"
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        ("refund_id=Refund Id", "Refund Id (--map refund_id=Refund Id)"),
+        ("event_id=Evt", "Evt (--map event_id=Evt)"),  # an optional field's column too
+    ],
+)
+def test_a_mapped_column_missing_from_the_header_stops_the_file(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, option: str, named: str
+) -> None:
+    source = _merchant_file(tmp_path, "csv")
+    mapped = option.split("=")[0]
+    others = [
+        word
+        for name, column in MERCHANT_COLUMNS.items()
+        if name != mapped
+        for word in ("--map", f"{name}={column}")
+    ]
+    before = _state(engine)
+
+    result = cli("webhooks", "ingest", str(source), *others, "--map", option)
+
+    assert result.exit_code == 65, result.stderr
+    assert f"error: {source}: line 1: missing column(s): {named}" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _state(engine) == before
+
+
+def test_a_json_object_without_the_mapped_key_is_invalid_naming_it(
+    cli: Cli, engine: Engine, refunds: int
+) -> None:
+    """JSON has no header: each object is checked alone, as without --map."""
+    lines = "\n".join(
+        json.dumps(row)
+        for row in (
+            {"Ref": "REF-002", "status": "rejected"},
+            {"refund_id": "REF-003", "status": "rejected"},  # its own name: not read
+        )
+    )
+    result = cli("webhooks", "ingest", "-", "--map", "refund_id=ref", "-o", "json", input=lines)
+
+    assert result.exit_code == 5, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["applied"], document["invalid"]) == (1, 1)
+    assert [(row["line"], row["reason"]) for row in document["rejected"]] == [
+        (2, "refund_id (column ref): required")
+    ]
+    assert _statuses(engine)["REF-003"] == "PENDING"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_the_map_wins_over_a_column_named_like_the_field(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path, fmt: str
+) -> None:
+    """A file that also has a ``refund_id`` column: with --map refund_id=Ref it is not
+    read for refund_id (its ids would all be unknown), even where Ref is blank."""
+    rows = [{"refund_id": "REF-404", "ref": row[0], **dict(zip(FIELDS[1:], row[1:], strict=True))}
+            for row in ROWS]  # fmt: skip
+    rows.append({**rows[0], "ref": "", "event_id": "evt-99"})  # line 11: no refund_id at all
+    source = tmp_path / f"both.{fmt}"
+    if fmt == "csv":
+        source.write_text(
+            ",".join(rows[0]) + "\n" + "".join(",".join(row.values()) + "\n" for row in rows)
+        )
+    else:
+        source.write_text("\n".join(json.dumps(row) for row in rows))
+
+    result = cli("webhooks", "ingest", str(source), "--map", "refund_id=Ref", "-o", "json")
+
+    assert result.exit_code == 5, result.stderr
+    document = json.loads(result.stdout)
+    assert {key: document[key] for key in EXPECTED} == EXPECTED | {"rows": 10, "invalid": 2}
+    last_line = 11 if fmt == "csv" else 10  # JSON lines have no header line
+    assert (document["rejected"][-1]["line"], document["rejected"][-1]["reason"]) == (
+        last_line, "refund_id (column Ref): required",
+    )  # fmt: skip
+    assert _statuses(engine)["REF-001"] == "COMPLETED"
+
+
+def test_a_dry_run_with_map_writes_nothing(
+    cli: Cli, engine: Engine, refunds: int, tmp_path: Path
+) -> None:
+    source = _merchant_file(tmp_path, "csv")
+    state, counts = _state(engine), row_counts(engine)
+
+    result = cli("webhooks", "ingest", str(source), *MAP_OPTIONS, "--dry-run", "-o", "json")
+
+    assert result.exit_code == 5, result.stderr
+    assert _summary(result) == EXPECTED and json.loads(result.stdout)["dry_run"] is True
+    assert _state(engine) == state and row_counts(engine) == counts
+
+
+def test_map_is_in_the_help(cli: Cli) -> None:
+    shown = cli("webhooks", "ingest", "--help")
+    assert shown.exit_code == 0
+    assert "--map" in shown.stdout and "FIELD=COLUMN" in shown.stdout
+
+
+def test_the_fields_map_names_are_the_webhook_rows_fields() -> None:
+    from bnplctl.schemas import WebhookRow
+
+    assert set(webhooks.WEBHOOK_FIELDS) == set(WebhookRow.model_fields)
+    assert set(webhooks.WEBHOOK_COLUMNS) <= set(webhooks.WEBHOOK_FIELDS)

@@ -48,6 +48,14 @@ def ingest(
     rejects: Annotated[str | None, rejects_option("refund_id")] = None,
     dry_run: DryRunOption = False,
     output: OutputOption = OutputFormat.table,
+    column_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            metavar="FIELD=COLUMN",
+            help="Read FIELD (refund_id, status, ...) from the file's COLUMN; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Apply refund-status updates: approved -> APPROVED (then applied to the plan),
     rejected/failed -> REJECTED, processing -> stays PENDING.
@@ -57,10 +65,18 @@ def ingest(
     was applied, 5 otherwise. Files are processed in chunks, one transaction each.
 
     Example: bnplctl webhooks ingest day1.csv day2.jsonl --rejects rejects.csv
+
+    Example: bnplctl webhooks ingest shop.csv --map refund_id=Ref --map status=State
     """  # fmt: skip
     from bnplctl.cli.batch import run_files_command
     from bnplctl.cli.output import byte_progress
-    from bnplctl.importing.webhooks import OUTCOMES, ingest_files
+    from bnplctl.importing.webhooks import OUTCOMES, WEBHOOK_FIELDS, ingest_files
+
+    mapping: dict[str, str] = {}
+    if column_map:
+        from bnplctl.importing.presets import parse_column_map
+
+        mapping = parse_column_map(column_map, fields=WEBHOOK_FIELDS, one_field_a_column=True)
 
     def run(report: Any, sized: list[tuple[str, int | None]]) -> dict[str, Any]:
         files = ingest_files(
@@ -70,6 +86,7 @@ def ingest(
             context=app_context(),
             dry_run=dry_run,
             progress=byte_progress,
+            column_map=mapping,
         )
         return {"files": files}
 

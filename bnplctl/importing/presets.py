@@ -134,19 +134,31 @@ def payment_fields(row: SettlementRow, target: TargetKind = "user") -> RawRow:
 # --- --map ---------------------------------------------------------------------------------
 
 
-def parse_column_map(options: Iterable[str], preset: str | None = None) -> dict[str, str]:
+def parse_column_map(
+    options: Iterable[str],
+    preset: str | None = None,
+    *,
+    fields: tuple[str, ...] = MAP_FIELDS,
+    one_field_a_column: bool = False,
+) -> dict[str, str]:
     """``--map FIELD=COLUMN`` options as {field: column}; a malformed option, an unknown
     or repeated field, or (beside a preset) a field other than the target's is a usage
-    error (exit 2). Whether the file has the column is checked when it is read."""
+    error (exit 2). Whether the file has the column is checked when it is read.
+
+    ``fields``: the fields that may be named (a payments file's by default; ``webhooks
+    ingest`` gives a webhook file's). ``one_field_a_column``: a column may hold one field
+    only, so a column named twice, or named for a field and also another field's own
+    name while that field is not mapped elsewhere, is a usage error too (names compared
+    as a file's are read: without case and surrounding spaces)."""
     mapping: dict[str, str] = {}
     for option in options:
         name, separator, column = option.partition("=")
         name, column = name.strip().lower(), column.strip()
         if not separator or not name or not column:
             raise UsageProblem(f"--map: expected FIELD=COLUMN, got {_shown(option)!r}")
-        if name not in MAP_FIELDS:
+        if name not in fields:
             raise UsageProblem(
-                f"--map: unknown field {_shown(name)!r} (fields: {', '.join(MAP_FIELDS)})"
+                f"--map: unknown field {_shown(name)!r} (fields: {', '.join(fields)})"
             )
         if name in mapping:
             raise UsageProblem(f"--map: the field {name} is given twice")
@@ -158,12 +170,34 @@ def parse_column_map(options: Iterable[str], preset: str | None = None) -> dict[
                 " only (target=, user_id= or installment_id=)"
             )
         mapping[name] = column
+    if one_field_a_column:
+        _one_field_a_column(mapping, fields)
     targets = [name for name in TARGET_FIELDS if name in mapping]
     if preset is not None and len(targets) > 1:
         raise UsageProblem(f"--map: {' and '.join(targets)}: give one target column")
     if "target" in mapping and len(targets) > 1:
         raise UsageProblem("--map: target= or user_id=/installment_id=, not both")
     return mapping
+
+
+def _one_field_a_column(mapping: Mapping[str, str], fields: tuple[str, ...]) -> None:
+    """No column of ``mapping`` holds two fields: named twice, or named for one field
+    while it is another's own name (that field, unmapped, would read it too)."""
+    named: dict[str, str] = {}
+    for name, column in mapping.items():
+        key = column.lower()
+        if key in named:
+            raise UsageProblem(
+                f"--map: the column {_shown(column)!r} is named for two fields"
+                f" ({named[key]} and {name})"
+            )
+        named[key] = name
+    for key, name in named.items():
+        if key in fields and key != name and key not in mapping:
+            raise UsageProblem(
+                f"--map: the column {_shown(mapping[name])!r} is named for two fields"
+                f" ({name}, and {key} by its name: map {key} too)"
+            )
 
 
 def _shown(text: str) -> str:

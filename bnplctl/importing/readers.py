@@ -19,7 +19,7 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,20 +189,83 @@ def no_progress(size: int | None, name: str) -> Iterator[None]:
 # row is read: a caller that finds columns by name checks them there (``presets.py``).
 HeaderCheck = Callable[[list[str], int], None]
 
+_ABSENT = object()
+
+
+class ColumnMap:
+    """``--map FIELD=COLUMN``: fields a file holds under columns of its own names, read
+    as if the file used ours. A mapped field never reads the column of its own name (the
+    map wins; that column is left unread). A CSV file is renamed once, in its header
+    (``header``): its rows are then read as any file's. JSON has no header: each object's
+    mapped keys are moved (``row``), a few dictionary operations per row."""
+
+    def __init__(self, columns: Mapping[str, str]) -> None:
+        self.columns = dict(columns)  # field -> column, as the option gave it (messages)
+        # Column names as the readers give them: stripped, lower case.
+        self._field_of = {column.strip().lower(): name for name, column in columns.items()}
+        self._moves = tuple(self._field_of.items())
+
+    def header(self, names: list[str], line: int, required: tuple[str, ...]) -> list[str]:
+        """A CSV header's names with each mapped column named as its field, and a column
+        named like a mapped field blank (unread). Every mapped column, and every
+        ``required`` field that is not mapped, must be there (exit 65)."""
+        present = set(names)
+        missing = [name for name in required if name not in self.columns and name not in present]
+        absent = [name for column, name in self._moves if column not in present]
+        if absent:
+            from bnplctl.validators import printable
+
+            shown = {name: printable(self.columns[name]) for name in absent}
+            missing += [f"{shown[name]} (--map {name}={shown[name]})" for name in absent]
+        if missing:
+            raise InvalidInput(
+                f"line {line}: missing column(s): {', '.join(missing)}" + _separator_hint(names)
+            )
+        return [
+            self._field_of[name] if name in self._field_of
+            else "" if name in self.columns
+            else name
+            for name in names
+        ]  # fmt: skip
+
+    def row(self, row: RawRow) -> RawRow:
+        """A JSON object's row with its mapped keys renamed as their fields (in place); a
+        key named like a mapped field is dropped."""
+        fields = row.fields
+        moved = [(name, fields.pop(column, _ABSENT)) for column, name in self._moves]
+        for name, _ in moved:
+            fields.pop(name, None)
+        for name, value in moved:
+            if value is not _ABSENT:
+                fields[name] = value
+        return row
+
+    def labelled(self, message: str) -> str:
+        """A field's message (``status: ...``) naming the column it was read from
+        (``status (column State): ...``), as a custom payments layout's are."""
+        from bnplctl.validators import printable
+
+        name, separator, reason = message.partition(": ")
+        column = self.columns.get(name)
+        if not separator or column is None:
+            return message
+        return f"{name} (column {printable(column)}): {reason}"
+
 
 def read_rows(
     stream: IO[bytes],
     fmt: Format,
     required: Iterable[str] = (),
     on_header: HeaderCheck | None = None,
+    columns: ColumnMap | None = None,
 ) -> Iterator[RawRow]:
     """Rows of ``stream`` in ``fmt``; CSV headers must name every ``required`` column
-    (and pass ``on_header``, when given)."""
+    (and pass ``on_header``, when given). ``columns``: fields read from other columns
+    (``--map``), a required one from its mapped column."""
     if fmt == "csv":
-        return _read_csv(stream, tuple(required), on_header=on_header)
-    if fmt == "json":
-        return _read_json_array(stream)
-    return _read_json_lines(stream)
+        return _read_csv(stream, tuple(required), on_header=on_header, columns=columns)
+    rows = _read_json_array(stream) if fmt == "json" else _read_json_lines(stream)
+    return rows if columns is None else map(columns.row, rows)
 
 
 def _same_line(number: int) -> int:
@@ -269,8 +332,10 @@ def _read_csv(
     line_of: Callable[[int], int] = _same_line,
     end_fault: str | None = None,
     on_header: HeaderCheck | None = None,
+    columns: ColumnMap | None = None,
 ) -> Iterator[RawRow]:
-    """CSV rows; ``line_of`` maps the stream's line numbers to the file's (for slices)."""
+    """CSV rows; ``line_of`` maps the stream's line numbers to the file's (for slices);
+    ``columns``: the header renamed once (``ColumnMap.header``)."""
     budget = _Budget(MAX_HEADER_BYTES)
     reader = csv.reader(_decoded_lines(stream, line_of, budget, end_fault), strict=True)
     line = 0
@@ -282,7 +347,11 @@ def _read_csv(
             if not record or not any(map(str.strip, record)):
                 continue
             if header is None:
-                header = _header(record, line_of(start), required)
+                if columns is None:
+                    header = _header(record, line_of(start), required)
+                else:
+                    names = _header(record, line_of(start), ())
+                    header = columns.header(names, line_of(start), required)
                 if on_header is not None:
                     on_header(header, line_of(start))
                 budget.header_read()

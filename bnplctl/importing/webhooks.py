@@ -12,7 +12,7 @@ the rest stream to the ``--rejects`` file.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,7 +28,7 @@ from bnplctl.importing.batch import (
 )
 from bnplctl.importing.batch import parse_chunk as parse_chunk_with
 from bnplctl.importing.ledger import LedgerKind, ingest_recorded
-from bnplctl.importing.readers import HashingReader, RawRow, read_rows
+from bnplctl.importing.readers import ColumnMap, HashingReader, RawRow, read_rows
 from bnplctl.services.refund_states import CREATE_WORK_TABLES
 from bnplctl.sql import Statement, run
 from bnplctl.statuses import FileKind
@@ -53,6 +53,8 @@ OUTCOMES = ("applied", "duplicate", "stale", "conflict", "unknown_refund", "inva
 # How the file ledger keeps a webhook file (``importing/ledger.py``; ``webhooks files``).
 FILES = LedgerKind(FileKind.WEBHOOKS, "webhooks.ingested", OUTCOMES)
 WEBHOOK_COLUMNS = ("refund_id", "status")
+# Every field of a webhook row (``schemas.WebhookRow``): what ``--map FIELD=COLUMN`` may name.
+WEBHOOK_FIELDS = ("refund_id", "status", "merchant_reference", "event_id", "occurred_at", "amount")
 _COPY_COLUMNS = (
     "seq",
     "line",
@@ -295,8 +297,21 @@ def _plain_columns(row: RawRow) -> tuple[object, ...] | None:
     )
 
 
-def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
-    return parse_chunk_with(chunk, _copy_columns, "refund_id")
+def parse_chunk(chunk: list[RawRow], columns: ColumnMap | None = None) -> ParsedChunk:
+    """A chunk's rows parsed; with ``columns`` (``--map``), a reason naming a mapped
+    field names its column too."""
+    if columns is None:
+        return parse_chunk_with(chunk, _copy_columns, "refund_id")
+
+    def copy_columns(row: RawRow) -> tuple[object, ...]:
+        try:
+            return _copy_columns(row)
+        except InvalidInput as exc:
+            if row.error is not None:  # the reader's own (a key named twice): as it is
+                raise
+            raise InvalidInput(columns.labelled(exc.message)) from None
+
+    return parse_chunk_with(chunk, copy_columns, "refund_id")
 
 
 def _copy_rows(session: Executor, copy_data: str) -> None:
@@ -404,15 +419,17 @@ def ingest_stream(
     *,
     context: Context,
     dry_run: bool,
+    columns: ColumnMap | None = None,
 ) -> dict[str, Any]:
     """Ingest one file's rows; returns the file's own summary (with its checksum).
 
     Each chunk is staged (``stage_chunk``: parsed, copied in, classified as far as no
     lock is needed) while the one before is applied (``apply_staged``), and committed in
-    file order; the file is recorded in the ledger (``ledger.ingest_recorded``)."""
+    file order; the file is recorded in the ledger (``ledger.ingest_recorded``).
+    ``columns``: the ``--map`` the rows were read with (``read_rows``)."""
 
     def stage(connection: Executor, rows: list[RawRow]) -> tuple[ParsedChunk, StagedChunk]:
-        chunk = parse_chunk(rows)
+        chunk = parse_chunk(rows, columns)
         return chunk, stage_chunk(connection, chunk)
 
     def apply(
@@ -436,14 +453,18 @@ def ingest_files(
     context: Context,
     dry_run: bool,
     progress: Callable[[int | None, str], Any],
+    column_map: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Ingest each (name, size for a progress bar or None) in turn; returns their
-    summaries (``batch.ingest_each``)."""
+    summaries (``batch.ingest_each``). ``column_map``: {field: the file's column}
+    (``--map``, checked by ``presets.parse_column_map``)."""
+    columns = ColumnMap(column_map) if column_map else None
     return ingest_each(
-        sources, input_format, report, read=partial(read_rows, required=WEBHOOK_COLUMNS),
+        sources, input_format, report,
+        read=partial(read_rows, required=WEBHOOK_COLUMNS, columns=columns),
         database=context.db, dry_run=dry_run, progress=progress,
         one_file=lambda name, rows, reader: ingest_stream(
-            name, rows, reader, report, context=context, dry_run=dry_run
+            name, rows, reader, report, context=context, dry_run=dry_run, columns=columns
         ),
     )  # fmt: skip
 
