@@ -22,7 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bnplctl.importing import payments as payments_import
-from tests.conftest import Cli, row_counts
+from bnplctl.services import payments as payment_rules
+from bnplctl.sql import run
+from tests.conftest import TABLES, Cli, row_counts
 
 DATA = Path(__file__).resolve().parent / "data" / "processors"
 ADYEN_118 = DATA / "adyen_settlement_detail_report_batch_118.csv"
@@ -303,6 +305,66 @@ def test_rows_that_cannot_be_read_are_invalid_and_exit_5(
     lines = rejects.read_text().splitlines()
     assert lines[1].startswith(f"{source},2,P-1,invalid,")
     assert set(_payments(engine)) == {"P-4"}
+
+
+def _truncate(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+
+
+def test_a_killed_report_then_a_rerun_equals_one_clean_run(
+    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of two rows; the second chunk's connection is killed as it is applied: the
+    first stays, a re-run finds its payments (``duplicate``) and ends as one clean run;
+    the skipped rows are skipped again, whatever chunk they fall in."""
+    source = _keep(STRIPE_FILE, tmp_path, STRIPE_PAYMENTS)
+    cli.chunks(payments=2)
+    real = payment_rules.apply_chunk
+    calls = {"n": 0}
+
+    def killed_on_second(connection: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            pid = run(connection, "SELECT pg_backend_pid()").scalar_one()
+            with engine.connect() as killer:
+                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return real(connection, **kwargs)
+
+    _seed(engine)
+    monkeypatch.setattr(payment_rules, "apply_chunk", killed_on_second)
+    killed = cli("payments", "import", str(source), "--preset", "stripe-payouts")
+    assert killed.exit_code == 75, killed.stderr
+    assert len(_payments(engine)) == 2
+    monkeypatch.setattr(payment_rules, "apply_chunk", real)
+    code, summary = _import(cli, str(source), "--preset", "stripe-payouts")
+    assert code == 5 and _counts(summary) == {"applied": 2, "duplicate": 2, "skipped": 4}
+    after_rerun = (_payments(engine), [_due(engine, user) for user in PAYERS])
+
+    _truncate(engine)
+    _seed(engine)
+    code, summary = _import(cli, str(source), "--preset", "stripe-payouts")
+    assert code == 0 and _counts(summary) == {"applied": 4, "skipped": 4}
+    assert (_payments(engine), [_due(engine, user) for user in PAYERS]) == after_rerun
+
+
+def test_one_payment_row_per_chunk_ends_as_one_chunk(
+    cli: Cli, engine: Engine, tmp_path: Path
+) -> None:
+    source = _keep(PAYPAL_FILE, tmp_path, PAYPAL_PAYMENTS)
+    content = source.read_bytes().splitlines(keepends=True)
+    source.write_bytes(b"".join([*content[:8], content[4], *content[8:]]))  # line 9: line 5 again
+    ends = []
+    for rows in (1, 100):
+        _truncate(engine)
+        _seed(engine)
+        cli.chunks(payments=rows)
+        code, summary = _import(cli, str(source), "--preset", "paypal-settlement")
+        ends.append((code, _not_applied(summary), _skipped(summary), _payments(engine)))
+    assert ends[0] == ends[1]
+    assert ends[0][:3] == (
+        5, {9: "duplicate"}, {10: "T0400", 11: "T0106", 12: "T0000", 13: "T1110"},
+    )  # fmt: skip
 
 
 # --- currency ------------------------------------------------------------------------------
@@ -604,11 +666,7 @@ def test_one_row_per_chunk_ends_as_one_chunk(cli: Cli, engine: Engine) -> None:
     """Rule 12: a reversal in the chunk after its payment's, or in the same one."""
     ends = []
     for rows in (1, 100):
-        with engine.begin() as connection:
-            connection.execute(
-                text("TRUNCATE payment_reversals, payment_allocations, payments, installments,"
-                     " plans, users, audit_events, ingested_files RESTART IDENTITY CASCADE")
-            )  # fmt: skip
+        _truncate(engine)
         _seed(engine)
         cli.chunks(payments=rows)
         code, summary = _import(cli, str(ADYEN_118), "--preset", "adyen-settlement")
