@@ -2,9 +2,10 @@
 rule 9 checked by ``bnplctl verify``.
 
 Worker threads each run real ``bnplctl`` processes in a loop, picking at random: the
-overdue sweep for one of several business dates, payments, refund creation and moves,
-webhook files (with approvals that pay installments off), plan creation and user
-imports. Every command must end with a documented exit code (0, 3 refused, 4 not found,
+overdue sweep for one of several business dates, payments (some with a reference),
+their reversals (rule 12: some partial, some repeated, some of more than is left),
+refund creation and moves, webhook files (with approvals that pay installments off),
+plan creation and user imports. Every command must end with a documented exit code (0, 3 refused, 4 not found,
 5 batch rows rejected, 75 another sweep holds the lock); at the end ``verify`` must be
 clean. ``tests/test_integrity.py`` runs it for a few seconds; ``python -m bench --soak
 SECONDS`` for longer.
@@ -59,7 +60,7 @@ def _users_file(path: Path, first: int, count: int) -> None:
             )
 
 
-ACTIONS = ("sweep", "pay", "refund", "move", "webhook", "plan", "import")
+ACTIONS = ("sweep", "pay", "reverse", "refund", "move", "webhook", "plan", "import")
 
 
 class Soak:
@@ -71,6 +72,8 @@ class Soak:
         self.lock = threading.Lock()
         self.next_user = users
         self.next_refund = 0
+        self.next_payment = 0
+        self.next_reversal = 0
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -115,7 +118,27 @@ class Soak:
             done = self.run("debt", "sweep", "--as-of", as_of.isoformat())
         elif action == "pay":  # ids of the seeded plans' installments, and a few beyond
             chosen = {picker.randint(1, 3 * self.users + 6) for _ in range(picker.randint(1, 2))}
-            done = self.run("installments", "pay", *map(str, sorted(chosen)))
+            extra: list[str] = []
+            if len(chosen) == 1 and picker.random() < 0.7:  # one the reversals can name
+                with self.lock:
+                    self.next_payment += 1
+                    extra = ["--reference", f"SOAK-P-{self.next_payment}"]
+                if picker.random() < 0.5:
+                    extra += ["--amount", picker.choice(["10.00", "12.50", "30.00"])]
+            done = self.run("installments", "pay", *map(str, sorted(chosen)), *extra)
+        elif action == "reverse":
+            with self.lock:  # now and then a reversal reference again: duplicate or conflict
+                if self.next_reversal and picker.random() < 0.15:
+                    reversal = picker.randint(1, self.next_reversal)
+                else:
+                    self.next_reversal += 1
+                    reversal = self.next_reversal
+                payment = picker.randint(1, self.next_payment + 1)
+            amount = picker.choice([None, "5.00", "10.00", "30.00"])
+            done = self.run(
+                "payments", "reverse", f"SOAK-P-{payment}", "--reference", f"SOAK-R-{reversal}",
+                *(["--amount", amount] if amount else []),
+            )  # fmt: skip
         elif action == "refund":
             with self.lock:
                 self.next_refund += 1

@@ -59,7 +59,7 @@ def sweep_job(
                 already = sweep.last_success(work.connection, business_date) is not None
                 now = clock.now()
                 sweep.close_interrupted(work.connection, now)
-                run_id = sweep.start_run(work.connection, business_date, actor, now)
+                run_id = sweep.start_run(work.connection, business_date, actor, now, cutoff=cutoff)
             try:
                 with next_unit() as work:
                     installments, users = sweep.mark_overdue(

@@ -259,6 +259,10 @@ class SweepRun(SQLModel, table=True):
     # The portfolio when the run finished (``debt report --html`` draws them over time).
     overdue_amount: Decimal | None = Field(default=None, sa_column=Column(Numeric(14, 2)))
     debt_users: int | None = None
+    # The due dates before which the run marks installments OVERDUE (its business date
+    # less the grace days); rule 12 reopens a PAID installment by it. None: a run before
+    # revision 0010.
+    cutoff: date | None = None
 
 
 class Payment(SQLModel, table=True):
@@ -273,6 +277,7 @@ class Payment(SQLModel, table=True):
         UniqueConstraint("reference"),
         Index(None, "user_id"),
         Index(None, "paid_at"),
+        Index(None, "reinstates", postgresql_where=text("reinstates IS NOT NULL")),
     )
 
     id: int | None = _id_column()
@@ -285,6 +290,11 @@ class Payment(SQLModel, table=True):
     source: str = Field(sa_column=Column(Text, nullable=False))
     paid_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     actor: str = Field(sa_column=Column(String(100), nullable=False))
+    # Rule 12: the payment this one puts back (a chargeback reversed, a refund that
+    # failed), whose later reversals may take this one back too.
+    reinstates: int | None = Field(
+        default=None, sa_column=Column(BigInteger, ForeignKey("payments.id"), nullable=True)
+    )
     created_at: datetime | None = _created_at()
 
 
@@ -334,21 +344,26 @@ class PaymentReversal(SQLModel, table=True):
 
 
 class ReversalAllocation(SQLModel, table=True):
-    """What a reversal undid of each of its payment's allocations (rule 12); they sum to
-    the reversal, and a payment's reversals never undo more of an installment than the
-    payment paid of it."""
+    """What a reversal undid of a payment's allocation to an installment (rule 12): they
+    sum to the reversal, and the reversals of an allocation never undo more than it paid.
+    The key starts with the allocation's (what is left of it is looked up by it); a
+    reversal of a payment reinstated (rule 12) may undo the reinstating payment's too."""
 
     __tablename__ = "reversal_allocations"
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
+        Index(None, "reversal_id"),
         Index(None, "installment_id"),
     )
 
-    reversal_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("payment_reversals.id"), primary_key=True)
+    payment_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("payments.id"), primary_key=True)
     )
     installment_id: int = Field(
         sa_column=Column(BigInteger, ForeignKey("installments.id"), primary_key=True)
+    )
+    reversal_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("payment_reversals.id"), primary_key=True)
     )
     user_id: str = Field(sa_column=Column(String(64), ForeignKey("users.user_id"), nullable=False))
     amount: Decimal = Field(sa_column=Column(MONEY, nullable=False))

@@ -208,8 +208,8 @@ def test_a_command_and_a_webhook_approval_leave_the_same_audit_trail(
 def test_every_writer_at_once_keeps_rule_9(
     test_database: DatabaseUnderTest, tmp_path: Path, key_file: Path
 ) -> None:
-    """Sweeps for several dates, payments, refunds and their moves, webhook files, plans
-    and imports from four workers at once, as real processes: every command ends with a
+    """Sweeps for several dates, payments and their reversals, refunds and their moves,
+    webhook files, plans and imports from four workers at once, as real processes: every command ends with a
     documented exit code and ``verify`` is clean."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BNPL_")}
     env |= {
@@ -222,4 +222,4 @@ def test_every_writer_at_once_keeps_rule_9(
     assert report.unexpected == []
     assert report.verify["ok"] is True, report.verify
     assert sum(report.commands.values()) > 20
-    assert {"sweep", "pay", "refund", "move", "webhook", "plan"} <= set(report.commands)
+    assert {"sweep", "pay", "reverse", "refund", "move", "webhook", "plan"} <= set(report.commands)

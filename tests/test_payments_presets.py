@@ -566,7 +566,7 @@ def test_adyen_later_report_refund(cli: Cli, engine: Engine) -> None:
     assert code == 0, summary["rejected"]
     assert _counts(summary) == {"applied": 2, "reversed": 1, "skipped": 2}
     assert _reversals(engine) == {"8836178952301236": ("8816178952301010", "9.99", "Refunded")}
-    assert _due(engine, "usr-005") == ["0.00", "10.00", "100.00"]
+    assert _due(engine, "usr-005") == ["10.00", "100.00", "100.00"]  # 0.01 left, 9.99 back
 
 
 def test_stripe_report_every_row_type(cli: Cli, engine: Engine) -> None:

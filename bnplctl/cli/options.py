@@ -210,6 +210,12 @@ def checked_option(name: str, kind: str, help: str, **settings: Any) -> Any:
     return typer.Option(name, parser=_checked(check, word), metavar=word, help=help, **settings)
 
 
+def checked_argument(kind: str, metavar: str, help: str) -> Any:
+    """``typer.Argument`` checked as ``checked_option`` checks an option's value."""
+    check, _ = _KINDS[kind]
+    return typer.Argument(parser=_checked(check, metavar), metavar=metavar, help=help)
+
+
 IdempotencyKeyOption = Annotated[
     str | None,
     checked_option(

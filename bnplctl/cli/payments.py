@@ -1,6 +1,7 @@
 """``bnplctl payments``: the payments received (rule 10)."""
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from bnplctl.cli.options import (
     LimitOption,
     OutputFormat,
     OutputOption,
+    checked_argument,
     checked_option,
     rejects_option,
     sort_option,
@@ -23,7 +25,7 @@ from bnplctl.cli.options import (
 from bnplctl.sorting import PAYMENT_SORT
 
 app = typer.Typer(
-    help="Payments received: import the processor's files, list them.\n\n"
+    help="Payments received: import the processor's files, list them, reverse them.\n\n"
     "Example: bnplctl payments import settlement.csv --rejects rejects.csv",
     rich_markup_mode=None,
 )
@@ -165,3 +167,76 @@ def import_(
         dry_run=dry_run,
         run=run,
     )
+
+
+@app.command("reverse")
+def reverse(
+    payment_reference: Annotated[
+        str, checked_argument("reference", "PAYMENT_REFERENCE", "The payment's reference.")
+    ],
+    reference: Annotated[
+        str,
+        checked_option(
+            "--reference",
+            "reference",
+            "The reversal's own reference (the processor's refund or chargeback id):"
+            " the same reversal again returns the first.",
+        ),
+    ],
+    amount: Annotated[
+        Decimal | None,
+        checked_option(
+            "--amount", "amount", "Take back this much (2 decimals); default: all that is left."
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None, checked_option("--reason", "free_text", "Why (kept with the reversal).")
+    ] = None,
+    output: OutputOption = OutputFormat.table,
+) -> None:
+    """Take back all or part of a recorded payment (rule 12): a refund by the processor,
+    a chargeback, a returned debit.
+
+    What the payment paid is undone newest first: each installment owes that much
+    again; a PAID one is UPCOMING again, or OVERDUE when its due date is before the
+    latest sweep's cutoff (its owner then becomes DEBT_USER); a COMPLETED plan is
+    ACTIVE again. What refunds cut stays cut. More than is left of the payment is
+    refused (exit 3); an unknown payment is exit 4; the same reversal again returns
+    the first, another one with its reference is refused (exit 3).
+
+    Example: bnplctl payments reverse PSP-8812 --reference CB-1201 --reason chargeback
+
+    Example: bnplctl payments reverse PSP-8812 --reference RF-77 --amount 25.00
+    """
+    from bnplctl.cli.context import current_actor
+    from bnplctl.cli.output import message, render_one
+    from bnplctl.services.reversals import reverse as reverse_payment
+
+    context = app_context()
+    with context.db.unit() as work:
+        result = reverse_payment(
+            work.connection,
+            payment_reference,
+            reference=reference,
+            amount=amount,
+            reason=reason,
+            now=context.clock.now(),
+            actor=current_actor(),
+            grace_days=context.settings.grace_days,
+        )
+    reversal = result["reversal"]
+    if result["duplicate"]:
+        message(f"reversal reference {reference}: recorded before; returning it, nothing written")
+    if output in (OutputFormat.json, OutputFormat.jsonl):
+        render_one(reversal, output)
+        return
+    done = "recorded before" if result["duplicate"] else "recorded"
+    message(
+        f"reversal {reversal['id']}: {reversal['amount']} of payment"
+        f" {reversal['payment_reference']} {done}"
+    )
+    for undone in reversal["undone"]:
+        message(
+            f"installment {undone['installment_id']}: {undone['amount']} owed again,"
+            f" {undone['status']} with {undone['amount_due']} due"
+        )

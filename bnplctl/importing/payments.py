@@ -144,10 +144,16 @@ def stage_chunk(connection: Any, rows: list[RawRow]) -> tuple[ParsedChunk, Stage
 
 
 def apply_staged(
-    connection: Any, staged: tuple[ParsedChunk, StagedPayments], *, source: str, actor: str
+    connection: Any,
+    staged: tuple[ParsedChunk, StagedPayments],
+    *,
+    source: str,
+    actor: str,
+    grace_days: int,
 ) -> tuple[ParsedChunk, list[Rejected]]:
     """Apply a staged chunk under the chunk's locks; returns it with the rows not applied
-    (the invalid ones included), in line order."""
+    (the invalid ones included) and the reversals applied (``reversed``), in line
+    order."""
     from bnplctl import clock
     from bnplctl.services import locks
     from bnplctl.services import payments as rule10
@@ -157,12 +163,19 @@ def apply_staged(
     if chunk.valid:
         locks.for_batch_chunk(connection)
         applied = rule10.apply_chunk(
-            connection, staged=payments, source=source, now=clock.now(), actor=actor
+            connection,
+            staged=payments,
+            source=source,
+            now=clock.now(),
+            actor=actor,
+            grace_days=grace_days,
         )
         refused += [
             Rejected(item.line, item.reference, item.outcome, item.reason)
             for item in applied.not_applied
         ]
+        # Reversals applied (rule 12; a settlement report's) are counted, not rejected.
+        refused += [Rejected(line, "", "reversed", "") for line in applied.reversed]
     return chunk, sorted(refused, key=lambda item: item.line)
 
 
@@ -181,7 +194,8 @@ def import_stream(
     return ingest_recorded(
         FILES, name, rows, reader, report, stage=stage_chunk,
         apply=lambda connection, staged, _: apply_staged(
-            connection, staged, source=name, actor=context.acting
+            connection, staged, source=name, actor=context.acting,
+            grace_days=context.settings.grace_days,
         ),
         chunk_rows=context.chunks.payments, context=context, dry_run=dry_run,
     )  # fmt: skip
@@ -316,20 +330,12 @@ def _settlement_columns(row: SettlementRow, target: TargetKind) -> tuple[object,
     )
 
 
-@dataclass(frozen=True)
-class SettlementChunk:
-    """A report's chunk parsed (``parsed.invalid`` holds its rows settled while parsing:
-    invalid, in another currency, skipped) and how many reversal rows it stages."""
-
-    parsed: ParsedChunk
-    reversals: int
-
-
 def parse_settlement_chunk(
     chunk: list[SettlementRow | Rejected], target: TargetKind
-) -> SettlementChunk:
+) -> ParsedChunk:
     """Each row of a report's chunk: COPY columns, or settled here (``invalid`` naming the
-    field, ``currency``, ``skipped`` with the processor's row type as its key)."""
+    field, ``currency``, ``skipped`` with the processor's row type as its key), all of
+    them in the chunk's ``invalid`` (the rows settled while parsing)."""
     import csv
     import io
 
@@ -337,7 +343,7 @@ def parse_settlement_chunk(
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    valid = reversals = 0
+    valid = 0
     settled: list[Rejected] = []
     for row in chunk:
         if isinstance(row, Rejected):
@@ -354,48 +360,17 @@ def parse_settlement_chunk(
             continue
         writer.writerow((valid, *values))
         valid += 1
-        reversals += row.kind == "reversal"
-    return SettlementChunk(ParsedChunk(buffer.getvalue(), valid, settled), reversals)
+    return ParsedChunk(buffer.getvalue(), valid, settled)
 
 
 def stage_settlement_chunk(
     connection: Any, rows: list[SettlementRow | Rejected], target: TargetKind
-) -> tuple[SettlementChunk, StagedPayments]:
+) -> tuple[ParsedChunk, StagedPayments]:
     """A report's chunk parsed, then staged as every payment is (``stage_chunk``)."""
     from bnplctl.services.payments import stage_rows
 
     chunk = parse_settlement_chunk(rows, target)
-    return chunk, stage_rows(connection, chunk.parsed.copy_data)
-
-
-def apply_settlement_staged(
-    connection: Any,
-    staged: tuple[SettlementChunk, StagedPayments],
-    *,
-    source: str,
-    actor: str,
-) -> tuple[ParsedChunk, list[Rejected]]:
-    """``apply_staged`` for a report's chunk: its reversals applied are ``reversed``
-    (rule 12's ``AppliedChunk.reversed``: their lines), its rows settled while parsing
-    (``skipped`` ones too) among the rows not applied."""
-    from bnplctl import clock
-    from bnplctl.services import locks
-    from bnplctl.services import payments as rule10
-
-    chunk, payments = staged
-    refused = list(chunk.parsed.invalid)
-    if chunk.parsed.valid:
-        locks.for_batch_chunk(connection)
-        applied = rule10.apply_chunk(
-            connection, staged=payments, source=source, now=clock.now(), actor=actor
-        )
-        refused += [
-            Rejected(item.line, item.reference, item.outcome, item.reason)
-            for item in applied.not_applied
-        ]
-        if chunk.reversals:  # a chunk without reversal rows reversed nothing
-            refused += [Rejected(line, "", "reversed", "") for line in applied.reversed]  # type: ignore[attr-defined]
-    return chunk.parsed, sorted(refused, key=lambda item: item.line)
+    return chunk, stage_rows(connection, chunk.copy_data)
 
 
 def import_settlement_stream(
@@ -415,8 +390,9 @@ def import_settlement_stream(
     return ingest_recorded(
         FILES, name, checked, reader, report,
         stage=partial(stage_settlement_chunk, target=layout.target),
-        apply=lambda connection, staged, _: apply_settlement_staged(
-            connection, staged, source=name, actor=context.acting
+        apply=lambda connection, staged, _: apply_staged(
+            connection, staged, source=name, actor=context.acting,
+            grace_days=context.settings.grace_days,
         ),
         chunk_rows=context.chunks.payments, context=context, dry_run=dry_run,
     )  # fmt: skip

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from bnplctl.money import format_amount
-from bnplctl.services.audit import insert_events
+from bnplctl.services.audit import USER_STATUS_CHANGED, insert_events
 from bnplctl.sql import Statement, run
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ _APPLY = Statement(
                 OFFSET 0  -- then each plan's installments, by index
             ) i
         ) i ON true
-        WHERE r.round = :round
+        WHERE r.round = :round AND r.kind <> 'reversal'
         WINDOW paying_order AS (
             PARTITION BY r.seq ORDER BY i.due_date, i.plan_id, i.sequence
             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
@@ -103,14 +103,16 @@ _APPLY = Statement(
         FROM unpaid
         WHERE id IS NOT NULL AND amount <= due_in_all AND amount > due_before
     ), fitting AS MATERIALIZED (
-        SELECT r.payment_id, r.reference, r.user_id, r.installment_id, u.amount, u.paid_at
+        SELECT r.payment_id, r.reference, r.user_id, r.installment_id, u.amount, u.paid_at,
+               r.original_id
         FROM unpaid u
         JOIN payment_moves r ON r.seq = u.seq
         WHERE u.nth = 1 AND u.amount <= u.due_in_all
     ), recorded AS (
         INSERT INTO payments (id, reference, user_id, installment_id, amount, source, paid_at,
-                              actor)
-        SELECT payment_id, reference, user_id, installment_id, amount, :source, paid_at, :actor
+                              actor, reinstates)
+        SELECT payment_id, reference, user_id, installment_id, amount, :source, paid_at, :actor,
+               original_id
         FROM fitting
     ), allocated AS (
         INSERT INTO payment_allocations (payment_id, installment_id, user_id, amount)
@@ -128,7 +130,8 @@ _APPLY = Statement(
         SELECT :now, :actor, 'payment.recorded', 'payment', payment_id::text, user_id,
                jsonb_build_object('amount', amount::text, 'source', :source)
                || jsonb_strip_nulls(jsonb_build_object(
-                   'reference', reference, 'installment_id', installment_id))
+                   'reference', reference, 'installment_id', installment_id,
+                   'reinstates', original_id))
         FROM fitting
         UNION ALL
         SELECT :now, :actor, 'installment.paid', 'installment', installment_id::text, user_id,
@@ -206,6 +209,11 @@ CHUNK_TABLES = """
         user_id text,
         installment_id bigint,
         paid_at timestamptz,
+        kind text NOT NULL,  -- 'payment', 'reversal', 'reinstating' (rule 12)
+        original_reference text,
+        note text,
+        original_id bigint,  -- the payment a reinstating row puts back (its first, if
+                             -- that one put back another)
         outcome text,
         reason text,
         after_seq integer,  -- the chunk's row before this one with the same reference
@@ -223,26 +231,29 @@ PAYMENT_ROW_COLUMNS = (
 # Each row of the chunk against the database, in one pass that takes no lock (it runs
 # while the chunk before is still being applied, and reads nothing that an earlier chunk
 # or another writer can change): whose payment it is (the installment's owner, or the
-# user), unknown users and installments. Each remaining row gets its id and its round:
-# its place among the chunk's payments of the same user, in file order. A row whose
-# reference an earlier row of the chunk carries (``after_seq``; a row without a reference
-# repeats none) is judged only when that
-# row has been applied or refused, as if it were in a chunk of its own: a reference is
-# taken by the first row that is recorded, not by the first that appears (``stage_chunk``
-# then moves it to a round after that row's, ``_RECORDED`` judges it). References
-# recorded before the chunk are ``_RECORDED``'s to find too, under the chunk's locks.
+# user), unknown users and installments. A reversal or reinstating row (rule 12) is the
+# payer's of the payment it names: recorded before (payments are never deleted nor
+# change hands), else an earlier payment row of the chunk with that reference; a
+# reinstating row pays where that payment went. One whose payment is neither is
+# *deferred*: the chunk before may still be recording it, so ``_RESOLVE`` looks again
+# under the chunk's locks. ``_ROUNDS`` then puts the rows in rounds.
 _PREPARE = Statement(
     """
     WITH resolved AS (
-        SELECT r.*,
+        SELECT r.seq, r.line, r.reference, r.amount, r.installment_id, r.paid_at,
+               coalesce(r.kind, 'payment') AS kind, r.original_reference, r.note,
                CASE WHEN r.installment_id IS NOT NULL THEN i.user_id ELSE u.user_id END AS owner,
-               CASE WHEN r.installment_id IS NOT NULL AND i.id IS NULL
+               o.id AS original_id, o.user_id AS original_owner,
+               o.installment_id AS original_installment,
+               CASE WHEN r.kind IS NOT NULL AND r.kind <> 'payment' THEN NULL
+                    WHEN r.installment_id IS NOT NULL AND i.id IS NULL
                         THEN 'unknown_installment'
                     WHEN r.installment_id IS NULL AND u.user_id IS NULL THEN 'unknown_user'
                     WHEN r.installment_id IS NOT NULL AND r.user_id IS NOT NULL
                          AND r.user_id <> i.user_id THEN 'invalid'
                END AS outcome,
-               CASE WHEN r.installment_id IS NOT NULL AND i.id IS NULL
+               CASE WHEN r.kind IS NOT NULL AND r.kind <> 'payment' THEN NULL
+                    WHEN r.installment_id IS NOT NULL AND i.id IS NULL
                         THEN 'no installment ' || r.installment_id
                     WHEN r.installment_id IS NULL AND u.user_id IS NULL
                         THEN 'no user with this user_id'
@@ -257,41 +268,149 @@ _PREPARE = Statement(
         LEFT JOIN LATERAL (
             SELECT user_id FROM users WHERE user_id = r.user_id OFFSET 0
         ) u ON true
+        LEFT JOIN LATERAL (
+            SELECT coalesce(reinstates, id) AS id, user_id, installment_id FROM payments
+            WHERE reference = r.original_reference
+            OFFSET 0
+        ) o ON true
     ), moved AS (
         INSERT INTO payment_moves (seq, line, reference, amount, user_id, installment_id,
-                                   paid_at, outcome, reason, after_seq, crosses, round,
-                                   payment_id)
-        SELECT seq, line, reference, amount, owner, installment_id, paid_at, outcome, reason,
-               CASE WHEN outcome IS NULL AND reference IS NOT NULL
-                    THEN lag(seq) OVER same_reference END,
-               CASE WHEN outcome IS NULL AND reference IS NOT NULL
-                    THEN lag(owner) OVER same_reference <> owner END,
-               CASE WHEN outcome IS NULL THEN row_number() OVER (
-                   PARTITION BY owner, outcome IS NULL ORDER BY seq) END,
-               CASE WHEN outcome IS NULL
-                    THEN nextval(pg_get_serial_sequence('payments', 'id')) END
-        FROM resolved
-        WINDOW same_reference AS (PARTITION BY reference, outcome IS NULL ORDER BY seq)
-        RETURNING line, reference, outcome, reason, after_seq, crosses, round,
-                  amount IS NULL AND reference IS NOT NULL AS all_due
+                                   paid_at, kind, original_reference, note, original_id,
+                                   outcome, reason)
+        SELECT r.seq, r.line, r.reference, r.amount,
+               CASE WHEN r.kind = 'payment' THEN r.owner
+                    ELSE coalesce(r.original_owner, e.owner) END,
+               CASE WHEN r.kind <> 'reinstating' THEN r.installment_id
+                    WHEN r.original_owner IS NOT NULL THEN r.original_installment
+                    ELSE e.installment_id END,
+               r.paid_at, r.kind, r.original_reference, r.note, r.original_id, r.outcome,
+               r.reason
+        FROM resolved r
+        LEFT JOIN LATERAL (
+            SELECT e.owner, e.installment_id FROM resolved e
+            WHERE r.kind <> 'payment' AND r.original_owner IS NULL
+              AND e.kind <> 'reversal' AND e.outcome IS NULL
+              AND e.reference = r.original_reference AND e.seq < r.seq
+            ORDER BY e.seq
+            LIMIT 1
+        ) e ON true
+        RETURNING line, reference, outcome, reason, user_id IS NULL AND outcome IS NULL AS deferred
     )
-    SELECT line, reference, outcome, reason, NULL AS crossing, NULL AS repeat_rounds,
-           NULL AS sizes, NULL AS all_due
-    FROM moved WHERE round IS NULL
+    SELECT line, reference, outcome, reason, NULL AS deferred FROM moved
+    WHERE outcome IS NOT NULL
     UNION ALL
-    SELECT NULL, NULL, NULL, NULL, count(*) FILTER (WHERE crosses),
-           coalesce(array_agg(DISTINCT round) FILTER (WHERE after_seq IS NOT NULL), '{}'),
-           (SELECT coalesce(array_agg(rows ORDER BY round), '{}')
-            FROM (SELECT round, count(*) AS rows FROM moved WHERE round IS NOT NULL
-                  GROUP BY round) per_round),
-           coalesce(bool_or(all_due) FILTER (WHERE round IS NOT NULL), false)
+    SELECT NULL, NULL, NULL, NULL, count(*) FILTER (WHERE deferred) FROM moved
+    """
+)
+# The rows still to be applied, whose payer is known, in rounds: each row's place among
+# the chunk's rows of the same payer, in file order. A row whose reference an earlier
+# row of the chunk carries (``after_seq``; payments and reinstating rows share one space
+# of references, reversals have their own; a row without a reference repeats none) is
+# judged only when that row has been applied or refused, as if it were in a chunk of its
+# own: a reference is taken by the first row that is recorded, not by the first that
+# appears (``stage_chunk`` then moves it to a round after that row's, ``_RECORDED``
+# judges it). References recorded before the chunk are ``_RECORDED``'s to find too,
+# under the chunk's locks. Each payment gets its id now (a reversal gets its own when it
+# is recorded).
+_ROUNDS = Statement(
+    """
+    WITH numbered AS (
+        SELECT seq,
+               CASE WHEN reference IS NOT NULL THEN lag(seq) OVER same_reference END
+                   AS after_seq,
+               CASE WHEN reference IS NOT NULL THEN lag(user_id) OVER same_reference <> user_id
+               END AS crosses,
+               row_number() OVER (PARTITION BY user_id ORDER BY seq) AS round
+        FROM payment_moves
+        WHERE outcome IS NULL AND user_id IS NOT NULL
+        WINDOW same_reference AS (PARTITION BY kind = 'reversal', reference ORDER BY seq)
+    ), moved AS (
+        UPDATE payment_moves m
+        SET after_seq = n.after_seq, crosses = n.crosses, round = n.round,
+            payment_id = CASE WHEN m.kind <> 'reversal' THEN coalesce(
+                m.payment_id, nextval(pg_get_serial_sequence('payments', 'id'))) END
+        FROM numbered n
+        WHERE m.seq = n.seq
+        RETURNING m.round, m.kind, m.after_seq, m.crosses,
+                  m.amount IS NULL AND m.reference IS NOT NULL AND m.kind <> 'reversal'
+                      AS all_due
+    )
+    SELECT count(*) FILTER (WHERE crosses) AS crossing,
+           coalesce(array_agg(DISTINCT round) FILTER (WHERE after_seq IS NOT NULL), '{}')
+               AS repeat_rounds,
+           coalesce(array_agg(round) FILTER (WHERE kind <> 'reversal'), '{}') AS payments,
+           coalesce(array_agg(round) FILTER (WHERE kind = 'reversal'), '{}') AS reversals,
+           coalesce(array_agg(DISTINCT round) FILTER (WHERE kind = 'reinstating'), '{}')
+               AS reinstating,
+           coalesce(bool_or(all_due), false) AS all_due
     FROM moved
+    """
+)
+# Under the chunk's locks, when staging deferred rows: the payment each names, recorded
+# by now (by the chunk before, or another writer), or ``unknown_payment``.
+_RESOLVE = Statement(
+    """
+    WITH found AS (
+        SELECT m.seq, o.id, o.user_id, o.installment_id
+        FROM payment_moves m
+        CROSS JOIN LATERAL (
+            SELECT coalesce(reinstates, id) AS id, user_id, installment_id FROM payments
+            WHERE reference = m.original_reference
+            OFFSET 0
+        ) o
+        WHERE m.outcome IS NULL AND m.user_id IS NULL
+    ), resolved AS (
+        UPDATE payment_moves m
+        SET user_id = f.user_id, original_id = f.id,
+            installment_id = CASE WHEN m.kind = 'reinstating' THEN f.installment_id
+                                  ELSE m.installment_id END
+        FROM found f
+        WHERE m.seq = f.seq
+    ), unknown AS (
+        UPDATE payment_moves m
+        SET outcome = 'unknown_payment', reason = 'no payment with reference '
+                                                  || m.original_reference
+        WHERE m.outcome IS NULL AND m.user_id IS NULL
+          AND NOT EXISTS (SELECT FROM found f WHERE f.seq = m.seq)
+        RETURNING m.line, m.reference, m.outcome, m.reason
+    )
+    SELECT line, reference, outcome, reason FROM unknown
+    """
+)
+# Under the chunk's locks, before a round's payments: each reinstating row's payment (its
+# first, if that one put back another), recorded by now (an earlier round, the chunk
+# before, another writer), or ``unknown_payment``: a payment row of the chunk it named
+# may have been refused.
+_ORIGINALS = Statement(
+    """
+    WITH found AS (
+        SELECT m.seq, coalesce(p.reinstates, p.id) AS id
+        FROM payment_moves m
+        LEFT JOIN LATERAL (
+            SELECT id, reinstates FROM payments WHERE reference = m.original_reference
+            OFFSET 0
+        ) p ON true
+        WHERE m.round = :round AND m.kind = 'reinstating'
+    ), known AS (
+        UPDATE payment_moves m SET original_id = f.id
+        FROM found f
+        WHERE m.seq = f.seq AND f.id IS NOT NULL
+    ), unknown AS (
+        UPDATE payment_moves m
+        SET outcome = 'unknown_payment', reason = 'no payment with reference '
+                                                  || m.original_reference,
+            round = NULL
+        FROM found f
+        WHERE m.seq = f.seq AND f.id IS NULL
+        RETURNING m.line, m.reference, m.outcome, m.reason
+    )
+    SELECT line, reference, outcome, reason FROM unknown
     """
 )
 # The rows to put in rounds when references repeat (``services/rounds.py``), in file order.
 _TO_ORDER = Statement(
     """
-    SELECT seq, user_id, reference, after_seq IS NOT NULL AS repeats
+    SELECT seq, user_id, reference, kind, after_seq IS NOT NULL AS repeats
     FROM payment_moves WHERE round IS NOT NULL ORDER BY seq
     """
 )
@@ -338,13 +457,19 @@ _ALL_DUE = Statement(
 _RECORDED = Statement(
     """
     WITH judged AS (
-        SELECT m.seq, m.round, p.id AS payment_id,
-               p.amount = m.amount AND p.user_id = m.user_id
-               AND p.installment_id IS NOT DISTINCT FROM m.installment_id AS same
+        SELECT m.seq, m.round, m.kind = 'reversal' AS reversal, p.id AS recorded_id, p.same
         FROM payment_moves m
         CROSS JOIN LATERAL (
-            SELECT id, amount, user_id, installment_id FROM payments
-            WHERE reference = m.reference
+            SELECT id, amount = m.amount AND user_id = m.user_id
+                       AND installment_id IS NOT DISTINCT FROM m.installment_id AS same
+            FROM payments
+            WHERE m.kind <> 'reversal' AND reference = m.reference
+            UNION ALL
+            SELECT r.id, r.payment_id = (SELECT id FROM payments
+                                         WHERE reference = m.original_reference)
+                         AND (m.amount IS NULL OR r.amount = m.amount)
+            FROM payment_reversals r
+            WHERE m.kind = 'reversal' AND r.reference = m.reference
             OFFSET 0  -- a lookup per row (``_APPLY``)
         ) p
         WHERE m.round IS NOT NULL
@@ -353,27 +478,181 @@ _RECORDED = Statement(
     ), refused AS (
         UPDATE payment_moves m
         SET outcome = CASE WHEN j.same THEN 'duplicate' ELSE 'conflict' END,
-            reason = CASE WHEN j.same THEN 'recorded before as payment ' || j.payment_id
-                          ELSE 'reference used before by payment ' || j.payment_id
-                               || ' for another payment' END,
+            reason = CASE WHEN j.same THEN 'recorded before as '
+                                           || CASE WHEN j.reversal THEN 'reversal '
+                                                   ELSE 'payment ' END || j.recorded_id
+                          ELSE 'reference used before by '
+                               || CASE WHEN j.reversal THEN 'reversal ' ELSE 'payment ' END
+                               || j.recorded_id || ' for another '
+                               || CASE WHEN j.reversal THEN 'reversal' ELSE 'payment' END
+                     END,
             round = NULL
         FROM judged j
         WHERE m.seq = j.seq
         RETURNING m.seq, m.line, m.reference, m.outcome, m.reason
     )
-    SELECT r.line, r.reference, r.outcome, r.reason, j.round, j.payment_id
+    SELECT r.line, r.reference, r.outcome, r.reason, j.round, j.recorded_id, j.reversal
     FROM refused r JOIN judged j ON j.seq = r.seq
     """
 )
 _LINES = Statement("SELECT seq, line, reference, amount FROM payment_moves WHERE round = :round")
 
+# Rule 12 for a round's reversals (at most one per payer, so they never share an
+# installment): each one's payment (by its reference, recorded by now), and the
+# allocations it may undo: the payment's and those of the payments that put it back
+# after an earlier reversal (``payments.reinstates``), newest first (the newest payment
+# first, then the installments in the reverse of the order it paid them), each with what
+# is left of it (what it paid less what reversals undid). A reversal without an amount
+# (a command's without ``--amount``) is all that is left; one of more than is left (or of
+# nothing) is refused whole. Each installment's ``amount_due`` rises by what is undone;
+# a PAID one becomes OVERDUE when its due date is before the cutoff of the latest
+# standing sweep (``overdue_since``: that sweep's business date), else UPCOMING; its
+# owner becomes DEBT_USER, its plan ACTIVE, all audited, in the one statement. Refund
+# cuts are never undone: only what payments paid is.
+_REVERSE = Statement(
+    """
+    WITH named AS MATERIALIZED (
+        SELECT m.seq, m.line, m.reference, m.amount AS asked, m.note,
+               coalesce(m.paid_at, :now) AS reversed_at, m.user_id AS payer, p.id AS payment_id,
+               p.user_id
+        FROM payment_moves m
+        LEFT JOIN LATERAL (
+            SELECT id, user_id FROM payments WHERE reference = m.original_reference OFFSET 0
+        ) p ON true
+        WHERE m.round = :round AND m.kind = 'reversal'
+    ), family AS MATERIALIZED (
+        SELECT n.seq, a.payment_id, a.installment_id, a.plan_id, a.status, a.left_paid,
+               sum(a.left_paid) OVER (PARTITION BY n.seq) AS left_in_all,
+               coalesce(sum(a.left_paid) OVER newest_first, 0) AS left_before
+        FROM named n
+        CROSS JOIN LATERAL (
+            SELECT a.payment_id, a.installment_id, i.plan_id, i.status, i.due_date,
+                   i.sequence,
+                   a.amount - coalesce((
+                       SELECT sum(x.amount) FROM reversal_allocations x
+                       WHERE x.payment_id = a.payment_id
+                         AND x.installment_id = a.installment_id), 0) AS left_paid
+            FROM (SELECT n.payment_id AS id
+                  UNION ALL
+                  SELECT id FROM payments WHERE reinstates = n.payment_id) f
+            JOIN payment_allocations a ON a.payment_id = f.id
+            JOIN installments i ON i.id = a.installment_id
+            OFFSET 0
+        ) a
+        WHERE n.user_id = n.payer
+        WINDOW newest_first AS (
+            PARTITION BY n.seq
+            ORDER BY a.payment_id DESC, a.due_date DESC, a.plan_id DESC, a.sequence DESC
+            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+    ), totals AS MATERIALIZED (
+        SELECT seq, max(left_in_all) AS left_in_all FROM family GROUP BY seq
+    ), fitting AS MATERIALIZED (
+        SELECT n.seq, n.reference, n.note, n.reversed_at, n.payment_id, n.user_id,
+               coalesce(n.asked, t.left_in_all) AS amount,
+               nextval(pg_get_serial_sequence('payment_reversals', 'id')) AS reversal_id
+        FROM named n
+        JOIN totals t ON t.seq = n.seq
+        WHERE coalesce(n.asked, t.left_in_all) > 0
+          AND coalesce(n.asked, t.left_in_all) <= t.left_in_all
+    ), shares AS MATERIALIZED (
+        SELECT f.reversal_id, f.user_id, a.payment_id, a.installment_id, a.plan_id, a.status,
+               least(a.left_paid, f.amount - a.left_before) AS share
+        FROM fitting f
+        JOIN family a ON a.seq = f.seq
+        WHERE a.left_paid > 0 AND f.amount > a.left_before
+    ), per_installment AS MATERIALIZED (
+        SELECT installment_id, min(plan_id) AS plan_id, min(user_id) AS user_id,
+               min(status) AS was, sum(share) AS share, min(reversal_id) AS reversal_id
+        FROM shares
+        GROUP BY installment_id
+    ), standing AS (
+        SELECT id, business_date,
+               coalesce(cutoff, business_date - CAST(:grace_days AS integer)) AS cutoff
+        FROM sweep_runs
+        WHERE outcome = 'SUCCEEDED' AND NOT dry_run
+        ORDER BY business_date DESC, id DESC
+        LIMIT 1
+    ), recorded AS (
+        INSERT INTO payment_reversals (id, reference, payment_id, user_id, amount, reason,
+                                       source, reversed_at, actor)
+        SELECT reversal_id, reference, payment_id, user_id, amount, note, :source,
+               reversed_at, :actor
+        FROM fitting
+    ), undone AS (
+        INSERT INTO reversal_allocations (payment_id, installment_id, reversal_id, user_id,
+                                          amount)
+        SELECT payment_id, installment_id, reversal_id, user_id, share FROM shares
+    ), reopened AS (
+        UPDATE installments i
+        SET amount_due = i.amount_due + s.share,
+            status = CASE WHEN i.status <> 'PAID' THEN i.status
+                          WHEN i.due_date < w.cutoff THEN 'OVERDUE'
+                          ELSE 'UPCOMING' END,
+            paid_at = NULL,
+            overdue_since = CASE WHEN i.status = 'PAID' AND i.due_date < w.cutoff
+                                 THEN w.business_date ELSE i.overdue_since END,
+            overdue_run_id = CASE WHEN i.status = 'PAID' AND i.due_date < w.cutoff
+                                  THEN w.id ELSE i.overdue_run_id END
+        FROM per_installment s
+        LEFT JOIN standing w ON true
+        WHERE i.id = s.installment_id
+        RETURNING i.id, i.user_id, i.status
+    ), plans_reopened AS (
+        UPDATE plans p SET status = 'ACTIVE', updated_at = :now
+        WHERE p.id IN (SELECT plan_id FROM per_installment WHERE was = 'PAID')
+          AND p.status = 'COMPLETED'
+        RETURNING p.id, p.user_id
+    ), debtors AS (
+        UPDATE users u SET status = 'DEBT_USER', updated_at = :now
+        WHERE u.user_id IN (SELECT user_id FROM reopened WHERE status = 'OVERDUE')
+          AND u.status = 'NORMAL'
+        RETURNING u.user_id
+    ), status_changes AS (
+        SELECT d.user_id, 'NORMAL' AS from_status, 'DEBT_USER' AS to_status,
+               jsonb_build_object('reversal_id', min(s.reversal_id)) AS details
+        FROM debtors d
+        JOIN per_installment s ON s.user_id = d.user_id
+        GROUP BY d.user_id
+    ), audited_users AS ("""  # noqa: S608 - fixed fragments, no input
+    + USER_STATUS_CHANGED
+    + """), audited AS ("""
+    + insert_events(
+        """
+        SELECT :now, :actor, 'payment.reversed', 'payment', payment_id::text, user_id,
+               jsonb_build_object('reversal_id', reversal_id, 'reference', reference,
+                                  'amount', amount::text, 'source', :source)
+               || jsonb_strip_nulls(jsonb_build_object('reason', note))
+        FROM fitting
+        UNION ALL
+        SELECT :now, :actor, 'installment.reopened', 'installment', r.id::text, r.user_id,
+               jsonb_build_object('plan_id', s.plan_id, 'amount', s.share::text,
+                                  'was', s.was, 'now', r.status,
+                                  'reversal_id', s.reversal_id)
+        FROM reopened r
+        JOIN per_installment s ON s.installment_id = r.id
+        UNION ALL
+        SELECT :now, :actor, 'plan.reopened', 'plan', id::text, user_id, '{}'::jsonb
+        FROM plans_reopened"""
+    )
+    + """
+    )
+    SELECT n.seq, n.line, n.reference, f.reversal_id, n.payment_id,
+           n.user_id IS NOT DISTINCT FROM n.payer AS same_payer, t.left_in_all,
+           coalesce(n.asked, t.left_in_all) AS amount
+    FROM named n
+    LEFT JOIN totals t ON t.seq = n.seq
+    LEFT JOIN fitting f ON f.seq = n.seq
+    """
+)
+
 
 @dataclass(frozen=True)
 class NotApplied:
     """A row of a chunk that was not applied, and why. A command renders it from
-    ``earlier`` (``duplicate``, ``conflict``: the payment recorded before with the
-    reference) and ``due`` (``overpayment``: what was due where it went, 0.00 for an
-    installment already PAID)."""
+    ``earlier`` (``duplicate``, ``conflict``: the payment, or the reversal, recorded
+    before with the reference) and ``due`` (``overpayment``: what was due where it went,
+    0.00 for an installment already PAID; ``over_reversal``: what was left of the
+    payment)."""
 
     line: int
     reference: str  # blank: a command's payment without one
@@ -386,15 +665,19 @@ class NotApplied:
 @dataclass(frozen=True)
 class StagedPayments:
     """A chunk staged in ``payment_moves`` (``stage_chunk``): its number of rounds, the
-    rows refused already, the rows of each round, the rounds holding a row that repeats
-    a reference of the chunk, and whether it holds a payment of all that is due with a
-    reference (``_ALL_DUE``)."""
+    rows refused already, the payments (and reinstating rows) and the reversals of each
+    round, the rounds holding a row that repeats a reference of the chunk or a
+    reinstating row, whether it holds a payment of all that is due with a reference
+    (``_ALL_DUE``), and how many rows wait for their payment (``_RESOLVE``)."""
 
     rounds: int
     refused: list[NotApplied]
     sizes: dict[int, int]
     repeat_rounds: frozenset[int] = frozenset()
     all_due: bool = False
+    reversals: dict[int, int] = field(default_factory=dict)
+    reinstating_rounds: frozenset[int] = frozenset()
+    deferred: int = 0
 
 
 def copy_data(rows: Iterable[Sequence[object]]) -> str:
@@ -436,120 +719,242 @@ def staged_payers(executor: Executor) -> list[str]:
 
 def stage_chunk(executor: Executor) -> StagedPayments:
     """Classify the chunk in ``payment_rows`` as far as no lock is needed (``_PREPARE``),
-    and put rows that repeat another payer's reference of the chunk in rounds after the
-    row they repeat (``services/rounds.py``)."""
+    then put its rows in rounds (``place_in_rounds``)."""
+    refused: list[NotApplied] = []
+    deferred = 0
+    for row in run(executor, _PREPARE):
+        if row.line is None:
+            deferred = int(row.deferred)
+        else:
+            refused.append(NotApplied(int(row.line), row.reference or "", row.outcome, row.reason))
+    return place_in_rounds(executor, refused, deferred)
+
+
+def place_in_rounds(executor: Executor, refused: list[NotApplied], deferred: int) -> StagedPayments:
+    """``_ROUNDS``, and rows that repeat another payer's reference of the chunk in rounds
+    after the row they repeat (``services/rounds.py``)."""
     from collections import Counter
 
     from bnplctl.services.rounds import put_in_rounds
 
-    refused: list[NotApplied] = []
-    crossing = 0
-    repeat_rounds: frozenset[int] = frozenset()
-    sizes: dict[int, int] = {}
-    all_due = False
-    for row in run(executor, _PREPARE):
-        if row.line is None:
-            crossing, repeat_rounds = int(row.crossing), frozenset(row.repeat_rounds)
-            sizes = dict(enumerate(row.sizes, start=1))  # rounds 1, 2, … have no gap
-            all_due = bool(row.all_due)
-        else:
-            refused.append(NotApplied(int(row.line), row.reference or "", row.outcome, row.reason))
-    if not crossing:  # a payer's own rounds already put its repeats after the first
-        return StagedPayments(len(sizes), refused, sizes, repeat_rounds, all_due)
-    rows, placed = put_in_rounds(
-        executor,
-        _TO_ORDER,
-        _SET_ROUNDS,
-        lambda row: ((("payer", row.user_id), 1), (("reference", row.reference), 1)),
-    )
-    return StagedPayments(
-        max(placed.values()),
-        refused,
-        dict(Counter(placed.values())),
-        frozenset(placed[row.seq] for row in rows if row.repeats),
-        all_due,
-    )
-
-
-def _recorded(executor: Executor, round_number: int | None) -> list[tuple[NotApplied, int]]:
-    """``_RECORDED``: each row refused, with its round."""
-    return [
-        (
-            NotApplied(int(row.line), row.reference, row.outcome, row.reason, int(row.payment_id)),
-            int(row.round),
+    row = run(executor, _ROUNDS).one()
+    repeat_rounds = frozenset(row.repeat_rounds)
+    payments, reversals = Counter(row.payments), Counter(row.reversals)
+    reinstating = frozenset(row.reinstating)
+    if row.crossing:  # a payer's own rounds put its repeats after the first already
+        rows, placed = put_in_rounds(
+            executor,
+            _TO_ORDER,
+            _SET_ROUNDS,
+            lambda row: (
+                (("payer", row.user_id), 1),
+                (("reference", row.kind == "reversal", row.reference), 1),
+            ),
         )
-        for row in run(executor, _RECORDED, {"round": round_number})
-    ]
+        payments = Counter(placed[row.seq] for row in rows if row.kind != "reversal")
+        reversals = Counter(placed[row.seq] for row in rows if row.kind == "reversal")
+        repeat_rounds = frozenset(placed[row.seq] for row in rows if row.repeats)
+        reinstating = frozenset(placed[row.seq] for row in rows if row.kind == "reinstating")
+    return StagedPayments(
+        max([*payments, *reversals], default=0),
+        refused,
+        dict(payments),
+        repeat_rounds,
+        bool(row.all_due),
+        dict(reversals),
+        reinstating,
+        deferred,
+    )
 
 
 @dataclass(frozen=True)
 class AppliedChunk:
-    """What ``apply_chunk`` did: the payments recorded (in the order of the rows), the rows
-    not applied (in line order), and what rule 4 then settled."""
+    """What ``apply_chunk`` did: the payments recorded (in the order of the rows), the
+    reversals recorded (by line), the rows not applied (in line order), and what rule 4
+    then settled."""
 
     payment_ids: list[int]
     not_applied: list[NotApplied]
     settled: Settled
+    reversal_ids: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def reversed(self) -> list[int]:
+        """The lines of the reversals recorded (outcome ``reversed``)."""
+        return sorted(self.reversal_ids)
+
+
+def _refused(rows: Iterable[Any]) -> list[NotApplied]:
+    return [NotApplied(int(row.line), row.reference or "", row.outcome, row.reason) for row in rows]
 
 
 def apply_chunk(
-    executor: Executor, *, staged: StagedPayments, source: str, now: datetime, actor: str
+    executor: Executor,
+    *,
+    staged: StagedPayments,
+    source: str,
+    now: datetime,
+    actor: str,
+    grace_days: int | None = None,
 ) -> AppliedChunk:
-    """Rule 10 for a chunk staged by ``stage_rows``: the references recorded before
-    (what a payment of all that is due asked for first, ``_ALL_DUE``), then the payments
-    a round at a time (a round's repeated references judged first),
-    then rule 4 for what they paid off. The rows not applied include those refused at
-    staging. The caller holds the chunk's locks."""
+    """Rules 10 and 12 for a chunk staged by ``stage_rows``: the rows whose payment was
+    not yet known when staged (``_RESOLVE``, then rounds again), the references recorded
+    before (what a payment of all that is due asked for first, ``_ALL_DUE``), then a
+    round at a time (a round's repeated references judged first, its reinstating rows'
+    payments found): its payments, then its reversals; then rule 4 for what the
+    payments paid off. The rows not applied include those refused at staging.
+    ``grace_days`` (the settings'): the cutoff of a sweep recorded without one, for a
+    chunk that may hold reversals. The caller holds the chunk's locks."""
     from bnplctl.services.settlement import settle
 
     refused = list(staged.refused)
-    sizes = dict(staged.sizes)
+    if staged.deferred:
+        refused += _refused(run(executor, _RESOLVE))
+        staged = place_in_rounds(executor, [], 0)
+    sizes, reversals = dict(staged.sizes), dict(staged.reversals)
 
     def judge(round_number: int | None) -> None:
-        for row, its_round in _recorded(executor, round_number):
+        for row, its_round, reversal in _recorded(executor, round_number):
             refused.append(row)
-            sizes[its_round] -= 1
+            (reversals if reversal else sizes)[its_round] -= 1
 
     if staged.all_due:
         run(executor, _ALL_DUE)
     judge(None)
     recorded: dict[int, int] = {}
+    reversal_ids: dict[int, int] = {}
     plans: set[int] = set()
     owners: set[str] = set()
     for round_number in range(1, staged.rounds + 1):
         if round_number in staged.repeat_rounds:
             judge(round_number)
-        if not sizes.get(round_number):
-            continue  # every row of the round was refused already
-        result = _apply(executor, round_number=round_number, source=source, now=now, actor=actor)
-        recorded.update(result.payment_ids)
-        plans.update(result.plans_paid_off)
-        owners.update(result.overdue_owners)
-        if result.overpaid:
-            lines = {
-                int(row.seq): row
-                for row in run(executor, _LINES, {"round": round_number})
-                if int(row.seq) in result.overpaid
-            }
-            for seq, due in result.overpaid.items():
-                row = lines[seq]
-                offered = "nothing" if row.amount is None else format_amount(row.amount)
-                refused.append(
-                    NotApplied(
-                        int(row.line),
-                        row.reference or "",
-                        "overpayment",
-                        f"amount {offered} is more than the"
-                        f" {format_amount(due)} still due where it goes",
-                        due=due,
-                    )
-                )
+        if sizes.get(round_number) and round_number in staged.reinstating_rounds:
+            unknown = _refused(run(executor, _ORIGINALS, {"round": round_number}))
+            refused += unknown
+            sizes[round_number] -= len(unknown)
+        if sizes.get(round_number):
+            result = _apply(
+                executor, round_number=round_number, source=source, now=now, actor=actor
+            )
+            recorded.update(result.payment_ids)
+            plans.update(result.plans_paid_off)
+            owners.update(result.overdue_owners)
+            refused += _overpaid(executor, round_number, result.overpaid)
+        if reversals.get(round_number):
+            if grace_days is None:
+                raise ValueError("a chunk with reversals needs the grace days")
+            done, not_done = _reverse(
+                executor,
+                round_number=round_number,
+                source=source,
+                now=now,
+                actor=actor,
+                grace_days=grace_days,
+            )
+            reversal_ids.update(done)
+            refused += not_done
     settled = settle(executor, plan_ids=plans, user_ids=owners, now=now, actor=actor)
     return AppliedChunk(
         [recorded[seq] for seq in sorted(recorded)],
         sorted(refused, key=lambda item: item.line),
         settled,
+        reversal_ids,
     )
+
+
+def _recorded(executor: Executor, round_number: int | None) -> list[tuple[NotApplied, int, bool]]:
+    """``_RECORDED``: each row refused, with its round and whether it is a reversal."""
+    return [
+        (
+            NotApplied(int(row.line), row.reference, row.outcome, row.reason, int(row.recorded_id)),
+            int(row.round),
+            bool(row.reversal),
+        )
+        for row in run(executor, _RECORDED, {"round": round_number})
+    ]
+
+
+def _overpaid(
+    executor: Executor, round_number: int, overpaid: dict[int, Decimal]
+) -> list[NotApplied]:
+    if not overpaid:
+        return []
+    lines = {
+        int(row.seq): row
+        for row in run(executor, _LINES, {"round": round_number})
+        if int(row.seq) in overpaid
+    }
+    refused = []
+    for seq, due in overpaid.items():
+        row = lines[seq]
+        offered = "nothing" if row.amount is None else format_amount(row.amount)
+        refused.append(
+            NotApplied(
+                int(row.line),
+                row.reference or "",
+                "overpayment",
+                f"amount {offered} is more than the {format_amount(due)} still due where it goes",
+                due=due,
+            )
+        )
+    return refused
+
+
+def _reverse(
+    executor: Executor,
+    *,
+    round_number: int,
+    source: str,
+    now: datetime,
+    actor: str,
+    grace_days: int,
+) -> tuple[dict[int, int], list[NotApplied]]:
+    """``_REVERSE`` for a round: the reversals recorded (line -> id) and those refused."""
+    parameters = {
+        "round": round_number,
+        "source": source,
+        "now": now,
+        "actor": actor,
+        "grace_days": grace_days,
+    }
+    done: dict[int, int] = {}
+    refused: list[NotApplied] = []
+    for row in run(executor, _REVERSE, parameters):
+        line, reference = int(row.line), row.reference or ""
+        if row.reversal_id is not None:
+            done[line] = int(row.reversal_id)
+        elif row.payment_id is None:
+            refused.append(
+                NotApplied(line, reference, "unknown_payment", "no payment with this reference")
+            )
+        elif not row.same_payer:  # recorded by another writer since the row was staged
+            refused.append(
+                NotApplied(
+                    line,
+                    reference,
+                    "conflict",
+                    f"payment {row.payment_id} is another payer's than the chunk's row"
+                    " with its reference",
+                    int(row.payment_id),
+                )
+            )
+        else:
+            left = Decimal(row.left_in_all or 0)
+            asked = "all that is left" if row.amount is None else format_amount(row.amount)
+            refused.append(
+                NotApplied(
+                    line,
+                    reference,
+                    "over_reversal",
+                    f"{asked} is more than the {format_amount(left)} left of payment"
+                    f" {row.payment_id}"
+                    if left
+                    else f"nothing is left of payment {row.payment_id} to reverse",
+                    int(row.payment_id),
+                    due=left,
+                )
+            )
+    return done, refused
 
 
 # --- reading payments --------------------------------------------------------------------
@@ -644,3 +1049,50 @@ def payments_by_id(executor: Executor, payment_ids: Iterable[int]) -> list[dict[
         {"ids": sorted(set(payment_ids))},
     ).all()
     return public_payments(executor, rows)
+
+
+_REVERSAL = Statement(
+    """
+    SELECT r.id, r.reference, p.reference AS payment_reference, r.payment_id, r.user_id,
+           r.amount, r.reason, r.source, r.reversed_at
+    FROM payment_reversals r
+    JOIN payments p ON p.id = r.payment_id
+    WHERE r.id = :id
+    """
+)
+_UNDONE = Statement(
+    """
+    SELECT x.payment_id, x.installment_id, x.amount, i.status, i.amount_due
+    FROM reversal_allocations x
+    JOIN installments i ON i.id = x.installment_id
+    WHERE x.reversal_id = :id
+    ORDER BY x.installment_id
+    """
+)
+
+
+def reversal_by_id(executor: Executor, reversal_id: int) -> dict[str, Any]:
+    """A reversal as the JSON output shows it: what it undid of each installment, and
+    where each installment stands now."""
+    row = run(executor, _REVERSAL, {"id": reversal_id}).one()
+    return {
+        "id": int(row.id),
+        "reference": row.reference,
+        "payment_reference": row.payment_reference,
+        "payment_id": int(row.payment_id),
+        "user_id": row.user_id,
+        "amount": format_amount(row.amount),
+        "reason": row.reason,
+        "source": row.source,
+        "reversed_at": row.reversed_at.isoformat(),
+        "undone": [
+            {
+                "payment_id": int(undone.payment_id),
+                "installment_id": int(undone.installment_id),
+                "amount": format_amount(undone.amount),
+                "status": undone.status,
+                "amount_due": format_amount(undone.amount_due),
+            }
+            for undone in run(executor, _UNDONE, {"id": reversal_id})
+        ],
+    }

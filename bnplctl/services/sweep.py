@@ -120,13 +120,15 @@ def close_interrupted(connection: Connection, now: datetime) -> None:
     )
 
 
-def start_run(connection: Connection, business_date: date, actor: str, now: datetime) -> int:
+def start_run(
+    connection: Connection, business_date: date, actor: str, now: datetime, *, cutoff: date
+) -> int:
     run_id: int = connection.execute(
         text(
-            "INSERT INTO sweep_runs (business_date, dry_run, started_at, outcome, actor)"
-            " VALUES (:business_date, false, :started_at, 'RUNNING', :actor) RETURNING id"
+            "INSERT INTO sweep_runs (business_date, cutoff, dry_run, started_at, outcome, actor)"
+            " VALUES (:business_date, :cutoff, false, :started_at, 'RUNNING', :actor) RETURNING id"
         ),
-        {"business_date": business_date, "started_at": now, "actor": actor},
+        {"business_date": business_date, "cutoff": cutoff, "started_at": now, "actor": actor},
     ).scalar_one()
     return run_id
 

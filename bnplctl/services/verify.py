@@ -47,9 +47,11 @@ _DEBT_STATUS = text(
 # are wrong (``amounts``): an unpaid one must still owe something, a PAID one nothing.
 _PLANS = text(
     """
-    WITH paid_per_installment AS (
+    WITH paid_per_installment AS (  -- net of what reversals undid (rule 12)
         SELECT installment_id, sum(amount) AS paid
-        FROM payment_allocations
+        FROM (SELECT installment_id, amount FROM payment_allocations
+              UNION ALL
+              SELECT installment_id, -amount FROM reversal_allocations) AS moves
         GROUP BY installment_id
     ), per_plan AS (
         SELECT i.plan_id,
@@ -109,18 +111,45 @@ _REFUND_AMOUNTS = text(
           END
     """
 )
-# payment_cuts: what each payment's allocations cut from installments is its amount.
+# payment_cuts: what payments cut from installments is the payments net of their
+# reversals (rule 12): each payment's allocations sum to its amount, each reversal's
+# undoing sums to its amount, and no allocation is undone by more than it paid (nor one
+# that does not exist).
 _PAYMENT_CUTS = text(
     """
-    SELECT 'payment_cuts' AS name, count(*) AS violations,
-           (array_agg('payment ' || p.id ORDER BY p.id))[1:10]::text[] AS examples
-    FROM payments p
-    LEFT JOIN (
-        SELECT payment_id, sum(amount) AS allocated
-        FROM payment_allocations
-        GROUP BY payment_id
-    ) AS a ON a.payment_id = p.id
-    WHERE p.amount IS DISTINCT FROM a.allocated
+    WITH undone AS (
+        SELECT payment_id, installment_id, sum(amount) AS undone
+        FROM reversal_allocations
+        GROUP BY payment_id, installment_id
+    ), per_payment AS (
+        SELECT a.payment_id, sum(a.amount) AS allocated,
+               bool_or(coalesce(u.undone, 0) > a.amount) AS overdone
+        FROM payment_allocations a
+        LEFT JOIN undone u ON u.payment_id = a.payment_id
+                          AND u.installment_id = a.installment_id
+        GROUP BY a.payment_id
+    ), per_reversal AS (
+        SELECT reversal_id, sum(amount) AS undone FROM reversal_allocations GROUP BY reversal_id
+    ), wrong AS (
+        SELECT 'payment ' || p.id AS example, 1 AS kind, p.id
+        FROM payments p
+        LEFT JOIN per_payment a ON a.payment_id = p.id
+        WHERE p.amount IS DISTINCT FROM a.allocated OR a.overdone
+        UNION ALL
+        SELECT 'payment ' || u.payment_id, 1, u.payment_id
+        FROM undone u
+        LEFT JOIN payment_allocations a ON a.payment_id = u.payment_id
+                                       AND a.installment_id = u.installment_id
+        WHERE a.payment_id IS NULL
+        UNION ALL
+        SELECT 'reversal ' || r.id, 2, r.id
+        FROM payment_reversals r
+        LEFT JOIN per_reversal x ON x.reversal_id = r.id
+        WHERE r.amount IS DISTINCT FROM x.undone
+    )
+    SELECT 'payment_cuts' AS name, count(DISTINCT example) AS violations,
+           (array_agg(DISTINCT example))[1:10]::text[] AS examples
+    FROM wrong
     """
 )
 # No amount is negative (or zero where it must be positive); an unpaid installment still
@@ -137,6 +166,11 @@ _AMOUNTS = text(
         UNION ALL
         SELECT 'payment ' || payment_id, 5, payment_id
         FROM payment_allocations WHERE amount <= 0
+        UNION ALL
+        SELECT 'reversal ' || id, 6, id FROM payment_reversals WHERE amount <= 0
+        UNION ALL
+        SELECT 'reversal ' || reversal_id, 7, reversal_id
+        FROM reversal_allocations WHERE amount <= 0
     )
     SELECT 'amounts' AS name, count(*) AS violations,
            (array_agg(example ORDER BY kind, id))[1:10]::text[] AS examples
@@ -153,7 +187,16 @@ class CheckResult:
 
 
 # The tables the checks read.
-CHECKED_TABLES = ("users", "plans", "installments", "refunds", "payments", "payment_allocations")
+CHECKED_TABLES = (
+    "users",
+    "plans",
+    "installments",
+    "refunds",
+    "payments",
+    "payment_allocations",
+    "payment_reversals",
+    "reversal_allocations",
+)
 
 _MISSING_TABLES = text(
     "SELECT name FROM unnest(CAST(:names AS text[])) AS name WHERE to_regclass(name) IS NULL"
