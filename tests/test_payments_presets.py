@@ -312,13 +312,29 @@ def _truncate(engine: Engine) -> None:
         connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
 
 
+@pytest.mark.parametrize(
+    ("whole", "rerun", "clean"),
+    [
+        (False, {"applied": 2, "duplicate": 2, "skipped": 4}, {"applied": 4, "skipped": 4}),
+        # Rule 12: the refund, the dispute and their reversals come after the killed chunk.
+        (True, {"applied": 4, "duplicate": 2, "reversed": 2, "skipped": 4},
+         {"applied": 6, "reversed": 2, "skipped": 4}),
+    ],
+    ids=["payments", "with-reversals"],
+)  # fmt: skip
 def test_a_killed_report_then_a_rerun_equals_one_clean_run(
-    cli: Cli, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    whole: bool,
+    rerun: dict[str, int],
+    clean: dict[str, int],
 ) -> None:
     """Chunks of two rows; the second chunk's connection is killed as it is applied: the
     first stays, a re-run finds its payments (``duplicate``) and ends as one clean run;
     the skipped rows are skipped again, whatever chunk they fall in."""
-    source = _keep(STRIPE_FILE, tmp_path, STRIPE_PAYMENTS)
+    source = STRIPE_FILE if whole else _keep(STRIPE_FILE, tmp_path, STRIPE_PAYMENTS)
     cli.chunks(payments=2)
     real = payment_rules.apply_chunk
     calls = {"n": 0}
@@ -338,14 +354,14 @@ def test_a_killed_report_then_a_rerun_equals_one_clean_run(
     assert len(_payments(engine)) == 2
     monkeypatch.setattr(payment_rules, "apply_chunk", real)
     code, summary = _import(cli, str(source), "--preset", "stripe-payouts")
-    assert code == 5 and _counts(summary) == {"applied": 2, "duplicate": 2, "skipped": 4}
-    after_rerun = (_payments(engine), [_due(engine, user) for user in PAYERS])
+    assert code == 5 and _counts(summary) == rerun
+    after_rerun = (_payments(engine), _reversals(engine), [_due(engine, u) for u in PAYERS])
 
     _truncate(engine)
     _seed(engine)
     code, summary = _import(cli, str(source), "--preset", "stripe-payouts")
-    assert code == 0 and _counts(summary) == {"applied": 4, "skipped": 4}
-    assert (_payments(engine), [_due(engine, user) for user in PAYERS]) == after_rerun
+    assert code == 0 and _counts(summary) == clean
+    assert (_payments(engine), _reversals(engine), [_due(engine, u) for u in PAYERS]) == after_rerun
 
 
 def test_one_payment_row_per_chunk_ends_as_one_chunk(
