@@ -131,7 +131,8 @@ def _log_format(value: str) -> str:
 
 
 def _currency(value: str) -> str | None:
-    """An ISO 4217 code (``UZS``), or unset; it only labels money columns."""
+    """An ISO 4217 code (``UZS``), or unset: it labels money columns, and a processor's
+    report must be in it (``payments import --preset``: other rows are ``currency``)."""
     if not value.strip():
         return None
     code = value.strip().upper()

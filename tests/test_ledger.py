@@ -30,6 +30,12 @@ PAYMENT_OUTCOMES = (
     "unknown_installment",
     "overpayment",
     "invalid",
+    # a processor's report's (issue 26): every payments file records them, at zero here
+    "reversed",
+    "unknown_payment",
+    "over_reversal",
+    "currency",
+    "skipped",
 )
 # What ``webhooks files -o json`` shows of a file, field for field, as before the ledger.
 WEBHOOK_FILE_FIELDS = [

@@ -88,7 +88,8 @@ def test_every_outcome_once(cli: Cli, engine: Engine, tmp_path: Path) -> None:
     summary = json.loads(result.stdout)
     assert {k: summary[k] for k in payments_import.OUTCOMES} == {
         "applied": 3, "duplicate": 1, "conflict": 1, "unknown_user": 1,
-        "unknown_installment": 1, "overpayment": 1, "invalid": 2,
+        "unknown_installment": 1, "overpayment": 1, "invalid": 2, "reversed": 0,
+        "unknown_payment": 0, "over_reversal": 0, "currency": 0, "skipped": 0,
     }  # fmt: skip
     assert [(r["line"], r["outcome"]) for r in summary["rejected"]] == [
         (4, "duplicate"), (5, "conflict"), (6, "unknown_user"), (7, "unknown_installment"),

@@ -43,6 +43,20 @@ def _rows(
     ]
 
 
+def _skipped_rows(skipped: Sequence[Rejected], files: Sequence[str]) -> list[dict[str, Any]]:
+    """Skipped rows as records: ``file``, line, the processor's row ``type`` (kept as the
+    row's key), why it was skipped (``reason``: fee, payout, ...)."""
+    return [
+        {
+            "file": files[row.file_index] if row.file_index < len(files) else "-",
+            "line": row.line,
+            "type": row.key,
+            "reason": row.reason,
+        }
+        for row in skipped
+    ]
+
+
 def show_rejects(
     shown: Sequence[Rejected],
     total: int,
@@ -232,6 +246,8 @@ def run_files_command(
                     note_what_stays(exc, report.rows, report.counts.get("applied", 0), "applied")
                 raise
     summary = report.summary() | {"dry_run": dry_run} | extra
+    if "skipped" in outcomes:  # a settlement report's fees and payouts: JSON lists them
+        summary["skipped_rows"] = _skipped_rows(report.skipped, sources)
     title += " (dry run: nothing written)" if dry_run else ""
     if for_people(output):
         summary = {name: summary[name] for name in ("rows", *outcomes)}

@@ -2,6 +2,7 @@
 
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -33,6 +34,19 @@ app = typer.Typer(
 # drops PAYMENT_DROP first, in that order.
 PAYMENT_COLUMNS = ("id", "reference", "user_id", "amount", "paid_at", "source")
 PAYMENT_DROP = ("source", "id")
+
+
+class Preset(StrEnum):
+    """The processors' reports ``payments import`` reads (``importing.presets.PRESETS``)."""
+
+    adyen = "adyen-settlement"
+    stripe = "stripe-payouts"
+    paypal = "paypal-settlement"
+
+
+class Target(StrEnum):
+    user = "user"
+    installment = "installment"
 
 
 @app.command("list")
@@ -76,23 +90,60 @@ def import_(
     input_format: FormatOption = InputFormat.auto,
     rejects: Annotated[str | None, rejects_option("reference")] = None,
     dry_run: DryRunOption = False,
+    preset: Annotated[
+        Preset | None,
+        typer.Option(
+            "--preset",
+            help="Read the processor's own settlement report (CSV).",
+            case_sensitive=False,
+        ),
+    ] = None,
+    maps: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--map",
+            metavar="FIELD=COLUMN",
+            help="Read FIELD from COLUMN; repeatable (with --preset: the target only).",
+        ),
+    ] = None,
+    target: Annotated[
+        Target | None,
+        typer.Option(
+            "--target",
+            help="What a report's target column names (default user).",
+            case_sensitive=False,
+        ),
+    ] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Record the payments of files (rule 10): reference, amount, user_id or
-    installment_id, optional paid_at.
+    installment_id, optional paid_at; or a processor's report (--preset, --map).
 
     A payment to a user pays their unpaid installments oldest due first; more than
     is due where it goes is refused whole (overpayment). Each row gets one outcome:
     applied, duplicate, conflict, unknown_user, unknown_installment, overpayment or
-    invalid. Valid rows are applied even when others are not; exit 0 when every row
-    was applied, 5 otherwise. Chunks of 5,000 rows, one transaction each: after a
-    crash, run the same file again.
+    invalid. A processor's report adds reversed (rule 12), unknown_payment,
+    over_reversal, currency (not BNPL_CURRENCY's, or not the file's first) and skipped
+    (fees, payouts: counted, never rejected). Valid rows are applied even when others
+    are not; exit 0 when every row was applied, reversed or skipped, 5 otherwise.
+    Chunks of 5,000 rows, one transaction each: after a crash, run the same file again.
 
     Example: bnplctl payments import settlement-2026-12-01.csv --rejects rejects.csv
+
+    Example: bnplctl payments import adyen_batch_118.csv --preset adyen-settlement
+
+    Example: bnplctl payments import bank.csv --map reference=Ref --map amount=Betrag
     """  # fmt: skip
     from bnplctl.cli.batch import run_files_command
     from bnplctl.cli.output import byte_progress
-    from bnplctl.importing.payments import OUTCOMES, import_files
+    from bnplctl.importing.payments import OUTCOMES, import_files, settlement_layout
+
+    layout = settlement_layout(
+        preset.value if preset else None,
+        maps or [],
+        target.value if target else None,
+        input_format.value,
+    )
 
     def run(report: Any, sized: list[tuple[str, int | None]]) -> dict[str, Any]:
         files = import_files(
@@ -102,6 +153,7 @@ def import_(
             context=app_context(),
             dry_run=dry_run,
             progress=byte_progress,
+            layout=layout,
         )
         return {"files": files}
 

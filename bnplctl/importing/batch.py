@@ -91,7 +91,9 @@ def read_ahead(items: Iterable[T], depth: int = 2) -> Generator[T, None, None]:
 @dataclass(frozen=True)
 class ParsedChunk:
     """One chunk of a file, parsed: its valid rows as CSV for COPY (each led by its place
-    in the chunk, ``seq``), and its invalid rows."""
+    in the chunk, ``seq``), and the rows settled while parsing (``invalid``: the rows
+    that fail validation; in a settlement report also those in another currency and
+    those skipped)."""
 
     copy_data: str
     valid: int
@@ -637,17 +639,24 @@ def same_file(path: Path, source: str) -> bool:
 # The first rows not applied kept for the report (-o json carries them); the rest go to
 # --rejects.
 SHOWN_REJECTS = 1000
+# Outcomes of rows handled that are no rejection (a payments file's reversal applied, a
+# settlement report's fee or payout skipped): counted, never shown or written as rejected
+# rows, never a reason for exit 5.
+NOT_REJECTED = frozenset({"reversed", "skipped"})
 
 
 @dataclass
 class IngestReport:
     """A batch file command's report (users, webhook and payment files): counts per
     outcome, the first rows not applied (``shown``), every one streamed to the rejects
-    file as its chunk is committed: memory stays flat however many rows are rejected."""
+    file as its chunk is committed: memory stays flat however many rows are rejected.
+    Rows of the ``NOT_REJECTED`` outcomes are counted only; the first skipped ones are
+    kept apart (``skipped``: their ``key`` is the processor's row type)."""
 
     outcomes: tuple[str, ...]  # the outcomes a row of this kind of file can have
     counts: Counter[str] = field(default_factory=Counter)
     shown: list[Rejected] = field(default_factory=list)
+    skipped: list[Rejected] = field(default_factory=list)
     rejected_total: int = 0
     sink: RejectsFile | None = None
     file: str = "-"  # the file being ingested, for the rejects file
@@ -659,8 +668,12 @@ class IngestReport:
         rejects file then fails), then the rows not applied kept and written out."""
         self.counts[self.applied_as] += applied
         self.counts.update(item.outcome for item in not_applied)
-        self.rejected_total += len(not_applied)
         for item in not_applied:
+            if item.outcome in NOT_REJECTED:
+                if item.outcome == "skipped" and len(self.skipped) < SHOWN_REJECTS:
+                    self.skipped.append(replace(item, file_index=self.file_index))
+                continue
+            self.rejected_total += 1
             if len(self.shown) < SHOWN_REJECTS:
                 self.shown.append(replace(item, file_index=self.file_index))
             if self.sink is not None:

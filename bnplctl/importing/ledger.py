@@ -17,7 +17,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bnplctl.services.audit import insert_events
 from bnplctl.sql import run
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from bnplctl.context import Context
     from bnplctl.db import Database, Executor
     from bnplctl.importing.batch import IngestReport, ParsedChunk, Rejected
-    from bnplctl.importing.readers import HashingReader, RawRow
+    from bnplctl.importing.readers import HashingReader
     from bnplctl.services.listing import ListRequest, Page
 
 
@@ -129,6 +129,8 @@ def finish_file(
 
 # --- one recorded file, start to end (webhook files, payments files) -------------------
 
+Row = TypeVar("Row")  # a file's row as its reader yields it
+
 # A chunk applied: the chunk parsed, and its rows not applied (the invalid ones included),
 # in line order.
 Applied = tuple["ParsedChunk", list["Rejected"]]
@@ -137,11 +139,11 @@ Applied = tuple["ParsedChunk", list["Rejected"]]
 def ingest_recorded(
     kind: LedgerKind,
     name: str,
-    rows: Iterable[RawRow],
+    rows: Iterable[Row],
     reader: HashingReader,
     report: IngestReport,
     *,
-    stage: Callable[[Any, list[RawRow]], Any],
+    stage: Callable[[Any, list[Row]], Any],
     apply: Callable[[Any, Any, int | None], Applied],
     chunk_rows: int,
     context: Context,

@@ -15,7 +15,7 @@ checksum and a ``payments.imported`` audit event at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -37,8 +37,13 @@ from bnplctl.validators import id_field, required_id, text_field, timestamp
 
 if TYPE_CHECKING:
     from bnplctl.context import Context
+    from bnplctl.importing.presets import SettlementRow, TargetKind
     from bnplctl.services.payments import StagedPayments
 
+# Today's outcomes first, in their order (a CSV summary's columns stay where they were),
+# then those of the processors' reports (issue 26): a reversal applied (rule 12), one of
+# an unknown payment or of more than is left of it, a row in another currency, a row
+# that is no customer money (a fee, a payout: counted, never rejected).
 OUTCOMES = (
     "applied",
     "duplicate",
@@ -47,6 +52,11 @@ OUTCOMES = (
     "unknown_installment",
     "overpayment",
     "invalid",
+    "reversed",
+    "unknown_payment",
+    "over_reversal",
+    "currency",
+    "skipped",
 )
 # How the file ledger keeps a payments file (``importing/ledger.py``).
 FILES = LedgerKind(FileKind.PAYMENTS, "payments.imported", OUTCOMES)
@@ -142,7 +152,8 @@ def apply_staged(
     grace_days: int,
 ) -> tuple[ParsedChunk, list[Rejected]]:
     """Apply a staged chunk under the chunk's locks; returns it with the rows not applied
-    (the invalid ones included), in line order."""
+    (the invalid ones included) and the reversals applied (``reversed``), in line
+    order."""
     from bnplctl import clock
     from bnplctl.services import locks
     from bnplctl.services import payments as rule10
@@ -163,6 +174,8 @@ def apply_staged(
             Rejected(item.line, item.reference, item.outcome, item.reason)
             for item in applied.not_applied
         ]
+        # Reversals applied (rule 12; a settlement report's) are counted, not rejected.
+        refused += [Rejected(line, "", "reversed", "") for line in applied.reversed]
     return chunk, sorted(refused, key=lambda item: item.line)
 
 
@@ -196,13 +209,190 @@ def import_files(
     context: Context,
     dry_run: bool,
     progress: Callable[[int | None, str], Any],
+    layout: SettlementLayout | None = None,
 ) -> list[dict[str, Any]]:
     """Import each (name, size for a progress bar or None) in turn; returns their
-    summaries (``batch.ingest_each``)."""
+    summaries (``batch.ingest_each``). With a ``layout`` (``--preset``, ``--map``) the
+    files are settlement reports read by it (``presets.settlement_reader``); without,
+    our own layout, read as it always was."""
+    if layout is not None:
+        from bnplctl.importing.presets import settlement_reader
+
+        settled = layout  # for the closure: a name mypy knows is not None
+        return ingest_each(
+            sources, "csv" if layout.preset and input_format == "auto" else input_format,
+            report, read=settlement_reader(layout.preset, layout.column_map),
+            database=context.db, dry_run=dry_run, progress=progress,
+            one_file=lambda name, rows, reader: import_settlement_stream(
+                name, rows, reader, report, layout=settled, context=context, dry_run=dry_run
+            ),
+        )  # fmt: skip
     return ingest_each(
         sources, input_format, report, read=partial(read_rows, required=PAYMENT_COLUMNS),
         database=context.db, dry_run=dry_run, progress=progress,
         one_file=lambda name, rows, reader: import_stream(
             name, rows, reader, report, context=context, dry_run=dry_run
         ),
+    )  # fmt: skip
+
+
+# --- the processors' own reports (--preset, --map, --target; issue 26) -------------------
+
+
+@dataclass(frozen=True)
+class SettlementLayout:
+    """How a settlement report is read: a processor's ``preset`` (or None: our own fields),
+    ``--map``'s columns, and what a target column names (``--target``)."""
+
+    preset: str | None
+    column_map: dict[str, str]
+    target: TargetKind = "user"
+
+
+def settlement_layout(
+    preset: str | None, maps: list[str], target: str | None, input_format: str
+) -> SettlementLayout | None:
+    """The options ``--preset``, ``--map`` and ``--target`` checked together (a usage
+    error, exit 2, before any file is read); None without a preset and a map: our own
+    layout, read as it always was."""
+    from bnplctl.errors import UsageProblem
+
+    if preset is None and not maps:
+        if target is not None:
+            raise UsageProblem(
+                "--target: says what a report's target column names; it goes with --preset"
+                " or --map (our own layout names user_id or installment_id)"
+            )
+        return None
+    from bnplctl.importing.presets import parse_column_map
+
+    if preset is not None and input_format not in ("auto", "csv"):
+        raise UsageProblem(
+            f"--preset {preset} reads the processor's CSV report, not {input_format}"
+        )
+    column_map = parse_column_map(maps, preset)
+    return SettlementLayout(
+        preset, column_map, "installment" if target == "installment" else "user"
+    )
+
+
+def currency_checked(
+    rows: Iterable[SettlementRow], expected: str | None
+) -> Iterator[SettlementRow | Rejected]:
+    """A report's rows, those in another currency than ``expected`` (``BNPL_CURRENCY``)
+    as ``currency`` rejections; with none expected, the file's first row with a currency
+    fixes it. Codes compare in any case (``usd`` is ``USD``)."""
+    from bnplctl.validators import printable
+
+    fixed = expected.upper() if expected else None
+    fixed_by = "BNPL_CURRENCY"
+    for row in rows:
+        if row.currency is None or row.error is not None:
+            yield row
+            continue
+        currency = row.currency.upper()
+        if fixed is None:
+            fixed, fixed_by = currency, f"the file's, from line {row.line}"
+        if currency == fixed:
+            yield row
+        else:
+            yield Rejected(
+                row.line,
+                printable((row.reference or "")[:100]),
+                "currency",
+                f"currency {printable(currency[:10])}, not {fixed} ({fixed_by})",
+            )
+
+
+def _settlement_columns(row: SettlementRow, target: TargetKind) -> tuple[object, ...]:
+    """A report's row's COPY columns after ``seq`` (``PAYMENT_ROW_COLUMNS``): a payment as
+    one of our own layout's rows; a reversal or reinstating row with its own reference,
+    the payment's (``original_reference``), when the money moved, and the processor's
+    row type as its note. Their target is the original payment's (rule 12)."""
+    from bnplctl import clock
+    from bnplctl.importing.presets import payment_fields
+
+    if row.error is not None or row.kind == "payment":
+        return _copy_columns(payment_fields(row, target))
+    moved_at = row.occurred_at
+    if moved_at is not None and moved_at > clock.now() + PAID_AT_AHEAD:
+        raise InvalidInput("paid_at: must be no later than a day from now")
+    return (
+        row.line,
+        row.reference,
+        row.amount,
+        None,  # user_id: the original payment's
+        None,  # installment_id: the original payment's
+        moved_at.isoformat() if moved_at else None,
+        row.kind,
+        row.original_reference,
+        row.row_type,
+    )
+
+
+def parse_settlement_chunk(
+    chunk: list[SettlementRow | Rejected], target: TargetKind
+) -> ParsedChunk:
+    """Each row of a report's chunk: COPY columns, or settled here (``invalid`` naming the
+    field, ``currency``, ``skipped`` with the processor's row type as its key), all of
+    them in the chunk's ``invalid`` (the rows settled while parsing)."""
+    import csv
+    import io
+
+    from bnplctl.validators import printable
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    valid = 0
+    settled: list[Rejected] = []
+    for row in chunk:
+        if isinstance(row, Rejected):
+            settled.append(row)
+            continue
+        if row.kind == "skipped":
+            settled.append(Rejected(row.line, row.row_type, "skipped", row.skip_reason or ""))
+            continue
+        try:
+            values = _settlement_columns(row, target)
+        except InvalidInput as exc:
+            key = printable((row.reference or "")[:100])
+            settled.append(Rejected(row.line, key, "invalid", exc.message))
+            continue
+        writer.writerow((valid, *values))
+        valid += 1
+    return ParsedChunk(buffer.getvalue(), valid, settled)
+
+
+def stage_settlement_chunk(
+    connection: Any, rows: list[SettlementRow | Rejected], target: TargetKind
+) -> tuple[ParsedChunk, StagedPayments]:
+    """A report's chunk parsed, then staged as every payment is (``stage_chunk``)."""
+    from bnplctl.services.payments import stage_rows
+
+    chunk = parse_settlement_chunk(rows, target)
+    return chunk, stage_rows(connection, chunk.copy_data)
+
+
+def import_settlement_stream(
+    name: str,
+    rows: Iterable[SettlementRow],
+    reader: HashingReader,
+    report: IngestReport,
+    *,
+    layout: SettlementLayout,
+    context: Context,
+    dry_run: bool,
+) -> dict[str, Any]:
+    """``import_stream`` for a report read by ``layout``: its rows checked for their
+    currency (``BNPL_CURRENCY``, else the file's first), then staged and applied as a
+    payments file's, a chunk per transaction, and recorded in the ledger alike."""
+    checked = currency_checked(rows, context.settings.currency)
+    return ingest_recorded(
+        FILES, name, checked, reader, report,
+        stage=partial(stage_settlement_chunk, target=layout.target),
+        apply=lambda connection, staged, _: apply_staged(
+            connection, staged, source=name, actor=context.acting,
+            grace_days=context.settings.grace_days,
+        ),
+        chunk_rows=context.chunks.payments, context=context, dry_run=dry_run,
     )  # fmt: skip
