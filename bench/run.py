@@ -10,7 +10,9 @@ beside a bare ``import typer``, and ``plans preview``, ``users show``, ``debt sh
 and ``plans create`` as whole processes (start-up included). Peak memory is each
 step's own child-process accounting (``RUSAGE_CHILDREN`` in a wrapper). The payments
 file is also timed on copies of W(N) as bulk-loaded, in each state of the planner's
-statistics (``payments_statistics``).
+statistics (``payments_statistics``); and an N-row Adyen settlement report, imported
+with its preset on another such copy, beside the plain-SQL writes it requires
+(``payments_preset``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +92,15 @@ def _letters(n: int) -> str:
             return text
 
 
+def user_id(n: int) -> str:
+    """The workload's n-th user's id."""
+    return f"u{n:07d}"
+
+
 def user_row(n: int) -> list[str]:
     """The workload's n-th user: ``USER_FIELDS``, each unique to n."""
     return [
-        f"u{n:07d}",
+        user_id(n),
         f"Bench User {_letters(n)}",
         f"+99890{n:07d}",
         f"AB{n:07d}",
@@ -154,6 +162,159 @@ def write_payments(path: Path, users: int) -> int:
         writer.writerow(["reference", "amount", "user_id", "paid_at"])
         writer.writerows(rows)
     return len(rows)
+
+
+# The Adyen Settlement Details Report (issue 26, section 3): its columns in the order of
+# Adyen's report, as tests/data/processors/adyen_settlement_detail_report_batch_118.csv
+# (what ``bnplctl.importing.presets``' adyen-settlement preset reads).
+ADYEN_PRESET = "adyen-settlement"
+ADYEN_COLUMNS = (
+    "Company Account", "Merchant Account", "Psp Reference", "Merchant Reference",
+    "Payment Method", "Creation Date", "TimeZone", "Type", "Modification Reference",
+    "Gross Currency", "Gross Debit (GC)", "Gross Credit (GC)", "Exchange Rate",
+    "Net Currency", "Net Debit (NC)", "Net Credit (NC)", "Commission (NC)", "Markup (NC)",
+    "Scheme Fees (NC)", "Interchange (NC)", "Payment Method Variant",
+    "Modification Merchant Reference", "Batch Number", "Reserved4", "Reserved5",
+    "Reserved6", "Reserved7", "Reserved8", "Reserved9", "Reserved10",
+)  # fmt: skip
+ADYEN_CURRENCY = "EUR"
+# The file's first row, in local time (summer: CEST); each row a second after the one before.
+ADYEN_START = datetime(2026, 5, 31)
+# Of each ADYEN_CYCLE rows: the first 95 ``Settled``, then three reversals of three of
+# those 95 payments (the row type, and whether all of the payment is taken back), then a
+# fee and a payout.
+ADYEN_CYCLE = 100
+ADYEN_PAYMENTS = 95
+_ADYEN_REVERSALS = (("Refunded", False), ("Chargeback", True), ("Refunded", True))
+_ADYEN_SKIPPED = ("Fee", "MerchantPayout")
+_ADYEN_METHODS = (("visa", "visaclassic"), ("mc", "mccredit"), ("amex", "amex"))
+
+
+@dataclass(frozen=True)
+class SettlementFile:
+    """What a generated settlement file holds: rows in all, and of them payments (each
+    applied to the workload), reversals (each of a payment of the file) and rows skipped
+    (fees, payouts)."""
+
+    rows: int
+    payments: int
+    reversals: int
+    skipped: int
+
+
+def _cents(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"
+
+
+def _adyen_payment_cents(n: int) -> int:
+    """The gross of the file's n-th row when it is a payment: 10.00 to 49.99, so that a
+    user's payment pays part of their oldest installment (100.00 in W(N)), as
+    ``write_payments``' do, and two of them would still fit in it."""
+    return 1000 + (n * 7919) % 4000
+
+
+def _adyen_psp(n: int) -> str:
+    return f"88{n:014d}"
+
+
+def write_adyen_settlement(
+    path: Path, users: int, rows: int | None = None, *, seed: int = 17
+) -> SettlementFile:
+    """An Adyen Settlement Details Report of ``rows`` rows (default: ``users``), laid out
+    as Adyen writes it (a byte-order mark, an unquoted header, CRLF line ends, as the
+    batch 118 fixture of tests/data/processors):
+
+    - 95 % ``Settled``: row n is a payment (Psp Reference ``88`` and n) of 10.00-49.99 by
+      the user ``user_id(n % users)`` (Merchant Reference): with ``rows`` <= ``users`` one
+      payment per user, each applied to the user's oldest installment;
+    - 3 % reversals, ``Refunded`` (part of the payment, or all of it) and ``Chargeback``
+      (all of it): each of a different payment earlier in the same 100 rows, under its
+      own Modification Reference (``87`` and n), Gross Debit at most the payment;
+    - 2 % ``Fee`` and ``MerchantPayout`` rows, without a Psp or Merchant Reference.
+
+    Deterministic (``seed``), and written as generated: what a reversal needs of its
+    payment is computed again from the payment's row number, so memory stays flat.
+    """
+    count = users if rows is None else rows
+    picker = random.Random(seed)  # noqa: S311 - reproducible workload, not security
+    payments = reversals = skipped = 0
+    targets: list[int] = []
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\r\n")
+        writer.writerow(ADYEN_COLUMNS)
+        for n in range(count):
+            roll = n % ADYEN_CYCLE
+            created = (ADYEN_START + timedelta(seconds=n)).strftime("%Y-%m-%d %H:%M:%S")
+            zone = "Europe/Amsterdam" if n % 10 == 9 else "CEST"
+            fields = dict.fromkeys(ADYEN_COLUMNS, "")
+            fields |= {
+                "Company Account": "BnplCo",
+                "Merchant Account": f"BnplCo{ADYEN_CURRENCY}",
+                "Creation Date": created,
+                "TimeZone": zone,
+                "Batch Number": str(120 + n // 50_000),
+            }
+            if roll < ADYEN_PAYMENTS:
+                gross = _adyen_payment_cents(n)
+                method, variant = _ADYEN_METHODS[n % len(_ADYEN_METHODS)]
+                markup, scheme, interchange = gross * 5 // 1000, gross // 1000, gross * 11 // 1000
+                fields |= {
+                    "Psp Reference": _adyen_psp(n),
+                    "Merchant Reference": user_id(n % users),
+                    "Payment Method": method,
+                    "Type": "Settled",
+                    "Modification Reference": f"89{n:014d}",
+                    "Gross Currency": ADYEN_CURRENCY,
+                    "Gross Credit (GC)": _cents(gross),
+                    "Exchange Rate": "1",
+                    "Net Currency": ADYEN_CURRENCY,
+                    "Net Credit (NC)": _cents(gross - markup - scheme - interchange),
+                    "Markup (NC)": _cents(markup),
+                    "Scheme Fees (NC)": _cents(scheme),
+                    "Interchange (NC)": _cents(interchange),
+                    "Payment Method Variant": variant,
+                }
+                payments += 1
+            elif roll < ADYEN_PAYMENTS + len(_ADYEN_REVERSALS):
+                if roll == ADYEN_PAYMENTS:  # three different payments of these 100 rows
+                    start = n - roll
+                    targets = picker.sample(range(start, start + ADYEN_PAYMENTS), 3)
+                row_type, whole = _ADYEN_REVERSALS[roll - ADYEN_PAYMENTS]
+                paid = targets[roll - ADYEN_PAYMENTS]
+                paid_cents = _adyen_payment_cents(paid)
+                gross = paid_cents if whole else picker.randrange(100, paid_cents)
+                method, variant = _ADYEN_METHODS[paid % len(_ADYEN_METHODS)]
+                fee = 1500 if row_type == "Chargeback" else 12
+                fields |= {
+                    "Psp Reference": _adyen_psp(paid),
+                    "Merchant Reference": user_id(paid % users),
+                    "Payment Method": method,
+                    "Type": row_type,
+                    "Modification Reference": f"87{n:014d}",
+                    "Gross Currency": ADYEN_CURRENCY,
+                    "Gross Debit (GC)": _cents(gross),
+                    "Exchange Rate": "1",
+                    "Net Currency": ADYEN_CURRENCY,
+                    "Net Debit (NC)": _cents(gross + fee),
+                    "Commission (NC)" if row_type == "Chargeback" else "Markup (NC)": _cents(fee),
+                    "Payment Method Variant": variant,
+                    "Modification Merchant Reference": f"refund-{n}" if n % 2 else "",
+                }
+                reversals += 1
+            else:
+                row_type = _ADYEN_SKIPPED[roll - ADYEN_PAYMENTS - len(_ADYEN_REVERSALS)]
+                cycle = n // ADYEN_CYCLE
+                fields |= {
+                    "Type": row_type,
+                    "Modification Reference": "Transaction Fees May 2026"
+                    if row_type == "Fee"
+                    else f"TX{cycle:010d}XT batch 120, ABN AMRO Bank",
+                    "Net Currency": ADYEN_CURRENCY,
+                    "Net Debit (NC)": _cents(39 + cycle % 50 if row_type == "Fee" else 31195),
+                }
+                skipped += 1
+            writer.writerow(fields.values())
+    return SettlementFile(count, payments, reversals, skipped)
 
 
 def measured(args: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -527,6 +688,28 @@ _PAYMENT_WRITES = (
 )
 
 
+def refer_to_copies(engine: Engine, prefix: str, links: tuple[tuple[str, str, str], ...]) -> None:
+    """Each (table, column, parent): the ``prefix`` copy of the table refers to the copy of
+    the parent by its ``id`` (``copy_tables`` keeps the foreign keys to the originals), as
+    the product's table refers to its parent."""
+    with engine.begin() as connection:
+        for table, column, parent in links:
+            name = connection.execute(
+                text(
+                    "SELECT conname FROM pg_constraint WHERE contype = 'f'"
+                    " AND conrelid = CAST(:copy AS regclass)"
+                    " AND confrelid = CAST(:parent AS regclass)"
+                ),
+                {"copy": f"{prefix}{table}", "parent": parent},
+            ).scalar_one()
+            connection.execute(
+                text(
+                    f'ALTER TABLE {prefix}{table} DROP CONSTRAINT "{name}",'
+                    f" ADD FOREIGN KEY ({column}) REFERENCES {prefix}{parent} (id)"
+                )
+            )
+
+
 def reference_payment_writes(engine: Engine, payments_file: Path) -> float:
     """The durable writes a payments file must make, as plain SQL on copies of the tables
     (``_PAYMENT_WRITES``), per chunk as the product commits. The allocations' copy refers
@@ -534,24 +717,139 @@ def reference_payment_writes(engine: Engine, payments_file: Path) -> float:
     filled = ("installments", "audit_events")
     empty = ("payments", "payment_allocations")
     copy_tables(engine, "refp_", filled, empty)
-    with engine.begin() as connection:
-        name = connection.execute(
-            text(
-                "SELECT conname FROM pg_constraint WHERE contype = 'f'"
-                " AND conrelid = CAST('refp_payment_allocations' AS regclass)"
-                " AND confrelid = CAST('payments' AS regclass)"
-            )
-        ).scalar_one()
-        connection.execute(
-            text(
-                f'ALTER TABLE refp_payment_allocations DROP CONSTRAINT "{name}",'
-                " ADD FOREIGN KEY (payment_id) REFERENCES refp_payments (id)"
-            )
-        )
+    refer_to_copies(engine, "refp_", (("payment_allocations", "payment_id", "payments"),))
     try:
         return timed_file_load(engine, payments_file, list(_PAYMENT_WRITES), _PAYMENT_ROWS)
     finally:
         drop_tables(engine, "refp_", (*filled, "payment_allocations", "payments"))
+
+
+# A settlement file's required writes (``reference_preset_writes``), per chunk: the rows
+# the file's records come to, with every value computed before the timing (``kind``
+# payment, reversal or skipped; a reversal's ``original_reference`` and ``note``, its row
+# type), COPYed; each known user's payment recorded and allocated as ``_PAYMENT_WRITES``
+# does; each reversal of a recorded payment (this chunk's or an earlier one's) recorded
+# and allocated, undoing what it takes back of its payment's allocation (every payment of
+# the file pays part of one installment, so a reversal undoes part or all of that one),
+# the installment's amount raised again; one audit row per payment and one per reversal.
+# Repeated references write nothing; skipped rows nothing.
+_PRESET_ROWS = (
+    "kind text, reference text, original_reference text, user_id text,"
+    " amount numeric(12, 2), at timestamptz, note text"
+)
+_PRESET_WRITES = (
+    "CREATE TEMP TABLE refa_paid ON COMMIT DROP AS"
+    " SELECT t.*, nextval(pg_get_serial_sequence('refa_payments', 'id')) AS id FROM ("
+    "  SELECT DISTINCT ON (f.user_id) f.reference, f.amount, f.user_id, f.at,"
+    "   i.id AS installment_id"
+    "  FROM (SELECT DISTINCT ON (reference) * FROM file_rows WHERE kind = 'payment') f"
+    "  JOIN plans p ON p.user_id = f.user_id AND p.status = 'ACTIVE'"
+    "  AND NOT EXISTS (SELECT 1 FROM refa_payments r WHERE r.reference = f.reference)"
+    "  JOIN refa_installments i ON i.plan_id = p.id AND i.status <> 'PAID'"
+    "  ORDER BY f.user_id, i.due_date, i.plan_id, i.sequence) t",
+    "INSERT INTO refa_payments (id, reference, user_id, amount, source, paid_at, actor)"
+    " SELECT id, reference, user_id, amount, 'bench.csv', at, 'bench' FROM refa_paid",
+    "INSERT INTO refa_payment_allocations (payment_id, installment_id, user_id, amount)"
+    " SELECT id, installment_id, user_id, amount FROM refa_paid",
+    "UPDATE refa_installments i SET amount_due = i.amount_due - t.amount"
+    " FROM refa_paid t WHERE i.id = t.installment_id",
+    "CREATE TEMP TABLE refa_undone ON COMMIT DROP AS"
+    " SELECT t.*, nextval(pg_get_serial_sequence('refa_payment_reversals', 'id')) AS id"
+    " FROM (SELECT f.reference, f.amount, f.at, f.note, p.id AS payment_id,"
+    "  p.reference AS payment_reference, a.user_id, a.installment_id"
+    "  FROM (SELECT DISTINCT ON (reference) * FROM file_rows WHERE kind = 'reversal') f"
+    "  JOIN refa_payments p ON p.reference = f.original_reference"
+    "  AND NOT EXISTS (SELECT 1 FROM refa_payment_reversals r WHERE r.reference = f.reference)"
+    "  JOIN refa_payment_allocations a ON a.payment_id = p.id) t",
+    "INSERT INTO refa_payment_reversals (id, reference, payment_id, user_id, amount, reason,"
+    " source, reversed_at, actor) SELECT id, reference, payment_id, user_id, amount, note,"
+    " 'bench.csv', at, 'bench' FROM refa_undone",
+    "INSERT INTO refa_reversal_allocations (reversal_id, installment_id, user_id, amount)"
+    " SELECT id, installment_id, user_id, amount FROM refa_undone",
+    "UPDATE refa_installments i SET amount_due = i.amount_due + u.amount"
+    " FROM refa_undone u WHERE i.id = u.installment_id",
+    "INSERT INTO refa_audit_events (occurred_at, actor, action, entity, entity_id, user_id,"
+    " details) SELECT now(), 'bench', 'payment.recorded', 'payment', id::text, user_id,"
+    " jsonb_build_object('amount', amount::text, 'source', 'bench.csv', 'reference',"
+    " reference) FROM refa_paid"
+    " UNION ALL SELECT now(), 'bench', 'payment.reversed', 'payment', payment_id::text,"
+    " user_id, jsonb_build_object('amount', amount::text, 'source', 'bench.csv',"
+    " 'reference', reference, 'payment_reference', payment_reference, 'reason', note)"
+    " FROM refa_undone",
+)
+# The copies a settlement file's reference writes, children before their parents.
+PRESET_FILLED = ("installments", "audit_events")
+PRESET_EMPTY = ("payments", "payment_allocations", "payment_reversals", "reversal_allocations")
+PRESET_COPIES = (
+    "reversal_allocations", "payment_reversals", "payment_allocations", "payments",
+    "installments", "audit_events",
+)  # fmt: skip
+_ADYEN_KINDS = {"Settled": "payment", "Refunded": "reversal", "Chargeback": "reversal"}
+_ADYEN_SKIPS = frozenset(_ADYEN_SKIPPED)
+
+
+def adyen_write_rows(adyen_file: Path) -> Iterator[list[str]]:
+    """The records of a file ``write_adyen_settlement`` wrote, as the rows the reference
+    loads (``_PRESET_ROWS``): the kind, the references, the user, the amount (the gross
+    credit of a payment, the gross debit of a reversal), when in UTC (Creation Date in its
+    TimeZone), the row type of a reversal. A row type the generator does not write stops
+    the bench."""
+    from bnplctl.importing.presets import zone_named
+
+    with adyen_file.open(encoding="utf-8-sig", newline="") as handle:
+        for record in csv.DictReader(handle):
+            row_type = record["Type"]
+            if row_type in _ADYEN_SKIPS:
+                yield ["skipped", "", "", "", "", "", ""]
+                continue
+            kind = _ADYEN_KINDS.get(row_type)
+            if kind is None:
+                raise SystemExit(f"bench: {adyen_file.name}: unexpected Type {row_type!r}")
+            zone = zone_named(record["TimeZone"])
+            local = datetime.strptime(record["Creation Date"], "%Y-%m-%d %H:%M:%S")
+            at = local.replace(tzinfo=zone).astimezone(UTC).isoformat()
+            if kind == "payment":
+                yield [
+                    kind, record["Psp Reference"], "", record["Merchant Reference"],
+                    record["Gross Credit (GC)"], at, "",
+                ]  # fmt: skip
+            else:
+                yield [
+                    kind, record["Modification Reference"], record["Psp Reference"],
+                    record["Merchant Reference"], record["Gross Debit (GC)"], at, row_type,
+                ]  # fmt: skip
+
+
+def reference_preset_writes(engine: Engine, adyen_file: Path, *, keep: bool = False) -> float:
+    """The durable writes an Adyen settlement file must make (rule 10 for its payments,
+    rule 12 for its reversals), as plain SQL on copies of the tables (``_PRESET_WRITES``),
+    per chunk as the product commits (the chunks of the file's records, skipped rows
+    included). The file's values are computed before the timing (``adyen_write_rows``).
+    The copies of the allocations and the reversals refer to the copies of their parents,
+    as the product's tables do. With ``keep``, the copies stay (``refa_``, the caller drops
+    them: ``drop_tables(engine, "refa_", PRESET_COPIES)``)."""
+    with tempfile.TemporaryDirectory(prefix="refa-", dir=adyen_file.parent) as scratch:
+        rows_file = Path(scratch) / "rows.csv"
+        with rows_file.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["kind", "reference", "original_reference", "user_id", "amount",
+                             "at", "note"])  # fmt: skip
+            writer.writerows(adyen_write_rows(adyen_file))
+        copy_tables(engine, "refa_", PRESET_FILLED, PRESET_EMPTY)
+        try:
+            refer_to_copies(
+                engine,
+                "refa_",
+                (
+                    ("payment_allocations", "payment_id", "payments"),
+                    ("payment_reversals", "payment_id", "payments"),
+                    ("reversal_allocations", "reversal_id", "payment_reversals"),
+                ),
+            )
+            return timed_file_load(engine, rows_file, list(_PRESET_WRITES), _PRESET_ROWS)
+        finally:
+            if not keep:
+                drop_tables(engine, "refa_", PRESET_COPIES)
 
 
 @contextmanager
@@ -629,6 +927,65 @@ def payments_statistics(
         f"{state}_ratio": figures[f"{state}_ratio"] <= STATISTICS_RATIO_TARGET
         for state in STATISTICS_STATES[1:]
     }
+    return figures
+
+
+# A processor's own settlement file imported with its preset (issue 26, section 3): its
+# time against the plain-SQL writes it requires.
+PRESET_WRITES_RATIO_TARGET = 1.5
+
+
+def payments_preset(
+    server_url: str, template: str, adyen_file: Path, expected: SettlementFile, env: dict[str, str]
+) -> dict[str, Any]:
+    """The ``payments_preset`` block: the Adyen settlement file (``write_adyen_settlement``)
+    imported with ``--preset adyen-settlement`` on a fresh copy of W(N) (``template``:
+    bulk-loaded, nothing swept, paid or ingested; analysed here, as the main run's
+    database), beside its required writes on copies of that copy's tables
+    (``reference_preset_writes``): the outcomes, the seconds, the peak memory and the
+    writes ratio against its target. An outcome other than the file was built to give
+    (each payment applied, each reversal reversed, each fee and payout skipped) stops
+    the bench: a timing of other work would mean nothing."""
+    bnplctl = [sys.executable, "-m", "bnplctl"]
+    with database_copy(server_url, template, f"{template}_preset") as url:
+        # The file's currency, whatever the caller's environment says (unset, the first
+        # row's would be taken).
+        copy_env = dict(env, BNPL_DATABASE_URL=url, BNPL_CURRENCY=ADYEN_CURRENCY)
+        engine = create_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(text("ANALYZE"))
+            writes = reference_preset_writes(engine, adyen_file)
+            settle(engine)
+            command = [*bnplctl, "payments", "import", str(adyen_file), "--preset", ADYEN_PRESET]
+            imported = measured([*command, "-o", "json"], copy_env)
+        finally:
+            engine.dispose()
+    summary = json.loads(imported["stdout"])
+    outcomes = {
+        "rows": summary["rows"],
+        "applied": summary["applied"],
+        "reversed": summary["reversed"],
+        "skipped": summary["skipped"],
+    }
+    wanted = {
+        "rows": expected.rows,
+        "applied": expected.payments,
+        "reversed": expected.reversals,
+        "skipped": expected.skipped,
+    }
+    if outcomes != wanted or imported["code"] != 0:
+        raise SystemExit(
+            f"bench: payments import --preset {ADYEN_PRESET} exited {imported['code']} with"
+            f" {outcomes}, expected {wanted}: {imported['stderr']}"
+        )
+    figures: dict[str, Any] = outcomes | {
+        "seconds": round(imported["seconds"], 3),
+        "peak_rss_mb": round(imported["peak_kb"] / 1024, 1),
+        "writes_reference_seconds": round(writes, 3),
+        "writes_ratio": round(imported["seconds"] / writes, 2),
+    }
+    figures["targets"] = {"writes_ratio": figures["writes_ratio"] <= PRESET_WRITES_RATIO_TARGET}
     return figures
 
 
@@ -886,6 +1243,11 @@ def measure(
         paid_summary = json.loads(paid["stdout"])
         statistics_figures = payments_statistics(server_url, unanalysed, payments_file, env)
 
+        # The processor's own settlement file, N rows, on a fresh copy of W(N).
+        adyen_file = workdir / "adyen-settlement.csv"
+        adyen_rows = write_adyen_settlement(adyen_file, users)
+        preset_figures = payments_preset(server_url, unanalysed, adyen_file, adyen_rows, env)
+
         verify_s, count_s, verify_ok = verify_timings(engine)
         latencies = debt_show_latencies(url, users)
 
@@ -958,6 +1320,7 @@ def measure(
             "writes_ratio": round(paid["seconds"] / payment_writes, 2),
         },
         "payments_statistics": statistics_figures,
+        "payments_preset": preset_figures,
         "verify": {
             "ok": verify_ok,
             "seconds": round(verify_s, 3),
@@ -1005,7 +1368,7 @@ def _figure(value: Any) -> str:
 def render_table(report: dict[str, Any]) -> str:
     lines = [f"bnplctl benchmark, N = {report['users']} ({report['machine']}, {report['date']})"]
     steps = ("import_users", "import_users_rejected", "sweep", "ingest", "payments",
-             "payments_statistics", "verify", "debt_show", "cli")  # fmt: skip
+             "payments_statistics", "payments_preset", "verify", "debt_show", "cli")  # fmt: skip
     for step in steps:
         figures = ", ".join(f"{key} {_figure(value)}" for key, value in report[step].items())
         lines.append(f"  {step:<13} {figures}")

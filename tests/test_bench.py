@@ -3,6 +3,10 @@ a small run reports every figure, the terminal's among them, against their targe
 
 from __future__ import annotations
 
+import csv
+import tracemalloc
+from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -10,20 +14,30 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
 from bench.run import (
+    ADYEN_COLUMNS,
+    ADYEN_PRESET,
     CLI_RUNS,
     CLI_TARGETS_S,
     HELP_RATIO_TARGET,
+    PRESET_COPIES,
+    PRESET_WRITES_RATIO_TARGET,
     STATISTICS_RATIO_TARGET,
     STATISTICS_STATES,
+    SettlementFile,
+    bulk_setup,
     cli_figures,
     copy_tables,
     drop_tables,
     fresh_database,
     measure,
+    reference_preset_writes,
     render_table,
     table_shape,
+    write_adyen_settlement,
+    write_users,
 )
-from tests.conftest import DatabaseUnderTest
+from bnplctl.importing.presets import SettlementRow, read_settlement
+from tests.conftest import Cli, DatabaseUnderTest
 
 
 def _within_rounding(ratio: float, numerator: float, denominator: float) -> bool:
@@ -75,6 +89,159 @@ def test_cli_targets_compare_the_reported_figures(no_database: None) -> None:
     assert all(figures["targets"].values()), figures
     over = cli_figures(0.31, 0.2, {name: limit + 0.001 for name, limit in at_the_limit.items()})
     assert over["targets"] == dict.fromkeys([*CLI_TARGETS_S, "help_ratio"], False)
+
+
+ADYEN_FIXTURE = (
+    Path(__file__).resolve().parent
+    / "data"
+    / "processors"
+    / "adyen_settlement_detail_report_batch_118.csv"
+)
+
+
+def _settlement_rows(path: Path) -> list[SettlementRow]:
+    with path.open("rb") as stream:
+        return list(read_settlement(stream, preset=ADYEN_PRESET))
+
+
+def test_the_adyen_file_is_laid_out_as_adyen_writes_it(no_database: None, tmp_path: Path) -> None:
+    """The fixture's layout (the header, byte for byte, with its byte-order mark and CRLF
+    line ends); row types in the issue's proportions; the same file every time."""
+    path = tmp_path / "adyen.csv"
+    written = write_adyen_settlement(path, 2000)
+    assert written == SettlementFile(rows=2000, payments=1900, reversals=60, skipped=40)
+    content = path.read_bytes()
+    assert content.split(b"\n", 1)[0] == ADYEN_FIXTURE.read_bytes().split(b"\n", 1)[0]
+    assert content.startswith(b"\xef\xbb\xbf")
+    assert content.count(b"\n") == content.count(b"\r\n") == 2001
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        records = list(csv.DictReader(handle))
+    assert tuple(records[0]) == ADYEN_COLUMNS
+    types = Counter(record["Type"] for record in records)
+    assert types == {
+        "Settled": 1900, "Refunded": 40, "Chargeback": 20, "Fee": 20, "MerchantPayout": 20,
+    }  # fmt: skip
+    for record in records:
+        money = record["Type"] not in ("Fee", "MerchantPayout")
+        # Exactly one gross column filled on customer money, none on the others.
+        filled = [record["Gross Debit (GC)"], record["Gross Credit (GC)"]]
+        assert sorted(map(bool, filled)) == ([False, True] if money else [False, False])
+        assert bool(record["Psp Reference"]) == money
+        assert bool(record["Merchant Reference"]) == money
+        assert record["TimeZone"] in ("CEST", "Europe/Amsterdam")
+    # Paid by the workload's users, each once (N rows for N users).
+    payers = [record["Merchant Reference"] for record in records if record["Type"] == "Settled"]
+    assert len(set(payers)) == len(payers) and set(payers) <= {f"u{n:07d}" for n in range(2000)}
+    again = tmp_path / "again.csv"
+    assert write_adyen_settlement(again, 2000) == written
+    assert again.read_bytes() == content
+    # Fewer rows than a cycle, or more users than rows: the same proportions, per cycle.
+    assert write_adyen_settlement(path, 50_000, rows=250) == SettlementFile(250, 240, 6, 4)
+    assert write_adyen_settlement(path, 10, rows=90) == SettlementFile(90, 90, 0, 0)
+
+
+def test_the_adyen_file_reads_through_its_preset(no_database: None, tmp_path: Path) -> None:
+    """The product's reader takes every row: payments, reversals and skipped rows, no
+    error; every reversal takes back at most what is left of a payment recorded earlier
+    in the file, under a reference of its own."""
+    path = tmp_path / "adyen.csv"
+    written = write_adyen_settlement(path, 3000)
+    rows = _settlement_rows(path)
+    assert [row.error for row in rows if row.error is not None] == []
+    assert len(rows) == written.rows
+    assert Counter((row.kind, row.row_type, row.skip_reason) for row in rows) == {
+        ("payment", "Settled", None): 2850,
+        ("reversal", "Refunded", None): 60,
+        ("reversal", "Chargeback", None): 30,
+        ("skipped", "Fee", "fee"): 30,
+        ("skipped", "MerchantPayout", "payout"): 30,
+    }
+    left: dict[str, Decimal] = {}  # each payment seen so far: what is left of it
+    references: set[str | None] = set()
+    for row in rows:
+        if row.kind == "payment":
+            assert row.amount is not None and Decimal("10.00") <= row.amount < Decimal("50.00")
+            assert row.currency == "EUR" and row.target is not None
+            left[str(row.reference)] = row.amount
+        elif row.kind == "reversal":
+            assert row.original_reference in left, row  # a payment earlier in the file
+            assert row.amount is not None and 0 < row.amount <= left[row.original_reference]
+            left[row.original_reference] -= row.amount
+            assert row.reference not in references and row.reference not in left
+        references.add(row.reference)
+    occurred = [row.occurred_at for row in rows if row.occurred_at is not None]
+    assert occurred == sorted(occurred)  # a reversal after its payment
+
+
+def test_the_adyen_file_is_written_as_generated(no_database: None, tmp_path: Path) -> None:
+    """Flat memory: 100,000 rows are written with no more held than a few rows."""
+    tracemalloc.start()
+    try:
+        write_adyen_settlement(tmp_path / "adyen.csv", 100_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
+
+
+def test_the_preset_reference_writes_what_the_file_requires(
+    engine: Engine, cli: Cli, tmp_path: Path
+) -> None:
+    """W(200) and its 200-row Adyen file: the reference records 190 payments, each
+    allocated, and 6 reversals, each undoing part of an allocation; one audit row each;
+    the installments lowered by the payments net of the reversals."""
+    users = tmp_path / "users.csv"
+    write_users(users, 200)
+    assert cli("users", "import", str(users)).exit_code == 0
+    bulk_setup(engine, 200)
+    path = tmp_path / "adyen.csv"
+    assert write_adyen_settlement(path, 200) == SettlementFile(200, 190, 6, 4)
+    rows = _settlement_rows(path)
+    paid = sum(row.amount or 0 for row in rows if row.kind == "payment")
+    reversed_ = sum(row.amount or 0 for row in rows if row.kind == "reversal")
+    with engine.connect() as connection:
+        audit_before = connection.execute(text("SELECT count(*) FROM audit_events")).scalar_one()
+    try:
+        seconds = reference_preset_writes(engine, path, keep=True)
+        with engine.connect() as connection:
+
+            def scalar(query: str) -> object:
+                return connection.execute(text(query)).scalar_one()
+
+            assert seconds > 0
+            assert scalar("SELECT count(*) FROM refa_payments") == 190
+            assert scalar("SELECT count(*) FROM refa_payment_allocations") == 190
+            assert scalar("SELECT count(*) FROM refa_payment_reversals") == 6
+            assert scalar("SELECT count(*) FROM refa_reversal_allocations") == 6
+            assert scalar("SELECT sum(amount) FROM refa_payments") == paid
+            assert scalar("SELECT sum(amount) FROM refa_payment_reversals") == reversed_
+            # Each reversal undoes part of its own payment's allocation, nothing more.
+            assert (
+                scalar(
+                    "SELECT count(*) FROM refa_reversal_allocations ra"
+                    " JOIN refa_payment_reversals r ON r.id = ra.reversal_id"
+                    " JOIN refa_payment_allocations a ON a.payment_id = r.payment_id"
+                    " AND a.installment_id = ra.installment_id AND ra.amount <= a.amount"
+                )
+                == 6
+            )
+            assert (
+                scalar("SELECT sum(original_amount - amount_due) FROM refa_installments")
+                == paid - reversed_
+            )
+            assert scalar("SELECT count(*) FROM refa_audit_events") == audit_before + 196
+            actions = connection.execute(
+                text(
+                    "SELECT action, count(*) FROM refa_audit_events"
+                    " WHERE actor = 'bench' GROUP BY action"
+                )
+            ).all()
+            assert dict(actions) == {"payment.recorded": 190, "payment.reversed": 6}
+            # The product's tables are untouched.
+            assert scalar("SELECT count(*) FROM payments") == 0
+            assert scalar("SELECT count(*) FROM payment_reversals") == 0
+    finally:
+        drop_tables(engine, "refa_", PRESET_COPIES)
 
 
 def test_a_small_bench_reports_the_terminal_figures(
@@ -133,6 +300,20 @@ def test_a_small_bench_reports_the_terminal_figures(
         f"{state}_ratio": planner[f"{state}_ratio"] <= STATISTICS_RATIO_TARGET
         for state in STATISTICS_STATES[1:]
     }
+    # The Adyen settlement file, 2000 rows, with its preset on a fresh copy of W(N): each
+    # payment applied, each reversal reversed, each fee and payout skipped; the writes
+    # ratio and its target judged on the figures reported.
+    preset = report["payments_preset"]
+    assert {name: preset[name] for name in ("rows", "applied", "reversed", "skipped")} == {
+        "rows": 2000, "applied": 1900, "reversed": 60, "skipped": 40,
+    }  # fmt: skip
+    assert preset["peak_rss_mb"] > 0
+    assert _within_rounding(
+        preset["writes_ratio"], preset["seconds"], preset["writes_reference_seconds"]
+    )
+    assert preset["targets"] == {
+        "writes_ratio": preset["writes_ratio"] <= PRESET_WRITES_RATIO_TARGET
+    }
     server = create_engine(test_database.server_url)
     try:
         with server.connect() as connection:
@@ -160,4 +341,4 @@ def test_a_small_bench_reports_the_terminal_figures(
     assert debtor_overdue > 0  # ``debt show``'s subject has something to show
     table = render_table(report)
     assert "plans_create_s" in table and "help_ratio" in table and "targets (" in table
-    assert "unanalysed_ratio" in table
+    assert "unanalysed_ratio" in table and "payments_preset" in table
