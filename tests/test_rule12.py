@@ -341,24 +341,27 @@ def test_a_reversal_staged_before_its_payment_commits_waits_for_it(
     payment that chunk is recording is looked up again under the chunk's locks."""
     seed(engine, 1, TODAY + timedelta(days=10))
     now = datetime.now(UTC)
-    with unit() as first, unit() as second:
-        staged = rules.stage_rows(first.connection, rules.copy_data([_row(1, "P1", "60.00",
-                                                                         user="u-1")]))  # fmt: skip
-        locks.for_batch_chunk(first.connection)
-        rules.apply_chunk(first.connection, staged=staged, source="f", now=now, actor="t")
-        later = rules.stage_rows(
-            second.connection,
-            rules.copy_data(
-                [
-                    _row(1, "R1", "20.00", kind="reversal", original="P1"),
-                    _row(2, "RI", "20.00", kind="reinstating", original="P1"),
-                ]
-            ),
-        )
-        assert later.deferred == 2
-        waiting = Worker(lambda: locks.for_batch_chunk(second.connection))
-        waiting.start()
-        first.commit()
+    with unit() as second:
+        with unit() as first:  # commits when the block ends
+            staged = rules.stage_rows(
+                first.connection, rules.copy_data([_row(1, "P1", "60.00", user="u-1")])
+            )
+            locks.for_batch_chunk(first.connection)
+            rules.apply_chunk(first.connection, staged=staged, source="f", now=now, actor="t")
+            later = rules.stage_rows(
+                second.connection,
+                rules.copy_data(
+                    [
+                        _row(1, "R1", "20.00", kind="reversal", original="P1"),
+                        _row(2, "RI", "20.00", kind="reinstating", original="P1"),
+                    ]
+                ),
+            )
+            assert later.deferred == 2
+            waiting = Worker(lambda: locks.for_batch_chunk(second.connection))
+            waiting.start()
+            waiting.join(0.5)
+            assert waiting.is_alive()  # the chunk before holds the locks
         waiting.join(10)
         assert waiting.error is None and not waiting.is_alive()
         applied = rules.apply_chunk(
@@ -366,7 +369,8 @@ def test_a_reversal_staged_before_its_payment_commits_waits_for_it(
         )
     assert _outcomes(applied) == {1: "reversed"}
     assert len(applied.payment_ids) == 1
-    assert _installments(engine)[0] == (1, "60.00", "UPCOMING", None)
+    # 60 paid, 20 taken back, 20 paid again.
+    assert _installments(engine)[0] == (1, "40.00", "UPCOMING", None)
     _verify_clean(cli)
 
 

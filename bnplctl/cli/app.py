@@ -101,7 +101,7 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "installments": ("bnplctl.cli.installments", "Installments: list them, record payments."),
     "payments": (
         "bnplctl.cli.payments",
-        "Payments received: import the processor's files, list them.",
+        "Payments received: import the processor's files, list them, reverse them.",
     ),
     "debt": ("bnplctl.cli.debt", "Debt: what a user owes."),
     "refunds": ("bnplctl.cli.refunds", "Refunds: create, approve, reject, cancel, list, show."),

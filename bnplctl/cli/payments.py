@@ -204,7 +204,7 @@ def reverse(
     refused (exit 3); an unknown payment is exit 4; the same reversal again returns
     the first, another one with its reference is refused (exit 3).
 
-    Example: bnplctl payments reverse PSP-8812 --reference CB-1201 --reason chargeback
+    Example: bnplctl payments reverse PSP-88 --reference CB-12 --reason chargeback
 
     Example: bnplctl payments reverse PSP-8812 --reference RF-77 --amount 25.00
     """
