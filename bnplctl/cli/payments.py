@@ -32,8 +32,8 @@ app = typer.Typer(
 
 # Every field of -o json but the allocations (a nested list: JSON only); a narrow table
 # drops PAYMENT_DROP first, in that order.
-PAYMENT_COLUMNS = ("id", "reference", "user_id", "amount", "paid_at", "source")
-PAYMENT_DROP = ("source", "id")
+PAYMENT_COLUMNS = ("id", "reference", "user_id", "amount", "reversed", "paid_at", "source")
+PAYMENT_DROP = ("source", "id", "reversed")
 
 
 class Preset(StrEnum):
@@ -61,7 +61,8 @@ def list_(
     sort: Annotated[str | None, sort_option(PAYMENT_SORT)] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """List payments, newest first; -o json adds what each paid of which installment.
+    """List payments, newest first, with what reversals took back of each; -o json adds
+    what each paid of which installment and its reversals.
 
     Example: bnplctl payments list --user usr-001 --since 2026-11-01
 

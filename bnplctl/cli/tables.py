@@ -44,6 +44,7 @@ MONEY_FIELDS = frozenset(
         "applied_amount",
         "payout_amount",
         "to_clear",
+        "reversed",
     }
 )
 STATUS_FIELDS = frozenset({"status", "outcome"})

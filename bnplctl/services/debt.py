@@ -136,6 +136,19 @@ def explain(connection: DbapiConnection, user_id: str, business_date: date) -> d
             if upcoming
             else None
         ),
+        # Rule 12: the payments taken back among the latest events, newest first.
+        "reversals": [
+            {
+                "payment_id": int(event["entity_id"]),
+                "reversal_id": event["details"].get("reversal_id"),
+                "reference": event["details"].get("reference"),
+                "amount": event["details"].get("amount"),
+                "reason": event["details"].get("reason"),
+                "occurred_at": event["occurred_at"].isoformat(),
+            }
+            for event in history
+            if event["action"] == "payment.reversed"
+        ],
         "history": [
             {
                 "occurred_at": event["occurred_at"].isoformat(),
@@ -181,6 +194,12 @@ def narrative(explained: dict[str, Any]) -> str:
         )
     else:
         text += " Nothing else is due."
+    for reversal in explained.get("reversals", []):
+        why = f", {reversal['reason']}" if reversal["reason"] else ""
+        text += (
+            f" Payment {reversal['payment_id']} was reversed: {reversal['amount']}"
+            f" ({reversal['reference']}{why}) on {reversal['occurred_at'][:10]}."
+        )
     return text
 
 

@@ -972,28 +972,66 @@ _ALLOCATIONS = Statement(
 )
 
 
+_REVERSALS = Statement(
+    """
+    SELECT r.payment_id, r.id, r.reference, r.amount, r.reason, r.reversed_at
+    FROM payment_reversals r
+    WHERE r.payment_id = ANY(:ids)
+    ORDER BY r.payment_id, r.id
+    """
+)
+# What reversals undid of each payment: its own reversals, and those of the payment it
+# reinstated that reached its allocations (rule 12).
+_REVERSED = Statement(
+    """
+    SELECT payment_id, sum(amount) AS reversed FROM reversal_allocations
+    WHERE payment_id = ANY(:ids)
+    GROUP BY payment_id
+    """
+)
+
+
 def public_payments(executor: Executor, rows: Iterable[Any]) -> list[dict[str, Any]]:
     """Payments (rows with ``PAYMENT_FIELDS``) as the JSON output shows them, each with
-    its allocations."""
+    its allocations, what reversals took back of it (``reversed``: rule 12) and the
+    reversals made of it."""
     rows = list(rows)
     allocations: dict[int, list[dict[str, Any]]] = {int(row.id): [] for row in rows}
+    reversals: dict[int, list[dict[str, Any]]] = {int(row.id): [] for row in rows}
+    reversed_: dict[int, Decimal] = {}
     if rows:
-        for allocation in run(executor, _ALLOCATIONS, {"ids": list(allocations)}):
+        ids = {"ids": list(allocations)}
+        for allocation in run(executor, _ALLOCATIONS, ids):
             allocations[int(allocation.payment_id)].append(
                 {
                     "installment_id": int(allocation.installment_id),
                     "amount": format_amount(allocation.amount),
                 }
             )
+        for reversal in run(executor, _REVERSALS, ids):
+            reversals[int(reversal.payment_id)].append(
+                {
+                    "id": int(reversal.id),
+                    "reference": reversal.reference,
+                    "amount": format_amount(reversal.amount),
+                    "reason": reversal.reason,
+                    "reversed_at": reversal.reversed_at.isoformat(),
+                }
+            )
+        reversed_ = {
+            int(row.payment_id): Decimal(row.reversed) for row in run(executor, _REVERSED, ids)
+        }
     return [
         {
             "id": int(row.id),
             "reference": row.reference,
             "user_id": row.user_id,
             "amount": format_amount(row.amount),
+            "reversed": format_amount(reversed_.get(int(row.id), Decimal(0))),
             "paid_at": row.paid_at.isoformat(),
             "source": row.source,
             "allocations": allocations[int(row.id)],
+            "reversals": reversals[int(row.id)],
         }
         for row in rows
     ]
