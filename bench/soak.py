@@ -5,10 +5,10 @@ Worker threads each run real ``bnplctl`` processes in a loop, picking at random:
 overdue sweep for one of several business dates, payments (some with a reference),
 their reversals (rule 12: some partial, some repeated, some of more than is left),
 refund creation and moves, webhook files (with approvals that pay installments off),
-plan creation and user imports. Every command must end with a documented exit code (0, 3 refused, 4 not found,
-5 batch rows rejected, 75 another sweep holds the lock); at the end ``verify`` must be
-clean. ``tests/test_integrity.py`` runs it for a few seconds; ``python -m bench --soak
-SECONDS`` for longer.
+plan creation and user imports. Every command must end with a documented exit code
+(0, 3 refused, 4 not found, 5 batch rows rejected, 75 another sweep holds the lock); at
+the end ``verify`` must be clean. ``tests/test_integrity.py`` runs it for a few
+seconds; ``python -m bench --soak SECONDS`` for longer.
 """
 
 from __future__ import annotations

@@ -209,8 +209,8 @@ def test_every_writer_at_once_keeps_rule_9(
     test_database: DatabaseUnderTest, tmp_path: Path, key_file: Path
 ) -> None:
     """Sweeps for several dates, payments and their reversals, refunds and their moves,
-    webhook files, plans and imports from four workers at once, as real processes: every command ends with a
-    documented exit code and ``verify`` is clean."""
+    webhook files, plans and imports from four workers at once, as real processes: every
+    command ends with a documented exit code and ``verify`` is clean."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BNPL_")}
     env |= {
         "BNPL_DATABASE_URL": test_database.url,
