@@ -764,8 +764,8 @@ _PRESET_WRITES = (
     "INSERT INTO refa_payment_reversals (id, reference, payment_id, user_id, amount, reason,"
     " source, reversed_at, actor) SELECT id, reference, payment_id, user_id, amount, note,"
     " 'bench.csv', at, 'bench' FROM refa_undone",
-    "INSERT INTO refa_reversal_allocations (reversal_id, installment_id, user_id, amount)"
-    " SELECT id, installment_id, user_id, amount FROM refa_undone",
+    "INSERT INTO refa_reversal_allocations (payment_id, installment_id, reversal_id, user_id,"
+    " amount) SELECT payment_id, installment_id, id, user_id, amount FROM refa_undone",
     "UPDATE refa_installments i SET amount_due = i.amount_due + u.amount"
     " FROM refa_undone u WHERE i.id = u.installment_id",
     "INSERT INTO refa_audit_events (occurred_at, actor, action, entity, entity_id, user_id,"
@@ -773,8 +773,8 @@ _PRESET_WRITES = (
     " jsonb_build_object('amount', amount::text, 'source', 'bench.csv', 'reference',"
     " reference) FROM refa_paid"
     " UNION ALL SELECT now(), 'bench', 'payment.reversed', 'payment', payment_id::text,"
-    " user_id, jsonb_build_object('amount', amount::text, 'source', 'bench.csv',"
-    " 'reference', reference, 'payment_reference', payment_reference, 'reason', note)"
+    " user_id, jsonb_build_object('reversal_id', id, 'reference', reference, 'amount',"
+    " amount::text, 'source', 'bench.csv', 'reason', note)"
     " FROM refa_undone",
 )
 # The copies a settlement file's reference writes, children before their parents.
@@ -844,6 +844,7 @@ def reference_preset_writes(engine: Engine, adyen_file: Path, *, keep: bool = Fa
                     ("payment_allocations", "payment_id", "payments"),
                     ("payment_reversals", "payment_id", "payments"),
                     ("reversal_allocations", "reversal_id", "payment_reversals"),
+                    ("reversal_allocations", "payment_id", "payments"),
                 ),
             )
             return timed_file_load(engine, rows_file, list(_PRESET_WRITES), _PRESET_ROWS)
