@@ -164,7 +164,7 @@ def test_payments_list_by_user_and_since(cli: Cli, engine: Engine) -> None:
 
     assert [p["allocations"][0]["installment_id"] for p in mine] == [second, first]  # newest
     assert {p["user_id"] for p in mine} == {"u-1"}
-    assert csv[0] == "id,reference,user_id,amount,paid_at,source"
+    assert csv[0] == "id,reference,user_id,amount,reversed,paid_at,source"
     assert len(csv) == 3 and all(",u-1,100.00," in line for line in csv[1:])
     assert _json(cli, "payments", "list", "--since", "2100-12-31") == []
     cut = cli("payments", "list", "--limit", "1", "-o", "json")

@@ -118,6 +118,17 @@ def test_a_reversal_undoes_the_payment_newest_first(cli: Cli, engine: Engine) ->
         "source": "command",
         "reason": "refund",
     }
+    listed = json.loads(cli("payments", "list", "-o", "json").stdout)
+    assert [(p["reference"], p["amount"], p["reversed"]) for p in listed] == [
+        ("P1", "150.00", "60.00")
+    ]
+    assert [(r["reference"], r["amount"], r["reason"]) for r in listed[0]["reversals"]] == [
+        ("RF-1", "60.00", "refund")
+    ]
+    explained = json.loads(cli("debt", "explain", "u-1", "-o", "json").stdout)
+    assert [(r["payment_id"], r["reference"], r["amount"]) for r in explained["reversals"]] == [
+        (1, "RF-1", "60.00")
+    ]
     reopened = [e for e in events if e.action == "installment.reopened"]
     assert [(e.entity_id, e.details["was"], e.details["now"]) for e in reopened] == [
         ("1", "PAID", "UPCOMING"),
