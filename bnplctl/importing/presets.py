@@ -274,6 +274,7 @@ class _Columns:
     def __init__(self, header: list[str], line: int) -> None:
         self.keys = {_collapse(name): name for name in header if name}
         self.line = line
+        self._found: dict[str, str | None] = {}  # a name asked for -> the header's key
 
     def has(self, name: str) -> bool:
         return _collapse(name) in self.keys
@@ -288,7 +289,10 @@ class _Columns:
     def text(self, fields: Mapping[str, Any], name: str | None) -> Any:
         if name is None:
             return None
-        key = self.keys.get(_collapse(name))
+        try:
+            key = self._found[name]
+        except KeyError:  # once per name and header, not once per row
+            key = self._found[name] = self.keys.get(_collapse(name))
         value = fields.get(key) if key is not None else None
         if isinstance(value, str):
             value = value.strip()
