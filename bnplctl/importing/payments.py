@@ -92,13 +92,7 @@ def parse_payment(row: RawRow) -> PaymentRow:
     amount = parse_amount(amount_raw)
     user_id = id_field(fields.get("user_id"), "user_id")
     installment_raw = text_field(fields.get("installment_id"), "installment_id", 20)
-    installment_id = None
-    if installment_raw is not None:
-        if not (installment_raw.isascii() and installment_raw.isdigit()):
-            raise InvalidInput("installment_id: must be a whole number")
-        installment_id = int(installment_raw)
-        if not 1 <= installment_id <= 2**63 - 1:
-            raise InvalidInput("installment_id: out of range")
+    installment_id = None if installment_raw is None else _installment_number(installment_raw)
     if user_id is None and installment_id is None:
         raise InvalidInput("user_id or installment_id: one of them is required")
     paid_at = timestamp(fields.get("paid_at"), "paid_at")
@@ -112,6 +106,15 @@ def parse_payment(row: RawRow) -> PaymentRow:
         installment_id=installment_id,
         paid_at=paid_at,
     )
+
+
+def _installment_number(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidInput("installment_id: must be a whole number")
+    number = int(raw)
+    if not 1 <= number <= 2**63 - 1:
+        raise InvalidInput("installment_id: out of range")
+    return number
 
 
 def _copy_columns(row: RawRow) -> tuple[object, ...]:
@@ -304,26 +307,36 @@ def currency_checked(
             )
 
 
-def _settlement_columns(row: SettlementRow, target: TargetKind) -> tuple[object, ...]:
-    """A report's row's COPY columns after ``seq`` (``PAYMENT_ROW_COLUMNS``): a payment as
-    one of our own layout's rows; a reversal or reinstating row with its own reference,
-    the payment's (``original_reference``), when the money moved, and the processor's
-    row type as its note. Their target is the original payment's (rule 12)."""
-    from bnplctl import clock
-    from bnplctl.importing.presets import payment_fields
-
-    if row.error is not None or row.kind == "payment":
-        return _copy_columns(payment_fields(row, target))
+def _settlement_columns(
+    row: SettlementRow, target: TargetKind, latest: datetime
+) -> tuple[object, ...]:
+    """A report's row's COPY columns after ``seq`` (``PAYMENT_ROW_COLUMNS``): a payment to
+    its target (a user, or an installment: ``target`` when the row does not say); a
+    reversal or reinstating row with its own reference, the payment's
+    (``original_reference``) and the processor's row type as its note (its target is the
+    original payment's: rule 12). The preset checked the reference, the amount, the
+    target's text and the time already; ``latest``: no later than a day from now."""
+    if row.error is not None:
+        raise InvalidInput(row.error)
     moved_at = row.occurred_at
-    if moved_at is not None and moved_at > clock.now() + PAID_AT_AHEAD:
+    if moved_at is not None and moved_at > latest:
         raise InvalidInput("paid_at: must be no later than a day from now")
+    when = moved_at.isoformat() if moved_at else None
+    if row.kind == "payment":
+        named = row.target_kind or target
+        if row.target is None:
+            raise InvalidInput("user_id or installment_id: one of them is required")
+        if named == "installment":
+            installment = _installment_number(row.target)
+            return (row.line, row.reference, row.amount, None, installment, when, None, None, None)
+        return (row.line, row.reference, row.amount, row.target, None, when, None, None, None)
     return (
         row.line,
         row.reference,
         row.amount,
         None,  # user_id: the original payment's
         None,  # installment_id: the original payment's
-        moved_at.isoformat() if moved_at else None,
+        when,
         row.kind,
         row.original_reference,
         row.row_type,
@@ -339,12 +352,14 @@ def parse_settlement_chunk(
     import csv
     import io
 
+    from bnplctl import clock
     from bnplctl.validators import printable
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     valid = 0
     settled: list[Rejected] = []
+    latest = clock.now() + PAID_AT_AHEAD
     for row in chunk:
         if isinstance(row, Rejected):
             settled.append(row)
@@ -353,7 +368,7 @@ def parse_settlement_chunk(
             settled.append(Rejected(row.line, row.row_type, "skipped", row.skip_reason or ""))
             continue
         try:
-            values = _settlement_columns(row, target)
+            values = _settlement_columns(row, target, latest)
         except InvalidInput as exc:
             key = printable((row.reference or "")[:100])
             settled.append(Rejected(row.line, key, "invalid", exc.message))

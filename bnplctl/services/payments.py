@@ -233,10 +233,65 @@ PAYMENT_ROW_COLUMNS = (
 # or another writer can change): whose payment it is (the installment's owner, or the
 # user), unknown users and installments. A reversal or reinstating row (rule 12) is the
 # payer's of the payment it names: recorded before (payments are never deleted nor
-# change hands), else an earlier payment row of the chunk with that reference; a
-# reinstating row pays where that payment went. One whose payment is neither is
-# *deferred*: the chunk before may still be recording it, so ``_RESOLVE`` looks again
-# under the chunk's locks. ``_ROUNDS`` then puts the rows in rounds.
+# change hands), else the first payment row of the chunk before it with that reference
+# (a window over the rows that share the reference: no join, which a chunk's index
+# lookups only would run as a scan per row); a reinstating row pays where that payment
+# went. One whose payment is neither is *deferred*: the chunk before may still be
+# recording it, so ``_RESOLVE`` looks again under the chunk's locks (and ``_ROUNDS``
+# then puts the chunk in rounds again). Each row whose payer is known gets its round:
+# its place among the chunk's rows of the same payer, in file order. A row whose
+# reference an earlier row of the chunk carries (``after_seq``; payments and
+# reinstating rows share one space of references, reversals have their own; a row
+# without a reference repeats none) is judged only when that row has been applied or
+# refused, as if it were in a chunk of its own: a reference is taken by the first row
+# that is recorded, not by the first that appears (``stage_chunk`` then moves it to a
+# round after that row's, ``_RECORDED`` judges it). References recorded before the
+# chunk are ``_RECORDED``'s to find too, under the chunk's locks. Each payment gets its
+# id now, in file order (a reversal gets its own when it is recorded).
+_RANKED = """
+    ranked AS (
+        SELECT p.*,
+               CASE WHEN p.ready AND p.reference IS NOT NULL
+                    THEN lag(p.seq) OVER same_reference END AS after_seq,
+               CASE WHEN p.ready AND p.reference IS NOT NULL
+                    THEN lag(p.user_id) OVER same_reference <> p.user_id END AS crosses,
+               CASE WHEN p.ready THEN row_number() OVER (
+                   PARTITION BY p.user_id, p.ready ORDER BY p.seq) END AS round
+        FROM placed p
+        WINDOW same_reference AS (
+            PARTITION BY p.kind = 'reversal', p.reference, p.ready ORDER BY p.seq)
+    ), numbered AS MATERIALIZED (
+        SELECT r.*, CASE WHEN r.ready AND r.kind <> 'reversal' THEN coalesce(
+                   r.payment_id, nextval(pg_get_serial_sequence('payments', 'id'))) END
+                   AS new_payment_id
+        FROM (SELECT * FROM ranked ORDER BY seq) r
+    )"""
+# What a staging statement tells of the chunk: each row refused (``line`` set), then one
+# row (``line`` NULL) with the rows deferred, the rows that repeat another payer's
+# reference (``crossing``), the rounds holding a repeat, the round of each payment and of
+# each reversal, the rounds holding a reinstating row, and whether a payment asks for all
+# that is due.
+_SUMMARY = """
+    SELECT line, reference, outcome, reason, NULL AS deferred, NULL AS crossing,
+           NULL AS repeat_rounds, NULL AS payments, NULL AS reversals, NULL AS reinstating,
+           NULL AS all_due
+    FROM moved
+    WHERE outcome IS NOT NULL
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL,
+           count(*) FILTER (WHERE outcome IS NULL AND user_id IS NULL),
+           count(*) FILTER (WHERE crosses),
+           coalesce(array_agg(DISTINCT round) FILTER (WHERE after_seq IS NOT NULL), '{}'),
+           coalesce(array_agg(round) FILTER (WHERE round IS NOT NULL
+                                            AND kind <> 'reversal'), '{}'),
+           coalesce(array_agg(round) FILTER (WHERE round IS NOT NULL
+                                            AND kind = 'reversal'), '{}'),
+           coalesce(array_agg(DISTINCT round) FILTER (WHERE kind = 'reinstating'
+                                                      AND round IS NOT NULL), '{}'),
+           coalesce(bool_or(amount IS NULL AND reference IS NOT NULL AND kind <> 'reversal'
+                            AND round IS NOT NULL), false)
+    FROM moved
+"""
 _PREPARE = Statement(
     """
     WITH resolved AS (
@@ -273,80 +328,64 @@ _PREPARE = Statement(
             WHERE reference = r.original_reference
             OFFSET 0
         ) o ON true
-    ), moved AS (
+    ), found AS (  -- a reversal's or reinstating row's payment among the chunk's rows
+        SELECT r.*,
+               (array_agg(r.owner) FILTER (WHERE r.kind = 'payment' AND r.outcome IS NULL)
+                   OVER earlier)[1] AS earlier_owner,
+               (array_agg(r.installment_id) FILTER (
+                   WHERE r.kind = 'payment' AND r.outcome IS NULL) OVER earlier)[1]
+                   AS earlier_installment
+        FROM resolved r
+        WINDOW earlier AS (
+            PARTITION BY CASE WHEN r.kind = 'payment' THEN r.reference
+                              ELSE r.original_reference END
+            ORDER BY r.seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+    ), placed AS (
+        SELECT seq, line, reference, amount, paid_at, kind, original_reference, note,
+               original_id, outcome, reason, NULL::bigint AS payment_id,
+               CASE WHEN kind = 'payment' THEN owner
+                    ELSE coalesce(original_owner, earlier_owner) END AS user_id,
+               CASE WHEN kind <> 'reinstating' THEN installment_id
+                    WHEN original_owner IS NOT NULL THEN original_installment
+                    ELSE earlier_installment END AS installment_id,
+               outcome IS NULL AND (CASE WHEN kind = 'payment' THEN owner
+                                         ELSE coalesce(original_owner, earlier_owner) END)
+                                   IS NOT NULL AS ready
+        FROM found
+    ), """  # noqa: S608 - fixed fragments, no input
+    + _RANKED.strip()
+    + """, moved AS (
         INSERT INTO payment_moves (seq, line, reference, amount, user_id, installment_id,
                                    paid_at, kind, original_reference, note, original_id,
-                                   outcome, reason)
-        SELECT r.seq, r.line, r.reference, r.amount,
-               CASE WHEN r.kind = 'payment' THEN r.owner
-                    ELSE coalesce(r.original_owner, e.owner) END,
-               CASE WHEN r.kind <> 'reinstating' THEN r.installment_id
-                    WHEN r.original_owner IS NOT NULL THEN r.original_installment
-                    ELSE e.installment_id END,
-               r.paid_at, r.kind, r.original_reference, r.note, r.original_id, r.outcome,
-               r.reason
-        FROM resolved r
-        LEFT JOIN LATERAL (
-            SELECT e.owner, e.installment_id FROM resolved e
-            WHERE r.kind <> 'payment' AND r.original_owner IS NULL
-              AND e.kind <> 'reversal' AND e.outcome IS NULL
-              AND e.reference = r.original_reference AND e.seq < r.seq
-            ORDER BY e.seq
-            LIMIT 1
-        ) e ON true
-        RETURNING line, reference, outcome, reason, user_id IS NULL AND outcome IS NULL AS deferred
-    )
-    SELECT line, reference, outcome, reason, NULL AS deferred FROM moved
-    WHERE outcome IS NOT NULL
-    UNION ALL
-    SELECT NULL, NULL, NULL, NULL, count(*) FILTER (WHERE deferred) FROM moved
-    """
+                                   outcome, reason, after_seq, crosses, round, payment_id)
+        SELECT seq, line, reference, amount, user_id, installment_id, paid_at, kind,
+               original_reference, note, original_id, outcome, reason, after_seq, crosses,
+               round, new_payment_id
+        FROM numbered
+        RETURNING *
+    )"""
+    + _SUMMARY
 )
-# The rows still to be applied, whose payer is known, in rounds: each row's place among
-# the chunk's rows of the same payer, in file order. A row whose reference an earlier
-# row of the chunk carries (``after_seq``; payments and reinstating rows share one space
-# of references, reversals have their own; a row without a reference repeats none) is
-# judged only when that row has been applied or refused, as if it were in a chunk of its
-# own: a reference is taken by the first row that is recorded, not by the first that
-# appears (``stage_chunk`` then moves it to a round after that row's, ``_RECORDED``
-# judges it). References recorded before the chunk are ``_RECORDED``'s to find too,
-# under the chunk's locks. Each payment gets its id now (a reversal gets its own when it
-# is recorded).
+# Under the chunk's locks, once ``_RESOLVE`` has found the payers of the deferred rows:
+# the chunk's rows in rounds again, as ``_PREPARE`` put them (the payments keep the ids
+# they were given).
 _ROUNDS = Statement(
     """
-    WITH numbered AS (
-        SELECT seq, kind, payment_id,
-               CASE WHEN reference IS NOT NULL THEN lag(seq) OVER same_reference END
-                   AS after_seq,
-               CASE WHEN reference IS NOT NULL THEN lag(user_id) OVER same_reference <> user_id
-               END AS crosses,
-               row_number() OVER (PARTITION BY user_id ORDER BY seq) AS round
+    WITH placed AS (
+        SELECT seq, kind, reference, user_id, payment_id,
+               outcome IS NULL AND user_id IS NOT NULL AS ready
         FROM payment_moves
-        WHERE outcome IS NULL AND user_id IS NOT NULL
-        WINDOW same_reference AS (PARTITION BY kind = 'reversal', reference ORDER BY seq)
-    ), ids AS MATERIALIZED (  -- payments get their ids in file order
-        SELECT n.*, CASE WHEN n.kind <> 'reversal' THEN coalesce(
-                   n.payment_id, nextval(pg_get_serial_sequence('payments', 'id'))) END AS id
-        FROM (SELECT * FROM numbered ORDER BY seq) n
-    ), moved AS (
+    ), """  # noqa: S608 - fixed fragments, no input
+    + _RANKED.strip()
+    + """, moved AS (
         UPDATE payment_moves m
-        SET after_seq = n.after_seq, crosses = n.crosses, round = n.round, payment_id = n.id
-        FROM ids n
-        WHERE m.seq = n.seq
-        RETURNING m.round, m.kind, m.after_seq, m.crosses,
-                  m.amount IS NULL AND m.reference IS NOT NULL AND m.kind <> 'reversal'
-                      AS all_due
-    )
-    SELECT count(*) FILTER (WHERE crosses) AS crossing,
-           coalesce(array_agg(DISTINCT round) FILTER (WHERE after_seq IS NOT NULL), '{}')
-               AS repeat_rounds,
-           coalesce(array_agg(round) FILTER (WHERE kind <> 'reversal'), '{}') AS payments,
-           coalesce(array_agg(round) FILTER (WHERE kind = 'reversal'), '{}') AS reversals,
-           coalesce(array_agg(DISTINCT round) FILTER (WHERE kind = 'reinstating'), '{}')
-               AS reinstating,
-           coalesce(bool_or(all_due), false) AS all_due
-    FROM moved
-    """
+        SET after_seq = n.after_seq, crosses = n.crosses, round = n.round,
+            payment_id = n.new_payment_id
+        FROM numbered n
+        WHERE m.seq = n.seq AND n.ready
+        RETURNING m.*
+    )"""
+    + _SUMMARY
 )
 # Under the chunk's locks, when staging deferred rows: the payment each names, recorded
 # by now (by the chunk before, or another writer), or ``unknown_payment``.
@@ -720,30 +759,30 @@ def staged_payers(executor: Executor) -> list[str]:
 
 
 def stage_chunk(executor: Executor) -> StagedPayments:
-    """Classify the chunk in ``payment_rows`` as far as no lock is needed (``_PREPARE``),
-    then put its rows in rounds (``place_in_rounds``)."""
-    refused: list[NotApplied] = []
-    deferred = 0
-    for row in run(executor, _PREPARE):
-        if row.line is None:
-            deferred = int(row.deferred)
-        else:
-            refused.append(NotApplied(int(row.line), row.reference or "", row.outcome, row.reason))
-    return place_in_rounds(executor, refused, deferred)
+    """Classify the chunk in ``payment_rows`` as far as no lock is needed and put its rows
+    in rounds (``_PREPARE``; ``place_in_rounds``)."""
+    return place_in_rounds(executor, _PREPARE)
 
 
-def place_in_rounds(executor: Executor, refused: list[NotApplied], deferred: int) -> StagedPayments:
-    """``_ROUNDS``, and rows that repeat another payer's reference of the chunk in rounds
-    after the row they repeat (``services/rounds.py``)."""
+def place_in_rounds(executor: Executor, statement: Statement) -> StagedPayments:
+    """``statement`` (``_PREPARE``, or ``_ROUNDS`` again), then rows that repeat another
+    payer's reference of the chunk in rounds after the row they repeat
+    (``services/rounds.py``)."""
     from collections import Counter
 
     from bnplctl.services.rounds import put_in_rounds
 
-    row = run(executor, _ROUNDS).one()
-    repeat_rounds = frozenset(row.repeat_rounds)
-    payments, reversals = Counter(row.payments), Counter(row.reversals)
-    reinstating = frozenset(row.reinstating)
-    if row.crossing:  # a payer's own rounds put its repeats after the first already
+    refused: list[NotApplied] = []
+    summary: Any = None
+    for row in run(executor, statement):
+        if row.line is None:
+            summary = row
+        else:
+            refused.append(NotApplied(int(row.line), row.reference or "", row.outcome, row.reason))
+    repeat_rounds = frozenset(summary.repeat_rounds)
+    payments, reversals = Counter(summary.payments), Counter(summary.reversals)
+    reinstating = frozenset(summary.reinstating)
+    if summary.crossing:  # a payer's own rounds put its repeats after the first already
         rows, placed = put_in_rounds(
             executor,
             _TO_ORDER,
@@ -762,10 +801,10 @@ def place_in_rounds(executor: Executor, refused: list[NotApplied], deferred: int
         refused,
         dict(payments),
         repeat_rounds,
-        bool(row.all_due),
+        bool(summary.all_due),
         dict(reversals),
         reinstating,
-        deferred,
+        int(summary.deferred),
     )
 
 
@@ -812,7 +851,7 @@ def apply_chunk(
     refused = list(staged.refused)
     if staged.deferred:
         refused += _refused(run(executor, _RESOLVE))
-        staged = place_in_rounds(executor, [], 0)
+        staged = place_in_rounds(executor, _ROUNDS)
     sizes, reversals = dict(staged.sizes), dict(staged.reversals)
 
     def judge(round_number: int | None) -> None:
