@@ -484,3 +484,16 @@ def test_payments_reverse_help_fits_80_columns(cli: Cli) -> None:
     assert result.exit_code == 0
     assert max(len(line) for line in result.stdout.splitlines()) <= 80
     assert "PAYMENT_REFERENCE" in result.stdout
+
+
+def test_payments_reverse_lists_what_it_undid_as_csv(cli: Cli, engine: Engine) -> None:
+    seed(engine, 1, TODAY + timedelta(days=10))
+    assert _outcomes(_apply([_row(1, "P1", "150.00", user="u-1")])) == {}
+    result = cli("payments", "reverse", "P1", "--reference", "R1", "--amount", "70.00",
+                 "-o", "csv")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "payment_id,installment_id,amount,status,amount_due",
+        "1,1,20.00,UPCOMING,20.00",
+        "1,2,50.00,UPCOMING,100.00",
+    ]

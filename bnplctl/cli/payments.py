@@ -34,6 +34,8 @@ app = typer.Typer(
 # drops PAYMENT_DROP first, in that order.
 PAYMENT_COLUMNS = ("id", "reference", "user_id", "amount", "reversed", "paid_at", "source")
 PAYMENT_DROP = ("source", "id", "reversed")
+# What a reversal undid of each installment, and where the installment stands now.
+UNDONE_COLUMNS = ("payment_id", "installment_id", "amount", "status", "amount_due")
 
 
 class Preset(StrEnum):
@@ -210,7 +212,7 @@ def reverse(
     Example: bnplctl payments reverse PSP-8812 --reference RF-77 --amount 25.00
     """
     from bnplctl.cli.context import current_actor
-    from bnplctl.cli.output import message, render_one
+    from bnplctl.cli.output import message, render_list, render_one
     from bnplctl.services.reversals import reverse as reverse_payment
 
     context = app_context()
@@ -232,12 +234,13 @@ def reverse(
         render_one(reversal, output)
         return
     done = "recorded before" if result["duplicate"] else "recorded"
+    render_list(
+        reversal["undone"],
+        output,
+        columns=UNDONE_COLUMNS,
+        title=f"Reversal {reversal['id']} of payment {reversal['payment_reference']}",
+    )
     message(
         f"reversal {reversal['id']}: {reversal['amount']} of payment"
         f" {reversal['payment_reference']} {done}"
     )
-    for undone in reversal["undone"]:
-        message(
-            f"installment {undone['installment_id']}: {undone['amount']} owed again,"
-            f" {undone['status']} with {undone['amount_due']} due"
-        )
