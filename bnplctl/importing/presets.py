@@ -369,6 +369,7 @@ def _skipped(line: int, row_type: str, reason: str) -> SettlementRow:
     return SettlementRow(line=line, kind="skipped", row_type=row_type, skip_reason=reason)
 
 
+@lru_cache(maxsize=512)  # a report has a handful of types: checked once each
 def _row_type(raw: Any) -> str:
     """A processor's row type as a row keeps it: printable, short, no number in it."""
     return shown_id(str(raw or "")[:40])
