@@ -291,6 +291,12 @@ def test_a_reversed_chargeback_pays_again_and_a_second_one_takes_that_back(
     assert [tuple(p) for p in payments] == [(1, "PSP-1", None, "u-1"), (2, "CBR-1", 1, "u-1")]
     assert [tuple(u) for u in undone] == [(1, 1, "100.00"), (2, 2, "100.00")]
     assert _installments(engine)[0] == (1, "100.00", "UPCOMING", None)
+    # Each payment lists what was taken back of it, and by which reversal: the second
+    # chargeback names PSP-1 but took back what CBR-1 paid.
+    listed = json.loads(cli("payments", "list", "-o", "json").stdout)
+    assert [
+        (p["reference"], p["reversed"], [r["reference"] for r in p["reversals"]]) for p in listed
+    ] == [("CBR-1", "100.00", ["CB-2"]), ("PSP-1", "100.00", ["CB-1"])]
     # Every row again: the same payments and reversals (duplicates), nothing written.
     before = row_counts(engine)
     again = _apply(
@@ -493,7 +499,7 @@ def test_payments_reverse_lists_what_it_undid_as_csv(cli: Cli, engine: Engine) -
                  "-o", "csv")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "payment_id,installment_id,amount,status,amount_due",
-        "1,1,20.00,UPCOMING,20.00",
-        "1,2,50.00,UPCOMING,100.00",
+        "reference,payment_id,installment_id,amount,status,amount_due",
+        "R1,1,1,20.00,UPCOMING,20.00",
+        "R1,1,2,50.00,UPCOMING,100.00",
     ]

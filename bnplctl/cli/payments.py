@@ -35,7 +35,7 @@ app = typer.Typer(
 PAYMENT_COLUMNS = ("id", "reference", "user_id", "amount", "reversed", "paid_at", "source")
 PAYMENT_DROP = ("source", "id", "reversed")
 # What a reversal undid of each installment, and where the installment stands now.
-UNDONE_COLUMNS = ("payment_id", "installment_id", "amount", "status", "amount_due")
+UNDONE_COLUMNS = ("reference", "payment_id", "installment_id", "amount", "status", "amount_due")
 
 
 class Preset(StrEnum):
@@ -235,7 +235,7 @@ def reverse(
         return
     done = "recorded before" if result["duplicate"] else "recorded"
     render_list(
-        reversal["undone"],
+        [{"reference": reversal["reference"]} | undone for undone in reversal["undone"]],
         output,
         columns=UNDONE_COLUMNS,
         title=f"Reversal {reversal['id']} of payment {reversal['payment_reference']}",

@@ -117,8 +117,38 @@ def _installment_number(raw: str) -> int:
     return number
 
 
+def _reversal_columns(row: RawRow) -> tuple[object, ...]:
+    """A reversal row of our own layout (``kind`` ``reversal``, rule 12): its own
+    reference, the amount, the payment's reference (``original_reference``) and when the
+    money went back (``paid_at``); its target is the payment's."""
+    from bnplctl import clock
+    from bnplctl.money import parse_amount
+
+    fields = row.fields
+    reference = required_id(fields.get("reference"), "reference")
+    amount_raw = text_field(fields.get("amount"), "amount", 20)
+    if amount_raw is None:
+        raise InvalidInput("amount: required")
+    amount = parse_amount(amount_raw)
+    original = required_id(fields.get("original_reference"), "original_reference")
+    reversed_at = timestamp(fields.get("paid_at"), "paid_at")
+    if reversed_at is not None and reversed_at > clock.now() + PAID_AT_AHEAD:
+        raise InvalidInput("paid_at: must be no later than a day from now")
+    when = reversed_at.isoformat() if reversed_at else None
+    return (row.line, reference, amount, None, None, when, "reversal", original, None)
+
+
 def _copy_columns(row: RawRow) -> tuple[object, ...]:
-    """A payment row's COPY columns after ``seq`` (``PAYMENT_ROW_COLUMNS``)."""
+    """A row's COPY columns after ``seq`` (``PAYMENT_ROW_COLUMNS``): a payment, or with
+    ``kind`` ``reversal`` a reversal (our own layout's fields, with or without ``--map``:
+    a file that says a row takes money back is never read as money paid in)."""
+    kind = row.fields.get("kind") if row.error is None else None
+    if kind is not None and kind != "payment":
+        named = text_field(kind, "kind", 20)
+        if named is not None and named.lower() == "reversal":
+            return _reversal_columns(row)
+        if named is not None and named.lower() != "payment":
+            raise InvalidInput("kind: must be payment or reversal")
     payment = parse_payment(row)
     return (
         payment.line,

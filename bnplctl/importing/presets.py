@@ -272,7 +272,17 @@ class _Columns:
     """A header's columns by name; ``text`` reads a row's field (stripped; blank: None)."""
 
     def __init__(self, header: list[str], line: int) -> None:
-        self.keys = {_collapse(name): name for name in header if name}
+        self.keys: dict[str, str] = {}
+        for name in header:
+            if not name:
+                continue
+            folded = _collapse(name)
+            if folded in self.keys:  # one column to the preset: which would be read?
+                raise InvalidInput(
+                    f"line {line}: the column {_shown(name)!r} is named twice"
+                    f" (as {_shown(self.keys[folded])!r})"
+                )
+            self.keys[folded] = name
         self.line = line
         self._found: dict[str, str | None] = {}  # a name asked for -> the header's key
 

@@ -410,7 +410,7 @@ _RESOLVE = Statement(
     ), unknown AS (
         UPDATE payment_moves m
         SET outcome = 'unknown_payment', reason = 'no payment with reference '
-                                                  || m.original_reference
+                                                  || m.original_reference || ' before this row'
         WHERE m.outcome IS NULL AND m.user_id IS NULL
           AND NOT EXISTS (SELECT FROM found f WHERE f.seq = m.seq)
         RETURNING m.line, m.reference, m.outcome, m.reason
@@ -439,7 +439,7 @@ _ORIGINALS = Statement(
     ), unknown AS (
         UPDATE payment_moves m
         SET outcome = 'unknown_payment', reason = 'no payment with reference '
-                                                  || m.original_reference,
+                                                  || m.original_reference || ' before this row',
             round = NULL
         FROM found f
         WHERE m.seq = f.seq AND f.id IS NULL
@@ -555,7 +555,7 @@ _REVERSE = Statement(
     WITH named AS MATERIALIZED (
         SELECT m.seq, m.line, m.reference, m.amount AS asked, m.note,
                coalesce(m.paid_at, :now) AS reversed_at, m.user_id AS payer, p.id AS payment_id,
-               p.user_id
+               p.user_id, m.original_reference
         FROM payment_moves m
         LEFT JOIN LATERAL (
             SELECT id, user_id FROM payments WHERE reference = m.original_reference OFFSET 0
@@ -677,7 +677,7 @@ _REVERSE = Statement(
     )
     + """
     )
-    SELECT n.seq, n.line, n.reference, f.reversal_id, n.payment_id,
+    SELECT n.seq, n.line, n.reference, n.original_reference, f.reversal_id, n.payment_id,
            n.user_id IS NOT DISTINCT FROM n.payer AS same_payer, t.left_in_all,
            coalesce(n.asked, t.left_in_all) AS amount
     FROM named n
@@ -966,7 +966,12 @@ def _reverse(
             done[line] = int(row.reversal_id)
         elif row.payment_id is None:
             refused.append(
-                NotApplied(line, reference, "unknown_payment", "no payment with this reference")
+                NotApplied(
+                    line,
+                    reference,
+                    "unknown_payment",
+                    f"no payment with reference {row.original_reference} before this row",
+                )
             )
         elif not row.same_payer:  # recorded by another writer since the row was staged
             refused.append(
@@ -974,8 +979,8 @@ def _reverse(
                     line,
                     reference,
                     "conflict",
-                    f"payment {row.payment_id} is another payer's than the chunk's row"
-                    " with its reference",
+                    f"payment {row.original_reference} is another payer's than the chunk's"
+                    " row with its reference",
                     int(row.payment_id),
                 )
             )
@@ -988,9 +993,9 @@ def _reverse(
                     reference,
                     "over_reversal",
                     f"{asked} is more than the {format_amount(left)} left of payment"
-                    f" {row.payment_id}"
+                    f" {row.original_reference}"
                     if left
-                    else f"nothing is left of payment {row.payment_id} to reverse",
+                    else f"nothing is left of payment {row.original_reference} to reverse",
                     int(row.payment_id),
                     due=left,
                 )
@@ -1011,29 +1016,25 @@ _ALLOCATIONS = Statement(
 )
 
 
+# The reversals that took something back of each payment, with how much of it: a
+# reversal of a payment reinstated (rule 12) may take back what the reinstating payment
+# paid; it is listed under the payment whose allocations it undid.
 _REVERSALS = Statement(
     """
-    SELECT r.payment_id, r.id, r.reference, r.amount, r.reason, r.reversed_at
-    FROM payment_reversals r
-    WHERE r.payment_id = ANY(:ids)
-    ORDER BY r.payment_id, r.id
-    """
-)
-# What reversals undid of each payment: its own reversals, and those of the payment it
-# reinstated that reached its allocations (rule 12).
-_REVERSED = Statement(
-    """
-    SELECT payment_id, sum(amount) AS reversed FROM reversal_allocations
-    WHERE payment_id = ANY(:ids)
-    GROUP BY payment_id
+    SELECT x.payment_id, r.id, r.reference, sum(x.amount) AS amount, r.reason, r.reversed_at
+    FROM reversal_allocations x
+    JOIN payment_reversals r ON r.id = x.reversal_id
+    WHERE x.payment_id = ANY(:ids)
+    GROUP BY x.payment_id, r.id
+    ORDER BY x.payment_id, r.id
     """
 )
 
 
 def public_payments(executor: Executor, rows: Iterable[Any]) -> list[dict[str, Any]]:
     """Payments (rows with ``PAYMENT_FIELDS``) as the JSON output shows them, each with
-    its allocations, what reversals took back of it (``reversed``: rule 12) and the
-    reversals made of it."""
+    its allocations, what reversals took back of it (``reversed``: rule 12) and those
+    reversals, each with what it took back of this payment."""
     rows = list(rows)
     allocations: dict[int, list[dict[str, Any]]] = {int(row.id): [] for row in rows}
     reversals: dict[int, list[dict[str, Any]]] = {int(row.id): [] for row in rows}
@@ -1048,7 +1049,8 @@ def public_payments(executor: Executor, rows: Iterable[Any]) -> list[dict[str, A
                 }
             )
         for reversal in run(executor, _REVERSALS, ids):
-            reversals[int(reversal.payment_id)].append(
+            payment_id = int(reversal.payment_id)
+            reversals[payment_id].append(
                 {
                     "id": int(reversal.id),
                     "reference": reversal.reference,
@@ -1057,9 +1059,7 @@ def public_payments(executor: Executor, rows: Iterable[Any]) -> list[dict[str, A
                     "reversed_at": reversal.reversed_at.isoformat(),
                 }
             )
-        reversed_ = {
-            int(row.payment_id): Decimal(row.reversed) for row in run(executor, _REVERSED, ids)
-        }
+            reversed_[payment_id] = reversed_.get(payment_id, Decimal(0)) + reversal.amount
     return [
         {
             "id": int(row.id),

@@ -217,9 +217,11 @@ def fail_run(connection: Connection, run_id: int, error_class: str, now: datetim
 # to revert nor stands in its way.
 _LATEST_MARKING = text(
     """
-    SELECT id FROM sweep_runs
+    SELECT id FROM sweep_runs r
     WHERE outcome = 'SUCCEEDED' AND NOT dry_run
-      AND (installments_marked_overdue > 0 OR users_marked_debt > 0)
+      AND (installments_marked_overdue > 0 OR users_marked_debt > 0
+           OR EXISTS (SELECT 1 FROM installments i
+                      WHERE i.status = 'OVERDUE' AND i.overdue_run_id = r.id))
     ORDER BY id DESC
     LIMIT 1
     """
@@ -276,10 +278,25 @@ class RevertResult:
         return asdict(self)
 
 
+def _holds(connection: Connection, run_id: int) -> bool:
+    """Whether installments are OVERDUE by the run: marked by it, or reopened by a
+    reversal (rule 12) under its cutoff, which takes the run's id."""
+    return bool(
+        connection.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM installments"
+                " WHERE status = 'OVERDUE' AND overdue_run_id = :run_id)"
+            ),
+            {"run_id": run_id},
+        ).scalar()
+    )
+
+
 def check_revertible(connection: Connection, run_id: int) -> None:
-    """Only the latest successful run that marked something, not yet reverted, can be
-    undone (exit 3 otherwise; 4 for a run that does not exist). Later runs that marked
-    nothing do not count."""
+    """Only the latest successful run that marked something (or holds installments a
+    reversal made OVERDUE under its cutoff), not yet reverted, can be undone (exit 3
+    otherwise; 4 for a run that does not exist). Later runs that marked nothing do not
+    count."""
     from bnplctl.errors import NotFound, Refused
 
     run = connection.execute(
@@ -296,7 +313,9 @@ def check_revertible(connection: Connection, run_id: int) -> None:
         why = "already reverted"
     elif run.outcome != "SUCCEEDED":
         why = str(run.outcome)
-    elif not (run.installments_marked_overdue or run.users_marked_debt):
+    elif not (
+        run.installments_marked_overdue or run.users_marked_debt or _holds(connection, run_id)
+    ):
         why = "it marked nothing (there is nothing to undo)"
     elif latest != run_id:
         why = f"not the latest run that marked something (that is run {latest})"
