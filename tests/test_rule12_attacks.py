@@ -7,6 +7,7 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -73,33 +74,46 @@ def test_a_header_naming_a_column_twice_by_inner_spaces_is_invalid(
     assert _scalar(engine, "SELECT count(*) FROM payments") == 0
 
 
-def test_a_reversal_before_its_payment_in_the_file_is_unknown_until_the_file_runs_again(
-    cli: Cli, engine: Engine, tmp_path: Path
+@pytest.mark.parametrize("chunk_rows", [1, 5000])
+def test_a_reversal_before_its_payment_in_the_file_is_applied_after_the_file(
+    cli: Cli, engine: Engine, tmp_path: Path, chunk_rows: int
 ) -> None:
-    """Rows are judged in file order: a reversal before its payment finds none and says
-    so (``unknown_payment``, "before this row"); the payment is recorded, and the file
-    run again (a re-run after a kill included) reverses it then. Documented in
-    docs/commands.md: reports list a refund after its payment."""
+    """A reversal before its payment in the file (in its chunk, or a chunk before) is
+    put off until the file's last chunk has been applied, then reversed: one clean run
+    ends as a run killed and run again does (the attacker's kill and re-run reversed 31
+    chargebacks a clean run had left ``unknown_payment``); a dry run says the same; run
+    again, every row is a duplicate. A reversal whose payment is nowhere stays
+    ``unknown_payment``."""
     seed(engine, 1, TODAY + timedelta(days=10))
+    cli.chunks(payments=chunk_rows)
     path = tmp_path / "adyen.csv"
     path.write_text(
         "\n".join(
             [
                 ADYEN_HEADER,
                 _adyen("A2", "u-1", "Refunded", "RF-A2", "10.00", ""),
+                _adyen("A9", "u-1", "Refunded", "RF-A9", "10.00", ""),
                 _adyen("A2", "u-1", "Settled", "M-A2", "", "50.00"),
             ]
         )
         + "\n"
     )
-    first = cli("payments", "import", str(path), "--preset", "adyen-settlement", "-o", "json")
+    command = ("payments", "import", str(path), "--preset", "adyen-settlement", "-o", "json")
+    dry = json.loads(cli(*command, "--dry-run").stdout)
+    first = cli(*command)
     summary = json.loads(first.stdout)
-    assert (summary["unknown_payment"], summary["applied"], first.exit_code) == (1, 1, 5)
-    assert summary["rejected"][0]["reason"] == "no payment with reference A2 before this row"
-    again = cli("payments", "import", str(path), "--preset", "adyen-settlement", "-o", "json")
-    summary = json.loads(again.stdout)
-    assert (summary["reversed"], summary["duplicate"]) == (1, 1), summary
+    picked = ("applied", "reversed", "unknown_payment", "duplicate")
+    assert [summary[name] for name in picked] == [1, 1, 1, 0], summary
+    assert [dry[name] for name in picked] == [1, 1, 1, 0], dry
+    assert summary["rejected"] == [
+        {"file": str(path), "line": 3, "reference": "RF-A9", "outcome": "unknown_payment",
+         "reason": "no payment with reference A9"}
+    ]  # fmt: skip
     assert _scalar(engine, "SELECT amount_due::text FROM installments WHERE id = 1") == "60.00"
+    again = json.loads(cli(*command).stdout)
+    assert [again[name] for name in picked] == [0, 0, 1, 2], again
+    assert _scalar(engine, "SELECT count(*) FROM payment_reversals") == 1
+    assert cli("verify").exit_code == 0
 
 
 def test_a_sweep_that_marked_nothing_but_holds_a_reversals_overdue_can_be_reverted(

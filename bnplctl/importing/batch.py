@@ -200,6 +200,7 @@ def apply_chunks(
     dry_run: bool,
     prepare: Callable[[Any], Any] | None = None,
     processes: int | None = None,
+    epilogue: Callable[[], Any | None] | None = None,
 ) -> None:
     """Each chunk of a batch file (read ahead on a thread of its own) in a transaction of
     its own, committed in file order: ``stage(connection, chunk)`` parses it, copies it
@@ -218,6 +219,11 @@ def apply_chunks(
     in file order, and what it raises is raised in its chunk's place. A file of one
     chunk is prepared in this process: no worker is started for it.
 
+    ``epilogue``, once every chunk has been applied (and committed), may give one more
+    chunk, staged and applied as the others (prepared in this process): what the file's
+    own chunks put off until every one of them was applied (a payments file's reversals
+    whose payment came later in the file).
+
     A dry run stages and applies every chunk in one transaction, rolled back at the end.
     The chunks' units are ``database``'s bare ones (``Database.units(raw=True)``): stage
     and apply get the psycopg2 connection.
@@ -233,12 +239,27 @@ def apply_chunks(
             workers.reader = ready
         if not dry_run:
             _apply_pipelined(database, ready, stage, apply, committed)
+            last = epilogue() if epilogue is not None else None
+            if last is not None:
+                with _left_whole(database.units(raw=True)) as next_unit:
+                    with next_unit() as work:
+                        result = apply(work.dbapi, stage(work.dbapi, _prepared_one(prepare, last)))
+                    committed(result)
             return
         with _left_whole(database.units(dry_run=True, raw=True)) as next_unit:
             for chunk in ready:
                 with next_unit() as work:
                     result = apply(work.dbapi, stage(work.dbapi, chunk))
                 committed(result)
+            last = epilogue() if epilogue is not None else None
+            if last is not None:
+                with next_unit() as work:
+                    result = apply(work.dbapi, stage(work.dbapi, _prepared_one(prepare, last)))
+                committed(result)
+
+
+def _prepared_one(prepare: Callable[[Any], Any] | None, chunk: Any) -> Any:
+    return prepare(chunk) if prepare is not None else chunk
 
 
 def prepare_processes() -> int:

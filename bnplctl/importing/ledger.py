@@ -148,11 +148,13 @@ def ingest_recorded(
     chunk_rows: int,
     context: Context,
     dry_run: bool,
+    epilogue: Callable[[], Any | None] | None = None,
 ) -> dict[str, Any]:
     """One file's rows through ``batch.apply_chunks`` (``stage`` while the chunk before
     is applied; ``apply(connection, staged, file_id)`` under the chunk's locks), recorded
     in the ledger (not in a dry run): started before its first chunk, its counts written
-    in each chunk's transaction, finished with its checksum and audit event. Counts go
+    in each chunk's transaction, finished with its checksum and audit event;
+    ``epilogue``: ``apply_chunks``'. Counts go
     to ``report`` (the command's) and to the file's own; returns the file's summary."""
     from bnplctl.importing.batch import IngestReport, apply_chunks, ramped_chunks
 
@@ -179,6 +181,7 @@ def ingest_recorded(
         apply_and_record,
         committed,
         dry_run=dry_run,
+        epilogue=epilogue,
     )
     summary = {"file": name, "sha256": reader.sha256.hexdigest()} | file_report.summary()
     if file_id is not None:

@@ -16,7 +16,7 @@ checksum and a ``payments.imported`` audit event at the end.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -167,12 +167,51 @@ def parse_chunk(chunk: list[RawRow]) -> ParsedChunk:
     return parse_chunk_with(chunk, _copy_columns, "reference")
 
 
-def stage_chunk(connection: Any, rows: list[RawRow]) -> tuple[ParsedChunk, StagedPayments]:
+# A file's reversal and reinstating rows whose payment no row before them recorded are
+# put off until the file's last chunk has been applied, then staged and applied once
+# more, in a chunk of their own (``batch.apply_chunks``' epilogue): a report's rows are
+# applied as if its refunds came after their payments, whatever the order of its rows,
+# and a file killed and run again ends as one clean run. At most ``HELD_ROWS`` are kept
+# (memory stays flat); beyond them a row is ``unknown_payment`` at once, as it is when
+# its payment is not in the file.
+HELD_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class HeldRows:
+    """The rows put off (COPY columns after ``seq``): the file's last chunk."""
+
+    rows: list[tuple[object, ...]]
+
+
+@dataclass
+class Holding:
+    """One file's rows put off, while its chunks are applied (``on``), then given back
+    as the epilogue's chunk."""
+
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+    on: bool = True
+
+    def last_chunk(self) -> HeldRows | None:
+        self.on = False
+        return HeldRows(self.rows) if self.rows else None
+
+
+def _held_chunk(held: HeldRows) -> ParsedChunk:
+    from bnplctl.services.payments import copy_data
+
+    rows = [(seq, *row) for seq, row in enumerate(held.rows)]
+    return ParsedChunk(copy_data(rows), len(rows), [])
+
+
+def stage_chunk(
+    connection: Any, rows: list[RawRow] | HeldRows
+) -> tuple[ParsedChunk, StagedPayments]:
     """Parse a chunk, then stage its valid rows as every payment is staged (rule 10's
     ``stage_rows``: copied in, classified as far as no lock is needed)."""
     from bnplctl.services.payments import stage_rows
 
-    chunk = parse_chunk(rows)
+    chunk = _held_chunk(rows) if isinstance(rows, HeldRows) else parse_chunk(rows)
     return chunk, stage_rows(connection, chunk.copy_data)
 
 
@@ -183,10 +222,12 @@ def apply_staged(
     source: str,
     actor: str,
     grace_days: int,
+    holding: Holding | None = None,
 ) -> tuple[ParsedChunk, list[Rejected]]:
     """Apply a staged chunk under the chunk's locks; returns it with the rows not applied
     (the invalid ones included) and the reversals applied (``reversed``), in line
-    order."""
+    order. While ``holding`` is on, the rows whose payment no row before them recorded
+    are put off (``HELD_ROWS``): not counted in this chunk, given back with the last."""
     from bnplctl import clock
     from bnplctl.services import locks
     from bnplctl.services import payments as rule10
@@ -203,9 +244,15 @@ def apply_staged(
             actor=actor,
             grace_days=grace_days,
         )
+        not_applied = applied.not_applied
+        if holding is not None and holding.on:
+            unknown = [item.line for item in not_applied if item.outcome == "unknown_payment"]
+            if unknown and len(holding.rows) + len(unknown) <= HELD_ROWS:
+                holding.rows += rule10.staged_input(connection, unknown)
+                not_applied = [item for item in not_applied if item.outcome != "unknown_payment"]
+                chunk = replace(chunk, valid=chunk.valid - len(unknown))
         refused += [
-            Rejected(item.line, item.reference, item.outcome, item.reason)
-            for item in applied.not_applied
+            Rejected(item.line, item.reference, item.outcome, item.reason) for item in not_applied
         ]
         # Reversals applied (rule 12; a settlement report's) are counted, not rejected.
         refused += [Rejected(line, "", "reversed", "") for line in applied.reversed]
@@ -224,13 +271,15 @@ def import_stream(
     """Import one file's rows, a chunk per transaction (a dry run: one, rolled back); the
     next chunk is staged while one is applied, and the file is recorded in the ledger as
     a webhook file is (``ledger.ingest_recorded``); returns its own summary."""
+    holding = Holding()
     return ingest_recorded(
         FILES, name, rows, reader, report, stage=stage_chunk,
         apply=lambda connection, staged, _: apply_staged(
             connection, staged, source=name, actor=context.acting,
-            grace_days=context.settings.grace_days,
+            grace_days=context.settings.grace_days, holding=holding,
         ),
         chunk_rows=context.chunks.payments, context=context, dry_run=dry_run,
+        epilogue=holding.last_chunk,
     )  # fmt: skip
 
 
@@ -409,11 +458,14 @@ def parse_settlement_chunk(
 
 
 def stage_settlement_chunk(
-    connection: Any, rows: list[SettlementRow | Rejected], target: TargetKind
+    connection: Any, rows: list[SettlementRow | Rejected] | HeldRows, target: TargetKind
 ) -> tuple[ParsedChunk, StagedPayments]:
     """A report's chunk parsed, then staged as every payment is (``stage_chunk``)."""
     from bnplctl.services.payments import stage_rows
 
+    if isinstance(rows, HeldRows):
+        chunk = _held_chunk(rows)
+        return chunk, stage_rows(connection, chunk.copy_data)
     chunk = parse_settlement_chunk(rows, target)
     return chunk, stage_rows(connection, chunk.copy_data)
 
@@ -432,12 +484,14 @@ def import_settlement_stream(
     currency (``BNPL_CURRENCY``, else the file's first), then staged and applied as a
     payments file's, a chunk per transaction, and recorded in the ledger alike."""
     checked = currency_checked(rows, context.settings.currency)
+    holding = Holding()
     return ingest_recorded(
         FILES, name, checked, reader, report,
         stage=partial(stage_settlement_chunk, target=layout.target),
         apply=lambda connection, staged, _: apply_staged(
             connection, staged, source=name, actor=context.acting,
-            grace_days=context.settings.grace_days,
+            grace_days=context.settings.grace_days, holding=holding,
         ),
         chunk_rows=context.chunks.payments, context=context, dry_run=dry_run,
+        epilogue=holding.last_chunk,
     )  # fmt: skip

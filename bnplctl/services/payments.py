@@ -410,7 +410,7 @@ _RESOLVE = Statement(
     ), unknown AS (
         UPDATE payment_moves m
         SET outcome = 'unknown_payment', reason = 'no payment with reference '
-                                                  || m.original_reference || ' before this row'
+                                                  || m.original_reference
         WHERE m.outcome IS NULL AND m.user_id IS NULL
           AND NOT EXISTS (SELECT FROM found f WHERE f.seq = m.seq)
         RETURNING m.line, m.reference, m.outcome, m.reason
@@ -439,7 +439,7 @@ _ORIGINALS = Statement(
     ), unknown AS (
         UPDATE payment_moves m
         SET outcome = 'unknown_payment', reason = 'no payment with reference '
-                                                  || m.original_reference || ' before this row',
+                                                  || m.original_reference,
             round = NULL
         FROM found f
         WHERE m.seq = f.seq AND f.id IS NULL
@@ -970,7 +970,7 @@ def _reverse(
                     line,
                     reference,
                     "unknown_payment",
-                    f"no payment with reference {row.original_reference} before this row",
+                    f"no payment with reference {row.original_reference}",
                 )
             )
         elif not row.same_payer:  # recorded by another writer since the row was staged
@@ -1175,3 +1175,34 @@ def reversal_by_id(executor: Executor, reversal_id: int) -> dict[str, Any]:
             for undone in run(executor, _UNDONE, {"id": reversal_id})
         ],
     }
+
+
+_STAGED_INPUT = Statement(
+    """
+    SELECT line, reference, amount, user_id, installment_id, paid_at, kind,
+           original_reference, note
+    FROM payment_rows
+    WHERE line = ANY(:lines)
+    ORDER BY line
+    """
+)
+
+
+def staged_input(executor: Executor, lines: Sequence[int]) -> list[tuple[object, ...]]:
+    """The rows of the chunk being applied at ``lines`` as they were staged (COPY
+    columns after ``seq``), to stage again later (a file's reversals put off until its
+    last chunk: ``importing/payments.py``)."""
+    return [
+        (
+            row.line,
+            row.reference,
+            row.amount,
+            row.user_id,
+            row.installment_id,
+            row.paid_at.isoformat() if row.paid_at is not None else None,
+            row.kind,
+            row.original_reference,
+            row.note,
+        )
+        for row in run(executor, _STAGED_INPUT, {"lines": list(lines)})
+    ]
