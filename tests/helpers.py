@@ -131,3 +131,28 @@ def run_sweep(
         return sweep_job(context, as_of=as_of, dry_run=dry_run, **options)
     finally:
         context.close()
+
+
+def terminated_on_second_call(
+    monkeypatch: Any, engine: Any, module: Any, name: str = "apply_chunk"
+) -> Any:
+    """Patch ``module.name`` so that its second call first has the server terminate the
+    backend of the connection it was given (a kill mid-file, as the server sees one);
+    returns the real function (patch it back to run the file again)."""
+    from sqlalchemy import text
+
+    from bnplctl.sql import run
+
+    real = getattr(module, name)
+    calls = {"n": 0}
+
+    def killed_on_second(connection: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            pid = run(connection, "SELECT pg_backend_pid()").scalar_one()
+            with engine.connect() as killer:
+                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return real(connection, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, killed_on_second)
+    return real

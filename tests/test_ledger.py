@@ -15,9 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from bnplctl.services import payments as payment_rules
-from bnplctl.sql import run
 from tests.conftest import Cli, row_counts
-from tests.helpers import table_writers
+from tests.helpers import table_writers, terminated_on_second_call
 from tests.test_sweep import seed
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bnplctl"
@@ -166,18 +165,8 @@ def test_a_killed_payments_import_leaves_the_counts_of_its_committed_chunks(
     source = tmp_path / "settlement.csv"
     source.write_text(HEADER + "".join(f"K-{n},10.00,u-{n % 3 + 1},,\n" for n in range(10)))
     cli.chunks(payments=4)
-    real = payment_rules.apply_chunk
-    calls = {"n": 0}
 
-    def killed_on_second(connection: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            pid = run(connection, "SELECT pg_backend_pid()").scalar_one()
-            with engine.connect() as killer:
-                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        return real(connection, **kwargs)
-
-    monkeypatch.setattr(payment_rules, "apply_chunk", killed_on_second)
+    real = terminated_on_second_call(monkeypatch, engine, payment_rules)
     assert cli("payments", "import", str(source)).exit_code == 75
 
     (unfinished,) = _files(engine)

@@ -15,9 +15,8 @@ from sqlalchemy.engine import Engine
 
 from bnplctl.importing import payments as payments_import
 from bnplctl.services import payments as payment_rules
-from bnplctl.sql import run
 from tests.conftest import TABLES, Cli, row_counts
-from tests.helpers import run_sweep
+from tests.helpers import run_sweep, terminated_on_second_call
 from tests.test_concurrency import Worker
 from tests.test_sweep import seed
 
@@ -208,20 +207,10 @@ def test_a_killed_import_then_a_rerun_equals_one_clean_run(
         )
     )
     cli.chunks(payments=4)
-    real = payment_rules.apply_chunk
-    calls = {"n": 0}
-
-    def killed_on_second(connection: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            pid = run(connection, "SELECT pg_backend_pid()").scalar_one()
-            with engine.connect() as killer:
-                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        return real(connection, **kwargs)
 
     seed(engine, 3, date(2026, 1, 1))
     run_sweep(as_of=date(2026, 2, 15), dry_run=False, actor="t")
-    monkeypatch.setattr(payment_rules, "apply_chunk", killed_on_second)
+    real = terminated_on_second_call(monkeypatch, engine, payment_rules)
     killed = cli("payments", "import", str(source))
     assert killed.exit_code == 75, killed.stderr
     assert row_counts(engine)["payments"] == 4  # the first chunk, committed

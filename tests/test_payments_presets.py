@@ -23,8 +23,8 @@ from sqlalchemy.engine import Engine
 
 from bnplctl.importing import payments as payments_import
 from bnplctl.services import payments as payment_rules
-from bnplctl.sql import run
 from tests.conftest import TABLES, Cli, row_counts
+from tests.helpers import terminated_on_second_call
 
 DATA = Path(__file__).resolve().parent / "data" / "processors"
 ADYEN_118 = DATA / "adyen_settlement_detail_report_batch_118.csv"
@@ -336,19 +336,9 @@ def test_a_killed_report_then_a_rerun_equals_one_clean_run(
     the skipped rows are skipped again, whatever chunk they fall in."""
     source = STRIPE_FILE if whole else _keep(STRIPE_FILE, tmp_path, STRIPE_PAYMENTS)
     cli.chunks(payments=2)
-    real = payment_rules.apply_chunk
-    calls = {"n": 0}
-
-    def killed_on_second(connection: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            pid = run(connection, "SELECT pg_backend_pid()").scalar_one()
-            with engine.connect() as killer:
-                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        return real(connection, **kwargs)
 
     _seed(engine)
-    monkeypatch.setattr(payment_rules, "apply_chunk", killed_on_second)
+    real = terminated_on_second_call(monkeypatch, engine, payment_rules)
     killed = cli("payments", "import", str(source), "--preset", "stripe-payouts")
     assert killed.exit_code == 75, killed.stderr
     assert len(_payments(engine)) == 2

@@ -15,7 +15,7 @@ checksum and a ``payments.imported`` audit event at the end.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -79,33 +79,44 @@ class PaymentRow:
 def parse_payment(row: RawRow) -> PaymentRow:
     """One row of a payments file, validated; ``InvalidInput`` names the field. The
     same checks as ``schemas.PaymentRow`` (which is built on this function)."""
-    from bnplctl import clock
-    from bnplctl.money import parse_amount
-
     if row.error is not None:
         raise InvalidInput(row.error)
     fields = row.fields
-    reference = required_id(fields.get("reference"), "reference")
-    amount_raw = text_field(fields.get("amount"), "amount", 20)
-    if amount_raw is None:
-        raise InvalidInput("amount: required")
-    amount = parse_amount(amount_raw)
+    reference, amount = _reference_and_amount(fields)
     user_id = id_field(fields.get("user_id"), "user_id")
     installment_raw = text_field(fields.get("installment_id"), "installment_id", 20)
     installment_id = None if installment_raw is None else _installment_number(installment_raw)
     if user_id is None and installment_id is None:
         raise InvalidInput("user_id or installment_id: one of them is required")
-    paid_at = timestamp(fields.get("paid_at"), "paid_at")
-    if paid_at is not None and paid_at > clock.now() + PAID_AT_AHEAD:
-        raise InvalidInput("paid_at: must be no later than a day from now")
     return PaymentRow(
         line=row.line,
         reference=reference,
         amount=amount,
         user_id=user_id,
         installment_id=installment_id,
-        paid_at=paid_at,
+        paid_at=_paid_at(fields),
     )
+
+
+def _reference_and_amount(fields: Mapping[str, Any]) -> tuple[str, Decimal]:
+    from bnplctl.money import parse_amount
+
+    reference = required_id(fields.get("reference"), "reference")
+    amount_raw = text_field(fields.get("amount"), "amount", 20)
+    if amount_raw is None:
+        raise InvalidInput("amount: required")
+    return reference, parse_amount(amount_raw)
+
+
+def _paid_at(fields: Mapping[str, Any]) -> datetime | None:
+    """When the money moved (a payment's ``paid_at``, a reversal's too), if said: no
+    later than a day from now."""
+    from bnplctl import clock
+
+    paid_at = timestamp(fields.get("paid_at"), "paid_at")
+    if paid_at is not None and paid_at > clock.now() + PAID_AT_AHEAD:
+        raise InvalidInput("paid_at: must be no later than a day from now")
+    return paid_at
 
 
 def _installment_number(raw: str) -> int:
@@ -121,19 +132,10 @@ def _reversal_columns(row: RawRow) -> tuple[object, ...]:
     """A reversal row of our own layout (``kind`` ``reversal``, rule 12): its own
     reference, the amount, the payment's reference (``original_reference``) and when the
     money went back (``paid_at``); its target is the payment's."""
-    from bnplctl import clock
-    from bnplctl.money import parse_amount
-
     fields = row.fields
-    reference = required_id(fields.get("reference"), "reference")
-    amount_raw = text_field(fields.get("amount"), "amount", 20)
-    if amount_raw is None:
-        raise InvalidInput("amount: required")
-    amount = parse_amount(amount_raw)
+    reference, amount = _reference_and_amount(fields)
     original = required_id(fields.get("original_reference"), "original_reference")
-    reversed_at = timestamp(fields.get("paid_at"), "paid_at")
-    if reversed_at is not None and reversed_at > clock.now() + PAID_AT_AHEAD:
-        raise InvalidInput("paid_at: must be no later than a day from now")
+    reversed_at = _paid_at(fields)
     when = reversed_at.isoformat() if reversed_at else None
     return (row.line, reference, amount, None, None, when, "reversal", original, None)
 
