@@ -28,7 +28,6 @@ from bnplctl.importing.presets import (
     _Columns,
     _stripe_amount,
     parse_column_map,
-    payment_fields,
     read_settlement,
     settlement_reader,
     zone_named,
@@ -641,18 +640,26 @@ def test_map_target_overrides_a_presets_target_column() -> None:
 
 
 def test_payment_rows_become_rows_of_our_payments_layout() -> None:
-    from bnplctl.importing.payments import parse_payment
+    """A report's rows as ``payments import`` stages them (``PAYMENT_ROW_COLUMNS``): a
+    payment to its target (a user, or an installment), an error row refused with its
+    reference and error, a reversal with its payment's reference and row type."""
+    from bnplctl.importing.payments import parse_settlement_chunk
 
     rows = _read(PAYPAL_FILE.read_bytes(), PAYPAL)
-    payment = parse_payment(payment_fields(rows[0]))
-    assert (payment.line, payment.reference, payment.amount, payment.user_id) == (
-        5, "1FW12345BN123456C", Decimal("166.67"), "usr-001",
-    )  # fmt: skip
-    assert payment.paid_at == _utc("2026-06-15 16:15")
+    failed = SettlementRow(3, "payment", "Settled", "R9", error="amount: bad")
+    chunk = parse_settlement_chunk([rows[0], failed, rows[4]], "user")
+    payment, reversal = csv.reader(io.StringIO(chunk.copy_data))
+    assert payment == [
+        "0", "5", "1FW12345BN123456C", "166.67", "usr-001", "",
+        _utc("2026-06-15 16:15").isoformat(), "", "", "",
+    ]  # fmt: skip
+    assert [(r.line, r.key, r.outcome, r.reason) for r in chunk.invalid] == [
+        (3, "R9", "invalid", "amount: bad")
+    ]
+    assert reversal[2:6] == [rows[4].reference, str(rows[4].amount), "", ""]
+    assert reversal[7:] == [rows[4].kind, rows[4].original_reference, rows[4].row_type]
     bought = SettlementRow(9, "payment", "x", "R", target="12", amount=Decimal("1.00"))
-    by_installment = payment_fields(bought, "installment")
-    assert parse_payment(by_installment).installment_id == 12
-    failed = payment_fields(SettlementRow(3, "payment", "Settled", "R9", error="amount: bad"))
-    assert (failed.fields, failed.error) == ({"reference": "R9"}, "amount: bad")
-    with pytest.raises(ValueError, match="a reversal row is not a payment"):
-        payment_fields(rows[4])
+    (by_installment,) = csv.reader(
+        io.StringIO(parse_settlement_chunk([bought], "installment").copy_data)
+    )
+    assert by_installment[4:6] == ["", "12"]

@@ -20,9 +20,8 @@ from sqlalchemy.engine import Engine
 from bnplctl.errors import InvalidInput
 from bnplctl.importing import webhooks
 from bnplctl.importing.readers import HashingReader, RawRow
-from bnplctl.sql import run
 from tests.conftest import Cli, row_counts
-from tests.helpers import JOHN, add_args
+from tests.helpers import JOHN, add_args, terminated_on_second_call
 
 HEADER = "refund_id,status,merchant_reference,event_id,occurred_at,amount\n"
 # Every outcome, in file order: lines 2-10.
@@ -316,19 +315,7 @@ def test_several_updates_of_one_refund_in_one_chunk(
 def _killed_on_second_call(monkeypatch: pytest.MonkeyPatch, engine: Engine, name: str) -> Any:
     """Make ``webhooks.<name>`` terminate its session's backend on its second call, then
     go on (and fail as a lost connection does); returns the real function."""
-    real = getattr(webhooks, name)
-    calls = {"n": 0}
-
-    def killed_on_second(session: Any, *args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            pid = run(session, "SELECT pg_backend_pid()").scalar_one()
-            with engine.connect() as killer:
-                killer.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-        return real(session, *args, **kwargs)
-
-    monkeypatch.setattr(webhooks, name, killed_on_second)
-    return real
+    return terminated_on_second_call(monkeypatch, engine, webhooks, name)
 
 
 def test_a_killed_ingest_then_a_rerun_equals_one_clean_run(

@@ -263,19 +263,21 @@ def apply_staged(
 
 def import_stream(
     name: str,
-    rows: Iterable[RawRow],
+    rows: Iterable[RawRow] | Iterable[SettlementRow | Rejected],
     reader: HashingReader,
     report: IngestReport,
     *,
+    stage: Callable[[Any, Any], tuple[ParsedChunk, StagedPayments]] = stage_chunk,
     context: Context,
     dry_run: bool,
 ) -> dict[str, Any]:
-    """Import one file's rows, a chunk per transaction (a dry run: one, rolled back); the
-    next chunk is staged while one is applied, and the file is recorded in the ledger as
-    a webhook file is (``ledger.ingest_recorded``); returns its own summary."""
+    """Import one file's rows (staged by ``stage``: our own layout's, or a report's), a
+    chunk per transaction (a dry run: one, rolled back); the next chunk is staged while
+    one is applied, and the file is recorded in the ledger as a webhook file is
+    (``ledger.ingest_recorded``); returns its own summary."""
     holding = Holding()
     return ingest_recorded(
-        FILES, name, rows, reader, report, stage=stage_chunk,
+        FILES, name, rows, reader, report, stage=stage,
         apply=lambda connection, staged, _: apply_staged(
             connection, staged, source=name, actor=context.acting,
             grace_days=context.settings.grace_days, holding=holding,
@@ -485,15 +487,8 @@ def import_settlement_stream(
     """``import_stream`` for a report read by ``layout``: its rows checked for their
     currency (``BNPL_CURRENCY``, else the file's first), then staged and applied as a
     payments file's, a chunk per transaction, and recorded in the ledger alike."""
-    checked = currency_checked(rows, context.settings.currency)
-    holding = Holding()
-    return ingest_recorded(
-        FILES, name, checked, reader, report,
+    return import_stream(
+        name, currency_checked(rows, context.settings.currency), reader, report,
         stage=partial(stage_settlement_chunk, target=layout.target),
-        apply=lambda connection, staged, _: apply_staged(
-            connection, staged, source=name, actor=context.acting,
-            grace_days=context.settings.grace_days, holding=holding,
-        ),
-        chunk_rows=context.chunks.payments, context=context, dry_run=dry_run,
-        epilogue=holding.last_chunk,
+        context=context, dry_run=dry_run,
     )  # fmt: skip

@@ -50,7 +50,7 @@ from typing import IO, Any, Literal
 
 from bnplctl.errors import InvalidInput, UsageProblem
 from bnplctl.importing import readers
-from bnplctl.importing.readers import Format, RawRow
+from bnplctl.importing.readers import Format
 from bnplctl.money import CENT, MAX_AMOUNT, parse_amount
 from bnplctl.validators import id_field, in_window, printable, shown_id, text_field, timestamp
 
@@ -111,24 +111,6 @@ class SettlementRow:
     occurred_at: datetime | None = None
     skip_reason: str | None = None
     error: str | None = None
-
-
-def payment_fields(row: SettlementRow, target: TargetKind = "user") -> RawRow:
-    """A payment row as a row of our own payments layout (``reference``, ``amount``,
-    ``user_id`` or ``installment_id``, ``paid_at``), for rule 10's pipeline
-    (``importing/payments.parse_payment``); ``target``: what an undecided target names
-    (``--target``). An error row keeps its reference and its error."""
-    fields: dict[str, Any] = {"reference": row.reference} if row.reference else {}
-    if row.error is not None:
-        return RawRow(row.line, fields, row.error)
-    if row.kind != "payment":
-        raise ValueError(f"line {row.line}: a {row.kind} row is not a payment")
-    fields["amount"] = str(row.amount)
-    named = row.target_kind or target
-    fields["user_id" if named == "user" else "installment_id"] = row.target
-    if row.occurred_at is not None:
-        fields["paid_at"] = row.occurred_at.isoformat()
-    return RawRow(row.line, fields)
 
 
 # --- --map ---------------------------------------------------------------------------------
