@@ -469,8 +469,8 @@ def stage_settlement_chunk(
 
     if isinstance(rows, HeldRows):
         chunk = _held_chunk(rows)
-        return chunk, stage_rows(connection, chunk.copy_data)
-    chunk = parse_settlement_chunk(rows, target)
+    else:
+        chunk = parse_settlement_chunk(rows, target)
     return chunk, stage_rows(connection, chunk.copy_data)
 
 

@@ -772,13 +772,9 @@ def place_in_rounds(executor: Executor, statement: Statement) -> StagedPayments:
 
     from bnplctl.services.rounds import put_in_rounds
 
-    refused: list[NotApplied] = []
-    summary: Any = None
-    for row in run(executor, statement):
-        if row.line is None:
-            summary = row
-        else:
-            refused.append(NotApplied(int(row.line), row.reference or "", row.outcome, row.reason))
+    rows = run(executor, statement).all()
+    summary = next(row for row in rows if row.line is None)
+    refused = _refused(row for row in rows if row.line is not None)
     repeat_rounds = frozenset(summary.repeat_rounds)
     payments, reversals = Counter(summary.payments), Counter(summary.reversals)
     reinstating = frozenset(summary.reinstating)
