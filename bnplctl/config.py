@@ -117,6 +117,17 @@ def _grace_days(value: str) -> int:
     return days
 
 
+def _key_max_age_days(value: str) -> int:
+    """A key's cryptoperiod in days: older, `status` asks for `keys rotate`."""
+    try:
+        days = int(value.strip())
+    except ValueError:
+        raise ValueError("a whole number of days, 1 to 3650") from None
+    if not 1 <= days <= 3650:
+        raise ValueError("a whole number of days, 1 to 3650")
+    return days
+
+
 def _clock_time(value: str) -> str:
     match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
     if not match:
@@ -160,6 +171,7 @@ _PARSERS: Mapping[str, Callable[[str], Any]] = {
     "sweep_at": _clock_time,
     "log_format": _log_format,
     "currency": _currency,
+    "key_max_age_days": _key_max_age_days,
 }
 
 
@@ -174,6 +186,7 @@ class Settings:
     sweep_at: str = "02:00"
     log_format: str = "text"
     currency: str | None = None
+    key_max_age_days: int = 365
 
     def __init__(self) -> None:
         given = given_settings()

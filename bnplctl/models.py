@@ -90,6 +90,14 @@ class User(SQLModel, table=True):
     card_last4: str = Field(sa_column=Column(String(4), nullable=False))
     card_fingerprint: str = Field(sa_column=Column(String(64, collation="C"), nullable=False))
     date_of_birth: date
+    # The keyring's key the passport (ciphertext and blind index) is under, and the one
+    # the card fingerprint was made with (revision 0011; ``services/keys.py``).
+    passport_key_id: int = Field(
+        default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0")
+    )
+    card_key_id: int = Field(
+        default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0")
+    )
     status: str = Field(
         default=UserStatus.NORMAL.value,
         sa_column=Column(String(16), nullable=False, server_default=UserStatus.NORMAL.value),
@@ -235,6 +243,60 @@ class KeyCheck(SQLModel, table=True):
     id: int = Field(default=1, sa_column=Column(SmallInteger, primary_key=True))
     key_check: str = Field(sa_column=Column(String(64), nullable=False))
     created_at: datetime | None = _created_at()
+    # The key new passports are written under (revision 0011).
+    primary_key_id: int = Field(
+        default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0")
+    )
+
+
+class SecretKey(SQLModel, table=True):
+    """A check of each key of the keyring the database has seen (never the key), and
+    whether it is enabled or retired (``services/keys.py``)."""
+
+    __tablename__ = "secret_keys"
+    __table_args__ = (
+        CheckConstraint("key_id >= 0", name="key_id"),
+        CheckConstraint("status IN ('enabled', 'retired')", name="status"),
+    )
+
+    key_id: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
+    key_check: str = Field(sa_column=Column(String(64), nullable=False))
+    status: str = Field(
+        default="enabled", sa_column=Column(String(16), nullable=False, server_default="enabled")
+    )
+    created_at: datetime | None = _created_at()
+    retired_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class KeyRotation(SQLModel, table=True):
+    """One ``keys rotate``: from which key to which, its progress, when it finished; at
+    most one is unfinished."""
+
+    __tablename__ = "key_rotations"
+    __table_args__ = (
+        Index(
+            "ix_key_rotations_unfinished",
+            text("(true)"),
+            unique=True,
+            postgresql_where=text("finished_at IS NULL"),
+        ),
+    )
+
+    id: int | None = _id_column()
+    from_key_id: int = Field(
+        sa_column=Column(SmallInteger, ForeignKey("secret_keys.key_id"), nullable=False)
+    )
+    to_key_id: int = Field(
+        sa_column=Column(SmallInteger, ForeignKey("secret_keys.key_id"), nullable=False)
+    )
+    actor: str = Field(sa_column=Column(String(100), nullable=False))
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    rows_total: int = Field(sa_column=Column(BigInteger, nullable=False))
+    rows_done: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    last_user_id: str | None = Field(default=None, sa_column=Column(String(64)))
 
 
 class SweepRun(SQLModel, table=True):

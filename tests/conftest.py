@@ -41,6 +41,8 @@ TABLES = (
     "plans",
     "users",
     "key_checks",
+    "key_rotations",
+    "secret_keys",
 )
 
 
@@ -116,9 +118,10 @@ def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database
 
 @pytest.fixture(scope="session")
 def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's secret key, as an operator provides one (BNPL_SECRET_KEY_FILE)."""
+    """The session's secret key, as an operator provides one (BNPL_SECRET_KEY_FILE): a
+    single key as hex, the file of every installation before keyrings (its key 0)."""
     path = tmp_path_factory.mktemp("keys") / "secret.key"
-    crypto.create_key(path)
+    crypto.write_key(path, crypto.new_key())
     return path
 
 

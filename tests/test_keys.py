@@ -131,7 +131,12 @@ def test_with_a_url_and_no_key_file_a_key_is_never_generated(
     assert cli("users", "list").exit_code == 0  # a command without the key still works
 
     report = json.loads(cli("status", "-o", "json").stdout)
-    assert report["secret_key"] == {"file": None, "state": "not set", "exposed": False}
+    assert report["secret_key"] == {
+        "file": None,
+        "state": "not set",
+        "exposed": False,
+        "keys": "no key yet",
+    }
 
 
 def test_with_a_url_a_key_left_in_the_data_directory_is_named_not_used(

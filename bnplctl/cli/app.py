@@ -112,7 +112,10 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
     ),
     "db": ("bnplctl.cli.db", "Schema migrations and the embedded PostgreSQL server."),
     "audit": ("bnplctl.cli.audit", "The audit trail: who changed what, and when."),
-    "keys": ("bnplctl.cli.keys", "The secret key: create the key file of an external database."),
+    "keys": (
+        "bnplctl.cli.keys",
+        "The secret keyring: create it, show it, rotate its key, retire old keys.",
+    ),
 }
 
 

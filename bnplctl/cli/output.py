@@ -363,6 +363,8 @@ def render_dashboard(report: Record) -> None:
         exposed = ", [yellow]readable by others[/yellow]" if key["exposed"] else ""
         where = escape(key["file"]) if key["file"] else "BNPL_SECRET_KEY_FILE unset"
         grid.add_row("secret key", f"[{style}]{key['state']}[/{style}] ({where}){exposed}")
+        if key.get("keys"):
+            grid.add_row("keys", escape(key["keys"]))
     for problem in report.get("problems", []):
         grid.add_row("[red]problem[/red]", escape(problem))
     for note in report.get("notes", []):
@@ -506,6 +508,34 @@ def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], Non
             progress.refresh()
 
         yield advance
+
+
+@contextmanager
+def row_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar of rows done out of a total on stderr, only when stderr is a
+    terminal (``keys rotate``)."""
+    if not _stderr_is_terminal():
+        yield None
+        return
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=True,
+        auto_refresh=False,
+    ) as progress:
+        task = progress.add_task(escape(printable(label)), total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=max(total, done))
+            progress.refresh()
+
+        yield update
 
 
 def _job_log() -> JobLog | None:

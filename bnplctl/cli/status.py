@@ -8,10 +8,13 @@ from bnplctl.errors import ExitCode
 
 
 def status(output: OutputOption = OutputFormat.table) -> None:
-    """Health: database and version, migrations, users, plans, debt, refunds, last sweep.
+    """Health: database and version, migrations, users, plans, debt, refunds, last sweep,
+    the secret keys.
 
     Exit 0 healthy, 69 unhealthy (schema behind, no successful sweep for the business
-    date 30 minutes after BNPL_SWEEP_AT in BNPL_TIMEZONE, the last sweep failed), 75
+    date 30 minutes after BNPL_SWEEP_AT in BNPL_TIMEZONE, the last sweep failed, the key
+    file missing or not the database's, the primary key older than
+    BNPL_KEY_MAX_AGE_DAYS, a key rotation unfinished), 75
     database unreachable. A date whose sweep was reverted counts as handled: a note says
     how to sweep it again. The Docker HEALTHCHECK runs it.
 
@@ -37,6 +40,7 @@ def status(output: OutputOption = OutputFormat.table) -> None:
                 timezone=context.settings.timezone,
                 sweep_at=context.settings.sweep_at,
                 key_file=context.settings.key_file,
+                key_max_age_days=context.settings.key_max_age_days,
             )
     except Unavailable as exc:
         report = unreachable(exc.message, SCHEMA_HEAD)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import IO, TYPE_CHECKING, Any
 
@@ -43,6 +43,8 @@ class PreparedChunk:
     keys: list[tuple[int, str, str]]
     invalid: list[Rejected]
     generated: frozenset[int] = frozenset()
+    primary_id: int = 0  # the key it was protected under
+    prior_id: int | None = None  # the rotation's from key it was looked up under too
 
 
 RowOutcome = dict[str, Any]
@@ -113,7 +115,14 @@ def prepare_chunk(rows: list[RawRow], today: date, keyring: Any) -> PreparedChun
         )
         lines.append(copy_line(len(keys), values))
         keys.append((row.line, values[0], values[4]))
-    return PreparedChunk("".join(lines), keys, invalid, frozenset(generated))
+    return PreparedChunk(
+        "".join(lines),
+        keys,
+        invalid,
+        frozenset(generated),
+        primary_id=keyring.primary_id,
+        prior_id=keyring.prior_id,
+    )
 
 
 WorkItem = list[RawRow] | CsvSlice
@@ -160,24 +169,17 @@ def import_users(
     """
     import functools
 
-    from bnplctl import crypto
     from bnplctl.importing.batch import apply_chunks, ingest_each
+    from bnplctl.services.secret_key import checked_keyring
 
     settings, database = context.settings, context.db
-    master = crypto.read_key(settings.required_key_file())
-    if master is None:  # the database decides whether one may be generated
-        from bnplctl.services.secret_key import checked_key
-
-        with database.unit(commit=not dry_run, raw=True) as work:
-            master = checked_key(work.dbapi, settings, warn=warn)
-        warn = None  # said once
+    settings.required_key_file()
+    with database.unit(commit=not dry_run, raw=True) as work:
+        keyring = checked_keyring(work.dbapi, settings, warn=warn, now=context.clock.now())
     report = report if report is not None else UserImportReport()
-    prepare = functools.partial(
-        prepare_item, today=context.clock.today(), keyring=crypto.Keyring(master)
-    )
-    inserter = _Inserter(
-        report, context=context, source=source, master=master, dry_run=dry_run, warn=warn
-    )
+    prepare = functools.partial(prepare_item, today=context.clock.today(), keyring=keyring)
+    inserter = _Inserter(report, context=context, source=source, keyring=keyring)
+    inserter.dry_run = dry_run
 
     def one_file(name: str, items: Iterable[WorkItem], reader: HashingReader) -> dict[str, Any]:
         report.names.append(name)
@@ -203,43 +205,48 @@ Inserted = tuple[PreparedChunk, list[Any]]  # a chunk and its duplicates (``Inse
 
 
 class _Inserter:
-    """The pipeline's stages of a users chunk prepared: ``stage`` copies it in,
-    ``apply`` inserts it (the first chunk's unit checks ``master`` against the database's
-    key check before it inserts), ``committed`` records its outcomes."""
+    """The pipeline's stages of a users chunk prepared: ``stage`` copies it in and reads
+    the database's keys under the shared keys lock (a chunk protected under another key
+    than the database's primary now, a rotation having started meanwhile, is re-protected
+    here: ``rekeyed``), ``apply`` inserts it, ``committed`` records its outcomes."""
 
     def __init__(
-        self,
-        report: UserImportReport,
-        *,
-        context: Context,
-        source: str,
-        master: bytes,
-        dry_run: bool,
-        warn: Callable[[str], None] | None,
+        self, report: UserImportReport, *, context: Context, source: str, keyring: Any
     ) -> None:
         self.report = report
         self.settings, self.clock, self.actor = context.settings, context.clock, context.acting
-        self.source, self.master = source, master
-        self.dry_run = dry_run
-        self.warn = warn
+        self.source, self.keyring = source, keyring
+        self.dry_run = False
         self.expect_new = True  # until a chunk meets a duplicate
-        self.key_checked = False
 
     def stage(self, connection: Any, prepared: PreparedChunk) -> PreparedChunk:
         from bnplctl.services.onboarding import copy_staged
+        from bnplctl.services.secret_key import checked_keyring, write_state
 
-        if prepared.keys:
-            copy_staged(connection, prepared.copy_text)
+        if not prepared.keys:
+            return prepared
+        copy_staged(connection, prepared.copy_text)
+        state = write_state(connection)
+        if state != (self.keyring.primary_id, self.keyring.prior_id):
+            self.keyring = checked_keyring(connection, self.settings, now=self.clock.now())
+        if (prepared.primary_id, prepared.prior_id) != (
+            self.keyring.primary_id,
+            self.keyring.prior_id,
+        ):
+            from bnplctl.services.onboarding import rekey_staged
+
+            keys = rekey_staged(connection, self.keyring, prepared.keys)
+            prepared = replace(
+                prepared,
+                keys=keys,
+                primary_id=self.keyring.primary_id,
+                prior_id=self.keyring.prior_id,
+            )
         return prepared
 
     def apply(self, connection: Any, prepared: PreparedChunk) -> Inserted:
         from bnplctl.services.onboarding import insert_copied
-        from bnplctl.services.secret_key import checked_key, mismatch
 
-        if not self.key_checked:
-            if checked_key(connection, self.settings, warn=self.warn) != self.master:
-                raise mismatch(self.settings.required_key_file())  # changed meanwhile
-            self.key_checked = True
         duplicates = insert_copied(
             connection,
             prepared.keys,

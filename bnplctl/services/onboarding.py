@@ -41,8 +41,10 @@ def protected_values(
     dob: date,
     keyring: Keyring,
 ) -> tuple[Any, ...]:
-    """A validated user's row values (``_INSERT_COLUMNS``): the passport encrypted and
-    blind-indexed, the card reduced to brand, first six, last four and fingerprint."""
+    """A validated user's row values (``_INSERT_COLUMNS``, then the passport's blind
+    index under an unfinished rotation's prior key, for the lookup only): the passport
+    encrypted and blind-indexed, the card reduced to brand, first six, last four and
+    fingerprint, each under the keyring's primary key."""
     return (
         user_id,
         name,
@@ -55,6 +57,9 @@ def protected_values(
         card[-4:],
         keyring.card_fingerprint(card),
         dob,
+        keyring.primary_id,
+        keyring.primary_id,
+        keyring.prior_index(passport),
     )
 
 
@@ -66,11 +71,15 @@ def copy_line(seq: int, values: tuple[Any, ...]) -> str:
     comma- and quote-free alphabet (ids, digits, hex, masks, ISO dates); the name is
     always quoted, its quotes doubled.
     """
-    (user_id, name, phone, sealed, index, masked, brand, first6, last4, fingerprint, dob) = values
+    (user_id, name, phone, sealed, index, masked, brand, first6, last4, fingerprint, dob) = values[
+        :11
+    ]
+    passport_key, card_key, prior = values[11:]
     quoted = name.replace('"', '""')
     return (
         f'{seq},{user_id},"{quoted}",{phone},\\x{sealed.hex()},{index},{masked},'
-        f"{brand},{first6},{last4},{fingerprint},{dob.isoformat()}\n"
+        f"{brand},{first6},{last4},{fingerprint},{dob.isoformat()},{passport_key},{card_key},"
+        f"{prior or ''}\n"
     )
 
 
@@ -88,6 +97,8 @@ _INSERT_COLUMNS = (
     "card_last4",
     "card_fingerprint",
     "date_of_birth",
+    "passport_key_id",
+    "card_key_id",
 )
 
 
@@ -120,15 +131,20 @@ _STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS user_rows (seq integer,"
     " user_id text, full_name text, phone_e164 text, passport_ciphertext bytea,"
     " passport_blind_index text, passport_masked text, card_brand text, card_first6 text,"
-    " card_last4 text, card_fingerprint text, date_of_birth date) ON COMMIT DELETE ROWS"
+    " card_last4 text, card_fingerprint text, date_of_birth date, passport_key_id smallint,"
+    " card_key_id smallint, prior_index text) ON COMMIT DELETE ROWS"
 )
 # Only constant column names are formatted in; every value arrives through COPY or
 # as a parameter. Rows are taken in file order (``seq``: a row's place in its chunk; not
 # the line, which rows of a JSON array written on one line share), so the first one wins.
+# While a rotation is unfinished a row has a ``prior_index`` (its passport's blind index
+# under the key rotated from): a passport stored under either key is a duplicate.
 _INSERT_SQL = (
     "WITH inserted AS ("  # noqa: S608 - fixed fragments, no input
     " INSERT INTO users ({columns})"
-    " SELECT {columns} FROM user_rows ORDER BY seq"
+    " SELECT {columns} FROM user_rows r WHERE r.prior_index IS NULL OR NOT EXISTS"
+    "  (SELECT FROM users u WHERE u.passport_blind_index = r.prior_index)"
+    " ORDER BY seq"
     " ON CONFLICT DO NOTHING"
     " RETURNING user_id, passport_blind_index"
     "), audited AS ("
@@ -139,11 +155,14 @@ _INSERT_SQL = (
     + ") SELECT user_id, passport_blind_index FROM inserted"
 ).format(columns=", ".join(_INSERT_COLUMNS))
 # The same for a chunk expected to hold only new users: a plain INSERT (no speculative
-# insertion), which fails as a whole on the first duplicate.
+# insertion), which fails as a whole on the first duplicate (under the prior key: a row
+# left out, found by the count of audit events).
 _INSERT_NEW_SQL = (
     "WITH inserted AS ("  # noqa: S608 - fixed fragments, no input
     " INSERT INTO users ({columns})"
-    " SELECT {columns} FROM user_rows ORDER BY seq"
+    " SELECT {columns} FROM user_rows r WHERE r.prior_index IS NULL OR NOT EXISTS"
+    "  (SELECT FROM users u WHERE u.passport_blind_index = r.prior_index)"
+    " ORDER BY seq"
     " RETURNING user_id"
     ") "
     + insert_events(
@@ -151,6 +170,43 @@ _INSERT_NEW_SQL = (
         "  jsonb_build_object('source', CAST(%(source)s AS text)) FROM inserted"
     )
 ).format(columns=", ".join(_INSERT_COLUMNS))
+
+
+def rekey_staged(
+    connection: Any, keyring: Keyring, keys: Sequence[tuple[int, str, str]]
+) -> list[tuple[int, str, str]]:
+    """The staged users (``copy_staged``) put under ``keyring``'s primary key and given
+    their blind index under its prior one: a chunk protected before a rotation started
+    (or finished), read back, decrypted under the key it names and protected again, its
+    card fingerprint left under the key it was made with (the number is not kept).
+    Returns ``keys`` with each row's new blind index."""
+    from bnplctl.db import dbapi_connection
+
+    dbapi = dbapi_connection(connection)
+    with dbapi.cursor() as cursor:
+        cursor.execute("SELECT seq, user_id, passport_ciphertext FROM user_rows ORDER BY seq")
+        staged = cursor.fetchall()
+        seqs, sealed, indexes, priors = [], [], [], []
+        for seq, user_id, blob in staged:
+            passport = keyring.decrypt_passport(bytes(blob), user_id)
+            seqs.append(seq)
+            sealed.append(keyring.encrypt_passport(passport, user_id))
+            indexes.append(keyring.passport_index(passport))
+            priors.append(keyring.prior_index(passport))
+        cursor.execute(
+            "UPDATE user_rows SET passport_ciphertext = v.sealed,"
+            " passport_blind_index = v.index, prior_index = v.prior, passport_key_id = %s"
+            " FROM unnest(%s::integer[], %s::bytea[], %s::text[], %s::text[])"
+            " AS v (seq, sealed, index, prior) WHERE user_rows.seq = v.seq",
+            (keyring.primary_id, seqs, sealed, indexes, priors),
+        )
+    index_of = dict(zip(seqs, indexes, strict=True))
+    return [(line, user_id, index_of[seq]) for seq, (line, user_id, _) in enumerate(keys)]
+
+
+class _PriorDuplicate(Exception):
+    """A chunk expected new held a passport stored under an unfinished rotation's prior
+    key: rolled back to its savepoint, it takes the general path."""
 
 
 def insert_staged(
@@ -223,7 +279,9 @@ def insert_copied(
             try:
                 with savepoint(connection):  # rolled back to on a duplicate
                     cursor.execute(_INSERT_NEW_SQL, params)
-            except UniqueViolation:
+                    if cursor.rowcount != len(keys):  # one under the prior key
+                        raise _PriorDuplicate
+            except (UniqueViolation, _PriorDuplicate):
                 pass
             else:
                 return []
@@ -244,8 +302,16 @@ def insert_copied(
             ([key[1] for _, key in rejected], [key[2] for _, key in rejected]),
         )
         stored = cursor.fetchall()
+        # Under an unfinished rotation: a row's passport stored under the prior key,
+        # found by the row's prior index and named by the row's own.
+        cursor.execute(
+            "SELECT r.passport_blind_index, u.user_id FROM user_rows r"
+            " JOIN users u ON u.passport_blind_index = r.prior_index WHERE r.seq = ANY(%s)",
+            ([seq for seq, _ in rejected],),
+        )
+        under_prior = cursor.fetchall()
     by_id = {row[0] for row in stored}
-    by_passport = {row[1]: row[0] for row in stored}
+    by_passport = {row[1]: row[0] for row in stored} | {row[0]: row[1] for row in under_prior}
     outcomes = []
     for seq, (line, user_id, blind_index) in rejected:
         existing: str | None = user_id

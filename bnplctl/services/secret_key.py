@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bnplctl import crypto
+from bnplctl import clock, crypto
 from bnplctl.errors import ConfigError, Refused
 from bnplctl.services.audit import insert_events
 from bnplctl.sql import run
@@ -38,6 +38,15 @@ if TYPE_CHECKING:
     from bnplctl.db import Executor
 
 VARIABLE = crypto.KEY_VARIABLE
+# Writers of passports take it shared in their transaction; `keys rotate` takes it
+# exclusive to make a new key primary: a chunk or onboarding in flight commits under the
+# key it began with, and the next one reads the new state (``write_state``).
+KEYS_LOCK_ID = 0x62_6E_70_6C_4B59  # "bnpl" + "KY"
+_WRITE_STATE = (
+    "SELECT pg_advisory_xact_lock_shared(:lock),"
+    " (SELECT primary_key_id FROM key_checks WHERE id = 1),"
+    " (SELECT from_key_id FROM key_rotations WHERE finished_at IS NULL)"
+)
 
 
 @dataclass(frozen=True)
@@ -49,9 +58,37 @@ class KeyState:
     exposed: bool
 
 
-def _stored_check(executor: Executor) -> str | None:
-    value = run(executor, "SELECT key_check FROM key_checks WHERE id = 1").scalar()
-    return None if value is None else str(value)
+@dataclass(frozen=True)
+class StoredKeys:
+    """What the database keeps of the keyring: whether it has seen a key, its primary,
+    each key's check and status, and the key an unfinished rotation rotates from."""
+
+    seen: bool
+    primary: int | None
+    checks: dict[int, tuple[str, str]]  # key id -> (check, status)
+    rotating_from: int | None
+
+
+def stored_keys(executor: Executor) -> StoredKeys:
+    primary = run(executor, "SELECT primary_key_id FROM key_checks WHERE id = 1").scalar()
+    rows = run(executor, "SELECT key_id, key_check, status FROM secret_keys").all()
+    rotating = run(
+        executor, "SELECT from_key_id FROM key_rotations WHERE finished_at IS NULL"
+    ).scalar()
+    return StoredKeys(
+        seen=primary is not None,
+        primary=None if primary is None else int(primary),
+        checks={int(row[0]): (str(row[1]), str(row[2])) for row in rows},
+        rotating_from=None if rotating is None else int(rotating),
+    )
+
+
+def write_state(executor: Executor) -> tuple[int | None, int | None]:
+    """(the primary key, an unfinished rotation's from key), read under the shared keys
+    lock, which the caller's transaction then holds: a key made primary meanwhile waits
+    for it to commit."""
+    row = run(executor, _WRITE_STATE, {"lock": KEYS_LOCK_ID}).one()
+    return (None if row[1] is None else int(row[1])), (None if row[2] is None else int(row[2]))
 
 
 def _sample_passport(executor: Executor) -> tuple[str, bytes] | None:
@@ -69,80 +106,160 @@ def _decrypts(keyring: crypto.Keyring, sample: tuple[str, bytes]) -> bool:
     return True
 
 
-def mismatch(path: Path) -> ConfigError:
-    """The error of a key (``path``) that is not the database's."""
-    return ConfigError(f"{VARIABLE}: {path} is not the key this database was set up with")
+def mismatch(path: Path, key_id: int | None = None) -> ConfigError:
+    """The error of a key file (``path``) that is not the database's."""
+    which = "" if key_id is None else f" (its key {key_id} differs from the database's)"
+    return ConfigError(f"{VARIABLE}: {path} is not the key this database was set up with{which}")
+
+
+def _matching(found: crypto.KeyFile, stored: StoredKeys, path: Path) -> dict[int, bytes]:
+    """The file's enabled keys the database knows, each checked against its check: a key
+    that differs stops the command (78); a key the database has not seen yet (a rotation
+    that wrote the file and was stopped before it recorded the key) is left out."""
+    keys: dict[int, bytes] = {}
+    for key_id, material in found.usable().items():
+        known = stored.checks.get(key_id)
+        if known is None:
+            continue
+        if known[0] != crypto.SecretKey(material, key_id).key_check():
+            raise mismatch(path, key_id)
+        keys[key_id] = material
+    return keys
+
+
+def checked_keyring(
+    executor: Executor,
+    settings: Settings,
+    *,
+    warn: Callable[[str], None] | None = None,
+    now: datetime | None = None,
+) -> crypto.Keyring:
+    """The keyring of ``settings`` for a command that protects or reads personal data,
+    checked against the database (see the module's docstring), under the shared keys
+    lock (``write_state``); ``warn`` hears of a key file others can read. Its primary is
+    the database's; its prior, an unfinished rotation's from key."""
+    path = settings.required_key_file()
+    write_state(executor)
+    stored = stored_keys(executor)
+    found = crypto.read_keyring(path)
+    if found is None:
+        if settings.secret_key_file is not None:
+            raise ConfigError(f"{VARIABLE}: {path} does not exist")
+        if stored.seen or _sample_passport(executor) is not None:
+            raise ConfigError(
+                f"{VARIABLE}: this database was set up with a secret key and {path} does not"
+                f" exist; set {VARIABLE} to that key's file"
+            )
+        found = crypto.create_keyring(path, now or clock.now())
+    if not stored.seen:
+        sample = _sample_passport(executor)
+        ring = crypto.Keyring(found.usable(), found.primary.key_id)
+        if sample is not None and not _decrypts(ring, sample):
+            raise mismatch(path)
+        _record(executor, found, now=now or clock.now())
+        stored = stored_keys(executor)  # another process's, if it was first
+    keys = _matching(found, stored, path)
+    if stored.primary not in keys:
+        raise ConfigError(
+            f"{VARIABLE}: {path} lacks key {stored.primary}, which the database writes"
+            " passports under (a rotation wrote it to the key file: is the variable naming"
+            " that file?)"
+        )
+    if stored.rotating_from is not None and stored.rotating_from not in keys:
+        raise ConfigError(
+            f"{VARIABLE}: {path} lacks key {stored.rotating_from}, which an unfinished"
+            " rotation still needs"
+        )
+    if warn is not None and crypto.exposed(path):
+        warn(f"{VARIABLE}: {path} can be read by group or others; chmod 600 it")
+    assert stored.primary is not None  # noqa: S101 - recorded above
+    return crypto.Keyring(keys, stored.primary, stored.rotating_from)
 
 
 def checked_key(
     executor: Executor, settings: Settings, *, warn: Callable[[str], None] | None = None
 ) -> bytes:
-    """The key of ``settings`` for a command that protects or reads personal data, checked
-    against the database (see the module's docstring); ``warn`` hears of a key file others
-    can read."""
-    path = settings.required_key_file()
-    stored = _stored_check(executor)
-    master = crypto.read_key(path)
-    if master is None:
-        if settings.secret_key_file is not None:
-            raise ConfigError(f"{VARIABLE}: {path} does not exist")
-        if stored is not None or _sample_passport(executor) is not None:
-            raise ConfigError(
-                f"{VARIABLE}: this database was set up with a secret key and {path} does not"
-                f" exist; set {VARIABLE} to that key's file"
-            )
-        master = crypto.create_key(path)
-    keyring = crypto.Keyring(master)
-    if stored is None:
-        sample = _sample_passport(executor)
-        if sample is not None and not _decrypts(keyring, sample):
-            raise mismatch(path)
+    """The primary key's material of ``checked_keyring`` (tests and the first chunk)."""
+    keyring = checked_keyring(executor, settings, warn=warn)
+    return _material(keyring, settings)
+
+
+def _material(keyring: crypto.Keyring, settings: Settings) -> bytes:
+    found = crypto.read_keyring(settings.required_key_file())
+    assert found is not None  # noqa: S101 - read a moment ago
+    entry = found.get(keyring.primary_id)
+    assert entry is not None  # noqa: S101
+    return entry.material
+
+
+def _record(executor: Executor, found: crypto.KeyFile, *, now: datetime) -> None:
+    """A database that has seen no key: the file's enabled keys' checks and its primary,
+    in the caller's transaction (another process's first, if it was first)."""
+    primary = found.primary
+    run(
+        executor,
+        "INSERT INTO key_checks (id, key_check, primary_key_id) VALUES (1, :check, :primary)"
+        " ON CONFLICT (id) DO NOTHING",
+        {
+            "check": crypto.SecretKey(primary.material, primary.key_id).key_check(),
+            "primary": primary.key_id,
+        },
+    )
+    for key_id, material in found.usable().items():
+        entry = found.get(key_id)
         run(
             executor,
-            "INSERT INTO key_checks (id, key_check) VALUES (1, :check) ON CONFLICT (id) DO NOTHING",
-            {"check": keyring.key_check()},
+            "INSERT INTO secret_keys (key_id, key_check, created_at)"
+            " VALUES (:key_id, :check, :created_at) ON CONFLICT (key_id) DO NOTHING",
+            {
+                "key_id": key_id,
+                "check": crypto.SecretKey(material, key_id).key_check(),
+                "created_at": (entry.created_at if entry else None) or now,
+            },
         )
-        stored = _stored_check(executor)  # another process's, if it was first
-    if stored != keyring.key_check():
-        raise mismatch(path)
-    if warn is not None and crypto.exposed(path):
-        warn(f"{VARIABLE}: {path} can be read by group or others; chmod 600 it")
-    return master
 
 
 def key_state(executor: Executor, path: Path | None) -> KeyState:
-    """The state of the key in ``path`` (the settings' ``key_file``), for ``status``;
-    reads, never writes or creates."""
-    stored = _stored_check(executor)
+    """The state of the key file in ``path`` (the settings' ``key_file``), for
+    ``status``; reads, never writes or creates."""
+    stored = stored_keys(executor)
     if path is None:
         return KeyState(None, "not set", exposed=False)
     try:
-        master = crypto.read_key(path)
+        found = crypto.read_keyring(path)
     except ConfigError:
         return KeyState(path, "unusable", exposed=False)
-    if master is None:
-        has_data = stored is not None or _sample_passport(executor) is not None
+    if found is None:
+        has_data = stored.seen or _sample_passport(executor) is not None
         return KeyState(path, "missing" if has_data else "none yet", exposed=False)
-    if stored is None:  # the next command that protects data checks it, and records it
+    if not stored.seen:  # the next command that protects data checks it, and records it
         return KeyState(path, "unchecked", exposed=crypto.exposed(path))
-    state = "matches" if stored == crypto.Keyring(master).key_check() else "mismatch"
+    try:
+        keys = _matching(found, stored, path)
+    except ConfigError:
+        return KeyState(path, "mismatch", exposed=crypto.exposed(path))
+    state = "matches" if stored.primary in keys else "mismatch"
     return KeyState(path, state, exposed=crypto.exposed(path))
 
 
-def record_new_key(
-    executor: Executor, master: bytes, *, path: Path, actor: str, now: datetime
+def record_new_keyring(
+    executor: Executor, found: crypto.KeyFile, *, path: Path, actor: str, now: datetime
 ) -> None:
-    """Make ``master`` (a key just generated, not yet written) this database's key: its
-    check and a ``key.initialized`` audit event (the file's path, never the key or its
-    check), in the caller's transaction. Refused (3) when the database already has a key
-    check or a stored passport, which a new key could never match. The insert holds the
-    check's row until the caller commits: a concurrent ``keys init`` waits, then is
+    """Make ``found`` (a keyring just generated, not yet written) this database's: its
+    keys' checks and a ``key.initialized`` audit event (the file's path, never a key or
+    its check), in the caller's transaction. Refused (3) when the database already has a
+    key check or a stored passport, which a new key could never match. The insert holds
+    the check's row until the caller commits: a concurrent ``keys init`` waits, then is
     refused."""
+    primary = found.primary
     recorded = run(
         executor,
-        "INSERT INTO key_checks (id, key_check) VALUES (1, :check)"
+        "INSERT INTO key_checks (id, key_check, primary_key_id) VALUES (1, :check, :primary)"
         " ON CONFLICT (id) DO NOTHING RETURNING id",
-        {"check": crypto.Keyring(master).key_check()},
+        {
+            "check": crypto.SecretKey(primary.material, primary.key_id).key_check(),
+            "primary": primary.key_id,
+        },
     ).first()
     if recorded is None:
         raise Refused(
@@ -154,10 +271,30 @@ def record_new_key(
             f"this database holds passports protected with a secret key, which a new key"
             f" would not open: set {VARIABLE} to the file of the key it was set up with"
         )
+    _record(executor, found, now=now)
     run(
         executor,
         insert_events(
-            "VALUES (:now, :actor, 'key.initialized', 'key', '0', NULL, CAST(:details AS jsonb))"
+            "VALUES (:now, :actor, 'key.initialized', 'key', :key_id, NULL,"
+            " CAST(:details AS jsonb))"
         ),
-        {"now": now, "actor": actor, "details": json.dumps({"file": str(path)})},
+        {
+            "now": now,
+            "actor": actor,
+            "key_id": str(primary.key_id),
+            "details": json.dumps({"file": str(path)}),
+        },
+    )
+
+
+def record_new_key(
+    executor: Executor, master: bytes, *, path: Path, actor: str, now: datetime
+) -> None:
+    """``record_new_keyring`` of a single key (key 0)."""
+    record_new_keyring(
+        executor,
+        crypto.KeyFile((crypto.KeyEntry(0, master, primary=True),), legacy=True),
+        path=path,
+        actor=actor,
+        now=now,
     )

@@ -43,6 +43,7 @@ def gather(
     timezone: str = "UTC",
     sweep_at: str = "02:00",
     key_file: Path | None = None,
+    key_max_age_days: int = 365,
 ) -> dict[str, Any]:
     """Everything the dashboard shows, from a reachable database."""
     version = str(connection.execute(text("SHOW server_version")).scalar_one())
@@ -87,6 +88,11 @@ def gather(
             "unusable": "file cannot be used (unreadable, or not 32 bytes as hex)",
         }[key["state"]]
         report["problems"].append(f"the secret key {what} (BNPL_SECRET_KEY_FILE: {key['file']})")
+    from bnplctl.services.keys import key_report, summary
+
+    keys = key_report(connection, key_file, max_age_days=key_max_age_days, now=now)
+    key["keys"] = summary(keys)
+    report["problems"].extend(keys["problems"])
     last = report["last_sweep"]
     if last is None:
         report["problems"].append("no sweep has run yet")

@@ -83,9 +83,9 @@ def onboard(
 ) -> User:
     """Onboard one user; a duplicate user_id or passport is a conflict (exit 3). The key
     is checked against the database first (``services/secret_key.py``)."""
-    from bnplctl.services.secret_key import checked_key
+    from bnplctl.services.secret_key import checked_keyring
 
-    protected = protect(user, crypto.Keyring(checked_key(session, settings, warn=warn)), line=1)
+    protected = protect(user, checked_keyring(session, settings, warn=warn), line=1)
     (outcome,) = insert_users(session, [protected], actor=actor, source="add")
     if not outcome.created:
         raise Conflict(outcome.reason or "duplicate")
