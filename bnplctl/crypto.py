@@ -1,8 +1,10 @@
-"""The secret key and what is derived from it: passport encryption (AES-GCM, bound to
-the row's user id), the passport blind index and card fingerprints (HMAC), the key check
-the database keeps, and the key file (read, written, generated).
+"""The keyring and what is derived from each of its keys: passport encryption (AES-GCM,
+its header naming the key, bound with the row's user id), the passport blind index and
+card fingerprints (HMAC), each key's check the database keeps; and the key file (read,
+written whole, generated): a keyring (``KeyFile``, versioned JSON) or, from before
+keyrings, a single key as hex, which is key 0.
 
-Nothing here ever puts key material into an exception message.
+Nothing here ever puts key material into an exception message or a repr.
 """
 
 from __future__ import annotations

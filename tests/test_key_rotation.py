@@ -705,3 +705,30 @@ def test_a_key_file_lacking_the_primary_the_database_writes_under_is_78(
         assert result.exit_code == 78
         assert "lacks key 1" in result.stderr
         assert row_counts(engine) == before
+
+
+def test_a_card_is_recognised_under_every_enabled_key_until_its_key_is_retired(
+    cli: Cli, tmp_path: Path, own_key: Path
+) -> None:
+    """Card fingerprints cannot be made again (the number is never stored): one made
+    under key 0 keeps matching after the rotation, and stops when key 0 is retired."""
+    card = JOHN["card"]
+    assert cli(*add_args(JOHN)).exit_code == 0  # under key 0
+    assert cli("keys", "rotate").exit_code == 0
+    twin = JOHN | {"user_id": "usr-002", "passport": "ZZ7654321", "phone": "+998935551234"}
+    assert cli(*add_args(twin)).exit_code == 0  # the same card, under key 1
+
+    def holders(*args: str, stdin: str | None = None) -> list[str]:
+        result = cli("users", "list", *args, "-o", "json", input=stdin)
+        assert result.exit_code == 0, result.stderr
+        assert card not in result.stdout + result.stderr
+        return [user["user_id"] for user in json.loads(result.stdout)]
+
+    assert holders("--card", card) == ["usr-001", "usr-002"]
+    assert holders("--card", "-", stdin=card + "\n") == ["usr-001", "usr-002"]
+    assert holders("--card", "5555555555554444") == []
+    assert cli("keys", "retire", "0").exit_code == 0
+    assert holders("--card", card) == ["usr-002"]
+    bad = cli("users", "list", "--card", "4111111111111112")
+    assert bad.exit_code == 2 and "--card: fails the Luhn check" in bad.stderr
+    assert "4111111111111112" not in bad.stderr

@@ -209,9 +209,7 @@ def rotate(
 
 @app.command("retire")
 def retire(
-    key_id: Annotated[
-        int, typer.Argument(metavar="ID", min=0, max=32767, help="The key id (keys status).")
-    ],
+    key_id: Annotated[int, typer.Argument(metavar="ID", help="The key id (keys status).")],
 ) -> None:
     """Mark key ID retired, in the key file and the database: used for nothing from then
     on (audited key.retired).
@@ -223,11 +221,15 @@ def retire(
 
     Example: bnplctl keys retire 0
     """
-    from bnplctl import clock
+    from bnplctl import clock, crypto
     from bnplctl.cli.context import current_actor
     from bnplctl.cli.output import message
     from bnplctl.services.keys import retire as retire_key
 
+    if not 0 <= key_id <= crypto.MAX_KEY_ID:
+        from bnplctl.errors import UsageProblem
+
+        raise UsageProblem(f"keys retire: ID must be 0 to {crypto.MAX_KEY_ID}")
     context = app_context()
     done = retire_key(context.db, context.settings, key_id, actor=current_actor(), now=clock.now)
     if done.already:

@@ -277,6 +277,15 @@ def list_(
             help="A user id prefix, part of the name, or the phone's last four digits.",
         ),
     ] = None,
+    card: Annotated[
+        str | None,
+        typer.Option(
+            "--card",
+            metavar="NUMBER",
+            help="Users onboarded with this card (by its fingerprint under every enabled"
+            " key; the number is never stored or shown). '-': read it from standard input.",
+        ),
+    ] = None,
     limit: LimitOption = None,
     every: AllOption = False,
     sort: Annotated[str | None, sort_option(USER_SORT)] = None,
@@ -287,19 +296,47 @@ def list_(
     Example: bnplctl users list --status DEBT_USER -o json
 
     Example: bnplctl users list --search karim --sort full_name
+
+    Example: echo 4111111111111111 | bnplctl users list --card -
     """
     from bnplctl.cli.lists import list_request, report_cut
     from bnplctl.cli.output import render_list
     from bnplctl.services.users import list_users, public_user
 
+    digits = _card_digits(card) if card is not None else None
     request = list_request(limit, every, sort)
-    with app_context().db.unit() as work:  # rendered as the rows arrive
+    context = app_context()
+    with context.db.unit() as work:  # rendered as the rows arrive
         session = work.session
         chosen = status
-        users = list_users(session, status=chosen, search=search, request=request)
+        fingerprints = None
+        if digits is not None:
+            from bnplctl.services.secret_key import checked_keyring
+
+            keyring = checked_keyring(session, context.settings)
+            fingerprints = keyring.card_fingerprints(digits)
+        users = list_users(
+            session, status=chosen, search=search, cards=fingerprints, request=request
+        )
         shown = (public_user(user) for user in users)
         render_list(shown, output, columns=USER_LIST_COLUMNS, title="Users", drop=USER_DROP)
         report_cut(users)
+
+
+def _card_digits(given: str) -> str:
+    """The card number of ``users list --card`` (``-``: standard input's first line),
+    checked as at onboarding; a bad one is a usage error that never shows it."""
+    import sys
+
+    from bnplctl import pii
+    from bnplctl.errors import InvalidInput, UsageProblem
+
+    if given == "-":
+        given = (sys.stdin.readline() if sys.stdin is not None else "").rstrip("\r\n")
+    try:
+        return pii.normalize_card(given)
+    except InvalidInput as exc:
+        raise UsageProblem(f"--card: {exc.message.removeprefix('card: ')}") from None
 
 
 @app.command("update")

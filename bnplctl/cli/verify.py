@@ -24,7 +24,6 @@ def verify(
         int | None,
         typer.Option(
             "--sample",
-            min=1,
             metavar="N",
             help="With --keys: N passports chosen at random instead of every one.",
         ),
@@ -44,10 +43,13 @@ def verify(
     from bnplctl.cli.output import error, render_list, render_one
     from bnplctl.services.verify import report, schema_and_checks
 
-    if sample is not None and not keys:
+    if sample is not None:
         from bnplctl.errors import UsageProblem
 
-        raise UsageProblem("--sample goes with --keys: it samples the passports decrypted")
+        if not keys:
+            raise UsageProblem("--sample goes with --keys: it samples the passports decrypted")
+        if sample < 1:
+            raise UsageProblem("--sample: N must be 1 or more")
     log_to(log_file, "verify")
     key_check = None
     with app_context().db.unit(commit=False) as work:

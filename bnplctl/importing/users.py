@@ -162,10 +162,13 @@ def import_users(
     Each file runs through the pipeline of every batch file (``batch.apply_chunks``),
     its chunks prepared (validation, encryption and hashing: CPU-bound) by worker
     processes, the pipeline's ``prepare`` stage, while this process copies the next
-    prepared chunk in and inserts this one, in file order. The key (the settings' key
-    file) is checked against the database (``services/secret_key.py``) in the first
-    chunk's transaction, before its insert; without a key file yet, before anything
-    else. The chunks have ``context.chunks.users`` rows.
+    prepared chunk in and inserts this one, in file order. The keyring (the settings'
+    key file) is checked against the database (``services/secret_key.py``) before
+    anything else (without a key file yet, one is generated if the database may have
+    one), and the database's keys are read again in each chunk's transaction, under the
+    shared keys lock, before its insert (``_Inserter.stage``); a database that has seen
+    no key records it with the first chunk. The chunks have ``context.chunks.users``
+    rows.
     """
     import functools
 
@@ -174,7 +177,9 @@ def import_users(
 
     settings, database = context.settings, context.db
     settings.required_key_file()
-    with database.unit(commit=not dry_run, raw=True) as work:
+    # The keys the chunks are protected under, read first (the workers need them); a
+    # database that has seen no key records it with the first chunk (``stage``).
+    with database.unit(commit=False, raw=True) as work:
         keyring = checked_keyring(work.dbapi, settings, warn=warn, now=context.clock.now())
     report = report if report is not None else UserImportReport()
     prepare = functools.partial(prepare_item, today=context.clock.today(), keyring=keyring)

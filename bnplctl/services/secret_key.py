@@ -1,7 +1,11 @@
-"""The secret key, checked against the database before anything is protected with it.
+"""The secret keyring, checked against the database before anything is protected with it.
 
-The database keeps a key check (``key_checks``: a keyed HMAC of a fixed label, never the
-key). A command that protects or reads personal data takes its key from here:
+The database keeps a check of each key it has seen (``secret_keys``: a keyed HMAC of a
+fixed label, never the key), which one is primary (``key_checks``, whose row also says
+that the database has seen a key) and an unfinished rotation (``key_rotations``). A
+command that protects or reads personal data takes its keyring from here
+(``checked_keyring``: the file's enabled keys the database knows, each matching its
+check; its primary the database's, its prior an unfinished rotation's from key):
 
 - ``BNPL_SECRET_KEY_FILE`` set to a path that does not exist: exit 78, nothing created;
 - unset with ``BNPL_DATABASE_URL`` set: exit 78 naming ``bnplctl keys init PATH``
@@ -15,8 +19,9 @@ key). A command that protects or reads personal data takes its key from here:
 
 Every refusal happens before the caller writes anything.
 
-``bnplctl keys init`` records a new key's check in a database that has seen no key
-(``record_new_key``), so that a second new key for the same database is refused (3).
+``bnplctl keys init`` records a new keyring's checks in a database that has seen no key
+(``record_new_keyring``), so that a second new key for the same database is refused (3).
+Rotation, retirement and the keys' report are ``services/keys.py``'s.
 """
 
 from __future__ import annotations

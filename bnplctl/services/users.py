@@ -169,12 +169,24 @@ def list_users(
     *,
     status: UserStatus | None = None,
     search: str | None = None,
+    cards: dict[int, str] | None = None,
     request: ListRequest = ListRequest(),  # noqa: B008 (frozen)
 ) -> Page[User]:
     """Oldest first unless sorted, fetched in batches (an export of every user takes flat
     memory). ``search`` matches a user id prefix, a name substring (any case) or, four
-    digits, the end of the phone number."""
+    digits, the end of the phone number; ``cards``, a card's fingerprint under each key
+    (key id -> fingerprint): the users whose card fingerprint, under the key it was made
+    with, is one of them."""
     query = select(User)
+    if cards is not None:
+        query = query.where(
+            or_(
+                *(
+                    (col(User.card_key_id) == key_id) & (col(User.card_fingerprint) == print_)
+                    for key_id, print_ in cards.items()
+                )
+            )
+        )
     if status is not None:
         query = query.where(User.status == status.value)
     if search is not None and search.strip():

@@ -65,7 +65,9 @@ def upgrade() -> None:
             name=op.f("fk_key_rotations_from_key_id_secret_keys"),
         ),
         sa.ForeignKeyConstraint(
-            ["to_key_id"], ["secret_keys.key_id"], name=op.f("fk_key_rotations_to_key_id_secret_keys")
+            ["to_key_id"],
+            ["secret_keys.key_id"],
+            name=op.f("fk_key_rotations_to_key_id_secret_keys"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_key_rotations")),
     )
