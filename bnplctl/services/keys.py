@@ -31,10 +31,12 @@ Nothing here ever puts key material, or a key's check, into output, logs or audi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -275,7 +277,10 @@ def rotate(
                 open_rotation = _start(work.dbapi, found, actor=actor, now=now())
             started = True
         keyring = _rotation_keyring(found, open_rotation, path)
-        rotated = _reencrypt(next_unit, keyring, open_rotation, batch_rows, progress, after_batch)
+        with database.units(raw=True) as second:
+            rotated = _reencrypt(
+                (next_unit, second), keyring, open_rotation, batch_rows, progress, after_batch
+            )
         with next_unit() as work:
             closed = _finish(work.dbapi, open_rotation, actor=actor, now=now())
     return RotationResult(closed, started, rotated, time.monotonic() - began)
@@ -350,7 +355,7 @@ def _rotation_keyring(found: crypto.KeyFile, rotation: Rotation, path: Path) -> 
 
 
 def _reencrypt(
-    next_unit: Callable[..., Any],
+    series: tuple[Callable[..., Any], Callable[..., Any]],
     keyring: crypto.Keyring,
     rotation: Rotation,
     batch_rows: int,
@@ -358,44 +363,86 @@ def _reencrypt(
     after_batch: Callable[[int], None] | None,
 ) -> int:
     """Every passport not under the rotation's key put under it, a batch a transaction;
-    then the same again from the start until none is left (a row changed by its writer
-    between the read and the update is read again). Returns the rows rotated."""
+    then the same again from the start until none is left (a row another transaction
+    held was skipped). Returns the rows rotated.
+
+    Pipelined on two connections (``series``): while one batch's update runs on the
+    server (on a thread of its own: the driver lets go of the GIL while it waits), the
+    next batch is read, locked and re-encrypted here. A batch is written once the one
+    before has committed, so the rotation's progress row (``rows_done``,
+    ``last_user_id``) only ever moves past rows that are done."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     to = rotation.to_key_id
     done, rotated, batches = rotation.rows_done, 0, 0
     after = rotation.last_user_id or ""
-    while True:
-        with next_unit() as work:
-            rows = run(work.dbapi, _BATCH, {"after": after, "to": to, "rows": batch_rows}).all()
-            if not rows:
-                left = run(
-                    work.dbapi,
-                    "SELECT count(*) FROM users WHERE passport_key_id <> :to",
-                    {"to": to},
-                ).scalar()
-                if not left:
-                    return rotated
-                if not after:  # every row left is held by another transaction
-                    time.sleep(RETRY_SECONDS)
-                after = ""  # skipped while held: once more from the start
-                continue
-            updated = _rotate_batch(work.dbapi, keyring, rows)
-            after = str(rows[-1][0])
-            done += updated
-            rotated += updated
-            run(
-                work.dbapi,
-                "UPDATE key_rotations SET rows_done = :done, last_user_id = :after WHERE id = :id",
-                {"done": done, "after": after, "id": rotation.id},
-            )
-        batches += 1
+    writing: Future[int] | None = None
+    turn = 0
+
+    def settle() -> None:
+        """The batch being written, committed (or its error raised)."""
+        nonlocal writing, done, rotated, batches
+        if writing is None:
+            return
+        finished, writing = writing, None
+        updated = finished.result()
+        done, rotated, batches = done + updated, rotated + updated, batches + 1
         if progress is not None:
             progress(done, rotation.rows_total)
         if after_batch is not None:
             after_batch(batches)
 
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bnpl-rotate") as writer:
+        try:
+            while True:
+                held = ExitStack()
+                work = held.enter_context(series[turn % 2]())
+                try:
+                    rows = run(
+                        work.dbapi, _BATCH, {"after": after, "to": to, "rows": batch_rows}
+                    ).all()
+                    batch = _encrypted(keyring, rows) if rows else None
+                    settle()
+                except BaseException:
+                    held.__exit__(*sys.exc_info())
+                    raise
+                if batch is None:
+                    held.close()
+                    with series[turn % 2]() as work:
+                        left = run(
+                            work.dbapi,
+                            "SELECT count(*) FROM users WHERE passport_key_id <> :to",
+                            {"to": to},
+                        ).scalar()
+                    if not left:
+                        return rotated
+                    if not after:  # every row left is held by another transaction
+                        time.sleep(RETRY_SECONDS)
+                    after = ""  # skipped while held: once more from the start
+                    continue
+                after = str(rows[-1][0])
+                writing = writer.submit(_write_batch, held, work.dbapi, batch, rotation.id, after)
+                turn += 1
+        finally:
+            if writing is not None:  # stopped: let the batch in flight end as it will
+                with contextlib.suppress(BaseException):
+                    writing.result()
 
-def _rotate_batch(executor: Any, keyring: crypto.Keyring, rows: list[Any]) -> int:
-    ids, sealed, indexes, was = [], [], [], []
+
+@dataclass(frozen=True)
+class _Batch:
+    to: int
+    ids: list[str]
+    sealed: list[bytes]
+    indexes: list[str]
+    was: list[bytes]
+
+
+def _encrypted(keyring: crypto.Keyring, rows: list[Any]) -> _Batch:
+    """A batch's passports decrypted under the key each names and encrypted under the
+    primary, bound to their rows, with their blind indexes; a passport that does not
+    decrypt stops the rotation (69), naming the users."""
+    batch = _Batch(keyring.primary_id, [], [], [], [])
     broken = []
     for user_id, blob in rows:
         blob = bytes(blob)
@@ -404,22 +451,40 @@ def _rotate_batch(executor: Any, keyring: crypto.Keyring, rows: list[Any]) -> in
         except ConfigError:
             broken.append(str(user_id))
             continue
-        ids.append(user_id)
-        sealed.append(keyring.encrypt_passport(passport, user_id))
-        indexes.append(keyring.passport_index(passport))
-        was.append(blob)
+        batch.ids.append(user_id)
+        batch.sealed.append(keyring.encrypt_passport(passport, user_id))
+        batch.indexes.append(keyring.passport_index(passport))
+        batch.was.append(blob)
     if broken:
         shown = ", ".join(broken[:10]) + (" ..." if len(broken) > 10 else "")
         raise RotationBroken(
             f"{len(broken)} passport(s) cannot be decrypted under the key they name ({shown}):"
             " the rotation stops, unfinished; `bnplctl verify --keys` lists every such row"
         )
-    with executor.cursor() as cursor:
-        cursor.execute(
-            _UPDATE,
-            {"to": keyring.primary_id, "ids": ids, "sealed": sealed, "index": indexes, "was": was},
-        )
-        return int(cursor.rowcount)
+    return batch
+
+
+def _write_batch(held: ExitStack, dbapi: Any, batch: _Batch, rotation_id: int, after: str) -> int:
+    """The batch's update and the rotation's progress, committed (``held``: its unit)."""
+    with held:
+        with dbapi.cursor() as cursor:
+            cursor.execute(
+                _UPDATE,
+                {
+                    "to": batch.to,
+                    "ids": batch.ids,
+                    "sealed": batch.sealed,
+                    "index": batch.indexes,
+                    "was": batch.was,
+                },
+            )
+            updated = int(cursor.rowcount)
+            cursor.execute(
+                "UPDATE key_rotations SET rows_done = rows_done + %s, last_user_id = %s"
+                " WHERE id = %s",
+                (updated, after, rotation_id),
+            )
+    return updated
 
 
 def _finish(executor: Executor, rotation: Rotation, *, actor: str, now: datetime) -> Rotation:

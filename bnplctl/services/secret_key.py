@@ -181,22 +181,6 @@ def checked_keyring(
     return crypto.Keyring(keys, stored.primary, stored.rotating_from)
 
 
-def checked_key(
-    executor: Executor, settings: Settings, *, warn: Callable[[str], None] | None = None
-) -> bytes:
-    """The primary key's material of ``checked_keyring`` (tests and the first chunk)."""
-    keyring = checked_keyring(executor, settings, warn=warn)
-    return _material(keyring, settings)
-
-
-def _material(keyring: crypto.Keyring, settings: Settings) -> bytes:
-    found = crypto.read_keyring(settings.required_key_file())
-    assert found is not None  # noqa: S101 - read a moment ago
-    entry = found.get(keyring.primary_id)
-    assert entry is not None  # noqa: S101
-    return entry.material
-
-
 def _record(executor: Executor, found: crypto.KeyFile, *, now: datetime) -> None:
     """A database that has seen no key: the file's enabled keys' checks and its primary,
     in the caller's transaction (another process's first, if it was first)."""
@@ -289,17 +273,4 @@ def record_new_keyring(
             "key_id": str(primary.key_id),
             "details": json.dumps({"file": str(path)}),
         },
-    )
-
-
-def record_new_key(
-    executor: Executor, master: bytes, *, path: Path, actor: str, now: datetime
-) -> None:
-    """``record_new_keyring`` of a single key (key 0)."""
-    record_new_keyring(
-        executor,
-        crypto.KeyFile((crypto.KeyEntry(0, master, primary=True),), legacy=True),
-        path=path,
-        actor=actor,
-        now=now,
     )
