@@ -251,6 +251,8 @@ def test_rotate_puts_every_passport_under_a_new_primary_key_and_audits_it(
     counts = {key["key_id"]: (key["passports"], key["card_fingerprints"]) for key in status["keys"]}
     assert counts == {0: (0, 120), 1: (120, 0)}
     assert status["primary_key_id"] == 1 and status["rotation"] is None
+    said = cli("keys", "status").stderr
+    assert "key 0: 120 card fingerprint(s) made under it recognise a card only while" in said
     assert audit_actions(engine) == [
         ("key.added", "1"),
         ("key.promoted", "1"),

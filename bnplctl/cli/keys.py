@@ -147,6 +147,13 @@ def status(output: OutputOption = OutputFormat.table) -> None:
             shown = file.get("format") or file.get("error")
             message(f"key file: {file['path']} ({shown}, mode {file['mode']}{exposed})")
         message(f"keys: {summary(report)}")
+        for key in report["keys"]:
+            if key["card_fingerprints"] and not key["primary"] and key["status"] == "enabled":
+                message(
+                    f"key {key['key_id']}: {key['card_fingerprints']} card fingerprint(s) made"
+                    " under it recognise a card only while it is enabled (card numbers are"
+                    f" never kept: `keys retire {key['key_id']}` ends that)"
+                )
         for problem in report["problems"]:
             message(f"problem: {problem}")
     else:
