@@ -1,0 +1,160 @@
+"""Attack on issue 27 (rotatable secret keys): failing tests for what broke.
+
+Each test states the expectation from PRODUCT.md's "Personal data" section or issue 27.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from bnplctl import crypto
+from bnplctl.context import Context
+from bnplctl.services import keys as key_service
+from tests.conftest import Cli
+from tests.helpers import JOHN, add_args
+from tests.test_key_rotation import (  # noqa: F401 - own_key is a fixture
+    Stopped,
+    file_keys,
+    import_users,
+    own_key,
+    per_key,
+    rotate,
+)
+
+
+def stop_the_start(monkeypatch: pytest.MonkeyPatch, context: Context) -> None:
+    """A `keys rotate` killed after it wrote the new key to the file, before the
+    database recorded it."""
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise Stopped
+
+    with monkeypatch.context() as patch:
+        patch.setattr(key_service, "_start", killed)
+        with pytest.raises(Stopped):
+            rotate(context)
+
+
+def test_retiring_the_key_a_stopped_rotation_added_never_breaks_the_key_file(
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+    context: Context,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`keys retire 1` after a start stopped half-way marks the file's primary key
+    retired: the file then has no enabled primary, and every command needing the key is
+    78 until the file is edited by hand. It must be refused (3) or leave a usable file."""
+    import_users(cli, tmp_path, 30)
+    stop_the_start(monkeypatch, context)
+    assert file_keys(own_key).primary.key_id == 1
+    cli("keys", "retire", "1")
+    assert crypto.read_keyring(own_key) is not None  # ConfigError today: no enabled primary
+    assert cli(*add_args(JOHN)).exit_code == 0
+    assert cli("keys", "rotate", "--resume").exit_code == 0
+
+
+def test_keys_status_is_unhealthy_after_a_rotation_stopped_before_it_began(
+    cli: Cli,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+    context: Context,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed at any point, a rotation is unfinished until --resume: `keys status` is 69
+    and says to resume (today: 0, no problem, and `keys rotate` alone is refused)."""
+    import_users(cli, tmp_path, 10)
+    stop_the_start(monkeypatch, context)
+    result = cli("keys", "status", "-o", "json")
+    assert result.exit_code == 69, result.stdout
+    assert json.loads(result.stdout)["problems"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"format": "bnplctl-keyring", "version": 1, "keys": [{"id": 0, "primary": true,'
+        ' "key": "%s"}, {"id": 1, "primary": true, "key": "%s"}]}' % ("11" * 32, "22" * 32),
+        "not a key",
+    ],
+    ids=["two-primaries", "garbage"],
+)
+def test_keys_status_is_69_when_the_key_file_cannot_be_used(
+    cli: Cli,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+    content: str,
+) -> None:
+    """`keys status` is 69 "when `status` would be unhealthy for the keys"; `status`
+    is unhealthy for an unusable key file, `keys status` exits 0 with no problem."""
+    import_users(cli, tmp_path, 5)
+    own_key.write_text(content)
+    result = cli("keys", "status", "-o", "json")
+    assert result.exit_code == 69, result.stdout
+    assert json.loads(result.stdout)["problems"]
+
+
+def test_a_deeply_nested_key_file_is_78_naming_the_variable_not_an_internal_error(
+    cli: Cli,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+) -> None:
+    """Under the 64 KiB limit, JSON nested 30,000 deep: RecursionError, exit 1."""
+    import_users(cli, tmp_path, 5)
+    own_key.write_text('{"format":' + "[" * 30000 + "]" * 30000 + "}")
+    result = cli("verify", "--keys")
+    assert result.exit_code == 78, result.stderr
+    assert "BNPL_SECRET_KEY_FILE" in result.stderr
+
+
+def test_an_import_chunk_prepared_before_a_rotation_applies_after_the_old_key_is_retired(
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+    context: Context,
+) -> None:
+    """An import's workers protect every chunk with the keyring read when it began. A
+    chunk staged after the rotation finished and the old key was retired: the stage
+    cannot decrypt it (ConfigError: the keyring has no key 0) and the import dies; a
+    chunk staged while key 0 was still in the inserter's keyring is inserted with its
+    card fingerprint under the retired key. Expected: the row goes in, all under the
+    primary key (a retired key is used for nothing)."""
+    from bnplctl.importing.readers import RawRow
+    from bnplctl.importing.users import UserImportReport, _Inserter, prepare_chunk
+
+    import_users(cli, tmp_path, 20)
+    old = crypto.Keyring(file_keys(own_key).usable()[0])
+    raw = [
+        RawRow(
+            line=2,
+            fields=JOHN
+            | {"user_id": "late-1", "passport": "LT0000001", "phone": "+998911111111"}
+            | {"card": "4111111111111111"},
+            error=None,
+        )
+    ]
+    prepared = prepare_chunk(raw, date(2026, 12, 1), old)
+    assert cli("keys", "rotate").exit_code == 0
+    assert cli("keys", "retire", "0").exit_code == 0
+    report = UserImportReport()
+    report.names.append("late.csv")
+    report.created.append({})
+    inserter = _Inserter(report, context=context, source="import", keyring=old)
+    with context.db.unit(raw=True) as work:
+        staged = inserter.stage(work.dbapi, prepared)
+        inserter.apply(work.dbapi, staged)
+    with engine.connect() as connection:
+        card_key = connection.execute(
+            text("SELECT card_key_id FROM users WHERE user_id = 'late-1'")
+        ).scalar()
+    assert card_key == 1
+    assert per_key(engine) == {1: 21}
