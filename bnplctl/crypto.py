@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import hmac
 import json
@@ -138,6 +139,7 @@ class Keyring:
         self, keys: bytes | Mapping[int, bytes], primary: int = 0, prior: int | None = None
     ) -> None:
         given = {0: keys} if isinstance(keys, bytes) else dict(keys)
+        self._given = given
         self.keys = {key_id: SecretKey(master, key_id) for key_id, master in given.items()}
         if primary not in self.keys or (prior is not None and prior not in self.keys):
             raise ConfigError("the keyring lacks a key it is to use")
@@ -145,6 +147,15 @@ class Keyring:
         self.prior_id = prior
         self._primary = self.keys[primary]
         self._prior = None if prior is None else self.keys[prior]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Sent to a users import's worker processes with each chunk (its HMAC objects
+        are made again there)."""
+        return (Keyring, (self._given, self.primary_id, self.prior_id))
+
+    def state(self) -> tuple[int, int | None]:
+        """(primary, prior): what a chunk protected under it is written as."""
+        return self.primary_id, self.prior_id
 
     def __repr__(self) -> str:
         shown = f"primary={self.primary_id}, prior={self.prior_id}, keys={sorted(self.keys)}"
@@ -300,7 +311,7 @@ def parse_keyring(text: str, path: Path) -> KeyFile:
         return KeyFile((KeyEntry(0, key, primary=True),), legacy=True)
     try:
         document = json.loads(text, object_pairs_hook=_unique_pairs)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past Python's stack
         raise ConfigError(f"{bad} is not a keyring (not JSON, or a name given twice)") from None
     if (
         not isinstance(document, dict)
@@ -364,6 +375,13 @@ def read_keyring(path: Path) -> KeyFile | None:
     read or does not hold a keyring or key is a configuration error (78) naming the
     variable; so is anything but a regular file of a key file's size (a FIFO, a device),
     found before a read that could wait for a writer or never end."""
+    found = read_keyring_bytes(path)
+    return None if found is None else found[0]
+
+
+def read_keyring_bytes(path: Path) -> tuple[KeyFile, bytes] | None:
+    """``read_keyring``, and the bytes it was read from (``write_keyring``'s
+    ``expected``)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -381,12 +399,17 @@ def read_keyring(path: Path) -> KeyFile | None:
             chunks.append(block)
             if sum(map(len, chunks)) > KEY_FILE_MAX_BYTES:
                 raise ConfigError(f"{KEY_VARIABLE}: {path} is too large for a key file")
-        text = b"".join(chunks).decode("ascii").strip()
+        raw = b"".join(chunks)
+        text = raw.decode("ascii").strip()
     except (OSError, UnicodeDecodeError):
         raise ConfigError(f"{KEY_VARIABLE}: {path} cannot be read") from None
     finally:
         os.close(fd)
-    return parse_keyring(text, path)
+    return parse_keyring(text, path), raw
+
+
+class KeyFileChanged(Exception):
+    """The key file is not what the writer read: another writer replaced it meanwhile."""
 
 
 def read_key(path: Path) -> bytes | None:
@@ -407,13 +430,50 @@ def new_key() -> bytes:
     return secrets.token_bytes(KEY_BYTES)
 
 
-def write_keyring(path: Path, keyring: KeyFile, *, replace: bool = False) -> None:
+def write_keyring(
+    path: Path, keyring: KeyFile, *, replace: bool = False, expected: bytes | None = None
+) -> None:
     """Write ``keyring`` to ``path`` (mode 0600): to a private draft beside it, synced,
     then linked into place (a new file: never replaces anything, not even a dangling
     link: ``FileExistsError``) or, with ``replace``, renamed over the file, so that the
     file is always whole, the old keyring or the new. A replaced file keeps its owner
-    and group where this process may give them. Other ``OSError``: it cannot be written
-    there."""
+    and group where this process may give them, and is replaced only while it still
+    holds ``expected`` (what the writer read), under a lock on its directory that every
+    writer takes: ``KeyFileChanged`` otherwise (two rotations at once, of two databases
+    sharing the file, cannot lose a key). Drafts a killed writer left are removed. Other
+    ``OSError``: it cannot be written there."""
+    if not replace:
+        _write_draft_then(path, keyring, replace=False)
+        return
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        if expected is not None:
+            found = read_keyring_bytes(path)
+            if found is None or found[1] != expected:
+                raise KeyFileChanged(str(path))
+        _remove_stale_drafts(path)
+        _write_draft_then(path, keyring, replace=True)
+    finally:
+        os.close(directory)  # and its lock
+
+
+def _remove_stale_drafts(path: Path) -> None:
+    """Drafts of ``path`` (``.NAME.PID.HEX``) whose writer is gone: a copy of the keys."""
+    for draft in path.parent.glob(f".{path.name}.*.*"):
+        pid = draft.name[len(path.name) + 2 :].split(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                draft.unlink()
+        except OSError:  # alive, another user's
+            continue
+
+
+def _write_draft_then(path: Path, keyring: KeyFile, *, replace: bool) -> None:
     draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     owner = None
     if replace:

@@ -82,7 +82,7 @@ def test_keys_status_is_unhealthy_after_a_rotation_stopped_before_it_began(
     "content",
     [
         '{"format": "bnplctl-keyring", "version": 1, "keys": [{"id": 0, "primary": true,'
-        ' "key": "%s"}, {"id": 1, "primary": true, "key": "%s"}]}' % ("11" * 32, "22" * 32),
+        f' "key": "{"11" * 32}"}}, {{"id": 1, "primary": true, "key": "{"22" * 32}"}}]}}',
         "not a key",
     ],
     ids=["two-primaries", "garbage"],
@@ -126,8 +126,12 @@ def test_an_import_chunk_prepared_before_a_rotation_applies_after_the_old_key_is
     chunk staged after the rotation finished and the old key was retired: the stage
     cannot decrypt it (ConfigError: the keyring has no key 0) and the import dies; a
     chunk staged while key 0 was still in the inserter's keyring is inserted with its
-    card fingerprint under the retired key. Expected: the row goes in, all under the
-    primary key (a retired key is used for nothing)."""
+    card fingerprint under the retired key. Now: the row goes in, its passport under the
+    primary key (decrypted, for that alone, under the retired key that protected it a
+    moment before in this process); its card fingerprint cannot be made again (the
+    number is gone) and stays under key 0, said by ``card_key_id``. Chunks read after
+    the rotation began are protected under the new key from the start
+    (``prepare_item`` gets the import's latest keyring with each chunk)."""
     from bnplctl.importing.readers import RawRow
     from bnplctl.importing.users import UserImportReport, _Inserter, prepare_chunk
 
@@ -156,5 +160,96 @@ def test_an_import_chunk_prepared_before_a_rotation_applies_after_the_old_key_is
         card_key = connection.execute(
             text("SELECT card_key_id FROM users WHERE user_id = 'late-1'")
         ).scalar()
-    assert card_key == 1
+    assert card_key == 0
     assert per_key(engine) == {1: 21}
+    assert cli("verify", "--keys").exit_code == 0
+
+
+def test_two_writers_of_one_key_file_never_lose_a_key(
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+    context: Context,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two databases sharing one key file, rotated at once: the file is replaced only
+    while it still holds what the rotation read; the second is 75, nothing changed."""
+    import_users(cli, tmp_path, 5)
+    real_write = crypto.write_keyring
+
+    def another_rotation_first(path: Path, keyring: Any, **options: Any) -> None:
+        other = file_keys(path).with_new_primary(clock_now(), known=[7])
+        real_write(path, other, replace=True)  # the other database's rotation, first
+        real_write(path, keyring, **options)
+
+    def clock_now() -> Any:
+        from bnplctl import clock
+
+        return clock.now()
+
+    monkeypatch.setattr(crypto, "write_keyring", another_rotation_first)
+    result = cli("keys", "rotate")
+    assert result.exit_code == 75, result.stderr
+    assert "changed since this command read it" in result.stderr
+    monkeypatch.undo()
+    assert [entry.key_id for entry in file_keys(own_key).entries] == [0, 8]  # kept
+    assert per_key(engine) == {0: 5}
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM key_rotations")).scalar() == 0
+
+
+def test_a_passport_that_does_not_decrypt_stops_the_rotation_after_every_other_one(
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+) -> None:
+    import_users(cli, tmp_path, 30)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE users SET passport_ciphertext = set_byte(passport_ciphertext, 20,"
+                " get_byte(passport_ciphertext, 20) # 1) WHERE user_id = 'u0000012'"
+            )
+        )
+    result = cli("keys", "rotate")
+    assert result.exit_code == 69
+    assert "1 passport(s) cannot be decrypted under the key they name (u0000012)" in (result.stderr)
+    assert "restore their rows from a backup" in result.stderr
+    assert per_key(engine) == {0: 1, 1: 29}
+    again = cli("keys", "rotate", "--resume")
+    assert again.exit_code == 69 and per_key(engine) == {0: 1, 1: 29}
+    assert cli("keys", "status").exit_code == 69
+
+
+def test_drafts_a_killed_writer_left_are_removed_and_dates_come_from_the_database(
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+) -> None:
+    import_users(cli, tmp_path, 3)
+    left = own_key.with_name(f".{own_key.name}.999999999.abcd1234")
+    left.write_text("a copy of the keys")
+    assert cli("keys", "rotate").exit_code == 0
+    assert not left.exists()
+    document = json.loads(own_key.read_text())
+    document["keys"][1]["created_at"] = "2099-01-01T00:00:00+00:00"  # edited by hand
+    own_key.write_text(json.dumps(document))
+    shown = json.loads(cli("keys", "status", "-o", "json").stdout)
+    assert shown["keys"][1]["age_days"] == 0  # the database's date, not the file's
+
+
+def test_the_key_file_primary_a_stopped_rotation_added_cannot_be_retired(
+    cli: Cli,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+    context: Context,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import_users(cli, tmp_path, 3)
+    stop_the_start(monkeypatch, context)
+    refused = cli("keys", "retire", "1")
+    assert refused.exit_code == 3 and "--resume" in refused.stderr
+    assert file_keys(own_key).primary.status == "enabled"

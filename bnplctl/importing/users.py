@@ -135,9 +135,12 @@ def user_chunks(stream: IO[bytes], fmt: Format, chunk_rows: int) -> Iterator[Wor
     return chunked(read_rows(stream, fmt, USER_COLUMNS), chunk_rows)
 
 
-def prepare_item(item: WorkItem, *, today: date, keyring: Any) -> PreparedChunk:
-    """A unit of work validated and protected (``prepare_chunk``): the pipeline's
-    ``prepare`` stage, run by its worker processes, which get it with the keyring."""
+def prepare_item(work: tuple[WorkItem, Any], *, today: date) -> PreparedChunk:
+    """A unit of work validated and protected (``prepare_chunk``) under the keyring it
+    comes with (the import's latest, as it was when the chunk was read: a rotation that
+    began meanwhile reaches the chunks read after it): the pipeline's ``prepare`` stage,
+    run by its worker processes."""
+    item, keyring = work
     rows = list(item.rows(USER_COLUMNS)) if isinstance(item, CsvSlice) else item
     return prepare_chunk(rows, today, keyring)
 
@@ -182,7 +185,7 @@ def import_users(
     with database.unit(commit=False, raw=True) as work:
         keyring = checked_keyring(work.dbapi, settings, warn=warn, now=context.clock.now())
     report = report if report is not None else UserImportReport()
-    prepare = functools.partial(prepare_item, today=context.clock.today(), keyring=keyring)
+    prepare = functools.partial(prepare_item, today=context.clock.today())
     inserter = _Inserter(report, context=context, source=source, keyring=keyring)
     inserter.dry_run = dry_run
 
@@ -190,8 +193,9 @@ def import_users(
         report.names.append(name)
         report.created.append({})
         before = Counter(report.counts)
+        with_keys = ((item, inserter.keyring) for item in items)
         apply_chunks(
-            database, items, inserter.stage, inserter.apply, inserter.committed,
+            database, with_keys, inserter.stage, inserter.apply, inserter.committed,
             dry_run=dry_run, prepare=prepare,
         )  # fmt: skip
         counts = report.counts - before
@@ -240,7 +244,9 @@ class _Inserter:
         ):
             from bnplctl.services.onboarding import rekey_staged
 
-            keys = rekey_staged(connection, self.keyring, prepared.keys)
+            keys = rekey_staged(
+                connection, self.keyring, prepared.keys, reader=self._reader(prepared)
+            )
             prepared = replace(
                 prepared,
                 keys=keys,
@@ -248,6 +254,18 @@ class _Inserter:
                 prior_id=self.keyring.prior_id,
             )
         return prepared
+
+    def _reader(self, prepared: PreparedChunk) -> Any:
+        """What decrypts a chunk this import protected: the keyring, or, when the key it
+        was protected under has been retired since (it reached no row), every key of
+        the file, for that alone."""
+        from bnplctl import crypto
+
+        if prepared.primary_id in self.keyring.keys:
+            return self.keyring
+        found = crypto.read_keyring(self.settings.required_key_file())
+        every = {entry.key_id: entry.material for entry in (found.entries if found else ())}
+        return crypto.Keyring(every, self.keyring.primary_id) if every else self.keyring
 
     def apply(self, connection: Any, prepared: PreparedChunk) -> Inserted:
         from bnplctl.services.onboarding import insert_copied

@@ -68,8 +68,8 @@ RETRY_SECONDS = 0.2
 _BATCH = (
     "SELECT user_id, passport_ciphertext FROM users"
     " WHERE user_id > :after AND passport_key_id <> :to"
-    ' ORDER BY user_id COLLATE "C" LIMIT :rows FOR UPDATE SKIP LOCKED'
-)
+    " ORDER BY user_id LIMIT :rows FOR UPDATE SKIP LOCKED"
+)  # the primary key's own order (its collation): an index range scan, never a sort
 _UPDATE = (
     "UPDATE users SET passport_ciphertext = v.sealed, passport_blind_index = v.index,"
     " passport_key_id = %(to)s"
@@ -203,21 +203,41 @@ def _one_at_a_time(database: Database) -> Iterator[Callable[..., Any]]:
                 pass
 
 
-def _key_file(settings: Settings) -> tuple[Path, crypto.KeyFile]:
+@dataclass(frozen=True)
+class _Read:
+    path: Path
+    keys: crypto.KeyFile
+    raw: bytes  # what was read: the file is replaced only while it still holds it
+
+
+def _key_file(settings: Settings) -> _Read:
     path = settings.required_key_file()
-    found = crypto.read_keyring(path)
+    found = crypto.read_keyring_bytes(path)
     if found is None:
         raise ConfigError(f"{VARIABLE}: {path} does not exist")
-    return path, found
+    return _Read(path, *found)
 
 
-def _write(path: Path, keyring: crypto.KeyFile) -> None:
-    """The key file replaced by ``keyring``, whole (74 when it cannot be: nothing
-    changed)."""
+def _write(read: _Read, keyring: crypto.KeyFile) -> None:
+    """The key file replaced by ``keyring``, whole, if it still holds what was read (75
+    when another writer replaced it meanwhile; 74 when it cannot be: nothing changed)."""
     from bnplctl.errors import OutputError
 
+    path = read.path
+    if path.is_symlink():
+        raise OutputError(
+            f"{VARIABLE}: {path} is a symbolic link (a mounted secret?), which keys rotate and"
+            " keys retire never replace; nothing was changed: run them where the key file"
+            " itself is, then give every host the new file"
+        )
     try:
-        crypto.write_keyring(path, keyring, replace=True)
+        crypto.write_keyring(path, keyring, replace=True, expected=read.raw)
+    except crypto.KeyFileChanged:
+        raise Unavailable(
+            f"{VARIABLE}: {path} changed since this command read it (another keys rotate or"
+            " keys retire, perhaps of another database sharing the file); nothing was"
+            " changed: run it again"
+        ) from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise OutputError(
@@ -244,7 +264,8 @@ def rotate(
     began = time.monotonic()
     with _one_at_a_time(database) as next_unit:
         with next_unit() as work:
-            path, found = _key_file(settings)
+            read = _key_file(settings)
+            found = read.keys
             checked_keyring(work.dbapi, settings, now=now())  # the file is the database's
             stored = stored_keys(work.dbapi)
             open_rotation = unfinished(work.dbapi)
@@ -272,11 +293,11 @@ def rotate(
                         work.dbapi, "SELECT created_at FROM secret_keys WHERE key_id = 0"
                     ).scalar()
                 found = _with_new_key(found, stored, now(), first)
-                _write(path, found)
+                _write(read, found)
             with next_unit() as work:
                 open_rotation = _start(work.dbapi, found, actor=actor, now=now())
             started = True
-        keyring = _rotation_keyring(found, open_rotation, path)
+        keyring = _rotation_keyring(found, open_rotation, read.path)
         with database.units(raw=True) as second:
             rotated = _reencrypt(
                 (next_unit, second), keyring, open_rotation, batch_rows, progress, after_batch
@@ -378,6 +399,7 @@ def _reencrypt(
     after = rotation.last_user_id or ""
     writing: Future[int] | None = None
     turn = 0
+    broken: set[str] = set()  # passports that do not decrypt: left where they are
 
     def settle() -> None:
         """The batch being written, committed (or its error raised)."""
@@ -401,7 +423,7 @@ def _reencrypt(
                     rows = run(
                         work.dbapi, _BATCH, {"after": after, "to": to, "rows": batch_rows}
                     ).all()
-                    batch = _encrypted(keyring, rows) if rows else None
+                    batch = _encrypted(keyring, rows, broken) if rows else None
                     settle()
                 except BaseException:
                     held.__exit__(*sys.exc_info())
@@ -414,13 +436,17 @@ def _reencrypt(
                             "SELECT count(*) FROM users WHERE passport_key_id <> :to",
                             {"to": to},
                         ).scalar()
-                    if not left:
+                    if left <= len(broken):
+                        _stop_if_broken(broken, rotation)
                         return rotated
                     if not after:  # every row left is held by another transaction
                         time.sleep(RETRY_SECONDS)
                     after = ""  # skipped while held: once more from the start
                     continue
                 after = str(rows[-1][0])
+                if not batch.ids:  # every row of it broken
+                    held.close()
+                    continue
                 writing = writer.submit(_write_batch, held, work.dbapi, batch, rotation.id, after)
                 turn += 1
         finally:
@@ -438,30 +464,38 @@ class _Batch:
     was: list[bytes]
 
 
-def _encrypted(keyring: crypto.Keyring, rows: list[Any]) -> _Batch:
+def _encrypted(keyring: crypto.Keyring, rows: list[Any], broken: set[str]) -> _Batch:
     """A batch's passports decrypted under the key each names and encrypted under the
     primary, bound to their rows, with their blind indexes; a passport that does not
-    decrypt stops the rotation (69), naming the users."""
+    decrypt is left as it is, its user added to ``broken``."""
     batch = _Batch(keyring.primary_id, [], [], [], [])
-    broken = []
     for user_id, blob in rows:
         blob = bytes(blob)
         try:
             passport = keyring.decrypt_passport(blob, user_id)
         except ConfigError:
-            broken.append(str(user_id))
+            broken.add(str(user_id))
             continue
         batch.ids.append(user_id)
         batch.sealed.append(keyring.encrypt_passport(passport, user_id))
         batch.indexes.append(keyring.passport_index(passport))
         batch.was.append(blob)
-    if broken:
-        shown = ", ".join(broken[:10]) + (" ..." if len(broken) > 10 else "")
-        raise RotationBroken(
-            f"{len(broken)} passport(s) cannot be decrypted under the key they name ({shown}):"
-            " the rotation stops, unfinished; `bnplctl verify --keys` lists every such row"
-        )
     return batch
+
+
+def _stop_if_broken(broken: set[str], rotation: Rotation) -> None:
+    """Every other passport rotated: the ones that do not decrypt keep the rotation
+    unfinished (69), named, with the way out."""
+    if not broken:
+        return
+    named = sorted(broken)
+    shown = ", ".join(named[:10]) + (" ..." if len(named) > 10 else "")
+    raise RotationBroken(
+        f"{len(named)} passport(s) cannot be decrypted under the key they name ({shown}):"
+        f" every other passport is under key {rotation.to_key_id}; these stay under their"
+        " key and the rotation unfinished. `bnplctl verify --keys` lists them all: restore"
+        " their rows from a backup, then `bnplctl keys rotate --resume`"
+    )
 
 
 def _write_batch(held: ExitStack, dbapi: Any, batch: _Batch, rotation_id: int, after: str) -> int:
@@ -528,7 +562,8 @@ def retire(
     with _one_at_a_time(database) as next_unit:
         with next_unit() as work:
             executor = work.dbapi
-            path, found = _key_file(settings)
+            read = _key_file(settings)
+            found = read.keys
             checked_keyring(executor, settings, now=now())
             run(executor, "SELECT pg_advisory_xact_lock(:id)", {"id": KEYS_LOCK_ID})
             stored = stored_keys(executor)
@@ -549,6 +584,11 @@ def retire(
                 and (entry is None or entry.status == "retired")
             ):
                 return Retired(key_id, cards, already=True)
+            if entry is not None and entry.primary and key_id != stored.primary:
+                raise Refused(
+                    f"key {key_id} is the key file's primary, added by a rotation stopped"
+                    " before it began: finish it (`bnplctl keys rotate --resume`)"
+                )
             if key_id == stored.primary:
                 raise Refused(
                     f"key {key_id} is the primary key: rotate to a new key first"
@@ -581,7 +621,7 @@ def retire(
                 )
             _audit(executor, now(), actor, "key.retired", key_id, card_fingerprints=cards)
             if entry is not None and entry.status != "retired":
-                _write(path, found.with_retired(key_id))  # before the commit
+                _write(read, found.with_retired(key_id))  # before the commit
     return Retired(key_id, cards, already=False)
 
 
@@ -593,10 +633,15 @@ def key_report(
 ) -> dict[str, Any]:
     """``keys status``: the key file, every key (from the file and the database) with its
     age, its rows (passports, card fingerprints), an unfinished rotation, and the
-    problems that make ``status`` unhealthy (an over-age primary key, an unfinished
-    rotation, passports under a key the file lacks). Reads; never writes or creates."""
+    problems that make ``status`` unhealthy (``problems``: an over-age primary key, an
+    unfinished rotation or one stopped before it began, passports under a key the file
+    lacks, a key dated in the future, a key the database retired enabled in the file),
+    what is wrong with the file itself first (also in ``file_problems``: unusable, or a
+    key that is not the database's, which ``status`` says in its own words). Reads; never writes or
+    creates."""
     stored = stored_keys(executor)
     problems: list[str] = []
+    file_problems: list[str] = []
     file: dict[str, Any] = {"path": None if path is None else str(path)}
     found: crypto.KeyFile | None = None
     if path is not None:
@@ -604,7 +649,10 @@ def key_report(
             found = crypto.read_keyring(path)
         except ConfigError as exc:
             file["error"] = exc.message
+            file_problems.append(exc.message)
         file |= _file_facts(path, found)
+        if not file.get("exists") and stored.seen:
+            file_problems.append(f"{VARIABLE}: {path} does not exist")
     passports = _per_key(executor, "passport_key_id")
     cards = _per_key(executor, "card_key_id")
     created = dict(
@@ -620,7 +668,8 @@ def key_report(
     for key_id in ids:
         entry = found.get(key_id) if found else None
         known = stored.checks.get(key_id)
-        made = (entry.created_at if entry else None) or created.get(key_id)
+        # The database's date where it has one: it recorded the key, the file can be edited.
+        made = created.get(key_id) or (entry.created_at if entry else None)
         age = None if made is None else (now - made).days
         matches = None
         if entry is not None and known is not None:
@@ -643,15 +692,17 @@ def key_report(
                 "card_fingerprints": cards.get(key_id, 0),
             }
         )
-        if key_id == stored.primary and age is not None and age > max_age_days:
-            problems.append(
-                f"key {key_id} (primary) is {age} days old, over BNPL_KEY_MAX_AGE_DAYS"
-                f" ({max_age_days}): `bnplctl keys rotate`"
-            )
-        if passports.get(key_id) and entry is None and found is not None:
-            problems.append(
-                f"{passports[key_id]} passport(s) are under key {key_id}, which the key file lacks"
-            )
+        found_problems, found_file_problems = _key_problems(
+            keys[-1],
+            entry,
+            known,
+            stored,
+            path=path,
+            max_age_days=max_age_days,
+            file_read=found is not None,
+        )
+        problems += found_problems
+        file_problems += found_file_problems
     rotation = unfinished(executor)
     if rotation is not None:
         left = run(
@@ -670,8 +721,45 @@ def key_report(
         "keys": keys,
         "rotation": None if rotation is None else rotation.public(),
         "last_rotation": _public(last_rotation(executor)),
-        "problems": problems,
+        "problems": file_problems + problems,
+        "file_problems": file_problems,
     }
+
+
+def _key_problems(
+    key: dict[str, Any],
+    entry: crypto.KeyEntry | None,
+    known: tuple[str, str] | None,
+    stored: StoredKeys,
+    *,
+    path: Path | None,
+    max_age_days: int,
+    file_read: bool,
+) -> tuple[list[str], list[str]]:
+    """What ``key_report`` says of one key: (problems, file problems)."""
+    problems: list[str] = []
+    file_problems: list[str] = []
+    key_id, age, matches = key["key_id"], key["age_days"], key["matches"]
+    passports = key["passports"]
+    if matches is False:
+        file_problems.append(f"key {key_id} of {path} is not the database's key {key_id}")
+    if age is not None and age < 0:
+        problems.append(f"key {key_id} is dated {-age} days in the future: check the clock")
+    if known is not None and known[1] == "retired" and entry and entry.status == "enabled":
+        problems.append(f"key {key_id} is retired in the database but enabled in the key file")
+    if entry is not None and entry.primary and known is None:
+        problems.append(
+            f"key {key_id}, the key file's primary, was added by a rotation stopped before"
+            " it began: `bnplctl keys rotate --resume`"
+        )
+    if key_id == stored.primary and age is not None and age > max_age_days:
+        problems.append(
+            f"key {key_id} (primary) is {age} days old, over BNPL_KEY_MAX_AGE_DAYS"
+            f" ({max_age_days}): `bnplctl keys rotate`"
+        )
+    if passports and entry is None and file_read:
+        problems.append(f"{passports} passport(s) are under key {key_id}, which the key file lacks")
+    return problems, file_problems
 
 
 def _public(rotation: Rotation | None) -> dict[str, Any] | None:

@@ -173,14 +173,21 @@ _INSERT_NEW_SQL = (
 
 
 def rekey_staged(
-    connection: Any, keyring: Keyring, keys: Sequence[tuple[int, str, str]]
+    connection: Any,
+    keyring: Keyring,
+    keys: Sequence[tuple[int, str, str]],
+    *,
+    reader: Keyring | None = None,
 ) -> list[tuple[int, str, str]]:
     """The staged users (``copy_staged``) put under ``keyring``'s primary key and given
     their blind index under its prior one: a chunk protected before a rotation started
     (or finished), read back, decrypted under the key it names and protected again, its
     card fingerprint left under the key it was made with (the number is not kept).
-    Returns ``keys`` with each row's new blind index."""
+    Returns ``keys`` with each row's new blind index; ``reader`` decrypts (default: the
+    keyring)."""
     from bnplctl.db import dbapi_connection
+
+    reader = reader or keyring
 
     dbapi = dbapi_connection(connection)
     with dbapi.cursor() as cursor:
@@ -188,7 +195,7 @@ def rekey_staged(
         staged = cursor.fetchall()
         seqs, sealed, indexes, priors = [], [], [], []
         for seq, user_id, blob in staged:
-            passport = keyring.decrypt_passport(bytes(blob), user_id)
+            passport = reader.decrypt_passport(bytes(blob), user_id)
             seqs.append(seq)
             sealed.append(keyring.encrypt_passport(passport, user_id))
             indexes.append(keyring.passport_index(passport))

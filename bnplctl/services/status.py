@@ -85,14 +85,14 @@ def gather(
         what = {
             "missing": "file is missing",
             "mismatch": "does not match",
-            "unusable": "file cannot be used (unreadable, or not 32 bytes as hex)",
+            "unusable": "file cannot be used (unreadable, or not a keyring nor a key as hex)",
         }[key["state"]]
         report["problems"].append(f"the secret key {what} (BNPL_SECRET_KEY_FILE: {key['file']})")
     from bnplctl.services.keys import key_report, summary
 
     keys = key_report(connection, key_file, max_age_days=key_max_age_days, now=now)
     key["keys"] = summary(keys)
-    report["problems"].extend(keys["problems"])
+    report["problems"].extend(p for p in keys["problems"] if p not in keys["file_problems"])
     last = report["last_sweep"]
     if last is None:
         report["problems"].append("no sweep has run yet")
