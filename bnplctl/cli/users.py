@@ -281,7 +281,7 @@ def list_(
         str | None,
         typer.Option(
             "--card",
-            metavar="NUMBER",
+            metavar="CARD",
             help="Users onboarded with this card (by its fingerprint under every enabled"
             " key; the number is never stored or shown). '-': read it from standard input.",
         ),
