@@ -629,16 +629,21 @@ def retire(
 
 
 def key_report(
-    executor: Executor, path: Path | None, *, max_age_days: int, now: datetime
+    executor: Executor,
+    path: Path | None,
+    *,
+    max_age_days: int,
+    now: datetime,
+    counts: bool = True,
 ) -> dict[str, Any]:
-    """``keys status``: the key file, every key (from the file and the database) with its
-    age, its rows (passports, card fingerprints), an unfinished rotation, and the
-    problems that make ``status`` unhealthy (``problems``: an over-age primary key, an
-    unfinished rotation or one stopped before it began, passports under a key the file
-    lacks, a key dated in the future, a key the database retired enabled in the file),
-    what is wrong with the file itself first (also in ``file_problems``: unusable, or a
-    key that is not the database's, which ``status`` says in its own words). Reads; never writes or
-    creates."""
+    """``keys status``: the key file, every key (from the file and the database) with
+    its age, its rows (passports, card fingerprints; without ``counts``, none), an
+    unfinished rotation, and the problems that make ``status`` unhealthy (an over-age
+    primary key, an unfinished rotation or one stopped before it began, passports under
+    a key the file lacks, a key dated in the future, a key the database retired enabled
+    in the file), after what is wrong with the file itself (also in ``file_problems``:
+    unusable, or a key that is not the database's, which ``status`` says in its own
+    words). Reads; never writes or creates."""
     stored = stored_keys(executor)
     problems: list[str] = []
     file_problems: list[str] = []
@@ -653,8 +658,18 @@ def key_report(
         file |= _file_facts(path, found)
         if not file.get("exists") and stored.seen:
             file_problems.append(f"{VARIABLE}: {path} does not exist")
-    passports = _per_key(executor, "passport_key_id")
-    cards = _per_key(executor, "card_key_id")
+    # Counting reads every user: ``status`` (a health check) asks only whether a key the
+    # file lacks still has passports.
+    passports = _per_key(executor, "passport_key_id") if counts else {}
+    cards = _per_key(executor, "card_key_id") if counts else {}
+    if not counts and found is not None:
+        for key_id in set(stored.checks) - {entry.key_id for entry in found.entries}:
+            if run(
+                executor,
+                "SELECT EXISTS (SELECT FROM users WHERE passport_key_id = :id)",
+                {"id": key_id},
+            ).scalar():
+                passports[key_id] = 1
     created = dict(
         (int(row[0]), row[1])
         for row in run(executor, "SELECT key_id, created_at FROM secret_keys").all()
@@ -758,7 +773,7 @@ def _key_problems(
             f" ({max_age_days}): `bnplctl keys rotate`"
         )
     if passports and entry is None and file_read:
-        problems.append(f"{passports} passport(s) are under key {key_id}, which the key file lacks")
+        problems.append(f"passports are under key {key_id}, which the key file lacks")
     return problems, file_problems
 
 

@@ -90,7 +90,7 @@ def gather(
         report["problems"].append(f"the secret key {what} (BNPL_SECRET_KEY_FILE: {key['file']})")
     from bnplctl.services.keys import key_report, summary
 
-    keys = key_report(connection, key_file, max_age_days=key_max_age_days, now=now)
+    keys = key_report(connection, key_file, max_age_days=key_max_age_days, now=now, counts=False)
     key["keys"] = summary(keys)
     report["problems"].extend(p for p in keys["problems"] if p not in keys["file_problems"])
     last = report["last_sweep"]
