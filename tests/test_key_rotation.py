@@ -734,3 +734,21 @@ def test_a_card_is_recognised_under_every_enabled_key_until_its_key_is_retired(
     bad = cli("users", "list", "--card", "4111111111111112")
     assert bad.exit_code == 2 and "--card: fails the Luhn check" in bad.stderr
     assert "4111111111111112" not in bad.stderr
+
+
+def test_a_key_file_lacking_a_key_passports_are_under_makes_status_say_so(
+    cli: Cli, tmp_path: Path, own_key: Path
+) -> None:
+    import_users(cli, tmp_path, 3)
+    assert cli("keys", "rotate").exit_code == 0
+    document = json.loads(own_key.read_text())
+    document["keys"] = [key for key in document["keys"] if key["id"] == 0]
+    document["keys"][0]["primary"] = True  # the old file, as if restored from a backup
+    own_key.write_text(json.dumps(document))
+    for args in (("status", "-o", "json"), ("keys", "status", "-o", "json")):
+        result = cli(*args)
+        assert result.exit_code == 69
+        problems = json.loads(result.stdout)["problems"]
+        assert "passports are under key 1, which the key file lacks" in problems
+    lacking = cli(*add_args(JOHN))
+    assert lacking.exit_code == 78 and "lacks key 1" in lacking.stderr
