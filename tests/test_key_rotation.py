@@ -752,3 +752,42 @@ def test_a_key_file_lacking_a_key_passports_are_under_makes_status_say_so(
         assert "passports are under key 1, which the key file lacks" in problems
     lacking = cli(*add_args(JOHN))
     assert lacking.exit_code == 78 and "lacks key 1" in lacking.stderr
+
+
+def test_a_rotation_killed_with_sigkill_is_finished_by_resume(
+    cli: Cli, engine: Engine, tmp_path: Path, own_key: Path
+) -> None:
+    """The real thing: `keys rotate` as its own process, SIGKILLed mid-way (held back by
+    a row another transaction holds, which it goes round and waits for), then
+    `--resume`: every passport under the new key, once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import_users(cli, tmp_path, 12_000)  # three batches
+    last = user_row(11_999)[0]
+    with engine.connect() as holder:
+        holder.execute(text("SELECT 1 FROM users WHERE user_id = :id FOR UPDATE"), {"id": last})
+        rotating = subprocess.Popen(
+            [str(Path(sys.executable).parent / "bnplctl"), "keys", "rotate"],
+            env=dict(os.environ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while per_key(engine).get(0, 0) > 1:  # all but the held row rotated
+            assert time.monotonic() < deadline and rotating.poll() is None
+            time.sleep(0.05)
+        rotating.send_signal(signal.SIGKILL)
+        rotating.wait(10)
+        holder.rollback()
+    assert per_key(engine) == {0: 1, 1: 11_999}
+    shown = json.loads(cli("keys", "status", "-o", "json").stdout)
+    assert shown["rotation"]["rows_done"] == 11_999
+    resumed = cli("keys", "rotate", "--resume", "-o", "json")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["rows_rotated"] == 1
+    assert per_key(engine) == {1: 12_000}
+    assert [entry.key_id for entry in file_keys(own_key).entries] == [0, 1]
+    assert_verified(cli)
