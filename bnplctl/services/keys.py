@@ -762,7 +762,7 @@ def _key_problems(
         problems.append(f"key {key_id} is dated {-age} days in the future: check the clock")
     if known is not None and known[1] == "retired" and entry and entry.status == "enabled":
         problems.append(f"key {key_id} is retired in the database but enabled in the key file")
-    if entry is not None and entry.primary and known is None:
+    if entry is not None and entry.primary and known is None and stored.seen:
         problems.append(
             f"key {key_id}, the key file's primary, was added by a rotation stopped before"
             " it began: `bnplctl keys rotate --resume`"
