@@ -101,6 +101,19 @@ def stop_after(k: int) -> Any:
     return after_batch
 
 
+def stop_the_start(monkeypatch: pytest.MonkeyPatch, context: Context) -> None:
+    """A `keys rotate` killed after it wrote the new key to the file, before the
+    database recorded it."""
+
+    def killed(*args: Any, **kwargs: Any) -> Any:
+        raise Stopped
+
+    with monkeypatch.context() as patch:
+        patch.setattr(key_service, "_start", killed)
+        with pytest.raises(Stopped):
+            rotate(context)
+
+
 def audit_actions(engine: Engine) -> list[tuple[str, str]]:
     with engine.connect() as connection:
         found = connection.execute(
@@ -323,14 +336,7 @@ def test_a_start_stopped_after_the_file_was_written_is_taken_up_by_resume(
     """Killed between the new keyring's write and the database's record of it: the file
     has a primary the database has not seen; writers keep the database's primary."""
     import_users(cli, tmp_path, 30)
-
-    def killed(*args: Any, **kwargs: Any) -> Any:
-        raise Stopped
-
-    with monkeypatch.context() as patch:
-        patch.setattr(key_service, "_start", killed)
-        with pytest.raises(Stopped):
-            rotate(context)
+    stop_the_start(monkeypatch, context)
     assert file_keys(own_key).primary.key_id == 1
     assert cli(*add_args(JOHN)).exit_code == 0
     assert per_key(engine) == {0: 31}
@@ -791,3 +797,27 @@ def test_a_rotation_killed_with_sigkill_is_finished_by_resume(
     assert per_key(engine) == {1: 12_000}
     assert [entry.key_id for entry in file_keys(own_key).entries] == [0, 1]
     assert_verified(cli)
+
+
+def test_a_rotation_at_a_terminal_shows_its_progress_in_rows(
+    cli: Cli, tmp_path: Path, own_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.progress import Progress
+
+    from bnplctl.cli import output
+
+    import_users(cli, tmp_path, 12)
+    seen: list[tuple[float | None, float | None]] = []
+    refresh = Progress.refresh
+
+    def watched(progress: Progress) -> None:
+        task = progress.tasks[0]
+        seen.append((task.completed, task.total))
+        refresh(progress)
+
+    monkeypatch.setattr(output, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(Progress, "refresh", watched)
+    monkeypatch.setattr(key_service, "BATCH_ROWS", 5)
+    result = cli("keys", "rotate")
+    assert result.exit_code == 0, result.stderr
+    assert (5, 12) in seen and seen[-1] == (12, 12)

@@ -486,16 +486,44 @@ def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], Non
     forks its worker processes while the bar is shown, and a fork must not happen
     while another thread may hold a lock.
     """
-    if total is None or not _stderr_is_terminal():
+    if total is None:
+        yield None
+        return
+    with _progress_bar(label, total, "bytes") as update:
+        yield None if update is None else lambda count: update(count, None)
+
+
+@contextmanager
+def row_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar of rows done out of a total on stderr, only when stderr is a
+    terminal (``keys rotate``)."""
+    with _progress_bar(label, None, "rows") as update:
+        yield None if update is None else lambda done, total: update(done, total)
+
+
+@contextmanager
+def _progress_bar(
+    label: str, total: int | None, unit: str
+) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A bar on stderr (none when it is not a terminal), redrawn by its updates only:
+    ``update(n, None)`` advances by n; ``update(done, total)`` sets both."""
+    if not _stderr_is_terminal():
         yield None
         return
     from rich.markup import escape
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+    )
 
+    amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
     with Progress(
         "{task.description}",
         BarColumn(),
-        DownloadColumn(),
+        amount,
         TimeRemainingColumn(),
         console=_console(stderr=True),
         transient=True,
@@ -503,36 +531,11 @@ def byte_progress(total: int | None, label: str) -> Iterator[Callable[[int], Non
     ) as progress:
         task = progress.add_task(escape(printable(label)), total=total)
 
-        def advance(count: int) -> None:
-            progress.advance(task, count)
-            progress.refresh()
-
-        yield advance
-
-
-@contextmanager
-def row_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar of rows done out of a total on stderr, only when stderr is a
-    terminal (``keys rotate``)."""
-    if not _stderr_is_terminal():
-        yield None
-        return
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        "{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=_console(stderr=True),
-        transient=True,
-        auto_refresh=False,
-    ) as progress:
-        task = progress.add_task(escape(printable(label)), total=None)
-
-        def update(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=max(total, done))
+        def update(count: int, of: int | None) -> None:
+            if of is None:
+                progress.advance(task, count)
+            else:
+                progress.update(task, completed=count, total=max(of, count))
             progress.refresh()
 
         yield update

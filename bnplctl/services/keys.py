@@ -255,7 +255,7 @@ def rotate(
     actor: str,
     now: Callable[[], datetime],
     progress: Callable[[int, int], None] | None = None,
-    batch_rows: int = BATCH_ROWS,
+    batch_rows: int | None = None,
     after_batch: Callable[[int], None] | None = None,
 ) -> RotationResult | None:
     """``keys rotate`` (a new key, primary, every passport re-encrypted under it) or,
@@ -300,7 +300,12 @@ def rotate(
         keyring = _rotation_keyring(found, open_rotation, read.path)
         with database.units(raw=True) as second:
             rotated = _reencrypt(
-                (next_unit, second), keyring, open_rotation, batch_rows, progress, after_batch
+                (next_unit, second),
+                keyring,
+                open_rotation,
+                batch_rows or BATCH_ROWS,
+                progress,
+                after_batch,
             )
         with next_unit() as work:
             closed = _finish(work.dbapi, open_rotation, actor=actor, now=now())

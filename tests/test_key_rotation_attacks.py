@@ -1,7 +1,5 @@
-"""Attack on issue 27 (rotatable secret keys): failing tests for what broke.
-
-Each test states the expectation from PRODUCT.md's "Personal data" section or issue 27.
-"""
+"""Issue 27's attacker pass (rotatable secret keys): what broke, each test written before
+its fix; the expectation from PRODUCT.md's "Personal data" section or the issue."""
 
 from __future__ import annotations
 
@@ -16,7 +14,6 @@ from sqlalchemy.engine import Engine
 
 from bnplctl import crypto
 from bnplctl.context import Context
-from bnplctl.services import keys as key_service
 from tests.conftest import Cli
 from tests.helpers import JOHN, add_args
 from tests.test_key_rotation import (  # noqa: F401 - own_key is a fixture
@@ -26,20 +23,8 @@ from tests.test_key_rotation import (  # noqa: F401 - own_key is a fixture
     own_key,
     per_key,
     rotate,
+    stop_the_start,
 )
-
-
-def stop_the_start(monkeypatch: pytest.MonkeyPatch, context: Context) -> None:
-    """A `keys rotate` killed after it wrote the new key to the file, before the
-    database recorded it."""
-
-    def killed(*args: Any, **kwargs: Any) -> Any:
-        raise Stopped
-
-    with monkeypatch.context() as patch:
-        patch.setattr(key_service, "_start", killed)
-        with pytest.raises(Stopped):
-            rotate(context)
 
 
 def test_retiring_the_key_a_stopped_rotation_added_never_breaks_the_key_file(
