@@ -12,7 +12,9 @@ step's own child-process accounting (``RUSAGE_CHILDREN`` in a wrapper). The paym
 file is also timed on copies of W(N) as bulk-loaded, in each state of the planner's
 statistics (``payments_statistics``); and an N-row Adyen settlement report, imported
 with its preset on another such copy, beside the plain-SQL writes it requires
-(``payments_preset``).
+(``payments_preset``); and ``keys rotate`` (every passport re-encrypted under a new key)
+on another, with a copy of the key file, beside the plain-SQL writes it requires on a
+second (``keys_rotation``).
 """
 
 from __future__ import annotations
@@ -990,6 +992,156 @@ def payments_preset(
     return figures
 
 
+# Rotating the secret key (issue 27, "Figures (benchmark, keys section)"): ``keys rotate``
+# at N users against these targets, and against the plain-SQL writes it requires.
+KEYS_USERS_PER_S_TARGET = 20_000
+KEYS_PEAK_RSS_MB_TARGET = 150.0
+KEYS_WRITES_RATIO_TARGET = 1.5
+# The rotation's progress, as the product records it after each batch (``_reencrypt``).
+_ROTATION_PROGRESS = (
+    "UPDATE key_rotations SET rows_done = %(done)s, last_user_id = %(after)s WHERE id = %(id)s"
+)
+
+
+def prepare_rotation_copy(engine: Engine) -> None:
+    """A copy of W(N) as bulk-loaded made ready for a rotation or its reference, each copy
+    alike: analysed as the main run's database, the users vacuumed (hint bits, visibility
+    map), then checkpointed."""
+    with engine.begin() as connection:
+        connection.execute(text("ANALYZE"))
+    prepare_tables(engine, ["users"])
+
+
+def reference_rotation_writes(engine: Engine, key_file: Path) -> tuple[float, int]:
+    """The writes a rotation of every passport requires, as plain SQL (seconds, rows
+    written). Untimed: the users read in the product's batches (``BATCH_ROWS``, in
+    ``user_id`` order, as ``services.keys._BATCH``), each passport decrypted under the key file's
+    primary key and encrypted (bound to its row) and blind-indexed under a fresh key, a
+    check of that key and an open rotation recorded as ``_start`` records them. Timed:
+    per batch, one transaction of the product's own ``UPDATE … FROM unnest(…)``
+    (``services.keys._UPDATE``) and the rotation's progress (``_ROTATION_PROGRESS``). No
+    lock, no read, no decryption, no process start."""
+    from bnplctl import crypto
+    from bnplctl.services.keys import _UPDATE, BATCH_ROWS
+
+    found = crypto.read_keyring(key_file)
+    if found is None:
+        raise SystemExit(f"bench: {key_file} does not exist")
+    old = crypto.Keyring(found.usable(), found.primary.key_id)
+    new_id = max(entry.key_id for entry in found.entries) + 1
+    new = crypto.SecretKey(crypto.new_key(), new_id)
+    with engine.begin() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT user_id, passport_ciphertext FROM users WHERE passport_key_id <> :to"
+                " ORDER BY user_id"
+            ),
+            {"to": new_id},
+        ).all()
+        connection.execute(
+            text("INSERT INTO secret_keys (key_id, key_check) VALUES (:id, :check)"),
+            {"id": new_id, "check": new.key_check()},
+        )
+        rotation_id = connection.execute(
+            text(
+                "INSERT INTO key_rotations (from_key_id, to_key_id, actor, started_at,"
+                " rows_total) VALUES (:old, :new, 'bench', now(), :total) RETURNING id"
+            ),
+            {"old": found.primary.key_id, "new": new_id, "total": len(rows)},
+        ).scalar_one()
+    batches: list[dict[str, Any]] = []
+    for start in range(0, len(rows), BATCH_ROWS):
+        ids, sealed, indexes, was = [], [], [], []
+        for user_id, blob in rows[start : start + BATCH_ROWS]:
+            blob = bytes(blob)
+            passport = old.decrypt_passport(blob, user_id)
+            ids.append(user_id)
+            sealed.append(new.encrypt_passport(passport, user_id))
+            indexes.append(new.passport_index(passport))
+            was.append(blob)
+        batches.append({"to": new_id, "ids": ids, "sealed": sealed, "index": indexes, "was": was})
+    del rows
+    settle(engine)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        done = 0
+        started = time.perf_counter()
+        for batch in batches:
+            cursor.execute(_UPDATE, batch)
+            done += cursor.rowcount
+            cursor.execute(
+                _ROTATION_PROGRESS, {"done": done, "after": batch["ids"][-1], "id": rotation_id}
+            )
+            raw.commit()
+        elapsed = time.perf_counter() - started
+        cursor.close()
+    finally:
+        raw.close()
+    return elapsed, done
+
+
+def keys_rotation(
+    server_url: str, template: str, users: int, env: dict[str, str], workdir: Path
+) -> dict[str, Any]:
+    """The ``keys`` block: ``bnplctl keys rotate -o json`` timed as a subprocess (start-up
+    and its whole run included) on a fresh copy of W(N) (``template``: bulk-loaded, its N
+    users as imported) with a copy of the bench's key file (the rotation rewrites its key
+    file; the run's own is never rotated), beside the writes it requires
+    (``reference_rotation_writes``) on a second copy, so that both start from the same
+    state. A rotation that does not re-encrypt every one of the ``users`` passports
+    stops the bench: a timing of other work would mean nothing."""
+    bnplctl = [sys.executable, "-m", "bnplctl"]
+    key_file = Path(env["BNPL_SECRET_KEY_FILE"])
+    with database_copy(server_url, template, f"{template}_keysref") as url:
+        engine = create_engine(url)
+        try:
+            prepare_rotation_copy(engine)
+            writes, written = reference_rotation_writes(engine, key_file)
+        finally:
+            engine.dispose()
+    if written != users:
+        raise SystemExit(f"bench: the rotation's reference wrote {written} rows, not {users}")
+    with tempfile.TemporaryDirectory(prefix="keys-", dir=workdir) as scratch:
+        own_key = Path(scratch) / "secret.key"
+        own_key.write_bytes(key_file.read_bytes())
+        own_key.chmod(0o600)
+        with database_copy(server_url, template, f"{template}_keys") as url:
+            copy_env = dict(env, BNPL_DATABASE_URL=url, BNPL_SECRET_KEY_FILE=str(own_key))
+            engine = create_engine(url)
+            try:
+                prepare_rotation_copy(engine)
+                settle(engine)
+            finally:
+                engine.dispose()
+            rotated = measured([*bnplctl, "keys", "rotate", "-o", "json"], copy_env)
+    summary = json.loads(rotated["stdout"]) if rotated["code"] == 0 else {}
+    outcome = {
+        "rows_total": summary.get("rows_total"),
+        "rows_rotated": summary.get("rows_rotated"),
+    }
+    if outcome != {"rows_total": users, "rows_rotated": users}:
+        raise SystemExit(
+            f"bench: keys rotate exited {rotated['code']} with {outcome}, expected {users}"
+            f" rows rotated of {users}: {rotated['stderr']}"
+        )
+    seconds = rotated["seconds"]
+    figures: dict[str, Any] = {
+        "users": users,
+        "seconds": round(seconds, 3),
+        "users_per_second": round(users / seconds),
+        "peak_rss_mb": round(rotated["peak_kb"] / 1024, 1),
+        "writes_reference_seconds": round(writes, 3),
+        "writes_ratio": round(seconds / writes, 2),
+    }
+    figures["targets"] = {
+        "users_per_second": figures["users_per_second"] >= KEYS_USERS_PER_S_TARGET,
+        "peak_rss_mb": figures["peak_rss_mb"] <= KEYS_PEAK_RSS_MB_TARGET,
+        "writes_ratio": figures["writes_ratio"] <= KEYS_WRITES_RATIO_TARGET,
+    }
+    return figures
+
+
 def debt_show_latencies(url: str, users: int, samples: int = 1000) -> list[float]:
     os.environ["BNPL_DATABASE_URL"] = url
     from bnplctl.context import Context
@@ -1249,6 +1401,10 @@ def measure(
         adyen_rows = write_adyen_settlement(adyen_file, users)
         preset_figures = payments_preset(server_url, unanalysed, adyen_file, adyen_rows, env)
 
+        # Every passport re-encrypted under a new key, on fresh copies of W(N), with a copy
+        # of the key file.
+        keys_figures = keys_rotation(server_url, unanalysed, users, env, workdir)
+
         verify_s, count_s, verify_ok = verify_timings(engine)
         latencies = debt_show_latencies(url, users)
 
@@ -1322,6 +1478,7 @@ def measure(
         },
         "payments_statistics": statistics_figures,
         "payments_preset": preset_figures,
+        "keys": keys_figures,
         "verify": {
             "ok": verify_ok,
             "seconds": round(verify_s, 3),
@@ -1369,7 +1526,8 @@ def _figure(value: Any) -> str:
 def render_table(report: dict[str, Any]) -> str:
     lines = [f"bnplctl benchmark, N = {report['users']} ({report['machine']}, {report['date']})"]
     steps = ("import_users", "import_users_rejected", "sweep", "ingest", "payments",
-             "payments_statistics", "payments_preset", "verify", "debt_show", "cli")  # fmt: skip
+             "payments_statistics", "payments_preset", "keys", "verify", "debt_show",
+             "cli")  # fmt: skip
     for step in steps:
         figures = ", ".join(f"{key} {_figure(value)}" for key, value in report[step].items())
         lines.append(f"  {step:<13} {figures}")

@@ -19,6 +19,9 @@ from bench.run import (
     CLI_RUNS,
     CLI_TARGETS_S,
     HELP_RATIO_TARGET,
+    KEYS_PEAK_RSS_MB_TARGET,
+    KEYS_USERS_PER_S_TARGET,
+    KEYS_WRITES_RATIO_TARGET,
     PRESET_COPIES,
     PRESET_WRITES_RATIO_TARGET,
     STATISTICS_RATIO_TARGET,
@@ -36,6 +39,7 @@ from bench.run import (
     write_adyen_settlement,
     write_users,
 )
+from bnplctl import crypto
 from bnplctl.importing.presets import SettlementRow, read_settlement
 from tests.conftest import Cli, DatabaseUnderTest
 
@@ -314,6 +318,24 @@ def test_a_small_bench_reports_the_terminal_figures(
     assert preset["targets"] == {
         "writes_ratio": preset["writes_ratio"] <= PRESET_WRITES_RATIO_TARGET
     }
+    # Every passport re-encrypted under a new key on a fresh copy of W(N), with a copy of
+    # the key file (the run's own is never rotated): the figures and the targets judged on
+    # the figures reported.
+    keys = report["keys"]
+    assert keys["users"] == 2000 and keys["peak_rss_mb"] > 0
+    # From the unrounded seconds: within what rounding them to 3 places moves it.
+    seconds = keys["seconds"]
+    assert (
+        2000 / (seconds + 0.0005) - 1 <= keys["users_per_second"] <= 2000 / (seconds - 0.0005) + 1
+    )
+    assert _within_rounding(keys["writes_ratio"], keys["seconds"], keys["writes_reference_seconds"])
+    assert keys["targets"] == {
+        "users_per_second": keys["users_per_second"] >= KEYS_USERS_PER_S_TARGET,
+        "peak_rss_mb": keys["peak_rss_mb"] <= KEYS_PEAK_RSS_MB_TARGET,
+        "writes_ratio": keys["writes_ratio"] <= KEYS_WRITES_RATIO_TARGET,
+    }
+    the_key = crypto.read_keyring(tmp_path / "secret.key")
+    assert the_key is not None and [entry.key_id for entry in the_key.entries] == [0]
     server = create_engine(test_database.server_url)
     try:
         with server.connect() as connection:
@@ -342,3 +364,4 @@ def test_a_small_bench_reports_the_terminal_figures(
     table = render_table(report)
     assert "plans_create_s" in table and "help_ratio" in table and "targets (" in table
     assert "unanalysed_ratio" in table and "payments_preset" in table
+    assert "users_per_second" in table
