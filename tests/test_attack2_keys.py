@@ -1,0 +1,128 @@
+"""Issue 27, second attacker pass: what still breaks (each test fails on the code of
+5b209cd; the expectation from docs/operations.md "Rotating the key" and the issue)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from bnplctl import db
+from tests.conftest import Cli, DatabaseUnderTest
+from tests.test_key_rotation import (  # noqa: F401 - own_key is a fixture
+    import_users,
+    own_key,
+    per_key,
+)
+
+
+@pytest.fixture
+def other_database(test_database: DatabaseUnderTest) -> Iterator[str]:
+    """A second database on the same server, at head, sharing the test's key file."""
+    name = f"bnpl_test_other_{secrets.token_hex(4)}"
+    admin = create_engine(test_database.server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(test_database.url).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        db.upgrade(connection)
+        connection.commit()
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _on(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("BNPL_DATABASE_URL", url)
+
+
+def test_retiring_a_key_on_one_database_never_strands_another_sharing_the_file(
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+    other_database: str,
+    test_database: DatabaseUnderTest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/operations.md: "two databases sharing one key file can be rotated one after
+    the other". A rotates (0 -> 1); B takes key 1 up (`--resume`, what B's refusal says);
+    A rotates again (1 -> 2) and retires key 1, which A no longer needs, and the shared
+    file marks it retired: B's every passport is under key 1 and B exits 78 "lacks key 1"
+    for every command that needs the key (verify, users add, keys rotate --resume).
+    `keys retire` must not retire in a shared file a key some database still needs (or
+    must at least refuse while the file holds keys this database never recorded)."""
+    a = test_database.url
+    import_users(cli, tmp_path, 10)  # A
+    _on(monkeypatch, other_database)
+    import_users(cli, tmp_path, 10)  # B, same file, key 0
+    _on(monkeypatch, a)
+    assert cli("keys", "rotate").exit_code == 0  # A: 0 -> 1
+    _on(monkeypatch, other_database)
+    plain = cli("keys", "rotate")
+    assert plain.exit_code == 3  # "stopped before it began" (see the next test)
+    assert cli("keys", "rotate", "--resume").exit_code == 0  # B takes key 1 up
+    _on(monkeypatch, a)
+    assert cli("keys", "rotate").exit_code == 0  # A: 1 -> 2
+    cli("keys", "retire", "1")  # A needs key 1 no more
+    _on(monkeypatch, other_database)
+    verify = cli("verify", "--keys")
+    assert verify.exit_code == 0, verify.stderr  # today 78: "... lacks key 1"
+
+
+def test_a_database_sharing_the_file_is_not_told_its_rotation_stopped_before_it_began(
+    cli: Cli,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+    other_database: str,
+    test_database: DatabaseUnderTest,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After A rotates, B (same file, never rotated) is told by `keys status`, `status`
+    and a refused `keys rotate` (3) that "key 1 ... was added by a rotation stopped before
+    it began": no rotation of B ever started. The operations guide says the two are
+    rotated one after the other: B's `keys rotate` should work (or say the file's primary
+    is another database's), not claim a stopped rotation."""
+    import_users(cli, tmp_path, 5)
+    _on(monkeypatch, other_database)
+    import_users(cli, tmp_path, 5)
+    _on(monkeypatch, test_database.url)
+    assert cli("keys", "rotate").exit_code == 0
+    _on(monkeypatch, other_database)
+    result = cli("keys", "rotate")
+    assert "stopped before it began" not in result.stderr
+    assert "stopped before it began" not in cli("keys", "status").stdout
+
+
+def test_keys_status_does_not_send_the_operator_to_resume_for_passports_that_cannot_decrypt(
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+) -> None:
+    """A rotation stopped (69) by a passport that does not decrypt: `keys status` says
+    only "unfinished, 1 passport(s) left: `bnplctl keys rotate --resume`", which fails
+    again with 69 for ever. It should say the passport cannot be decrypted (verify --keys,
+    restore from backup), as the rotation's own error does."""
+    import_users(cli, tmp_path, 10)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE users SET passport_ciphertext = set_byte(passport_ciphertext, 20,"
+                " get_byte(passport_ciphertext, 20) # 1) WHERE user_id = 'u0000003'"
+            )
+        )
+    assert cli("keys", "rotate").exit_code == 69
+    assert per_key(engine) == {0: 1, 1: 9}
+    status = cli("keys", "status")
+    assert status.exit_code == 69
+    assert "decrypt" in status.stdout + status.stderr
