@@ -126,3 +126,48 @@ def test_keys_status_does_not_send_the_operator_to_resume_for_passports_that_can
     status = cli("keys", "status")
     assert status.exit_code == 69
     assert "decrypt" in status.stdout + status.stderr
+
+
+def test_a_writer_queued_behind_a_rotation_start_sees_the_new_primary(
+    cli: Cli,
+    engine: Engine,
+    tmp_path: Path,
+    own_key: Path,  # noqa: F811
+) -> None:
+    """keys.py: "A writer in flight commits under the old key first; every later one
+    writes under the new key". write_state reads the primary in the same statement that
+    waits for the shared keys lock, so (READ COMMITTED: the statement's snapshot is taken
+    before the wait) a writer queued behind the start reads the OLD primary and no prior
+    key: it writes under the old key after the rotation began, looks duplicates up under
+    the old blind index only, and is missing from rows_total (seen: a rotation finishing
+    at rows_done 249794 of rows_total 244794, and 444299 of 439399)."""
+    import threading
+    import time
+
+    from bnplctl.services.secret_key import KEYS_LOCK_ID, write_state
+
+    import_users(cli, tmp_path, 3)
+    with engine.connect() as probe:
+        before = write_state(probe.connection.dbapi_connection)
+        probe.rollback()
+    starter = engine.connect()
+    starter.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": KEYS_LOCK_ID})
+    starter.execute(text("UPDATE key_checks SET primary_key_id = 77 WHERE id = 1"))
+    seen: list[object] = []
+
+    def writer() -> None:
+        with engine.connect() as connection:
+            seen.append(write_state(connection.connection.dbapi_connection))
+            connection.rollback()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    time.sleep(0.5)  # the writer waits for the shared lock
+    starter.commit()  # the start committed: primary 77
+    thread.join(10)
+    starter.close()
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE key_checks SET primary_key_id = :id WHERE id = 1"), {"id": before[0]}
+        )
+    assert seen == [(77, None)]  # today: [(0, None)], the primary before the start
