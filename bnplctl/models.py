@@ -247,6 +247,9 @@ class KeyCheck(SQLModel, table=True):
     primary_key_id: int = Field(
         default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0")
     )
+    # A key a rotation of this database is adding: set before the key file is written,
+    # cleared when the key is recorded (revision 0011).
+    pending_key_id: int | None = Field(default=None, sa_column=Column(SmallInteger))
 
 
 class SecretKey(SQLModel, table=True):

@@ -50,6 +50,7 @@ from bnplctl.services.secret_key import (
     VARIABLE,
     StoredKeys,
     checked_keyring,
+    matching,
     stored_keys,
 )
 from bnplctl.sql import run
@@ -269,7 +270,7 @@ def rotate(
             checked_keyring(work.dbapi, settings, now=now())  # the file is the database's
             stored = stored_keys(work.dbapi)
             open_rotation = unfinished(work.dbapi)
-        pending = found.primary.key_id not in stored.checks  # a start stopped half-way
+        pending = stored.pending  # a start of this database's, stopped half-way
         if not resume:
             if open_rotation is not None:
                 left = open_rotation.rows_total - open_rotation.rows_done
@@ -278,26 +279,35 @@ def rotate(
                     f" {open_rotation.to_key_id} is unfinished (about {max(left, 0)} rows"
                     " left): run `bnplctl keys rotate --resume`"
                 )
-            if pending:
+            if pending is not None:
                 raise Refused(
-                    f"the key file's primary key {found.primary.key_id} was added by a rotation"
-                    " stopped before it began: run `bnplctl keys rotate --resume`"
+                    f"a rotation of this database to key {pending} stopped before it began:"
+                    " run `bnplctl keys rotate --resume`"
                 )
         started = False
         if open_rotation is None:
-            if resume and not pending:
+            if resume and pending is None:
                 return None
-            if not pending:
+            entry = None if pending is None else found.get(pending)
+            if entry is None:  # a new key (or the stopped start's never reached the file)
                 with next_unit() as work:
                     first = run(
                         work.dbapi, "SELECT created_at FROM secret_keys WHERE key_id = 0"
                     ).scalar()
                 found = _with_new_key(found, stored, now(), first)
-                _write(read, found)
+                entry = found.primary
+                _mark_pending(next_unit, entry.key_id)
+                try:
+                    _write(read, found)
+                except BnplError:  # nothing was written: nothing is pending
+                    _mark_pending(next_unit, None)
+                    raise
             with next_unit() as work:
-                open_rotation = _start(work.dbapi, found, actor=actor, now=now())
+                open_rotation = _start(work.dbapi, entry, actor=actor, now=now())
             started = True
-        keyring = _rotation_keyring(found, open_rotation, read.path)
+            with next_unit() as work:
+                stored = stored_keys(work.dbapi)
+        keyring = _rotation_keyring(found, stored, open_rotation, read.path)
         with database.units(raw=True) as second:
             rotated = _reencrypt(
                 (next_unit, second),
@@ -312,6 +322,11 @@ def rotate(
     return RotationResult(closed, started, rotated, time.monotonic() - began)
 
 
+def _mark_pending(next_unit: Callable[..., Any], key_id: int | None) -> None:
+    with next_unit() as work:
+        run(work.dbapi, "UPDATE key_checks SET pending_key_id = :id WHERE id = 1", {"id": key_id})
+
+
 def _with_new_key(
     found: crypto.KeyFile, stored: StoredKeys, now: datetime, first: datetime | None
 ) -> crypto.KeyFile:
@@ -324,14 +339,14 @@ def _with_new_key(
     return found.with_new_primary(now, known=stored.checks)
 
 
-def _start(executor: Executor, found: crypto.KeyFile, *, actor: str, now: datetime) -> Rotation:
-    """The new key recorded, made primary and the rotation opened, under the exclusive
-    keys lock (writers in flight commit first)."""
+def _start(executor: Executor, new: crypto.KeyEntry, *, actor: str, now: datetime) -> Rotation:
+    """The new key (in the key file already) recorded, made primary and the rotation
+    opened, under the exclusive keys lock (writers in flight commit first); the pending
+    mark cleared."""
     run(executor, "SELECT pg_advisory_xact_lock(:id)", {"id": KEYS_LOCK_ID})
     stored = stored_keys(executor)
     if unfinished(executor) is not None:  # another process's, since the check
         raise Refused("a rotation was started meanwhile: run `bnplctl keys rotate --resume`")
-    new = found.primary
     old = stored.primary
     assert old is not None  # noqa: S101 - checked_keyring recorded one
     run(
@@ -343,7 +358,11 @@ def _start(executor: Executor, found: crypto.KeyFile, *, actor: str, now: dateti
             "created": new.created_at or now,
         },
     )
-    run(executor, "UPDATE key_checks SET primary_key_id = :id WHERE id = 1", {"id": new.key_id})
+    run(
+        executor,
+        "UPDATE key_checks SET primary_key_id = :id, pending_key_id = NULL WHERE id = 1",
+        {"id": new.key_id},
+    )
     total = run(
         executor, "SELECT count(*) FROM users WHERE passport_key_id <> :id", {"id": new.key_id}
     ).scalar()
@@ -370,8 +389,10 @@ def _start(executor: Executor, found: crypto.KeyFile, *, actor: str, now: dateti
     return rotation
 
 
-def _rotation_keyring(found: crypto.KeyFile, rotation: Rotation, path: Path) -> crypto.Keyring:
-    usable = found.usable()
+def _rotation_keyring(
+    found: crypto.KeyFile, stored: StoredKeys, rotation: Rotation, path: Path
+) -> crypto.Keyring:
+    usable = matching(found, stored, path)
     for key_id in (rotation.from_key_id, rotation.to_key_id):
         if key_id not in usable:
             raise ConfigError(
@@ -589,10 +610,20 @@ def retire(
                 and (entry is None or entry.status == "retired")
             ):
                 return Retired(key_id, cards, already=True)
+            if key_id == stored.pending:
+                raise Refused(
+                    f"key {key_id} is being added by a rotation of this database that stopped"
+                    " before it began: finish it (`bnplctl keys rotate --resume`)"
+                )
+            if known is None:
+                raise Refused(
+                    f"key {key_id} of the key file was never this database's (another database"
+                    " sharing the file made it): retire it from that database"
+                )
             if entry is not None and entry.primary and key_id != stored.primary:
                 raise Refused(
-                    f"key {key_id} is the key file's primary, added by a rotation stopped"
-                    " before it began: finish it (`bnplctl keys rotate --resume`)"
+                    f"key {key_id} is the key file's primary (another database sharing the"
+                    " file writes under it): rotate that database first"
                 )
             if key_id == stored.primary:
                 raise Refused(
@@ -694,9 +725,8 @@ def key_report(
         matches = None
         if entry is not None and known is not None:
             matches = crypto.SecretKey(entry.material, key_id).key_check() == known[0]
+        # This database's say first: it decides what it uses (a file may be shared).
         status = (known[1] if known else None) or (entry.status if entry else "unknown")
-        if entry is not None and entry.status == "retired":
-            status = "retired"
         keys.append(
             {
                 "key_id": key_id,
@@ -704,6 +734,7 @@ def key_report(
                 "status": status,
                 "primary": key_id == stored.primary,
                 "in_file": entry is not None,
+                "file_status": entry.status if entry else None,
                 "in_database": known is not None,
                 "matches": matches,
                 "created_at": None if made is None else made.isoformat(),
@@ -732,7 +763,9 @@ def key_report(
         ).scalar()
         problems.append(
             f"a key rotation (key {rotation.from_key_id} to key {rotation.to_key_id}) is"
-            f" unfinished, {left} passport(s) left: `bnplctl keys rotate --resume`"
+            f" unfinished, {left} passport(s) left: `bnplctl keys rotate --resume` (when it"
+            " stops again on passports that cannot be decrypted, `bnplctl verify --keys`"
+            " names them: restore their rows from a backup first)"
         )
     return {
         "file": file,
@@ -767,11 +800,19 @@ def _key_problems(
         problems.append(f"key {key_id} is dated {-age} days in the future: check the clock")
     if known is not None and known[1] == "retired" and entry and entry.status == "enabled":
         problems.append(f"key {key_id} is retired in the database but enabled in the key file")
-    if entry is not None and entry.primary and known is None and stored.seen:
+    if key_id == stored.pending:
         problems.append(
-            f"key {key_id}, the key file's primary, was added by a rotation stopped before"
-            " it began: `bnplctl keys rotate --resume`"
+            f"a rotation of this database to key {key_id} stopped before it began:"
+            " `bnplctl keys rotate --resume`"
         )
+    in_use = passports or key_id in (stored.primary, stored.rotating_from)
+    if known is not None and known[1] == "enabled" and entry and entry.status == "retired":
+        if in_use:
+            problems.append(
+                f"key {key_id} is retired in the key file (by another database sharing it?)"
+                " but this database still uses it: it goes on using it; `bnplctl keys"
+                " rotate` here, then retire it here"
+            )
     if key_id == stored.primary and age is not None and age > max_age_days:
         problems.append(
             f"key {key_id} (primary) is {age} days old, over BNPL_KEY_MAX_AGE_DAYS"

@@ -47,9 +47,12 @@ VARIABLE = crypto.KEY_VARIABLE
 # exclusive to make a new key primary: a chunk or onboarding in flight commits under the
 # key it began with, and the next one reads the new state (``write_state``).
 KEYS_LOCK_ID = 0x62_6E_70_6C_4B59  # "bnpl" + "KY"
+# Two statements in one round trip: the read must take its snapshot after the lock is
+# granted (READ COMMITTED: a statement's snapshot is taken when it starts, before any
+# wait inside it), so a writer that waited for a rotation's start sees the new primary.
 _WRITE_STATE = (
-    "SELECT pg_advisory_xact_lock_shared(:lock),"
-    " (SELECT primary_key_id FROM key_checks WHERE id = 1),"
+    "SELECT pg_advisory_xact_lock_shared(:lock);"
+    " SELECT (SELECT primary_key_id FROM key_checks WHERE id = 1),"
     " (SELECT from_key_id FROM key_rotations WHERE finished_at IS NULL)"
 )
 
@@ -72,10 +75,19 @@ class StoredKeys:
     primary: int | None
     checks: dict[int, tuple[str, str]]  # key id -> (check, status)
     rotating_from: int | None
+    pending: int | None = None  # a key a stopped rotation start was adding
+
+    def enabled(self, key_id: int) -> bool:
+        known = self.checks.get(key_id)
+        return known is not None and known[1] == "enabled"
 
 
 def stored_keys(executor: Executor) -> StoredKeys:
-    primary = run(executor, "SELECT primary_key_id FROM key_checks WHERE id = 1").scalar()
+    state = run(
+        executor, "SELECT primary_key_id, pending_key_id FROM key_checks WHERE id = 1"
+    ).first()
+    primary = None if state is None else state[0]
+    pending = None if state is None else state[1]
     rows = run(executor, "SELECT key_id, key_check, status FROM secret_keys").all()
     rotating = run(
         executor, "SELECT from_key_id FROM key_rotations WHERE finished_at IS NULL"
@@ -85,6 +97,7 @@ def stored_keys(executor: Executor) -> StoredKeys:
         primary=None if primary is None else int(primary),
         checks={int(row[0]): (str(row[1]), str(row[2])) for row in rows},
         rotating_from=None if rotating is None else int(rotating),
+        pending=None if pending is None else int(pending),
     )
 
 
@@ -93,7 +106,7 @@ def write_state(executor: Executor) -> tuple[int | None, int | None]:
     lock, which the caller's transaction then holds: a key made primary meanwhile waits
     for it to commit."""
     row = run(executor, _WRITE_STATE, {"lock": KEYS_LOCK_ID}).one()
-    return (None if row[1] is None else int(row[1])), (None if row[2] is None else int(row[2]))
+    return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1]))
 
 
 def _sample_passport(executor: Executor) -> tuple[str, bytes] | None:
@@ -117,18 +130,20 @@ def mismatch(path: Path, key_id: int | None = None) -> ConfigError:
     return ConfigError(f"{VARIABLE}: {path} is not the key this database was set up with{which}")
 
 
-def _matching(found: crypto.KeyFile, stored: StoredKeys, path: Path) -> dict[int, bytes]:
-    """The file's enabled keys the database knows, each checked against its check: a key
-    that differs stops the command (78); a key the database has not seen yet (a rotation
-    that wrote the file and was stopped before it recorded the key) is left out."""
+def matching(found: crypto.KeyFile, stored: StoredKeys, path: Path) -> dict[int, bytes]:
+    """The file's keys this database has recorded and not retired, each checked against
+    its check: a key that differs stops the command (78). The database decides what it
+    retired: a key another database sharing the file retired there is still this one's
+    while it is enabled here. A key the database has not recorded (another database's, or
+    one a stopped rotation was adding) is left out."""
     keys: dict[int, bytes] = {}
-    for key_id, material in found.usable().items():
-        known = stored.checks.get(key_id)
-        if known is None:
+    for entry in found.entries:
+        known = stored.checks.get(entry.key_id)
+        if known is None or known[1] != "enabled":
             continue
-        if known[0] != crypto.SecretKey(material, key_id).key_check():
-            raise mismatch(path, key_id)
-        keys[key_id] = material
+        if known[0] != crypto.SecretKey(entry.material, entry.key_id).key_check():
+            raise mismatch(path, entry.key_id)
+        keys[entry.key_id] = entry.material
     return keys
 
 
@@ -163,7 +178,7 @@ def checked_keyring(
             raise mismatch(path)
         _record(executor, found, now=now or clock.now())
         stored = stored_keys(executor)  # another process's, if it was first
-    keys = _matching(found, stored, path)
+    keys = matching(found, stored, path)
     if stored.primary not in keys:
         raise ConfigError(
             f"{VARIABLE}: {path} lacks key {stored.primary}, which the database writes"
@@ -224,7 +239,7 @@ def key_state(executor: Executor, path: Path | None) -> KeyState:
     if not stored.seen:  # the next command that protects data checks it, and records it
         return KeyState(path, "unchecked", exposed=crypto.exposed(path))
     try:
-        keys = _matching(found, stored, path)
+        keys = matching(found, stored, path)
     except ConfigError:
         return KeyState(path, "mismatch", exposed=crypto.exposed(path))
     state = "matches" if stored.primary in keys else "mismatch"

@@ -3,7 +3,10 @@
 ``secret_keys`` holds a check of each key of the keyring (``BNPL_SECRET_KEY_FILE``) the
 database has seen (a keyed HMAC of a fixed label, never the key), whether it is enabled or
 retired, and when it came; the key of ``key_checks`` (revision 0005) becomes key 0.
-``key_checks.primary_key_id`` names the key new passports are written under.
+``key_checks.primary_key_id`` names the key new passports are written under;
+``key_checks.pending_key_id`` a key a ``keys rotate`` of this database is adding (set
+before it writes the key file, cleared when the database records the key: a rotation
+stopped in between is this database's to resume, not another's sharing the file).
 ``key_rotations`` records each ``keys rotate``: from which key to which, its progress
 (``rows_done``, ``last_user_id``) and when it finished; at most one is unfinished.
 ``users.passport_key_id`` and ``users.card_key_id`` name the key each row's passport
@@ -48,6 +51,7 @@ def upgrade() -> None:
         "key_checks",
         sa.Column("primary_key_id", sa.SmallInteger(), server_default="0", nullable=False),
     )
+    op.add_column("key_checks", sa.Column("pending_key_id", sa.SmallInteger(), nullable=True))
     op.create_table(
         "key_rotations",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -91,5 +95,6 @@ def downgrade() -> None:
     op.drop_column("users", "passport_key_id")
     op.drop_index("ix_key_rotations_unfinished", table_name="key_rotations")
     op.drop_table("key_rotations")
+    op.drop_column("key_checks", "pending_key_id")
     op.drop_column("key_checks", "primary_key_id")
     op.drop_table("secret_keys")
