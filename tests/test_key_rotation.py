@@ -114,6 +114,33 @@ def stop_the_start(monkeypatch: pytest.MonkeyPatch, context: Context) -> None:
             rotate(context)
 
 
+def flip_a_byte(engine: Engine, user_id: str) -> None:
+    """A passport ciphertext damaged (one bit of its sealed bytes), as a bad disk does."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "UPDATE users SET passport_ciphertext = set_byte(passport_ciphertext, 20,"
+                " get_byte(passport_ciphertext, 20) # 1) WHERE user_id = :id"
+            ),
+            {"id": user_id},
+        )
+
+
+def insert_prepared(context: Context, prepared: Any, keyring: crypto.Keyring) -> tuple[Any, Any]:
+    """A users import's chunk, prepared under ``keyring``, staged and inserted as the
+    import's pipeline does it: (the staged chunk, its duplicates)."""
+    from bnplctl.importing.users import UserImportReport, _Inserter
+
+    report = UserImportReport()
+    report.names.append("late.csv")
+    report.created.append({})
+    inserter = _Inserter(report, context=context, source="import", keyring=keyring)
+    with context.db.unit(raw=True) as work:
+        staged = inserter.stage(work.dbapi, prepared)
+        _, duplicates = inserter.apply(work.dbapi, staged)
+    return staged, duplicates
+
+
 def audit_actions(engine: Engine) -> list[tuple[str, str]]:
     with engine.connect() as connection:
         found = connection.execute(
@@ -506,7 +533,7 @@ def test_an_import_chunk_protected_before_a_rotation_began_goes_under_the_new_ke
     under the old key and applied after the rotation began is put under the new one and
     looked up under both; its twin of a stored passport is a duplicate."""
     from bnplctl.importing.readers import RawRow
-    from bnplctl.importing.users import UserImportReport, _Inserter, prepare_chunk
+    from bnplctl.importing.users import prepare_chunk
 
     import_users(cli, tmp_path, 40)
     with pytest.raises(Stopped):
@@ -523,13 +550,7 @@ def test_an_import_chunk_protected_before_a_rotation_began_goes_under_the_new_ke
     ]
     prepared = prepare_chunk(raw, date(2026, 12, 1), old)
     assert (prepared.primary_id, prepared.prior_id) == (0, None)
-    report = UserImportReport()
-    report.names.append("late.csv")
-    report.created.append({})
-    inserter = _Inserter(report, context=context, source="import", keyring=old)
-    with context.db.unit(raw=True) as work:
-        staged = inserter.stage(work.dbapi, prepared)
-        _, duplicates = inserter.apply(work.dbapi, staged)
+    staged, duplicates = insert_prepared(context, prepared, old)
     assert (staged.primary_id, staged.prior_id) == (1, 0)
     assert sorted(outcome.user_id for outcome in duplicates) == ["late-2", "late-3"]
     assert rows(engine)["late-1"][0] == 1

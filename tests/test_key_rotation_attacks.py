@@ -19,7 +19,9 @@ from tests.helpers import JOHN, add_args
 from tests.test_key_rotation import (  # noqa: F401 - own_key is a fixture
     Stopped,
     file_keys,
+    flip_a_byte,
     import_users,
+    insert_prepared,
     own_key,
     per_key,
     rotate,
@@ -118,7 +120,7 @@ def test_an_import_chunk_prepared_before_a_rotation_applies_after_the_old_key_is
     the rotation began are protected under the new key from the start
     (``prepare_item`` gets the import's latest keyring with each chunk)."""
     from bnplctl.importing.readers import RawRow
-    from bnplctl.importing.users import UserImportReport, _Inserter, prepare_chunk
+    from bnplctl.importing.users import prepare_chunk
 
     import_users(cli, tmp_path, 20)
     old = crypto.Keyring(file_keys(own_key).usable()[0])
@@ -134,13 +136,7 @@ def test_an_import_chunk_prepared_before_a_rotation_applies_after_the_old_key_is
     prepared = prepare_chunk(raw, date(2026, 12, 1), old)
     assert cli("keys", "rotate").exit_code == 0
     assert cli("keys", "retire", "0").exit_code == 0
-    report = UserImportReport()
-    report.names.append("late.csv")
-    report.created.append({})
-    inserter = _Inserter(report, context=context, source="import", keyring=old)
-    with context.db.unit(raw=True) as work:
-        staged = inserter.stage(work.dbapi, prepared)
-        inserter.apply(work.dbapi, staged)
+    insert_prepared(context, prepared, old)
     with engine.connect() as connection:
         card_key = connection.execute(
             text("SELECT card_key_id FROM users WHERE user_id = 'late-1'")
@@ -191,13 +187,7 @@ def test_a_passport_that_does_not_decrypt_stops_the_rotation_after_every_other_o
     own_key: Path,  # noqa: F811
 ) -> None:
     import_users(cli, tmp_path, 30)
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "UPDATE users SET passport_ciphertext = set_byte(passport_ciphertext, 20,"
-                " get_byte(passport_ciphertext, 20) # 1) WHERE user_id = 'u0000012'"
-            )
-        )
+    flip_a_byte(engine, "u0000012")
     result = cli("keys", "rotate")
     assert result.exit_code == 69
     assert "1 passport(s) cannot be decrypted under the key they name (u0000012)" in (result.stderr)

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine, make_url
 from bnplctl import db
 from tests.conftest import Cli, DatabaseUnderTest
 from tests.test_key_rotation import (  # noqa: F401 - own_key is a fixture
+    flip_a_byte,
     import_users,
     own_key,
     per_key,
@@ -120,13 +121,7 @@ def test_keys_status_does_not_send_the_operator_to_resume_for_passports_that_can
     again with 69 for ever. It should say the passport cannot be decrypted (verify --keys,
     restore from backup), as the rotation's own error does."""
     import_users(cli, tmp_path, 10)
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "UPDATE users SET passport_ciphertext = set_byte(passport_ciphertext, 20,"
-                " get_byte(passport_ciphertext, 20) # 1) WHERE user_id = 'u0000003'"
-            )
-        )
+    flip_a_byte(engine, "u0000003")
     assert cli("keys", "rotate").exit_code == 69
     assert per_key(engine) == {0: 1, 1: 9}
     status = cli("keys", "status")
