@@ -999,7 +999,8 @@ KEYS_PEAK_RSS_MB_TARGET = 150.0
 KEYS_WRITES_RATIO_TARGET = 1.5
 # The rotation's progress, as the product records it after each batch (``_reencrypt``).
 _ROTATION_PROGRESS = (
-    "UPDATE key_rotations SET rows_done = %(done)s, last_user_id = %(after)s WHERE id = %(id)s"
+    "UPDATE key_rotations SET rows_done = rows_done + %(updated)s, last_user_id = %(after)s"
+    " WHERE id = %(id)s"
 )
 
 
@@ -1071,7 +1072,8 @@ def reference_rotation_writes(engine: Engine, key_file: Path) -> tuple[float, in
             cursor.execute(_UPDATE, batch)
             done += cursor.rowcount
             cursor.execute(
-                _ROTATION_PROGRESS, {"done": done, "after": batch["ids"][-1], "id": rotation_id}
+                _ROTATION_PROGRESS,
+                {"updated": cursor.rowcount, "after": batch["ids"][-1], "id": rotation_id},
             )
             raw.commit()
         elapsed = time.perf_counter() - started

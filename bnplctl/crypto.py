@@ -247,11 +247,6 @@ class KeyFile:
         kept = tuple(replace(entry, primary=False) for entry in self.entries)
         return KeyFile((*kept, KeyEntry(key_id, new_key(), primary=True, created_at=now)))
 
-    def with_primary(self, key_id: int) -> KeyFile:
-        return KeyFile(
-            tuple(replace(entry, primary=entry.key_id == key_id) for entry in self.entries)
-        )
-
     def with_retired(self, key_id: int) -> KeyFile:
         return KeyFile(
             tuple(

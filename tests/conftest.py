@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -92,11 +93,11 @@ def _server_url(tmp_root: Path) -> tuple[str, object | None]:
     return db.normalize_url(server.get_uri()), server
 
 
-@pytest.fixture(scope="session")
-def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseUnderTest]:
-    root = tmp_path_factory.mktemp("server")
-    server_url, server = _server_url(root)
-    name = f"bnpl_test_{secrets.token_hex(4)}"
+@contextmanager
+def database_at_head(server_url: str, prefix: str = "bnpl_test") -> Iterator[str]:
+    """A new database on the server at ``server_url``, migrated to head: its URL; dropped
+    on the way out."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
@@ -107,11 +108,21 @@ def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database
         connection.commit()
     engine.dispose()
     try:
-        yield DatabaseUnderTest(url=url, server_url=server_url)
+        yield url
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def test_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseUnderTest]:
+    root = tmp_path_factory.mktemp("server")
+    server_url, server = _server_url(root)
+    try:
+        with database_at_head(server_url) as url:
+            yield DatabaseUnderTest(url=url, server_url=server_url)
+    finally:
         if server is not None:
             server.cleanup()  # type: ignore[attr-defined]
 

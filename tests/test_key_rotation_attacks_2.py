@@ -5,16 +5,14 @@ failed on 5b209cd; the expectation from docs/operations.md and the issue)."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
 
-from bnplctl import db
-from tests.conftest import Cli, DatabaseUnderTest
+from tests.conftest import Cli, DatabaseUnderTest, database_at_head
 from tests.test_key_rotation import (  # noqa: F401 - own_key is a fixture
     flip_a_byte,
     import_users,
@@ -26,22 +24,8 @@ from tests.test_key_rotation import (  # noqa: F401 - own_key is a fixture
 @pytest.fixture
 def other_database(test_database: DatabaseUnderTest) -> Iterator[str]:
     """A second database on the same server, at head, sharing the test's key file."""
-    name = f"bnpl_test_other_{secrets.token_hex(4)}"
-    admin = create_engine(test_database.server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(test_database.url).set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
-    with engine.connect() as connection:
-        db.upgrade(connection)
-        connection.commit()
-    engine.dispose()
-    try:
+    with database_at_head(test_database.server_url, "bnpl_test_other") as url:
         yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _on(monkeypatch: pytest.MonkeyPatch, url: str) -> None:

@@ -179,15 +179,14 @@ def import_users(
     from bnplctl.services.secret_key import checked_keyring
 
     settings, database = context.settings, context.db
-    settings.required_key_file()
+    settings.required_key_file()  # no key file to use: 78 before the database is reached
     # The keys the chunks are protected under, read first (the workers need them); a
     # database that has seen no key records it with the first chunk (``stage``).
     with database.unit(commit=False, raw=True) as work:
         keyring = checked_keyring(work.dbapi, settings, warn=warn, now=context.clock.now())
     report = report if report is not None else UserImportReport()
     prepare = functools.partial(prepare_item, today=context.clock.today())
-    inserter = _Inserter(report, context=context, source=source, keyring=keyring)
-    inserter.dry_run = dry_run
+    inserter = _Inserter(report, context=context, source=source, keyring=keyring, dry_run=dry_run)
 
     def one_file(name: str, items: Iterable[WorkItem], reader: HashingReader) -> dict[str, Any]:
         report.names.append(name)
@@ -220,12 +219,18 @@ class _Inserter:
     here: ``rekeyed``), ``apply`` inserts it, ``committed`` records its outcomes."""
 
     def __init__(
-        self, report: UserImportReport, *, context: Context, source: str, keyring: Any
+        self,
+        report: UserImportReport,
+        *,
+        context: Context,
+        source: str,
+        keyring: Any,
+        dry_run: bool = False,
     ) -> None:
         self.report = report
         self.settings, self.clock, self.actor = context.settings, context.clock, context.acting
         self.source, self.keyring = source, keyring
-        self.dry_run = False
+        self.dry_run = dry_run
         self.expect_new = True  # until a chunk meets a duplicate
 
     def stage(self, connection: Any, prepared: PreparedChunk) -> PreparedChunk:
@@ -235,13 +240,9 @@ class _Inserter:
         if not prepared.keys:
             return prepared
         copy_staged(connection, prepared.copy_text)
-        state = write_state(connection)
-        if state != (self.keyring.primary_id, self.keyring.prior_id):
+        if write_state(connection) != self.keyring.state():
             self.keyring = checked_keyring(connection, self.settings, now=self.clock.now())
-        if (prepared.primary_id, prepared.prior_id) != (
-            self.keyring.primary_id,
-            self.keyring.prior_id,
-        ):
+        if (prepared.primary_id, prepared.prior_id) != self.keyring.state():
             from bnplctl.services.onboarding import rekey_staged
 
             keys = rekey_staged(

@@ -32,7 +32,6 @@ Nothing here ever puts key material, or a key's check, into output, logs or audi
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -44,11 +43,11 @@ from typing import TYPE_CHECKING, Any
 
 from bnplctl import crypto
 from bnplctl.errors import BnplError, ConfigError, ExitCode, NotFound, Refused, Unavailable
-from bnplctl.services.audit import insert_events
 from bnplctl.services.secret_key import (
     KEYS_LOCK_ID,
     VARIABLE,
     StoredKeys,
+    audit_key,
     checked_keyring,
     matching,
     stored_keys,
@@ -71,6 +70,8 @@ _BATCH = (
     " WHERE user_id > :after AND passport_key_id <> :to"
     " ORDER BY user_id LIMIT :rows FOR UPDATE SKIP LOCKED"
 )  # the primary key's own order (its collation): an index range scan, never a sort
+# The passports not yet under a rotation's key.
+_LEFT = "SELECT count(*) FROM users WHERE passport_key_id <> :to"
 _UPDATE = (
     "UPDATE users SET passport_ciphertext = v.sealed, passport_blind_index = v.index,"
     " passport_key_id = %(to)s"
@@ -162,24 +163,6 @@ def last_rotation(executor: Executor) -> Rotation | None:
             executor,
             f"SELECT {_ROTATION_COLUMNS} FROM key_rotations ORDER BY id DESC LIMIT 1",  # noqa: S608
         ).first()
-    )
-
-
-def _audit(
-    executor: Executor, now: datetime, actor: str, action: str, key_id: int, **details: Any
-) -> None:
-    run(
-        executor,
-        insert_events(
-            "VALUES (:now, :actor, :action, 'key', :key_id, NULL, CAST(:details AS jsonb))"
-        ),
-        {
-            "now": now,
-            "actor": actor,
-            "action": action,
-            "key_id": str(key_id),
-            "details": json.dumps(details),
-        },
     )
 
 
@@ -363,9 +346,7 @@ def _start(executor: Executor, new: crypto.KeyEntry, *, actor: str, now: datetim
         "UPDATE key_checks SET primary_key_id = :id, pending_key_id = NULL WHERE id = 1",
         {"id": new.key_id},
     )
-    total = run(
-        executor, "SELECT count(*) FROM users WHERE passport_key_id <> :id", {"id": new.key_id}
-    ).scalar()
+    total = run(executor, _LEFT, {"to": new.key_id}).scalar()
     row = run(
         executor,
         "INSERT INTO key_rotations (from_key_id, to_key_id, actor, started_at, rows_total)"  # noqa: S608 - fixed column names
@@ -374,9 +355,9 @@ def _start(executor: Executor, new: crypto.KeyEntry, *, actor: str, now: datetim
     ).one()
     rotation = _rotation(row)
     assert rotation is not None  # noqa: S101
-    _audit(executor, now, actor, "key.added", new.key_id, purpose=new.purpose)
-    _audit(executor, now, actor, "key.promoted", new.key_id, previous_primary=old)
-    _audit(
+    audit_key(executor, now, actor, "key.added", new.key_id, purpose=new.purpose)
+    audit_key(executor, now, actor, "key.promoted", new.key_id, previous_primary=old)
+    audit_key(
         executor,
         now,
         actor,
@@ -457,11 +438,7 @@ def _reencrypt(
                 if batch is None:
                     held.close()
                     with series[turn % 2]() as work:
-                        left = run(
-                            work.dbapi,
-                            "SELECT count(*) FROM users WHERE passport_key_id <> :to",
-                            {"to": to},
-                        ).scalar()
+                        left = run(work.dbapi, _LEFT, {"to": to}).scalar()
                     if left <= len(broken):
                         _stop_if_broken(broken, rotation)
                         return rotated
@@ -556,7 +533,7 @@ def _finish(executor: Executor, rotation: Rotation, *, actor: str, now: datetime
     ).one()
     closed = _rotation(row)
     assert closed is not None  # noqa: S101
-    _audit(
+    audit_key(
         executor,
         now,
         actor,
@@ -648,14 +625,12 @@ def retire(
                     f"key {key_id} is still needed: {passports} passport(s) are under it"
                     " (`bnplctl keys rotate` puts them under the primary key)"
                 )
-            if known is not None:
-                run(
-                    executor,
-                    "UPDATE secret_keys SET status = 'retired', retired_at = :now"
-                    " WHERE key_id = :id",
-                    {"now": now(), "id": key_id},
-                )
-            _audit(executor, now(), actor, "key.retired", key_id, card_fingerprints=cards)
+            run(
+                executor,
+                "UPDATE secret_keys SET status = 'retired', retired_at = :now WHERE key_id = :id",
+                {"now": now(), "id": key_id},
+            )
+            audit_key(executor, now(), actor, "key.retired", key_id, card_fingerprints=cards)
             if entry is not None and entry.status != "retired":
                 _write(read, found.with_retired(key_id))  # before the commit
     return Retired(key_id, cards, already=False)
@@ -706,21 +681,13 @@ def key_report(
                 {"id": key_id},
             ).scalar():
                 passports[key_id] = 1
-    created = dict(
-        (int(row[0]), row[1])
-        for row in run(executor, "SELECT key_id, created_at FROM secret_keys").all()
-    )
-    ids = sorted(
-        set(stored.checks)
-        | set(found.usable() if found else {})
-        | {entry.key_id for entry in (found.entries if found else ())}
-    )
+    ids = sorted(set(stored.checks) | {entry.key_id for entry in (found.entries if found else ())})
     keys = []
     for key_id in ids:
         entry = found.get(key_id) if found else None
         known = stored.checks.get(key_id)
         # The database's date where it has one: it recorded the key, the file can be edited.
-        made = created.get(key_id) or (entry.created_at if entry else None)
+        made = stored.created.get(key_id) or (entry.created_at if entry else None)
         age = None if made is None else (now - made).days
         matches = None
         if entry is not None and known is not None:
@@ -756,11 +723,7 @@ def key_report(
         file_problems += found_file_problems
     rotation = unfinished(executor)
     if rotation is not None:
-        left = run(
-            executor,
-            "SELECT count(*) FROM users WHERE passport_key_id <> :to",
-            {"to": rotation.to_key_id},
-        ).scalar()
+        left = run(executor, _LEFT, {"to": rotation.to_key_id}).scalar()
         problems.append(
             f"a key rotation (key {rotation.from_key_id} to key {rotation.to_key_id}) is"
             f" unfinished, {left} passport(s) left: `bnplctl keys rotate --resume` (when it"

@@ -139,13 +139,14 @@ _STAGE = (
 # the line, which rows of a JSON array written on one line share), so the first one wins.
 # While a rotation is unfinished a row has a ``prior_index`` (its passport's blind index
 # under the key rotated from): a passport stored under either key is a duplicate.
-_INSERT_SQL = (
-    "WITH inserted AS ("  # noqa: S608 - fixed fragments, no input
-    " INSERT INTO users ({columns})"
+_STAGED_ROWS = (
     " SELECT {columns} FROM user_rows r WHERE r.prior_index IS NULL OR NOT EXISTS"
     "  (SELECT FROM users u WHERE u.passport_blind_index = r.prior_index)"
     " ORDER BY seq"
-    " ON CONFLICT DO NOTHING"
+)
+_INSERT_SQL = (
+    "WITH inserted AS ("  # noqa: S608 - fixed fragments, no input
+    " INSERT INTO users ({columns})" + _STAGED_ROWS + " ON CONFLICT DO NOTHING"
     " RETURNING user_id, passport_blind_index"
     "), audited AS ("
     + insert_events(
@@ -159,11 +160,7 @@ _INSERT_SQL = (
 # left out, found by the count of audit events).
 _INSERT_NEW_SQL = (
     "WITH inserted AS ("  # noqa: S608 - fixed fragments, no input
-    " INSERT INTO users ({columns})"
-    " SELECT {columns} FROM user_rows r WHERE r.prior_index IS NULL OR NOT EXISTS"
-    "  (SELECT FROM users u WHERE u.passport_blind_index = r.prior_index)"
-    " ORDER BY seq"
-    " RETURNING user_id"
+    " INSERT INTO users ({columns})" + _STAGED_ROWS + " RETURNING user_id"
     ") "
     + insert_events(
         " SELECT %(now)s, %(actor)s, 'user.created', 'user', user_id, user_id,"

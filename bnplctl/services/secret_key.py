@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bnplctl import clock, crypto
 from bnplctl.errors import ConfigError, Refused
@@ -76,10 +76,7 @@ class StoredKeys:
     checks: dict[int, tuple[str, str]]  # key id -> (check, status)
     rotating_from: int | None
     pending: int | None = None  # a key a stopped rotation start was adding
-
-    def enabled(self, key_id: int) -> bool:
-        known = self.checks.get(key_id)
-        return known is not None and known[1] == "enabled"
+    created: dict[int, datetime] = field(default_factory=dict)  # key id -> recorded at
 
 
 def stored_keys(executor: Executor) -> StoredKeys:
@@ -88,7 +85,7 @@ def stored_keys(executor: Executor) -> StoredKeys:
     ).first()
     primary = None if state is None else state[0]
     pending = None if state is None else state[1]
-    rows = run(executor, "SELECT key_id, key_check, status FROM secret_keys").all()
+    rows = run(executor, "SELECT key_id, key_check, status, created_at FROM secret_keys").all()
     rotating = run(
         executor, "SELECT from_key_id FROM key_rotations WHERE finished_at IS NULL"
     ).scalar()
@@ -98,6 +95,7 @@ def stored_keys(executor: Executor) -> StoredKeys:
         checks={int(row[0]): (str(row[1]), str(row[2])) for row in rows},
         rotating_from=None if rotating is None else int(rotating),
         pending=None if pending is None else int(pending),
+        created={int(row[0]): row[3] for row in rows},
     )
 
 
@@ -196,19 +194,20 @@ def checked_keyring(
     return crypto.Keyring(keys, stored.primary, stored.rotating_from)
 
 
-def _record(executor: Executor, found: crypto.KeyFile, *, now: datetime) -> None:
+def _record(executor: Executor, found: crypto.KeyFile, *, now: datetime) -> bool:
     """A database that has seen no key: the file's enabled keys' checks and its primary,
-    in the caller's transaction (another process's first, if it was first)."""
+    in the caller's transaction (another process's first, if it was first: False). The
+    insert holds the check's row until the caller commits: a concurrent recorder waits."""
     primary = found.primary
-    run(
+    recorded = run(
         executor,
         "INSERT INTO key_checks (id, key_check, primary_key_id) VALUES (1, :check, :primary)"
-        " ON CONFLICT (id) DO NOTHING",
+        " ON CONFLICT (id) DO NOTHING RETURNING id",
         {
             "check": crypto.SecretKey(primary.material, primary.key_id).key_check(),
             "primary": primary.key_id,
         },
-    )
+    ).first()
     for key_id, material in found.usable().items():
         entry = found.get(key_id)
         run(
@@ -221,6 +220,7 @@ def _record(executor: Executor, found: crypto.KeyFile, *, now: datetime) -> None
                 "created_at": (entry.created_at if entry else None) or now,
             },
         )
+    return recorded is not None
 
 
 def key_state(executor: Executor, path: Path | None) -> KeyState:
@@ -255,17 +255,7 @@ def record_new_keyring(
     key check or a stored passport, which a new key could never match. The insert holds
     the check's row until the caller commits: a concurrent ``keys init`` waits, then is
     refused."""
-    primary = found.primary
-    recorded = run(
-        executor,
-        "INSERT INTO key_checks (id, key_check, primary_key_id) VALUES (1, :check, :primary)"
-        " ON CONFLICT (id) DO NOTHING RETURNING id",
-        {
-            "check": crypto.SecretKey(primary.material, primary.key_id).key_check(),
-            "primary": primary.key_id,
-        },
-    ).first()
-    if recorded is None:
+    if not _record(executor, found, now=now):
         raise Refused(
             f"this database already has a secret key (its check in key_checks), which a new"
             f" key would not match: set {VARIABLE} to the file of the key it was set up with"
@@ -275,17 +265,24 @@ def record_new_keyring(
             f"this database holds passports protected with a secret key, which a new key"
             f" would not open: set {VARIABLE} to the file of the key it was set up with"
         )
-    _record(executor, found, now=now)
+    audit_key(executor, now, actor, "key.initialized", found.primary.key_id, file=str(path))
+
+
+def audit_key(
+    executor: Executor, now: datetime, actor: str, action: str, key_id: int, **details: Any
+) -> None:
+    """An audit event about a key (``key.*``), in the caller's transaction: its id and
+    ``details``, never a key or its check."""
     run(
         executor,
         insert_events(
-            "VALUES (:now, :actor, 'key.initialized', 'key', :key_id, NULL,"
-            " CAST(:details AS jsonb))"
+            "VALUES (:now, :actor, :action, 'key', :key_id, NULL, CAST(:details AS jsonb))"
         ),
         {
             "now": now,
             "actor": actor,
-            "key_id": str(primary.key_id),
-            "details": json.dumps({"file": str(path)}),
+            "action": action,
+            "key_id": str(key_id),
+            "details": json.dumps(details),
         },
     )
